@@ -1,0 +1,2 @@
+//! Drain benchmark (written with the integration harness).
+fn main() {}

@@ -1,0 +1,129 @@
+//! The command line: one clap definition drives parsing, `--help`, the man page and completions.
+//!
+//! Each subcommand lives in its own file and says whether it opens the store directly (`drain`,
+//! `status`, `queue`) or runs the service (`serve`). `--help` and `--version` finish inside clap,
+//! before any configuration is read.
+
+mod drain;
+mod queue;
+mod status;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config, Flags};
+use crate::logging::{self, StderrFormat};
+
+/// What a command concluded, when it ran to the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Success,
+    /// Exit 1: the command ran but what it reports is a failure (e.g. a drain stopped by a 401).
+    Failure,
+}
+
+/// Captures Gradata events from local agents and forwards them to the Gradata cloud.
+#[derive(Debug, Parser)]
+#[command(name = "gradata", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Config file [default: /etc/gradata/gradata.toml, if it exists]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "GRADATA_CONFIG",
+        hide_env_values = true
+    )]
+    config: Option<PathBuf>,
+    /// Directory holding system.db (a Gradata brain directory works too)
+    #[arg(long, visible_alias = "brain-dir", global = true, value_name = "PATH")]
+    data_dir: Option<PathBuf>,
+    /// File containing the cloud API key (overrides GRADATA_API_KEY and credentials)
+    #[arg(long, global = true, value_name = "PATH")]
+    api_key_file: Option<PathBuf>,
+    /// Ingest URL [default: https://api.gradata.ai/api/v1/ingest]
+    #[arg(long, global = true, value_name = "URL")]
+    ingest_url: Option<String>,
+    /// Log format: auto, journal, text or json
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Deliver pending events now, within a row and time budget
+    Drain(drain::DrainArgs),
+    /// Show queue counts, the sync state and the last error
+    Status(status::StatusArgs),
+    /// List or retry queued events
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+}
+
+/// Parses the command line (exits on `--help`, `--version` and usage errors, as clap does).
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let env = config::process_environment();
+    let flags = Flags {
+        config: cli.global.config.clone(),
+        data_dir: cli.global.data_dir.clone(),
+        api_key_file: cli.global.api_key_file.clone(),
+        ingest_url: cli.global.ingest_url.clone(),
+        listen: Vec::new(),
+        log_format: cli.global.log_format.clone(),
+    };
+    let config = Config::load(&flags, &env).context("invalid configuration")?;
+    let format = match config.log_format {
+        config::LogFormat::Json => StderrFormat::Json,
+        _ => StderrFormat::Text,
+    };
+    logging::init_stderr(&config.log_filter, format);
+    match cli.command {
+        Command::Drain(args) => drain::run(&config, &args),
+        Command::Status(args) => status::run(&config, &args),
+        Command::Queue(command) => queue::run(&config, &command),
+    }
+}
+
+/// Prints an error and its causes on stderr, once, as `gradata: cause: cause`.
+#[expect(
+    clippy::print_stderr,
+    reason = "the one place the CLI reports a fatal error"
+)]
+pub fn report_error(err: &anyhow::Error) {
+    let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+    eprintln!("gradata: {}", chain.join(": "));
+}
+
+/// A current-thread runtime for the commands that talk to the network or the store's writer.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Store options for the CLI: never create, never take the service's lock.
+fn cli_store_options(config: &Config) -> crate::store::Options {
+    crate::store::Options {
+        create: crate::store::Create::Never,
+        instance_lock: crate::store::InstanceLock::None,
+        ..config.store_options()
+    }
+}

@@ -1,0 +1,107 @@
+//! `gradata status`: queue counts, the oldest pending age, the sync state and the last error, read
+//! straight from the database with a read-only connection (no lock, no write), so it never
+//! disturbs a running service.
+
+use std::time::SystemTime;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use super::{Outcome, cli_store_options};
+use crate::config::Config;
+use crate::store::{self, Store};
+use crate::sync::{STATUS_META_KEY, StatusSnapshot};
+
+/// Arguments of `gradata status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Print as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<Outcome> {
+    let options = cli_store_options(config);
+    let store = match Store::open_read_only(&options) {
+        Ok(store) => Some(store),
+        Err(store::Error::NotFound(_) | store::Error::NoQueueTable(_)) => None,
+        // A brain database the original daemon made: gradata's columns are added first (an
+        // additive, idempotent migration), then it is read like any other.
+        Err(store::Error::NotMigrated(_)) => {
+            Some(Store::open(&options).context("migrating the database")?)
+        }
+        Err(err) => return Err(err).context("opening the queue"),
+    };
+    let now = SystemTime::now();
+    let (stats, sync) = match &store {
+        Some(store) => {
+            let stats = store.stats().context("reading queue counts")?;
+            let sync: Option<StatusSnapshot> = store
+                .meta(STATUS_META_KEY)
+                .context("reading the sync status")?
+                .and_then(|text| serde_json::from_str(&text).ok());
+            (Some(stats), sync)
+        }
+        None => (None, None),
+    };
+    let report = json!({
+        "data_dir": config.data_dir,
+        "database": options.database_path(),
+        "database_exists": store.is_some(),
+        "queue": stats.as_ref().map(|s| json!({
+            "pending": s.pending,
+            "dead": s.dead,
+            "synced": s.synced,
+            "leased": s.leased,
+            "pending_bytes": s.pending_bytes,
+            "oldest_pending_age_seconds": s.oldest_pending_age(now).map(|age| age.as_secs_f64().floor()),
+        })),
+        "sync": sync,
+        "sync_configured": config.sync.disabled_reason().is_none(),
+        "sync_disabled_reason": config.sync.disabled_reason(),
+    });
+    print(&report, args.json)?;
+    Ok(Outcome::Success)
+}
+
+#[expect(clippy::print_stdout, reason = "the command's output")]
+fn print(report: &serde_json::Value, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).context("serialising the status")?
+        );
+        return Ok(());
+    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    println!("database:      {}", text(&report["database"]));
+    if report["database_exists"] != json!(true) {
+        println!("               (not created yet: the service creates it on first start)");
+        return Ok(());
+    }
+    let queue = &report["queue"];
+    println!(
+        "pending:       {} ({} bytes)",
+        text(&queue["pending"]),
+        text(&queue["pending_bytes"])
+    );
+    println!(
+        "oldest:        {} s",
+        text(&queue["oldest_pending_age_seconds"])
+    );
+    println!("dead:          {}", text(&queue["dead"]));
+    println!("synced:        {}", text(&queue["synced"]));
+    let sync = &report["sync"];
+    println!("sync state:    {}", text(&sync["state"]));
+    println!("last success:  {}", text(&sync["last_success_at"]));
+    println!("last error:    {}", text(&sync["last_error"]));
+    if let Some(reason) = report["sync_disabled_reason"].as_str() {
+        println!("sync disabled: {reason}");
+    }
+    Ok(())
+}

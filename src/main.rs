@@ -1,0 +1,30 @@
+//! The `gradata` binary: parse the command line, run it, turn the outcome into an exit code.
+//!
+//! The exit policy lives here and only here: 0 success, 78 (EX_CONFIG) a configuration that cannot
+//! be used, 1 anything else. Returning (rather than `process::exit`) lets destructors run, so the
+//! store closes and its locks are released.
+
+use std::process::ExitCode;
+
+use gradata::cli;
+use gradata::config;
+
+/// `sysexits.h` EX_CONFIG.
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let args = cli::parse();
+    match cli::run(args) {
+        Ok(cli::Outcome::Success) => ExitCode::SUCCESS,
+        Ok(cli::Outcome::Failure) => ExitCode::FAILURE,
+        Err(err) => {
+            let code = if err.chain().any(|cause| cause.is::<config::Error>()) {
+                EX_CONFIG
+            } else {
+                1
+            };
+            cli::report_error(&err);
+            ExitCode::from(code)
+        }
+    }
+}

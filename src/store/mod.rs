@@ -1,0 +1,434 @@
+//! The outbox: gradata's durable queue of events waiting to be delivered (DESIGN §4).
+//!
+//! [`Store`] is a cheap-to-clone handle over one SQLite database, `<data_dir>/system.db`. Every
+//! change goes through one writer thread ([`writer`]), which folds whatever requests are waiting
+//! into a single transaction (group commit) and answers each caller only after that transaction is
+//! durable. Reads ([`Store::stats`], [`Store::list`]) use a separate connection and never wait
+//! for the writer, thanks to WAL.
+//!
+//! The three row states are defined here and nowhere else: **pending** (`synced_at IS NULL AND
+//! dead_at IS NULL`), **dead** (`dead_at IS NOT NULL`) and **synced** (`synced_at IS NOT NULL`).
+//!
+//! Boundary: this module knows nothing of HTTP, of tokio, or of the sync protocol's status codes; it
+//! stores what [`crate::sync`] tells it. Invariants: a pending row is never deleted; every state
+//! change is one transaction; migrations are additive.
+
+mod lock;
+mod read;
+mod schema;
+mod types;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use lock::INSTANCE_LOCK;
+pub use read::{QueueEntry, Stats};
+pub use types::{
+    ClaimFrom, ClaimedRow, EnqueueOutcome, EventId, InvalidEventId, Kind, MAX_EVENT_ID_LEN,
+    NewEvent, RetrySelector, RowId, RowState, Settlement,
+};
+
+use lock::{LockError, LockFile};
+use writer::{Command, Writer};
+
+/// File name of the database inside the data directory.
+pub const DATABASE_FILE: &str = "system.db";
+
+/// Default `busy_timeout`: how long a statement waits for another process's write lock.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the store is opened. Built by the caller from [`crate::config::Config`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Directory holding `system.db` and the lock files.
+    pub data_dir: PathBuf,
+    /// SQLite `synchronous` mode for the WAL.
+    pub synchronous: Synchronous,
+    /// How long to wait for another process's write lock.
+    pub busy_timeout: Duration,
+    /// Whether a missing database or queue table is created.
+    pub create: Create,
+    /// Whether this opener must be the only service on the data directory.
+    pub instance_lock: InstanceLock,
+}
+
+impl Options {
+    /// Options with the defaults for everything but the directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Options {
+        Options {
+            data_dir: data_dir.into(),
+            synchronous: Synchronous::Full,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            create: Create::IfMissing,
+            instance_lock: InstanceLock::None,
+        }
+    }
+
+    /// Path of the database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join(DATABASE_FILE)
+    }
+}
+
+/// SQLite `synchronous` setting. `OFF` is deliberately absent: a 2xx to a client promises the row
+/// is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Sync the WAL at every commit: an acknowledged event survives power loss.
+    Full,
+    /// Sync only at checkpoints: the last commits may be lost on power loss (never corrupted).
+    Normal,
+}
+
+/// Whether opening may create the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// Create the directory, the database and the table when missing (the service).
+    IfMissing,
+    /// Open only what exists (the CLI): a missing database or table is an error, and nothing is
+    /// written to the data directory in that case.
+    Never,
+}
+
+/// Whether the single-instance lock is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceLock {
+    /// Take `.gradata.lock` exclusively (the service).
+    Exclusive,
+    /// Do not; coordinate with others only through leases (CLI tools, tests).
+    None,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database file does not exist and [`Create::Never`] was asked for.
+    #[error("{0}: no such database")]
+    NotFound(PathBuf),
+    /// The database has no `sync_queue` table and [`Create::Never`] was asked for.
+    #[error("{0}: the database has no sync_queue table")]
+    NoQueueTable(PathBuf),
+    /// Another `gradata serve` holds the data directory.
+    #[error("{0}: another gradata service holds this data directory (stop it first)")]
+    Locked(PathBuf),
+    /// The disk is full; nothing was written.
+    #[error("disk full: {0}")]
+    DiskFull(String),
+    /// Another process kept the database locked past the busy timeout.
+    #[error("database busy: {0}")]
+    Busy(String),
+    /// A file in the data directory could not be created or opened.
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    /// Any other SQLite error.
+    #[error("sqlite: {0}")]
+    Sqlite(String),
+    /// The writer thread is gone (the store is shutting down).
+    #[error("the store is closed")]
+    Closed,
+    /// A change was asked of a store opened with [`Store::open_read_only`].
+    #[error("the store was opened read-only")]
+    ReadOnly,
+    /// [`Store::open_read_only`] found a database that gradata has not migrated yet.
+    #[error("{0}: the database has not been migrated by gradata yet")]
+    NotMigrated(PathBuf),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Error {
+        match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Error::DiskFull(err.to_string()),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Error::Busy(err.to_string())
+            }
+            _ => Error::Sqlite(err.to_string()),
+        }
+    }
+}
+
+impl Error {
+    /// A copy for each caller of a failed group commit (the error itself is not `Clone` because
+    /// of the I/O variant, which only opening produces).
+    fn for_each_caller(&self) -> Error {
+        match self {
+            Error::NotFound(path) => Error::NotFound(path.clone()),
+            Error::NoQueueTable(path) => Error::NoQueueTable(path.clone()),
+            Error::Locked(path) => Error::Locked(path.clone()),
+            Error::DiskFull(message) => Error::DiskFull(message.clone()),
+            Error::Busy(message) => Error::Busy(message.clone()),
+            Error::Io(path, err) => Error::Sqlite(format!("{}: {err}", path.display())),
+            Error::Sqlite(message) => Error::Sqlite(message.clone()),
+            Error::Closed => Error::Closed,
+            Error::ReadOnly => Error::ReadOnly,
+            Error::NotMigrated(path) => Error::NotMigrated(path.clone()),
+        }
+    }
+}
+
+impl From<LockError> for Error {
+    fn from(err: LockError) -> Error {
+        match err {
+            LockError::Held(path) => Error::Locked(path),
+            LockError::Io(path, err) => Error::Io(path, err),
+        }
+    }
+}
+
+/// Handle to the outbox. Clones share one writer thread and one read connection.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Sends commands to the writer thread. Dropped (with `Shared`) to tell the thread to finish.
+    /// `None` for a read-only store.
+    writer: Option<Writer>,
+    /// Read-only queries. A std mutex: held only for one short query, never across `.await`.
+    reader: Mutex<Connection>,
+    database_path: PathBuf,
+    /// Held for the life of the store; released after the writer has closed its connection.
+    _instance_lock: Option<LockFile>,
+    _leases_lock: Option<LockFile>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("database", &self.shared.database_path)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the outbox, takes its locks and migrates it. Blocking.
+    pub fn open(options: &Options) -> Result<Store, Error> {
+        let database_path = options.database_path();
+        match options.create {
+            Create::IfMissing => std::fs::create_dir_all(&options.data_dir)
+                .map_err(|err| Error::Io(options.data_dir.clone(), err))?,
+            Create::Never if !database_path.exists() => {
+                return Err(Error::NotFound(database_path));
+            }
+            Create::Never => {}
+        }
+        // Invariant: the instance lock is taken before anything else touches the database, so a
+        // second service fails before it has done any work (the original's bug 10.19).
+        let instance_lock = match options.instance_lock {
+            InstanceLock::Exclusive => Some(LockFile::instance(&options.data_dir)?),
+            InstanceLock::None => None,
+        };
+
+        let mut conn = open_connection(&database_path, options, OpenMode::ReadWrite)?;
+        let create_table = options.create == Create::IfMissing;
+        if !create_table && !schema::has_queue_table(&conn)? {
+            return Err(Error::NoQueueTable(database_path));
+        }
+        schema::migrate(&mut conn, create_table)?;
+
+        let (leases_lock, alone) = LockFile::leases(&options.data_dir)?;
+        if alone {
+            // No other process has the store open, so every lease left in the table belongs to a
+            // process that died mid-drain. Releasing them makes those rows claimable at once.
+            conn.execute(
+                "UPDATE sync_queue SET lease_until = NULL WHERE lease_until IS NOT NULL",
+                [],
+            )?;
+        }
+        let reader = open_connection(&database_path, options, OpenMode::ReadOnly)?;
+        let writer = Writer::spawn(conn).map_err(|err| Error::Io(database_path.clone(), err))?;
+        Ok(Store {
+            shared: Arc::new(Shared {
+                writer: Some(writer),
+                reader: Mutex::new(reader),
+                database_path,
+                _instance_lock: instance_lock,
+                _leases_lock: Some(leases_lock),
+            }),
+        })
+    }
+
+    /// Opens an existing, migrated store for reading only: no lock, no writer thread, no write of
+    /// any kind, so it never disturbs a running service. Write methods return [`Error::ReadOnly`].
+    pub fn open_read_only(options: &Options) -> Result<Store, Error> {
+        let database_path = options.database_path();
+        if !database_path.exists() {
+            return Err(Error::NotFound(database_path));
+        }
+        let reader = open_connection(&database_path, options, OpenMode::ReadOnly)?;
+        if !schema::has_queue_table(&reader)? {
+            return Err(Error::NoQueueTable(database_path));
+        }
+        if !schema::is_migrated(&reader)? {
+            return Err(Error::NotMigrated(database_path));
+        }
+        Ok(Store {
+            shared: Arc::new(Shared {
+                writer: None,
+                reader: Mutex::new(reader),
+                database_path,
+                _instance_lock: None,
+                _leases_lock: None,
+            }),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn database_path(&self) -> &Path {
+        &self.shared.database_path
+    }
+
+    /// Commits events; idempotent on `event_id`. All events of one call commit together or not at
+    /// all, and the future resolves only after the commit is durable.
+    pub async fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<EnqueueOutcome>, Error> {
+        self.writer()?
+            .call(|reply| Command::Enqueue {
+                events,
+                now: SystemTime::now(),
+                reply,
+            })
+            .await
+    }
+
+    /// Leases up to `limit` pending rows for `lease` and returns them in id order. Rows leased by
+    /// another drainer (thread or process) are skipped, so no row is handed out twice at once.
+    pub async fn claim_batch(
+        &self,
+        limit: usize,
+        from: ClaimFrom,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRow>, Error> {
+        self.writer()?
+            .call(|reply| Command::Claim {
+                limit,
+                from,
+                lease,
+                now: SystemTime::now(),
+                reply,
+            })
+            .await
+    }
+
+    /// Records the outcome of delivery attempts; each settlement also releases the row's lease.
+    pub async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), Error> {
+        self.writer()?
+            .call(|reply| Command::Settle {
+                settlements,
+                now: SystemTime::now(),
+                reply,
+            })
+            .await
+    }
+
+    /// Makes dead rows (or the given rows) pending and due now; returns how many changed.
+    pub async fn retry(&self, selector: RetrySelector) -> Result<usize, Error> {
+        self.writer()?
+            .call(|reply| Command::Retry { selector, reply })
+            .await
+    }
+
+    /// Deletes synced rows older than `older_than`; returns how many. Pending and dead rows are
+    /// never touched.
+    pub async fn purge_synced(&self, older_than: Duration) -> Result<usize, Error> {
+        self.writer()?
+            .call(|reply| Command::PurgeSynced {
+                older_than,
+                now: SystemTime::now(),
+                reply,
+            })
+            .await
+    }
+
+    /// Stores a small status value (e.g. the sync state) for `gradata status` to read.
+    pub async fn set_meta(&self, key: &'static str, value: String) -> Result<(), Error> {
+        self.writer()?
+            .call(|reply| Command::SetMeta {
+                key,
+                value,
+                now: SystemTime::now(),
+                reply,
+            })
+            .await
+    }
+
+    /// Counts by state and the oldest pending row's age. Blocking, but short.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        read::stats(&self.reader())
+    }
+
+    /// Lists rows in one state, oldest first. Blocking, but short.
+    pub fn list(&self, state: RowState, limit: usize) -> Result<Vec<QueueEntry>, Error> {
+        read::list(&self.reader(), state, limit)
+    }
+
+    /// Reads a value stored with [`Store::set_meta`].
+    pub fn meta(&self, key: &str) -> Result<Option<String>, Error> {
+        read::meta(&self.reader(), key)
+    }
+
+    /// When the earliest pending row that waits on a backoff timer becomes due.
+    pub fn next_due_at(&self) -> Result<Option<SystemTime>, Error> {
+        read::next_due_at(&self.reader())
+    }
+
+    fn writer(&self) -> Result<&Writer, Error> {
+        self.shared.writer.as_ref().ok_or(Error::ReadOnly)
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A poisoned lock only means another reader panicked mid-query; the connection is fine.
+        self.shared
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum OpenMode {
+    ReadWrite,
+    ReadOnly,
+}
+
+fn open_connection(path: &Path, options: &Options, mode: OpenMode) -> Result<Connection, Error> {
+    let flags = match (mode, options.create) {
+        (OpenMode::ReadOnly, _) => OpenFlags::SQLITE_OPEN_READ_ONLY,
+        (OpenMode::ReadWrite, Create::IfMissing) => {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        }
+        (OpenMode::ReadWrite, Create::Never) => OpenFlags::SQLITE_OPEN_READ_WRITE,
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(options.busy_timeout)?;
+    if let OpenMode::ReadWrite = mode {
+        // journal_mode=WAL is persistent in the file; asking again is cheap and repairs a database
+        // created in rollback mode by another tool.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    let synchronous = match options.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    Ok(conn)
+}
+
+/// Seconds since the Unix epoch, the unit of every REAL time column.
+pub(crate) fn to_unix(time: SystemTime) -> f64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The inverse of [`to_unix`]; negative or non-finite values map to the epoch.
+pub(crate) fn from_unix(seconds: f64) -> SystemTime {
+    if seconds.is_finite() && seconds > 0.0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds)
+    } else {
+        SystemTime::UNIX_EPOCH
+    }
+}

@@ -1,0 +1,149 @@
+//! Read-only queries: counts, listings and status values. They run on the store's read connection
+//! and, thanks to WAL, never wait for (or hold up) the writer thread or another process's writes.
+
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::types::{RowId, RowState};
+use super::{Error, from_unix};
+
+/// Queue counts at one instant.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Stats {
+    /// Rows waiting to be delivered.
+    pub pending: u64,
+    /// Rows rejected for good.
+    pub dead: u64,
+    /// Rows delivered and not yet purged.
+    pub synced: u64,
+    /// Pending rows currently leased by a drainer.
+    pub leased: u64,
+    /// Total size of the pending payloads, in bytes.
+    pub pending_bytes: u64,
+    /// When the oldest pending row was enqueued.
+    #[serde(skip)]
+    pub oldest_pending_at: Option<SystemTime>,
+}
+
+impl Stats {
+    /// Age of the oldest pending row at `now`.
+    pub fn oldest_pending_age(&self, now: SystemTime) -> Option<Duration> {
+        self.oldest_pending_at
+            .map(|at| now.duration_since(at).unwrap_or_default())
+    }
+}
+
+/// One row, as `gradata queue list` and `GET /v1/queue` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueEntry {
+    /// Row id.
+    pub id: RowId,
+    /// The event's id, if the row has one.
+    pub event_id: Option<String>,
+    /// The row's kind.
+    pub kind: String,
+    /// The row's state.
+    pub state: RowState,
+    /// Unix seconds.
+    pub enqueued_at: f64,
+    /// Unix seconds, when synced.
+    pub synced_at: Option<f64>,
+    /// Unix seconds, when dead.
+    pub dead_at: Option<f64>,
+    /// Delivery attempts so far.
+    pub attempts: i64,
+    /// Unix seconds, when a pending row is waiting on a backoff timer.
+    pub next_attempt_at: Option<f64>,
+    /// The last HTTP status received for it.
+    pub last_status: Option<u16>,
+    /// The last error recorded for it.
+    pub last_error: Option<String>,
+    /// Size of the payload in bytes.
+    pub payload_bytes: i64,
+}
+
+pub(super) fn stats(conn: &Connection) -> Result<Stats, Error> {
+    let pending = RowState::Pending.sql_condition();
+    let dead = RowState::Dead.sql_condition();
+    let synced = RowState::Synced.sql_condition();
+    let sql = format!(
+        "SELECT
+            COALESCE(SUM(CASE WHEN {pending} THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN {dead} THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN {synced} THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN {pending} AND lease_until > unixepoch('subsec') THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN {pending} THEN length(CAST(payload_json AS BLOB)) ELSE 0 END), 0),
+            MIN(CASE WHEN {pending} THEN enqueued_at END)
+         FROM sync_queue"
+    );
+    let stats = conn.query_row(&sql, [], |row| {
+        Ok(Stats {
+            pending: count(row.get(0)?),
+            dead: count(row.get(1)?),
+            synced: count(row.get(2)?),
+            leased: count(row.get(3)?),
+            pending_bytes: count(row.get(4)?),
+            oldest_pending_at: row.get::<_, Option<f64>>(5)?.map(from_unix),
+        })
+    })?;
+    Ok(stats)
+}
+
+pub(super) fn list(
+    conn: &Connection,
+    state: RowState,
+    limit: usize,
+) -> Result<Vec<QueueEntry>, Error> {
+    let sql = format!(
+        "SELECT id, event_id, kind, enqueued_at, synced_at, dead_at, COALESCE(attempts, 0),
+                next_attempt_at, last_status, last_error, length(CAST(payload_json AS BLOB))
+           FROM sync_queue WHERE {} ORDER BY id LIMIT ?1",
+        state.sql_condition()
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement.query_map([limit], |row| {
+        Ok(QueueEntry {
+            id: RowId(row.get(0)?),
+            event_id: row.get(1)?,
+            kind: row.get(2)?,
+            state,
+            enqueued_at: row.get(3)?,
+            synced_at: row.get(4)?,
+            dead_at: row.get(5)?,
+            attempts: row.get(6)?,
+            next_attempt_at: row.get(7)?,
+            last_status: row
+                .get::<_, Option<i64>>(8)?
+                .and_then(|s| u16::try_from(s).ok()),
+            last_error: row.get(9)?,
+            payload_bytes: row.get(10)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn meta(conn: &Connection, key: &str) -> Result<Option<String>, Error> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM gradata_meta WHERE key = ?1",
+            [key],
+            |row| row.get(0),
+        )
+        .optional()?)
+}
+
+pub(super) fn next_due_at(conn: &Connection) -> Result<Option<SystemTime>, Error> {
+    let sql = format!(
+        "SELECT MIN(MAX(COALESCE(next_attempt_at, 0), COALESCE(lease_until, 0)))
+           FROM sync_queue WHERE {}",
+        RowState::Pending.sql_condition()
+    );
+    let due: Option<f64> = conn.query_row(&sql, [], |row| row.get(0))?;
+    Ok(due.map(from_unix))
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}

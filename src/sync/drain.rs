@@ -1,0 +1,642 @@
+//! The drain engine: the one implementation of "deliver what is pending" (DESIGN §5), used by the
+//! startup drain, the background worker, the shutdown drain, `POST /sync` and `gradata drain`.
+//!
+//! A drain claims rows in batches under a lease, keeps up to [`Concurrency::current`] POSTs in
+//! flight across batch boundaries (so a slow server is never waited on one batch at a time),
+//! settles each batch in one transaction when its last row completes, and stops at the first of:
+//! the row budget, the time budget, an empty queue, a batch with no progress, a pause (429, 401,
+//! 404…), or cancellation. It returns a [`DrainReport`] and, for the startup drain, always emits
+//! the record `sync queue drained at startup: N rows`, whatever the path.
+//!
+//! Invariants: a claimed row is always settled or released before the drain returns (or, if the
+//! process dies, its lease expires or is recovered at the next open); no retryable row is ever
+//! marked dead or synced.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::Settings;
+use super::classify::Disposition;
+use super::client::{Attempt, Client};
+use super::retry::{Concurrency, RetryPolicy};
+use super::status::{Status, SyncState};
+use crate::store::{self, ClaimFrom, ClaimedRow, RowId, Settlement, Store};
+
+/// `MESSAGE_ID` of the startup-drain record, so `journalctl MESSAGE_ID=…` finds every one.
+pub const STARTUP_DRAIN_MESSAGE_ID: &str = "5f0b3a4c9d2e4e7a8c1f6b2d3e4a5b6c";
+
+/// Default row budget of an explicit drain: 64 batches × 50, as the original.
+pub const DEFAULT_MAX_ROWS: usize = 3200;
+/// Default time budget of the startup drain and `gradata drain`.
+pub const DEFAULT_MAX_TIME: Duration = Duration::from_secs(30);
+
+/// How much one drain may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Most rows claimed.
+    pub max_rows: usize,
+    /// Most wall time; requests still in flight at the deadline are abandoned and their rows
+    /// released, to be retried.
+    pub max_time: Duration,
+}
+
+/// Who asked for the drain. Every trigger but [`Trigger::Worker`] is explicit: it retries rows
+/// still waiting on a backoff timer, because a restart or "sync now" is the moment to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Before `READY=1`.
+    Startup,
+    /// After `STOPPING=1`.
+    Shutdown,
+    /// `POST /sync` or `gradata drain`.
+    Manual,
+    /// The background worker.
+    Worker,
+}
+
+impl Trigger {
+    fn is_explicit(self) -> bool {
+        !matches!(self, Trigger::Worker)
+    }
+}
+
+/// Why a drain stopped. The names are a contract (DESIGN §5): they appear in logs and JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Nothing was claimable when it started.
+    Empty,
+    /// It took every claimable row.
+    Done,
+    /// It claimed `max_rows` and more were waiting.
+    RowBudget,
+    /// It ran out of time.
+    TimeBudget,
+    /// A whole batch completed without one row delivered or dead (the server is failing).
+    NoProgress,
+    /// The server throttled us (429, or 503 with `Retry-After`).
+    RateLimited,
+    /// The server refused the API key.
+    AuthFailed,
+    /// The ingest URL is wrong.
+    ConfigError,
+    /// No API key, or sync switched off.
+    Disabled,
+    /// The database has no `sync_queue` table.
+    NoQueueTable,
+    /// There is no database at all (nothing was created).
+    NoDatabase,
+    /// Shutdown was requested.
+    Cancelled,
+    /// The store failed (disk full, I/O error).
+    StoreError,
+}
+
+impl StopReason {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Empty => "empty",
+            StopReason::Done => "done",
+            StopReason::RowBudget => "row_budget",
+            StopReason::TimeBudget => "time_budget",
+            StopReason::NoProgress => "no_progress",
+            StopReason::RateLimited => "rate_limited",
+            StopReason::AuthFailed => "auth_failed",
+            StopReason::ConfigError => "config_error",
+            StopReason::Disabled => "disabled",
+            StopReason::NoQueueTable => "no_queue_table",
+            StopReason::NoDatabase => "no_database",
+            StopReason::Cancelled => "cancelled",
+            StopReason::StoreError => "store_error",
+        }
+    }
+}
+
+/// What a drain did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DrainReport {
+    /// Rows delivered (2xx).
+    pub delivered: u64,
+    /// Rows sent to dead.
+    pub dead: u64,
+    /// Attempts that failed and were scheduled for retry.
+    pub retried: u64,
+    /// Pending rows left afterwards (unknown when the store could not be read).
+    pub remaining: Option<u64>,
+    /// Wall time taken.
+    #[serde(serialize_with = "as_seconds")]
+    pub elapsed: Duration,
+    /// Why it stopped.
+    pub reason: StopReason,
+    /// Detail for operators: why sync is disabled, the last error…
+    pub detail: Option<String>,
+}
+
+fn as_seconds<S: serde::Serializer>(elapsed: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64((elapsed.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+impl DrainReport {
+    /// A drain that did nothing, for `reason`.
+    pub fn skipped(
+        reason: StopReason,
+        remaining: Option<u64>,
+        detail: Option<String>,
+    ) -> DrainReport {
+        DrainReport {
+            delivered: 0,
+            dead: 0,
+            retried: 0,
+            remaining,
+            elapsed: Duration::ZERO,
+            reason,
+            detail,
+        }
+    }
+
+    /// Emits the log record for this drain. For the startup drain this is the contract record
+    /// `sync queue drained at startup: N rows`, exactly once per start.
+    pub fn emit(&self, trigger: Trigger) {
+        let remaining = self
+            .remaining
+            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let elapsed_ms = u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX);
+        let detail = self.detail.as_deref().unwrap_or("");
+        let reason = self.reason.as_str();
+        let (delivered, dead) = (self.delivered, self.dead);
+        match trigger {
+            Trigger::Startup => tracing::info!(
+                message_id = STARTUP_DRAIN_MESSAGE_ID,
+                delivered,
+                dead,
+                remaining,
+                elapsed_ms,
+                reason,
+                detail,
+                "sync queue drained at startup: {delivered} rows"
+            ),
+            Trigger::Shutdown => tracing::info!(
+                delivered,
+                dead,
+                remaining,
+                elapsed_ms,
+                reason,
+                detail,
+                "sync queue drained at shutdown: {delivered} rows"
+            ),
+            Trigger::Manual => tracing::info!(
+                delivered,
+                dead,
+                remaining,
+                elapsed_ms,
+                reason,
+                detail,
+                "sync queue drained: {delivered} rows"
+            ),
+            Trigger::Worker => tracing::debug!(
+                delivered,
+                dead,
+                remaining,
+                elapsed_ms,
+                reason,
+                detail,
+                "sync pass: {delivered} rows"
+            ),
+        }
+    }
+}
+
+/// Progress of a running drain, for `STATUS=` and progress bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Rows completed (delivered, dead or failed).
+    pub done: u64,
+    /// Rows delivered so far.
+    pub delivered: u64,
+    /// Rows the drain expects to handle: the pending count at start, capped by the row budget.
+    pub total: u64,
+}
+
+/// Delivers pending rows. Cheap to clone; built once per configuration (a reload builds a new one
+/// around the same [`Status`] and [`Concurrency`]).
+#[derive(Debug, Clone)]
+pub struct Engine {
+    store: Store,
+    /// `None` when sync is disabled; `settings.disabled_reason` then says why.
+    client: Option<Client>,
+    settings: Arc<Settings>,
+    status: Status,
+    concurrency: Concurrency,
+    policy: RetryPolicy,
+}
+
+/// A batch's bookkeeping while its rows are in flight.
+struct BatchTally {
+    outstanding: usize,
+    progressed: bool,
+    clean: bool,
+    settlements: Vec<Settlement>,
+}
+
+/// The mutable state of one drain.
+struct Run {
+    delivered: u64,
+    dead: u64,
+    retried: u64,
+    done: u64,
+    stop: Option<StopReason>,
+    detail: Option<String>,
+    batches: Vec<BatchTally>,
+    settling: JoinSet<Result<(), store::Error>>,
+}
+
+impl Engine {
+    /// Builds an engine; the HTTP client is built only when sync is enabled.
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        status: Status,
+    ) -> Result<Engine, super::client::ClientError> {
+        let concurrency = Concurrency::new(settings.concurrency, settings.max_concurrency);
+        let policy = RetryPolicy::new(settings.backoff_base, settings.backoff_cap);
+        Engine::with_parts(store, settings, status, concurrency, policy)
+    }
+
+    /// Builds an engine that shares `concurrency` and `policy` with a previous one (reload) or
+    /// uses seeded ones (tests).
+    pub fn with_parts(
+        store: Store,
+        settings: Settings,
+        status: Status,
+        concurrency: Concurrency,
+        policy: RetryPolicy,
+    ) -> Result<Engine, super::client::ClientError> {
+        let client = match (&settings.api_key, settings.disabled_reason()) {
+            (Some(key), None) => Some(Client::new(&settings.client_options(), key)?),
+            _ => None,
+        };
+        if client.is_none() {
+            status.set_state(SyncState::Disabled);
+        } else if status.state() == SyncState::Disabled {
+            status.set_state(SyncState::Idle);
+        }
+        Ok(Engine {
+            store,
+            client,
+            settings: Arc::new(settings),
+            status,
+            concurrency,
+            policy,
+        })
+    }
+
+    /// The store this engine drains.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The shared sync status.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// The shared concurrency limit.
+    pub fn concurrency(&self) -> &Concurrency {
+        &self.concurrency
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// The settings this engine was built with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Runs one bounded drain, emits its record, and returns what it did.
+    pub async fn drain(
+        &self,
+        trigger: Trigger,
+        budget: Budget,
+        cancel: &CancellationToken,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> DrainReport {
+        let report = self.drain_quietly(trigger, budget, cancel, progress).await;
+        report.emit(trigger);
+        report
+    }
+
+    async fn drain_quietly(
+        &self,
+        trigger: Trigger,
+        budget: Budget,
+        cancel: &CancellationToken,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> DrainReport {
+        let started = Instant::now();
+        let Some(client) = &self.client else {
+            let remaining = self.pending().await;
+            return DrainReport::skipped(
+                StopReason::Disabled,
+                remaining,
+                self.settings.disabled_reason(),
+            );
+        };
+        if self.status.paused_until().is_some() {
+            let remaining = self.pending().await;
+            return DrainReport::skipped(
+                StopReason::RateLimited,
+                remaining,
+                self.status.snapshot().last_error,
+            );
+        }
+        let total = self
+            .pending()
+            .await
+            .map_or(0, |n| n.min(budget.max_rows as u64));
+        self.status.set_state(SyncState::Sending);
+
+        let mut run = Run {
+            delivered: 0,
+            dead: 0,
+            retried: 0,
+            done: 0,
+            stop: None,
+            detail: None,
+            batches: Vec::new(),
+            settling: JoinSet::new(),
+        };
+        let deadline = started + budget.max_time;
+        let mut cursor = if trigger.is_explicit() {
+            ClaimFrom::After(RowId(0))
+        } else {
+            ClaimFrom::Due
+        };
+        let mut claimed = 0usize;
+        let mut exhausted = false;
+        let mut queued: VecDeque<(ClaimedRow, usize)> = VecDeque::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut abandoned: Vec<RowId> = Vec::new();
+        let mut in_flight_ids: HashSet<RowId> = HashSet::new();
+
+        loop {
+            let limit = self.concurrency.current();
+            // Keep one batch ahead of the senders so the pipe never runs dry between batches.
+            if run.stop.is_none() && !exhausted && claimed < budget.max_rows && queued.len() < limit
+            {
+                let want = self.settings.batch_size.min(budget.max_rows - claimed);
+                match self
+                    .store
+                    .claim_batch(want, cursor, self.settings.lease)
+                    .await
+                {
+                    Ok(rows) if rows.is_empty() => exhausted = true,
+                    Ok(rows) => {
+                        claimed += rows.len();
+                        if let (ClaimFrom::After(_), Some(last)) = (cursor, rows.last()) {
+                            cursor = ClaimFrom::After(last.id);
+                        }
+                        let batch = run.batches.len();
+                        run.batches.push(BatchTally {
+                            outstanding: rows.len(),
+                            progressed: false,
+                            clean: true,
+                            settlements: Vec::with_capacity(rows.len()),
+                        });
+                        queued.extend(rows.into_iter().map(|row| (row, batch)));
+                    }
+                    Err(err) => {
+                        run.stop = Some(StopReason::StoreError);
+                        run.detail = Some(err.to_string());
+                    }
+                }
+            }
+            if run.stop.is_some() {
+                // Rows not yet sent go back untouched.
+                abandoned.extend(queued.drain(..).map(|(row, _)| row.id));
+            }
+            while in_flight.len() < limit {
+                let Some((row, batch)) = queued.pop_front() else {
+                    break;
+                };
+                let client = client.clone();
+                in_flight_ids.insert(row.id);
+                in_flight.push(async move {
+                    let attempt = client.post(&row).await;
+                    (row, batch, attempt)
+                });
+            }
+            if in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    run.stop.get_or_insert(StopReason::Cancelled);
+                    break;
+                }
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    run.stop.get_or_insert(StopReason::TimeBudget);
+                    break;
+                }
+                Some((row, batch, attempt)) = in_flight.next() => {
+                    in_flight_ids.remove(&row.id);
+                    self.record(&mut run, row, batch, attempt);
+                    progress(Progress { done: run.done, delivered: run.delivered, total });
+                }
+            }
+        }
+        // Requests still in flight (deadline or cancellation) are abandoned: the server may or may
+        // not have taken them, so the rows stay pending and will be posted again (at-least-once).
+        abandoned.extend(queued.drain(..).map(|(row, _)| row.id));
+        drop(in_flight);
+        abandoned.extend(in_flight_ids.drain());
+        let mut release: Vec<Settlement> = abandoned
+            .into_iter()
+            .map(|id| Settlement::Release {
+                id,
+                status: None,
+                error: None,
+            })
+            .collect();
+        for tally in &mut run.batches {
+            if tally.outstanding > 0 {
+                // A batch cut short: settle what completed, release the rest by id below.
+                release.append(&mut tally.settlements);
+            }
+        }
+        if !release.is_empty() {
+            let store = self.store.clone();
+            run.settling
+                .spawn(async move { store.settle(release).await });
+        }
+        while let Some(joined) = run.settling.join_next().await {
+            if let Ok(Err(err)) = joined {
+                run.stop.get_or_insert(StopReason::StoreError);
+                run.detail = Some(err.to_string());
+            }
+        }
+
+        let remaining = self.pending().await;
+        let reason = run.stop.unwrap_or(if claimed == 0 {
+            StopReason::Empty
+        } else if claimed >= budget.max_rows && remaining.is_some_and(|n| n > 0) {
+            StopReason::RowBudget
+        } else {
+            StopReason::Done
+        });
+        self.finish_status(reason, &run);
+        self.persist_status().await;
+        DrainReport {
+            delivered: run.delivered,
+            dead: run.dead,
+            retried: run.retried,
+            remaining,
+            elapsed: started.elapsed(),
+            reason,
+            detail: run.detail,
+        }
+    }
+
+    /// Applies one attempt's outcome to the drain's bookkeeping.
+    fn record(&self, run: &mut Run, row: ClaimedRow, batch: usize, attempt: Attempt) {
+        run.done += 1;
+        let now = SystemTime::now();
+        let settlement = match attempt.disposition {
+            Disposition::Delivered => {
+                run.delivered += 1;
+                self.status.record_success(now);
+                Settlement::Synced {
+                    id: row.id,
+                    status: attempt.status.unwrap_or(200),
+                }
+            }
+            Disposition::Dead => {
+                run.dead += 1;
+                tracing::warn!(row_id = %row.id, event_id = row.event_id.as_deref().unwrap_or(""),
+                    status = attempt.status, "ingest rejected row for good, moved to dead: {}", attempt.detail);
+                Settlement::Dead {
+                    id: row.id,
+                    status: attempt.status.unwrap_or(0),
+                    error: attempt.detail.clone(),
+                }
+            }
+            Disposition::RetryLater => {
+                run.retried += 1;
+                tracing::debug!(row_id = %row.id, attempts = row.attempts + 1, "delivery failed, will retry: {}", attempt.detail);
+                let delay = self.policy.backoff(row.attempts + 1);
+                Settlement::Retry {
+                    id: row.id,
+                    status: attempt.status,
+                    error: attempt.detail.clone(),
+                    next_attempt_at: now + delay,
+                }
+            }
+            Disposition::Throttled { retry_after } => {
+                run.retried += 1;
+                let delay = retry_after
+                    .unwrap_or_default()
+                    .max(self.policy.backoff(row.attempts + 1));
+                if run.stop.is_none() {
+                    tracing::warn!(
+                        status = attempt.status,
+                        pause_seconds = delay.as_secs(),
+                        "ingest is throttling, pausing all sending: {}",
+                        attempt.detail
+                    );
+                }
+                self.status.pause_until(Instant::now() + delay);
+                self.concurrency.halve();
+                run.stop.get_or_insert(StopReason::RateLimited);
+                Settlement::Retry {
+                    id: row.id,
+                    status: attempt.status,
+                    error: attempt.detail.clone(),
+                    next_attempt_at: now + delay,
+                }
+            }
+            Disposition::AuthFailed | Disposition::ConfigError => {
+                let reason = if attempt.disposition == Disposition::AuthFailed {
+                    StopReason::AuthFailed
+                } else {
+                    StopReason::ConfigError
+                };
+                if run.stop.is_none() {
+                    tracing::error!(status = attempt.status, url = %self.settings.ingest_url,
+                        "ingest refused the request, pausing sync ({}): {}", reason.as_str(), attempt.detail);
+                }
+                run.stop.get_or_insert(reason);
+                Settlement::Release {
+                    id: row.id,
+                    status: attempt.status,
+                    error: Some(attempt.detail.clone()),
+                }
+            }
+        };
+        if !attempt.detail.is_empty() {
+            self.status.record_error(&attempt.detail);
+            run.detail = Some(attempt.detail);
+        }
+        let Some(tally) = run.batches.get_mut(batch) else {
+            return;
+        };
+        tally.outstanding -= 1;
+        match settlement {
+            Settlement::Synced { .. } | Settlement::Dead { .. } => tally.progressed = true,
+            _ => tally.clean = false,
+        }
+        tally.settlements.push(settlement);
+        if tally.outstanding == 0 {
+            if !tally.progressed {
+                run.stop.get_or_insert(StopReason::NoProgress);
+            } else if tally.clean {
+                self.concurrency.increase();
+            }
+            let settlements = std::mem::take(&mut tally.settlements);
+            let store = self.store.clone();
+            run.settling
+                .spawn(async move { store.settle(settlements).await });
+        }
+    }
+
+    fn finish_status(&self, reason: StopReason, run: &Run) {
+        let state = match reason {
+            StopReason::RateLimited => SyncState::RateLimited,
+            StopReason::AuthFailed => SyncState::AuthFailed,
+            StopReason::ConfigError => SyncState::ConfigError,
+            StopReason::Disabled => SyncState::Disabled,
+            _ if run.retried > 0 => SyncState::Backoff,
+            _ => SyncState::Idle,
+        };
+        self.status.set_state(state);
+    }
+
+    /// Saves the status for `gradata status`, which reads the database, not the service.
+    async fn persist_status(&self) {
+        let snapshot = self.status.snapshot();
+        let Ok(json) = serde_json::to_string(&snapshot) else {
+            return;
+        };
+        if let Err(err) = self.store.set_meta(super::STATUS_META_KEY, json).await {
+            tracing::debug!(error = %err, "could not save the sync status");
+        }
+    }
+
+    /// The pending count, read off the async workers.
+    async fn pending(&self) -> Option<u64> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.stats()).await {
+            Ok(Ok(stats)) => Some(stats.pending),
+            _ => None,
+        }
+    }
+}

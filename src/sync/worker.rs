@@ -1,0 +1,167 @@
+//! The background sync worker: delivers rows as they arrive and retries them when their backoff
+//! timers expire, using the same drain [`Engine`] as every explicit drain.
+//!
+//! It sleeps until one of: an enqueue wakes it ([`Wake::wake`]), the earliest backoff timer or
+//! rate-limit pause expires, the configuration is reloaded (a new engine arrives on the `watch`),
+//! or shutdown is requested. While paused by `auth_failed` or `config_error` it ignores enqueues
+//! and probes once per `pause_probe_interval` or on reload, so a revoked key costs one request
+//! every five minutes rather than one per event.
+//!
+//! It beats a [`Heartbeat`] on every loop turn (at least once per [`HEARTBEAT_TICK`]); the daemon's
+//! watchdog pings systemd only while the beat is fresh, so a wedged worker gets the service
+//! restarted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::drain::{Budget, Engine, StopReason, Trigger};
+
+/// Longest the worker sleeps without beating its heartbeat.
+pub const HEARTBEAT_TICK: Duration = Duration::from_secs(1);
+
+/// Rows one worker pass may claim before it yields (and beats) and goes on.
+const PASS_MAX_ROWS: usize = 1000;
+/// Time one worker pass may take.
+const PASS_MAX_TIME: Duration = Duration::from_secs(10);
+
+/// Wakes the worker; cheap to clone. Held by every producer (the API's enqueue paths).
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    /// A new, unconnected wake handle.
+    pub fn new() -> Wake {
+        Wake::default()
+    }
+
+    /// Asks the worker to look at the queue now. A wake while it is busy is remembered.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Time of the worker's last sign of life; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    origin: Instant,
+    /// Milliseconds since `origin` of the last beat.
+    last: Arc<AtomicU64>,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Heartbeat {
+        Heartbeat {
+            origin: Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Heartbeat {
+    /// Records a sign of life now.
+    pub fn beat(&self) {
+        let millis = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(millis, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn age(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
+}
+
+/// Runs the worker until `cancel` fires. The engine comes from a `watch` so that a reload swaps it
+/// between passes, never during one.
+pub async fn run(
+    mut engines: watch::Receiver<Engine>,
+    wake: Wake,
+    heartbeat: Heartbeat,
+    cancel: CancellationToken,
+) {
+    let mut next_pass: Option<Instant> = Some(Instant::now());
+    loop {
+        heartbeat.beat();
+        if cancel.is_cancelled() {
+            return;
+        }
+        let engine = engines.borrow_and_update().clone();
+        if next_pass.is_some_and(|at| at <= Instant::now()) {
+            next_pass = pass(&engine, &heartbeat, &cancel).await;
+            if next_pass.is_some_and(|at| at <= Instant::now()) {
+                continue;
+            }
+        }
+        let sleep = next_pass.map_or(HEARTBEAT_TICK, |at| {
+            at.saturating_duration_since(Instant::now())
+                .min(HEARTBEAT_TICK)
+        });
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = wake.0.notified() => {
+                // New rows: look now, unless an operator must act first (a probe per event would
+                // hammer a server that already said no).
+                if !engine.status().state().is_paused_for_operator() && engine.status().paused_until().is_none() {
+                    next_pass = Some(Instant::now());
+                }
+            }
+            changed = engines.changed() => {
+                if changed.is_err() {
+                    return; // The daemon dropped the sender: it is shutting down.
+                }
+                engine.status().clear_pause();
+                next_pass = Some(Instant::now());
+            }
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// One pass; returns when the next one is due (`None`: only when woken).
+async fn pass(
+    engine: &Engine,
+    heartbeat: &Heartbeat,
+    cancel: &CancellationToken,
+) -> Option<Instant> {
+    let budget = Budget {
+        max_rows: PASS_MAX_ROWS,
+        max_time: PASS_MAX_TIME,
+    };
+    let beat = heartbeat.clone();
+    let report = engine
+        .drain(Trigger::Worker, budget, cancel, &mut move |_| beat.beat())
+        .await;
+    let now = Instant::now();
+    match report.reason {
+        StopReason::RowBudget => Some(now),
+        StopReason::Disabled | StopReason::Cancelled => None,
+        StopReason::RateLimited => Some(engine.status().paused_until().unwrap_or(now)),
+        StopReason::AuthFailed | StopReason::ConfigError => {
+            Some(now + engine.settings().pause_probe_interval)
+        }
+        // The store failed (disk full?): try again shortly rather than spin.
+        StopReason::StoreError | StopReason::NoQueueTable | StopReason::NoDatabase => {
+            Some(now + Duration::from_secs(5))
+        }
+        StopReason::Empty | StopReason::Done | StopReason::TimeBudget | StopReason::NoProgress => {
+            next_due(engine).await
+        }
+    }
+}
+
+/// When the earliest waiting row becomes due, as an `Instant`.
+async fn next_due(engine: &Engine) -> Option<Instant> {
+    let store = engine.store().clone();
+    let due = tokio::task::spawn_blocking(move || store.next_due_at())
+        .await
+        .ok()?
+        .ok()??;
+    let wait = due
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Some(Instant::now() + wait)
+}
