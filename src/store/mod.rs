@@ -355,6 +355,12 @@ impl Store {
             .await
     }
 
+    /// Write transactions committed by this handle's writer since it opened (0 when read-only).
+    /// Group commit shows here as fewer commits than write calls.
+    pub fn commits(&self) -> u64 {
+        self.shared.writer.as_ref().map_or(0, Writer::commits)
+    }
+
     /// Counts by state and the oldest pending row's age. Blocking, but short.
     pub fn stats(&self) -> Result<Stats, Error> {
         read::stats(&self.reader())

@@ -10,6 +10,8 @@
 //! The reply channels are tokio oneshots, which work without a runtime: the thread never blocks on
 //! a caller, and a caller that went away simply drops its receiver.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -73,18 +75,28 @@ pub(super) struct Writer {
     /// The sending half; the thread exits when every clone of it is gone. `None` only in `drop`.
     commands: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<()>>,
+    /// Transactions committed so far (shared with the thread, which increments it).
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
     pub(super) fn spawn(conn: Connection) -> std::io::Result<Writer> {
         let (commands, receiver) = mpsc::channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
         let thread = std::thread::Builder::new()
             .name("gradata-store".to_owned())
-            .spawn(move || run(conn, &receiver))?;
+            .spawn(move || run(conn, &receiver, &counter))?;
         Ok(Writer {
             commands: Some(commands),
             thread: Some(thread),
+            commits,
         })
+    }
+
+    /// Transactions committed so far.
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Sends a command built around a fresh reply channel and waits for its answer.
@@ -109,7 +121,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(mut conn: Connection, receiver: &mpsc::Receiver<Command>) {
+fn run(mut conn: Connection, receiver: &mpsc::Receiver<Command>, commits: &AtomicU64) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = receiver.recv() {
         group.push(first);
@@ -119,7 +131,9 @@ fn run(mut conn: Connection, receiver: &mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, &mut group);
+        if commit_group(&mut conn, &mut group) {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -180,7 +194,8 @@ impl Done {
     }
 }
 
-fn commit_group(conn: &mut Connection, group: &mut Vec<Command>) {
+/// Runs and commits one group; returns whether the commit happened.
+fn commit_group(conn: &mut Connection, group: &mut Vec<Command>) -> bool {
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(err) => {
@@ -188,7 +203,7 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>) {
             group
                 .drain(..)
                 .for_each(|command| Done::failed(command, &err).send());
-            return;
+            return false;
         }
     };
     let done: Vec<Done> = group
@@ -196,11 +211,15 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>) {
         .map(|command| execute_in_savepoint(&tx, command))
         .collect();
     match tx.commit() {
-        Ok(()) => done.into_iter().for_each(Done::send),
+        Ok(()) => {
+            done.into_iter().for_each(Done::send);
+            true
+        }
         // Nothing in the group is durable: every caller learns that, none gets a false yes.
         Err(err) => {
             let err = Error::from(err);
             done.into_iter().for_each(|item| item.fail(&err));
+            false
         }
     }
 }

@@ -1,1 +1,15 @@
-//! Integration tests.
+//! Integration tests: the library's engines against a fake ingest server, and the real binary.
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+#![allow(missing_docs, unreachable_pub, reason = "test code")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "test diagnostics"
+)]
+
+mod support;
+
+mod drain;
+
+mod cli;
+mod store;

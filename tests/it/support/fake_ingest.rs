@@ -1,0 +1,281 @@
+//! A fake Gradata ingest API on loopback, with a fault plan, for tests and benchmarks.
+//!
+//! It runs on its own thread and runtime, so it serves while the test blocks, while a child
+//! process drains into it, and while the code under test runs on another runtime. Every request is
+//! recorded (path, headers, body, arrival order); the plan decides each reply.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Request path.
+    pub path: String,
+    /// All headers.
+    pub headers: HeaderMap,
+    /// The body, byte for byte.
+    pub body: Bytes,
+}
+
+impl Received {
+    /// The `Idempotency-Key` header.
+    pub fn idempotency_key(&self) -> Option<String> {
+        self.headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// What to answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn ok() -> Reply {
+        Reply {
+            body: r#"{"status":"ok"}"#.to_owned(),
+            ..Reply::status(200)
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: &str) -> Reply {
+        self.body = body.to_owned();
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+/// Decides the reply to the `n`-th request (0-based).
+pub type Plan = Arc<dyn Fn(&Received, usize) -> Reply + Send + Sync>;
+
+struct Shared {
+    plan: Plan,
+    received: Mutex<Vec<Received>>,
+    arrived: Condvar,
+    /// Requests are held until every one of these paths has been requested at least once.
+    gate: Option<Gate>,
+}
+
+struct Gate {
+    paths: HashSet<String>,
+    seen: Mutex<HashSet<String>>,
+    opened: tokio::sync::Notify,
+    timed_out: std::sync::atomic::AtomicBool,
+}
+
+/// The running server; stops when dropped.
+pub struct FakeIngest {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeIngest {
+    /// Answers every request with `reply`.
+    pub fn replying(reply: Reply) -> FakeIngest {
+        FakeIngest::start(Arc::new(move |_, _| reply.clone()), None)
+    }
+
+    /// Answers by the plan.
+    pub fn with_plan(
+        plan: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
+    ) -> FakeIngest {
+        FakeIngest::start(Arc::new(plan), None)
+    }
+
+    /// Answers by the plan, but holds every request until each of `paths` has been requested:
+    /// proof that drainers posting to different paths really ran at the same time.
+    pub fn gated(
+        paths: &[&str],
+        plan: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
+    ) -> FakeIngest {
+        let gate = Gate {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            seen: Mutex::new(HashSet::new()),
+            opened: tokio::sync::Notify::new(),
+            timed_out: std::sync::atomic::AtomicBool::new(false),
+        };
+        FakeIngest::start(Arc::new(plan), Some(gate))
+    }
+
+    fn start(plan: Plan, gate: Option<Gate>) -> FakeIngest {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake ingest");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local addr");
+        let shared = Arc::new(Shared {
+            plan,
+            received: Mutex::new(Vec::new()),
+            arrived: Condvar::new(),
+            gate,
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("fake-ingest".to_owned())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("fake ingest runtime");
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            })
+            .expect("spawn fake ingest");
+        FakeIngest {
+            addr,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// The URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    /// How many requests so far.
+    pub fn count(&self) -> usize {
+        self.shared.received.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests arrived; false after `timeout`.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut received = self.shared.received.lock().unwrap();
+        while received.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            received = self.shared.arrived.wait_timeout(received, left).unwrap().0;
+        }
+        true
+    }
+
+    /// Whether the gate had to give up waiting (the drainers did not overlap).
+    pub fn gate_timed_out(&self) -> bool {
+        self.shared
+            .gate
+            .as_ref()
+            .is_some_and(|g| g.timed_out.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+impl Drop for FakeIngest {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = Received {
+        path: uri.path().to_owned(),
+        headers,
+        body,
+    };
+    if let Some(gate) = &shared.gate {
+        let open = {
+            let mut seen = gate.seen.lock().unwrap();
+            seen.insert(request.path.clone());
+            gate.paths.iter().all(|p| seen.contains(p))
+        };
+        if open {
+            gate.opened.notify_waiters();
+        } else {
+            let notified = gate.opened.notified();
+            let still_closed = !gate
+                .paths
+                .iter()
+                .all(|p| gate.seen.lock().unwrap().contains(p));
+            if still_closed
+                && tokio::time::timeout(Duration::from_secs(20), notified)
+                    .await
+                    .is_err()
+            {
+                gate.timed_out
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+    let index = {
+        let mut received = shared.received.lock().unwrap();
+        received.push(request.clone());
+        shared.arrived.notify_all();
+        received.len() - 1
+    };
+    let reply = (shared.plan)(&request, index);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut response = (
+        StatusCode::from_u16(reply.status).expect("valid status"),
+        reply.body,
+    )
+        .into_response();
+    for (name, value) in reply.headers {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            axum::http::HeaderValue::from_str(&value).expect("header value"),
+        );
+    }
+    response
+}

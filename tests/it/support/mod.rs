@@ -1,0 +1,179 @@
+//! Test harness: the fake ingest server, log capture, databases made the way the original daemon
+//! made them, and helpers to build engines and run the binary.
+
+pub mod fake_ingest;
+pub mod logs;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use gradata::store::{self, EventId, Kind, NewEvent, Store};
+use gradata::sync::{ApiKey, Concurrency, Engine, RetryPolicy, Settings, Status, SyncState};
+use rand::SeedableRng;
+use rusqlite::Connection;
+
+pub use fake_ingest::{FakeIngest, Received, Reply};
+
+/// The original daemon's DDL, verbatim.
+pub const ORIGINAL_DDL: &str = "
+CREATE TABLE IF NOT EXISTS sync_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    payload_json TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK(kind IN ('correction','lesson','event')),
+    enqueued_at REAL NOT NULL,      -- unix epoch seconds (time.time())
+    synced_at REAL,                 -- NULL = pending
+    attempts INTEGER DEFAULT 0,
+    last_error TEXT                 -- truncated to 500 chars
+);
+CREATE INDEX IF NOT EXISTS idx_sync_queue_pending ON sync_queue(synced_at) WHERE synced_at IS NULL;
+";
+
+/// Creates `<dir>/system.db` with the original DDL and these payloads, as the Python daemon's
+/// `enqueue` would (`json.dumps(..., ensure_ascii=False)`, `time.time()`).
+pub fn original_db(dir: &Path, payloads: &[String]) {
+    let conn = Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL;").unwrap();
+    conn.execute_batch(ORIGINAL_DDL).unwrap();
+    let mut insert = conn
+        .prepare("INSERT INTO sync_queue (payload_json, kind, enqueued_at) VALUES (?1, 'correction', ?2)")
+        .unwrap();
+    for (n, payload) in payloads.iter().enumerate() {
+        insert
+            .execute(rusqlite::params![payload, 1_716_000_000.25 + n as f64])
+            .unwrap();
+    }
+}
+
+/// The payload the original's `enqueue_correction` would store.
+pub fn original_payload(n: usize) -> String {
+    format!(
+        r#"{{"brain_id": "brain-7", "correction": {{"session": {n}, "description": "fix ✓ n°{n}"}}, "event_id": "01ORIG{n:08}"}}"#
+    )
+}
+
+/// A fresh store in `dir` (created if missing), no instance lock.
+pub fn open_store(dir: &Path) -> Store {
+    Store::open(&store::Options::new(dir)).unwrap()
+}
+
+/// Enqueues `n` events with ids `E00000000`… and returns their ids.
+pub async fn fill(store: &Store, n: usize) -> Vec<String> {
+    let events: Vec<NewEvent> = (0..n)
+        .map(|i| {
+            NewEvent::new(
+                "brain-test",
+                EventId::parse(&format!("E{i:08}")).unwrap(),
+                Kind::Correction,
+                &serde_json::json!({"n": i, "text": "x".repeat(100)}),
+            )
+        })
+        .collect();
+    let ids = events.iter().map(|e| e.event_id().to_string()).collect();
+    store.enqueue(events).await.unwrap();
+    ids
+}
+
+/// Settings for tests: loopback URL, short timeouts, small lease.
+pub fn settings(url: &str, key: Option<&str>) -> Settings {
+    let mut settings = Settings::new(url.parse().unwrap(), key.and_then(ApiKey::new));
+    settings.request_timeout = Duration::from_secs(5);
+    settings.connect_timeout = Duration::from_secs(2);
+    settings.lease = Duration::from_secs(30);
+    settings
+}
+
+/// An engine with a seeded retry policy.
+pub fn engine(store: &Store, settings: Settings) -> Engine {
+    let concurrency = Concurrency::new(settings.concurrency, settings.max_concurrency);
+    let policy = RetryPolicy::with_rng(
+        settings.backoff_base,
+        settings.backoff_cap,
+        rand::rngs::StdRng::seed_from_u64(42),
+    );
+    Engine::with_parts(
+        store.clone(),
+        settings,
+        Status::new(SyncState::Idle),
+        concurrency,
+        policy,
+    )
+    .unwrap()
+}
+
+/// A row as stored, read with a plain connection (independent of the code under test).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: i64,
+    pub payload_json: String,
+    pub kind: String,
+    pub enqueued_at: f64,
+    pub synced_at: Option<f64>,
+    pub attempts: Option<i64>,
+    pub last_error: Option<String>,
+    pub event_id: Option<String>,
+    pub next_attempt_at: Option<f64>,
+    pub lease_until: Option<f64>,
+    pub dead_at: Option<f64>,
+    pub last_status: Option<i64>,
+}
+
+/// Every row, in id order.
+pub fn rows(dir: &Path) -> Vec<Row> {
+    let conn = Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
+    let mut statement = conn
+        .prepare(
+            "SELECT id, payload_json, kind, enqueued_at, synced_at, attempts, last_error, event_id,
+                    next_attempt_at, lease_until, dead_at, last_status FROM sync_queue ORDER BY id",
+        )
+        .unwrap();
+    statement
+        .query_map([], |r| {
+            Ok(Row {
+                id: r.get(0)?,
+                payload_json: r.get(1)?,
+                kind: r.get(2)?,
+                enqueued_at: r.get(3)?,
+                synced_at: r.get(4)?,
+                attempts: r.get(5)?,
+                last_error: r.get(6)?,
+                event_id: r.get(7)?,
+                next_attempt_at: r.get(8)?,
+                lease_until: r.get(9)?,
+                dead_at: r.get(10)?,
+                last_status: r.get(11)?,
+            })
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The `gradata` binary with a clean environment: no host config, no host key.
+pub fn gradata(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gradata"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", data_dir)
+        .env("GRADATA_CONFIG", "")
+        .env("GRADATA_SYNC_API_KEY_FILE", data_dir.join("no-such-key"))
+        .arg("--data-dir")
+        .arg(data_dir);
+    command
+}
+
+/// Runs a command and returns its output, with stdout and stderr as text for assertions.
+pub fn run(command: &mut Command) -> (Output, String, String) {
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stdout, stderr)
+}
+
+/// A temporary directory that is a path (kept alive by the returned guard).
+pub fn temp_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    (dir, path)
+}
