@@ -1,1 +1,810 @@
+//! The drain engine against a fake ingest server: the original's startup-drain tests done
+//! properly, the response table row by row, budgets, concurrency, and the background worker.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use gradata::store::{self, Store};
+use gradata::sync::{
+    self, Budget, DrainReport, Engine, STARTUP_DRAIN_MESSAGE_ID, StopReason, SyncState, Trigger,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{self, FakeIngest, Reply, logs};
+
+const KEY: &str = "gk_test_key";
+
+fn budget() -> Budget {
+    Budget {
+        max_rows: 3200,
+        max_time: Duration::from_secs(30),
+    }
+}
+
+async fn drain(engine: &Engine, trigger: Trigger, budget: Budget) -> DrainReport {
+    engine
+        .drain(trigger, budget, &CancellationToken::new(), &mut |_| {})
+        .await
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The one startup record in `captured`, which must exist exactly once.
+fn startup_record(captured: &logs::Captured) -> logs::Record {
+    let records = captured.with_message("sync queue drained at startup:");
+    assert_eq!(
+        records.len(),
+        1,
+        "exactly one startup record, got {records:?}"
+    );
+    let record = records.into_iter().next().unwrap();
+    assert_eq!(record.level, tracing::Level::INFO);
+    assert_eq!(record.fields["message_id"], STARTUP_DRAIN_MESSAGE_ID);
+    record
+}
+
+/// Original test 1: five pending rows, five POSTs, all synced, and the record says 5.
+#[tokio::test]
+async fn startup_drain_delivers_every_pending_row() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let ids = support::fill(&store, 5).await;
+    let server = FakeIngest::replying(Reply::ok());
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+
+    let (captured, _log) = logs::capture();
+    let report = drain(&engine, Trigger::Startup, budget()).await;
+
+    assert_eq!(
+        (
+            report.delivered,
+            report.dead,
+            report.remaining,
+            report.reason
+        ),
+        (5, 0, Some(0), StopReason::Done)
+    );
+    assert_eq!(server.count(), 5);
+    let mut posted: Vec<String> = server
+        .received()
+        .iter()
+        .map(|r| r.idempotency_key().unwrap())
+        .collect();
+    posted.sort();
+    assert_eq!(posted, ids);
+    assert!(
+        support::rows(&dir)
+            .iter()
+            .all(|row| row.synced_at.is_some() && row.lease_until.is_none())
+    );
+    let record = startup_record(&captured);
+    assert_eq!(record.message, "sync queue drained at startup: 5 rows");
+    assert_eq!(record.fields["delivered"], "5");
+    assert_eq!(record.fields["remaining"], "0");
+    assert_eq!(record.fields["reason"], "done");
+}
+
+/// Original test 2: a second drain on a clean queue sends nothing and still emits the record.
+#[tokio::test]
+async fn second_drain_on_clean_queue_delivers_zero_and_still_reports() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 3).await;
+    let server = FakeIngest::replying(Reply::ok());
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    drain(&engine, Trigger::Startup, budget()).await;
+
+    let (captured, _log) = logs::capture();
+    let report = drain(&engine, Trigger::Startup, budget()).await;
+    assert_eq!((report.delivered, report.reason), (0, StopReason::Empty));
+    assert_eq!(server.count(), 3, "nothing posted twice");
+    let record = startup_record(&captured);
+    assert_eq!(record.message, "sync queue drained at startup: 0 rows");
+    assert_eq!(record.fields["reason"], "empty");
+}
+
+/// Original test 3: without a key nothing is sent, rows stay pending, and the record says why.
+#[tokio::test]
+async fn without_api_key_nothing_is_sent_and_the_record_says_why() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 4).await;
+    let server = FakeIngest::replying(Reply::ok());
+    let mut settings = support::settings(&server.url("/ingest"), None);
+    settings.api_key_source = "looked at: GRADATA_API_KEY is unset".to_owned();
+    let engine = support::engine(&store, settings);
+    assert_eq!(engine.status().state(), SyncState::Disabled);
+
+    let (captured, _log) = logs::capture();
+    let report = drain(&engine, Trigger::Startup, budget()).await;
+    assert_eq!(
+        (report.delivered, report.remaining, report.reason),
+        (0, Some(4), StopReason::Disabled)
+    );
+    assert_eq!(server.count(), 0);
+    assert!(
+        support::rows(&dir)
+            .iter()
+            .all(|row| row.synced_at.is_none() && row.dead_at.is_none())
+    );
+    let record = startup_record(&captured);
+    assert_eq!(record.fields["reason"], "disabled");
+    assert!(
+        record.fields["detail"].contains("GRADATA_API_KEY is unset"),
+        "{record:?}"
+    );
+}
+
+/// Original test 4: a missing database is reported, and nothing is created.
+#[tokio::test]
+async fn missing_database_creates_nothing_and_the_record_says_why() {
+    let (_guard, dir) = support::temp_dir();
+    let server = FakeIngest::replying(Reply::ok());
+    let (captured, _log) = logs::capture();
+    let report = sync::open_and_drain(
+        &store::Options::new(&dir),
+        support::settings(&server.url("/ingest"), Some(KEY)),
+        Trigger::Startup,
+        budget(),
+        &CancellationToken::new(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.reason, StopReason::NoDatabase);
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "the data directory must stay empty"
+    );
+    assert_eq!(server.count(), 0);
+    assert_eq!(startup_record(&captured).fields["reason"], "no_database");
+}
+
+/// Original test 5: a database without the queue table is reported and left as it was.
+#[tokio::test]
+async fn database_without_queue_table_is_reported_and_left_alone() {
+    let (_guard, dir) = support::temp_dir();
+    let db = dir.join(store::DATABASE_FILE);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    let (captured, _log) = logs::capture();
+    let report = sync::open_and_drain(
+        &store::Options::new(&dir),
+        support::settings("http://127.0.0.1:9/ingest", Some(KEY)),
+        Trigger::Startup,
+        budget(),
+        &CancellationToken::new(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.reason, StopReason::NoQueueTable);
+    assert_eq!(startup_record(&captured).fields["reason"], "no_queue_table");
+    let tables: Vec<String> = rusqlite::Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables, ["events"]);
+}
+
+/// Original test 6 (engine half): the entry point the daemon calls before serving drains a store
+/// opened the way the daemon opens it, and emits one record per call.
+#[tokio::test]
+async fn startup_entry_point_on_a_daemon_style_store() {
+    let (_guard, dir) = support::temp_dir();
+    let options = store::Options {
+        instance_lock: store::InstanceLock::Exclusive,
+        ..store::Options::new(&dir)
+    };
+    let store = Store::open(&options).unwrap();
+    support::fill(&store, 7).await;
+    let server = FakeIngest::replying(Reply::ok());
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let (captured, _log) = logs::capture();
+    let mut seen = Vec::new();
+    let report = engine
+        .drain(
+            Trigger::Startup,
+            budget(),
+            &CancellationToken::new(),
+            &mut |p| seen.push(p),
+        )
+        .await;
+    assert_eq!(report.delivered, 7);
+    assert_eq!(startup_record(&captured).fields["delivered"], "7");
+    assert_eq!(
+        seen.last().map(|p| (p.done, p.total)),
+        Some((7, 7)),
+        "progress reaches the total"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].done < w[1].done),
+        "progress only moves forward"
+    );
+}
+
+/// Original test 7 (threads), with real invariants: both drainers ran at the same time (the
+/// server holds requests until both have posted), no event_id was posted twice, every row was
+/// delivered, and the two delivered counts add up to the number of rows.
+#[test]
+fn two_concurrent_drainers_never_post_the_same_row() {
+    let (_guard, dir) = support::temp_dir();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ids = runtime.block_on(support::fill(&support::open_store(&dir), 400));
+    let server = FakeIngest::gated(&["/a", "/b"], |_, _| {
+        Reply::ok().delay(Duration::from_millis(1))
+    });
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let drainers: Vec<_> = ["/a", "/b"]
+        .into_iter()
+        .map(|path| {
+            let (dir, url, barrier) = (dir.clone(), server.url(path), barrier.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let store = support::open_store(&dir);
+                    let engine = support::engine(&store, support::settings(&url, Some(KEY)));
+                    barrier.wait();
+                    drain(&engine, Trigger::Manual, budget()).await
+                })
+            })
+        })
+        .collect();
+    let reports: Vec<DrainReport> = drainers.into_iter().map(|t| t.join().unwrap()).collect();
+
+    assert!(!server.gate_timed_out(), "the drainers did not overlap");
+    let mut posts: BTreeMap<String, usize> = BTreeMap::new();
+    for request in server.received() {
+        *posts.entry(request.idempotency_key().unwrap()).or_default() += 1;
+    }
+    let twice: Vec<_> = posts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "posted more than once: {twice:?}");
+    assert_eq!(posts.keys().cloned().collect::<Vec<_>>(), ids);
+    assert_eq!(reports.iter().map(|r| r.delivered).sum::<u64>(), 400);
+    assert!(reports.iter().all(|r| r.delivered > 0), "{reports:?}");
+    assert!(
+        support::rows(&dir)
+            .iter()
+            .all(|row| row.synced_at.is_some())
+    );
+}
+
+/// What a single response does to a single row and to the drain.
+struct Case {
+    reply: Reply,
+    reason: StopReason,
+    row: RowOutcome,
+    state: SyncState,
+}
+
+#[derive(Debug, PartialEq)]
+enum RowOutcome {
+    Synced,
+    Dead,
+    /// Pending with one more attempt and a backoff timer.
+    Retried,
+    /// Pending, untouched but for the last error.
+    Kept,
+}
+
+fn row_outcome(row: &support::Row) -> RowOutcome {
+    match (
+        row.synced_at,
+        row.dead_at,
+        row.attempts,
+        row.next_attempt_at,
+    ) {
+        (Some(_), None, _, _) => RowOutcome::Synced,
+        (None, Some(_), Some(1), _) => RowOutcome::Dead,
+        (None, None, Some(1), Some(_)) => RowOutcome::Retried,
+        (None, None, Some(0), None) => RowOutcome::Kept,
+        other => panic!("unexpected row state {other:?}: {row:?}"),
+    }
+}
+
+/// Every row of the DESIGN §5 table, through the engine and a real HTTP exchange.
+#[tokio::test]
+async fn every_response_class_settles_the_row_as_designed() {
+    use RowOutcome::*;
+    let case = |reply: Reply, reason, row, state| Case {
+        reply,
+        reason,
+        row,
+        state,
+    };
+    let cases = [
+        case(Reply::ok(), StopReason::Done, Synced, SyncState::Idle),
+        case(
+            Reply::status(202).body(r#"{"status":"ok","deduplicated":true}"#),
+            StopReason::Done,
+            Synced,
+            SyncState::Idle,
+        ),
+        case(
+            Reply::status(408),
+            StopReason::NoProgress,
+            Retried,
+            SyncState::Backoff,
+        ),
+        case(
+            Reply::status(425),
+            StopReason::NoProgress,
+            Retried,
+            SyncState::Backoff,
+        ),
+        case(
+            Reply::status(500),
+            StopReason::NoProgress,
+            Retried,
+            SyncState::Backoff,
+        ),
+        case(
+            Reply::status(502),
+            StopReason::NoProgress,
+            Retried,
+            SyncState::Backoff,
+        ),
+        case(
+            Reply::status(503),
+            StopReason::NoProgress,
+            Retried,
+            SyncState::Backoff,
+        ),
+        case(
+            Reply::status(429),
+            StopReason::RateLimited,
+            Retried,
+            SyncState::RateLimited,
+        ),
+        case(
+            Reply::status(503).header("retry-after", "3"),
+            StopReason::RateLimited,
+            Retried,
+            SyncState::RateLimited,
+        ),
+        case(
+            Reply::status(401),
+            StopReason::AuthFailed,
+            Kept,
+            SyncState::AuthFailed,
+        ),
+        case(
+            Reply::status(403),
+            StopReason::AuthFailed,
+            Kept,
+            SyncState::AuthFailed,
+        ),
+        case(
+            Reply::status(404),
+            StopReason::ConfigError,
+            Kept,
+            SyncState::ConfigError,
+        ),
+        case(
+            Reply::status(405),
+            StopReason::ConfigError,
+            Kept,
+            SyncState::ConfigError,
+        ),
+        case(
+            Reply::status(410),
+            StopReason::ConfigError,
+            Kept,
+            SyncState::ConfigError,
+        ),
+        case(
+            Reply::status(501),
+            StopReason::ConfigError,
+            Kept,
+            SyncState::ConfigError,
+        ),
+        case(
+            Reply::status(308).header("location", "/elsewhere"),
+            StopReason::ConfigError,
+            Kept,
+            SyncState::ConfigError,
+        ),
+        case(
+            Reply::status(400).body("bad payload"),
+            StopReason::Done,
+            Dead,
+            SyncState::Idle,
+        ),
+        case(Reply::status(413), StopReason::Done, Dead, SyncState::Idle),
+        case(Reply::status(415), StopReason::Done, Dead, SyncState::Idle),
+        case(
+            Reply::status(422).body(r#"{"detail":"unprocessable"}"#),
+            StopReason::Done,
+            Dead,
+            SyncState::Idle,
+        ),
+        case(Reply::status(409), StopReason::Done, Dead, SyncState::Idle),
+    ];
+    for case in cases {
+        let (_guard, dir) = support::temp_dir();
+        let store = support::open_store(&dir);
+        support::fill(&store, 1).await;
+        let status = case.reply.status;
+        let server = FakeIngest::replying(case.reply.clone());
+        let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+        let report = drain(&engine, Trigger::Manual, budget()).await;
+        let rows = support::rows(&dir);
+        assert_eq!(report.reason, case.reason, "status {status}");
+        assert_eq!(
+            row_outcome(&rows[0]),
+            case.row,
+            "status {status}: {:?}",
+            rows[0]
+        );
+        assert_eq!(engine.status().state(), case.state, "status {status}");
+        assert!(
+            rows[0].lease_until.is_none(),
+            "status {status}: lease must be released"
+        );
+        if status != 200 && status != 202 {
+            assert_eq!(
+                rows[0].last_status,
+                Some(i64::from(status)),
+                "status {status}"
+            );
+        }
+        if case.row == Dead {
+            assert_eq!(report.dead, 1);
+            assert!(
+                rows[0]
+                    .last_error
+                    .as_deref()
+                    .unwrap()
+                    .starts_with(&format!("http {status}"))
+            );
+        }
+        // Redirects are never followed: only the one request reached the server.
+        assert_eq!(server.count(), 1, "status {status}");
+    }
+}
+
+/// A 422's body preview is kept for the operator; a 401 never marks the row dead or synced, and
+/// the drain stops at the first refusal instead of burning through the backlog.
+#[tokio::test]
+async fn auth_failure_pauses_at_once_and_keeps_every_row() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 200).await;
+    let server = FakeIngest::replying(Reply::status(401).body(r#"{"detail":"invalid key"}"#));
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let report = drain(&engine, Trigger::Startup, budget()).await;
+    assert_eq!(report.reason, StopReason::AuthFailed);
+    assert!(
+        server.count() <= engine.settings().max_concurrency,
+        "sent {} requests after a 401",
+        server.count()
+    );
+    let rows = support::rows(&dir);
+    assert!(
+        rows.iter()
+            .all(|r| r.synced_at.is_none() && r.dead_at.is_none() && r.attempts == Some(0))
+    );
+    assert!(rows.iter().all(|r| r.lease_until.is_none()));
+    assert_eq!(report.remaining, Some(200));
+    assert!(
+        engine
+            .status()
+            .snapshot()
+            .last_error
+            .unwrap()
+            .contains("invalid key")
+    );
+}
+
+/// `Retry-After` in seconds pauses all sending for at least that long, and a second drain during
+/// the pause sends nothing.
+#[tokio::test]
+async fn retry_after_seconds_is_honoured() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 20).await;
+    let server = FakeIngest::replying(Reply::status(429).header("retry-after", "120"));
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let before = now_unix();
+    let report = drain(&engine, Trigger::Manual, budget()).await;
+    assert_eq!(report.reason, StopReason::RateLimited);
+    let sent = server.count();
+    let retried: Vec<_> = support::rows(&dir)
+        .into_iter()
+        .filter(|r| r.attempts == Some(1))
+        .collect();
+    assert_eq!(retried.len(), sent);
+    assert!(
+        retried
+            .iter()
+            .all(|r| r.next_attempt_at.unwrap() >= before + 120.0),
+        "{retried:?}"
+    );
+    assert!(engine.status().paused_until().unwrap() >= Instant::now() + Duration::from_secs(100));
+
+    let again = drain(&engine, Trigger::Manual, budget()).await;
+    assert_eq!(again.reason, StopReason::RateLimited);
+    assert_eq!(server.count(), sent, "nothing may be sent while paused");
+}
+
+/// `Retry-After` as an HTTP-date on a 503 is honoured too, and a 429 halves the concurrency.
+#[tokio::test]
+async fn retry_after_http_date_is_honoured_and_429_halves_concurrency() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 1).await;
+    let when = SystemTime::now() + Duration::from_secs(600);
+    let server = FakeIngest::replying(
+        Reply::status(503).header("retry-after", &httpdate::fmt_http_date(when)),
+    );
+    let mut settings = support::settings(&server.url("/ingest"), Some(KEY));
+    settings.concurrency = 8;
+    let engine = support::engine(&store, settings);
+    let report = drain(&engine, Trigger::Manual, budget()).await;
+    assert_eq!(report.reason, StopReason::RateLimited);
+    let row = &support::rows(&dir)[0];
+    // HTTP-dates have one-second resolution.
+    assert!(
+        row.next_attempt_at.unwrap() >= now_unix() + 590.0,
+        "{row:?}"
+    );
+    assert_eq!(engine.concurrency().current(), 4);
+}
+
+/// Explicit drains retry rows that wait on a backoff timer; the worker's passes do not.
+#[tokio::test]
+async fn explicit_drains_retry_rows_waiting_on_backoff() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 10).await;
+    let failures = Arc::new(AtomicUsize::new(0));
+    let counter = failures.clone();
+    let server = FakeIngest::with_plan(move |_, n| {
+        if n < 10 {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let mut settings = support::settings(&server.url("/ingest"), Some(KEY));
+    settings.backoff_base = Duration::from_secs(3600);
+    settings.backoff_cap = Duration::from_secs(3600);
+    let engine = support::engine(&store, settings);
+    let first = drain(&engine, Trigger::Manual, budget()).await;
+    assert_eq!((first.delivered, first.retried), (0, 10));
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        10,
+        "each row tried once per drain"
+    );
+
+    let worker_pass = drain(&engine, Trigger::Worker, budget()).await;
+    assert_eq!(
+        (worker_pass.delivered, worker_pass.reason),
+        (0, StopReason::Empty),
+        "the worker waits for the timers"
+    );
+
+    let second = drain(&engine, Trigger::Manual, budget()).await;
+    assert_eq!((second.delivered, second.remaining), (10, Some(0)));
+}
+
+/// A batch in which nothing was delivered stops the drain: a failing server is not hammered
+/// with the whole backlog.
+#[tokio::test]
+async fn a_batch_without_progress_stops_the_drain() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 1000).await;
+    let server = FakeIngest::replying(Reply::status(500));
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let report = drain(&engine, Trigger::Startup, budget()).await;
+    assert_eq!(report.reason, StopReason::NoProgress);
+    assert!(
+        server.count() <= 2 * engine.settings().batch_size,
+        "sent {}",
+        server.count()
+    );
+    assert_eq!(report.remaining, Some(1000));
+    assert!(
+        support::rows(&dir).iter().all(|r| r.lease_until.is_none()),
+        "every claimed row released"
+    );
+}
+
+/// The row budget is respected exactly.
+#[tokio::test]
+async fn the_drain_stops_at_its_row_budget() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 230).await;
+    let server = FakeIngest::replying(Reply::ok());
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let report = drain(
+        &engine,
+        Trigger::Startup,
+        Budget {
+            max_rows: 120,
+            max_time: Duration::from_secs(30),
+        },
+    )
+    .await;
+    assert_eq!(
+        (report.delivered, report.remaining, report.reason),
+        (120, Some(110), StopReason::RowBudget)
+    );
+    assert_eq!(server.count(), 120);
+}
+
+/// The time budget holds even against a server that never answers in time: the drain returns,
+/// the abandoned rows are released (not dead, not synced, no attempt counted) and stay pending.
+#[tokio::test]
+async fn the_drain_stops_at_its_time_budget_against_a_hanging_server() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 50).await;
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_secs(20)));
+    let mut settings = support::settings(&server.url("/ingest"), Some(KEY));
+    settings.request_timeout = Duration::from_secs(60);
+    settings.lease = Duration::from_secs(120);
+    let engine = support::engine(&store, settings);
+    let started = Instant::now();
+    let report = drain(
+        &engine,
+        Trigger::Startup,
+        Budget {
+            max_rows: 3200,
+            max_time: Duration::from_millis(300),
+        },
+    )
+    .await;
+    assert_eq!(report.reason, StopReason::TimeBudget);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!((report.delivered, report.remaining), (0, Some(50)));
+    let rows = support::rows(&dir);
+    assert!(
+        rows.iter()
+            .all(|r| r.lease_until.is_none() && r.synced_at.is_none() && r.attempts == Some(0))
+    );
+}
+
+/// Cancellation (SIGTERM during a drain) returns promptly and loses nothing.
+#[tokio::test]
+async fn cancellation_stops_the_drain_and_releases_its_rows() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 100).await;
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(200)));
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let mut cancelled = false;
+    let report = engine
+        .drain(Trigger::Startup, budget(), &cancel, &mut |p| {
+            if p.done >= 4 && !cancelled {
+                cancelled = true;
+                trigger.cancel();
+            }
+        })
+        .await;
+    assert_eq!(report.reason, StopReason::Cancelled);
+    let rows = support::rows(&dir);
+    let synced = rows.iter().filter(|r| r.synced_at.is_some()).count() as u64;
+    assert_eq!(synced, report.delivered);
+    assert!(report.delivered >= 4 && report.delivered < 100);
+    assert!(
+        rows.iter()
+            .all(|r| r.lease_until.is_none() && r.dead_at.is_none())
+    );
+    assert_eq!(report.remaining, Some(100 - report.delivered));
+}
+
+/// A database made by the original daemon, with 1,000 rows, opens, migrates and drains completely;
+/// every payload reaches the server byte for byte as stored.
+#[tokio::test]
+async fn original_database_with_1000_rows_drains_byte_for_byte() {
+    let (_guard, dir) = support::temp_dir();
+    let payloads: Vec<String> = (0..1000).map(support::original_payload).collect();
+    support::original_db(&dir, &payloads);
+    let store = support::open_store(&dir);
+    let server = FakeIngest::replying(Reply::ok());
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let mut delivered = 0;
+    while delivered < 1000 {
+        let report = drain(&engine, Trigger::Startup, budget()).await;
+        assert!(report.delivered > 0, "{report:?}");
+        delivered += report.delivered;
+    }
+    let mut bodies: Vec<String> = server
+        .received()
+        .iter()
+        .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
+        .collect();
+    bodies.sort();
+    let mut expected = payloads.clone();
+    expected.sort();
+    assert_eq!(bodies, expected);
+    for request in server.received() {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(
+            request.idempotency_key().as_deref(),
+            body["event_id"].as_str()
+        );
+    }
+    assert!(support::rows(&dir).iter().all(|r| r.synced_at.is_some()));
+}
+
+/// The worker delivers an enqueued event as soon as it is woken, retries a failed row when its
+/// backoff expires, and stops when cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_delivers_on_wake_and_retries_after_backoff() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let server = FakeIngest::with_plan(|_, n| {
+        if n == 0 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+    let mut settings = support::settings(&server.url("/ingest"), Some(KEY));
+    settings.backoff_base = Duration::from_millis(50);
+    settings.backoff_cap = Duration::from_millis(200);
+    let engine = support::engine(&store, settings);
+    let (engines, receiver) = tokio::sync::watch::channel(engine);
+    let wake = sync::worker::Wake::new();
+    let heartbeat = sync::worker::Heartbeat::default();
+    let cancel = CancellationToken::new();
+    let worker = tokio::spawn(sync::worker::run(
+        receiver,
+        wake.clone(),
+        heartbeat.clone(),
+        cancel.clone(),
+    ));
+
+    support::fill(&store, 1).await;
+    wake.wake();
+    let until = Instant::now() + Duration::from_secs(20);
+    while support::rows(&dir)[0].synced_at.is_none() {
+        assert!(
+            Instant::now() < until,
+            "the worker never delivered the row: {:?}",
+            support::rows(&dir)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        server.count(),
+        2,
+        "one failure, then one retry after the backoff"
+    );
+    assert!(heartbeat.age() < Duration::from_secs(5));
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(engines);
+}
