@@ -39,13 +39,8 @@ pub struct Cli {
 #[derive(Debug, Args)]
 struct GlobalArgs {
     /// Config file [default: /etc/gradata/gradata.toml, if it exists]
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        env = "GRADATA_CONFIG",
-        hide_env_values = true
-    )]
+    // GRADATA_CONFIG is read by `Config::load`, where an empty value means "no file".
+    #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Directory holding system.db (a Gradata brain directory works too)
     #[arg(long, visible_alias = "brain-dir", global = true, value_name = "PATH")]

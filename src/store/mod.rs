@@ -225,9 +225,14 @@ impl Store {
 
         let mut conn = open_connection(&database_path, options, OpenMode::ReadWrite)?;
         let create_table = options.create == Create::IfMissing;
+        // Invariant: with `Create::Never`, a database without the queue is not touched at all,
+        // not even switched to WAL.
         if !create_table && !schema::has_queue_table(&conn)? {
             return Err(Error::NoQueueTable(database_path));
         }
+        // journal_mode=WAL is persistent in the file; asking again is cheap and repairs a database
+        // created in rollback mode by another tool.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
         schema::migrate(&mut conn, create_table)?;
 
         let (leases_lock, alone) = LockFile::leases(&options.data_dir)?;
@@ -240,7 +245,8 @@ impl Store {
             )?;
         }
         let reader = open_connection(&database_path, options, OpenMode::ReadOnly)?;
-        let writer = Writer::spawn(conn).map_err(|err| Error::Io(database_path.clone(), err))?;
+        let writer = Writer::spawn(conn, options.synchronous)
+            .map_err(|err| Error::Io(database_path.clone(), err))?;
         Ok(Store {
             shared: Arc::new(Shared {
                 writer: Some(writer),
@@ -411,11 +417,6 @@ fn open_connection(path: &Path, options: &Options, mode: OpenMode) -> Result<Con
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(options.busy_timeout)?;
-    if let OpenMode::ReadWrite = mode {
-        // journal_mode=WAL is persistent in the file; asking again is cheap and repairs a database
-        // created in rollback mode by another tool.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-    }
     let synchronous = match options.synchronous {
         Synchronous::Full => "FULL",
         Synchronous::Normal => "NORMAL",

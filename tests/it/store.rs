@@ -1,3 +1,953 @@
 //! The outbox through its public API: group commit, idempotent enqueue, leases, settle, retention.
 
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, SystemTime};
+
+use gradata::store::{
+    ClaimFrom, Create, EnqueueOutcome, Error, EventId, InstanceLock, Kind, NewEvent, Options,
+    RetrySelector, RowId, RowState, Settlement, Store,
+};
+use rusqlite::Connection;
+
 use crate::support;
+
+/// A long lease: nothing in these tests expires by itself.
+const LEASE: Duration = Duration::from_secs(3600);
+
+fn event(id: &str, data: serde_json::Value) -> NewEvent {
+    NewEvent::new(
+        "brain-store",
+        EventId::parse(id).unwrap(),
+        Kind::Event,
+        &data,
+    )
+}
+
+fn unix(time: SystemTime) -> f64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn ids(rows: &[gradata::store::ClaimedRow]) -> Vec<i64> {
+    rows.iter().map(|row| row.id.0).collect()
+}
+
+fn row(dir: &Path, id: RowId) -> support::Row {
+    support::rows(dir)
+        .into_iter()
+        .find(|row| row.id == id.0)
+        .unwrap()
+}
+
+fn inserted(outcome: EnqueueOutcome) -> RowId {
+    match outcome {
+        EnqueueOutcome::Inserted(id) => id,
+        EnqueueOutcome::Duplicate(id) => panic!("expected a new row, got a duplicate of {id}"),
+    }
+}
+
+fn dir_listing(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Polls `future` once, reports that through `polled`, then runs it to the end. After the report,
+/// the store's command is in the writer's channel (the send happens on the first poll).
+async fn report_first_poll<F: Future>(
+    future: F,
+    polled: tokio::sync::mpsc::UnboundedSender<()>,
+) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut polled = Some(polled);
+    std::future::poll_fn(|cx| {
+        let poll = future.as_mut().poll(cx);
+        if let Some(polled) = polled.take() {
+            polled.send(()).unwrap();
+        }
+        poll
+    })
+    .await
+}
+
+/// 200 concurrent single-event enqueues all succeed and share transactions (group commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_enqueues_share_commits() {
+    let (_guard, dir) = support::temp_dir();
+    let store = Store::open(&Options {
+        busy_timeout: Duration::from_secs(60),
+        ..Options::new(&dir)
+    })
+    .unwrap();
+    let commits_before = store.commits();
+    // Hold the write lock from outside so that the writer's first group waits, and every call
+    // sent meanwhile has to queue up behind it: the grouping is then certain, not a timing accident.
+    let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let (polled, mut first_polls) = tokio::sync::mpsc::unbounded_channel();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            let polled = polled.clone();
+            tokio::spawn(async move {
+                let id = format!("G{i:04}");
+                let outcomes = report_first_poll(
+                    store.enqueue(vec![event(&id, serde_json::json!({"i": i}))]),
+                    polled,
+                )
+                .await;
+                (id, outcomes)
+            })
+        })
+        .collect();
+    for _ in 0..200 {
+        first_polls.recv().await.unwrap();
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+
+    let mut expected = HashSet::new();
+    for task in tasks {
+        let (id, outcomes) = task.await.unwrap();
+        let outcomes = outcomes.unwrap();
+        assert_eq!(outcomes.len(), 1, "{id}");
+        assert!(
+            matches!(outcomes[0], EnqueueOutcome::Inserted(_)),
+            "{id}: {outcomes:?}"
+        );
+        expected.insert(id);
+    }
+    let stored: HashSet<String> = support::rows(&dir)
+        .into_iter()
+        .map(|row| row.event_id.unwrap())
+        .collect();
+    assert_eq!(stored, expected);
+    let commits = store.commits() - commits_before;
+    assert!(
+        commits <= 2,
+        "200 calls queued behind one blocked group took {commits} commits"
+    );
+}
+
+/// As soon as an `enqueue` future resolves, an independent connection sees the row.
+#[tokio::test]
+async fn acknowledged_enqueue_is_visible_to_another_connection() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    for i in 0..20 {
+        let id = format!("ACK{i:03}");
+        store
+            .enqueue(vec![event(&id, serde_json::json!({"i": i}))])
+            .await
+            .unwrap();
+        let conn = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+        let count: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sync_queue WHERE event_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(count, 1, "{id} acknowledged but not visible");
+    }
+}
+
+/// The same `event_id`, in separate calls or twice in one call, is stored once, first payload kept.
+#[tokio::test]
+async fn enqueue_is_idempotent_on_event_id() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+
+    let first = event("DUP-A", serde_json::json!({"version": 1}));
+    let first_payload = first.payload_json().to_owned();
+    let outcome = store.enqueue(vec![first]).await.unwrap();
+    let id_a = inserted(outcome[0]);
+    let again = store
+        .enqueue(vec![event("DUP-A", serde_json::json!({"version": 2}))])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![EnqueueOutcome::Duplicate(id_a)]);
+
+    let b1 = event("DUP-B", serde_json::json!({"version": 1}));
+    let b1_payload = b1.payload_json().to_owned();
+    let both = store
+        .enqueue(vec![b1, event("DUP-B", serde_json::json!({"version": 2}))])
+        .await
+        .unwrap();
+    let id_b = inserted(both[0]);
+    assert_eq!(both[1], EnqueueOutcome::Duplicate(id_b));
+
+    let rows = support::rows(&dir);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(row(&dir, id_a).payload_json, first_payload);
+    assert_eq!(row(&dir, id_a).event_id.as_deref(), Some("DUP-A"));
+    assert_eq!(row(&dir, id_b).payload_json, b1_payload);
+    assert_eq!(row(&dir, id_b).event_id.as_deref(), Some("DUP-B"));
+}
+
+/// One call with 500 events is one transaction: 500 rows, 500 `Inserted` in order, ascending ids.
+#[tokio::test]
+async fn one_call_commits_all_its_events_in_one_transaction() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let events: Vec<NewEvent> = (0..500)
+        .map(|i| event(&format!("BULK{i:04}"), serde_json::json!({"i": i})))
+        .collect();
+    let outcomes = store.enqueue(events).await.unwrap();
+    assert_eq!(outcomes.len(), 500);
+    let row_ids: Vec<RowId> = outcomes.into_iter().map(inserted).collect();
+    assert!(
+        row_ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "ids not ascending: {row_ids:?}"
+    );
+    let rows = support::rows(&dir);
+    assert_eq!(rows.len(), 500);
+    for (i, (id, stored)) in row_ids.iter().zip(&rows).enumerate() {
+        assert_eq!(stored.id, id.0);
+        assert_eq!(
+            stored.event_id.as_deref(),
+            Some(format!("BULK{i:04}").as_str())
+        );
+    }
+}
+
+/// `commits()` already counts a write's transaction when the write's future resolves.
+#[tokio::test]
+async fn commit_counter_includes_every_acknowledged_write() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let before = store.commits();
+    for n in 1..=200u64 {
+        store
+            .enqueue(vec![event(&format!("C{n:03}"), serde_json::json!({}))])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.commits() - before,
+            n,
+            "write {n} was acknowledged before its commit was counted"
+        );
+    }
+}
+
+/// Claims lease disjoint rows; a released row is claimable again.
+#[tokio::test]
+async fn claims_are_disjoint_until_released() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 15).await;
+
+    let first = store
+        .claim_batch(10, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    let second = store
+        .claim_batch(10, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    let third = store
+        .claim_batch(10, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&first), (1..=10).collect::<Vec<_>>());
+    assert_eq!(ids(&second), (11..=15).collect::<Vec<_>>());
+    assert!(third.is_empty(), "{:?}", ids(&third));
+    for stored in support::rows(&dir) {
+        assert!(stored.lease_until.is_some(), "row {} not leased", stored.id);
+    }
+
+    store
+        .settle(
+            first
+                .iter()
+                .map(|row| Settlement::Release {
+                    id: row.id,
+                    status: None,
+                    error: None,
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .claim_batch(20, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&again), ids(&first));
+}
+
+/// `ClaimFrom::Due` skips a row waiting on its backoff timer; `ClaimFrom::After` takes it anyway.
+#[tokio::test]
+async fn due_claims_skip_rows_waiting_on_backoff() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 3).await;
+    let claimed = store
+        .claim_batch(3, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&claimed), vec![1, 2, 3]);
+    store
+        .settle(vec![
+            Settlement::Retry {
+                id: RowId(1),
+                status: Some(503),
+                error: "http 503".to_owned(),
+                next_attempt_at: SystemTime::now() + Duration::from_secs(3600),
+            },
+            Settlement::Release {
+                id: RowId(2),
+                status: None,
+                error: None,
+            },
+            Settlement::Release {
+                id: RowId(3),
+                status: None,
+                error: None,
+            },
+        ])
+        .await
+        .unwrap();
+
+    let due = store.claim_batch(10, ClaimFrom::Due, LEASE).await.unwrap();
+    assert_eq!(ids(&due), vec![2, 3]);
+    let after = store
+        .claim_batch(10, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&after), vec![1]);
+}
+
+/// Two stores on one directory claiming at once from two threads never get the same row.
+#[test]
+fn two_stores_claiming_concurrently_never_share_a_row() {
+    let (_guard, dir) = support::temp_dir();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let all: HashSet<i64> = {
+        let store = support::open_store(&dir);
+        runtime.block_on(support::fill(&store, 700));
+        support::rows(&dir).into_iter().map(|row| row.id).collect()
+    };
+    let stores = [support::open_store(&dir), support::open_store(&dir)];
+    let barrier = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = stores
+        .into_iter()
+        .map(|store| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                barrier.wait();
+                let mut mine = Vec::new();
+                loop {
+                    let batch = runtime
+                        .block_on(store.claim_batch(7, ClaimFrom::After(RowId(0)), LEASE))
+                        .unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    assert!(batch.len() <= 7);
+                    mine.extend(ids(&batch));
+                }
+            })
+        })
+        .collect();
+    let claimed: Vec<Vec<i64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let a: HashSet<i64> = claimed[0].iter().copied().collect();
+    let b: HashSet<i64> = claimed[1].iter().copied().collect();
+    assert_eq!(a.len(), claimed[0].len(), "a store got a row twice");
+    assert_eq!(b.len(), claimed[1].len(), "a store got a row twice");
+    let shared: Vec<_> = a.intersection(&b).collect();
+    assert!(shared.is_empty(), "rows claimed by both: {shared:?}");
+    let union: HashSet<i64> = a.union(&b).copied().collect();
+    assert_eq!(union, all);
+}
+
+/// Each settlement kind writes exactly its columns, and nothing un-syncs a synced row.
+#[tokio::test]
+async fn settlements_record_their_outcome() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 5).await;
+    store
+        .claim_batch(5, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    let retry_at = SystemTime::now() + Duration::from_secs(90);
+    let before = unix(SystemTime::now());
+    store
+        .settle(vec![
+            Settlement::Synced {
+                id: RowId(1),
+                status: 201,
+            },
+            Settlement::Retry {
+                id: RowId(2),
+                status: Some(503),
+                error: "http 503: busy".to_owned(),
+                next_attempt_at: retry_at,
+            },
+            Settlement::Dead {
+                id: RowId(3),
+                status: 422,
+                error: "http 422: bad payload".to_owned(),
+            },
+            Settlement::Release {
+                id: RowId(4),
+                status: Some(401),
+                error: Some("http 401: who are you".to_owned()),
+            },
+        ])
+        .await
+        .unwrap();
+    let after = unix(SystemTime::now());
+    let within = |t: Option<f64>| t.is_some_and(|t| t >= before && t <= after);
+
+    let synced = row(&dir, RowId(1));
+    assert!(within(synced.synced_at), "{synced:?}");
+    assert_eq!(synced.lease_until, None);
+    assert_eq!(synced.last_status, Some(201));
+    assert_eq!(synced.attempts, Some(0));
+    assert_eq!(synced.dead_at, None);
+
+    let retried = row(&dir, RowId(2));
+    assert_eq!(retried.synced_at, None);
+    assert_eq!(retried.attempts, Some(1));
+    assert_eq!(retried.lease_until, None);
+    let next = retried.next_attempt_at.unwrap();
+    assert!((next - unix(retry_at)).abs() < 0.001, "{retried:?}");
+    assert_eq!(retried.last_error.as_deref(), Some("http 503: busy"));
+    assert_eq!(retried.last_status, Some(503));
+    assert_eq!(retried.dead_at, None);
+
+    let dead = row(&dir, RowId(3));
+    assert!(within(dead.dead_at), "{dead:?}");
+    assert_eq!(dead.synced_at, None);
+    assert_eq!(dead.attempts, Some(1));
+    assert_eq!(dead.lease_until, None);
+    assert_eq!(dead.last_status, Some(422));
+    assert_eq!(dead.last_error.as_deref(), Some("http 422: bad payload"));
+
+    let released = row(&dir, RowId(4));
+    assert_eq!(released.attempts, Some(0));
+    assert_eq!(released.lease_until, None);
+    assert_eq!(released.synced_at, None);
+    assert_eq!(released.dead_at, None);
+    assert_eq!(released.next_attempt_at, None);
+    assert_eq!(released.last_status, Some(401));
+
+    assert!(row(&dir, RowId(5)).lease_until.is_some());
+
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.pending, stats.dead, stats.synced, stats.leased),
+        (3, 1, 1, 1),
+        "{stats:?}"
+    );
+
+    // A late failure report about a row that is already delivered changes nothing.
+    store
+        .settle(vec![
+            Settlement::Retry {
+                id: RowId(1),
+                status: None,
+                error: "timeout".to_owned(),
+                next_attempt_at: SystemTime::now() + Duration::from_secs(60),
+            },
+            Settlement::Dead {
+                id: RowId(1),
+                status: 400,
+                error: "http 400".to_owned(),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(row(&dir, RowId(1)), synced);
+}
+
+/// `retry(AllDead)` revives every dead row; `retry(Ids)` only the listed ones.
+#[tokio::test]
+async fn retry_makes_dead_rows_pending_again() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 5).await;
+    store
+        .claim_batch(5, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    let dead = |id| Settlement::Dead {
+        id: RowId(id),
+        status: 400,
+        error: "http 400".to_owned(),
+    };
+    store
+        .settle(vec![
+            dead(1),
+            dead(2),
+            dead(3),
+            Settlement::Synced {
+                id: RowId(4),
+                status: 200,
+            },
+            Settlement::Release {
+                id: RowId(5),
+                status: None,
+                error: None,
+            },
+        ])
+        .await
+        .unwrap();
+    let before = support::rows(&dir);
+
+    assert_eq!(
+        store
+            .retry(RetrySelector::Ids(vec![RowId(2)]))
+            .await
+            .unwrap(),
+        1
+    );
+    let after_one = support::rows(&dir);
+    assert_eq!(after_one[1].dead_at, None);
+    assert_eq!(after_one[1].synced_at, None);
+    assert_eq!(after_one[1].attempts, Some(1));
+    for i in [0, 2, 3, 4] {
+        assert_eq!(after_one[i], before[i], "row {} was not listed", i + 1);
+    }
+
+    // A synced row is not retried.
+    assert_eq!(
+        store
+            .retry(RetrySelector::Ids(vec![RowId(4)]))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(row(&dir, RowId(4)), before[3]);
+
+    assert_eq!(store.retry(RetrySelector::AllDead).await.unwrap(), 2);
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.pending, stats.dead, stats.synced), (4, 0, 1));
+    let due = store.claim_batch(10, ClaimFrom::Due, LEASE).await.unwrap();
+    assert_eq!(ids(&due), vec![1, 2, 3, 5]);
+}
+
+/// `purge_synced` deletes synced rows older than the cutoff and never a pending or dead row.
+#[tokio::test]
+async fn purge_deletes_only_old_synced_rows() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 6).await;
+    store
+        .claim_batch(6, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    store
+        .settle(vec![
+            Settlement::Synced {
+                id: RowId(1),
+                status: 200,
+            },
+            Settlement::Synced {
+                id: RowId(2),
+                status: 200,
+            },
+            Settlement::Synced {
+                id: RowId(3),
+                status: 200,
+            },
+            Settlement::Dead {
+                id: RowId(4),
+                status: 422,
+                error: "http 422".to_owned(),
+            },
+            Settlement::Retry {
+                id: RowId(5),
+                status: Some(500),
+                error: "http 500".to_owned(),
+                next_attempt_at: SystemTime::now(),
+            },
+        ])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.purge_synced(Duration::from_secs(3600)).await.unwrap(),
+        0,
+        "rows synced just now are younger than an hour"
+    );
+    assert_eq!(support::rows(&dir).len(), 6);
+
+    assert_eq!(store.purge_synced(Duration::ZERO).await.unwrap(), 3);
+    let left: Vec<i64> = support::rows(&dir).iter().map(|row| row.id).collect();
+    assert_eq!(left, vec![4, 5, 6]);
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.pending, stats.dead, stats.synced), (2, 1, 0));
+}
+
+/// A second exclusive open of a data directory fails with `Locked` until the first store is gone.
+#[test]
+fn instance_lock_admits_one_store_at_a_time() {
+    let (_guard, dir) = support::temp_dir();
+    let options = Options {
+        instance_lock: InstanceLock::Exclusive,
+        ..Options::new(&dir)
+    };
+    let first = Store::open(&options).unwrap();
+    let second = Store::open(&options);
+    assert!(
+        matches!(second, Err(Error::Locked(_))),
+        "second exclusive open: {second:?}"
+    );
+    drop(first);
+    Store::open(&options).unwrap();
+}
+
+/// Leases left by a store that is gone are released by the next open when it is alone.
+#[tokio::test]
+async fn stale_leases_are_recovered_by_a_lone_open() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 10).await;
+    let claimed = store
+        .claim_batch(10, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 10);
+    drop(store);
+    assert!(
+        support::rows(&dir)
+            .iter()
+            .all(|row| row.lease_until.is_some()),
+        "the dead store's leases should still be in the table"
+    );
+
+    let store = support::open_store(&dir);
+    assert!(
+        support::rows(&dir)
+            .iter()
+            .all(|row| row.lease_until.is_none()),
+        "a lone open should release stale leases"
+    );
+    let again = store
+        .claim_batch(10, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&again), ids(&claimed));
+}
+
+/// An open while another store is still open leaves that store's leases alone.
+#[tokio::test]
+async fn an_open_beside_a_live_store_keeps_its_leases() {
+    let (_guard, dir) = support::temp_dir();
+    let live = support::open_store(&dir);
+    support::fill(&live, 10).await;
+    live.claim_batch(10, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    let leases_before: Vec<Option<f64>> = support::rows(&dir)
+        .iter()
+        .map(|row| row.lease_until)
+        .collect();
+
+    let second = support::open_store(&dir);
+    let leases_after: Vec<Option<f64>> = support::rows(&dir)
+        .iter()
+        .map(|row| row.lease_until)
+        .collect();
+    assert_eq!(leases_after, leases_before);
+    assert!(leases_after.iter().all(Option::is_some));
+    let stolen = second
+        .claim_batch(10, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    assert!(
+        stolen.is_empty(),
+        "claimed a live store's rows: {:?}",
+        ids(&stolen)
+    );
+    drop(live);
+}
+
+/// `Create::Never` on an empty directory fails with `NotFound` and creates nothing there.
+#[test]
+fn create_never_on_an_empty_dir_creates_nothing() {
+    let (_guard, dir) = support::temp_dir();
+    let options = Options {
+        create: Create::Never,
+        ..Options::new(&dir)
+    };
+    assert!(dir_listing(&dir).is_empty());
+    let opened = Store::open(&options);
+    assert!(matches!(opened, Err(Error::NotFound(_))), "{opened:?}");
+    assert_eq!(dir_listing(&dir), BTreeSet::new());
+}
+
+/// `Create::Never` on a database without the queue table fails with `NoQueueTable`, adds nothing.
+#[test]
+fn create_never_without_queue_table_adds_no_table() {
+    let (_guard, dir) = support::temp_dir();
+    let path = dir.join(gradata::store::DATABASE_FILE);
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE other (x INTEGER);")
+            .unwrap();
+    }
+    let options = Options {
+        create: Create::Never,
+        ..Options::new(&dir)
+    };
+    let opened = Store::open(&options);
+    assert!(matches!(opened, Err(Error::NoQueueTable(_))), "{opened:?}");
+    let conn = Connection::open(&path).unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables, vec!["other".to_owned()]);
+}
+
+/// `Create::Never` on a database without the queue table leaves the file byte for byte unchanged.
+#[test]
+fn create_never_without_queue_table_writes_nothing() {
+    let (_guard, dir) = support::temp_dir();
+    let path = dir.join(gradata::store::DATABASE_FILE);
+    {
+        // Another tool's database, in SQLite's default rollback-journal mode.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE other (x INTEGER);")
+            .unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    let listing = dir_listing(&dir);
+    let opened = Store::open(&Options {
+        create: Create::Never,
+        ..Options::new(&dir)
+    });
+    assert!(matches!(opened, Err(Error::NoQueueTable(_))), "{opened:?}");
+    assert_eq!(dir_listing(&dir), listing);
+    let after = std::fs::read(&path).unwrap();
+    let changed: Vec<usize> = (0..bytes.len().max(after.len()))
+        .filter(|&i| bytes.get(i) != after.get(i))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the database file was modified at byte offsets {changed:?}"
+    );
+}
+
+/// The original daemon's columns, read before gradata has added its own.
+type OriginalRow = (
+    i64,
+    String,
+    String,
+    f64,
+    Option<f64>,
+    Option<i64>,
+    Option<String>,
+);
+
+fn original_rows(dir: &Path) -> Vec<OriginalRow> {
+    let conn = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    conn.prepare(
+        "SELECT id, payload_json, kind, enqueued_at, synced_at, attempts, last_error
+           FROM sync_queue ORDER BY id",
+    )
+    .unwrap()
+    .query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// Opening an original database keeps every original value, backfills `event_id`, and is idempotent.
+#[test]
+fn migrating_an_original_database_keeps_its_rows() {
+    let (_guard, dir) = support::temp_dir();
+    let payloads: Vec<String> = (0..50).map(support::original_payload).collect();
+    support::original_db(&dir, &payloads);
+    {
+        // Some history, as the original would have left it.
+        let conn = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+        conn.execute_batch(
+            "UPDATE sync_queue SET synced_at = enqueued_at + 5 WHERE id <= 10;
+             UPDATE sync_queue SET attempts = 3, last_error = 'timeout' WHERE id BETWEEN 11 AND 15;
+             UPDATE sync_queue SET attempts = NULL WHERE id = 16;",
+        )
+        .unwrap();
+    }
+    let before = original_rows(&dir);
+    assert_eq!(before.len(), 50);
+
+    drop(support::open_store(&dir));
+    let migrated = support::rows(&dir);
+    let kept: Vec<OriginalRow> = migrated
+        .iter()
+        .map(|row| {
+            (
+                row.id,
+                row.payload_json.clone(),
+                row.kind.clone(),
+                row.enqueued_at,
+                row.synced_at,
+                row.attempts,
+                row.last_error.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(kept, before);
+    for (n, row) in migrated.iter().enumerate() {
+        assert_eq!(
+            row.event_id,
+            Some(format!("01ORIG{n:08}")),
+            "row {}",
+            row.id
+        );
+        assert_eq!(
+            (
+                row.next_attempt_at,
+                row.lease_until,
+                row.dead_at,
+                row.last_status
+            ),
+            (None, None, None, None)
+        );
+    }
+
+    drop(support::open_store(&dir));
+    assert_eq!(support::rows(&dir), migrated, "a second open changed rows");
+}
+
+/// `open_read_only` refuses an unmigrated original database, and reads it once migrated.
+#[test]
+fn read_only_open_needs_a_migrated_database() {
+    let (_guard, dir) = support::temp_dir();
+    let payloads: Vec<String> = (0..50).map(support::original_payload).collect();
+    support::original_db(&dir, &payloads);
+    let options = Options::new(&dir);
+    let refused = Store::open_read_only(&options);
+    assert!(matches!(refused, Err(Error::NotMigrated(_))), "{refused:?}");
+
+    drop(Store::open(&options).unwrap());
+    let store = Store::open_read_only(&options).unwrap();
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.pending, stats.dead, stats.synced), (50, 0, 0));
+    assert_eq!(
+        stats.pending_bytes,
+        payloads.iter().map(|p| p.len() as u64).sum::<u64>()
+    );
+    assert!(matches!(
+        store.list(RowState::Pending, 1).map(|l| l.len()),
+        Ok(1)
+    ));
+}
+
+/// `stats()` counts every state and finds the oldest pending row after a mix of operations.
+#[tokio::test]
+async fn stats_reflect_a_mix_of_states() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let empty = store.stats().unwrap();
+    assert_eq!(
+        (
+            empty.pending,
+            empty.dead,
+            empty.synced,
+            empty.leased,
+            empty.pending_bytes
+        ),
+        (0, 0, 0, 0, 0)
+    );
+    assert_eq!(empty.oldest_pending_at, None);
+
+    let early: Vec<NewEvent> = (0..4)
+        .map(|i| event(&format!("EARLY{i}"), serde_json::json!({"i": i})))
+        .collect();
+    store.enqueue(early).await.unwrap();
+    let late: Vec<NewEvent> = (0..4)
+        .map(|i| event(&format!("LATE{i}"), serde_json::json!({"i": i})))
+        .collect();
+    store.enqueue(late).await.unwrap();
+    store
+        .claim_batch(4, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    store
+        .settle(vec![
+            Settlement::Synced {
+                id: RowId(1),
+                status: 200,
+            },
+            Settlement::Synced {
+                id: RowId(2),
+                status: 200,
+            },
+            Settlement::Dead {
+                id: RowId(3),
+                status: 400,
+                error: "http 400".to_owned(),
+            },
+        ])
+        .await
+        .unwrap();
+
+    let rows = support::rows(&dir);
+    let at = |seconds: f64| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds);
+    assert!(rows[4].enqueued_at > rows[3].enqueued_at, "{rows:?}");
+    let pending_bytes = |rows: &[support::Row]| -> u64 {
+        rows.iter()
+            .filter(|r| r.synced_at.is_none() && r.dead_at.is_none())
+            .map(|r| r.payload_json.len() as u64)
+            .sum()
+    };
+
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.pending, stats.dead, stats.synced, stats.leased),
+        (5, 1, 2, 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.pending_bytes, pending_bytes(&rows));
+    assert_eq!(stats.oldest_pending_at, Some(at(rows[3].enqueued_at)));
+
+    store
+        .settle(vec![Settlement::Synced {
+            id: RowId(4),
+            status: 200,
+        }])
+        .await
+        .unwrap();
+    let rows = support::rows(&dir);
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.pending, stats.dead, stats.synced, stats.leased),
+        (4, 1, 3, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.pending_bytes, pending_bytes(&rows));
+    assert_eq!(stats.oldest_pending_at, Some(at(rows[4].enqueued_at)));
+
+    store.retry(RetrySelector::AllDead).await.unwrap();
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.pending, stats.dead, stats.synced), (5, 0, 3));
+    assert_eq!(stats.oldest_pending_at, Some(at(rows[2].enqueued_at)));
+}
