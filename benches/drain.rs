@@ -24,6 +24,7 @@
 )]
 
 #[path = "../tests/it/support/fake_ingest.rs"]
+#[allow(dead_code, unreachable_pub, reason = "shared with the tests, which use all of it")]
 mod fake_ingest;
 
 use std::path::Path;
