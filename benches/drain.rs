@@ -24,7 +24,11 @@
 )]
 
 #[path = "../tests/it/support/fake_ingest.rs"]
-#[allow(dead_code, unreachable_pub, reason = "shared with the tests, which use all of it")]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared with the tests, which use all of it"
+)]
 mod fake_ingest;
 
 use std::path::Path;
@@ -39,7 +43,7 @@ const BACKLOG: usize = 3200;
 const RUNS: usize = 3;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
@@ -48,6 +52,12 @@ fn main() {
 
     println!("| scenario | rows | median rows/s | runs (rows/s) |");
     println!("|---|---:|---:|---|");
+    let http_limit = measure(
+        "limit: bare keep-alive POSTs, no store, 16 in flight",
+        BACKLOG,
+        |dir| runtime.block_on(bare_posts(dir, &fast.url("/ingest"), 16)),
+        &runtime,
+    );
     let original_fast = measure(
         "original algorithm, no added latency",
         BACKLOG,
@@ -73,12 +83,13 @@ fn main() {
         |dir| runtime.block_on(engine_drain(dir, &slow.url("/ingest"), 16, 16)),
         &runtime,
     );
-    let bound = 16.0 / 0.020;
     println!();
     println!(
-        "- no added latency: gradata / original = {:.1}x",
+        "- no added latency: gradata / bare HTTP limit = {:.0}%, gradata / original = {:.1}x",
+        100.0 * gradata_fast / http_limit,
         gradata_fast / original_fast
     );
+    let bound = 16.0 / 0.020;
     println!(
         "- 20 ms latency: gradata / original = {:.1}x",
         gradata_slow / original_slow
@@ -144,6 +155,41 @@ async fn engine_drain(dir: &Path, url: &str, concurrency: usize, max_concurrency
         )
         .await;
     usize::try_from(report.delivered).unwrap()
+}
+
+/// The HTTP limit on this machine: the same payloads and headers, posted with the same client
+/// library over keep-alive connections, with no store at all.
+async fn bare_posts(dir: &Path, url: &str, in_flight: usize) -> usize {
+    use futures_util::StreamExt;
+    let conn = rusqlite::Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
+    let rows: Vec<(String, String)> = conn
+        .prepare("SELECT event_id, payload_json FROM sync_queue ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let client = reqwest::Client::new();
+    futures_util::stream::iter(rows)
+        .map(|(event_id, body)| {
+            let client = client.clone();
+            async move {
+                let response = client
+                    .post(url)
+                    .header("authorization", "Bearer bench-key")
+                    .header("content-type", "application/json")
+                    .header("user-agent", "gradata/bench")
+                    .header("idempotency-key", event_id)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let _ = response.bytes().await.unwrap();
+            }
+        })
+        .buffer_unordered(in_flight)
+        .count()
+        .await
 }
 
 /// The original daemon's loop: peek 50, then per row a POST on a fresh connection and a commit.
