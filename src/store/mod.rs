@@ -422,6 +422,8 @@ fn open_connection(path: &Path, options: &Options, mode: OpenMode) -> Result<Con
         Synchronous::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
+    // Statement journals (savepoints of a group commit) stay in memory rather than temp files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 

@@ -237,6 +237,27 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, commits: &Atomi
             return;
         }
     };
+    // A lone command needs no savepoint: the transaction itself is its all-or-nothing. Savepoints
+    // copy every page they touch to a statement journal, which a drain's claim/settle pairs (one
+    // command per group, mostly) would pay for on every batch.
+    if group.len() == 1 {
+        if let Some(command) = group.pop() {
+            let done = execute(&tx, command);
+            if done.is_err() {
+                drop(tx); // rolls back
+                done.send();
+                return;
+            }
+            match tx.commit() {
+                Ok(()) => {
+                    commits.fetch_add(1, Ordering::Relaxed);
+                    done.send();
+                }
+                Err(err) => done.fail(&Error::from(err)),
+            }
+        }
+        return;
+    }
     let done: Vec<Done> = group
         .drain(..)
         .map(|command| execute_in_savepoint(&tx, command))

@@ -13,6 +13,8 @@
 //! marked dead or synced.
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -237,6 +239,9 @@ pub struct Engine {
     policy: RetryPolicy,
 }
 
+/// A claim sent to the store's writer, awaited beside the requests in flight.
+type ClaimFuture = dyn Future<Output = Result<Vec<ClaimedRow>, store::Error>> + Send;
+
 /// A batch's bookkeeping while its rows are in flight.
 struct BatchTally {
     outstanding: usize,
@@ -388,37 +393,24 @@ impl Engine {
         let mut abandoned: Vec<RowId> = Vec::new();
         let mut in_flight_ids: HashSet<RowId> = HashSet::new();
 
+        // At most one claim is outstanding, polled beside the requests, so the senders never wait
+        // for the store: the next batch is leased while the current one is still in flight.
+        let mut claiming: Option<Pin<Box<ClaimFuture>>> = None;
+        let deadline_reached = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(deadline_reached);
         loop {
             let limit = self.concurrency.current();
-            // Keep one batch ahead of the senders so the pipe never runs dry between batches.
-            if run.stop.is_none() && !exhausted && claimed < budget.max_rows && queued.len() < limit
+            if claiming.is_none()
+                && run.stop.is_none()
+                && !exhausted
+                && claimed < budget.max_rows
+                && queued.len() <= limit
             {
                 let want = self.settings.batch_size.min(budget.max_rows - claimed);
-                match self
-                    .store
-                    .claim_batch(want, cursor, self.settings.lease)
-                    .await
-                {
-                    Ok(rows) if rows.is_empty() => exhausted = true,
-                    Ok(rows) => {
-                        claimed += rows.len();
-                        if let (ClaimFrom::After(_), Some(last)) = (cursor, rows.last()) {
-                            cursor = ClaimFrom::After(last.id);
-                        }
-                        let batch = run.batches.len();
-                        run.batches.push(BatchTally {
-                            outstanding: rows.len(),
-                            progressed: false,
-                            clean: true,
-                            settlements: Vec::with_capacity(rows.len()),
-                        });
-                        queued.extend(rows.into_iter().map(|row| (row, batch)));
-                    }
-                    Err(err) => {
-                        run.stop = Some(StopReason::StoreError);
-                        run.detail = Some(err.to_string());
-                    }
-                }
+                let (store, lease) = (self.store.clone(), self.settings.lease);
+                claiming = Some(Box::pin(async move {
+                    store.claim_batch(want, cursor, lease).await
+                }));
             }
             if run.stop.is_some() {
                 // Rows not yet sent go back untouched.
@@ -435,7 +427,7 @@ impl Engine {
                     (row, batch, attempt)
                 });
             }
-            if in_flight.is_empty() {
+            if in_flight.is_empty() && claiming.is_none() {
                 break;
             }
             tokio::select! {
@@ -444,15 +436,46 @@ impl Engine {
                     run.stop.get_or_insert(StopReason::Cancelled);
                     break;
                 }
-                () = tokio::time::sleep_until(deadline.into()) => {
+                () = &mut deadline_reached => {
                     run.stop.get_or_insert(StopReason::TimeBudget);
                     break;
                 }
-                Some((row, batch, attempt)) = in_flight.next() => {
+                claim = async { claiming.as_mut().expect("guarded by the branch condition").await }, if claiming.is_some() => {
+                    claiming = None;
+                    match claim {
+                        Ok(rows) if rows.is_empty() => exhausted = true,
+                        Ok(rows) => {
+                            claimed += rows.len();
+                            if let (ClaimFrom::After(_), Some(last)) = (cursor, rows.last()) {
+                                cursor = ClaimFrom::After(last.id);
+                            }
+                            let batch = run.batches.len();
+                            run.batches.push(BatchTally {
+                                outstanding: rows.len(),
+                                progressed: false,
+                                clean: true,
+                                settlements: Vec::with_capacity(rows.len()),
+                            });
+                            queued.extend(rows.into_iter().map(|row| (row, batch)));
+                        }
+                        Err(err) => {
+                            run.stop.get_or_insert(StopReason::StoreError);
+                            run.detail = Some(err.to_string());
+                        }
+                    }
+                }
+                Some((row, batch, attempt)) = in_flight.next(), if !in_flight.is_empty() => {
                     in_flight_ids.remove(&row.id);
                     self.record(&mut run, row, batch, attempt);
                     progress(Progress { done: run.done, delivered: run.delivered, total });
                 }
+            }
+        }
+        // A claim already sent to the store is finished, never dropped: its rows are leased and
+        // must be released now rather than when the lease expires.
+        if let Some(claim) = claiming.take() {
+            if let Ok(rows) = claim.await {
+                abandoned.extend(rows.iter().map(|row| row.id));
             }
         }
         // Requests still in flight (deadline or cancellation) are abandoned: the server may or may
