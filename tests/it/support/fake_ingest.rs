@@ -148,8 +148,9 @@ impl FakeIngest {
         let thread = std::thread::Builder::new()
             .name("fake-ingest".to_owned())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
+                // One thread: on a 2-core machine a second server thread mostly adds wake-ups and
+                // takes the other core from the code under test.
+                let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .expect("fake ingest runtime");
