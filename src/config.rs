@@ -34,6 +34,8 @@ pub const CREDENTIAL_NAME: &str = "api-key";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 /// Default age after which synced rows are deleted.
 pub const DEFAULT_SYNCED_RETENTION_DAYS: f64 = 7.0;
+/// Default time requests in flight get to finish at shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 10.0;
 /// Default time budget of the final drain at shutdown.
 pub const DEFAULT_SHUTDOWN_DRAIN_SECS: f64 = 5.0;
 
@@ -112,6 +114,11 @@ const OPTIONS: &[OptionDecl] = &[
         key: "api.listen",
         env: "GRADATA_LISTEN",
         value_type: ValueType::List,
+    },
+    OptionDecl {
+        key: "api.shutdown_grace_secs",
+        env: "GRADATA_API_SHUTDOWN_GRACE_SECS",
+        value_type: ValueType::Float,
     },
     OptionDecl {
         key: "store.synchronous",
@@ -228,6 +235,7 @@ struct RawLog {
 #[serde(default, deny_unknown_fields)]
 struct RawApi {
     listen: Vec<String>,
+    shutdown_grace_secs: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -271,6 +279,7 @@ impl Default for RawApi {
     fn default() -> RawApi {
         RawApi {
             listen: vec![DEFAULT_LISTEN.to_owned()],
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }
 }
@@ -393,6 +402,8 @@ pub struct Config {
     pub log_filter: String,
     /// Addresses to bind when systemd passes no sockets: `host:port` or a unix socket path.
     pub listen: Vec<String>,
+    /// Time requests in flight get to finish at shutdown.
+    pub shutdown_grace: Duration,
     /// SQLite `synchronous`.
     pub synchronous: store::Synchronous,
     /// SQLite busy timeout.
@@ -705,6 +716,12 @@ impl Validator<'_> {
             log_format,
             log_filter: raw.log.filter,
             listen: raw.api.listen,
+            shutdown_grace: self.seconds(
+                "api.shutdown_grace_secs",
+                raw.api.shutdown_grace_secs,
+                0.0,
+                3600.0,
+            )?,
             synchronous,
             busy_timeout,
             synced_retention,

@@ -9,14 +9,20 @@
 //!   settle, stats, retention. Knows nothing of HTTP.
 //! - [`sync`]: the ingest client, the response classification, the retry policy, the drain engine
 //!   shared by every caller, and the background worker. Depends on `store` only.
-//! - [`logging`]: where log records go (stderr text or JSON).
+//! - [`api`]: the local HTTP API: routes, handlers, `serve` on given listeners.
+//! - [`systemd`]: thin wrappers: notifications, socket activation, the journal. A leaf.
+//! - [`daemon`]: the one place that orders startup and shutdown of `gradata serve`.
+//! - [`logging`]: where log records go (the journal, or stderr text or JSON).
 //! - [`cli`]: the subcommands; `main.rs` only parses and maps errors to exit codes.
 //!
-//! Dependencies point one way: `sync → store`, `cli → everything`; `store` depends on nothing of
-//! ours but plain types.
+//! Dependencies point one way: `api → store`, `sync → store`, `daemon → everything`, `cli →
+//! everything`; `store` and `systemd` depend on nothing of ours.
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod logging;
 pub mod store;
 pub mod sync;
+pub mod systemd;

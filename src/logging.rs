@@ -1,37 +1,76 @@
-//! Where log records go. Text lines or JSON objects on stderr; the journald sink joins in
-//! `systemd::journal` for the service.
+//! Where log records go: the journal under systemd, otherwise text lines or JSON objects on stderr.
 //!
 //! Records are structured (`tracing` fields) everywhere, so the same call site produces a readable
-//! line on a terminal and separate fields in JSON or the journal.
+//! line on a terminal, separate keys in JSON and separate journal fields (`DELIVERED=`…).
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-/// Output format on stderr.
+use crate::config::LogFormat;
+use crate::systemd::journal;
+
+/// Where records ended up going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StderrFormat {
-    /// Human-readable lines.
+pub enum Sink {
+    /// The native journal protocol.
+    Journal,
+    /// Text on stderr.
     Text,
-    /// One JSON object per line.
+    /// JSON on stderr.
     Json,
 }
 
-/// Installs the global subscriber. `filter` uses `EnvFilter` syntax (`info`, `gradata=debug`…); an
-/// invalid filter falls back to `info` with a warning, rather than silencing the logs.
-pub fn init_stderr(filter: &str, format: StderrFormat) {
+/// Installs the global subscriber. `Auto` means the journal when systemd runs us with one, text
+/// otherwise; `Journal` falls back to text (with a warning) when no journal answers. An invalid
+/// filter falls back to `info` with a warning rather than silencing the logs.
+pub fn init(format: LogFormat, filter: &str) -> Sink {
     let (env_filter, bad_filter) = match EnvFilter::try_new(filter) {
         Ok(parsed) => (parsed, None),
         Err(err) => (EnvFilter::new("info"), Some(err)),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(env_filter)
-        .with_writer(std::io::stderr);
-    let installed = match format {
-        StderrFormat::Text => builder.with_target(false).try_init(),
-        StderrFormat::Json => builder.json().flatten_event(true).try_init(),
+    let wants_journal = match format {
+        LogFormat::Auto => journal::running_under_journal(),
+        LogFormat::Journal => true,
+        LogFormat::Text | LogFormat::Json => false,
     };
+    let (journal_layer, journal_error) = if wants_journal {
+        match journal::layer() {
+            Ok(layer) => (Some(layer), None),
+            Err(err) => (None, Some(err)),
+        }
+    } else {
+        (None, None)
+    };
+    let sink = match (&journal_layer, format) {
+        (Some(_), _) => Sink::Journal,
+        (None, LogFormat::Json) => Sink::Json,
+        (None, _) => Sink::Text,
+    };
+    let text = (sink == Sink::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+    });
+    let json = (sink == Sink::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+    });
+    let installed = tracing_subscriber::registry()
+        .with(env_filter)
+        .with(journal_layer)
+        .with(text)
+        .with(json)
+        .try_init();
     if installed.is_ok() {
         if let Some(err) = bad_filter {
             tracing::warn!("invalid log filter {filter:?} ({err}); using \"info\"");
         }
+        if let (Some(err), LogFormat::Journal) = (journal_error, format) {
+            tracing::warn!("the journal is not reachable ({err}); logging to stderr");
+        }
     }
+    sink
 }

@@ -6,6 +6,7 @@
 
 mod drain;
 mod queue;
+mod serve;
 mod status;
 
 use std::path::PathBuf;
@@ -14,7 +15,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config, Flags};
-use crate::logging::{self, StderrFormat};
+use crate::logging;
+use crate::systemd::listeners::Passed;
+use crate::systemd::notify::Notifier;
 
 /// What a command concluded, when it ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,8 @@ struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the service: drain the backlog, then serve the local API (systemd starts this)
+    Serve(serve::ServeArgs),
     /// Deliver pending events now, within a row and time budget
     Drain(drain::DrainArgs),
     /// Show queue counts, the sync state and the last error
@@ -74,22 +79,38 @@ pub fn parse() -> Cli {
 
 /// Runs a parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    // Sockets passed by systemd are taken before anything else can start a thread: taking them
+    // edits the environment.
+    let sockets = match &cli.command {
+        Command::Serve(_) => Passed::take_from_env(),
+        _ => Passed::none(),
+    };
     let env = config::process_environment();
     let flags = Flags {
         config: cli.global.config.clone(),
         data_dir: cli.global.data_dir.clone(),
         api_key_file: cli.global.api_key_file.clone(),
         ingest_url: cli.global.ingest_url.clone(),
-        listen: Vec::new(),
+        listen: match &cli.command {
+            Command::Serve(args) => args.listen.clone(),
+            _ => Vec::new(),
+        },
         log_format: cli.global.log_format.clone(),
     };
-    let config = Config::load(&flags, &env).context("invalid configuration")?;
-    let format = match config.log_format {
-        config::LogFormat::Json => StderrFormat::Json,
-        _ => StderrFormat::Text,
+    let config = match Config::load(&flags, &env) {
+        Ok(config) => config,
+        Err(err) => {
+            // Under systemd, say why in `systemctl status` too.
+            Notifier::new().fatal(
+                libc::EINVAL.unsigned_abs(),
+                &format!("invalid configuration: {err}"),
+            );
+            return Err(err).context("invalid configuration");
+        }
     };
-    logging::init_stderr(&config.log_filter, format);
+    logging::init(config.log_format, &config.log_filter);
     match cli.command {
+        Command::Serve(_) => serve::run(config, sockets, flags, env),
         Command::Drain(args) => drain::run(&config, &args),
         Command::Status(args) => status::run(&config, &args),
         Command::Queue(command) => queue::run(&config, &command),

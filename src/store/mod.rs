@@ -185,11 +185,13 @@ pub struct Store {
 }
 
 struct Shared {
+    /// Read-only queries. A std mutex: held only for one short query, never across `.await`.
+    /// Declared (so dropped) before the writer: the last connection to close checkpoints the WAL
+    /// and removes it, which only a read-write connection can do.
+    reader: Mutex<Connection>,
     /// Sends commands to the writer thread. Dropped (with `Shared`) to tell the thread to finish.
     /// `None` for a read-only store.
     writer: Option<Writer>,
-    /// Read-only queries. A std mutex: held only for one short query, never across `.await`.
-    reader: Mutex<Connection>,
     database_path: PathBuf,
     /// Held for the life of the store; released after the writer has closed its connection.
     _instance_lock: Option<LockFile>,

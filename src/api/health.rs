@@ -1,0 +1,49 @@
+//! `GET /health`: liveness plus the queue and sync state, for monitors and operators.
+
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+/// Answers with status, version, uptime, data directory, queue counts and sync state.
+pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<Value>) {
+    let store = state.inner.store.clone();
+    let stats = tokio::task::spawn_blocking(move || store.stats()).await;
+    let sync = state.inner.status.snapshot();
+    let uptime = state.inner.started.elapsed().as_secs_f64();
+    let body = |queue: Value, status: &str| {
+        json!({
+            "status": status,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": (uptime * 100.0).round() / 100.0,
+            "data_dir": state.inner.data_dir,
+            "queue": queue,
+            "sync": {
+                "state": sync.state.as_str(),
+                "last_success_at": sync.last_success_at,
+                "last_error": sync.last_error,
+            },
+        })
+    };
+    match stats {
+        Ok(Ok(stats)) => {
+            let queue = json!({
+                "pending": stats.pending,
+                "dead": stats.dead,
+                "synced": stats.synced,
+                "oldest_pending_age_seconds": stats.oldest_pending_age(SystemTime::now()).map(|age| age.as_secs_f64().floor()),
+            });
+            (StatusCode::OK, Json(body(queue, "ok")))
+        }
+        Ok(Err(err)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(body(json!({ "error": err.to_string() }), "error")),
+        ),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(body(json!({ "error": err.to_string() }), "error")),
+        ),
+    }
+}

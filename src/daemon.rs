@@ -1,0 +1,491 @@
+//! `gradata serve`: the one place that orders startup and shutdown (DESIGN §2). Read top to bottom
+//! it is the contract: signals, listeners, store, bounded startup drain, serve, `READY=1`; then the
+//! worker, the watchdog and retention run until SIGTERM/SIGINT, SIGHUP reloads, and shutdown stops
+//! accepting, lets requests finish, runs one bounded final drain and closes the store.
+//!
+//! Everything it calls is testable without a daemon; only this module spawns long-lived tasks.
+//! Invariant: `READY=1` is sent only after every fallible startup step has succeeded, and only
+//! after the startup drain, so systemd holds early connections and dependent units until then.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::config::{self, Config};
+use crate::store::{self, Store};
+use crate::sync::{self, Engine, Status, SyncState, Trigger, worker};
+use crate::systemd::listeners::{self, Passed, Socket};
+use crate::systemd::notify::{self, Notifier};
+
+/// How often `STATUS=` is refreshed while serving.
+const STATUS_REFRESH: Duration = Duration::from_secs(10);
+/// How often synced rows past their retention are purged.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+/// Minimum time between two `STATUS=` progress lines during a drain.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// Slack added to the drain budget when asking systemd for more start time.
+const TIMEOUT_SLACK: Duration = Duration::from_secs(15);
+/// Test hook: when set to a number of seconds, the sync worker wedges itself after that long, so
+/// tests can check that the watchdog stops being fed. Never set in production.
+pub const STALL_WORKER_HOOK: &str = "GRADATA_TEST_STALL_WORKER_AFTER_SECS";
+
+/// Reloads the configuration from the same sources as at start (SIGHUP).
+pub type Reload = Box<dyn Fn() -> Result<Config, config::Error> + Send + Sync>;
+
+/// Why the service could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// A listener could not be adopted or bound.
+    #[error(transparent)]
+    Listeners(#[from] listeners::Error),
+    /// A bound socket could not be handed to the runtime.
+    #[error("cannot use socket {name}: {cause}")]
+    Socket {
+        /// The socket.
+        name: String,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// The outbox could not be opened.
+    #[error("cannot open the outbox: {0}")]
+    Store(#[from] store::Error),
+    /// The HTTP client for the ingest API could not be built.
+    #[error("cannot set up cloud sync: {0}")]
+    Sync(#[from] sync::ClientError),
+    /// The HTTP server stopped on its own.
+    #[error("the HTTP server failed: {0}")]
+    Server(String),
+    /// A background task ended unexpectedly.
+    #[error("the {0} stopped unexpectedly")]
+    Task(&'static str),
+}
+
+impl Error {
+    /// The `ERRNO=` sent to systemd before exiting.
+    fn errno(&self) -> u32 {
+        let raw = match self {
+            Error::Listeners(listeners::Error::Bind { cause, .. }) => cause.raw_os_error(),
+            Error::Socket { cause, .. } | Error::Signals(cause) => cause.raw_os_error(),
+            Error::Store(store::Error::Locked(_)) => Some(libc::EAGAIN),
+            Error::Store(store::Error::Io(_, cause)) => cause.raw_os_error(),
+            _ => None,
+        };
+        raw.and_then(|errno| u32::try_from(errno).ok())
+            .unwrap_or(libc::EIO.unsigned_abs())
+    }
+}
+
+/// Runs the service until it is told to stop. Returns `Ok` on a clean stop.
+pub async fn run(config: Config, sockets: Passed, reload: Reload) -> Result<(), Error> {
+    let notifier = Notifier::new();
+    let result = serve(config, sockets, reload, notifier).await;
+    if let Err(err) = &result {
+        notifier.fatal(err.errno(), &format!("failed: {err}"));
+    }
+    result
+}
+
+async fn serve(
+    mut config: Config,
+    sockets: Passed,
+    reload: Reload,
+    notifier: Notifier,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    // 1. Signals first, so a stop during the drain is never missed (DESIGN §2.1).
+    let stop = CancellationToken::new();
+    let (reload_requests, mut reloads) = mpsc::channel(4);
+    let signals = tokio::spawn(watch_signals(
+        install_signals()?,
+        stop.clone(),
+        reload_requests,
+    ));
+
+    // 2. Listeners: adopted or bound, not accepted from yet.
+    let listeners = open_listeners(sockets, &config.listen)?;
+
+    // 3. The store: single-instance lock, open, migrate.
+    let store = open_store(&config).await?;
+    let status = Status::new(SyncState::Idle);
+    let engine = Engine::new(store.clone(), config.sync.clone(), status.clone())?;
+    if let Some(reason) = config.sync.disabled_reason() {
+        tracing::warn!(reason = %reason, "cloud sync is disabled; events are kept in the outbox until it is enabled");
+    } else {
+        tracing::info!(ingest_url = %config.sync.ingest_url, key_source = %config.sync.api_key_source, "cloud sync enabled");
+    }
+
+    // 4. The bounded startup drain, with progress for `systemctl status`.
+    notifier.extend_timeout(config.startup_drain.max_time + TIMEOUT_SLACK);
+    let report = drain_with_progress(
+        &engine,
+        Trigger::Startup,
+        config.startup_drain,
+        &stop,
+        notifier,
+    )
+    .await;
+    if stop.is_cancelled() {
+        notifier.stopping("stopping before start-up finished");
+        tracing::info!("stopped during the startup drain; pending rows stay queued");
+        signals.abort();
+        return Ok(());
+    }
+
+    // 5. Serve, then READY=1.
+    let state = api::State::new(
+        store.clone(),
+        status.clone(),
+        config.data_dir.clone(),
+        started,
+    );
+    let serving = stop.child_token();
+    let server_alive = Arc::new(AtomicBool::new(true));
+    let mut server = tokio::spawn(run_server(
+        listeners,
+        api::router(state),
+        serving.clone(),
+        server_alive.clone(),
+    ));
+    let pending = report.remaining.unwrap_or(0);
+    notifier.ready(&format!("serving; {pending} pending"));
+    tracing::info!(pending, elapsed_ms = millis(started.elapsed()), "ready");
+
+    // 6. Background work.
+    let (engines, engine_updates) = watch::channel(engine);
+    let heartbeat = worker::Heartbeat::default();
+    heartbeat.beat();
+    let wake = worker::Wake::new();
+    let mut sync_worker = tokio::spawn(run_worker(
+        engine_updates,
+        wake,
+        heartbeat.clone(),
+        stop.child_token(),
+    ));
+    let housekeeping = tokio::spawn(housekeeping(
+        store.clone(),
+        status.clone(),
+        config.synced_retention,
+        heartbeat,
+        server_alive,
+        notifier,
+        stop.child_token(),
+    ));
+
+    // 7. Until stopped: reload on SIGHUP; any task ending on its own is fatal.
+    let outcome = loop {
+        tokio::select! {
+            // Biased: once stop is requested, the server and worker ending is the expected result.
+            biased;
+            () = stop.cancelled() => break Ok(()),
+            Some(()) = reloads.recv() => {
+                notifier.reloading();
+                config = reload_config(config, &reload, &engines, &store, &status);
+                notifier.ready(&serving_status(&store, &status).await);
+            }
+            joined = &mut server => break Err(match joined {
+                Ok(Ok(())) => Error::Server("it stopped accepting connections".to_owned()),
+                Ok(Err(err)) => Error::Server(err.to_string()),
+                Err(err) => Error::Server(err.to_string()),
+            }),
+            _ = &mut sync_worker => break Err(Error::Task("sync worker")),
+        }
+    };
+
+    // Shutdown: stop accepting, let requests finish, final drain, close.
+    let grace = config.shutdown_grace;
+    notifier.extend_timeout(grace + config.shutdown_drain.max_time + TIMEOUT_SLACK);
+    notifier.stopping("stopping: finishing requests in flight");
+    stop.cancel();
+    if !server.is_finished() && tokio::time::timeout(grace, &mut server).await.is_err() {
+        tracing::warn!(
+            grace_seconds = grace.as_secs_f64(),
+            "requests still running after the grace period; closing them"
+        );
+        server.abort();
+    }
+    if !sync_worker.is_finished()
+        && tokio::time::timeout(Duration::from_secs(5), &mut sync_worker)
+            .await
+            .is_err()
+    {
+        sync_worker.abort();
+    }
+    housekeeping.abort();
+    notifier.status("stopping: final drain");
+    let engine = engines.borrow().clone();
+    engine
+        .drain(
+            Trigger::Shutdown,
+            config.shutdown_drain,
+            &CancellationToken::new(),
+            &mut |_| {},
+        )
+        .await;
+    signals.abort();
+    tracing::info!("stopped");
+    outcome
+}
+
+/// The signal streams, created once and kept for the life of the service.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+fn install_signals() -> Result<Signals, Error> {
+    Ok(Signals {
+        terminate: signal(SignalKind::terminate()).map_err(Error::Signals)?,
+        interrupt: signal(SignalKind::interrupt()).map_err(Error::Signals)?,
+        hangup: signal(SignalKind::hangup()).map_err(Error::Signals)?,
+    })
+}
+
+/// Turns signals into a cancelled `stop` token (SIGTERM, SIGINT) or a reload request (SIGHUP).
+async fn watch_signals(mut signals: Signals, stop: CancellationToken, reloads: mpsc::Sender<()>) {
+    loop {
+        tokio::select! {
+            _ = signals.terminate.recv() => {
+                tracing::info!("SIGTERM received, shutting down");
+                stop.cancel();
+            }
+            _ = signals.interrupt.recv() => {
+                tracing::info!("SIGINT received, shutting down");
+                stop.cancel();
+            }
+            _ = signals.hangup.recv() => {
+                tracing::info!("SIGHUP received, reloading configuration");
+                // A full channel already holds a pending reload; one is enough.
+                let _ = reloads.try_send(());
+            }
+        }
+    }
+}
+
+fn open_listeners(sockets: Passed, addresses: &[String]) -> Result<Vec<api::Listener>, Error> {
+    let sockets = if sockets.is_empty() {
+        listeners::bind(addresses)?
+    } else {
+        sockets.adopt()?
+    };
+    sockets
+        .into_iter()
+        .map(|socket| {
+            let name = socket.describe();
+            tracing::info!(socket = %name, "listening");
+            let wrap = |cause| Error::Socket {
+                name: name.clone(),
+                cause,
+            };
+            match socket {
+                Socket::Tcp { listener, .. } => {
+                    listener.set_nonblocking(true).map_err(wrap)?;
+                    tokio::net::TcpListener::from_std(listener)
+                        .map(api::Listener::Tcp)
+                        .map_err(wrap)
+                }
+                Socket::Unix { listener, .. } => {
+                    listener.set_nonblocking(true).map_err(wrap)?;
+                    tokio::net::UnixListener::from_std(listener)
+                        .map(api::Listener::Unix)
+                        .map_err(wrap)
+                }
+            }
+        })
+        .collect()
+}
+
+async fn open_store(config: &Config) -> Result<Store, Error> {
+    let options = config.store_options();
+    match tokio::task::spawn_blocking(move || Store::open(&options)).await {
+        Ok(result) => Ok(result?),
+        Err(join) => Err(Error::Store(store::Error::Sqlite(join.to_string()))),
+    }
+}
+
+/// Runs a drain, sending `STATUS=draining sync queue: done/total rows` at most every 250 ms.
+async fn drain_with_progress(
+    engine: &Engine,
+    trigger: Trigger,
+    budget: sync::Budget,
+    cancel: &CancellationToken,
+    notifier: Notifier,
+) -> sync::DrainReport {
+    notifier.status("draining sync queue");
+    let mut last = Instant::now();
+    let mut progress = |p: sync::Progress| {
+        if last.elapsed() >= PROGRESS_INTERVAL || p.done == p.total {
+            last = Instant::now();
+            notifier.status(&format!("draining sync queue: {}/{} rows", p.done, p.total));
+        }
+    };
+    engine.drain(trigger, budget, cancel, &mut progress).await
+}
+
+async fn run_server(
+    listeners: Vec<api::Listener>,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    alive: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let result = api::serve(listeners, router, shutdown).await;
+    alive.store(false, Ordering::Relaxed);
+    result
+}
+
+async fn run_worker(
+    engines: watch::Receiver<Engine>,
+    wake: worker::Wake,
+    heartbeat: worker::Heartbeat,
+    cancel: CancellationToken,
+) {
+    let stall_after = std::env::var(STALL_WORKER_HOOK)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok());
+    let Some(seconds) = stall_after.filter(|s| s.is_finite() && *s >= 0.0) else {
+        worker::run(engines, wake, heartbeat, cancel).await;
+        return;
+    };
+    tracing::warn!(
+        "{STALL_WORKER_HOOK} is set: the sync worker will wedge itself after {seconds} s"
+    );
+    tokio::select! {
+        () = worker::run(engines, wake, heartbeat, cancel.clone()) => return,
+        () = tokio::time::sleep(Duration::from_secs_f64(seconds)) => {}
+    }
+    // Wedged: alive as a task, but never beating again.
+    cancel.cancelled().await;
+}
+
+/// Feeds the watchdog while the worker and the server are alive, refreshes `STATUS=`, and purges
+/// synced rows past their retention.
+async fn housekeeping(
+    store: Store,
+    status: Status,
+    retention: Duration,
+    heartbeat: worker::Heartbeat,
+    server_alive: Arc<AtomicBool>,
+    notifier: Notifier,
+    cancel: CancellationToken,
+) {
+    let watchdog = notify::watchdog_interval();
+    let tick = watchdog.map_or(STATUS_REFRESH, |interval| {
+        (interval / 2).min(STATUS_REFRESH)
+    });
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_status = Instant::now();
+    let mut next_purge = Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Some(interval) = watchdog {
+            // Invariant: the watchdog is fed only while both loops show signs of life, so a wedged
+            // worker or a dead server gets the service restarted.
+            if heartbeat.age() < interval && server_alive.load(Ordering::Relaxed) {
+                notifier.watchdog();
+            } else {
+                tracing::error!(
+                    worker_silent_ms = millis(heartbeat.age()),
+                    "sync worker or HTTP server unresponsive; not feeding the watchdog"
+                );
+            }
+        }
+        if last_status.elapsed() >= STATUS_REFRESH {
+            last_status = Instant::now();
+            notifier.status(&serving_status(&store, &status).await);
+        }
+        if Instant::now() >= next_purge {
+            next_purge = Instant::now() + RETENTION_INTERVAL;
+            match store.purge_synced(retention).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "deleted synced rows past their retention"),
+                Err(err) => tracing::warn!(error = %err, "could not purge synced rows"),
+            }
+        }
+    }
+}
+
+/// `serving; N pending` plus the sync state when it is not the usual one.
+async fn serving_status(store: &Store, status: &Status) -> String {
+    let store = store.clone();
+    let pending = match tokio::task::spawn_blocking(move || store.stats()).await {
+        Ok(Ok(stats)) => stats.pending.to_string(),
+        _ => "?".to_owned(),
+    };
+    match status.state() {
+        SyncState::Idle | SyncState::Sending | SyncState::Backoff => {
+            format!("serving; {pending} pending")
+        }
+        other => format!("serving; {pending} pending; sync {}", other.as_str()),
+    }
+}
+
+/// Builds and validates the new configuration, then swaps the engine; on any error keeps the old
+/// configuration in force and says why.
+fn reload_config(
+    current: Config,
+    reload: &Reload,
+    engines: &watch::Sender<Engine>,
+    store: &Store,
+    status: &Status,
+) -> Config {
+    let new = match reload() {
+        Ok(new) => new,
+        Err(err) => {
+            tracing::error!(error = %err, "configuration reload rejected; the running configuration stays in force");
+            return current;
+        }
+    };
+    let old_engine = engines.borrow().clone();
+    let concurrency = if new.sync.max_concurrency == current.sync.max_concurrency {
+        old_engine.concurrency().clone()
+    } else {
+        sync::Concurrency::new(new.sync.concurrency, new.sync.max_concurrency)
+    };
+    let policy = sync::RetryPolicy::new(new.sync.backoff_base, new.sync.backoff_cap);
+    let engine = match Engine::with_parts(
+        store.clone(),
+        new.sync.clone(),
+        status.clone(),
+        concurrency,
+        policy,
+    ) {
+        Ok(engine) => engine,
+        Err(err) => {
+            tracing::error!(error = %err, "configuration reload rejected; the running configuration stays in force");
+            return current;
+        }
+    };
+    for (what, changed) in [
+        ("data_dir", new.data_dir != current.data_dir),
+        ("api.listen", new.listen != current.listen),
+        ("store.synchronous", new.synchronous != current.synchronous),
+    ] {
+        if changed {
+            tracing::warn!(key = what, "this setting changes only at the next restart");
+        }
+    }
+    engines.send_replace(engine);
+    match new.sync.disabled_reason() {
+        Some(reason) => {
+            tracing::warn!(reason = %reason, "configuration reloaded; cloud sync is disabled")
+        }
+        None => tracing::info!(key_source = %new.sync.api_key_source, "configuration reloaded"),
+    }
+    new
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
