@@ -10,6 +10,7 @@
 mod support;
 
 mod drain;
+mod journal;
 
 mod cli;
 mod store;
