@@ -5,6 +5,7 @@
 //! before any configuration is read.
 
 mod drain;
+mod generate;
 mod queue;
 mod serve;
 mod status;
@@ -70,6 +71,9 @@ enum Command {
     /// List or retry queued events
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Generate the man page or shell completions (for packaging)
+    #[command(subcommand, hide = true)]
+    Generate(generate::GenerateCommand),
 }
 
 /// Parses the command line (exits on `--help`, `--version` and usage errors, as clap does).
@@ -83,6 +87,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     // edits the environment.
     let sockets = match &cli.command {
         Command::Serve(_) => Passed::take_from_env(),
+        // Generated from the command definition alone: no configuration is read.
+        Command::Generate(command) => return generate::run(command),
         _ => Passed::none(),
     };
     let env = config::process_environment();
@@ -114,6 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Drain(args) => drain::run(&config, &args),
         Command::Status(args) => status::run(&config, &args),
         Command::Queue(command) => queue::run(&config, &command),
+        Command::Generate(command) => generate::run(&command),
     }
 }
 

@@ -131,10 +131,19 @@ async fn pass(
         max_rows: PASS_MAX_ROWS,
         max_time: PASS_MAX_TIME,
     };
-    let beat = heartbeat.clone();
-    let report = engine
-        .drain(Trigger::Worker, budget, cancel, &mut move |_| beat.beat())
-        .await;
+    // The worker is alive while this task is polled, even when no request completes for a while
+    // (a slow server): beat on a timer beside the drain, not only on progress.
+    let mut ignore_progress = |_| {};
+    let drain = engine.drain(Trigger::Worker, budget, cancel, &mut ignore_progress);
+    tokio::pin!(drain);
+    let mut ticks = tokio::time::interval(HEARTBEAT_TICK);
+    let report = loop {
+        tokio::select! {
+            report = &mut drain => break report,
+            _ = ticks.tick() => heartbeat.beat(),
+        }
+    };
+    heartbeat.beat();
     let now = Instant::now();
     match report.reason {
         StopReason::RowBudget => Some(now),
