@@ -4,7 +4,11 @@
 //!
 //! Run: `cargo bench --bench startup`. Results go to stdout as a Markdown table.
 
-#![allow(clippy::unwrap_used, clippy::print_stdout, reason = "benchmark harness")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    reason = "benchmark harness"
+)]
 #![allow(clippy::cast_precision_loss, reason = "figures")]
 
 use std::os::unix::net::UnixDatagram;
@@ -33,7 +37,10 @@ fn main() {
     println!("| measure | median | min | max |");
     println!("|---|---:|---:|---:|");
     row("exec of /bin/true (floor)", &mut floor);
-    row("exec → READY=1, new data directory (creates system.db)", &mut fresh);
+    row(
+        "exec → READY=1, new data directory (creates system.db)",
+        &mut fresh,
+    );
     row("exec → READY=1, existing empty queue", &mut existing);
     rss.sort_unstable();
     println!(
@@ -47,7 +54,12 @@ fn main() {
 fn row(name: &str, samples: &mut [Duration]) {
     samples.sort_unstable();
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
-    println!("| {name} | {} | {} | {} |", ms(samples[samples.len() / 2]), ms(samples[0]), ms(samples[samples.len() - 1]));
+    println!(
+        "| {name} | {} | {} | {} |",
+        ms(samples[samples.len() / 2]),
+        ms(samples[0]),
+        ms(samples[samples.len() - 1])
+    );
 }
 
 /// Starts the service, waits for `READY=1`, optionally reads its idle RSS, and stops it.
@@ -55,7 +67,9 @@ fn start_and_stop(data_dir: &std::path::Path, measure_rss: bool) -> (Duration, u
     let notify_path = data_dir.join("notify.sock");
     let _ = std::fs::remove_file(&notify_path);
     let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gradata"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -74,7 +88,10 @@ fn start_and_stop(data_dir: &std::path::Path, measure_rss: bool) -> (Duration, u
     let mut buf = [0u8; 4096];
     let ready = loop {
         let n = notify.recv(&mut buf).unwrap();
-        if String::from_utf8_lossy(&buf[..n]).lines().any(|line| line == "READY=1") {
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|line| line == "READY=1")
+        {
             break started.elapsed();
         }
     };
@@ -89,7 +106,11 @@ fn start_and_stop(data_dir: &std::path::Path, measure_rss: bool) -> (Duration, u
     } else {
         0
     };
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(child.wait().unwrap().success());
     (ready, rss)
 }

@@ -215,7 +215,9 @@ mod tests {
     fn a_taken_port_is_a_clear_error() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = taken.local_addr().unwrap().to_string();
-        let err = bind(std::slice::from_ref(&address)).unwrap_err().to_string();
+        let err = bind(std::slice::from_ref(&address))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&address), "{err}");
     }
 }

@@ -55,10 +55,14 @@ fn startup_record_reaches_the_journal_with_fields_and_priority() {
     let server = FakeIngest::replying(Reply::ok());
     let journal_path = dir.join("journal.sock");
     let journal = UnixDatagram::bind(&journal_path).unwrap();
-    journal.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    journal
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let notify_path = dir.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
 
     let mut child = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-c"])
@@ -91,11 +95,18 @@ fn startup_record_reaches_the_journal_with_fields_and_priority() {
     loop {
         assert!(Instant::now() < deadline, "no READY=1");
         let n = notify.recv(&mut buf).unwrap();
-        if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
             break;
         }
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
@@ -109,13 +120,19 @@ fn startup_record_reaches_the_journal_with_fields_and_priority() {
     }
     let startup: Vec<&Record> = records
         .iter()
-        .filter(|r| r.get("MESSAGE").is_some_and(|m| m.starts_with("sync queue drained at startup:")))
+        .filter(|r| {
+            r.get("MESSAGE")
+                .is_some_and(|m| m.starts_with("sync queue drained at startup:"))
+        })
         .collect();
     assert_eq!(startup.len(), 1, "records: {records:#?}\nstderr: {stderr}");
     let record = startup[0];
     assert_eq!(record["MESSAGE"], "sync queue drained at startup: 5 rows");
     assert_eq!(record["PRIORITY"], "6", "INFO must be priority 6");
-    assert_eq!(record["MESSAGE_ID"], gradata::sync::STARTUP_DRAIN_MESSAGE_ID);
+    assert_eq!(
+        record["MESSAGE_ID"],
+        gradata::sync::STARTUP_DRAIN_MESSAGE_ID
+    );
     assert_eq!(record["SYSLOG_IDENTIFIER"], "gradata");
     assert_eq!(record["DELIVERED"], "5");
     assert_eq!(record["REMAINING"], "0");
@@ -124,5 +141,10 @@ fn startup_record_reaches_the_journal_with_fields_and_priority() {
     // Nothing went to stderr as text: the journal took the records.
     assert!(!stderr.contains("sync queue drained"), "{stderr}");
     // Warnings are priority 4, errors 3; nothing is logged at the crate default of 5 for INFO.
-    assert!(records.iter().all(|r| r.get("PRIORITY").is_some_and(|p| p != "5")), "{records:#?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.get("PRIORITY").is_some_and(|p| p != "5")),
+        "{records:#?}"
+    );
 }
