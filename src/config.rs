@@ -3,11 +3,11 @@
 //!
 //! Loading has two stages. First each layer is turned into a TOML table and checked on its own, so
 //! an error names exactly where the bad value came from (the file, the variable, the flag). Then
-//! the merged table is deserialized once into [`RawConfig`] (every field with its default, unknown
+//! the merged table is deserialized once into `RawConfig` (every field with its default, unknown
 //! keys rejected) and validated into [`Config`], whose fields have concrete types and whose
 //! errors name the key and its source.
 //!
-//! Every option is declared once in [`OPTIONS`]: its key, its environment variable and its type.
+//! Every option is declared once in `OPTIONS`: its key, its environment variable and its type.
 //! The example config shipped in the packages is checked against it by a test.
 //!
 //! Invariants: no I/O beyond reading the config file and the credential files; the API key is

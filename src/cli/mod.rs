@@ -52,7 +52,7 @@ struct GlobalArgs {
     /// File containing the cloud API key (overrides GRADATA_API_KEY and credentials)
     #[arg(long, global = true, value_name = "PATH")]
     api_key_file: Option<PathBuf>,
-    /// Ingest URL [default: https://api.gradata.ai/api/v1/ingest]
+    /// Ingest URL [default: the Gradata cloud, api.gradata.ai/api/v1/ingest]
     #[arg(long, global = true, value_name = "URL")]
     ingest_url: Option<String>,
     /// Log format: auto, journal, text or json

@@ -1,7 +1,7 @@
 //! The ingest client: one POST per event, exactly as DESIGN §5 specifies, over pooled keep-alive
 //! connections, and the [`ApiKey`] it authenticates with.
 //!
-//! The client only sends and reports; what a response means is [`super::classify`]'s job, and what
+//! The client only sends and reports; what a response means is [`super::classify()`]'s job, and what
 //! to do about it is the drain engine's.
 
 use std::fmt;

@@ -1,5 +1,5 @@
 //! Delivery to the Gradata cloud (DESIGN §5): the ingest [`Client`], the response table
-//! ([`classify`]), the [`RetryPolicy`], the drain [`Engine`] shared by every caller, and the
+//! ([`classify()`]), the [`RetryPolicy`], the drain [`Engine`] shared by every caller, and the
 //! background [`worker`].
 //!
 //! Boundary: depends on [`crate::store`] for rows and on nothing of the local HTTP API or systemd.
