@@ -5,6 +5,7 @@
 //! Boundary: talks to the outbox through [`crate::store`] and reads the sync status; it never
 //! posts to the cloud itself.
 
+pub mod correction;
 mod health;
 
 use std::path::PathBuf;
