@@ -36,6 +36,18 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 pub const DEFAULT_SYNCED_RETENTION_DAYS: f64 = 7.0;
 /// Default time requests in flight get to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 10.0;
+/// Default largest request body, in bytes (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Default most events in one `POST /v1/events`.
+pub const DEFAULT_MAX_EVENTS_PER_REQUEST: u64 = 1000;
+/// Default time a client has to send its request body.
+pub const DEFAULT_BODY_TIMEOUT_SECS: f64 = 10.0;
+/// Default age of the oldest pending row past which `/health` says `degraded` (one hour).
+pub const DEFAULT_DEGRADED_AFTER_SECS: f64 = 3600.0;
+/// Default most pending rows before writes get 503 (one million).
+pub const DEFAULT_MAX_PENDING_ROWS: u64 = 1_000_000;
+/// Default most pending payload bytes before writes get 503 (1 GiB).
+pub const DEFAULT_MAX_PENDING_BYTES: u64 = 1024 * 1024 * 1024;
 /// Default time budget of the final drain at shutdown.
 pub const DEFAULT_SHUTDOWN_DRAIN_SECS: f64 = 5.0;
 
@@ -119,6 +131,56 @@ const OPTIONS: &[OptionDecl] = &[
         key: "api.shutdown_grace_secs",
         env: "GRADATA_API_SHUTDOWN_GRACE_SECS",
         value_type: ValueType::Float,
+    },
+    OptionDecl {
+        key: "api.allowed_hosts",
+        env: "GRADATA_API_ALLOWED_HOSTS",
+        value_type: ValueType::List,
+    },
+    OptionDecl {
+        key: "api.cors_origins",
+        env: "GRADATA_API_CORS_ORIGINS",
+        value_type: ValueType::List,
+    },
+    OptionDecl {
+        key: "api.token_file",
+        env: "GRADATA_API_TOKEN_FILE",
+        value_type: ValueType::Str,
+    },
+    OptionDecl {
+        key: "api.max_body_bytes",
+        env: "GRADATA_API_MAX_BODY_BYTES",
+        value_type: ValueType::Int,
+    },
+    OptionDecl {
+        key: "api.max_events_per_request",
+        env: "GRADATA_API_MAX_EVENTS_PER_REQUEST",
+        value_type: ValueType::Int,
+    },
+    OptionDecl {
+        key: "api.body_timeout_secs",
+        env: "GRADATA_API_BODY_TIMEOUT_SECS",
+        value_type: ValueType::Float,
+    },
+    OptionDecl {
+        key: "api.degraded_after_secs",
+        env: "GRADATA_API_DEGRADED_AFTER_SECS",
+        value_type: ValueType::Float,
+    },
+    OptionDecl {
+        key: "store.max_pending_rows",
+        env: "GRADATA_STORE_MAX_PENDING_ROWS",
+        value_type: ValueType::Int,
+    },
+    OptionDecl {
+        key: "store.max_pending_bytes",
+        env: "GRADATA_STORE_MAX_PENDING_BYTES",
+        value_type: ValueType::Int,
+    },
+    OptionDecl {
+        key: "sync.brain_id",
+        env: "GRADATA_BRAIN_ID",
+        value_type: ValueType::Str,
     },
     OptionDecl {
         key: "store.synchronous",
@@ -236,6 +298,13 @@ struct RawLog {
 struct RawApi {
     listen: Vec<String>,
     shutdown_grace_secs: f64,
+    allowed_hosts: Vec<String>,
+    cors_origins: Vec<String>,
+    token_file: String,
+    max_body_bytes: u64,
+    max_events_per_request: u64,
+    body_timeout_secs: f64,
+    degraded_after_secs: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -244,11 +313,14 @@ struct RawStore {
     synchronous: String,
     busy_timeout_secs: f64,
     synced_retention_days: f64,
+    max_pending_rows: u64,
+    max_pending_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawSync {
+    brain_id: String,
     enabled: bool,
     ingest_url: String,
     api_key_file: PathBuf,
@@ -280,6 +352,13 @@ impl Default for RawApi {
         RawApi {
             listen: vec![DEFAULT_LISTEN.to_owned()],
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            allowed_hosts: Vec::new(),
+            cors_origins: vec![crate::api::guard::DEFAULT_CORS_ORIGIN.to_owned()],
+            token_file: String::new(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_events_per_request: DEFAULT_MAX_EVENTS_PER_REQUEST,
+            body_timeout_secs: DEFAULT_BODY_TIMEOUT_SECS,
+            degraded_after_secs: DEFAULT_DEGRADED_AFTER_SECS,
         }
     }
 }
@@ -290,6 +369,8 @@ impl Default for RawStore {
             synchronous: "full".to_owned(),
             busy_timeout_secs: store::DEFAULT_BUSY_TIMEOUT.as_secs_f64(),
             synced_retention_days: DEFAULT_SYNCED_RETENTION_DAYS,
+            max_pending_rows: DEFAULT_MAX_PENDING_ROWS,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
         }
     }
 }
@@ -297,6 +378,7 @@ impl Default for RawStore {
 impl Default for RawSync {
     fn default() -> RawSync {
         RawSync {
+            brain_id: String::new(),
             enabled: true,
             ingest_url: sync::DEFAULT_INGEST_URL.to_owned(),
             api_key_file: PathBuf::from(DEFAULT_API_KEY_FILE),
@@ -404,6 +486,26 @@ pub struct Config {
     pub listen: Vec<String>,
     /// Time requests in flight get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Host names accepted besides loopback.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call the API.
+    pub cors_origins: Vec<String>,
+    /// The local API token, read from `api.token_file`, required on writes when set.
+    pub api_token: Option<crate::api::guard::LocalToken>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most events in one `POST /v1/events`.
+    pub max_events_per_request: usize,
+    /// Time a client has to send its body.
+    pub body_timeout: Duration,
+    /// Age of the oldest pending row past which `/health` says `degraded`.
+    pub degraded_after: Duration,
+    /// Most pending rows before writes are refused with 503.
+    pub max_pending_rows: u64,
+    /// Most pending payload bytes before writes are refused with 503.
+    pub max_pending_bytes: u64,
+    /// The `brain_id` put in every payload; `None` means derive it from the data directory.
+    pub brain_id: Option<String>,
     /// SQLite `synchronous`.
     pub synchronous: store::Synchronous,
     /// SQLite busy timeout.
@@ -570,6 +672,13 @@ impl Validator<'_> {
         usize::try_from(value).map_err(|_| self.invalid(key, "too large"))
     }
 
+    fn positive(&self, key: &str, value: u64) -> Result<u64, Error> {
+        if value == 0 {
+            return Err(self.invalid(key, "must be at least 1"));
+        }
+        Ok(value)
+    }
+
     fn build(
         &self,
         raw: RawConfig,
@@ -722,6 +831,38 @@ impl Validator<'_> {
                 0.0,
                 3600.0,
             )?,
+            allowed_hosts: raw.api.allowed_hosts,
+            cors_origins: self.origins(raw.api.cors_origins)?,
+            api_token: self.local_token(&raw.api.token_file)?,
+            max_body_bytes: self.count(
+                "api.max_body_bytes",
+                raw.api.max_body_bytes,
+                1024,
+                1 << 30,
+            )?,
+            max_events_per_request: self.count(
+                "api.max_events_per_request",
+                raw.api.max_events_per_request,
+                1,
+                100_000,
+            )?,
+            body_timeout: self.seconds(
+                "api.body_timeout_secs",
+                raw.api.body_timeout_secs,
+                0.01,
+                3600.0,
+            )?,
+            degraded_after: self.seconds(
+                "api.degraded_after_secs",
+                raw.api.degraded_after_secs,
+                1.0,
+                31_536_000.0,
+            )?,
+            max_pending_rows: self
+                .positive("store.max_pending_rows", raw.store.max_pending_rows)?,
+            max_pending_bytes: self
+                .positive("store.max_pending_bytes", raw.store.max_pending_bytes)?,
+            brain_id: self.brain_id(raw.sync.brain_id)?,
             synchronous,
             busy_timeout,
             synced_retention,
@@ -729,6 +870,49 @@ impl Validator<'_> {
             startup_drain,
             shutdown_drain,
         })
+    }
+
+    fn origins(&self, origins: Vec<String>) -> Result<Vec<String>, Error> {
+        for origin in &origins {
+            // An origin is scheme://host[:port], nothing else; `*` is refused on purpose.
+            let valid = Url::parse(origin).is_ok_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.path() == "/"
+                    && !origin.ends_with('/')
+            });
+            if !valid {
+                return Err(self.invalid("api.cors_origins", format!("{origin:?} is not an origin like https://app.gradata.ai (no path, no wildcard)")));
+            }
+        }
+        Ok(origins)
+    }
+
+    fn local_token(&self, path: &str) -> Result<Option<crate::api::guard::LocalToken>, Error> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(path).map_err(|err| Error::Io {
+            path: PathBuf::from(path),
+            err,
+        })?;
+        match crate::api::guard::LocalToken::new(&text) {
+            Some(token) => Ok(Some(token)),
+            None => Err(self.invalid("api.token_file", format!("{path} is empty"))),
+        }
+    }
+
+    fn brain_id(&self, id: String) -> Result<Option<String>, Error> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        if id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.invalid(
+                "sync.brain_id",
+                "must be 1 to 128 printable ASCII characters",
+            ));
+        }
+        Ok(Some(id))
     }
 
     fn ingest_url(&self, value: &str) -> Result<Url, Error> {
@@ -908,9 +1092,10 @@ fn parse_env(option: &OptionDecl, value: &str) -> Result<toml::Value, Error> {
         ValueType::Int => toml::Value::Integer(
             value
                 .trim()
-                .parse::<u32>()
-                .map_err(|_| invalid("a whole number"))?
-                .into(),
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| i64::try_from(n).ok())
+                .ok_or_else(|| invalid("a whole number"))?,
         ),
         ValueType::Float => {
             let number = value

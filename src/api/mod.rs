@@ -5,7 +5,10 @@
 //! Boundary: talks to the outbox through [`crate::store`] and reads the sync status; it never
 //! posts to the cloud itself.
 
+mod body;
 pub mod correction;
+mod error;
+pub mod guard;
 mod health;
 
 use std::path::PathBuf;

@@ -33,7 +33,7 @@ pub use types::{
 };
 
 use lock::{LockError, LockFile};
-use writer::{Command, Writer};
+use writer::{Command, PendingGauge, Writer};
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "system.db";
@@ -192,6 +192,8 @@ struct Shared {
     /// Sends commands to the writer thread. Dropped (with `Shared`) to tell the thread to finish.
     /// `None` for a read-only store.
     writer: Option<Writer>,
+    /// Pending rows and bytes as of the last commit (updated by the writer thread).
+    pending: Arc<PendingGauge>,
     database_path: PathBuf,
     /// Held for the life of the store; released after the writer has closed its connection.
     _instance_lock: Option<LockFile>,
@@ -247,12 +249,16 @@ impl Store {
             )?;
         }
         let reader = open_connection(&database_path, options, OpenMode::ReadOnly)?;
-        let writer = Writer::spawn(conn, options.synchronous)
+        let pending = Arc::new(PendingGauge::default());
+        let stats = read::stats(&reader)?;
+        pending.set(stats.pending, stats.pending_bytes);
+        let writer = Writer::spawn(conn, options.synchronous, pending.clone())
             .map_err(|err| Error::Io(database_path.clone(), err))?;
         Ok(Store {
             shared: Arc::new(Shared {
                 writer: Some(writer),
                 reader: Mutex::new(reader),
+                pending,
                 database_path,
                 _instance_lock: instance_lock,
                 _leases_lock: Some(leases_lock),
@@ -277,6 +283,7 @@ impl Store {
         Ok(Store {
             shared: Arc::new(Shared {
                 writer: None,
+                pending: Arc::new(PendingGauge::default()),
                 reader: Mutex::new(reader),
                 database_path,
                 _instance_lock: None,
@@ -367,6 +374,20 @@ impl Store {
     /// Group commit shows here as fewer commits than write calls.
     pub fn commits(&self) -> u64 {
         self.shared.writer.as_ref().map_or(0, Writer::commits)
+    }
+
+    /// Pending rows and payload bytes, as this process's writes left them: a cheap, exact gauge
+    /// for this process, corrected for other writers by [`Store::recount_pending`].
+    pub fn pending(&self) -> (u64, u64) {
+        self.shared.pending.get()
+    }
+
+    /// Counts the table again and resets the pending gauge (for writes by other processes).
+    /// Blocking; a full count.
+    pub fn recount_pending(&self) -> Result<Stats, Error> {
+        let stats = self.stats()?;
+        self.shared.pending.set(stats.pending, stats.pending_bytes);
+        Ok(stats)
     }
 
     /// Counts by state and the oldest pending row's age. Blocking, but short.

@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::types::{
@@ -84,6 +84,57 @@ fn set_synchronous(conn: &Connection, synchronous: Synchronous) -> rusqlite::Res
     conn.pragma_update(None, "synchronous", value)
 }
 
+/// The pending rows and bytes, kept up to date by the writer after every commit so that the API
+/// can refuse writes past the queue limits without counting the table on every request. Writes by
+/// other processes (the CLI, an SDK sharing the database) are not seen here; the daemon corrects
+/// the gauge from a full count now and then ([`super::Store::recount_pending`]).
+#[derive(Debug, Default)]
+pub(super) struct PendingGauge {
+    rows: std::sync::atomic::AtomicI64,
+    bytes: std::sync::atomic::AtomicI64,
+}
+
+impl PendingGauge {
+    pub(super) fn set(&self, rows: u64, bytes: u64) {
+        self.rows
+            .store(i64::try_from(rows).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.bytes
+            .store(i64::try_from(bytes).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    pub(super) fn get(&self) -> (u64, u64) {
+        let clamp = |v: i64| u64::try_from(v).unwrap_or(0);
+        (
+            clamp(self.rows.load(Ordering::Relaxed)),
+            clamp(self.bytes.load(Ordering::Relaxed)),
+        )
+    }
+
+    fn apply(&self, delta: PendingDelta) {
+        self.rows.fetch_add(delta.rows, Ordering::Relaxed);
+        self.bytes.fetch_add(delta.bytes, Ordering::Relaxed);
+    }
+}
+
+/// How a command changes the pending rows and bytes; applied only if its transaction commits.
+#[derive(Debug, Clone, Copy, Default)]
+struct PendingDelta {
+    rows: i64,
+    bytes: i64,
+}
+
+impl PendingDelta {
+    fn add(&mut self, other: PendingDelta) {
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+    }
+
+    fn row(&mut self, sign: i64, bytes: i64) {
+        self.rows += sign;
+        self.bytes += sign * bytes;
+    }
+}
+
 /// Owner of the writer thread. Dropping it closes the channel, waits for the thread to finish the
 /// commands already sent, and so closes the connection (checkpointing the WAL) before returning.
 pub(super) struct Writer {
@@ -94,14 +145,30 @@ pub(super) struct Writer {
     commits: Arc<AtomicU64>,
 }
 
+/// What the writer thread shares with the store handle.
+struct Counters<'a> {
+    commits: &'a AtomicU64,
+    pending: &'a PendingGauge,
+}
+
 impl Writer {
-    pub(super) fn spawn(conn: Connection, synchronous: Synchronous) -> std::io::Result<Writer> {
+    pub(super) fn spawn(
+        conn: Connection,
+        synchronous: Synchronous,
+        pending: Arc<PendingGauge>,
+    ) -> std::io::Result<Writer> {
         let (commands, receiver) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let thread = std::thread::Builder::new()
             .name("gradata-store".to_owned())
-            .spawn(move || run(conn, synchronous, &receiver, &counter))?;
+            .spawn(move || {
+                let counters = Counters {
+                    commits: &counter,
+                    pending: &pending,
+                };
+                run(conn, synchronous, &receiver, &counters);
+            })?;
         Ok(Writer {
             commands: Some(commands),
             thread: Some(thread),
@@ -140,7 +207,7 @@ fn run(
     mut conn: Connection,
     configured: Synchronous,
     receiver: &mpsc::Receiver<Command>,
-    commits: &AtomicU64,
+    counters: &Counters<'_>,
 ) {
     let mut current = configured;
     let mut group = Vec::with_capacity(MAX_GROUP);
@@ -164,7 +231,7 @@ fn run(
         if wanted != current && set_synchronous(&conn, wanted).is_ok() {
             current = wanted;
         }
-        commit_group(&mut conn, &mut group, commits);
+        commit_group(&mut conn, &mut group, counters);
     }
 }
 
@@ -226,7 +293,7 @@ impl Done {
 }
 
 /// Runs and commits one group, then answers every caller.
-fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, commits: &AtomicU64) {
+fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Counters<'_>) {
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(err) => {
@@ -242,7 +309,8 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, commits: &Atomi
     // command per group, mostly) would pay for on every batch.
     if group.len() == 1 {
         if let Some(command) = group.pop() {
-            let done = execute(&tx, command);
+            let mut delta = PendingDelta::default();
+            let done = execute(&tx, command, &mut delta);
             if done.is_err() {
                 drop(tx); // rolls back
                 done.send();
@@ -250,7 +318,8 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, commits: &Atomi
             }
             match tx.commit() {
                 Ok(()) => {
-                    commits.fetch_add(1, Ordering::Relaxed);
+                    counters.commits.fetch_add(1, Ordering::Relaxed);
+                    counters.pending.apply(delta);
                     done.send();
                 }
                 Err(err) => done.fail(&Error::from(err)),
@@ -258,14 +327,16 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, commits: &Atomi
         }
         return;
     }
+    let mut delta = PendingDelta::default();
     let done: Vec<Done> = group
         .drain(..)
-        .map(|command| execute_in_savepoint(&tx, command))
+        .map(|command| execute_in_savepoint(&tx, command, &mut delta))
         .collect();
     match tx.commit() {
         Ok(()) => {
             // Counted before anyone is answered, so a caller never sees its write uncounted.
-            commits.fetch_add(1, Ordering::Relaxed);
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters.pending.apply(delta);
             done.into_iter().for_each(Done::send);
         }
         // Nothing in the group is durable: every caller learns that, none gets a false yes.
@@ -276,18 +347,28 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, commits: &Atomi
     }
 }
 
-fn execute_in_savepoint(tx: &rusqlite::Transaction<'_>, command: Command) -> Done {
+fn execute_in_savepoint(
+    tx: &rusqlite::Transaction<'_>,
+    command: Command,
+    group_delta: &mut PendingDelta,
+) -> Done {
     if let Err(err) = tx.execute_batch("SAVEPOINT command") {
         return Done::failed(command, &Error::from(err));
     }
-    let done = execute(tx, command);
+    let mut delta = PendingDelta::default();
+    let done = execute(tx, command, &mut delta);
     let end = if done.is_err() {
         "ROLLBACK TO command; RELEASE command"
     } else {
         "RELEASE command"
     };
     match tx.execute_batch(end) {
-        Ok(()) => done,
+        Ok(()) => {
+            if !done.is_err() {
+                group_delta.add(delta);
+            }
+            done
+        }
         Err(err) => {
             // The savepoint could not be closed; the whole transaction will fail to commit and
             // every caller will hear about it. Answer this one now with the precise cause.
@@ -298,10 +379,10 @@ fn execute_in_savepoint(tx: &rusqlite::Transaction<'_>, command: Command) -> Don
     }
 }
 
-fn execute(conn: &Connection, command: Command) -> Done {
+fn execute(conn: &Connection, command: Command, delta: &mut PendingDelta) -> Done {
     match command {
         Command::Enqueue { events, now, reply } => {
-            Done::Enqueue(reply, enqueue(conn, &events, now))
+            Done::Enqueue(reply, enqueue(conn, &events, now, delta))
         }
         Command::Claim {
             limit,
@@ -314,8 +395,8 @@ fn execute(conn: &Connection, command: Command) -> Done {
             settlements,
             now,
             reply,
-        } => Done::Unit(reply, settle(conn, &settlements, now)),
-        Command::Retry { selector, reply } => Done::Count(reply, retry(conn, &selector)),
+        } => Done::Unit(reply, settle(conn, &settlements, now, delta)),
+        Command::Retry { selector, reply } => Done::Count(reply, retry(conn, &selector, delta)),
         Command::PurgeSynced {
             older_than,
             now,
@@ -344,6 +425,7 @@ fn enqueue(
     conn: &Connection,
     events: &[NewEvent],
     now: SystemTime,
+    delta: &mut PendingDelta,
 ) -> Result<Vec<EnqueueOutcome>, Error> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO sync_queue (payload_json, kind, enqueued_at, attempts, event_id)
@@ -362,6 +444,10 @@ fn enqueue(
             id
         ])?;
         outcomes.push(if inserted == 1 {
+            delta.row(
+                1,
+                i64::try_from(event.payload_json().len()).unwrap_or(i64::MAX),
+            );
             EnqueueOutcome::Inserted(RowId(conn.last_insert_rowid()))
         } else {
             EnqueueOutcome::Duplicate(RowId(existing.query_row([id], |row| row.get(0))?))
@@ -420,7 +506,12 @@ fn claim(
     Ok(rows)
 }
 
-fn settle(conn: &Connection, settlements: &[Settlement], now: SystemTime) -> Result<(), Error> {
+fn settle(
+    conn: &Connection,
+    settlements: &[Settlement],
+    now: SystemTime,
+    delta: &mut PendingDelta,
+) -> Result<(), Error> {
     let now = to_unix(now);
     for settlement in settlements {
         // Every update is guarded by `synced_at IS NULL`: a row another drainer delivered after our
@@ -430,9 +521,13 @@ fn settle(conn: &Connection, settlements: &[Settlement], now: SystemTime) -> Res
                 conn.prepare_cached(
                     "UPDATE sync_queue SET synced_at = ?2, lease_until = NULL, last_status = ?3,
                             last_error = NULL, dead_at = NULL
-                      WHERE id = ?1 AND synced_at IS NULL",
+                      WHERE id = ?1 AND synced_at IS NULL
+                  RETURNING length(CAST(payload_json AS BLOB))",
                 )?
-                .execute(params![id.0, now, status])?;
+                .query_row(params![id.0, now, status], |row| row.get::<_, i64>(0))
+                .optional()?
+                .into_iter()
+                .for_each(|bytes| delta.row(-1, bytes));
             }
             Settlement::Retry {
                 id,
@@ -451,9 +546,13 @@ fn settle(conn: &Connection, settlements: &[Settlement], now: SystemTime) -> Res
                 conn.prepare_cached(
                     "UPDATE sync_queue SET attempts = COALESCE(attempts, 0) + 1, lease_until = NULL,
                             dead_at = ?2, last_status = ?3, last_error = ?4
-                      WHERE id = ?1 AND synced_at IS NULL",
+                      WHERE id = ?1 AND synced_at IS NULL AND dead_at IS NULL
+                  RETURNING length(CAST(payload_json AS BLOB))",
                 )?
-                .execute(params![id.0, now, status, truncate(error)])?;
+                .query_row(params![id.0, now, status, truncate(error)], |row| row.get::<_, i64>(0))
+                .optional()?
+                .into_iter()
+                .for_each(|bytes| delta.row(-1, bytes));
             }
             Settlement::Release { id, status, error } => {
                 conn.prepare_cached(
@@ -469,21 +568,49 @@ fn settle(conn: &Connection, settlements: &[Settlement], now: SystemTime) -> Res
     Ok(())
 }
 
-fn retry(conn: &Connection, selector: &RetrySelector) -> Result<usize, Error> {
+fn retry(
+    conn: &Connection,
+    selector: &RetrySelector,
+    delta: &mut PendingDelta,
+) -> Result<usize, Error> {
     match selector {
-        RetrySelector::AllDead => Ok(conn.execute(
-            "UPDATE sync_queue SET dead_at = NULL, next_attempt_at = NULL
-              WHERE dead_at IS NOT NULL AND synced_at IS NULL",
-            [],
-        )?),
+        RetrySelector::AllDead => {
+            let mut statement = conn.prepare_cached(
+                "UPDATE sync_queue SET dead_at = NULL, next_attempt_at = NULL
+                  WHERE dead_at IS NOT NULL AND synced_at IS NULL
+                  RETURNING length(CAST(payload_json AS BLOB))",
+            )?;
+            let revived = statement.query_map([], |row| row.get::<_, i64>(0))?;
+            let mut changed = 0;
+            for bytes in revived {
+                delta.row(1, bytes?);
+                changed += 1;
+            }
+            Ok(changed)
+        }
         RetrySelector::Ids(ids) => {
+            let mut state = conn.prepare_cached(
+                "SELECT dead_at IS NOT NULL, length(CAST(payload_json AS BLOB))
+                   FROM sync_queue WHERE id = ?1 AND synced_at IS NULL",
+            )?;
             let mut statement = conn.prepare_cached(
                 "UPDATE sync_queue SET dead_at = NULL, next_attempt_at = NULL
                   WHERE id = ?1 AND synced_at IS NULL",
             )?;
             let mut changed = 0;
             for id in ids {
+                let Some((was_dead, bytes)) = state
+                    .query_row([id.0], |row| {
+                        Ok((row.get::<_, bool>(0)?, row.get::<_, i64>(1)?))
+                    })
+                    .optional()?
+                else {
+                    continue;
+                };
                 changed += statement.execute([id.0])?;
+                if was_dead {
+                    delta.row(1, bytes);
+                }
             }
             Ok(changed)
         }

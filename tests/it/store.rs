@@ -951,3 +951,58 @@ async fn stats_reflect_a_mix_of_states() {
     assert_eq!((stats.pending, stats.dead, stats.synced), (5, 0, 3));
     assert_eq!(stats.oldest_pending_at, Some(at(rows[2].enqueued_at)));
 }
+
+/// The pending gauge follows every change this process makes, exactly as a full count would.
+#[tokio::test]
+async fn pending_gauge_tracks_enqueue_settle_and_retry() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let check = |store: &gradata::store::Store| {
+        let stats = store.stats().unwrap();
+        assert_eq!(store.pending(), (stats.pending, stats.pending_bytes));
+        stats.pending
+    };
+    assert_eq!(check(&store), 0);
+    let ids = support::fill(&store, 10).await;
+    support::fill(&store, 10).await; // the same ids again: duplicates change nothing
+    assert_eq!(check(&store), 10);
+    assert_eq!(ids.len(), 10);
+    let rows = store
+        .claim_batch(
+            5,
+            gradata::store::ClaimFrom::After(gradata::store::RowId(0)),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let mut settlements: Vec<gradata::store::Settlement> = rows[..4]
+        .iter()
+        .map(|r| gradata::store::Settlement::Synced {
+            id: r.id,
+            status: 200,
+        })
+        .collect();
+    settlements.push(gradata::store::Settlement::Dead {
+        id: rows[4].id,
+        status: 422,
+        error: "no".to_owned(),
+    });
+    store.settle(settlements).await.unwrap();
+    assert_eq!(check(&store), 5);
+    store
+        .retry(gradata::store::RetrySelector::AllDead)
+        .await
+        .unwrap();
+    assert_eq!(check(&store), 6);
+    // A row changed behind the store's back is picked up by a recount.
+    rusqlite::Connection::open(dir.join(gradata::store::DATABASE_FILE))
+        .unwrap()
+        .execute(
+            "UPDATE sync_queue SET synced_at = 1 WHERE id = (SELECT MAX(id) FROM sync_queue)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(store.pending().0, 6);
+    assert_eq!(store.recount_pending().unwrap().pending, 5);
+    assert_eq!(store.pending().0, 5);
+}

@@ -1,0 +1,219 @@
+//! Who may talk to the local API (DESIGN §7): the `Host` must name loopback or a configured name
+//! (a DNS-rebinding page cannot pass), an `Origin` must be on the allow-list (CORS, never `*`),
+//! and, when a local token is configured, every write must carry it.
+//!
+//! One middleware, [`check`], runs before every route. It also answers CORS preflights, so an
+//! allowed dashboard can call `POST /sync` under Chrome's Private Network Access rules.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+
+/// Default allowed CORS origin: the Gradata dashboard.
+pub const DEFAULT_CORS_ORIGIN: &str = "https://app.gradata.ai";
+
+/// The local API token (from `api.token_file`). `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LocalToken(String);
+
+impl LocalToken {
+    /// Wraps a token read from a file (trimmed); `None` if empty.
+    pub fn new(token: &str) -> Option<LocalToken> {
+        let token = token.trim();
+        (!token.is_empty()).then(|| LocalToken(token.to_owned()))
+    }
+
+    /// Constant-time comparison with a presented bearer token.
+    fn matches(&self, presented: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for LocalToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalToken(<redacted>)")
+    }
+}
+
+/// The access rules, built from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Guards {
+    /// Host names accepted besides loopback addresses and `localhost`.
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed to call the API from a browser (exact match, scheme included).
+    pub cors_origins: Vec<String>,
+    /// Required on writes when set.
+    pub token: Option<LocalToken>,
+}
+
+/// Middleware: Host, Origin and token checks, and CORS preflights.
+pub async fn check(State(guards): State<Arc<Guards>>, request: Request, next: Next) -> Response {
+    if let Err(err) = check_host(&guards, request.headers()) {
+        return err.into_response();
+    }
+    let origin = match allowed_origin(&guards, request.headers()) {
+        Ok(origin) => origin,
+        Err(err) => return err.into_response(),
+    };
+    if request.method() == Method::OPTIONS {
+        return preflight(request.headers(), origin.as_ref());
+    }
+    let is_write = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if let (true, Some(token)) = (is_write, &guards.token) {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| token.matches(p.trim())) {
+            return with_cors(ApiError::unauthorized().into_response(), origin.as_ref());
+        }
+    }
+    with_cors(next.run(request).await, origin.as_ref())
+}
+
+fn check_host(guards: &Guards, headers: &HeaderMap) -> Result<(), ApiError> {
+    // No Host at all (HTTP/1.0, some unix-socket clients) cannot come from a browser page.
+    let Some(host) = headers.get(header::HOST) else {
+        return Ok(());
+    };
+    let host = host.to_str().map_err(|_| {
+        ApiError::forbidden("host_not_allowed", "the Host header is not valid text")
+    })?;
+    let name = strip_port(host);
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback
+        || guards
+            .allowed_hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(name))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "host_not_allowed",
+            format!(
+                "Host {host:?} is not loopback nor in api.allowed_hosts (DNS-rebinding protection)"
+            ),
+        ))
+    }
+}
+
+/// `127.0.0.1:8765` → `127.0.0.1`, `[::1]:8765` → `::1`, `localhost` → `localhost`.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// The request's `Origin`, if it is allowed; an `Origin` that is not allowed is refused.
+fn allowed_origin(guards: &Guards, headers: &HeaderMap) -> Result<Option<HeaderValue>, ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(None);
+    };
+    let text = origin.to_str().unwrap_or("");
+    if guards.cors_origins.iter().any(|allowed| allowed == text) {
+        Ok(Some(origin.clone()))
+    } else {
+        Err(ApiError::forbidden(
+            "origin_not_allowed",
+            format!("Origin {text:?} is not in api.cors_origins"),
+        ))
+    }
+}
+
+fn preflight(headers: &HeaderMap, origin: Option<&HeaderValue>) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let out = response.headers_mut();
+    out.insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    if origin.is_some() {
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type, Authorization"),
+        );
+        out.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        // Private Network Access: only for an allowed origin that asks for it.
+        if headers
+            .get("access-control-request-private-network")
+            .is_some()
+        {
+            out.insert(
+                "access-control-allow-private-network",
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+    with_cors(response, origin)
+}
+
+fn with_cors(mut response: Response, origin: Option<&HeaderValue>) -> Response {
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names() {
+        let guards = Guards {
+            allowed_hosts: vec!["gradata.internal".to_owned()],
+            ..Guards::default()
+        };
+        let check = |host: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            check_host(&guards, &headers).is_ok()
+        };
+        for (host, allowed) in [
+            ("127.0.0.1:8765", true),
+            ("127.1.2.3", true),
+            ("localhost:8765", true),
+            ("LOCALHOST", true),
+            ("[::1]:8765", true),
+            ("gradata.internal:8765", true),
+            ("evil.example:8765", false),
+            ("127.0.0.1.evil.example", false),
+            ("192.168.1.10:8765", false),
+        ] {
+            assert_eq!(check(host), allowed, "{host}");
+        }
+        assert!(check_host(&guards, &HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn token_comparison() {
+        let token = LocalToken::new(" secret\n").unwrap();
+        assert!(token.matches("secret"));
+        assert!(!token.matches("secreT"));
+        assert!(!token.matches("secret2"));
+        assert_eq!(format!("{token:?}"), "LocalToken(<redacted>)");
+    }
+}
