@@ -12,6 +12,7 @@
 //! - [`api`]: the local HTTP API: routes, handlers, `serve` on given listeners.
 //! - [`systemd`]: thin wrappers: notifications, socket activation, the journal. A leaf.
 //! - [`daemon`]: the one place that orders startup and shutdown of `gradata serve`.
+//! - [`metrics`]: the Prometheus registry every part records into.
 //! - [`logging`]: where log records go (the journal, or stderr text or JSON).
 //! - [`cli`]: the subcommands; `main.rs` only parses and maps errors to exit codes.
 //!
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod metrics;
 pub mod store;
 pub mod sync;
 pub mod systemd;

@@ -28,6 +28,7 @@ use super::classify::Disposition;
 use super::client::{Attempt, Client};
 use super::retry::{Concurrency, RetryPolicy};
 use super::status::{Status, SyncState};
+use crate::metrics::Outcome;
 use crate::store::{self, ClaimFrom, ClaimedRow, RowId, Settlement, Store};
 
 /// `MESSAGE_ID` of the startup-drain record, so `journalctl MESSAGE_ID=…` finds every one.
@@ -63,6 +64,16 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// The lower-case name, for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Shutdown => "shutdown",
+            Trigger::Manual => "manual",
+            Trigger::Worker => "worker",
+        }
+    }
+
     fn is_explicit(self) -> bool {
         !matches!(self, Trigger::Worker)
     }
@@ -336,6 +347,9 @@ impl Engine {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> DrainReport {
         let report = self.drain_quietly(trigger, budget, cancel, progress).await;
+        self.status
+            .metrics()
+            .drain_finished(trigger.as_str(), report.elapsed);
         report.emit(trigger);
         report
     }
@@ -536,6 +550,7 @@ impl Engine {
         let now = SystemTime::now();
         let settlement = match attempt.disposition {
             Disposition::Delivered => {
+                self.status.metrics().delivery(Outcome::delivered);
                 run.delivered += 1;
                 self.status.record_success(now);
                 Settlement::Synced {
@@ -544,6 +559,7 @@ impl Engine {
                 }
             }
             Disposition::Dead => {
+                self.status.metrics().delivery(Outcome::dead);
                 run.dead += 1;
                 tracing::warn!(row_id = %row.id, event_id = row.event_id.as_deref().unwrap_or(""),
                     status = attempt.status, "ingest rejected row for good, moved to dead: {}", attempt.detail);
@@ -554,6 +570,7 @@ impl Engine {
                 }
             }
             Disposition::RetryLater => {
+                self.status.metrics().delivery(Outcome::retried);
                 run.retried += 1;
                 tracing::debug!(row_id = %row.id, attempts = row.attempts + 1, "delivery failed, will retry: {}", attempt.detail);
                 let delay = self.policy.backoff(row.attempts + 1);
@@ -565,6 +582,7 @@ impl Engine {
                 }
             }
             Disposition::Throttled { retry_after } => {
+                self.status.metrics().delivery(Outcome::throttled);
                 run.retried += 1;
                 let delay = retry_after
                     .unwrap_or_default()
@@ -588,6 +606,7 @@ impl Engine {
                 }
             }
             Disposition::AuthFailed | Disposition::ConfigError => {
+                self.status.metrics().delivery(Outcome::refused);
                 let reason = if attempt.disposition == Disposition::AuthFailed {
                     StopReason::AuthFailed
                 } else {
