@@ -124,6 +124,11 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// What is wrong, for a person.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

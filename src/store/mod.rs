@@ -13,6 +13,7 @@
 //! stores what [`crate::sync`] tells it. Invariants: a pending row is never deleted; every state
 //! change is one transaction; migrations are additive.
 
+mod identity;
 mod lock;
 mod read;
 mod schema;
@@ -25,6 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use identity::resolve_brain_id;
 pub use lock::INSTANCE_LOCK;
 pub use read::{QueueEntry, Stats};
 pub use types::{

@@ -25,6 +25,17 @@ pub enum SyncState {
 }
 
 impl SyncState {
+    /// Every state, for metrics that list them all.
+    pub const ALL: [SyncState; 7] = [
+        SyncState::Idle,
+        SyncState::Sending,
+        SyncState::Backoff,
+        SyncState::RateLimited,
+        SyncState::AuthFailed,
+        SyncState::ConfigError,
+        SyncState::Disabled,
+    ];
+
     /// The snake_case name used in JSON, logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
