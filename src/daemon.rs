@@ -380,6 +380,10 @@ async fn housekeeping(
     let tick = watchdog.map_or(STATUS_REFRESH, |interval| {
         (interval / 2).min(STATUS_REFRESH)
     });
+    // The worker beats only once per `HEARTBEAT_TICK` when idle, so with a `WatchdogSec=` shorter
+    // than that a healthy worker would look wedged between beats: never call it silent sooner
+    // than two ticks.
+    let silent_after = watchdog.map(|interval| interval.max(2 * worker::HEARTBEAT_TICK));
     let mut ticks = tokio::time::interval(tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = Instant::now();
@@ -389,10 +393,10 @@ async fn housekeeping(
             () = cancel.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if let Some(interval) = watchdog {
+        if let Some(silent_after) = silent_after {
             // Invariant: the watchdog is fed only while both loops show signs of life, so a wedged
             // worker or a dead server gets the service restarted.
-            if heartbeat.age() < interval && server_alive.load(Ordering::Relaxed) {
+            if heartbeat.age() < silent_after && server_alive.load(Ordering::Relaxed) {
                 notifier.watchdog();
             } else {
                 tracing::error!(

@@ -13,4 +13,5 @@ mod drain;
 mod journal;
 
 mod cli;
+mod daemon;
 mod store;

@@ -1,6 +1,7 @@
 //! Test harness: the fake ingest server, log capture, databases made the way the original daemon
 //! made them, and helpers to build engines and run the binary.
 
+pub mod daemon;
 pub mod fake_ingest;
 pub mod logs;
 

@@ -1,0 +1,659 @@
+//! `gradata serve` as systemd runs it: the test passes the listening socket, reads the `sd_notify`
+//! messages, sends signals and talks HTTP, and checks the startup order (drain, then serve and
+//! `READY=1`), the startup record, shutdown, reload, the watchdog and `/health`.
+//!
+//! Every wait is for a condition, with a generous timeout that only guards against a hang; the one
+//! fixed window (the starved watchdog) is explained where it is.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::support::daemon::{
+    self, Daemon, EarlyRequest, Message, PATIENCE, Spec, log_field, prepare,
+};
+use crate::support::{self, FakeIngest, Reply};
+
+/// The contract record of the startup drain.
+const STARTUP_RECORD: &str = "sync queue drained at startup: ";
+
+/// The one startup-drain record in `stderr`, checked to be the only one.
+fn startup_record(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(STARTUP_RECORD))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one startup record; stderr:\n{stderr}"
+    );
+    lines[0].to_owned()
+}
+
+/// Checks the startup record says `rows` delivered, `remaining` left and `reason`.
+fn assert_startup_record(stderr: &str, rows: u64, remaining: u64, reason: &str) {
+    let line = startup_record(stderr);
+    assert!(
+        line.contains(&format!("{STARTUP_RECORD}{rows} rows")),
+        "{line}"
+    );
+    assert_eq!(
+        log_field(&line, "delivered").as_deref(),
+        Some(rows.to_string().as_str()),
+        "{line}"
+    );
+    assert_eq!(
+        log_field(&line, "remaining").as_deref(),
+        Some(remaining.to_string().as_str()),
+        "{line}"
+    );
+    assert_eq!(
+        log_field(&line, "reason").as_deref(),
+        Some(reason),
+        "{line}"
+    );
+}
+
+/// Position of the first message satisfying `pred`.
+fn position(messages: &[Message], pred: impl Fn(&Message) -> bool) -> Option<usize> {
+    messages.iter().position(pred)
+}
+
+fn is_progress(message: &Message, total: usize) -> bool {
+    message.value("STATUS").is_some_and(|status| {
+        status.starts_with("draining sync queue: ") && status.ends_with(&format!("/{total} rows"))
+    })
+}
+
+/// SIGTERM, then exit code 0 with `STOPPING=1` sent.
+fn stop_cleanly(daemon: &mut Daemon) {
+    daemon.sigterm();
+    let code = daemon.exit_code(PATIENCE);
+    assert_eq!(code, 0, "stderr:\n{}", daemon.stderr());
+    assert!(
+        daemon.notify().all().iter().any(|m| m.has("STOPPING=1")),
+        "no STOPPING=1: {:#?}",
+        daemon.notify().texts()
+    );
+}
+
+fn pending(dir: &std::path::Path) -> usize {
+    support::rows(dir)
+        .iter()
+        .filter(|row| row.synced_at.is_none() && row.dead_at.is_none())
+        .count()
+}
+
+/// The backlog is delivered before `READY=1`: a connection made during the drain is answered only
+/// once the queue is empty, the server has every row when `READY=1` arrives, progress and the
+/// timeout extension come first, and the startup record counts all 3,200 rows.
+#[test]
+fn startup_drain_delivers_the_backlog_before_ready() {
+    const ROWS: usize = 3200;
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, ROWS);
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(5)));
+
+    let mut daemon = Spec::new(&dir).syncing_to(&server.url("/ingest")).spawn();
+    // Connected while the daemon drains: the kernel backlog holds it until the server accepts.
+    let early = EarlyRequest::connect(daemon.addr());
+    let client = std::thread::scope(|scope| {
+        let client = scope.spawn(|| {
+            let response = early.get_health();
+            (response, server.count())
+        });
+
+        let before_ready = daemon.expect_ready();
+        let count_at_ready = server.count();
+        let ready = before_ready.last().unwrap();
+        assert_eq!(
+            count_at_ready, ROWS,
+            "READY=1 came before the server had every row"
+        );
+        assert_eq!(
+            ready.value("STATUS"),
+            Some("serving; 0 pending"),
+            "{ready:?}"
+        );
+        let extend = position(&before_ready, |m| m.sets("EXTEND_TIMEOUT_USEC"));
+        assert!(
+            extend.is_some(),
+            "no EXTEND_TIMEOUT_USEC= before READY=1: {before_ready:#?}"
+        );
+        assert!(
+            before_ready.iter().any(|m| is_progress(m, ROWS)),
+            "no STATUS=draining sync queue: x/{ROWS} rows before READY=1: {before_ready:#?}"
+        );
+        assert!(
+            extend < position(&before_ready, |m| is_progress(m, ROWS)),
+            "the timeout must be extended before the drain: {before_ready:#?}"
+        );
+        client.join().unwrap()
+    });
+
+    // Not asserted: that the answer arrives after READY=1. The daemon starts accepting and then
+    // sends READY=1 (DESIGN §2, step 5), so the two race by design; what must hold is that nothing
+    // is answered before the drain is over.
+    let (response, count_at_answer) = client;
+    let response = response.unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    let health = response.json();
+    assert_eq!(health["queue"]["pending"], 0, "{health}");
+    assert_eq!(health["queue"]["synced"], ROWS, "{health}");
+    // The server counts a request when it arrives; all of them had arrived before the answer.
+    assert_eq!(count_at_answer, ROWS, "answered before the drain finished");
+    assert_eq!(server.count(), ROWS, "a row was posted twice");
+
+    stop_cleanly(&mut daemon);
+    assert_startup_record(&daemon.stderr(), ROWS as u64, 0, "done");
+}
+
+/// The startup record is emitted exactly once, with delivered, remaining and reason, also for a
+/// backlog smaller than the row budget and when the budget leaves rows behind.
+#[test]
+fn startup_record_counts_the_rows_once() {
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 120);
+    let server = FakeIngest::replying(Reply::ok());
+    let mut daemon = Spec::new(&dir).syncing_to(&server.url("/ingest")).spawn();
+    daemon.expect_ready();
+    stop_cleanly(&mut daemon);
+    assert_startup_record(&daemon.stderr(), 120, 0, "done");
+
+    // A row budget of 50: one batch at startup, the rest left to the worker. JSON logs this time,
+    // so the fields are checked as structured values.
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 120);
+    let mut daemon = Spec::new(&dir)
+        .syncing_to(&server.url("/ingest"))
+        .env("GRADATA_SYNC_STARTUP_DRAIN_MAX_ROWS", "50")
+        .env("GRADATA_SYNC_BATCH_SIZE", "50")
+        .json_logs()
+        .spawn();
+    let ready = daemon.expect_ready();
+    assert_eq!(
+        ready.last().unwrap().value("STATUS"),
+        Some("serving; 70 pending")
+    );
+    stop_cleanly(&mut daemon);
+    let stderr = daemon.stderr();
+    let records: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"))
+        })
+        .filter(|record: &serde_json::Value| {
+            record["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(STARTUP_RECORD))
+        })
+        .collect();
+    assert_eq!(records.len(), 1, "{stderr}");
+    let record = &records[0];
+    assert_eq!(
+        record["message"],
+        format!("{STARTUP_RECORD}50 rows"),
+        "{record}"
+    );
+    assert_eq!(record["delivered"], 50, "{record}");
+    assert_eq!(record["remaining"], 70, "{record}");
+    assert_eq!(record["reason"], "row_budget", "{record}");
+}
+
+/// An ingest API that accepts connections but never answers cannot hold back `READY=1` past the
+/// drain's time budget, and the rows stay pending.
+#[test]
+fn hanging_ingest_does_not_hold_back_ready() {
+    const ROWS: usize = 40;
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, ROWS);
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_secs(60)));
+    let mut daemon = Spec::new(&dir)
+        .syncing_to(&server.url("/ingest"))
+        .env("GRADATA_SYNC_STARTUP_DRAIN_MAX_SECS", "1")
+        .env("GRADATA_SYNC_REQUEST_TIMEOUT_SECS", "30")
+        .env("GRADATA_SYNC_LEASE_SECS", "60")
+        .env("GRADATA_SYNC_SHUTDOWN_DRAIN_MAX_SECS", "0.5")
+        .spawn();
+    let ready = daemon.expect_ready();
+    let elapsed = ready.last().unwrap().at - daemon.spawned();
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "READY=1 took {elapsed:?}"
+    );
+    assert!(server.count() > 0, "the drain never posted");
+    let (status, health) = daemon::get_health(daemon.addr());
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["queue"]["pending"], ROWS, "{health}");
+
+    stop_cleanly(&mut daemon);
+    assert_startup_record(&daemon.stderr(), 0, ROWS as u64, "time_budget");
+    for row in support::rows(&dir) {
+        assert_eq!((row.synced_at, row.dead_at), (None, None), "{row:?}");
+        assert_eq!(
+            row.lease_until, None,
+            "a lease outlived the daemon: {row:?}"
+        );
+    }
+    // The fake server would wait out its 60 s replies before stopping; the test is done with it.
+    std::mem::forget(server);
+}
+
+/// An ingest API nobody listens on: `READY=1` comes promptly and the rows stay pending.
+#[test]
+fn unreachable_ingest_does_not_hold_back_ready() {
+    const ROWS: usize = 60;
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, ROWS);
+    let url = format!("http://127.0.0.1:{}/ingest", daemon::free_port());
+    let mut daemon = Spec::new(&dir)
+        .syncing_to(&url)
+        .env("GRADATA_SYNC_SHUTDOWN_DRAIN_MAX_SECS", "0.5")
+        .spawn();
+    let ready = daemon.expect_ready();
+    let elapsed = ready.last().unwrap().at - daemon.spawned();
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "READY=1 took {elapsed:?}"
+    );
+    let (status, health) = daemon::get_health(daemon.addr());
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["queue"]["pending"], ROWS, "{health}");
+    assert!(health["sync"]["last_error"].is_string(), "{health}");
+
+    stop_cleanly(&mut daemon);
+    let line = startup_record(&daemon.stderr());
+    assert_eq!(
+        log_field(&line, "delivered").as_deref(),
+        Some("0"),
+        "{line}"
+    );
+    assert_eq!(pending(&dir), ROWS);
+    for row in support::rows(&dir) {
+        assert_eq!(row.lease_until, None, "{row:?}");
+    }
+}
+
+/// Without an API key the service still starts, keeps every row and says sync is disabled.
+#[test]
+fn without_a_key_ready_comes_and_rows_are_kept() {
+    const ROWS: usize = 25;
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, ROWS);
+    let server = FakeIngest::replying(Reply::ok());
+    let mut daemon = Spec::new(&dir)
+        .env("GRADATA_CLOUD_INGEST_URL", server.url("/ingest"))
+        .spawn();
+    let ready = daemon.expect_ready();
+    assert_eq!(
+        ready.last().unwrap().value("STATUS"),
+        Some(format!("serving; {ROWS} pending").as_str())
+    );
+    let (status, health) = daemon::get_health(daemon.addr());
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["queue"]["pending"], ROWS, "{health}");
+    assert_eq!(health["sync"]["state"], "disabled", "{health}");
+
+    stop_cleanly(&mut daemon);
+    assert_startup_record(&daemon.stderr(), 0, ROWS as u64, "disabled");
+    assert_eq!(server.count(), 0);
+    assert_eq!(pending(&dir), ROWS);
+}
+
+/// SIGTERM in the middle of the startup drain: exit 0 with `STOPPING=1` and no `READY=1`, and every
+/// row is either synced (and was received) or pending and unleased; none dead.
+#[test]
+fn sigterm_during_the_startup_drain_loses_nothing() {
+    const ROWS: usize = 500;
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, ROWS);
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(200)));
+    let mut daemon = Spec::new(&dir).syncing_to(&server.url("/ingest")).spawn();
+
+    daemon
+        .notify()
+        .expect("draining progress", |m| is_progress(m, ROWS), PATIENCE);
+    daemon.sigterm();
+    let code = daemon.exit_code(PATIENCE);
+    assert_eq!(code, 0, "stderr:\n{}", daemon.stderr());
+
+    let all = daemon.notify().all();
+    assert!(all.iter().any(|m| m.has("STOPPING=1")), "{all:#?}");
+    assert!(!all.iter().any(|m| m.has("READY=1")), "{all:#?}");
+    let line = startup_record(&daemon.stderr());
+    assert_eq!(
+        log_field(&line, "reason").as_deref(),
+        Some("cancelled"),
+        "{line}"
+    );
+
+    let received: HashSet<String> = server
+        .received()
+        .iter()
+        .filter_map(support::Received::idempotency_key)
+        .collect();
+    let rows = support::rows(&dir);
+    assert_eq!(rows.len(), ROWS);
+    let mut synced = 0;
+    for row in &rows {
+        assert_eq!(row.dead_at, None, "{row:?}");
+        assert_eq!(
+            row.lease_until, None,
+            "a lease outlived the daemon: {row:?}"
+        );
+        if row.synced_at.is_some() {
+            synced += 1;
+            let id = row.event_id.as_deref().unwrap();
+            assert!(received.contains(id), "synced but never received: {row:?}");
+        }
+    }
+    assert!(synced < ROWS, "the drain finished before SIGTERM arrived");
+}
+
+/// A request in flight when SIGTERM arrives is answered before the service exits: the connection
+/// is accepted and has sent part of its request head, SIGTERM arrives (`STOPPING=1`), the client
+/// dawdles, then finishes the head; the answer comes, says the connection will close, and only
+/// then does the final drain start.
+#[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir).spawn();
+    daemon.expect_ready();
+
+    let mut stream = daemon::connect(daemon.addr());
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    // The daemon has accepted the connection and read the partial head once the kernel shows no
+    // unread bytes on its end of the connection.
+    let client = stream.local_addr().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !daemon::server_has_read_everything(daemon.addr(), client) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never read the request"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    daemon.sigterm();
+    daemon
+        .notify()
+        .expect("STOPPING=1", |m| m.has("STOPPING=1"), PATIENCE);
+    // A slow client: the daemon must wait for it (up to the 10 s grace) rather than close the
+    // connection and go on to the final drain and exit. A daemon that did not wait would be gone
+    // well within this delay; one that waits passes whatever the delay, so it cannot make the test
+    // flaky.
+    std::thread::sleep(Duration::from_millis(500));
+    let final_drain = |m: &Message| m.value("STATUS") == Some("stopping: final drain");
+    assert!(
+        !daemon.notify().all().iter().any(final_drain),
+        "the final drain started with a request in flight: {:#?}",
+        daemon.notify().texts()
+    );
+    stream.write_all(b"\r\n").unwrap();
+    let response = daemon::read_response(&mut stream).unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.json()["status"], "ok", "{response:?}");
+    // Keep-alive was requested; graceful shutdown turned it off.
+    assert_eq!(response.header("connection"), Some("close"), "{response:?}");
+
+    let code = daemon.exit_code(PATIENCE);
+    assert_eq!(code, 0, "stderr:\n{}", daemon.stderr());
+}
+
+/// With `WATCHDOG_USEC`, a healthy service keeps pinging.
+#[test]
+fn watchdog_is_fed_while_healthy() {
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir).env("WATCHDOG_USEC", "400000").spawn();
+    daemon.expect_ready();
+    for n in 1..=3 {
+        daemon.notify().expect(
+            &format!("WATCHDOG=1 #{n}"),
+            |m| m.has("WATCHDOG=1"),
+            PATIENCE,
+        );
+    }
+    stop_cleanly(&mut daemon);
+    let stderr = daemon.stderr();
+    assert!(
+        !stderr.contains("not feeding the watchdog"),
+        "a healthy service starved the watchdog:\n{stderr}"
+    );
+}
+
+/// A wedged sync worker stops the pings, so systemd restarts the service.
+#[test]
+fn watchdog_starves_when_the_worker_wedges() {
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir)
+        .env("WATCHDOG_USEC", "400000")
+        .env("GRADATA_TEST_STALL_WORKER_AFTER_SECS", "0.5")
+        .spawn();
+    daemon.expect_ready();
+    daemon
+        .notify()
+        .expect("a first WATCHDOG=1", |m| m.has("WATCHDOG=1"), PATIENCE);
+    daemon.wait_for_log("not feeding the watchdog", PATIENCE);
+    let starved = Instant::now();
+    // From here on no ping may come (pings sent before the stall was noticed may still be unread:
+    // only later arrivals count). Absence can only be checked over a fixed window: 2 s is five
+    // watchdog intervals, ten ping ticks.
+    let quiet = Duration::from_secs(2);
+    let late = daemon
+        .notify()
+        .wait_for(|m| m.has("WATCHDOG=1") && m.at > starved, quiet);
+    assert!(late.is_none(), "pinged after the worker wedged: {late:#?}");
+    // Still serving: only the worker is wedged.
+    let (status, _) = daemon::get_health(daemon.addr());
+    assert_eq!(status, 200);
+    stop_cleanly(&mut daemon);
+}
+
+/// A second service on the same data directory fails at once, says why, and tells systemd.
+#[test]
+fn a_second_service_on_the_same_data_dir_fails_fast() {
+    let (_guard, dir) = support::temp_dir();
+    let mut first = Spec::new(&dir).spawn();
+    first.expect_ready();
+
+    let mut second = Spec::new(&dir).spawn();
+    let code = second.exit_code(Duration::from_secs(10));
+    assert_ne!(code, 0);
+    let stderr = second.stderr();
+    assert!(
+        stderr.contains("another gradata service holds this data directory"),
+        "{stderr}"
+    );
+    let fatal = second
+        .notify()
+        .expect("ERRNO=", |m| m.sets("ERRNO"), Duration::from_secs(1));
+    let fatal = fatal.last().unwrap();
+    assert_eq!(
+        fatal.value("ERRNO"),
+        Some(libc::EAGAIN.to_string().as_str()),
+        "{fatal:?}"
+    );
+    assert!(
+        fatal
+            .value("STATUS")
+            .is_some_and(|s| s.contains("another gradata service")),
+        "{fatal:?}"
+    );
+    assert!(!second.notify().all().iter().any(|m| m.has("READY=1")));
+
+    let (status, _) = daemon::get_health(first.addr());
+    assert_eq!(status, 200, "the first service was disturbed");
+    stop_cleanly(&mut first);
+}
+
+/// Without passed sockets the service binds `--listen` itself.
+#[test]
+fn listen_flag_binds_without_passed_sockets() {
+    let (_guard, dir) = support::temp_dir();
+    let address = format!("127.0.0.1:{}", daemon::free_port());
+    let mut daemon = Spec::new(&dir)
+        .without_socket()
+        .serve_arg("--listen")
+        .serve_arg(&address)
+        .spawn();
+    let addr = address.parse().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let response = loop {
+        match daemon::try_get_health(addr) {
+            Ok(response) => break response,
+            Err(err) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "/health never answered on {address} ({err}); stderr:\n{}",
+                    daemon.stderr()
+                );
+                assert!(daemon.wait(Duration::ZERO).is_none(), "{}", daemon.stderr());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert_eq!(response.status, 200, "{response:?}");
+    stop_cleanly(&mut daemon);
+}
+
+/// `--listen` on an address in use fails with a message naming it.
+#[test]
+fn listen_on_a_taken_address_fails_naming_it() {
+    let (_guard, dir) = support::temp_dir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let mut daemon = Spec::new(&dir)
+        .without_socket()
+        .serve_arg("--listen")
+        .serve_arg(&address)
+        .spawn();
+    let code = daemon.exit_code(Duration::from_secs(10));
+    assert_ne!(code, 0);
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    let all = daemon.notify().all();
+    assert!(
+        all.iter()
+            .any(|m| m.value("ERRNO") == Some(libc::EADDRINUSE.to_string().as_str())),
+        "{all:#?}"
+    );
+}
+
+/// SIGHUP reloads: `RELOADING=1` then `READY=1`; a bad file is rejected, naming the key, and the
+/// service keeps serving with the old configuration.
+#[test]
+fn sighup_reloads_and_rejects_a_bad_config() {
+    let (_guard, dir) = support::temp_dir();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("gradata.toml");
+    std::fs::write(&config, "[sync]\nbatch_size = 10\n").unwrap();
+    let mut daemon = Spec::new(&dir)
+        .global_arg("--config")
+        .global_arg(&config)
+        .spawn();
+    daemon.expect_ready();
+
+    let expect_reload = |daemon: &Daemon| {
+        let seen = daemon.expect_ready();
+        let reloading = position(&seen, |m| m.has("RELOADING=1"))
+            .unwrap_or_else(|| panic!("no RELOADING=1 before READY=1: {seen:#?}"));
+        assert!(
+            seen[reloading].sets("MONOTONIC_USEC"),
+            "{:?}",
+            seen[reloading]
+        );
+    };
+
+    std::fs::write(&config, "[sync]\nbatch_size = 20\n").unwrap();
+    daemon.sighup();
+    expect_reload(&daemon);
+    daemon.wait_for_log("configuration reloaded", PATIENCE);
+
+    std::fs::write(&config, "[sync]\nbatch_sizee = 20\n").unwrap();
+    daemon.sighup();
+    expect_reload(&daemon);
+    let rejected = daemon.wait_for_log("reload rejected", PATIENCE);
+    assert!(rejected.contains("batch_sizee"), "{rejected}");
+
+    let (status, health) = daemon::get_health(daemon.addr());
+    assert_eq!(status, 200, "{health}");
+    stop_cleanly(&mut daemon);
+}
+
+/// `/health` has every documented field, with the right types and values.
+#[test]
+fn health_reports_the_documented_fields() {
+    const ROWS: usize = 5;
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, ROWS);
+    let server = FakeIngest::replying(Reply::ok());
+    let mut daemon = Spec::new(&dir).syncing_to(&server.url("/ingest")).spawn();
+    daemon.expect_ready();
+
+    // The worker's first pass after READY=1 shows `sending` for a moment even with nothing to send;
+    // wait for it to settle.
+    let deadline = Instant::now() + PATIENCE;
+    let (status, health) = loop {
+        let (status, health) = daemon::get_health(daemon.addr());
+        if health["sync"]["state"] != "sending" || Instant::now() >= deadline {
+            break (status, health);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "{health}");
+    assert!(
+        health["uptime_seconds"].as_f64().is_some_and(|s| s >= 0.0),
+        "{health}"
+    );
+    assert_eq!(health["data_dir"], dir.display().to_string(), "{health}");
+    let queue = &health["queue"];
+    assert_eq!(queue["pending"], 0, "{health}");
+    assert_eq!(queue["dead"], 0, "{health}");
+    assert_eq!(queue["synced"], ROWS, "{health}");
+    assert!(
+        queue
+            .as_object()
+            .is_some_and(|q| q.contains_key("oldest_pending_age_seconds")),
+        "{health}"
+    );
+    assert!(queue["oldest_pending_age_seconds"].is_null(), "{health}");
+    let sync = &health["sync"];
+    assert_eq!(sync["state"], "idle", "{health}");
+    assert!(
+        sync["last_success_at"].is_string() || sync["last_success_at"].is_number(),
+        "{health}"
+    );
+    assert!(
+        sync.as_object()
+            .is_some_and(|s| s.contains_key("last_error")),
+        "{health}"
+    );
+    assert!(sync["last_error"].is_null(), "{health}");
+
+    stop_cleanly(&mut daemon);
+
+    // With rows waiting (sync disabled) the oldest one's age is a number of seconds.
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, ROWS);
+    let mut daemon = Spec::new(&dir).spawn();
+    daemon.expect_ready();
+    let (_, health) = daemon::get_health(daemon.addr());
+    assert_eq!(health["queue"]["pending"], ROWS, "{health}");
+    assert!(
+        health["queue"]["oldest_pending_age_seconds"]
+            .as_f64()
+            .is_some_and(|age| age >= 0.0),
+        "{health}"
+    );
+    assert_eq!(health["sync"]["state"], "disabled", "{health}");
+    assert!(health["sync"]["last_success_at"].is_null(), "{health}");
+    stop_cleanly(&mut daemon);
+}
