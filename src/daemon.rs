@@ -114,6 +114,7 @@ async fn serve(
 
     // 3. The store: single-instance lock, open, migrate.
     let store = open_store(&config).await?;
+    let brain_id = brain_id(&config).await?;
     let status = Status::new(SyncState::Idle);
     let engine = Engine::new(store.clone(), config.sync.clone(), status.clone())?;
     if let Some(reason) = config.sync.disabled_reason() {
@@ -140,12 +141,22 @@ async fn serve(
     }
 
     // 5. Serve, then READY=1.
-    let state = api::State::new(
-        store.clone(),
-        status.clone(),
-        config.data_dir.clone(),
+    let (engines, engine_updates) = watch::channel(engine);
+    let wake = worker::Wake::new();
+    let state = api::State::new(api::Shared {
+        store: store.clone(),
+        engines: engine_updates.clone(),
+        wake: wake.clone(),
+        brain_id,
+        data_dir: config.data_dir.clone(),
         started,
-    );
+        limits: api_limits(&config),
+        guards: api::Guards {
+            allowed_hosts: config.allowed_hosts.clone(),
+            cors_origins: config.cors_origins.clone(),
+            token: config.api_token.clone(),
+        },
+    });
     let serving = stop.child_token();
     let server_alive = Arc::new(AtomicBool::new(true));
     let mut server = tokio::spawn(run_server(
@@ -159,10 +170,8 @@ async fn serve(
     tracing::info!(pending, elapsed_ms = millis(started.elapsed()), "ready");
 
     // 6. Background work.
-    let (engines, engine_updates) = watch::channel(engine);
     let heartbeat = worker::Heartbeat::default();
     heartbeat.beat();
-    let wake = worker::Wake::new();
     let mut sync_worker = tokio::spawn(run_worker(
         engine_updates,
         wake,
@@ -301,6 +310,34 @@ fn open_listeners(sockets: Passed, addresses: &[String]) -> Result<Vec<api::List
             }
         })
         .collect()
+}
+
+/// The configured brain id, else the data directory's (created once).
+async fn brain_id(config: &Config) -> Result<String, Error> {
+    if let Some(id) = &config.brain_id {
+        return Ok(id.clone());
+    }
+    let dir = config.data_dir.clone();
+    match tokio::task::spawn_blocking(move || store::resolve_brain_id(&dir)).await {
+        Ok(Ok(id)) => Ok(id),
+        Ok(Err(err)) => Err(Error::Store(store::Error::Io(config.data_dir.clone(), err))),
+        Err(join) => Err(Error::Store(store::Error::Sqlite(join.to_string()))),
+    }
+}
+
+/// The API's limits, from the configuration. They change only at restart.
+fn api_limits(config: &Config) -> api::Limits {
+    api::Limits {
+        body: api::BodyLimits {
+            max_bytes: config.max_body_bytes,
+            timeout: config.body_timeout,
+        },
+        max_events_per_request: config.max_events_per_request,
+        max_pending_rows: config.max_pending_rows,
+        max_pending_bytes: config.max_pending_bytes,
+        degraded_after: config.degraded_after,
+        manual_drain: config.startup_drain,
+    }
 }
 
 async fn open_store(config: &Config) -> Result<Store, Error> {

@@ -22,7 +22,7 @@ pub struct BodyLimits {
 }
 
 /// Reads and parses the body of `request` as `T`.
-pub async fn read_json<T: DeserializeOwned>(
+pub(super) async fn read_json<T: DeserializeOwned>(
     request: Request,
     limits: BodyLimits,
 ) -> Result<T, ApiError> {

@@ -1,4 +1,6 @@
-//! `GET /health`: liveness plus the queue and sync state, for monitors and operators.
+//! `GET /health`: liveness plus the queue and sync state, for monitors and operators. `status` is
+//! `degraded` while sync is paused for an operator (`auth_failed`, `config_error`) or the oldest
+//! pending row is older than `api.degraded_after_secs`.
 
 use std::time::SystemTime;
 
@@ -7,11 +9,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use crate::sync::SyncState;
+
 /// Answers with status, version, uptime, data directory, queue counts and sync state.
 pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<Value>) {
-    let store = state.inner.store.clone();
+    let store = state.store().clone();
     let stats = tokio::task::spawn_blocking(move || store.stats()).await;
-    let sync = state.inner.status.snapshot();
+    let sync = state.status().snapshot();
     let uptime = state.inner.started.elapsed().as_secs_f64();
     let body = |queue: Value, status: &str| {
         json!({
@@ -29,13 +33,19 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
     };
     match stats {
         Ok(Ok(stats)) => {
+            let oldest = stats.oldest_pending_age(SystemTime::now());
+            let stale = oldest.is_some_and(|age| age > state.limits().degraded_after);
+            let paused = matches!(sync.state, SyncState::AuthFailed | SyncState::ConfigError);
             let queue = json!({
                 "pending": stats.pending,
                 "dead": stats.dead,
                 "synced": stats.synced,
-                "oldest_pending_age_seconds": stats.oldest_pending_age(SystemTime::now()).map(|age| age.as_secs_f64().floor()),
+                "oldest_pending_age_seconds": oldest.map(|age| age.as_secs_f64().floor()),
             });
-            (StatusCode::OK, Json(body(queue, "ok")))
+            (
+                StatusCode::OK,
+                Json(body(queue, if stale || paused { "degraded" } else { "ok" })),
+            )
         }
         Ok(Err(err)) => (
             StatusCode::SERVICE_UNAVAILABLE,

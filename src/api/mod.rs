@@ -2,10 +2,17 @@
 //! router on listeners it is given (never addresses: socket activation and port-0 tests need no
 //! extra code) until a shutdown token fires, then lets requests in flight finish.
 //!
-//! Boundary: talks to the outbox through [`crate::store`] and reads the sync status; it never
-//! posts to the cloud itself.
+//! Layout: `capture` (the write routes), `admin` (sync now, queue, metrics), `health`, `guard`
+//! (Host, Origin, token, CORS), `body` (reading JSON safely), `error` (every failure as JSON),
+//! `correction` (category and severity of an edit).
+//!
+//! Boundary: talks to the outbox through [`crate::store`], reads the sync status and asks the
+//! current sync engine for a drain on `POST /sync`; it never posts to the cloud itself.
+//! Invariants: a 2xx to a write is sent only after the commit; bad input writes nothing.
 
+mod admin;
 mod body;
+mod capture;
 pub mod correction;
 mod error;
 pub mod guard;
@@ -13,40 +20,122 @@ mod health;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use body::BodyLimits;
+pub use error::ApiError;
+pub use guard::Guards;
+
+use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::sync;
+use crate::sync::{self, Engine, worker::Wake};
+
+/// The original daemon's brain routes, answered with 501 by the system service.
+const BRAIN_ROUTES: [&str; 7] = [
+    "/apply-rules",
+    "/detect",
+    "/end-session",
+    "/brain-recall",
+    "/enforce-rules",
+    "/maintain",
+    "/tag-delta",
+];
+
+/// Limits on what clients may send and queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Body size and time.
+    pub body: BodyLimits,
+    /// Most events in one `POST /v1/events`.
+    pub max_events_per_request: usize,
+    /// Most pending rows before writes get 503.
+    pub max_pending_rows: u64,
+    /// Most pending payload bytes before writes get 503.
+    pub max_pending_bytes: u64,
+    /// Oldest pending age past which `/health` says `degraded`.
+    pub degraded_after: Duration,
+    /// Budget of a `POST /sync` drain.
+    pub manual_drain: sync::Budget,
+}
+
+/// Everything the routes share, built by the daemon.
+#[derive(Debug)]
+pub struct Shared {
+    /// The outbox.
+    pub store: Store,
+    /// The current sync engine (replaced on reload).
+    pub engines: watch::Receiver<Engine>,
+    /// Wakes the sync worker after a write.
+    pub wake: Wake,
+    /// The `brain_id` of every payload.
+    pub brain_id: String,
+    /// Where the outbox lives, for `/health`.
+    pub data_dir: PathBuf,
+    /// When the service started, for `/health`.
+    pub started: Instant,
+    /// Client limits.
+    pub limits: Limits,
+    /// Access rules.
+    pub guards: Guards,
+}
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct State {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    store: Store,
-    status: sync::Status,
-    data_dir: PathBuf,
-    started: Instant,
+    inner: Arc<Shared>,
 }
 
 impl State {
-    /// The state of a service that started at `started`.
-    pub fn new(store: Store, status: sync::Status, data_dir: PathBuf, started: Instant) -> State {
+    /// Wraps the shared parts.
+    pub fn new(shared: Shared) -> State {
         State {
-            inner: Arc::new(Inner {
-                store,
-                status,
-                data_dir,
-                started,
-            }),
+            inner: Arc::new(shared),
         }
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn engine(&self) -> Engine {
+        self.inner.engines.borrow().clone()
+    }
+
+    fn status(&self) -> sync::Status {
+        self.inner.engines.borrow().status().clone()
+    }
+
+    fn metrics(&self) -> Metrics {
+        self.status().metrics().clone()
+    }
+
+    fn wake(&self) {
+        self.inner.wake.wake();
+    }
+
+    fn brain_id(&self) -> &str {
+        &self.inner.brain_id
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    fn body_limits(&self) -> BodyLimits {
+        self.inner.limits.body
+    }
+
+    fn manual_drain_budget(&self) -> sync::Budget {
+        self.inner.limits.manual_drain
     }
 }
 
@@ -59,11 +148,57 @@ pub enum Listener {
     Unix(tokio::net::UnixListener),
 }
 
-/// The routes.
+/// The routes, behind the guards and the request counter.
 pub fn router(state: State) -> Router {
-    Router::new()
+    let guards = Arc::new(state.inner.guards.clone());
+    let metrics = state.metrics();
+    let mut router = Router::new()
         .route("/health", get(health::get))
+        .route("/correct", post(capture::correct))
+        .route("/log-event", post(capture::log_event))
+        .route("/checkpoint", post(capture::checkpoint))
+        .route("/v1/events", post(capture::events))
+        .route("/sync", post(admin::sync_now))
+        .route("/v1/queue", get(admin::list))
+        .route("/v1/queue/retry", post(admin::retry))
+        .route("/metrics", get(admin::metrics));
+    for path in BRAIN_ROUTES {
+        router = router.route(path, post(not_provided).get(not_provided));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(guards, guard::check))
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                let metrics = metrics.clone();
+                count_request(metrics, request, next)
+            },
+        ))
+}
+
+async fn count_request(metrics: Metrics, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    metrics.http_request(&route, response.status().as_u16());
+    response
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(uri.path())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(method.as_str(), uri.path())
+}
+
+async fn not_provided(uri: Uri) -> impl IntoResponse {
+    ApiError::not_provided(uri.path())
 }
 
 /// Serves `router` on every listener until `shutdown` fires, then stops accepting and waits for the

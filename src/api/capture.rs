@@ -1,0 +1,251 @@
+//! The write routes: the original daemon's `POST /correct`, `POST /log-event`, `POST /checkpoint`,
+//! and the native `POST /v1/events` (one object or an array, all committed together or not at
+//! all). Every one ends in [`commit`]: queue limits, group-committed enqueue, worker wake-up; a 2xx
+//! is sent only after the rows are durable.
+
+use std::time::{Duration, SystemTime};
+
+use axum::Json;
+use axum::extract::{Request, State};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::body::read_json;
+use super::correction::{Category, Severity};
+use super::error::ApiError;
+use crate::store::{EnqueueOutcome, EventId, Kind, NewEvent};
+
+/// How long a producer is asked to wait when the queue is full.
+const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// `POST /correct` body (the original daemon's fields).
+#[derive(Debug, Deserialize)]
+struct CorrectRequest {
+    old_string: String,
+    new_string: String,
+    #[serde(default)]
+    file_path: String,
+    #[serde(default)]
+    session_id: String,
+    event_id: Option<String>,
+}
+
+/// `POST /log-event` body.
+#[derive(Debug, Deserialize)]
+struct LogEventRequest {
+    event_type: String,
+    #[serde(default = "empty_object")]
+    data: Value,
+    #[serde(default)]
+    session_id: String,
+    event_id: Option<String>,
+}
+
+/// `POST /checkpoint` body.
+#[derive(Debug, Deserialize)]
+struct CheckpointRequest {
+    session_id: String,
+    #[serde(default = "manual")]
+    reason: String,
+    event_id: Option<String>,
+}
+
+/// One event of `POST /v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventRequest {
+    kind: Kind,
+    event_id: Option<String>,
+    data: Map<String, Value>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+fn manual() -> String {
+    "manual".to_owned()
+}
+
+/// `POST /correct`.
+pub(super) async fn correct(
+    State(state): State<super::State>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let body: CorrectRequest = read_json(request, state.body_limits()).await?;
+    if body.old_string == body.new_string {
+        // The original's answer, kept for its clients: not an error, nothing stored.
+        return Ok(Json(json!({ "captured": false, "error": "no change" })));
+    }
+    let event_id = event_id(body.event_id.as_deref())?;
+    let category = Category::of(&body.file_path);
+    let severity = Severity::of(&body.old_string, &body.new_string);
+    let data = json!({
+        "old_string": body.old_string,
+        "new_string": body.new_string,
+        "file_path": body.file_path,
+        "session_id": body.session_id,
+        "category": category.as_str(),
+        "severity": severity.as_str(),
+        "timestamp": timestamp(),
+    });
+    let event = NewEvent::new(state.brain_id(), event_id.clone(), Kind::Correction, &data);
+    commit(&state, vec![event]).await?;
+    Ok(Json(json!({
+        "captured": true,
+        "event_id": event_id,
+        "category": category.as_str(),
+        "severity": severity.as_str(),
+        "queued": true,
+    })))
+}
+
+/// `POST /log-event`.
+pub(super) async fn log_event(
+    State(state): State<super::State>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let body: LogEventRequest = read_json(request, state.body_limits()).await?;
+    if body.event_type.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "event_type must not be empty",
+        ));
+    }
+    let event_id = event_id(body.event_id.as_deref())?;
+    let data = json!({
+        "event_type": body.event_type,
+        "data": body.data,
+        "session_id": body.session_id,
+        "timestamp": timestamp(),
+    });
+    let event = NewEvent::new(state.brain_id(), event_id.clone(), Kind::Event, &data);
+    commit(&state, vec![event]).await?;
+    Ok(Json(json!({ "logged": true, "event_id": event_id })))
+}
+
+/// `POST /checkpoint`.
+pub(super) async fn checkpoint(
+    State(state): State<super::State>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let body: CheckpointRequest = read_json(request, state.body_limits()).await?;
+    let event_id = event_id(body.event_id.as_deref())?;
+    let data = json!({
+        "event_type": "CHECKPOINT",
+        "session_id": body.session_id,
+        "reason": body.reason,
+        "timestamp": timestamp(),
+    });
+    let event = NewEvent::new(state.brain_id(), event_id.clone(), Kind::Event, &data);
+    commit(&state, vec![event]).await?;
+    Ok(Json(json!({ "checkpointed": true, "event_id": event_id })))
+}
+
+/// `POST /v1/events`.
+pub(super) async fn events(
+    State(state): State<super::State>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    // One object or an array of them. Parsed in two steps so an error names the event at fault.
+    let body: Value = read_json(request, state.body_limits()).await?;
+    let items = match body {
+        Value::Array(items) => items,
+        object @ Value::Object(_) => vec![object],
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "the body must be an event object or an array of them",
+            ));
+        }
+    };
+    let limit = state.limits().max_events_per_request;
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the array holds no event",
+        ));
+    }
+    if items.len() > limit {
+        return Err(ApiError::bad_request(
+            "too_many_events",
+            format!(
+                "{} events in one request; the limit is {limit} (api.max_events_per_request)",
+                items.len()
+            ),
+        ));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let request: EventRequest = serde_json::from_value(item).map_err(|err| {
+            ApiError::bad_request("invalid_request", format!("event {index}: {err}"))
+        })?;
+        let id = event_id(request.event_id.as_deref()).map_err(|err| {
+            ApiError::bad_request(
+                "invalid_event_id",
+                format!("event {index}: {}", err.message()),
+            )
+        })?;
+        events.push(NewEvent::new(
+            state.brain_id(),
+            id,
+            request.kind,
+            &Value::Object(request.data),
+        ));
+    }
+    let ids: Vec<String> = events.iter().map(|e| e.event_id().to_string()).collect();
+    let outcomes = commit(&state, events).await?;
+    let accepted = outcomes
+        .iter()
+        .filter(|o| matches!(o, EnqueueOutcome::Inserted(_)))
+        .count();
+    Ok(Json(json!({
+        "accepted": accepted,
+        "duplicates": outcomes.len() - accepted,
+        "event_ids": ids,
+    })))
+}
+
+/// Validates a client's `event_id`, or makes a ULID.
+fn event_id(given: Option<&str>) -> Result<EventId, ApiError> {
+    match given {
+        None => Ok(EventId::generate()),
+        Some(id) => EventId::parse(id)
+            .map_err(|err| ApiError::bad_request("invalid_event_id", err.to_string())),
+    }
+}
+
+/// Enforces the queue limits, commits the events in one transaction, wakes the worker.
+pub(super) async fn commit(
+    state: &super::State,
+    events: Vec<NewEvent>,
+) -> Result<Vec<EnqueueOutcome>, ApiError> {
+    let limits = state.limits();
+    let (pending_rows, pending_bytes) = state.store().pending();
+    let incoming_bytes: u64 = events.iter().map(|e| e.payload_json().len() as u64).sum();
+    if pending_rows + events.len() as u64 > limits.max_pending_rows
+        || pending_bytes + incoming_bytes > limits.max_pending_bytes
+    {
+        return Err(ApiError::unavailable(
+            "queue_full",
+            format!(
+                "the outbox is full ({pending_rows} rows, {pending_bytes} bytes pending; limits {} rows, {} bytes); nothing was written",
+                limits.max_pending_rows, limits.max_pending_bytes
+            ),
+            QUEUE_FULL_RETRY_AFTER,
+        ));
+    }
+    let kinds: Vec<Kind> = events.iter().map(NewEvent::kind).collect();
+    let outcomes = state.store().enqueue(events).await?;
+    state.wake();
+    for (kind, outcome) in kinds.iter().zip(&outcomes) {
+        if matches!(outcome, EnqueueOutcome::Inserted(_)) {
+            state.metrics().events_accepted(kind.as_str(), 1);
+        }
+    }
+    Ok(outcomes)
+}
+
+fn timestamp() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
