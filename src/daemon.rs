@@ -424,6 +424,7 @@ async fn housekeeping(
     let mut ticks = tokio::time::interval(tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = Instant::now();
+    let mut starving = false;
     let mut next_purge = Instant::now() + Duration::from_secs(60);
     loop {
         tokio::select! {
@@ -433,14 +434,17 @@ async fn housekeeping(
         if let Some(silent_after) = silent_after {
             // Invariant: the watchdog is fed only while both loops show signs of life, so a wedged
             // worker or a dead server gets the service restarted.
-            if heartbeat.age() < silent_after && server_alive.load(Ordering::Relaxed) {
+            let healthy = heartbeat.age() < silent_after && server_alive.load(Ordering::Relaxed);
+            if healthy {
                 notifier.watchdog();
-            } else {
+            } else if !starving {
+                // Said once per episode: systemd is about to act, a line per tick adds nothing.
                 tracing::error!(
                     worker_silent_ms = millis(heartbeat.age()),
                     "sync worker or HTTP server unresponsive; not feeding the watchdog"
                 );
             }
+            starving = !healthy;
         }
         if last_status.elapsed() >= STATUS_REFRESH {
             last_status = Instant::now();

@@ -382,7 +382,6 @@ impl Engine {
             .pending()
             .await
             .map_or(0, |n| n.min(budget.max_rows as u64));
-        self.status.set_state(SyncState::Sending);
 
         let mut run = Run {
             delivered: 0,
@@ -462,6 +461,10 @@ impl Engine {
                             claimed += rows.len();
                             if let (ClaimFrom::After(_), Some(last)) = (cursor, rows.last()) {
                                 cursor = ClaimFrom::After(last.id);
+                            }
+                            if run.batches.is_empty() {
+                                // Only now is there something to send: an empty pass stays idle.
+                                self.status.set_state(SyncState::Sending);
                             }
                             let batch = run.batches.len();
                             run.batches.push(BatchTally {
