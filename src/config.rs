@@ -1004,11 +1004,18 @@ fn resolve_api_key(
     match env.get("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
         Some(dir) => {
             let path = Path::new(dir).join(CREDENTIAL_NAME);
-            match read_optional_key_file(&path)? {
-                Some(key) => {
+            // An unreadable credentials directory is systemd's business (containers without
+            // credential support hand over an empty root-only one); say so and look further
+            // rather than refuse to start.
+            match read_optional_key_file(&path) {
+                Ok(Some(key)) => {
                     return Ok((Some(key), format!("systemd credential {}", path.display())));
                 }
-                None => looked.push(format!("{} is missing or empty", path.display())),
+                Ok(None) => looked.push(format!("{} is missing or empty", path.display())),
+                Err(Error::Io { err, .. }) => {
+                    looked.push(format!("{} is unreadable ({err})", path.display()))
+                }
+                Err(other) => return Err(other),
             }
         }
         None => looked.push("CREDENTIALS_DIRECTORY is unset (no LoadCredential=)".to_owned()),
