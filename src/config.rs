@@ -1020,18 +1020,28 @@ fn resolve_api_key(
         }
         None => looked.push("CREDENTIALS_DIRECTORY is unset (no LoadCredential=)".to_owned()),
     }
-    match read_optional_key_file(configured_file)? {
-        Some(key) => Ok((
+    // The key file is root-only by design (the service gets the key as a credential), so a CLI
+    // run as an ordinary user cannot read it: that is noted, not fatal; sync is then disabled.
+    match read_optional_key_file(configured_file) {
+        Ok(Some(key)) => Ok((
             Some(key),
             format!(
                 "file {} (sync.api_key_file, {configured_source})",
                 configured_file.display()
             ),
         )),
-        None => {
+        Ok(None) => {
             looked.push(format!("{} is missing or empty", configured_file.display()));
             Ok((None, format!("looked at: {}", looked.join("; "))))
         }
+        Err(Error::Io { err, .. }) => {
+            looked.push(format!(
+                "{} is unreadable ({err})",
+                configured_file.display()
+            ));
+            Ok((None, format!("looked at: {}", looked.join("; "))))
+        }
+        Err(other) => Err(other),
     }
 }
 
@@ -1211,6 +1221,29 @@ mod tests {
             OPTIONS.len(),
             "an environment variable is declared twice"
         );
+    }
+
+    /// The example shipped as /etc/gradata/gradata.toml sets every option to its default and names
+    /// every environment variable, so installing it changes nothing and documents everything.
+    #[test]
+    fn shipped_example_config_is_every_option_at_its_default() {
+        let example = include_str!("../packaging/gradata.toml");
+        let parsed: RawConfig = toml::from_str(example).unwrap();
+        assert_eq!(
+            toml::Table::try_from(&parsed).unwrap(),
+            toml::Table::try_from(RawConfig::default()).unwrap()
+        );
+        for (key, env) in option_keys() {
+            let name = key.rsplit('.').next().unwrap();
+            assert!(
+                example.contains(&format!("{name} =")),
+                "{key} is missing from the example"
+            );
+            assert!(
+                example.contains(env),
+                "{env} is not mentioned in the example"
+            );
+        }
     }
 
     #[test]
