@@ -5,6 +5,7 @@
 use std::time::SystemTime;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -68,8 +69,11 @@ fn fifty() -> usize {
 /// `GET /v1/queue?state=pending|dead|synced&limit=N`.
 pub(super) async fn list(
     State(state): State<super::State>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    // axum's own rejection is a plain-text 400; every error of this API is JSON with a code.
+    let Query(query) =
+        query.map_err(|err| ApiError::bad_request("invalid_request", err.body_text()))?;
     let store = state.store().clone();
     let limit = query.limit.min(MAX_LIST);
     let rows = tokio::task::spawn_blocking(move || store.list(query.state, limit))

@@ -71,7 +71,10 @@ pub async fn check(State(guards): State<Arc<Guards>>, request: Request, next: Ne
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.trim_start().split_once(' '))
+            // The scheme is case-insensitive (RFC 9110 §11.1): some clients send `bearer`.
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+            .map(|(_, credentials)| credentials);
         if !presented.is_some_and(|p| token.matches(p.trim())) {
             return with_cors(ApiError::unauthorized().into_response(), origin.as_ref());
         }

@@ -363,7 +363,7 @@ impl Engine {
     ) -> DrainReport {
         let started = Instant::now();
         let Some(client) = &self.client else {
-            let remaining = self.pending().await;
+            let remaining = self.pending(trigger).await;
             return DrainReport::skipped(
                 StopReason::Disabled,
                 remaining,
@@ -371,7 +371,7 @@ impl Engine {
             );
         };
         if self.status.paused_until().is_some() {
-            let remaining = self.pending().await;
+            let remaining = self.pending(trigger).await;
             return DrainReport::skipped(
                 StopReason::RateLimited,
                 remaining,
@@ -379,7 +379,7 @@ impl Engine {
             );
         }
         let total = self
-            .pending()
+            .pending(trigger)
             .await
             .map_or(0, |n| n.min(budget.max_rows as u64));
 
@@ -526,7 +526,7 @@ impl Engine {
             }
         }
 
-        let remaining = self.pending().await;
+        let remaining = self.pending(trigger).await;
         let reason = run.stop.unwrap_or(if claimed == 0 {
             StopReason::Empty
         } else if claimed >= budget.max_rows && remaining.is_some_and(|n| n > 0) {
@@ -677,7 +677,13 @@ impl Engine {
     }
 
     /// The pending count, read off the async workers.
-    async fn pending(&self) -> Option<u64> {
+    ///
+    /// The worker, woken by every write, reads the store's gauge: a full count per pass would be a
+    /// table scan per write under load. Explicit drains, whose reports people read, count.
+    async fn pending(&self, trigger: Trigger) -> Option<u64> {
+        if trigger == Trigger::Worker {
+            return Some(self.store.pending().0);
+        }
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.stats()).await {
             Ok(Ok(stats)) => Some(stats.pending),

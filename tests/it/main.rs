@@ -9,6 +9,7 @@
 
 mod support;
 
+mod api;
 mod drain;
 mod journal;
 

@@ -671,3 +671,86 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Sends `raw` (a whole request, or a part of one) on a new connection and reads one response.
+/// For requests no well-behaved client would send: invalid UTF-8, framing chosen by the test.
+pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(raw)?;
+    read_response(&mut stream)
+}
+
+/// The bytes of an HTTP/1.1 request. `Host: <addr>`, `Content-Length` and `Connection: close` are
+/// added unless `headers` sets them (a `Transfer-Encoding` also suppresses `Content-Length`, and
+/// the body is then sent exactly as given: frame it with [`chunked`]).
+pub fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !has("host") {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    if !has("content-length") && !has("transfer-encoding") && (!body.is_empty() || method == "POST")
+    {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    if !has("connection") {
+        head.push_str("Connection: close\r\n");
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// One request on a new connection (see [`request_bytes`] for the headers added); panics if the
+/// connection fails before a complete response.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let raw = request_bytes(addr, method, path, headers, body);
+    send_raw(addr, &raw).unwrap_or_else(|err| panic!("{method} {path}: {err}"))
+}
+
+/// `GET path`.
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    request(addr, "GET", path, &[], b"")
+}
+
+/// `POST path` with a JSON body and `Content-Type: application/json`.
+pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Response {
+    post_bytes(addr, path, &[], body.to_string().as_bytes())
+}
+
+/// `POST path` with `Content-Type: application/json`, the body as given, and extra headers.
+pub fn post_bytes(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    request(addr, "POST", path, &all, body)
+}
+
+/// `body` in HTTP/1.1 chunked framing, `size` bytes per chunk, with the final empty chunk.
+pub fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / size.max(1) * 8 + 5);
+    for chunk in body.chunks(size.max(1)) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}

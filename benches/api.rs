@@ -1,0 +1,616 @@
+//! Local API throughput benchmark (issue: local HTTP API).
+//!
+//! Runs the release binary (`CARGO_BIN_EXE_gradata`) as `gradata serve` on a passed loopback
+//! socket, with the default `synchronous=full` and sync disabled, so only the API and the outbox
+//! are measured, and loads it with `oha` (64 concurrent keep-alive connections):
+//!
+//! 1. single-event `POST /v1/events`: events/s and p99 latency;
+//! 2. the same through `POST /correct`;
+//! 3. batches of 100 events per `POST /v1/events`: events/s.
+//!
+//! After every load run the outbox is counted with a separate SQLite connection: every event
+//! `oha` saw acknowledged (2xx) must be there. Then, with sync enabled to an idle, healthy fake
+//! ingest server (`tests/it/support/fake_ingest.rs`):
+//!
+//! 4. enqueue-to-delivered latency over 200 sequential events: from the 2xx of `POST /v1/events`
+//!    until the fake server has received the event.
+//!
+//! And the limits, measured in the same run on the same machine:
+//!
+//! 5. a trivial HTTP handler (an axum route answering 200 with a small JSON body, in this process
+//!    on its own runtime) under the same `oha` load; and raw SQLite group commit: the library's
+//!    `Store::enqueue` from 64 concurrent tasks, one event each (and 100 each, the limit of 3),
+//!    `synchronous=full`.
+//!
+//! Run: `benches/api.sh` (installs `oha` if missing), or `cargo bench --bench api` with `oha` on
+//! `PATH` (or in `$OHA`). Nothing is installed by the benchmark itself. `GRADATA_BIN=<path>` runs
+//! another build of the service instead, to compare two builds in the same setting. Results go to
+//! stdout as a Markdown table; each figure is the median of three runs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "benchmark harness"
+)]
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    reason = "figures"
+)]
+
+#[path = "../tests/it/support/fake_ingest.rs"]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared with the tests, which use all of it"
+)]
+mod fake_ingest;
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+use fake_ingest::{FakeIngest, Reply};
+use gradata::store::{self, EventId, Kind, NewEvent, Store};
+use serde_json::{Value, json};
+
+/// Concurrent keep-alive connections of every load run.
+const CONNECTIONS: usize = 64;
+/// Runs per scenario; the median is reported.
+const RUNS: usize = 3;
+/// Requests per single-event load run.
+const SINGLE_REQUESTS: u64 = 60_000;
+/// Requests per batch load run, and events per request.
+const BATCH_REQUESTS: u64 = 2_000;
+const BATCH_SIZE: usize = 100;
+/// Sequential events of the latency scenario.
+const LATENCY_EVENTS: usize = 200;
+/// Events of the raw store scenario.
+const STORE_EVENTS: usize = 60_000;
+
+fn main() {
+    let oha = oha();
+    let version = Command::new(&oha).arg("--version").output().unwrap();
+    eprintln!(
+        "load generator: {} ({}); service: {}",
+        String::from_utf8_lossy(&version.stdout).trim(),
+        oha.display(),
+        binary().display()
+    );
+
+    let event = json!({"kind": "correction", "data": correction()});
+    let single = event.to_string().into_bytes();
+    let correct = correction().to_string().into_bytes();
+    let batch = Value::Array(vec![event; BATCH_SIZE])
+        .to_string()
+        .into_bytes();
+
+    let mut table = Vec::new();
+    let mut measure = |name: &str, unit: &str, samples: Vec<f64>| {
+        let median = median(&samples);
+        // Rates as whole numbers, latencies to the hundredth of a millisecond.
+        let decimals = if unit == "ms" { 2 } else { 0 };
+        let runs: Vec<String> = samples.iter().map(|s| format!("{s:.decimals$}")).collect();
+        table.push(format!(
+            "| {name} | {median:.decimals$} {unit} | {} |",
+            runs.join(", ")
+        ));
+        median
+    };
+
+    // 1–3: the API and the outbox, sync disabled.
+    let mut single_rate = Vec::new();
+    let mut single_p99 = Vec::new();
+    let mut correct_rate = Vec::new();
+    let mut correct_p99 = Vec::new();
+    let mut batch_rate = Vec::new();
+    let mut batch_p99 = Vec::new();
+    let mut trivial_rate = Vec::new();
+    let mut trivial_p99 = Vec::new();
+    let mut store_rate = Vec::new();
+    let mut store_batch_rate = Vec::new();
+    let trivial = TrivialServer::start();
+    for run in 1..=RUNS {
+        eprintln!("run {run}/{RUNS}");
+        let (rate, p99) = load_service(&oha, "/v1/events", &single, SINGLE_REQUESTS, 1);
+        single_rate.push(rate);
+        single_p99.push(p99);
+        let (rate, p99) = load_service(&oha, "/correct", &correct, SINGLE_REQUESTS, 1);
+        correct_rate.push(rate);
+        correct_p99.push(p99);
+        let (rate, p99) = load_service(&oha, "/v1/events", &batch, BATCH_REQUESTS, BATCH_SIZE);
+        batch_rate.push(rate);
+        batch_p99.push(p99);
+        let load = Load::run(&oha, &trivial.url(), &single, SINGLE_REQUESTS);
+        assert_eq!(
+            load.ok, SINGLE_REQUESTS,
+            "the trivial handler failed requests"
+        );
+        trivial_rate.push(load.rate);
+        trivial_p99.push(load.p99_ms);
+        store_rate.push(store_group_commit(STORE_EVENTS, 1));
+        store_batch_rate.push(store_group_commit(
+            BATCH_REQUESTS as usize * BATCH_SIZE,
+            BATCH_SIZE,
+        ));
+    }
+    let latency = delivery_latency();
+
+    println!("| scenario (64 keep-alive connections unless said) | median | runs |");
+    println!("|---|---:|---|");
+    let single = measure(
+        "1. `POST /v1/events`, one event per request",
+        "events/s",
+        single_rate,
+    );
+    let single_p99 = measure("1. … p99 latency", "ms", single_p99);
+    let correct = measure("2. `POST /correct`", "events/s", correct_rate);
+    let correct_p99 = measure("2. … p99 latency", "ms", correct_p99);
+    let batch = measure(
+        "3. `POST /v1/events`, 100 events per request",
+        "events/s",
+        batch_rate,
+    );
+    measure("3. … p99 latency (per request)", "ms", batch_p99);
+    let delivered_p50 = measure(
+        "4. enqueue → delivered, 2xx → received by the ingest server, p50 (200 sequential events)",
+        "ms",
+        vec![latency.after_ack_p50],
+    );
+    measure("4. … p99", "ms", vec![latency.after_ack_p99]);
+    measure(
+        "4. … from sending the POST, p50",
+        "ms",
+        vec![latency.from_send_p50],
+    );
+    let trivial = measure(
+        "limit: trivial axum handler, same load",
+        "requests/s",
+        trivial_rate,
+    );
+    measure("limit: … p99 latency", "ms", trivial_p99);
+    let raw_store = measure(
+        "limit: `Store::enqueue` from 64 tasks, one event each, synchronous=full",
+        "events/s",
+        store_rate,
+    );
+    let raw_store_batch = measure(
+        "limit: `Store::enqueue` from 64 tasks, 100 events each, synchronous=full",
+        "events/s",
+        store_batch_rate,
+    );
+    for line in &table {
+        println!("{line}");
+    }
+    println!();
+    println!(
+        "- single event: {:.0}% of the trivial handler, {:.0}% of raw group commit; target ≥ 20,000 events/s with p99 < 20 ms: {}",
+        100.0 * single / trivial,
+        100.0 * single / raw_store,
+        verdict(single >= 20_000.0 && single_p99 < 20.0)
+    );
+    println!(
+        "- /correct: {:.0}% of the trivial handler (p99 {correct_p99:.1} ms)",
+        100.0 * correct / trivial
+    );
+    println!(
+        "- batches of 100: {:.0}% of raw group commit of 100-event batches; target ≥ 100,000 events/s: {}",
+        100.0 * batch / raw_store_batch,
+        verdict(batch >= 100_000.0)
+    );
+    println!(
+        "- enqueue → delivered p50 {delivered_p50:.2} ms; target < 10 ms: {}",
+        verdict(delivered_p50 < 10.0)
+    );
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**not met**" }
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// The payload of a typical correction.
+fn correction() -> Value {
+    json!({
+        "old_string": "The quick brown fox jumps over the lazy dog.",
+        "new_string": "The quick brown cat jumps over the lazy dog.",
+        "file_path": "notes/animals.md",
+        "session_id": "bench-session",
+    })
+}
+
+/// `$OHA`, else `oha` on `PATH`, else `~/.cargo/bin/oha`.
+fn oha() -> PathBuf {
+    if let Some(path) = std::env::var_os("OHA") {
+        return PathBuf::from(path);
+    }
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("oha"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cargo/bin/oha"));
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("oha not found: run benches/api.sh, or `cargo install --locked oha`")
+        })
+}
+
+/// The service binary: this build's, or `$GRADATA_BIN` (to compare two builds in one setting).
+fn binary() -> PathBuf {
+    std::env::var_os("GRADATA_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_gradata")),
+        PathBuf::from,
+    )
+}
+
+/// One `oha` run's figures.
+struct Load {
+    /// 2xx responses.
+    ok: u64,
+    /// Requests per second (all responses).
+    rate: f64,
+    p99_ms: f64,
+}
+
+impl Load {
+    /// `requests` POSTs of `body` to `url` over `CONNECTIONS` keep-alive connections.
+    fn run(oha: &Path, url: &str, body: &[u8], requests: u64) -> Load {
+        let body_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(body_file.path(), body).unwrap();
+        let output = Command::new(oha)
+            .args(["--no-tui", "--output-format", "json", "-m", "POST"])
+            .args(["-H", "content-type: application/json"])
+            .arg("-n")
+            .arg(requests.to_string())
+            .arg("-c")
+            .arg(CONNECTIONS.to_string())
+            .arg("-D")
+            .arg(body_file.path())
+            .arg(url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "oha failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+            panic!(
+                "oha output is not JSON ({err}): {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        });
+        let codes = report["statusCodeDistribution"].as_object().unwrap();
+        let ok = codes
+            .iter()
+            .filter(|(code, _)| code.starts_with('2'))
+            .map(|(_, n)| n.as_u64().unwrap())
+            .sum();
+        if ok != requests {
+            eprintln!(
+                "{url}: {ok}/{requests} requests got a 2xx; status codes {}, errors {}",
+                report["statusCodeDistribution"], report["errorDistribution"]
+            );
+        }
+        Load {
+            ok,
+            rate: report["summary"]["requestsPerSec"].as_f64().unwrap(),
+            p99_ms: report["latencyPercentiles"]["p99"].as_f64().unwrap() * 1000.0,
+        }
+    }
+}
+
+/// A fresh service (sync disabled), loaded on `path`; checks every acknowledged event is in the
+/// outbox and returns events/s and p99 latency in ms.
+fn load_service(
+    oha: &Path,
+    path: &str,
+    body: &[u8],
+    requests: u64,
+    events_per_request: usize,
+) -> (f64, f64) {
+    let service = Service::start(&[]);
+    let load = Load::run(oha, &service.url(path), body, requests);
+    let acknowledged = load.ok * events_per_request as u64;
+    let stored = service.rows();
+    eprintln!(
+        "  {path}, {events_per_request} per request: {acknowledged} events acknowledged, {stored} in the outbox"
+    );
+    assert!(
+        stored >= acknowledged,
+        "{path}: {acknowledged} events acknowledged but only {stored} in the outbox"
+    );
+    assert_eq!(
+        stored,
+        requests * events_per_request as u64,
+        "{path}: every request got its answer, so every event should be stored exactly once"
+    );
+    (load.rate * events_per_request as f64, load.p99_ms)
+}
+
+/// `gradata serve` from the release build on a passed loopback socket; stopped when dropped.
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    _notify: UnixDatagram,
+}
+
+impl Service {
+    /// Starts the service with extra environment, waits for `READY=1`.
+    fn start(env: &[(&str, OsString)]) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let data_dir = dir.path().join("data");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let mut command = Command::new(binary());
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("GRADATA_CONFIG", "")
+            .env("GRADATA_SYNC_API_KEY_FILE", dir.path().join("no-key"))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_FDNAMES", "http")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .fd_mappings(vec![FdMapping {
+                parent_fd: listener.as_fd().try_clone_to_owned().unwrap(),
+                child_fd: 3,
+            }])
+            .unwrap();
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().unwrap();
+        drop(command);
+        drop(listener);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = notify.recv(&mut buf).unwrap_or_else(|err| {
+                let log =
+                    std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+                panic!("no READY=1 ({err}); stderr:\n{log}")
+            });
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|line| line == "READY=1")
+            {
+                break;
+            }
+        }
+        Service {
+            child,
+            addr,
+            dir,
+            _notify: notify,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Rows in the outbox, counted by a separate connection.
+    fn rows(&self) -> u64 {
+        let path = self.dir.path().join("data").join(store::DATABASE_FILE);
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM sync_queue", [], |r| r.get(0))
+            .unwrap()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Enqueue-to-delivered latencies, in ms.
+struct Latency {
+    after_ack_p50: f64,
+    after_ack_p99: f64,
+    from_send_p50: f64,
+}
+
+/// 200 sequential events, one keep-alive connection, into a service syncing to an idle fake
+/// ingest server: the time from the 2xx (and from sending the POST) until the server has the
+/// event. The server's request count is watched with a condition variable, so the wait ends the
+/// moment the request is recorded.
+fn delivery_latency() -> Latency {
+    let server = FakeIngest::replying(Reply::ok());
+    let service = Service::start(&[
+        ("GRADATA_API_KEY", "bench-key".into()),
+        ("GRADATA_CLOUD_INGEST_URL", server.url("/ingest").into()),
+    ]);
+    let mut stream = TcpStream::connect(service.addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut after_ack = Vec::with_capacity(LATENCY_EVENTS);
+    let mut from_send = Vec::with_capacity(LATENCY_EVENTS);
+    for n in 0..LATENCY_EVENTS {
+        let body =
+            json!({"kind": "correction", "event_id": format!("lat-{n}"), "data": correction()})
+                .to_string();
+        let request = format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            service.addr,
+            body.len()
+        );
+        let sent = Instant::now();
+        stream.write_all(request.as_bytes()).unwrap();
+        let status = read_status(&mut stream);
+        let acknowledged = Instant::now();
+        assert_eq!(status, 200);
+        assert!(
+            server.wait_for(n + 1, Duration::from_secs(30)),
+            "event {n} was never delivered"
+        );
+        let received = Instant::now();
+        after_ack.push(
+            received
+                .saturating_duration_since(acknowledged)
+                .as_secs_f64()
+                * 1000.0,
+        );
+        from_send.push((received - sent).as_secs_f64() * 1000.0);
+    }
+    assert_eq!(
+        server.count(),
+        LATENCY_EVENTS,
+        "an event was delivered twice"
+    );
+    let percentile = |samples: &mut Vec<f64>, p: f64| {
+        samples.sort_by(f64::total_cmp);
+        samples[((samples.len() - 1) as f64 * p).round() as usize]
+    };
+    Latency {
+        after_ack_p50: percentile(&mut after_ack, 0.50),
+        after_ack_p99: percentile(&mut after_ack, 0.99),
+        from_send_p50: percentile(&mut from_send, 0.50),
+    }
+}
+
+/// Reads one response on a keep-alive connection; returns its status.
+fn read_status(stream: &mut TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while buf.len() < end + 4 + length {
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        return head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+    }
+}
+
+/// The HTTP limit: an axum route that reads the body and answers 200 with a small JSON body, served
+/// from this process on its own multi-threaded runtime (as the service's is).
+struct TrivialServer {
+    addr: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl TrivialServer {
+    fn start() -> TrivialServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move {
+            let app = axum::Router::new().route(
+                "/v1/events",
+                axum::routing::post(|_body: axum::body::Bytes| async {
+                    axum::Json(json!({"accepted": 1, "duplicates": 0}))
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+        TrivialServer {
+            addr,
+            _runtime: runtime,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/v1/events", self.addr)
+    }
+}
+
+/// Raw group commit: `Store::enqueue` from 64 concurrent tasks, `per_call` events per call, on a
+/// fresh outbox with `synchronous=full`; returns events/s.
+fn store_group_commit(events: usize, per_call: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Store::open(&store::Options::new(dir.path())).unwrap();
+    let data = correction();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..CONNECTIONS {
+            let (store, data, next) = (store.clone(), data.clone(), next.clone());
+            tasks.spawn(async move {
+                while next.fetch_add(per_call, Ordering::Relaxed) < events {
+                    let batch = (0..per_call)
+                        .map(|_| {
+                            NewEvent::new(
+                                "brain-bench",
+                                EventId::generate(),
+                                Kind::Correction,
+                                &data,
+                            )
+                        })
+                        .collect();
+                    store.enqueue(batch).await.unwrap();
+                }
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.unwrap();
+        }
+    });
+    let elapsed = started.elapsed();
+    assert_eq!(store.stats().unwrap().pending, events as u64);
+    events as f64 / elapsed.as_secs_f64()
+}
