@@ -23,6 +23,18 @@ fn budget() -> Budget {
     }
 }
 
+/// A store in a fresh directory with `rows` pending events, and a fake ingest server answering
+/// every request with `reply`. The guard keeps the directory alive.
+async fn fixture(
+    rows: usize,
+    reply: Reply,
+) -> (tempfile::TempDir, std::path::PathBuf, Store, FakeIngest) {
+    let (guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, rows).await;
+    (guard, dir, store, FakeIngest::replying(reply))
+}
+
 async fn drain(engine: &Engine, trigger: Trigger, budget: Budget) -> DrainReport {
     engine
         .drain(trigger, budget, &CancellationToken::new(), &mut |_| {})
@@ -94,10 +106,7 @@ async fn startup_drain_delivers_every_pending_row() {
 /// Original test 2: a second drain on a clean queue sends nothing and still emits the record.
 #[tokio::test]
 async fn second_drain_on_clean_queue_delivers_zero_and_still_reports() {
-    let (_guard, dir) = support::temp_dir();
-    let store = support::open_store(&dir);
-    support::fill(&store, 3).await;
-    let server = FakeIngest::replying(Reply::ok());
+    let (_guard, _dir, store, server) = fixture(3, Reply::ok()).await;
     let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
     drain(&engine, Trigger::Startup, budget()).await;
 
@@ -113,10 +122,7 @@ async fn second_drain_on_clean_queue_delivers_zero_and_still_reports() {
 /// Original test 3: without a key nothing is sent, rows stay pending, and the record says why.
 #[tokio::test]
 async fn without_api_key_nothing_is_sent_and_the_record_says_why() {
-    let (_guard, dir) = support::temp_dir();
-    let store = support::open_store(&dir);
-    support::fill(&store, 4).await;
-    let server = FakeIngest::replying(Reply::ok());
+    let (_guard, dir, store, server) = fixture(4, Reply::ok()).await;
     let mut settings = support::settings(&server.url("/ingest"), None);
     settings.api_key_source = "looked at: GRADATA_API_KEY is unset".to_owned();
     let engine = support::engine(&store, settings);
@@ -484,10 +490,8 @@ async fn every_response_class_settles_the_row_as_designed() {
 /// the drain stops at the first refusal instead of burning through the backlog.
 #[tokio::test]
 async fn auth_failure_pauses_at_once_and_keeps_every_row() {
-    let (_guard, dir) = support::temp_dir();
-    let store = support::open_store(&dir);
-    support::fill(&store, 200).await;
-    let server = FakeIngest::replying(Reply::status(401).body(r#"{"detail":"invalid key"}"#));
+    let (_guard, dir, store, server) =
+        fixture(200, Reply::status(401).body(r#"{"detail":"invalid key"}"#)).await;
     let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
     let report = drain(&engine, Trigger::Startup, budget()).await;
     assert_eq!(report.reason, StopReason::AuthFailed);
@@ -517,10 +521,8 @@ async fn auth_failure_pauses_at_once_and_keeps_every_row() {
 /// the pause sends nothing.
 #[tokio::test]
 async fn retry_after_seconds_is_honoured() {
-    let (_guard, dir) = support::temp_dir();
-    let store = support::open_store(&dir);
-    support::fill(&store, 20).await;
-    let server = FakeIngest::replying(Reply::status(429).header("retry-after", "120"));
+    let (_guard, dir, store, server) =
+        fixture(20, Reply::status(429).header("retry-after", "120")).await;
     let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
     let before = now_unix();
     let report = drain(&engine, Trigger::Manual, budget()).await;
@@ -611,10 +613,7 @@ async fn explicit_drains_retry_rows_waiting_on_backoff() {
 /// with the whole backlog.
 #[tokio::test]
 async fn a_batch_without_progress_stops_the_drain() {
-    let (_guard, dir) = support::temp_dir();
-    let store = support::open_store(&dir);
-    support::fill(&store, 1000).await;
-    let server = FakeIngest::replying(Reply::status(500));
+    let (_guard, dir, store, server) = fixture(1000, Reply::status(500)).await;
     let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
     let report = drain(&engine, Trigger::Startup, budget()).await;
     assert_eq!(report.reason, StopReason::NoProgress);
@@ -633,10 +632,7 @@ async fn a_batch_without_progress_stops_the_drain() {
 /// The row budget is respected exactly.
 #[tokio::test]
 async fn the_drain_stops_at_its_row_budget() {
-    let (_guard, dir) = support::temp_dir();
-    let store = support::open_store(&dir);
-    support::fill(&store, 230).await;
-    let server = FakeIngest::replying(Reply::ok());
+    let (_guard, _dir, store, server) = fixture(230, Reply::ok()).await;
     let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
     let report = drain(
         &engine,
@@ -658,10 +654,8 @@ async fn the_drain_stops_at_its_row_budget() {
 /// the abandoned rows are released (not dead, not synced, no attempt counted) and stay pending.
 #[tokio::test]
 async fn the_drain_stops_at_its_time_budget_against_a_hanging_server() {
-    let (_guard, dir) = support::temp_dir();
-    let store = support::open_store(&dir);
-    support::fill(&store, 50).await;
-    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_secs(20)));
+    let (_guard, dir, store, server) =
+        fixture(50, Reply::ok().delay(Duration::from_secs(20))).await;
     let mut settings = support::settings(&server.url("/ingest"), Some(KEY));
     settings.request_timeout = Duration::from_secs(60);
     settings.lease = Duration::from_secs(120);
@@ -693,10 +687,8 @@ async fn the_drain_stops_at_its_time_budget_against_a_hanging_server() {
 /// Cancellation (SIGTERM during a drain) returns promptly and loses nothing.
 #[tokio::test]
 async fn cancellation_stops_the_drain_and_releases_its_rows() {
-    let (_guard, dir) = support::temp_dir();
-    let store = support::open_store(&dir);
-    support::fill(&store, 100).await;
-    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(200)));
+    let (_guard, dir, store, server) =
+        fixture(100, Reply::ok().delay(Duration::from_millis(200))).await;
     let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
