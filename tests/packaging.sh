@@ -9,25 +9,16 @@
 #   - systemd-analyze verify of the packaged units prints nothing at all, and
 #     systemd-analyze security rates gradata.service at 2.0 or better. Both run in a private mount
 #     namespace (tmpfs over /run, the package's /usr overlaid on the host's), never against the
-#     host's /run;
-#   - optional (GRADATA_PACKAGING_BOOT=1): install, upgrade, remove, purge and the RPM's
-#     scriptlets against a real systemd booted in namespaces, the hardened service included.
+#     host's /run.
+# How the packages behave once installed under a real systemd is tests/e2e/run.sh's job.
 # Needs root (tool installs, unshare, mount). Prints "N passed, N failed"; exits non-zero on any
 # failure. Usage: bash tests/packaging.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-pass=0
-fail=0
-ok() { echo "ok   - $*"; pass=$((pass + 1)); }
-nok() { echo "FAIL - $*"; fail=$((fail + 1)); }
-# check DESCRIPTION COMMAND...: passes when the command succeeds.
-check() {
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else nok "$what"; fi
-}
+# shellcheck source=tests/lib/checks.sh
+source tests/lib/checks.sh
 
 work=$(mktemp -d /tmp/gradata-packaging.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -36,8 +27,7 @@ trap 'rm -rf "$work"' EXIT
 echo "== build (packaging/build-packages.sh)"
 if ! bash packaging/build-packages.sh 2>&1 | tee "$work/build.log"; then
     nok "packaging/build-packages.sh failed"
-    echo "$pass passed, $fail failed"
-    exit 1
+    summary || exit 1
 fi
 deb=$(grep '\.deb$' "$work/build.log" | tail -n 1)
 rpm=$(grep '\.rpm$' "$work/build.log" | tail -n 1)
@@ -277,237 +267,4 @@ else
     nok "systemd-analyze security: exposure '${exposure:-none}' (must be <= 2.0)${warnings:+; warnings: $warnings}"
 fi
 
-# --- optional: install, upgrade, remove and purge under a real systemd ----------------------
-# GRADATA_PACKAGING_BOOT=1 boots systemd 252 as PID 1 of a throwaway Debian 12 root file system
-# in fresh pid/mount/uts/ipc/net/cgroup namespaces (recipe: systemd-testing.md §2.5; the host's
-# /run, /dev, network and sysctls are untouched) and runs the packages' scripts against it: the
-# hardened unit must start, write /var/lib/gradata, read its credential, resolve a name and
-# POST to a (fake, loopback) ingest server. Needs mmdebstrap and the Debian mirror (rootfs ~30 s;
-# ROOTFS_TAR=file.tar.zst reuses a saved one); about a minute of checks.
-boot_checks() {
-    # bp (the unshare process), pid1 and cg are global: the EXIT trap uses them after return.
-    local state t out n
-    root="$work/boot/root"
-    bp=""
-    pid1=""
-    cg=""
-    mkdir -p "$root"
-    in_c() { nsenter -t "$pid1" -m -u -i -n -p -C "$@"; }
-    c_sh() { in_c sh -c "$1"; }
-    active() { in_c systemctl is-active "$1" 2>/dev/null || true; }
-    boot_cleanup() {
-        if [ -n "$bp" ] && kill -0 "$bp" 2>/dev/null; then
-            [ -n "$pid1" ] && kill -s RTMIN+4 "$pid1" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$bp" 2>/dev/null || break; sleep 0.1; done
-            kill -KILL "$bp" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$bp" 2>/dev/null || break; sleep 0.1; done
-        fi
-        if [ -n "$cg" ] && [ -d "$cg" ]; then
-            for _ in $(seq 100); do grep -q 'populated 0' "$cg/cgroup.events" && break; sleep 0.1; done
-            find "$cg" -depth -type d -exec rmdir {} \; || true
-        fi
-        if [ "$fail" != 0 ] && [ -d "$root/var/log/journal" ]; then
-            echo "    journal of the container (last 60 lines):"
-            journalctl -D "$root/var/log/journal" --no-pager -o short-precise 2>/dev/null | tail -n 60 | sed 's/^/    /'
-        fi
-        rm -rf "$work"
-    }
-    trap boot_cleanup EXIT
-
-    if [ -n "${ROOTFS_TAR:-}" ] && [ -f "$ROOTFS_TAR" ]; then
-        tar --zstd -xpf "$ROOTFS_TAR" -C "$root" --numeric-owner
-    else
-        command -v mmdebstrap >/dev/null || apt-get install -y -qq mmdebstrap </dev/null >/dev/null
-        # procps for /bin/kill (a dependency of the package, which dpkg -i does not fetch);
-        # python3 runs the fake ingest and DNS servers; rpm for the RPM's scriptlets.
-        mmdebstrap --quiet --variant=minbase \
-            --include=systemd,systemd-sysv,dbus,procps,curl,sqlite3,python3,rpm \
-            --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
-            --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-            bookworm "$root" </dev/null
-    fi
-    echo it-container >"$root/etc/hostname"
-    : >"$root/etc/machine-id"
-    # minbase has no /etc/hosts; real systems do (resolving "localhost" needs it).
-    printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
-    printf 'nameserver 127.0.0.1\n' >"$root/etc/resolv.conf"
-    ln -sf /dev/null "$root/etc/systemd/system/console-getty.service"
-    cp "$deb" "$root/root/gradata.deb"
-    cp "$deb2" "$root/root/gradata-2.deb"
-    cp "$rpm" "$root/root/gradata.rpm"
-    cat >"$root/root/fake-ingest.py" <<'PY'
-import http.server
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
-        with open('/root/ingest.log', 'ab') as log:
-            log.write(self.headers.get('Authorization', '-').encode() + b' ' + body + b'\n')
-        self.send_response(200)
-        self.send_header('Content-Type', 'application/json')
-        self.end_headers()
-        self.wfile.write(b'{"ok":true}')
-http.server.HTTPServer(('127.0.0.1', 9999), Handler).serve_forever()
-PY
-    # Answers every A query with 127.0.0.1 (and AAAA with nothing): a name lookup over UDP.
-    cat >"$root/root/fake-dns.py" <<'PY'
-import socket, struct
-server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-server.bind(('127.0.0.1', 53))
-while True:
-    query, client = server.recvfrom(512)
-    end = 12
-    while query[end] != 0:
-        end += query[end] + 1
-    qtype, = struct.unpack('>H', query[end + 1:end + 3])
-    question = query[12:end + 5]
-    answer = b''
-    if qtype == 1:
-        answer = b'\xc0\x0c' + struct.pack('>HHIH', 1, 1, 60, 4) + socket.inet_aton('127.0.0.1')
-    header = struct.pack('>HHHHHH', struct.unpack('>H', query[:2])[0], 0x8180, 1, 1 if answer else 0, 0, 0)
-    server.sendto(header + question + answer, client)
-PY
-
-    local cgroot=/sys/fs/cgroup/unified
-    [ -d "$cgroot" ] || cgroot=/sys/fs/cgroup
-    cg=$cgroot/gradata-packaging.$$
-    mkdir "$cg"
-    # `mount --make-rshared /` before systemd starts: systemd leaves propagation alone in a
-    # container, and without shared propagation the credentials it mounts for a service
-    # (LoadCredential=) never become visible to the service (an empty $CREDENTIALS_DIRECTORY).
-    (
-        echo $BASHPID >"$cg/cgroup.procs"
-        exec unshare --pid --fork --kill-child --mount --uts --ipc --net --cgroup --propagation private \
-            env -i container=other TERM=dumb PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-            /bin/sh -euc '
-            R=$0
-            mount --bind "$R" "$R"
-            mount -t tmpfs -o mode=755,size=16m,nosuid tmpfs "$R/dev"
-            for d in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
-                n=${d%%:*}; mm=${d#*:}; mknod -m 666 "$R/dev/$n" c ${mm%:*} ${mm#*:}
-            done
-            mknod -m 600 "$R/dev/console" c 1 3
-            mkdir -m 755 "$R/dev/pts" "$R/dev/shm" "$R/dev/mqueue"
-            mount -t devpts -o newinstance,ptmxmode=0666,mode=620,gid=5 devpts "$R/dev/pts"
-            ln -s pts/ptmx "$R/dev/ptmx"; ln -s /proc/self/fd "$R/dev/fd"
-            ln -s /proc/self/fd/0 "$R/dev/stdin"; ln -s /proc/self/fd/1 "$R/dev/stdout"
-            ln -s /proc/self/fd/2 "$R/dev/stderr"
-            mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
-            mount --bind "$R/proc/sys" "$R/proc/sys"; mount -o remount,bind,ro "$R/proc/sys"
-            mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$R/sys"
-            mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$R/sys/fs/cgroup"
-            cd "$R"; mkdir -p .oldroot; pivot_root . .oldroot
-            exec /bin/sh -c "umount -l /.oldroot && rmdir /.oldroot && mount --make-rshared / && exec /lib/systemd/systemd"
-        ' "$root"
-    ) </dev/null >"$work/boot/boot.log" 2>&1 &
-    bp=$!
-    for _ in $(seq 200); do
-        pid1=$(ps -o pid= --ppid "$bp" | tr -d ' ' || true)
-        [ -n "$pid1" ] && [ "$(cat "/proc/$pid1/comm" 2>/dev/null)" = systemd ] && break
-        sleep 0.05
-    done
-    state=
-    for _ in $(seq 300); do
-        state=$(timeout 60 nsenter -t "$pid1" -m -u -i -n -p -C systemctl is-system-running --wait 2>/dev/null || true)
-        case "$state" in running | degraded | maintenance | stopping) break ;; esac
-        sleep 0.1
-    done
-    check "systemd booted in the container ($state)" test "$state" = running
-
-    # Install: user, sockets enabled and listening, the service left alone.
-    check "dpkg -i" c_sh 'dpkg -i /root/gradata.deb >/dev/null'
-    check "user and group gradata exist" c_sh 'getent passwd gradata >/dev/null && getent group gradata >/dev/null'
-    for unit in gradata.socket gradata-unix.socket; do
-        check "$unit enabled and listening after install" \
-            test "$(in_c systemctl is-enabled $unit) $(active $unit)" = "enabled active"
-    done
-    check "gradata.service not started by the install" test "$(active gradata.service)" = inactive
-    check "/run/gradata/gradata.sock is srw-rw---- root:gradata" \
-        test "$(c_sh 'stat -c "%A %U:%G" /run/gradata/gradata.sock')" = "srw-rw---- root:gradata"
-
-    # Activation under the hardened unit, on both sockets.
-    out=$(c_sh 'curl -sS -m 60 http://127.0.0.1:8765/health' 2>&1 || true)
-    check "the first TCP connection starts the service: ${out:0:80}" test "$(active gradata.service)" = active
-    check "service runs as gradata; StatusText '$(in_c systemctl show -P StatusText gradata.service)'" \
-        test "$(c_sh 'stat -c %U /proc/$(systemctl show -P MainPID gradata.service)')" = gradata
-    check "LISTEN_FDNAMES names both sockets" \
-        c_sh 'tr "\0" "\n" </proc/$(systemctl show -P MainPID gradata.service)/environ | grep -qE "^LISTEN_FDNAMES=(unix:http|http:unix)$"'
-    check "it created its queue in /var/lib/gradata (drwx------ gradata)" \
-        c_sh 'test "$(stat -c "%A %U" /var/lib/gradata)" = "drwx------ gradata" && test "$(stat -c %U /var/lib/gradata/system.db)" = gradata'
-    check "the unix socket answers" c_sh 'curl -sSf -m 10 --unix-socket /run/gradata/gradata.sock http://localhost/health >/dev/null'
-    n=$(c_sh 'journalctl -u gradata MESSAGE_ID=5f0b3a4c9d2e4e7a8c1f6b2d3e4a5b6c -o cat --no-pager | wc -l')
-    check "journalctl -u gradata MESSAGE_ID=…: the startup drain record ($n)" test "$n" -ge 1
-    check "no key file: the SetCredential= fallback keeps the service up, sync disabled" \
-        c_sh 'journalctl -u gradata -o cat --no-pager | grep -q "cloud sync is disabled"'
-
-    # The key as a credential, a name lookup over UDP, a POST to the ingest server.
-    c_sh 'systemd-run --quiet --unit fake-ingest python3 /root/fake-ingest.py &&
-          systemd-run --quiet --unit fake-dns python3 /root/fake-dns.py' || true
-    c_sh 'install -m 0600 /dev/stdin /etc/gradata/api-key <<EOF
-credential-key
-EOF' || true
-    c_sh 'mkdir -p /etc/systemd/system/gradata.service.d && printf "[Service]\nEnvironment=GRADATA_CLOUD_INGEST_URL=http://localhost:9999/ingest\nWatchdogSec=3s\n" >/etc/systemd/system/gradata.service.d/test.conf && systemctl daemon-reload && systemctl stop gradata.service' 2>/dev/null || true
-    c_sh "sqlite3 /var/lib/gradata/system.db \"INSERT INTO sync_queue(payload_json, kind, enqueued_at, event_id) VALUES('{\\\"brain_id\\\":\\\"b\\\",\\\"event_id\\\":\\\"01JPACKAGINGTEST000000000A\\\",\\\"event\\\":{\\\"n\\\":1}}', 'event', strftime('%s','now'), '01JPACKAGINGTEST000000000A')\"" || true
-    check "systemctl start with a queued row" in_c systemctl start gradata.service
-    check "the startup drain POSTed it with the key from LoadCredential= (localhost via /etc/hosts)" \
-        c_sh 'grep -q "^Bearer credential-key .*01JPACKAGINGTEST000000000A" /root/ingest.log'
-    # Stopped first: a restart would let the old process's final drain deliver the row below.
-    c_sh 'systemctl stop gradata.service && sed -i "s|^Environment=GRADATA_CLOUD_INGEST_URL=.*|Environment=GRADATA_CLOUD_INGEST_URL=https://ingest.example.test:9999/ingest|" /etc/systemd/system/gradata.service.d/test.conf && systemctl daemon-reload' 2>/dev/null || true
-    c_sh "sqlite3 /var/lib/gradata/system.db \"INSERT INTO sync_queue(payload_json, kind, enqueued_at, event_id) VALUES('{\\\"brain_id\\\":\\\"b\\\",\\\"event_id\\\":\\\"01JPACKAGINGTEST000000000B\\\",\\\"event\\\":{\\\"n\\\":2}}', 'event', strftime('%s','now'), '01JPACKAGINGTEST000000000B')\"" || true
-    in_c systemctl start gradata.service || true
-    # The fake server speaks plain HTTP, so TLS fails; what matters is that the name resolved
-    # over DNS (UDP) inside the sandbox and the connection was made.
-    check "a DNS name resolves inside the sandbox (then TLS meets plain HTTP, as expected)" \
-        c_sh 'gradata --data-dir /var/lib/gradata status --json | grep "last_error" | grep -v "dns error" | grep -q "ingest.example.test"'
-    check "systemctl reload (SIGHUP through /bin/kill)" in_c systemctl reload gradata.service
-    t=$(in_c systemctl show -P MainPID gradata.service)
-    sleep 8
-    check "watchdog fed under the sandbox (WatchdogSec=3s, same process 8 s later)" \
-        test "$(in_c systemctl show -P MainPID gradata.service) $(active gradata.service)" = "$t active"
-
-    # Upgrade, remove, reinstall, purge.
-    t=$(in_c systemctl show -P MainPID gradata.service)
-    check "upgrade to revision 2 (dpkg -i)" c_sh 'dpkg -i /root/gradata-2.deb >/dev/null'
-    check "upgrade restarted the running service ($t -> $(in_c systemctl show -P MainPID gradata.service))" \
-        test "$(in_c systemctl show -P MainPID gradata.service)" != "$t" -a "$(active gradata.service)" = active
-    check "sockets still listening after the upgrade" \
-        test "$(active gradata.socket) $(active gradata-unix.socket)" = "active active"
-    in_c systemctl stop gradata.service 2>/dev/null || true
-    check "downgrade to revision 1" c_sh 'dpkg -i /root/gradata.deb >/dev/null 2>&1'
-    check "a stopped service stays stopped across an upgrade" test "$(active gradata.service)" = inactive
-    check "dpkg -r" c_sh 'dpkg -r gradata >/dev/null'
-    check "remove stopped sockets and service" \
-        test "$(active gradata.socket) $(active gradata-unix.socket) $(active gradata.service)" = "inactive inactive inactive"
-    check "remove kept the queue, the key and the user" \
-        c_sh 'test -f /var/lib/gradata/system.db && test -f /etc/gradata/api-key && getent passwd gradata >/dev/null'
-    check "reinstall: the sockets listen again" \
-        sh -c 'nsenter -t "$1" -m -u -i -n -p -C dpkg -i /root/gradata.deb >/dev/null &&
-               test "$(nsenter -t "$1" -m -u -i -n -p -C systemctl is-active gradata.socket)" = active' sh "$pid1"
-    check "dpkg -P" c_sh 'dpkg -P gradata >/dev/null'
-    check "purge deleted the queue, /etc/gradata, the user and the group" \
-        c_sh '! test -e /var/lib/gradata && ! test -e /etc/gradata && ! getent passwd gradata && ! getent group gradata'
-
-    # The RPM's scriptlets against the same systemd (rpm --nodeps: the Debian root has no RPM db).
-    c_sh 'rm -rf /etc/systemd/system/gradata.service.d; systemctl daemon-reload' || true
-    check "rpm -ivh --nodeps" c_sh 'rpm -ivh --nodeps --quiet /root/gradata.rpm >/dev/null'
-    check "rpm %post: both sockets enabled and listening, service not started" \
-        test "$(in_c systemctl is-enabled gradata.socket) $(active gradata.socket) $(active gradata-unix.socket) $(active gradata.service)" = "enabled active active inactive"
-    out=$(c_sh 'curl -sS -m 60 http://127.0.0.1:8765/health' 2>&1 || true)
-    check "rpm: the first connection starts the service" test "$(active gradata.service)" = active
-    check "rpm -e" c_sh 'rpm -e --nodeps gradata >/dev/null'
-    check "rpm %preun: sockets and service stopped, queue and user kept" \
-        sh -c 'test "$1" = "inactive inactive inactive" &&
-               nsenter -t "$2" -m -u -i -n -p -C sh -c "test -d /var/lib/gradata && getent passwd gradata >/dev/null"' \
-        sh "$(active gradata.socket) $(active gradata-unix.socket) $(active gradata.service)" "$pid1"
-}
-
-if [ "${GRADATA_PACKAGING_BOOT:-0}" = 1 ]; then
-    echo "== install, upgrade, remove, purge under systemd (GRADATA_PACKAGING_BOOT=1)"
-    deb2="$work/gradata_${version}-2.deb"
-    cargo deb --no-build --deb-revision 2 --output "$deb2" >/dev/null 2>&1
-    boot_checks
-else
-    echo "== (skipped: install/upgrade/remove under a real systemd; set GRADATA_PACKAGING_BOOT=1)"
-fi
-
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+summary
