@@ -37,6 +37,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# A signal still tears the container down (bash runs the EXIT trap on exit, not on a signal).
+trap 'exit 130' INT TERM
 
 # --- packages --------------------------------------------------------------------------------
 echo "== packages (packaging/build-packages.sh)"
@@ -168,7 +170,7 @@ EOF"
 in_c systemctl restart gradata.service
 inv=$(prop gradata.service InvocationID)
 check "[9] LoadCredential= hands /etc/gradata/api-key over (journal: key source is the credential)" \
-    c_sh "journalctl --no-pager -o verbose _SYSTEMD_INVOCATION_ID=$inv | grep -q 'KEY_SOURCE=systemd credential /run/credentials/gradata.service/api-key'"
+    wait_until 30 c_sh "journalctl --no-pager -o verbose _SYSTEMD_INVOCATION_ID=$inv | grep -q 'KEY_SOURCE=systemd credential /run/credentials/gradata.service/api-key'"
 c_sh "curl -sS -m 10 $api/v1/events -H 'content-type: application/json' -d '{\"kind\":\"event\",\"event_id\":\"s9-credential\",\"data\":{}}'" >/dev/null
 wait_until 30 equals 1 delivered_with_prefix s9-credential || true
 check "[9] the ingest server got the event with the credential's key" \
@@ -183,7 +185,7 @@ printf '[Service]\nEnvironmentFile=/etc/gradata/e2e.env\n' >/etc/systemd/system/
 systemctl daemon-reload && systemctl restart gradata.service"
 inv=$(prop gradata.service InvocationID)
 check "[9] EnvironmentFile= drop-in: the journal says the key came from GRADATA_API_KEY" \
-    c_sh "journalctl --no-pager -o verbose _SYSTEMD_INVOCATION_ID=$inv | grep -q 'KEY_SOURCE=environment variable GRADATA_API_KEY'"
+    wait_until 30 c_sh "journalctl --no-pager -o verbose _SYSTEMD_INVOCATION_ID=$inv | grep -q 'KEY_SOURCE=environment variable GRADATA_API_KEY'"
 c_sh "curl -sS -m 10 $api/v1/events -H 'content-type: application/json' -d '{\"kind\":\"event\",\"event_id\":\"s9-environment\",\"data\":{}}'" >/dev/null
 wait_until 30 equals 1 delivered_with_prefix s9-environment || true
 check "[9] the ingest server got the event with the environment file's key" \
