@@ -36,6 +36,20 @@ pub enum Outcome {
     refused,
 }
 
+impl Outcome {
+    /// Every outcome, so each counter is exposed (at 0) from the first scrape on.
+    const ALL: [Outcome; 5] = [
+        Outcome::delivered,
+        Outcome::retried,
+        Outcome::dead,
+        Outcome::throttled,
+        Outcome::refused,
+    ];
+}
+
+/// The event kinds the outbox accepts (its `kind` column's CHECK constraint).
+const KINDS: [&str; 3] = ["correction", "lesson", "event"];
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: Outcome,
@@ -141,6 +155,16 @@ impl Metrics {
             "1 for the current sync state",
             sync_state.clone(),
         );
+        // A counter that has never been incremented would otherwise be absent, and `rate()` or an
+        // alert on it sees "no data" instead of 0 (e.g. deliveries while sync is disabled).
+        for outcome in Outcome::ALL {
+            drop(deliveries.get_or_create(&OutcomeLabels { outcome }));
+        }
+        for kind in KINDS {
+            drop(events_accepted.get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            }));
+        }
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -287,5 +311,18 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn counters_are_exposed_at_zero_before_anything_happens() {
+        let text = Metrics::new().render(&QueueReading::default(), "disabled", &["disabled"]);
+        for outcome in ["delivered", "retried", "dead", "throttled", "refused"] {
+            let line = format!("gradata_deliveries_total{{outcome=\"{outcome}\"}} 0");
+            assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+        }
+        for kind in ["correction", "lesson", "event"] {
+            let line = format!("gradata_events_accepted_total{{kind=\"{kind}\"}} 0");
+            assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+        }
     }
 }
