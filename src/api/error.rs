@@ -153,6 +153,9 @@ impl From<store::Error> for ApiError {
                 "the service is shutting down; nothing was written",
                 Duration::from_secs(5),
             ),
+            store::Error::SyncFailed(detail) => ApiError::internal(format!(
+                "the outbox could not flush to disk, so nothing is acknowledged until the service is restarted: {detail}"
+            )),
             other => ApiError::internal(format!("the outbox failed; nothing was written: {other}")),
         }
     }

@@ -1,17 +1,32 @@
 //! The writer thread: the one connection that changes the database, and group commit.
 //!
 //! Callers send a [`Command`] with a oneshot reply. The thread takes the first waiting command and
-//! every command queued behind it (up to [`MAX_GROUP`]), runs each inside its own savepoint of a
-//! single `BEGIN IMMEDIATE` transaction, commits once, and only then answers every caller. Under
+//! every command queued behind it (up to [`MAX_GROUP`]), runs them all in a single
+//! `BEGIN IMMEDIATE` transaction, commits once, and only then answers every caller. Under
 //! `synchronous=FULL` that is one fsync for the whole group instead of one per request, which is
-//! where the write throughput comes from (DESIGN §4). A command that fails rolls back to its
-//! savepoint and gets its own error; the others still commit.
+//! where the write throughput comes from (DESIGN §4).
+//!
+//! A command that fails must not take the others down with it. Commands almost never fail, so a
+//! group first runs without savepoints (a savepoint copies every page it touches to a statement
+//! journal, which costs as much as the insert itself); only if a command fails is the transaction
+//! rolled back and the group run again with each command in its own savepoint, where a failure
+//! rolls back to it and gets its own error while the others still commit.
+//!
+//! Durability under `synchronous=FULL` ([`Syncer`]): the connection commits without syncing and a
+//! second thread fsyncs the WAL file before the callers that were promised durability are
+//! answered. SQLite's FULL does exactly that fsync, inside the commit; doing it on another thread
+//! lets the writer run and commit the next group while the previous one is being flushed, and
+//! groups of only leases and settlements (which promise nothing) are answered without waiting for
+//! any fsync. The writer stays at most one group ahead of the flush, so groups stay large.
 //!
 //! The reply channels are tokio oneshots, which work without a runtime: the thread never blocks on
 //! a caller, and a caller that went away simply drops its receiver.
 
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -31,7 +46,46 @@ const MAX_GROUP: usize = 512;
 /// Longest stored `last_error`, as the original (which cut at 500 characters).
 const MAX_ERROR_CHARS: usize = 500;
 
-type Reply<T> = oneshot::Sender<Result<T, Error>>;
+/// Where a command's answer goes, and the answer itself once the command has run. The answer is
+/// kept beside the command until the group's commit (and, for a durable write, the WAL's fsync)
+/// decides whether it stands.
+pub(super) struct Reply<T> {
+    sender: oneshot::Sender<Result<T, Error>>,
+    result: Option<Result<T, Error>>,
+}
+
+impl<T> Reply<T> {
+    fn new(sender: oneshot::Sender<Result<T, Error>>) -> Reply<T> {
+        Reply {
+            sender,
+            result: None,
+        }
+    }
+
+    /// Records the outcome of a run (a re-run replaces it); true if it succeeded.
+    fn set(&mut self, result: Result<T, Error>) -> bool {
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn is_err(&self) -> bool {
+        matches!(self.result, Some(Err(_)))
+    }
+
+    /// Sends the recorded outcome. A dropped receiver means the caller stopped waiting; what was
+    /// committed stays committed.
+    fn answer(self) {
+        // Every command is run before it is answered; `None` would mean it never ran.
+        let result = self.result.unwrap_or(Err(Error::Closed));
+        drop(self.sender.send(result));
+    }
+
+    /// Answers with `err` instead of the recorded outcome, which a failed commit made untrue.
+    fn fail(self, err: &Error) {
+        drop(self.sender.send(Err(err.for_each_caller())));
+    }
+}
 
 /// A request to the writer thread.
 pub(super) enum Command {
@@ -73,6 +127,47 @@ impl Command {
     /// Whether a caller is told "it is on disk" when this command commits.
     fn promises_durability(&self) -> bool {
         matches!(self, Command::Enqueue { .. } | Command::Retry { .. })
+    }
+
+    fn is_err(&self) -> bool {
+        match self {
+            Command::Enqueue { reply, .. } => reply.is_err(),
+            Command::Claim { reply, .. } => reply.is_err(),
+            Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.is_err(),
+            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.is_err(),
+        }
+    }
+
+    /// Records an error as this command's outcome (it could not run, or its savepoint failed).
+    fn set_err(&mut self, err: &Error) {
+        let _failed = match self {
+            Command::Enqueue { reply, .. } => reply.set(Err(err.for_each_caller())),
+            Command::Claim { reply, .. } => reply.set(Err(err.for_each_caller())),
+            Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => {
+                reply.set(Err(err.for_each_caller()))
+            }
+            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => {
+                reply.set(Err(err.for_each_caller()))
+            }
+        };
+    }
+
+    fn answer(self) {
+        match self {
+            Command::Enqueue { reply, .. } => reply.answer(),
+            Command::Claim { reply, .. } => reply.answer(),
+            Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.answer(),
+            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.answer(),
+        }
+    }
+
+    fn fail(self, err: &Error) {
+        match self {
+            Command::Enqueue { reply, .. } => reply.fail(err),
+            Command::Claim { reply, .. } => reply.fail(err),
+            Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.fail(err),
+            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.fail(err),
+        }
     }
 }
 
@@ -154,12 +249,14 @@ struct Counters<'a> {
 impl Writer {
     pub(super) fn spawn(
         conn: Connection,
+        database_path: &Path,
         synchronous: Synchronous,
         pending: Arc<PendingGauge>,
     ) -> std::io::Result<Writer> {
         let (commands, receiver) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
+        let durability = Durability::new(&conn, database_path, synchronous)?;
         let thread = std::thread::Builder::new()
             .name("gradata-store".to_owned())
             .spawn(move || {
@@ -167,7 +264,7 @@ impl Writer {
                     commits: &counter,
                     pending: &pending,
                 };
-                run(conn, synchronous, &receiver, &counters);
+                run(conn, durability, &receiver, &counters);
             })?;
         Ok(Writer {
             commands: Some(commands),
@@ -188,7 +285,9 @@ impl Writer {
     ) -> Result<T, Error> {
         let (reply, answer) = oneshot::channel();
         let sender = self.commands.as_ref().ok_or(Error::Closed)?;
-        sender.send(build(reply)).map_err(|_| Error::Closed)?;
+        sender
+            .send(build(Reply::new(reply)))
+            .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
 }
@@ -203,13 +302,125 @@ impl Drop for Writer {
     }
 }
 
+/// How durable commits are made durable.
+enum Durability {
+    /// SQLite syncs (or not) inside the commit, as `synchronous` says; nothing else to do.
+    Sqlite,
+    /// `synchronous=FULL` done by the [`Syncer`]: the connection commits with NORMAL (which in WAL
+    /// mode differs from FULL only by the fsync of the WAL at commit) and the syncer performs that
+    /// fsync before the durable commands of the group are answered.
+    Syncer(Syncer),
+}
+
+impl Durability {
+    /// Sets the connection up for `synchronous`. With FULL the WAL file is opened for the syncer;
+    /// if it cannot be (it always exists once the store is open in WAL mode), SQLite's own FULL is
+    /// kept: slower, equally safe.
+    fn new(
+        conn: &Connection,
+        database_path: &Path,
+        synchronous: Synchronous,
+    ) -> std::io::Result<Durability> {
+        let sqlite = |synchronous| {
+            set_synchronous(conn, synchronous)
+                .map(|()| Durability::Sqlite)
+                .map_err(std::io::Error::other)
+        };
+        if synchronous == Synchronous::Normal {
+            return sqlite(Synchronous::Normal);
+        }
+        let mut wal_path = database_path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let Ok(wal) = File::open(&wal_path) else {
+            return sqlite(Synchronous::Full);
+        };
+        set_synchronous(conn, Synchronous::Normal).map_err(std::io::Error::other)?;
+        Ok(Durability::Syncer(Syncer::spawn(wal)?))
+    }
+}
+
+/// The thread that fsyncs the WAL for durable groups, then answers their callers.
+///
+/// The channel is a rendezvous: the writer hands over a committed group only when the previous
+/// fsync has finished, so at most one group is being flushed while the writer builds the next one.
+/// If an fsync fails, what the kernel kept of the WAL is unknown (a later fsync may succeed
+/// without the lost pages), so every later write fails too, until the service is restarted and
+/// SQLite recovers the WAL from what is really on disk.
+struct Syncer {
+    groups: Option<mpsc::SyncSender<Vec<Command>>>,
+    thread: Option<JoinHandle<()>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Syncer {
+    fn spawn(wal: File) -> std::io::Result<Syncer> {
+        let (groups, receiver) = mpsc::sync_channel::<Vec<Command>>(0);
+        let failed = Arc::new(AtomicBool::new(false));
+        let failed_flag = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("gradata-fsync".to_owned())
+            .spawn(move || {
+                while let Ok(group) = receiver.recv() {
+                    let outcome = if failed_flag.load(Ordering::SeqCst) {
+                        Err(Error::SyncFailed(
+                            "an earlier fsync of the WAL failed".to_owned(),
+                        ))
+                    } else {
+                        wal.sync_data()
+                            .map_err(|err| Error::SyncFailed(format!("fsync of the WAL: {err}")))
+                    };
+                    match outcome {
+                        Ok(()) => group.into_iter().for_each(Command::answer),
+                        Err(err) => {
+                            failed_flag.store(true, Ordering::SeqCst);
+                            group.into_iter().for_each(|command| command.fail(&err));
+                        }
+                    }
+                }
+            })?;
+        Ok(Syncer {
+            groups: Some(groups),
+            thread: Some(thread),
+            failed,
+        })
+    }
+
+    /// Hands durable commands over; they are answered after the next fsync.
+    fn send(&self, group: Vec<Command>) {
+        let unsent = match &self.groups {
+            Some(groups) => match groups.send(group) {
+                Ok(()) => return,
+                Err(mpsc::SendError(group)) => group,
+            },
+            None => group,
+        };
+        // The syncer thread is gone (it panicked): nothing can be promised durable.
+        let err = Error::SyncFailed("the fsync thread is gone".to_owned());
+        self.failed.store(true, Ordering::SeqCst);
+        unsent.into_iter().for_each(|command| command.fail(&err));
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        // Let the thread flush and answer what it holds before the connection closes.
+        drop(self.groups.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn run(
     mut conn: Connection,
-    configured: Synchronous,
+    durability: Durability,
     receiver: &mpsc::Receiver<Command>,
     counters: &Counters<'_>,
 ) {
-    let mut current = configured;
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = receiver.recv() {
         group.push(first);
@@ -219,189 +430,149 @@ fn run(
                 Err(_) => break,
             }
         }
-        // Only an acknowledgement to a producer promises durability. Leases and settlements may be
-        // lost on power failure at no cost but a re-send the cloud dedupes (at-least-once), so a
-        // group without an enqueue commits without the fsync; WAL order keeps it behind the next
-        // fsynced commit. This halves the fsyncs of a drain (claim + settle per batch).
-        let wanted = if group.iter().any(Command::promises_durability) {
-            configured
-        } else {
-            Synchronous::Normal
-        };
-        if wanted != current && set_synchronous(&conn, wanted).is_ok() {
-            current = wanted;
-        }
-        commit_group(&mut conn, &mut group, counters);
-    }
-}
-
-/// A command's result, held until the group's commit decides whether it stands.
-enum Done {
-    Enqueue(
-        Reply<Vec<EnqueueOutcome>>,
-        Result<Vec<EnqueueOutcome>, Error>,
-    ),
-    Claim(Reply<Vec<ClaimedRow>>, Result<Vec<ClaimedRow>, Error>),
-    Unit(Reply<()>, Result<(), Error>),
-    Count(Reply<usize>, Result<usize, Error>),
-}
-
-impl Done {
-    /// The answer for a command that could not run at all.
-    fn failed(command: Command, err: &Error) -> Done {
-        match command {
-            Command::Enqueue { reply, .. } => Done::Enqueue(reply, Err(err.for_each_caller())),
-            Command::Claim { reply, .. } => Done::Claim(reply, Err(err.for_each_caller())),
-            Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => {
-                Done::Unit(reply, Err(err.for_each_caller()))
-            }
-            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => {
-                Done::Count(reply, Err(err.for_each_caller()))
+        if let Durability::Syncer(syncer) = &durability {
+            if syncer.failed() {
+                let err = Error::SyncFailed("an earlier fsync of the WAL failed".to_owned());
+                group.drain(..).for_each(|command| command.fail(&err));
+                continue;
             }
         }
-    }
-
-    fn is_err(&self) -> bool {
-        match self {
-            Done::Enqueue(_, result) => result.is_err(),
-            Done::Claim(_, result) => result.is_err(),
-            Done::Unit(_, result) => result.is_err(),
-            Done::Count(_, result) => result.is_err(),
+        if commit_group(&mut conn, &mut group, counters) {
+            answer_group(&mut group, &durability);
         }
     }
+    // The syncer answers what it holds before the connection (then the WAL) is closed.
+    drop(durability);
+    drop(conn);
+}
 
-    /// Answers the caller. A dropped receiver means the caller stopped waiting; what was
-    /// committed stays committed.
-    fn send(self) {
-        match self {
-            Done::Enqueue(reply, result) => drop(reply.send(result)),
-            Done::Claim(reply, result) => drop(reply.send(result)),
-            Done::Unit(reply, result) => drop(reply.send(result)),
-            Done::Count(reply, result) => drop(reply.send(result)),
+/// Answers the callers of a committed group. Under the syncer, the commands that promise
+/// durability wait for the WAL's fsync; leases and settlements may be lost on power failure at no
+/// cost but a re-send the cloud dedupes (at-least-once), so they are answered at once.
+fn answer_group(group: &mut Vec<Command>, durability: &Durability) {
+    match durability {
+        Durability::Syncer(syncer) if group.iter().any(Command::promises_durability) => {
+            let (durable, rest): (Vec<Command>, Vec<Command>) = group
+                .drain(..)
+                .partition(|command| command.promises_durability() && !command.is_err());
+            rest.into_iter().for_each(Command::answer);
+            if !durable.is_empty() {
+                syncer.send(durable);
+            }
         }
-    }
-
-    /// Replaces a result that the failed commit made untrue.
-    fn fail(self, err: &Error) {
-        match self {
-            Done::Enqueue(reply, _) => drop(reply.send(Err(err.for_each_caller()))),
-            Done::Claim(reply, _) => drop(reply.send(Err(err.for_each_caller()))),
-            Done::Unit(reply, _) => drop(reply.send(Err(err.for_each_caller()))),
-            Done::Count(reply, _) => drop(reply.send(Err(err.for_each_caller()))),
-        }
+        _ => group.drain(..).for_each(Command::answer),
     }
 }
 
-/// Runs and commits one group, then answers every caller.
-fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Counters<'_>) {
+/// Runs and commits one group. Returns true if it committed, leaving the commands (with their
+/// outcomes) in `group` to be answered; otherwise every caller has been answered with the error.
+fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Counters<'_>) -> bool {
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(err) => {
             let err = Error::from(err);
-            group
-                .drain(..)
-                .for_each(|command| Done::failed(command, &err).send());
-            return;
+            group.drain(..).for_each(|command| command.fail(&err));
+            return false;
         }
     };
-    // A lone command needs no savepoint: the transaction itself is its all-or-nothing. Savepoints
-    // copy every page they touch to a statement journal, which a drain's claim/settle pairs (one
-    // command per group, mostly) would pay for on every batch.
-    if group.len() == 1 {
-        if let Some(command) = group.pop() {
-            let mut delta = PendingDelta::default();
-            let done = execute(&tx, command, &mut delta);
-            if done.is_err() {
-                drop(tx); // rolls back
-                done.send();
-                return;
-            }
-            match tx.commit() {
-                Ok(()) => {
-                    counters.commits.fetch_add(1, Ordering::Relaxed);
-                    counters.pending.apply(delta);
-                    done.send();
-                }
-                Err(err) => done.fail(&Error::from(err)),
-            }
-        }
-        return;
-    }
     let mut delta = PendingDelta::default();
-    let done: Vec<Done> = group
-        .drain(..)
-        .map(|command| execute_in_savepoint(&tx, command, &mut delta))
-        .collect();
+    // Optimistic pass: no savepoints. `all` stops at the first failure.
+    let clean = group
+        .iter_mut()
+        .all(|command| execute(&tx, command, &mut delta));
+    let tx = if clean {
+        tx
+    } else {
+        drop(tx); // rolls back everything the group did
+        if group.len() == 1 {
+            // A lone command's failure is its own answer; nothing else was in the transaction.
+            group.drain(..).for_each(Command::answer);
+            return false;
+        }
+        // Again, each command in its own savepoint, so only the failing ones roll back.
+        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(err) => {
+                let err = Error::from(err);
+                group.drain(..).for_each(|command| command.fail(&err));
+                return false;
+            }
+        };
+        delta = PendingDelta::default();
+        for command in group.iter_mut() {
+            execute_in_savepoint(&tx, command, &mut delta);
+        }
+        tx
+    };
     match tx.commit() {
         Ok(()) => {
             // Counted before anyone is answered, so a caller never sees its write uncounted.
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters.pending.apply(delta);
-            done.into_iter().for_each(Done::send);
+            true
         }
         // Nothing in the group is durable: every caller learns that, none gets a false yes.
         Err(err) => {
             let err = Error::from(err);
-            done.into_iter().for_each(|item| item.fail(&err));
+            for command in group.drain(..) {
+                if command.is_err() {
+                    command.answer(); // its own, more precise error
+                } else {
+                    command.fail(&err);
+                }
+            }
+            false
         }
     }
 }
 
 fn execute_in_savepoint(
     tx: &rusqlite::Transaction<'_>,
-    command: Command,
+    command: &mut Command,
     group_delta: &mut PendingDelta,
-) -> Done {
+) {
     if let Err(err) = tx.execute_batch("SAVEPOINT command") {
-        return Done::failed(command, &Error::from(err));
+        command.set_err(&Error::from(err));
+        return;
     }
     let mut delta = PendingDelta::default();
-    let done = execute(tx, command, &mut delta);
-    let end = if done.is_err() {
-        "ROLLBACK TO command; RELEASE command"
-    } else {
+    let ok = execute(tx, command, &mut delta);
+    let end = if ok {
         "RELEASE command"
+    } else {
+        "ROLLBACK TO command; RELEASE command"
     };
     match tx.execute_batch(end) {
-        Ok(()) => {
-            if !done.is_err() {
-                group_delta.add(delta);
-            }
-            done
-        }
-        Err(err) => {
-            // The savepoint could not be closed; the whole transaction will fail to commit and
-            // every caller will hear about it. Answer this one now with the precise cause.
-            done.fail(&Error::from(err));
-            let (reply, _) = oneshot::channel();
-            Done::Unit(reply, Err(Error::Closed))
-        }
+        Ok(()) if ok => group_delta.add(delta),
+        Ok(()) => {}
+        // The savepoint could not be closed; the whole transaction will fail to commit and every
+        // caller will hear about it. This one keeps the precise cause.
+        Err(err) => command.set_err(&Error::from(err)),
     }
 }
 
-fn execute(conn: &Connection, command: Command, delta: &mut PendingDelta) -> Done {
+/// Runs one command, recording its outcome in it; true if it succeeded.
+fn execute(conn: &Connection, command: &mut Command, delta: &mut PendingDelta) -> bool {
     match command {
-        Command::Enqueue { events, now, reply } => {
-            Done::Enqueue(reply, enqueue(conn, &events, now, delta))
-        }
+        Command::Enqueue { events, now, reply } => reply.set(enqueue(conn, events, *now, delta)),
         Command::Claim {
             limit,
             from,
             lease,
             now,
             reply,
-        } => Done::Claim(reply, claim(conn, limit, from, lease, now)),
+        } => reply.set(claim(conn, *limit, *from, *lease, *now)),
         Command::Settle {
             settlements,
             now,
             reply,
-        } => Done::Unit(reply, settle(conn, &settlements, now, delta)),
-        Command::Retry { selector, reply } => Done::Count(reply, retry(conn, &selector, delta)),
+        } => reply.set(settle(conn, settlements, *now, delta)),
+        Command::Retry { selector, reply } => reply.set(retry(conn, selector, delta)),
         Command::PurgeSynced {
             older_than,
             now,
             reply,
-        } => Done::Count(reply, purge_synced(conn, older_than, now)),
+        } => reply.set(purge_synced(conn, *older_than, *now)),
         Command::SetMeta {
             key,
             value,
@@ -412,11 +583,11 @@ fn execute(conn: &Connection, command: Command, delta: &mut PendingDelta) -> Don
                 .execute(
                     "INSERT INTO gradata_meta (key, value, updated_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    params![key, value, to_unix(now)],
+                    params![*key, value.as_str(), to_unix(*now)],
                 )
                 .map(drop)
                 .map_err(Error::from);
-            Done::Unit(reply, result)
+            reply.set(result)
         }
     }
 }
@@ -513,22 +684,27 @@ fn settle(
     delta: &mut PendingDelta,
 ) -> Result<(), Error> {
     let now = to_unix(now);
+    // Deliveries come in runs (a whole batch answered 200): each run of `Synced` with the same
+    // status is one statement over a JSON array of ids rather than one statement per row. Runs
+    // keep the settlements' order, so the outcome is the same as settling them one by one.
+    let mut run: Vec<i64> = Vec::new();
+    let mut run_status: Option<u16> = None;
     for settlement in settlements {
+        if let Settlement::Synced { id, status } = settlement {
+            if run_status.is_some_and(|s| s != *status) {
+                settle_synced(conn, &run, run_status, now, delta)?;
+                run.clear();
+            }
+            run_status = Some(*status);
+            run.push(id.0);
+            continue;
+        }
+        settle_synced(conn, &run, run_status, now, delta)?;
+        run.clear();
         // Every update is guarded by `synced_at IS NULL`: a row another drainer delivered after our
         // lease expired stays synced, whatever we learned.
         match settlement {
-            Settlement::Synced { id, status } => {
-                conn.prepare_cached(
-                    "UPDATE sync_queue SET synced_at = ?2, lease_until = NULL, last_status = ?3,
-                            last_error = NULL, dead_at = NULL
-                      WHERE id = ?1 AND synced_at IS NULL
-                  RETURNING length(CAST(payload_json AS BLOB))",
-                )?
-                .query_row(params![id.0, now, status], |row| row.get::<_, i64>(0))
-                .optional()?
-                .into_iter()
-                .for_each(|bytes| delta.row(-1, bytes));
-            }
+            Settlement::Synced { .. } => {}
             Settlement::Retry {
                 id,
                 status,
@@ -564,6 +740,41 @@ fn settle(
                 .execute(params![id.0, status, error.as_deref().map(truncate)])?;
             }
         }
+    }
+    settle_synced(conn, &run, run_status, now, delta)
+}
+
+/// Marks delivered rows synced, in one statement. Guarded by `synced_at IS NULL` like every
+/// settlement: a row another drainer already settled is left alone and not counted twice.
+fn settle_synced(
+    conn: &Connection,
+    ids: &[i64],
+    status: Option<u16>,
+    now: f64,
+    delta: &mut PendingDelta,
+) -> Result<(), Error> {
+    let (false, Some(status)) = (ids.is_empty(), status) else {
+        return Ok(());
+    };
+    let mut list = String::with_capacity(ids.len() * 8 + 2);
+    list.push('[');
+    for (n, id) in ids.iter().enumerate() {
+        if n > 0 {
+            list.push(',');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(list, "{id}");
+    }
+    list.push(']');
+    let mut statement = conn.prepare_cached(
+        "UPDATE sync_queue SET synced_at = ?2, lease_until = NULL, last_status = ?3,
+                last_error = NULL, dead_at = NULL
+          WHERE id IN (SELECT value FROM json_each(?1)) AND synced_at IS NULL
+      RETURNING length(CAST(payload_json AS BLOB))",
+    )?;
+    let settled = statement.query_map(params![list, now, status], |row| row.get::<_, i64>(0))?;
+    for bytes in settled {
+        delta.row(-1, bytes?);
     }
     Ok(())
 }

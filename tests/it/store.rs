@@ -134,6 +134,73 @@ async fn concurrent_enqueues_share_commits() {
     );
 }
 
+/// A call that fails inside a group commit fails alone, all of its events with it: the calls
+/// grouped with it still commit, and the pending gauge counts exactly what was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_call_in_a_group_fails_alone() {
+    let (_guard, dir) = support::temp_dir();
+    let store = Store::open(&Options {
+        busy_timeout: Duration::from_secs(60),
+        ..Options::new(&dir)
+    })
+    .unwrap();
+    let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    // Any insert of the event id "boom" fails, as a full disk or a constraint would.
+    blocker
+        .execute_batch(
+            "CREATE TRIGGER boom BEFORE INSERT ON sync_queue WHEN NEW.event_id = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'boom refused'); END;",
+        )
+        .unwrap();
+    // As above: hold the write lock so that every call queues into one group.
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (polled, mut first_polls) = tokio::sync::mpsc::unbounded_channel();
+    let calls: Vec<Vec<&str>> = vec![
+        vec!["ok-1"],
+        vec!["bad-1", "bad-2", "boom", "bad-3"],
+        vec!["ok-2", "ok-3"],
+        vec!["boom"],
+        vec!["ok-4"],
+    ];
+    let tasks: Vec<_> = calls
+        .iter()
+        .map(|ids| {
+            let store = store.clone();
+            let polled = polled.clone();
+            let events: Vec<NewEvent> = ids
+                .iter()
+                .map(|id| event(id, serde_json::json!({})))
+                .collect();
+            tokio::spawn(async move { report_first_poll(store.enqueue(events), polled).await })
+        })
+        .collect();
+    for _ in 0..calls.len() {
+        first_polls.recv().await.unwrap();
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+    for (ids, task) in calls.iter().zip(tasks) {
+        let outcome = task.await.unwrap();
+        if ids.contains(&"boom") {
+            let err = outcome.unwrap_err();
+            assert!(err.to_string().contains("boom refused"), "{ids:?}: {err}");
+        } else {
+            assert_eq!(outcome.unwrap().len(), ids.len(), "{ids:?}");
+        }
+    }
+    let stored: BTreeSet<String> = support::rows(&dir)
+        .into_iter()
+        .map(|row| row.event_id.unwrap())
+        .collect();
+    let expected: BTreeSet<String> = ["ok-1", "ok-2", "ok-3", "ok-4"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(stored, expected);
+    let stats = store.stats().unwrap();
+    assert_eq!(store.pending(), (stats.pending, stats.pending_bytes));
+    assert_eq!(stats.pending, 4);
+}
+
 /// As soon as an `enqueue` future resolves, an independent connection sees the row.
 #[tokio::test]
 async fn acknowledged_enqueue_is_visible_to_another_connection() {
