@@ -90,6 +90,44 @@ pub(super) fn stats(conn: &Connection) -> Result<Stats, Error> {
     Ok(stats)
 }
 
+/// Pending rows and their payload bytes. Only pending rows are visited (through the partial index
+/// of claimable rows), however many synced rows the table keeps.
+pub(super) fn pending(conn: &Connection) -> Result<(u64, u64), Error> {
+    let sql = format!(
+        "SELECT COUNT(*), COALESCE(SUM(length(CAST(payload_json AS BLOB))), 0)
+           FROM sync_queue WHERE {}",
+        RowState::Pending.sql_condition()
+    );
+    let (rows, bytes) = conn
+        .prepare_cached(&sql)?
+        .query_row([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))?;
+    Ok((
+        u64::try_from(rows).unwrap_or(0),
+        u64::try_from(bytes).unwrap_or(0),
+    ))
+}
+
+/// Pending rows, counted from the partial index of claimable rows alone (no row is read; left to
+/// itself the planner picks the original daemon's index, which needs every row to check
+/// `dead_at`). A database missing that index (it is created by every migration) is counted the
+/// slow way.
+pub(super) fn pending_rows(conn: &Connection) -> Result<u64, Error> {
+    let condition = RowState::Pending.sql_condition();
+    let count = |sql: &str| {
+        conn.prepare_cached(sql)?
+            .query_row([], |row| row.get::<_, i64>(0))
+    };
+    let rows = count(&format!(
+        "SELECT COUNT(*) FROM sync_queue INDEXED BY idx_sync_queue_claimable WHERE {condition}"
+    ))
+    .or_else(|_| {
+        count(&format!(
+            "SELECT COUNT(*) FROM sync_queue WHERE {condition}"
+        ))
+    })?;
+    Ok(u64::try_from(rows).unwrap_or(0))
+}
+
 pub(super) fn list(
     conn: &Connection,
     state: RowState,

@@ -117,14 +117,23 @@ impl NewEvent {
         kind: Kind,
         data: &serde_json::Value,
     ) -> NewEvent {
-        let mut payload = serde_json::Map::with_capacity(3);
-        payload.insert("brain_id".to_owned(), brain_id.into());
-        payload.insert("event_id".to_owned(), event_id.as_str().into());
-        payload.insert(kind.as_str().to_owned(), data.clone());
+        // Written straight from the borrowed parts: building a JSON object would deep-copy `data`
+        // on every event. The keys come out sorted, byte for byte what serde_json prints for the
+        // object `{"brain_id", "event_id", "<kind>"}` (its maps are sorted), so payloads are the
+        // same as they always were.
+        let brain = serde_json::Value::String(brain_id.to_owned());
+        let id = serde_json::Value::String(event_id.as_str().to_owned());
+        let mut fields = [
+            ("brain_id", &brain),
+            ("event_id", &id),
+            (kind.as_str(), data),
+        ];
+        fields.sort_by_key(|(key, _)| *key);
+        let [(k1, v1), (k2, v2), (k3, v3)] = fields;
         NewEvent {
             event_id,
             kind,
-            payload_json: serde_json::Value::Object(payload).to_string(),
+            payload_json: format!(r#"{{"{k1}":{v1},"{k2}":{v2},"{k3}":{v3}}}"#),
         }
     }
 
@@ -311,5 +320,23 @@ mod tests {
             payload,
             serde_json::json!({"brain_id": "brain-1", "event_id": "E1", "lesson": {"x": 1}})
         );
+    }
+
+    #[test]
+    fn payload_bytes_are_those_of_the_json_object() {
+        let data =
+            serde_json::json!({"z": "\"quoted\" é\n", "a": [1, 2.5, null], "m": {"k": true}});
+        for kind in [Kind::Correction, Kind::Lesson, Kind::Event] {
+            let event = NewEvent::new("br\"ain", EventId::parse("E\\1").unwrap(), kind, &data);
+            let mut object = serde_json::Map::new();
+            object.insert("brain_id".to_owned(), "br\"ain".into());
+            object.insert("event_id".to_owned(), "E\\1".into());
+            object.insert(kind.as_str().to_owned(), data.clone());
+            assert_eq!(
+                event.payload_json(),
+                serde_json::Value::Object(object).to_string(),
+                "{kind:?}"
+            );
+        }
     }
 }
