@@ -8,13 +8,15 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{
-    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT,
+    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
 };
 use url::Url;
 
 use super::classify::{Disposition, classify};
 use crate::store::ClaimedRow;
 
+/// The header that carries the event id, for the cloud to deduplicate re-sends.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Longest response body kept for `last_error` and logs.
 const BODY_PREVIEW_BYTES: usize = 200;
 /// Most response body read to keep a connection reusable; a longer body closes the connection.
@@ -122,12 +124,16 @@ impl Client {
 
     /// Posts one row's payload, verbatim.
     pub async fn post(&self, row: &ClaimedRow) -> Attempt {
-        let mut request = self
-            .http
-            .post(self.url.clone())
-            .body(row.payload_json.clone());
-        if let Some(event_id) = &row.event_id {
-            request = request.header("Idempotency-Key", event_id);
+        self.send(row.event_id.as_deref(), row.payload_json.clone())
+            .await
+    }
+
+    /// Posts a payload, verbatim, with its event id as the `Idempotency-Key`. Takes the body by
+    /// value: the drain hands over the payload it will not need again instead of copying it.
+    pub async fn send(&self, event_id: Option<&str>, body: String) -> Attempt {
+        let mut request = self.http.post(self.url.clone()).body(body);
+        if let Some(event_id) = event_id {
+            request = request.header(IDEMPOTENCY_KEY, event_id);
         }
         let mut response = match request.send().await {
             Ok(response) => response,

@@ -313,6 +313,11 @@ impl Engine {
         })
     }
 
+    /// Whether this engine sends at all (an API key and sync switched on).
+    pub fn is_sending_enabled(&self) -> bool {
+        self.client.is_some()
+    }
+
     /// The store this engine drains.
     pub fn store(&self) -> &Store {
         &self.store
@@ -436,7 +441,10 @@ impl Engine {
                 let client = client.clone();
                 in_flight_ids.insert(row.id);
                 in_flight.push(async move {
-                    let attempt = client.post(&row).await;
+                    let mut row = row;
+                    // The payload is not needed once sent: move it into the request, no copy.
+                    let body = std::mem::take(&mut row.payload_json);
+                    let attempt = client.send(row.event_id.as_deref(), body).await;
                     (row, batch, attempt)
                 });
             }
@@ -678,15 +686,16 @@ impl Engine {
 
     /// The pending count, read off the async workers.
     ///
-    /// The worker, woken by every write, reads the store's gauge: a full count per pass would be a
-    /// table scan per write under load. Explicit drains, whose reports people read, count.
+    /// The worker, woken by every write, reads the store's gauge: even a count per pass would be
+    /// one per write under load. Explicit drains, whose reports people read, count (from the
+    /// index of claimable rows, so that rows written by other processes are included too).
     async fn pending(&self, trigger: Trigger) -> Option<u64> {
         if trigger == Trigger::Worker {
             return Some(self.store.pending().0);
         }
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.stats()).await {
-            Ok(Ok(stats)) => Some(stats.pending),
+        match tokio::task::spawn_blocking(move || store.count_pending()).await {
+            Ok(Ok(rows)) => Some(rows),
             _ => None,
         }
     }

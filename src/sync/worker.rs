@@ -104,8 +104,9 @@ pub async fn run(
             () = cancel.cancelled() => return,
             () = wake.0.notified() => {
                 // New rows: look now, unless an operator must act first (a probe per event would
-                // hammer a server that already said no).
-                if !engine.status().state().is_paused_for_operator() && engine.status().paused_until().is_none() {
+                // hammer a server that already said no), or sync is off: such a pass only reports
+                // "disabled", and under load it would run once per write for nothing.
+                if engine.is_sending_enabled() && !engine.status().state().is_paused_for_operator() && engine.status().paused_until().is_none() {
                     next_pass = Some(Instant::now());
                 }
             }
