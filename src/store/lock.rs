@@ -10,6 +10,7 @@
 //! The kernel drops both when the process dies, however it dies; nothing here needs cleaning up.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -72,13 +73,32 @@ impl LockFile {
 }
 
 fn open(path: &Path) -> Result<File, LockError> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|err| LockError::Io(path.to_path_buf(), err))
+        .map_err(|err| LockError::Io(path.to_path_buf(), err))?;
+    give_to_directory_owner(path, &file).map_err(|err| LockError::Io(path.to_path_buf(), err))?;
+    Ok(file)
+}
+
+/// When root opens the store of a service user (`sudo gradata drain` on /var/lib/gradata), a lock
+/// file it creates would be root's, and the service, running as that user, could no longer open
+/// it. Like SQLite does for its journal files, root hands the file to the directory's owner.
+fn give_to_directory_owner(path: &Path, file: &File) -> std::io::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let (dir, mine) = (std::fs::metadata(dir)?, file.metadata()?);
+    if (mine.uid(), mine.gid()) == (dir.uid(), dir.gid()) {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(dir.uid()), Some(dir.gid()))
 }
 
 #[cfg(test)]
@@ -105,5 +125,22 @@ mod tests {
         let (_second, alone) = LockFile::leases(dir.path()).unwrap();
         assert!(!alone);
         drop(first);
+    }
+
+    #[test]
+    fn root_hands_lock_files_to_the_data_directory_owner() {
+        // Only root can own files for another user; CI runs as root.
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // A service user's data directory: nobody:nogroup, as /var/lib/gradata is gradata's.
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        let _instance = LockFile::instance(dir.path()).unwrap();
+        let _leases = LockFile::leases(dir.path()).unwrap();
+        for name in [INSTANCE_LOCK, LEASES_LOCK] {
+            let meta = std::fs::metadata(dir.path().join(name)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{name}");
+        }
     }
 }
