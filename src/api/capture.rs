@@ -238,9 +238,21 @@ pub(super) async fn commit(
     let kinds: Vec<Kind> = events.iter().map(NewEvent::kind).collect();
     let outcomes = state.store().enqueue(events).await?;
     state.wake();
+    // One counter update per kind rather than per event: a batch of 100 is one or two updates.
+    let mut accepted = [(Kind::Correction, 0), (Kind::Lesson, 0), (Kind::Event, 0)];
     for (kind, outcome) in kinds.iter().zip(&outcomes) {
         if matches!(outcome, EnqueueOutcome::Inserted(_)) {
-            state.metrics().events_accepted(kind.as_str(), 1);
+            if let Some((_, count)) = accepted.iter_mut().find(|(k, _)| k == kind) {
+                *count += 1;
+            }
+        }
+    }
+    if accepted.iter().any(|(_, count)| *count > 0) {
+        let metrics = state.metrics();
+        for (kind, count) in accepted {
+            if count > 0 {
+                metrics.events_accepted(kind.as_str(), count);
+            }
         }
     }
     Ok(outcomes)

@@ -179,13 +179,13 @@ pub fn router(state: State) -> Router {
 }
 
 async fn count_request(metrics: Metrics, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
+    // A clone of the matched path is a reference count, not a copy of the string.
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    metrics.http_request(&route, response.status().as_u16());
+    metrics.http_request(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        response.status().as_u16(),
+    );
     response
 }
 

@@ -102,11 +102,12 @@ pub async fn run(
         });
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = wake.0.notified() => {
+            // While sync is off a pass only reports "disabled": writes do not wake the worker at
+            // all (under load that was a turn of this loop per write). A reload re-enables it.
+            () = wake.0.notified(), if engine.is_sending_enabled() => {
                 // New rows: look now, unless an operator must act first (a probe per event would
-                // hammer a server that already said no), or sync is off: such a pass only reports
-                // "disabled", and under load it would run once per write for nothing.
-                if engine.is_sending_enabled() && !engine.status().state().is_paused_for_operator() && engine.status().paused_until().is_none() {
+                // hammer a server that already said no).
+                if !engine.status().state().is_paused_for_operator() && engine.status().paused_until().is_none() {
                     next_pass = Some(Instant::now());
                 }
             }
