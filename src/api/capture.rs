@@ -3,7 +3,7 @@
 //! all). Every one ends in [`commit`]: queue limits, group-committed enqueue, worker wake-up; a 2xx
 //! is sent only after the rows are durable.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -13,10 +13,7 @@ use serde_json::{Map, Value, json};
 use super::body::read_json;
 use super::correction::{Category, Severity};
 use super::error::ApiError;
-use crate::store::{EnqueueOutcome, EventId, Kind, NewEvent};
-
-/// How long a producer is asked to wait when the queue is full.
-const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(30);
+use crate::store::{EnqueueOutcome, EventId, Kind, NewEvent, QueueLimit};
 
 /// `POST /correct` body (the original daemon's fields).
 #[derive(Debug, Deserialize)]
@@ -215,28 +212,18 @@ fn event_id(given: Option<&str>) -> Result<EventId, ApiError> {
     }
 }
 
-/// Enforces the queue limits, commits the events in one transaction, wakes the worker.
+/// Commits the events in one transaction within the queue limits, wakes the worker.
 pub(super) async fn commit(
     state: &super::State,
     events: Vec<NewEvent>,
 ) -> Result<Vec<EnqueueOutcome>, ApiError> {
     let limits = state.limits();
-    let (pending_rows, pending_bytes) = state.store().pending();
-    let incoming_bytes: u64 = events.iter().map(|e| e.payload_json().len() as u64).sum();
-    if pending_rows + events.len() as u64 > limits.max_pending_rows
-        || pending_bytes + incoming_bytes > limits.max_pending_bytes
-    {
-        return Err(ApiError::unavailable(
-            "queue_full",
-            format!(
-                "the outbox is full ({pending_rows} rows, {pending_bytes} bytes pending; limits {} rows, {} bytes); nothing was written",
-                limits.max_pending_rows, limits.max_pending_bytes
-            ),
-            QUEUE_FULL_RETRY_AFTER,
-        ));
-    }
+    let limit = QueueLimit {
+        max_rows: limits.max_pending_rows,
+        max_bytes: limits.max_pending_bytes,
+    };
     let kinds: Vec<Kind> = events.iter().map(NewEvent::kind).collect();
-    let outcomes = state.store().enqueue(events).await?;
+    let outcomes = state.store().enqueue_within(events, limit).await?;
     state.wake();
     // One counter update per kind rather than per event: a batch of 100 is one or two updates.
     let mut accepted = [(Kind::Correction, 0), (Kind::Lesson, 0), (Kind::Event, 0)];

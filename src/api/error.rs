@@ -148,6 +148,13 @@ impl From<store::Error> for ApiError {
                 "the outbox is busy; nothing was written",
                 Duration::from_secs(1),
             ),
+            full @ store::Error::QueueFull { .. } => ApiError::unavailable(
+                "queue_full",
+                format!("{full}; nothing was written"),
+                // Long enough for a healthy worker to make room; a producer retrying sooner
+                // would only be refused again.
+                Duration::from_secs(30),
+            ),
             store::Error::Closed => ApiError::unavailable(
                 "shutting_down",
                 "the service is shutting down; nothing was written",

@@ -31,7 +31,7 @@ pub use lock::INSTANCE_LOCK;
 pub use read::{QueueEntry, Stats};
 pub use types::{
     ClaimFrom, ClaimedRow, EnqueueOutcome, EventId, InvalidEventId, Kind, MAX_EVENT_ID_LEN,
-    NewEvent, RetrySelector, RowId, RowState, Settlement,
+    NewEvent, QueueLimit, RetrySelector, RowId, RowState, Settlement,
 };
 
 use lock::{LockError, LockFile};
@@ -136,6 +136,20 @@ pub enum Error {
     /// kernel kept is then unknown, no later write is either until the store is opened again.
     #[error("the outbox could not be made durable: {0}")]
     SyncFailed(String),
+    /// [`Store::enqueue_within`] would have crossed the queue limit; nothing was written.
+    #[error(
+        "the outbox is full ({rows} rows, {bytes} bytes pending; limits {} rows, {} bytes)",
+        limit.max_rows,
+        limit.max_bytes
+    )]
+    QueueFull {
+        /// Pending rows when the write was refused.
+        rows: u64,
+        /// Pending payload bytes when the write was refused.
+        bytes: u64,
+        /// The limit the write would have crossed.
+        limit: QueueLimit,
+    },
     /// A change was asked of a store opened with [`Store::open_read_only`].
     #[error("the store was opened read-only")]
     ReadOnly,
@@ -170,6 +184,11 @@ impl Error {
             Error::Sqlite(message) => Error::Sqlite(message.clone()),
             Error::Closed => Error::Closed,
             Error::SyncFailed(message) => Error::SyncFailed(message.clone()),
+            Error::QueueFull { rows, bytes, limit } => Error::QueueFull {
+                rows: *rows,
+                bytes: *bytes,
+                limit: *limit,
+            },
             Error::ReadOnly => Error::ReadOnly,
             Error::NotMigrated(path) => Error::NotMigrated(path.clone()),
         }
@@ -310,6 +329,25 @@ impl Store {
         self.writer()?
             .call(|reply| Command::Enqueue {
                 events,
+                limit: None,
+                now: SystemTime::now(),
+                reply,
+            })
+            .await
+    }
+
+    /// [`Store::enqueue`], unless the events would take the pending rows or bytes past `limit`:
+    /// then nothing is written and the answer is [`Error::QueueFull`]. The check runs in the
+    /// writer's transaction, against every write committed or grouped before it.
+    pub async fn enqueue_within(
+        &self,
+        events: Vec<NewEvent>,
+        limit: QueueLimit,
+    ) -> Result<Vec<EnqueueOutcome>, Error> {
+        self.writer()?
+            .call(|reply| Command::Enqueue {
+                events,
+                limit: Some(limit),
                 now: SystemTime::now(),
                 reply,
             })

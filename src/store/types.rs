@@ -285,6 +285,17 @@ pub(crate) fn lease_until(now: SystemTime, lease: Duration) -> SystemTime {
     now + lease.max(Duration::from_secs(1))
 }
 
+/// The most the outbox may hold pending (`store.max_pending_rows`, `store.max_pending_bytes`).
+/// Checked by the writer inside the transaction that would cross it, so concurrent writers can
+/// never overshoot it together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimit {
+    /// Pending rows.
+    pub max_rows: u64,
+    /// Pending payload bytes.
+    pub max_bytes: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

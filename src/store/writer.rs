@@ -35,7 +35,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::types::{
-    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, RetrySelector, RowId, Settlement, lease_until,
+    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, Settlement,
+    lease_until,
 };
 use super::{Error, Synchronous, to_unix};
 
@@ -91,6 +92,7 @@ impl<T> Reply<T> {
 pub(super) enum Command {
     Enqueue {
         events: Vec<NewEvent>,
+        limit: Option<QueueLimit>,
         now: SystemTime,
         reply: Reply<Vec<EnqueueOutcome>>,
     },
@@ -227,6 +229,13 @@ impl PendingDelta {
     fn row(&mut self, sign: i64, bytes: i64) {
         self.rows += sign;
         self.bytes += sign * bytes;
+    }
+
+    fn plus(self, other: PendingDelta) -> PendingDelta {
+        PendingDelta {
+            rows: self.rows + other.rows,
+            bytes: self.bytes + other.bytes,
+        }
     }
 }
 
@@ -475,11 +484,19 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Coun
             return false;
         }
     };
+    // The pending rows and bytes before the group, for queue limits: each command sees them plus
+    // what the commands before it in the group added.
+    let (rows, bytes) = counters.pending.get();
+    let base = PendingDelta {
+        rows: i64::try_from(rows).unwrap_or(i64::MAX),
+        bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+    };
     let mut delta = PendingDelta::default();
     // Optimistic pass: no savepoints. `all` stops at the first failure.
-    let clean = group
-        .iter_mut()
-        .all(|command| execute(&tx, command, &mut delta));
+    let clean = group.iter_mut().all(|command| {
+        let before = base.plus(delta);
+        execute(&tx, command, &mut delta, before)
+    });
     let tx = if clean {
         tx
     } else {
@@ -500,7 +517,7 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Coun
         };
         delta = PendingDelta::default();
         for command in group.iter_mut() {
-            execute_in_savepoint(&tx, command, &mut delta);
+            execute_in_savepoint(&tx, command, &mut delta, base);
         }
         tx
     };
@@ -530,13 +547,14 @@ fn execute_in_savepoint(
     tx: &rusqlite::Transaction<'_>,
     command: &mut Command,
     group_delta: &mut PendingDelta,
+    base: PendingDelta,
 ) {
     if let Err(err) = tx.execute_batch("SAVEPOINT command") {
         command.set_err(&Error::from(err));
         return;
     }
     let mut delta = PendingDelta::default();
-    let ok = execute(tx, command, &mut delta);
+    let ok = execute(tx, command, &mut delta, base.plus(*group_delta));
     let end = if ok {
         "RELEASE command"
     } else {
@@ -551,10 +569,28 @@ fn execute_in_savepoint(
     }
 }
 
-/// Runs one command, recording its outcome in it; true if it succeeded.
-fn execute(conn: &Connection, command: &mut Command, delta: &mut PendingDelta) -> bool {
+/// Runs one command, recording its outcome in it; true if it succeeded. `pending` is what is
+/// pending before it, this transaction's earlier commands included.
+fn execute(
+    conn: &Connection,
+    command: &mut Command,
+    delta: &mut PendingDelta,
+    pending: PendingDelta,
+) -> bool {
     match command {
-        Command::Enqueue { events, now, reply } => reply.set(enqueue(conn, events, *now, delta)),
+        Command::Enqueue {
+            events,
+            limit,
+            now,
+            reply,
+        } => {
+            let result = match limit {
+                Some(limit) => within(*limit, pending, events),
+                None => Ok(()),
+            }
+            .and_then(|()| enqueue(conn, events, *now, delta));
+            reply.set(result)
+        }
         Command::Claim {
             limit,
             from,
@@ -590,6 +626,19 @@ fn execute(conn: &Connection, command: &mut Command, delta: &mut PendingDelta) -
             reply.set(result)
         }
     }
+}
+
+/// Whether `events` fit under `limit` on top of `pending`. Every event counts, duplicates of rows
+/// already queued too: which are duplicates is known only once inserted, and refusing a retried
+/// write when the queue is at its limit anyway costs nothing.
+fn within(limit: QueueLimit, pending: PendingDelta, events: &[NewEvent]) -> Result<(), Error> {
+    let rows = u64::try_from(pending.rows).unwrap_or(0);
+    let bytes = u64::try_from(pending.bytes).unwrap_or(0);
+    let incoming_bytes: u64 = events.iter().map(|e| e.payload_json().len() as u64).sum();
+    if rows + events.len() as u64 > limit.max_rows || bytes + incoming_bytes > limit.max_bytes {
+        return Err(Error::QueueFull { rows, bytes, limit });
+    }
+    Ok(())
 }
 
 fn enqueue(

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use gradata::store::{
     ClaimFrom, Create, EnqueueOutcome, Error, EventId, InstanceLock, Kind, NewEvent, Options,
-    RetrySelector, RowId, RowState, Settlement, Store,
+    QueueLimit, RetrySelector, RowId, RowState, Settlement, Store,
 };
 use rusqlite::Connection;
 
@@ -132,6 +132,76 @@ async fn concurrent_enqueues_share_commits() {
         commits <= 2,
         "200 calls queued behind one blocked group took {commits} commits"
     );
+}
+
+/// The queue limit holds against concurrent writers: 40 calls of 3 events each, all grouped into
+/// one transaction behind a held write lock, against room for 50 rows. Each call is checked
+/// against what the calls before it in the group added, so exactly 16 get in (48 rows) and the
+/// other 24 are refused with nothing written; checked before the group, all 40 would fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_queue_limit_holds_for_writes_grouped_together() {
+    let (_guard, dir) = support::temp_dir();
+    let store = Store::open(&Options {
+        busy_timeout: Duration::from_secs(60),
+        ..Options::new(&dir)
+    })
+    .unwrap();
+    let limit = QueueLimit {
+        max_rows: 50,
+        max_bytes: u64::MAX,
+    };
+    let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (polled, mut first_polls) = tokio::sync::mpsc::unbounded_channel();
+    let tasks: Vec<_> = (0..40)
+        .map(|call| {
+            let store = store.clone();
+            let polled = polled.clone();
+            tokio::spawn(async move {
+                let events = (0..3)
+                    .map(|n| event(&format!("L{call:02}-{n}"), serde_json::json!({})))
+                    .collect();
+                report_first_poll(store.enqueue_within(events, limit), polled).await
+            })
+        })
+        .collect();
+    for _ in 0..40 {
+        first_polls.recv().await.unwrap();
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+
+    let (mut accepted, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(outcomes) => {
+                assert_eq!(outcomes.len(), 3);
+                accepted += 1;
+            }
+            Err(Error::QueueFull { rows, limit: l, .. }) => {
+                assert_eq!(l, limit);
+                assert!(rows + 3 > 50, "refused with room left: {rows} rows pending");
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!((accepted, refused), (16, 24));
+    assert_eq!(support::rows(&dir).len(), 48);
+    assert_eq!(store.pending().0, 48);
+
+    // The byte limit the same way: one more event whose payload would cross it is refused.
+    let tight = QueueLimit {
+        max_rows: u64::MAX,
+        max_bytes: store.pending().1 + 10,
+    };
+    let refused = store
+        .enqueue_within(vec![event("L-bytes", serde_json::json!({}))], tight)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::QueueFull { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(support::rows(&dir).len(), 48);
 }
 
 /// A call that fails inside a group commit fails alone, all of its events with it: the calls
