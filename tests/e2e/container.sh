@@ -38,11 +38,18 @@ container_rootfs() {
     # procps for /bin/kill (a dependency of the package, which dpkg -i does not fetch); python3
     # runs the fake ingest server and the clients; sqlite3 fills and reads the queue; rpm for the
     # RPM's scriptlets.
-    mmdebstrap --quiet --variant=minbase \
-        --include=systemd,systemd-sysv,dbus,procps,curl,sqlite3,python3,rpm \
-        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
-        --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-        bookworm "$root" </dev/null
+    # A second try if the mirror hiccups: a download error is not what this suite tests.
+    local attempt
+    for attempt in 1 2; do
+        mmdebstrap --quiet --variant=minbase \
+            --include=systemd,systemd-sysv,dbus,procps,curl,sqlite3,python3,rpm \
+            --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+            --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+            bookworm "$root" </dev/null && break
+        [ "$attempt" = 1 ] || return 1
+        echo "mmdebstrap failed; trying once more"
+        rm -rf "$root" && mkdir -p "$root"
+    done
     if [ -n "${E2E_ROOTFS_CACHE:-}" ]; then
         tar --zstd -cpf "$E2E_ROOTFS_CACHE" -C "$root" --numeric-owner .
     fi

@@ -61,7 +61,10 @@ t_packages=$(ms)
 
 # --- the machine -----------------------------------------------------------------------------
 echo "== root file system (mmdebstrap)"
-container_rootfs "$root"
+container_rootfs "$root" || {
+    nok "building the root file system with mmdebstrap failed"
+    summary || exit 1
+}
 t_rootfs=$(ms)
 mkdir -p "$root/root/e2e"
 cp "$deb" "$root/root/e2e/gradata.deb"
