@@ -476,13 +476,8 @@ fn answer_group(group: &mut Vec<Command>, durability: &Durability) {
 /// Runs and commits one group. Returns true if it committed, leaving the commands (with their
 /// outcomes) in `group` to be answered; otherwise every caller has been answered with the error.
 fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Counters<'_>) -> bool {
-    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(err) => {
-            let err = Error::from(err);
-            group.drain(..).for_each(|command| command.fail(&err));
-            return false;
-        }
+    let Some(tx) = begin(conn, group) else {
+        return false;
     };
     // The pending rows and bytes before the group, for queue limits: each command sees them plus
     // what the commands before it in the group added.
@@ -507,13 +502,8 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Coun
             return false;
         }
         // Again, each command in its own savepoint, so only the failing ones roll back.
-        let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(err) => {
-                let err = Error::from(err);
-                group.drain(..).for_each(|command| command.fail(&err));
-                return false;
-            }
+        let Some(tx) = begin(conn, group) else {
+            return false;
         };
         delta = PendingDelta::default();
         for command in group.iter_mut() {
@@ -539,6 +529,21 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Coun
                 }
             }
             false
+        }
+    }
+}
+
+/// Opens the group's write transaction; if it cannot be opened, every caller is answered with why.
+fn begin<'c>(
+    conn: &'c mut Connection,
+    group: &mut Vec<Command>,
+) -> Option<rusqlite::Transaction<'c>> {
+    match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => Some(tx),
+        Err(err) => {
+            let err = Error::from(err);
+            group.drain(..).for_each(|command| command.fail(&err));
+            None
         }
     }
 }
