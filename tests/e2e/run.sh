@@ -104,7 +104,19 @@ fill_queue() {
                 'event', (julianday('now') - 2440587.5) * 86400.0, printf('$1-%06d', i)
          FROM n;"
 }
-journal_of() { c_sh "journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID=$1"; }
+# journal_of INVOCATION: the records of one run of a unit, every field.
+journal_of() { c_sh "journalctl --no-pager -o verbose _SYSTEMD_INVOCATION_ID=$1"; }
+# journal_says INVOCATION PATTERN: whether one of its records matches (a condition for wait_until).
+# (grep reads everything: with pipefail, an early exit would fail the pipe by SIGPIPE.)
+journal_says() { journal_of "$1" | grep -- "$2" >/dev/null; }
+# post_event ID: one event through the native route.
+post_event() {
+    c_sh "curl -sS -m 10 $api/v1/events -H 'content-type: application/json' \
+          -d '{\"kind\":\"event\",\"event_id\":\"$1\",\"data\":{}}'" >/dev/null
+}
+set_ingest_url() {
+    c_sh "sed -i 's|^ingest_url = .*|ingest_url = \"$ingest$1\"|' /etc/gradata/gradata.toml"
+}
 file_exists() { test -e "$root$1"; }
 is_active() { test "$(active "$1")" = "$2"; }
 main_pid_changed() {
@@ -150,7 +162,7 @@ check "[2] the unix socket answers too" \
 first_invocation=$(prop gradata.service InvocationID)
 check "[9] without a key the service runs with sync disabled and its journal says where it looked" \
     bash -c 'grep -q "cloud sync is disabled" <<<"$1" && grep -q "looked at: .*api-key" <<<"$1"' \
-    sh "$(c_sh "journalctl --no-pager -o verbose _SYSTEMD_INVOCATION_ID=$first_invocation")"
+    sh "$(journal_of "$first_invocation")"
 
 # --- [10] hardening --------------------------------------------------------------------------
 echo "== [10] systemd-analyze security"
@@ -164,7 +176,7 @@ check "[10] systemd-analyze security gradata.service (live): exposure ${exposure
 echo "== [9] the API key"
 c_sh "systemd-run --quiet --unit e2e-ingest python3 $e2e/fake_ingest.py"
 wait_until 30 c_sh "curl -sf -m 2 $ingest/stats >/dev/null" || nok "the fake ingest server did not come up"
-c_sh "sed -i 's|^ingest_url = .*|ingest_url = \"$ingest/ingest\"|' /etc/gradata/gradata.toml"
+set_ingest_url /ingest
 # The shipped unit's way: LoadCredential= from the root-only /etc/gradata/api-key.
 key_credential=credential-$(random_key)
 c_sh "install -m 0600 /dev/stdin /etc/gradata/api-key <<EOF
@@ -173,8 +185,8 @@ EOF"
 in_c systemctl restart gradata.service
 inv=$(prop gradata.service InvocationID)
 check "[9] LoadCredential= hands /etc/gradata/api-key over (journal: key source is the credential)" \
-    wait_until 30 c_sh "journalctl --no-pager -o verbose _SYSTEMD_INVOCATION_ID=$inv | grep -q 'KEY_SOURCE=systemd credential /run/credentials/gradata.service/api-key'"
-c_sh "curl -sS -m 10 $api/v1/events -H 'content-type: application/json' -d '{\"kind\":\"event\",\"event_id\":\"s9-credential\",\"data\":{}}'" >/dev/null
+    wait_until 30 journal_says "$inv" 'KEY_SOURCE=systemd credential /run/credentials/gradata.service/api-key'
+post_event s9-credential
 wait_until 30 equals 1 delivered_with_prefix s9-credential || true
 check "[9] the ingest server got the event with the credential's key" \
     c_sh "curl -sS $ingest/stats | grep -q 'Bearer $key_credential'"
@@ -188,8 +200,8 @@ printf '[Service]\nEnvironmentFile=/etc/gradata/e2e.env\n' >/etc/systemd/system/
 systemctl daemon-reload && systemctl restart gradata.service"
 inv=$(prop gradata.service InvocationID)
 check "[9] EnvironmentFile= drop-in: the journal says the key came from GRADATA_API_KEY" \
-    wait_until 30 c_sh "journalctl --no-pager -o verbose _SYSTEMD_INVOCATION_ID=$inv | grep -q 'KEY_SOURCE=environment variable GRADATA_API_KEY'"
-c_sh "curl -sS -m 10 $api/v1/events -H 'content-type: application/json' -d '{\"kind\":\"event\",\"event_id\":\"s9-environment\",\"data\":{}}'" >/dev/null
+    wait_until 30 journal_says "$inv" 'KEY_SOURCE=environment variable GRADATA_API_KEY'
+post_event s9-environment
 wait_until 30 equals 1 delivered_with_prefix s9-environment || true
 check "[9] the ingest server got the event with the environment file's key" \
     c_sh "curl -sS $ingest/stats | grep -q 'Bearer $key_env'"
@@ -271,11 +283,11 @@ echo "== [7] systemctl reload"
 pid=$(prop gradata.service MainPID)
 c_sh "mkdir -p $e2e/poll && systemd-run --quiet --unit e2e-poll python3 $e2e/clients.py poll $e2e/poll"
 wait_until 30 file_exists "$e2e/poll/started" || nok "[7] the poller never got an answer"
-c_sh "sed -i 's|^ingest_url = .*|ingest_url = \"$ingest/ingest-reloaded\"|' /etc/gradata/gradata.toml"
+set_ingest_url /ingest-reloaded
 check "[7] systemctl reload gradata succeeds" in_c systemctl reload gradata.service
-wait_until 30 c_sh "journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID=$(prop gradata.service InvocationID) | grep -q '^configuration reloaded'" ||
+wait_until 30 journal_says "$(prop gradata.service InvocationID)" 'MESSAGE=configuration reloaded' ||
     true
-c_sh "curl -sS -m 10 $api/v1/events -H 'content-type: application/json' -d '{\"kind\":\"event\",\"event_id\":\"s7-after-reload\",\"data\":{}}'" >/dev/null
+post_event s7-after-reload
 wait_until 30 equals 1 delivered_with_prefix s7-after-reload || true
 check "[7] the new ingest_url is in force (the next event went to /ingest-reloaded)" \
     test "$(c_sh "curl -sS $ingest/stats" | json_eval 'd["paths"].get("/ingest-reloaded", 0)')" -ge 1
