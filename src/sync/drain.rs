@@ -412,7 +412,10 @@ impl Engine {
         let mut in_flight_ids: HashSet<RowId> = HashSet::new();
 
         // At most one claim is outstanding, polled beside the requests, so the senders never wait
-        // for the store: the next batch is leased while the current one is still in flight.
+        // for the store: the next batch is leased while the current one is still in flight. A
+        // claim is asked for while fewer than a batch beyond the in-flight limit is queued: the
+        // writer may be busy settling when it arrives, and a fast server empties a queue of only
+        // `limit` rows before the claim's answer comes back.
         let mut claiming: Option<Pin<Box<ClaimFuture>>> = None;
         let deadline_reached = tokio::time::sleep_until(deadline.into());
         tokio::pin!(deadline_reached);
@@ -422,7 +425,7 @@ impl Engine {
                 && run.stop.is_none()
                 && !exhausted
                 && claimed < budget.max_rows
-                && queued.len() <= limit
+                && queued.len() < limit + self.settings.batch_size
             {
                 let want = self.settings.batch_size.min(budget.max_rows - claimed);
                 let (store, lease) = (self.store.clone(), self.settings.lease);
