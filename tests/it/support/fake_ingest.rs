@@ -2,7 +2,8 @@
 //!
 //! It runs on its own thread and runtime, so it serves while the test blocks, while a child
 //! process drains into it, and while the code under test runs on another runtime. Every request is
-//! recorded (path, headers, body, arrival order); the plan decides each reply.
+//! recorded (path, headers, body, arrival order); the plan decides each reply. Benchmarks use the
+//! lean [`FakeIngest::counting`] server instead, which keeps only each request's idempotency key.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -86,6 +87,15 @@ struct Shared {
     arrived: Condvar,
     /// Requests are held until every one of these paths has been requested at least once.
     gate: Option<Gate>,
+    /// The counting server's tally: requests, and the distinct idempotency keys among them.
+    counted: Mutex<KeyTally>,
+}
+
+/// What the counting server keeps of the requests it answered.
+#[derive(Debug, Default)]
+struct KeyTally {
+    requests: usize,
+    keys: HashSet<Vec<u8>>,
 }
 
 struct Gate {
@@ -131,7 +141,23 @@ impl FakeIngest {
         FakeIngest::start(Arc::new(plan), Some(gate))
     }
 
+    /// Answers 200 to every request that carries the bench's bearer key, and keeps only its
+    /// `Idempotency-Key`. For benchmarks: recording every header and body costs the server, which
+    /// shares the machine's cores with the client being measured, more than the client itself.
+    pub fn counting() -> FakeIngest {
+        let plan: Plan = Arc::new(|_, _| Reply::ok());
+        FakeIngest::serve(plan, None, |app| app.fallback(count_key))
+    }
+
     fn start(plan: Plan, gate: Option<Gate>) -> FakeIngest {
+        FakeIngest::serve(plan, gate, |app| app.fallback(handle))
+    }
+
+    fn serve(
+        plan: Plan,
+        gate: Option<Gate>,
+        route: impl FnOnce(axum::Router<Arc<Shared>>) -> axum::Router<Arc<Shared>>,
+    ) -> FakeIngest {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake ingest");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
@@ -140,11 +166,10 @@ impl FakeIngest {
             received: Mutex::new(Vec::new()),
             arrived: Condvar::new(),
             gate,
+            counted: Mutex::new(KeyTally::default()),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(shared.clone());
+        let app = route(axum::Router::new()).with_state(shared.clone());
         let thread = std::thread::Builder::new()
             .name("fake-ingest".to_owned())
             .spawn(move || {
@@ -183,9 +208,9 @@ impl FakeIngest {
         self.shared.received.lock().unwrap().clone()
     }
 
-    /// How many requests so far.
+    /// How many requests so far (answered ones, for the counting server).
     pub fn count(&self) -> usize {
-        self.shared.received.lock().unwrap().len()
+        self.shared.received.lock().unwrap().len() + self.shared.counted.lock().unwrap().requests
     }
 
     /// Waits until at least `n` requests arrived; false after `timeout`.
@@ -200,6 +225,12 @@ impl FakeIngest {
             received = self.shared.arrived.wait_timeout(received, left).unwrap().0;
         }
         true
+    }
+
+    /// The counting server's tally: requests answered, and distinct idempotency keys among them.
+    pub fn counted(&self) -> (usize, usize) {
+        let tally = self.shared.counted.lock().unwrap();
+        (tally.requests, tally.keys.len())
     }
 
     /// Whether the gate had to give up waiting (the drainers did not overlap).
@@ -220,6 +251,31 @@ impl Drop for FakeIngest {
             let _ = thread.join();
         }
     }
+}
+
+/// The counting server's handler: 401 without the bench's key or a body, otherwise count and answer 200.
+async fn count_key(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if body.is_empty()
+        || headers
+            .get("authorization")
+            .is_none_or(|v| v.as_bytes() != b"Bearer bench-key")
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    {
+        let mut tally = shared.counted.lock().unwrap();
+        tally.requests += 1;
+        tally.keys.insert(key);
+    }
+    (StatusCode::OK, r#"{"status":"ok"}"#).into_response()
 }
 
 async fn handle(
