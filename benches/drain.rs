@@ -44,6 +44,10 @@ use gradata::store::{self, EventId, Kind, NewEvent, Store};
 use gradata::sync::{ApiKey, Budget, Engine, Settings, Status, SyncState, Trigger};
 use tokio_util::sync::CancellationToken;
 
+/// The service binary's allocator, so the engine is measured as it runs in the service.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BACKLOG: usize = 3200;
 const RUNS: usize = 3;
 

@@ -12,6 +12,12 @@ use gradata::config;
 /// `sysexits.h` EX_CONFIG.
 const EX_CONFIG: u8 = 78;
 
+/// The service allocates and frees small buffers on every request from several threads at once
+/// (headers, JSON values, the rows of a group commit); mimalloc's per-thread pages serve that with
+/// far less lock traffic than the system allocator's arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::parse();
     match cli::run(args) {
