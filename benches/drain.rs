@@ -58,7 +58,7 @@ fn main() {
         .unwrap();
     // The no-latency scenarios use the lean counting server: the recording one spends more CPU per
     // request than the client it is there to measure, on the same two cores.
-    let fast = FakeIngest::counting();
+    let fast = FakeIngest::counting("bench-key");
     let slow = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(20)));
 
     println!("| scenario | rows | median rows/s | runs (rows/s) |");

@@ -119,6 +119,23 @@ async fn second_drain_on_clean_queue_delivers_zero_and_still_reports() {
     assert_eq!(record.fields["reason"], "empty");
 }
 
+/// A drain leases batches ahead of its senders and ramps its concurrency up; still, every row is
+/// posted exactly once, with its own idempotency key and the bearer key, and settled.
+#[tokio::test]
+async fn a_drain_posts_every_row_once_with_its_own_key() {
+    let (guard, dir) = support::temp_dir();
+    let _guard = guard;
+    let store = support::open_store(&dir);
+    support::fill(&store, 1000).await;
+    let server = FakeIngest::counting(KEY);
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+
+    let report = drain(&engine, Trigger::Startup, budget()).await;
+    assert_eq!((report.delivered, report.reason), (1000, StopReason::Done));
+    assert_eq!(server.counted(), (1000, 1000), "(requests, distinct keys)");
+    assert_eq!(store.count_pending().unwrap(), 0);
+}
+
 /// Original test 3: without a key nothing is sent, rows stay pending, and the record says why.
 #[tokio::test]
 async fn without_api_key_nothing_is_sent_and_the_record_says_why() {

@@ -94,6 +94,8 @@ struct Shared {
 /// What the counting server keeps of the requests it answered.
 #[derive(Debug, Default)]
 struct KeyTally {
+    /// The `Authorization` value a request must carry.
+    bearer: String,
     requests: usize,
     keys: HashSet<Vec<u8>>,
 }
@@ -141,12 +143,14 @@ impl FakeIngest {
         FakeIngest::start(Arc::new(plan), Some(gate))
     }
 
-    /// Answers 200 to every request that carries the bench's bearer key, and keeps only its
+    /// Answers 200 to every request with a body and the bearer `key`, and keeps only its
     /// `Idempotency-Key`. For benchmarks: recording every header and body costs the server, which
     /// shares the machine's cores with the client being measured, more than the client itself.
-    pub fn counting() -> FakeIngest {
+    pub fn counting(key: &str) -> FakeIngest {
         let plan: Plan = Arc::new(|_, _| Reply::ok());
-        FakeIngest::serve(plan, None, |app| app.fallback(count_key))
+        let server = FakeIngest::serve(plan, None, |app| app.fallback(count_key));
+        server.shared.counted.lock().unwrap().bearer = format!("Bearer {key}");
+        server
     }
 
     fn start(plan: Plan, gate: Option<Gate>) -> FakeIngest {
@@ -253,28 +257,23 @@ impl Drop for FakeIngest {
     }
 }
 
-/// The counting server's handler: 401 without the bench's key or a body, otherwise count and answer 200.
-async fn count_key(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if body.is_empty()
-        || headers
-            .get("authorization")
-            .is_none_or(|v| v.as_bytes() != b"Bearer bench-key")
-    {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
+/// The counting server's handler: 401 without the expected bearer key or a body, otherwise count
+/// and answer 200.
+async fn count_key(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let key = headers
         .get("idempotency-key")
         .map(|v| v.as_bytes().to_vec())
         .unwrap_or_default();
-    {
-        let mut tally = shared.counted.lock().unwrap();
-        tally.requests += 1;
-        tally.keys.insert(key);
+    let mut tally = shared.counted.lock().unwrap();
+    let authorized = headers
+        .get("authorization")
+        .is_some_and(|v| v.as_bytes() == tally.bearer.as_bytes());
+    if body.is_empty() || !authorized {
+        return StatusCode::UNAUTHORIZED.into_response();
     }
+    tally.requests += 1;
+    tally.keys.insert(key);
+    drop(tally);
     (StatusCode::OK, r#"{"status":"ok"}"#).into_response()
 }
 
