@@ -4,7 +4,9 @@
 //! change goes through one writer thread (`writer.rs`), which folds whatever requests are waiting
 //! into a single transaction (group commit) and answers each caller only after that transaction is
 //! durable. Reads ([`Store::stats`], [`Store::list`]) use a separate connection and never wait
-//! for the writer, thanks to WAL.
+//! for the writer, thanks to WAL. A checkpointer thread (`checkpoint.rs`), on a third connection,
+//! copies committed pages from the WAL back into the database file, so the writer does not stop
+//! to do it.
 //!
 //! The three row states are defined here and nowhere else: **pending** (`synced_at IS NULL AND
 //! dead_at IS NULL`), **dead** (`dead_at IS NOT NULL`) and **synced** (`synced_at IS NOT NULL`).
@@ -13,6 +15,7 @@
 //! stores what [`crate::sync`] tells it. Invariants: a pending row is never deleted; every state
 //! change is one transaction; migrations are additive.
 
+mod checkpoint;
 mod identity;
 mod lock;
 mod read;
@@ -278,8 +281,15 @@ impl Store {
         let pending = Arc::new(PendingGauge::default());
         let (rows, bytes) = read::pending(&reader)?;
         pending.set(rows, bytes);
-        let writer = Writer::spawn(conn, &database_path, options.synchronous, pending.clone())
-            .map_err(|err| Error::Io(database_path.clone(), err))?;
+        let checkpoint_conn = open_connection(&database_path, options, OpenMode::ReadWrite)?;
+        let writer = Writer::spawn(
+            conn,
+            checkpoint_conn,
+            &database_path,
+            options.synchronous,
+            pending.clone(),
+        )
+        .map_err(|err| Error::Io(database_path.clone(), err))?;
         Ok(Store {
             shared: Arc::new(Shared {
                 writer: Some(writer),
@@ -419,6 +429,12 @@ impl Store {
     /// Group commit shows here as fewer commits than write calls.
     pub fn commits(&self) -> u64 {
         self.shared.writer.as_ref().map_or(0, Writer::commits)
+    }
+
+    /// WAL checkpoints completed by this handle's checkpointer thread since it opened (0 when
+    /// read-only).
+    pub fn checkpoints(&self) -> u64 {
+        self.shared.writer.as_ref().map_or(0, Writer::checkpoints)
     }
 
     /// Pending rows and payload bytes, as this process's writes left them: a cheap, exact gauge

@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use super::checkpoint::{Checkpointer, WRITER_BACKSTOP_PAGES};
 use super::types::{
     ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, Settlement,
     lease_until,
@@ -247,6 +248,8 @@ pub(super) struct Writer {
     thread: Option<JoinHandle<()>>,
     /// Transactions committed so far (shared with the thread, which increments it).
     commits: Arc<AtomicU64>,
+    /// Checkpoints the checkpointer thread has completed.
+    checkpoints: Arc<AtomicU64>,
 }
 
 /// What the writer thread shares with the store handle.
@@ -256,8 +259,11 @@ struct Counters<'a> {
 }
 
 impl Writer {
+    /// Starts the writer on `conn`, and the [`Checkpointer`] on `checkpoint_conn`, a second
+    /// read-write connection to the same database.
     pub(super) fn spawn(
         conn: Connection,
+        checkpoint_conn: Connection,
         database_path: &Path,
         synchronous: Synchronous,
         pending: Arc<PendingGauge>,
@@ -265,6 +271,10 @@ impl Writer {
         let (commands, receiver) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
+        let checkpoints = Arc::new(AtomicU64::new(0));
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_BACKSTOP_PAGES)
+            .map_err(std::io::Error::other)?;
+        let checkpointer = Checkpointer::spawn(checkpoint_conn, checkpoints.clone())?;
         let durability = Durability::new(&conn, database_path, synchronous)?;
         let thread = std::thread::Builder::new()
             .name("gradata-store".to_owned())
@@ -273,18 +283,24 @@ impl Writer {
                     commits: &counter,
                     pending: &pending,
                 };
-                run(conn, durability, &receiver, &counters);
+                run(conn, durability, checkpointer, &receiver, &counters);
             })?;
         Ok(Writer {
             commands: Some(commands),
             thread: Some(thread),
             commits,
+            checkpoints,
         })
     }
 
     /// Transactions committed so far.
     pub(super) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoints completed by the checkpointer thread so far.
+    pub(super) fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
     }
 
     /// Sends a command built around a fresh reply channel and waits for its answer.
@@ -427,6 +443,7 @@ impl Drop for Syncer {
 fn run(
     mut conn: Connection,
     durability: Durability,
+    checkpointer: Checkpointer,
     receiver: &mpsc::Receiver<Command>,
     counters: &Counters<'_>,
 ) {
@@ -447,11 +464,14 @@ fn run(
             }
         }
         if commit_group(&mut conn, &mut group, counters) {
+            checkpointer.committed();
             answer_group(&mut group, &durability);
         }
     }
-    // The syncer answers what it holds before the connection (then the WAL) is closed.
+    // The syncer answers what it holds before the connection (then the WAL) is closed, and the
+    // writer's connection closes last, so it is the one that checkpoints the WAL away.
     drop(durability);
+    drop(checkpointer);
     drop(conn);
 }
 

@@ -294,6 +294,47 @@ async fn acknowledged_enqueue_is_visible_to_another_connection() {
     }
 }
 
+/// Committed pages reach the database file while the store is open, copied by the checkpointer
+/// thread: the writer's own checkpoint waits for thousands of pages, far more than these writes.
+#[tokio::test]
+async fn the_wal_is_checkpointed_in_the_background() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let database = dir.join(gradata::store::DATABASE_FILE);
+    let before = std::fs::metadata(&database).unwrap().len();
+    // About 1.2 MB of rows: some 300 pages.
+    let events: Vec<NewEvent> = (0..4000)
+        .map(|i| {
+            event(
+                &format!("CKPT{i:05}"),
+                serde_json::json!({"text": "x".repeat(200)}),
+            )
+        })
+        .collect();
+    for chunk in events.chunks(500) {
+        store.enqueue(chunk.to_vec()).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let size = std::fs::metadata(&database).unwrap().len();
+        if size >= before + 1_000_000 && store.checkpoints() > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file is still {size} bytes ({} checkpoints): the WAL was not copied back",
+            store.checkpoints()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Copied, not moved: every row is still there, and the writer goes on writing.
+    store
+        .enqueue(vec![event("CKPT-after", serde_json::json!({}))])
+        .await
+        .unwrap();
+    assert_eq!(store.count_pending().unwrap(), 4001);
+}
+
 /// The same `event_id`, in separate calls or twice in one call, is stored once, first payload kept.
 #[tokio::test]
 async fn enqueue_is_idempotent_on_event_id() {
