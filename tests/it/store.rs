@@ -335,6 +335,31 @@ async fn the_wal_is_checkpointed_in_the_background() {
     assert_eq!(store.count_pending().unwrap(), 4001);
 }
 
+/// The writer skips the original DDL's `kind` check (its events are typed), but the check stays in
+/// the schema: another writer still cannot store an unknown kind.
+#[tokio::test]
+async fn the_kind_check_still_binds_other_writers() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 1).await;
+    let conn = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    let err = conn
+        .execute(
+            "INSERT INTO sync_queue (payload_json, kind, enqueued_at) VALUES ('{}', 'bogus', 0)",
+            [],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
+    let kinds: Vec<String> = conn
+        .prepare("SELECT DISTINCT kind FROM sync_queue")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(kinds, ["correction"]);
+}
+
 /// The same `event_id`, in separate calls or twice in one call, is stored once, first payload kept.
 #[tokio::test]
 async fn enqueue_is_idempotent_on_event_id() {
