@@ -123,8 +123,7 @@ async fn second_drain_on_clean_queue_delivers_zero_and_still_reports() {
 /// posted exactly once, with its own idempotency key and the bearer key, and settled.
 #[tokio::test]
 async fn a_drain_posts_every_row_once_with_its_own_key() {
-    let (guard, dir) = support::temp_dir();
-    let _guard = guard;
+    let (_guard, dir) = support::temp_dir();
     let store = support::open_store(&dir);
     support::fill(&store, 1000).await;
     let server = FakeIngest::counting(KEY);
