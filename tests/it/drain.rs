@@ -502,6 +502,63 @@ async fn every_response_class_settles_the_row_as_designed() {
     }
 }
 
+/// The rows of the DESIGN §5 table that get no response at all: a request that outlives its
+/// timeout, a refused connection and a connection closed without an answer are each retried later
+/// (one attempt counted, a backoff timer set, the cause kept), never dead and never synced.
+#[tokio::test]
+async fn no_response_is_retried_later_with_its_cause() {
+    // A server that answers too late for the request timeout.
+    let slow = FakeIngest::replying(Reply::ok().delay(Duration::from_secs(2)));
+    let mut settings = support::settings(&slow.url("/ingest"), Some(KEY));
+    settings.request_timeout = Duration::from_millis(200);
+    assert_retried_with(settings, "timeout").await;
+
+    // Nothing listens on the port any more.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let refused = support::settings(&format!("http://127.0.0.1:{port}/ingest"), Some(KEY));
+    assert_retried_with(refused, "connect").await;
+
+    // A server that reads the request and hangs up without a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+    let hang_up = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = [0_u8; 1024];
+        let read = stream.read(&mut head).unwrap();
+        assert!(head[..read].starts_with(b"POST /ingest"));
+    });
+    assert_retried_with(support::settings(&url, Some(KEY)), "network").await;
+    hang_up.join().unwrap();
+}
+
+/// Drains one row with `settings` and checks that it was retried later for a `cause`.
+async fn assert_retried_with(settings: sync::Settings, cause: &str) {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 1).await;
+    let engine = support::engine(&store, settings);
+    let report = drain(&engine, Trigger::Manual, budget()).await;
+    assert_eq!(
+        (report.delivered, report.dead, report.reason),
+        (0, 0, StopReason::NoProgress),
+        "{cause}"
+    );
+    let rows = support::rows(&dir);
+    assert_eq!(row_outcome(&rows[0]), RowOutcome::Retried, "{cause}");
+    assert!(rows[0].lease_until.is_none(), "{cause}: lease released");
+    assert_eq!(
+        rows[0].last_status, None,
+        "{cause}: no status without a response"
+    );
+    let error = rows[0].last_error.as_deref().unwrap_or_default();
+    assert!(error.starts_with(cause), "{cause}: last_error {error:?}");
+    assert_eq!(engine.status().state(), SyncState::Backoff, "{cause}");
+}
+
 /// A 422's body preview is kept for the operator; a 401 never marks the row dead or synced, and
 /// the drain stops at the first refusal instead of burning through the backlog.
 #[tokio::test]
