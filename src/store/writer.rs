@@ -1,10 +1,10 @@
 //! The writer thread: the one connection that changes the database, and group commit.
 //!
-//! Callers send a [`Command`] with a oneshot reply. The thread runs each command as it arrives in
-//! an open `BEGIN IMMEDIATE` transaction, together with every command queued behind it (up to
-//! [`MAX_GROUP`]), commits once, and only then answers every caller. Under `synchronous=FULL` that
-//! is one fsync for the whole group instead of one per request, which is where the write
-//! throughput comes from (DESIGN §4).
+//! Callers send a [`Command`] with a oneshot reply. The thread takes the first waiting command and
+//! every command queued behind it (up to [`MAX_GROUP`]), runs them all in a single
+//! `BEGIN IMMEDIATE` transaction, commits once, and only then answers every caller. Under
+//! `synchronous=FULL` that is one fsync for the whole group instead of one per request, which is
+//! where the write throughput comes from (DESIGN §4).
 //!
 //! A command that fails must not take the others down with it. Commands almost never fail, so a
 //! group first runs without savepoints (a savepoint copies every page it touches to a statement
@@ -15,13 +15,9 @@
 //! Durability under `synchronous=FULL` ([`Syncer`]): the connection commits without syncing and a
 //! second thread fsyncs the WAL file before the callers that were promised durability are
 //! answered. SQLite's FULL does exactly that fsync, inside the commit; doing it on another thread
-//! lets the writer gather the next group while the previous one is being flushed. A group of
-//! durable writes stays open until that flush is done, so everything that arrives meanwhile shares
-//! the next commit and fsync instead of waiting a whole flush more in a group of its own (measured:
-//! groups under 64 concurrent clients grew from 18 to 31 rows, and writes per second by 8%).
-//! Leases and settlements promise nothing (they may be lost on power failure at no cost but a
-//! re-send the cloud dedupes), so a group holding one commits at once and answers them without
-//! waiting for any fsync.
+//! lets the writer run and commit the next group while the previous one is being flushed, and
+//! groups of only leases and settlements (which promise nothing) are answered without waiting for
+//! any fsync. The writer stays at most one group ahead of the flush, so groups stay large.
 //!
 //! The reply channels are tokio oneshots, which work without a runtime: the thread never blocks on
 //! a caller, and a caller that went away simply drops its receiver.
@@ -35,7 +31,6 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
@@ -249,7 +244,7 @@ impl PendingDelta {
 /// commands already sent, and so closes the connection (checkpointing the WAL) before returning.
 pub(super) struct Writer {
     /// The sending half; the thread exits when every clone of it is gone. `None` only in `drop`.
-    commands: Option<Sender<Command>>,
+    commands: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<()>>,
     /// Transactions committed so far (shared with the thread, which increments it).
     commits: Arc<AtomicU64>,
@@ -273,7 +268,7 @@ impl Writer {
         synchronous: Synchronous,
         pending: Arc<PendingGauge>,
     ) -> std::io::Result<Writer> {
-        let (commands, receiver) = crossbeam_channel::unbounded();
+        let (commands, receiver) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let checkpoints = Arc::new(AtomicU64::new(0));
@@ -377,25 +372,20 @@ impl Durability {
 
 /// The thread that fsyncs the WAL for durable groups, then answers their callers.
 ///
-/// After each group it tells the writer (`flushed`), which commits its next group of durable
-/// writes only then: at most one group is being flushed while the writer gathers the next one in
-/// an open transaction. The hand-over channel holds one more group, for groups that cannot wait
-/// (a full one, or one with a lease in it); past that the writer blocks until the syncer catches
-/// up. If an fsync fails, what the kernel kept of the WAL is unknown (a later fsync may succeed
+/// The channel is a rendezvous: the writer hands over a committed group only when the previous
+/// fsync has finished, so at most one group is being flushed while the writer builds the next one.
+/// If an fsync fails, what the kernel kept of the WAL is unknown (a later fsync may succeed
 /// without the lost pages), so every later write fails too, until the service is restarted and
 /// SQLite recovers the WAL from what is really on disk.
 struct Syncer {
     groups: Option<mpsc::SyncSender<Vec<Command>>>,
-    /// One message per group flushed (and answered).
-    flushed: Receiver<()>,
     thread: Option<JoinHandle<()>>,
     failed: Arc<AtomicBool>,
 }
 
 impl Syncer {
     fn spawn(wal: File) -> std::io::Result<Syncer> {
-        let (groups, receiver) = mpsc::sync_channel::<Vec<Command>>(1);
-        let (flushed_tx, flushed) = crossbeam_channel::unbounded();
+        let (groups, receiver) = mpsc::sync_channel::<Vec<Command>>(0);
         let failed = Arc::new(AtomicBool::new(false));
         let failed_flag = failed.clone();
         let thread = std::thread::Builder::new()
@@ -417,13 +407,10 @@ impl Syncer {
                             group.into_iter().for_each(|command| command.fail(&err));
                         }
                     }
-                    // The writer is gone only once it has stopped sending groups: nothing to tell.
-                    let _ = flushed_tx.send(());
                 }
             })?;
         Ok(Syncer {
             groups: Some(groups),
-            flushed,
             thread: Some(thread),
             failed,
         })
@@ -459,66 +446,33 @@ impl Drop for Syncer {
     }
 }
 
-/// What woke the writer thread up.
-enum Wake {
-    Command(Command),
-    /// The syncer finished flushing a group.
-    Flushed,
-    /// Every sender is gone: the store is closing.
-    Closed,
-}
-
 fn run(
     mut conn: Connection,
     durability: Durability,
     checkpointer: Checkpointer,
-    receiver: &Receiver<Command>,
+    receiver: &mpsc::Receiver<Command>,
     counters: &Counters<'_>,
 ) {
-    let mut group = OpenGroup::default();
-    let flushed = match &durability {
-        Durability::Syncer(syncer) => syncer.flushed.clone(),
-        // Nothing is ever flushed on the side: a channel that never delivers.
-        Durability::Sqlite => crossbeam_channel::never(),
-    };
-    // Groups handed to the syncer and not flushed yet.
-    let mut unflushed = 0_usize;
-    loop {
-        unflushed = unflushed.saturating_sub(flushed.try_iter().count());
-        // An open group of durable writes waits for the syncer, so that everything arriving
-        // during the previous flush shares the next commit and fsync. Anything else commits now.
-        if !group.is_empty() && (unflushed == 0 || !group.may_wait()) {
-            if group.commit(&mut conn, counters) {
-                checkpointer.committed();
-                unflushed += answer_group(&mut group.commands, &durability);
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Ok(first) = receiver.recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(command) => group.push(command),
+                Err(_) => break,
             }
-            continue;
         }
-        let wake = if group.is_empty() {
-            receiver.recv().map_or(Wake::Closed, Wake::Command)
-        } else {
-            crossbeam_channel::select! {
-                recv(receiver) -> command => command.map_or(Wake::Closed, Wake::Command),
-                // A syncer that is gone flushes nothing more: stop waiting for it.
-                recv(flushed) -> _ => Wake::Flushed,
+        if let Durability::Syncer(syncer) = &durability {
+            if syncer.failed() {
+                let err = Error::SyncFailed("an earlier fsync of the WAL failed".to_owned());
+                group.drain(..).for_each(|command| command.fail(&err));
+                continue;
             }
-        };
-        match wake {
-            Wake::Command(first) => {
-                group.add(&mut conn, first, &durability, counters);
-                while group.commands.len() < MAX_GROUP {
-                    let Ok(command) = receiver.try_recv() else {
-                        break;
-                    };
-                    group.add(&mut conn, command, &durability, counters);
-                }
-            }
-            Wake::Flushed => unflushed = unflushed.saturating_sub(1),
-            Wake::Closed => break,
         }
-    }
-    if !group.is_empty() && group.commit(&mut conn, counters) {
-        answer_group(&mut group.commands, &durability);
+        if commit_group(&mut conn, &mut group, counters) {
+            checkpointer.committed();
+            answer_group(&mut group, &durability);
+        }
     }
     // The syncer answers what it holds before the connection (then the WAL) is closed, and the
     // writer's connection closes last, so it is the one that checkpoints the WAL away.
@@ -529,175 +483,115 @@ fn run(
 
 /// Answers the callers of a committed group. Under the syncer, the commands that promise
 /// durability wait for the WAL's fsync; leases and settlements may be lost on power failure at no
-/// cost but a re-send the cloud dedupes (at-least-once), so they are answered at once. Returns the
-/// number of groups handed to the syncer (0 or 1).
-fn answer_group(group: &mut Vec<Command>, durability: &Durability) -> usize {
+/// cost but a re-send the cloud dedupes (at-least-once), so they are answered at once.
+fn answer_group(group: &mut Vec<Command>, durability: &Durability) {
     match durability {
         Durability::Syncer(syncer) if group.iter().any(Command::promises_durability) => {
             let (durable, rest): (Vec<Command>, Vec<Command>) = group
                 .drain(..)
                 .partition(|command| command.promises_durability() && !command.is_err());
             rest.into_iter().for_each(Command::answer);
-            if durable.is_empty() {
-                return 0;
+            if !durable.is_empty() {
+                syncer.send(durable);
             }
-            syncer.send(durable);
-            1
         }
-        _ => {
-            group.drain(..).for_each(Command::answer);
-            0
-        }
+        _ => group.drain(..).for_each(Command::answer),
     }
 }
 
-/// Commands run in a write transaction that is not committed yet.
-///
-/// Commands almost never fail, so they first run without savepoints (a savepoint copies every
-/// page it touches to a statement journal, which costs as much as the insert itself). If one
-/// fails, the transaction is rolled back and every command of the group run again, each in its own
-/// savepoint, where a failure rolls back to it and gets its own error while the others still
-/// commit; the rest of the group then runs in savepoints too.
-#[derive(Default)]
-struct OpenGroup {
-    commands: Vec<Command>,
-    /// Pending rows and bytes before the group, for queue limits: each command sees them plus what
-    /// the commands before it in the group added.
-    base: PendingDelta,
-    /// What the group's commands changed so far; applied to the gauge when it commits.
-    delta: PendingDelta,
-    savepoints: bool,
-}
-
-impl OpenGroup {
-    fn is_empty(&self) -> bool {
-        self.commands.is_empty()
-    }
-
-    /// Whether the group may stay open until the syncer is free: only if every caller in it waits
-    /// for an fsync anyway. Leases and settlements are answered at commit, and a full group
-    /// commits at once.
-    fn may_wait(&self) -> bool {
-        self.commands.len() < MAX_GROUP && self.commands.iter().all(Command::promises_durability)
-    }
-
-    /// Runs `command` in the group's transaction, opening it first if needed.
-    fn add(
-        &mut self,
-        conn: &mut Connection,
-        mut command: Command,
-        durability: &Durability,
-        counters: &Counters<'_>,
-    ) {
-        if let Durability::Syncer(syncer) = durability {
-            if syncer.failed() {
-                let err = Error::SyncFailed("an earlier fsync of the WAL failed".to_owned());
-                command.fail(&err);
-                return;
-            }
-        }
-        if self.is_empty() {
-            if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
-                command.fail(&Error::from(err));
-                return;
-            }
-            let (rows, bytes) = counters.pending.get();
-            self.base = PendingDelta {
-                rows: i64::try_from(rows).unwrap_or(i64::MAX),
-                bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
-            };
-            self.delta = PendingDelta::default();
-            self.savepoints = false;
-        }
-        if self.savepoints {
-            execute_in_savepoint(conn, &mut command, &mut self.delta, self.base);
-            self.commands.push(command);
-            return;
-        }
-        let before = self.base.plus(self.delta);
-        let ok = execute(conn, &mut command, &mut self.delta, before);
-        self.commands.push(command);
-        if !ok {
-            self.rerun_in_savepoints(conn);
-        }
-    }
-
-    /// Rolls the transaction back and runs the group again, one savepoint per command.
-    fn rerun_in_savepoints(&mut self, conn: &mut Connection) {
-        rollback(conn);
-        if self.commands.len() == 1 {
+/// Runs and commits one group. Returns true if it committed, leaving the commands (with their
+/// outcomes) in `group` to be answered; otherwise every caller has been answered with the error.
+fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Counters<'_>) -> bool {
+    let Some(tx) = begin(conn, group) else {
+        return false;
+    };
+    // The pending rows and bytes before the group, for queue limits: each command sees them plus
+    // what the commands before it in the group added.
+    let (rows, bytes) = counters.pending.get();
+    let base = PendingDelta {
+        rows: i64::try_from(rows).unwrap_or(i64::MAX),
+        bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+    };
+    let mut delta = PendingDelta::default();
+    // Optimistic pass: no savepoints. `all` stops at the first failure.
+    let clean = group.iter_mut().all(|command| {
+        let before = base.plus(delta);
+        execute(&tx, command, &mut delta, before)
+    });
+    let tx = if clean {
+        tx
+    } else {
+        drop(tx); // rolls back everything the group did
+        if group.len() == 1 {
             // A lone command's failure is its own answer; nothing else was in the transaction.
-            self.commands.drain(..).for_each(Command::answer);
-            return;
+            group.drain(..).for_each(Command::answer);
+            return false;
         }
-        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Again, each command in its own savepoint, so only the failing ones roll back.
+        let Some(tx) = begin(conn, group) else {
+            return false;
+        };
+        delta = PendingDelta::default();
+        for command in group.iter_mut() {
+            execute_in_savepoint(&tx, command, &mut delta, base);
+        }
+        tx
+    };
+    match tx.commit() {
+        Ok(()) => {
+            // Counted before anyone is answered, so a caller never sees its write uncounted.
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters.pending.apply(delta);
+            true
+        }
+        // Nothing in the group is durable: every caller learns that, none gets a false yes.
+        Err(err) => {
             let err = Error::from(err);
-            self.commands
-                .drain(..)
-                .for_each(|command| command.fail(&err));
-            return;
-        }
-        self.delta = PendingDelta::default();
-        self.savepoints = true;
-        for command in &mut self.commands {
-            execute_in_savepoint(conn, command, &mut self.delta, self.base);
-        }
-    }
-
-    /// Commits the group. True if it committed, leaving the commands (with their outcomes) to be
-    /// answered; otherwise every caller has been answered with the error.
-    fn commit(&mut self, conn: &mut Connection, counters: &Counters<'_>) -> bool {
-        match conn.execute_batch("COMMIT") {
-            Ok(()) => {
-                // Counted before anyone is answered, so a caller never sees its write uncounted.
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters.pending.apply(self.delta);
-                true
-            }
-            // Nothing in the group is durable: every caller learns that, none gets a false yes.
-            Err(err) => {
-                rollback(conn);
-                let err = Error::from(err);
-                for command in self.commands.drain(..) {
-                    if command.is_err() {
-                        command.answer(); // its own, more precise error
-                    } else {
-                        command.fail(&err);
-                    }
+            for command in group.drain(..) {
+                if command.is_err() {
+                    command.answer(); // its own, more precise error
+                } else {
+                    command.fail(&err);
                 }
-                false
             }
+            false
         }
     }
 }
 
-/// Ends the open transaction without keeping anything, if one is still open (a failed COMMIT can
-/// leave it open).
-fn rollback(conn: &Connection) {
-    if !conn.is_autocommit() {
-        // If even this fails, the next BEGIN fails and its callers hear why.
-        let _ = conn.execute_batch("ROLLBACK");
+/// Opens the group's write transaction; if it cannot be opened, every caller is answered with why.
+fn begin<'c>(
+    conn: &'c mut Connection,
+    group: &mut Vec<Command>,
+) -> Option<rusqlite::Transaction<'c>> {
+    match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => Some(tx),
+        Err(err) => {
+            let err = Error::from(err);
+            group.drain(..).for_each(|command| command.fail(&err));
+            None
+        }
     }
 }
 
 fn execute_in_savepoint(
-    conn: &Connection,
+    tx: &rusqlite::Transaction<'_>,
     command: &mut Command,
     group_delta: &mut PendingDelta,
     base: PendingDelta,
 ) {
-    if let Err(err) = conn.execute_batch("SAVEPOINT command") {
+    if let Err(err) = tx.execute_batch("SAVEPOINT command") {
         command.set_err(&Error::from(err));
         return;
     }
     let mut delta = PendingDelta::default();
-    let ok = execute(conn, command, &mut delta, base.plus(*group_delta));
+    let ok = execute(tx, command, &mut delta, base.plus(*group_delta));
     let end = if ok {
         "RELEASE command"
     } else {
         "ROLLBACK TO command; RELEASE command"
     };
-    match conn.execute_batch(end) {
+    match tx.execute_batch(end) {
         Ok(()) if ok => group_delta.add(delta),
         Ok(()) => {}
         // The savepoint could not be closed; the whole transaction will fail to commit and every
