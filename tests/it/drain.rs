@@ -535,8 +535,39 @@ async fn no_response_is_retried_later_with_its_cause() {
     hang_up.join().unwrap();
 }
 
-/// Drains one row with `settings` and checks that it was retried later for a `cause`.
-async fn assert_retried_with(settings: sync::Settings, cause: &str) {
+/// https:// means TLS, with the certificate checked against the built-in roots: a server whose
+/// certificate no root vouches for (self-signed here) never gets the event, and the row is retried
+/// later with the reason in `last_error`.
+#[tokio::test]
+async fn a_server_with_an_untrusted_certificate_never_gets_the_event() {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/ingest", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        acceptor.accept(tcp).await.map(drop)
+    });
+    let error = assert_retried_with(support::settings(&url, Some(KEY)), "connect").await;
+    assert!(error.contains("certificate"), "{error}");
+    assert!(
+        server.await.unwrap().is_err(),
+        "the TLS handshake with an untrusted certificate succeeded"
+    );
+}
+
+/// Drains one row with `settings`, checks that it was retried later for a `cause`, and returns its
+/// `last_error`.
+async fn assert_retried_with(settings: sync::Settings, cause: &str) -> String {
     let (_guard, dir) = support::temp_dir();
     let store = support::open_store(&dir);
     support::fill(&store, 1).await;
@@ -554,9 +585,10 @@ async fn assert_retried_with(settings: sync::Settings, cause: &str) {
         rows[0].last_status, None,
         "{cause}: no status without a response"
     );
-    let error = rows[0].last_error.as_deref().unwrap_or_default();
+    let error = rows[0].last_error.clone().unwrap_or_default();
     assert!(error.starts_with(cause), "{cause}: last_error {error:?}");
     assert_eq!(engine.status().state(), SyncState::Backoff, "{cause}");
+    error
 }
 
 /// A 422's body preview is kept for the operator; a 401 never marks the row dead or synced, and
