@@ -30,6 +30,11 @@ use crate::store::ClaimedRow;
 
 /// The header that carries the event id, for the cloud to deduplicate re-sends.
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Every body is the row's payload, verbatim.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// `User-Agent: gradata/<version>` (DESIGN §5).
+const GRADATA_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("gradata/", env!("CARGO_PKG_VERSION")));
 /// Longest response body kept for `last_error` and logs.
 const BODY_PREVIEW_BYTES: usize = 200;
 /// Most response body read to keep a connection reusable; a longer body closes the connection.
@@ -189,11 +194,8 @@ impl Client {
         *request.uri_mut() = self.uri.clone();
         let headers = request.headers_mut();
         headers.insert(AUTHORIZATION, self.bearer.clone());
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!("gradata/", env!("CARGO_PKG_VERSION"))),
-        );
+        headers.insert(CONTENT_TYPE, JSON);
+        headers.insert(USER_AGENT, GRADATA_AGENT);
         if let Some(event_id) = event_id {
             match HeaderValue::from_str(event_id) {
                 Ok(value) => {
