@@ -26,6 +26,22 @@ pub(super) async fn read_json<T: DeserializeOwned>(
     request: Request,
     limits: BodyLimits,
 ) -> Result<T, ApiError> {
+    let body = read_text(request, limits).await?;
+    parse_json(body.as_str())
+}
+
+/// A request body that was declared as JSON, arrived within the limits and is valid UTF-8.
+pub(super) struct JsonText(axum::body::Bytes);
+
+impl JsonText {
+    pub(super) fn as_str(&self) -> &str {
+        // Checked in `read_text`; an empty text here would fail to parse, never pass for another.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// Reads the body of `request`, checking everything but its JSON.
+pub(super) async fn read_text(request: Request, limits: BodyLimits) -> Result<JsonText, ApiError> {
     let (parts, body) = request.into_parts();
     let content_type = parts
         .headers
@@ -43,15 +59,21 @@ pub(super) async fn read_json<T: DeserializeOwned>(
         return Err(ApiError::too_large(limits.max_bytes));
     }
     let bytes = read_bounded(body, limits).await?;
-    let text = std::str::from_utf8(&bytes).map_err(|err| {
-        ApiError::bad_request(
+    if let Err(err) = std::str::from_utf8(&bytes) {
+        return Err(ApiError::bad_request(
             "invalid_utf8",
             format!(
                 "the body is not valid UTF-8 (at byte {})",
                 err.valid_up_to()
             ),
-        )
-    })?;
+        ));
+    }
+    Ok(JsonText(bytes))
+}
+
+/// Parses `text` as `T`: `malformed_json` if it is not JSON, `invalid_request` if it is JSON of
+/// the wrong shape, each with serde's message naming the field and position.
+pub(super) fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
     serde_json::from_str(text).map_err(|err| {
         let code = if err.is_syntax() || err.is_eof() {
             "malformed_json"

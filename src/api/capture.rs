@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::{Request, State};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::body::read_json;
+use super::body::{parse_json, read_json, read_text};
 use super::correction::{Category, Severity};
 use super::error::ApiError;
 use crate::store::{EnqueueOutcome, EventId, Kind, NewEvent, QueueLimit};
@@ -64,37 +64,67 @@ fn manual() -> String {
     "manual".to_owned()
 }
 
+/// The data of the `correction` event `POST /correct` stores. The fields are in alphabetical
+/// order, so its keys come out sorted like those of every other payload.
+#[derive(Debug, Serialize)]
+struct CorrectionData<'a> {
+    category: &'static str,
+    file_path: &'a str,
+    new_string: &'a str,
+    old_string: &'a str,
+    session_id: &'a str,
+    severity: &'static str,
+    timestamp: String,
+}
+
+/// `POST /correct` answer.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(super) enum CorrectAnswer {
+    /// The original's answer to a correction that changes nothing: not an error, nothing stored.
+    NoChange { captured: bool, error: &'static str },
+    Captured {
+        captured: bool,
+        event_id: EventId,
+        category: &'static str,
+        severity: &'static str,
+        queued: bool,
+    },
+}
+
 /// `POST /correct`.
 pub(super) async fn correct(
     State(state): State<super::State>,
     request: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CorrectAnswer>, ApiError> {
     let body: CorrectRequest = read_json(request, state.body_limits()).await?;
     if body.old_string == body.new_string {
-        // The original's answer, kept for its clients: not an error, nothing stored.
-        return Ok(Json(json!({ "captured": false, "error": "no change" })));
+        return Ok(Json(CorrectAnswer::NoChange {
+            captured: false,
+            error: "no change",
+        }));
     }
     let event_id = event_id(body.event_id.as_deref())?;
-    let category = Category::of(&body.file_path);
-    let severity = Severity::of(&body.old_string, &body.new_string);
-    let data = json!({
-        "old_string": body.old_string,
-        "new_string": body.new_string,
-        "file_path": body.file_path,
-        "session_id": body.session_id,
-        "category": category.as_str(),
-        "severity": severity.as_str(),
-        "timestamp": timestamp(),
-    });
+    let category = Category::of(&body.file_path).as_str();
+    let severity = Severity::of(&body.old_string, &body.new_string).as_str();
+    let data = CorrectionData {
+        category,
+        file_path: &body.file_path,
+        new_string: &body.new_string,
+        old_string: &body.old_string,
+        session_id: &body.session_id,
+        severity,
+        timestamp: timestamp(),
+    };
     let event = NewEvent::new(state.brain_id(), event_id.clone(), Kind::Correction, &data);
     commit(&state, vec![event]).await?;
-    Ok(Json(json!({
-        "captured": true,
-        "event_id": event_id,
-        "category": category.as_str(),
-        "severity": severity.as_str(),
-        "queued": true,
-    })))
+    Ok(Json(CorrectAnswer::Captured {
+        captured: true,
+        event_id,
+        category,
+        severity,
+        queued: true,
+    }))
 }
 
 /// `POST /log-event`.
@@ -139,24 +169,73 @@ pub(super) async fn checkpoint(
     Ok(Json(json!({ "checkpointed": true, "event_id": event_id })))
 }
 
+/// `POST /v1/events` answer.
+#[derive(Debug, Serialize)]
+pub(super) struct EventsAnswer {
+    accepted: usize,
+    duplicates: usize,
+    event_ids: Vec<EventId>,
+}
+
 /// `POST /v1/events`.
 pub(super) async fn events(
     State(state): State<super::State>,
     request: Request,
-) -> Result<Json<Value>, ApiError> {
-    // One object or an array of them. Parsed in two steps so an error names the event at fault.
-    let body: Value = read_json(request, state.body_limits()).await?;
-    let items = match body {
-        Value::Array(items) => items,
-        object @ Value::Object(_) => vec![object],
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "the body must be an event object or an array of them",
-            ));
-        }
+) -> Result<Json<EventsAnswer>, ApiError> {
+    let body = read_text(request, state.body_limits()).await?;
+    let requests = parse_events(body.as_str(), state.limits().max_events_per_request)?;
+    let mut events = Vec::with_capacity(requests.len());
+    for (index, request) in requests.into_iter().enumerate() {
+        let id = event_id(request.event_id.as_deref()).map_err(|err| {
+            ApiError::bad_request(
+                "invalid_event_id",
+                format!("event {index}: {}", err.message()),
+            )
+        })?;
+        events.push(NewEvent::new(
+            state.brain_id(),
+            id,
+            request.kind,
+            &request.data,
+        ));
+    }
+    let event_ids: Vec<EventId> = events.iter().map(|e| e.event_id().clone()).collect();
+    let outcomes = commit(&state, events).await?;
+    let accepted = outcomes
+        .iter()
+        .filter(|o| matches!(o, EnqueueOutcome::Inserted(_)))
+        .count();
+    Ok(Json(EventsAnswer {
+        accepted,
+        duplicates: outcomes.len() - accepted,
+        event_ids,
+    }))
+}
+
+/// The events of a `POST /v1/events` body: one object or an array of at most `limit`. An error
+/// names the event at fault.
+fn parse_events(text: &str, limit: usize) -> Result<Vec<EventRequest>, ApiError> {
+    let event_error = |index: usize, err: serde_json::Error| {
+        ApiError::bad_request("invalid_request", format!("event {index}: {err}"))
     };
-    let limit = state.limits().max_events_per_request;
+    // The common case, one object, is parsed straight into its type; anything else goes through
+    // a JSON value first, so that an array's error can say which element is wrong.
+    if text.trim_start().starts_with('{') {
+        return match serde_json::from_str::<EventRequest>(text) {
+            Ok(request) => Ok(vec![request]),
+            Err(err) if err.is_data() => Err(event_error(0, err)),
+            Err(err) => Err(ApiError::bad_request(
+                "malformed_json",
+                format!("invalid request body: {err}"),
+            )),
+        };
+    }
+    let Value::Array(items) = parse_json::<Value>(text)? else {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the body must be an event object or an array of them",
+        ));
+    };
     if items.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -172,35 +251,11 @@ pub(super) async fn events(
             ),
         ));
     }
-    let mut events = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        let request: EventRequest = serde_json::from_value(item).map_err(|err| {
-            ApiError::bad_request("invalid_request", format!("event {index}: {err}"))
-        })?;
-        let id = event_id(request.event_id.as_deref()).map_err(|err| {
-            ApiError::bad_request(
-                "invalid_event_id",
-                format!("event {index}: {}", err.message()),
-            )
-        })?;
-        events.push(NewEvent::new(
-            state.brain_id(),
-            id,
-            request.kind,
-            &Value::Object(request.data),
-        ));
-    }
-    let ids: Vec<String> = events.iter().map(|e| e.event_id().to_string()).collect();
-    let outcomes = commit(&state, events).await?;
-    let accepted = outcomes
-        .iter()
-        .filter(|o| matches!(o, EnqueueOutcome::Inserted(_)))
-        .count();
-    Ok(Json(json!({
-        "accepted": accepted,
-        "duplicates": outcomes.len() - accepted,
-        "event_ids": ids,
-    })))
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| serde_json::from_value(item).map_err(|err| event_error(index, err)))
+        .collect()
 }
 
 /// Validates a client's `event_id`, or makes a ULID.

@@ -115,25 +115,40 @@ impl NewEvent {
         brain_id: &str,
         event_id: EventId,
         kind: Kind,
-        data: &serde_json::Value,
+        data: &impl serde::Serialize,
     ) -> NewEvent {
         // Written straight from the borrowed parts: building a JSON object would deep-copy `data`
-        // on every event. The keys come out sorted, byte for byte what serde_json prints for the
-        // object `{"brain_id", "event_id", "<kind>"}` (its maps are sorted), so payloads are the
-        // same as they always were.
-        let brain = serde_json::Value::String(brain_id.to_owned());
-        let id = serde_json::Value::String(event_id.as_str().to_owned());
-        let mut fields = [
-            ("brain_id", &brain),
-            ("event_id", &id),
-            (kind.as_str(), data),
+        // on every event. The keys come out sorted, as serde_json prints the object
+        // `{"brain_id", "event_id", "<kind>"}` (its maps are sorted), so payloads are the same as
+        // they always were.
+        let mut fields: [(&str, Field<'_, _>); 3] = [
+            ("brain_id", Field::Text(brain_id)),
+            ("event_id", Field::Text(event_id.as_str())),
+            (kind.as_str(), Field::Data(data)),
         ];
         fields.sort_by_key(|(key, _)| *key);
-        let [(k1, v1), (k2, v2), (k3, v3)] = fields;
+        let mut payload = Vec::with_capacity(256);
+        payload.push(b'{');
+        for (n, (key, value)) in fields.iter().enumerate() {
+            if n > 0 {
+                payload.push(b',');
+            }
+            payload.push(b'"');
+            payload.extend_from_slice(key.as_bytes());
+            payload.extend_from_slice(b"\":");
+            // Writing JSON into a Vec fails only for a value whose `Serialize` fails, which a
+            // JSON value, a string or a plain struct never does; such a field would be `null`.
+            if value.write(&mut payload).is_err() {
+                payload.extend_from_slice(b"null");
+            }
+        }
+        payload.push(b'}');
         NewEvent {
+            payload_json: String::from_utf8(payload)
+                // serde_json writes UTF-8 only, and the keys are `&str`: this never replaces.
+                .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned()),
             event_id,
             kind,
-            payload_json: format!(r#"{{"{k1}":{v1},"{k2}":{v2},"{k3}":{v3}}}"#),
         }
     }
 
@@ -150,6 +165,21 @@ impl NewEvent {
     /// The payload that will be posted.
     pub fn payload_json(&self) -> &str {
         &self.payload_json
+    }
+}
+
+/// One value of the payload object.
+enum Field<'a, T> {
+    Text(&'a str),
+    Data(&'a T),
+}
+
+impl<T: serde::Serialize> Field<'_, T> {
+    fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self {
+            Field::Text(text) => serde_json::to_writer(out, text),
+            Field::Data(data) => serde_json::to_writer(out, data),
+        }
     }
 }
 

@@ -683,7 +683,6 @@ fn enqueue(
          VALUES (?1, ?2, ?3, 0, ?4)
          ON CONFLICT(event_id) WHERE event_id IS NOT NULL DO NOTHING",
     )?;
-    let mut existing = conn.prepare_cached("SELECT id FROM sync_queue WHERE event_id = ?1")?;
     let enqueued_at = to_unix(now);
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
@@ -701,6 +700,8 @@ fn enqueue(
             );
             EnqueueOutcome::Inserted(RowId(conn.last_insert_rowid()))
         } else {
+            let mut existing =
+                conn.prepare_cached("SELECT id FROM sync_queue WHERE event_id = ?1")?;
             EnqueueOutcome::Duplicate(RowId(existing.query_row([id], |row| row.get(0))?))
         });
     }
