@@ -513,11 +513,7 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Coun
         bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
     };
     let mut delta = PendingDelta::default();
-    // Optimistic pass: no savepoints. `all` stops at the first failure.
-    let clean = group.iter_mut().all(|command| {
-        let before = base.plus(delta);
-        execute(&tx, command, &mut delta, before)
-    });
+    let clean = run_optimistically(&tx, group, base, &mut delta);
     let tx = if clean {
         tx
     } else {
@@ -557,6 +553,152 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Coun
             false
         }
     }
+}
+
+/// The optimistic pass over a group: no savepoints, and runs of enqueues inserted together by
+/// [`enqueue_run`]. Stops at the first failure and returns false; the caller then runs the group
+/// again command by command.
+fn run_optimistically(
+    conn: &Connection,
+    group: &mut [Command],
+    base: PendingDelta,
+    delta: &mut PendingDelta,
+) -> bool {
+    let mut next = 0;
+    while next < group.len() {
+        // A run: the enqueues from here on whose queue limits hold even if every event before
+        // them in the run is new. Pending rows only grow by new events, so each then also holds
+        // once the duplicates are known. An enqueue that might not fit ends the run and is checked
+        // alone, against the exact count.
+        let start = next;
+        let mut assumed = *delta;
+        while let Some(Command::Enqueue { events, limit, .. }) = group.get(next) {
+            if limit.is_some_and(|limit| within(limit, base.plus(assumed), events).is_err()) {
+                break;
+            }
+            for event in events {
+                assumed.row(1, payload_bytes(event));
+            }
+            next += 1;
+        }
+        let ok = if next > start {
+            enqueue_run(conn, &mut group[start..next], delta)
+        } else {
+            let before = base.plus(*delta);
+            next += 1;
+            execute(conn, &mut group[start], delta, before)
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// Inserts the events of consecutive enqueue commands with multi-row statements and records each
+/// command's outcomes, as if each event had been inserted on its own: the first of several events
+/// with one `event_id` is the row, the others are its duplicates. A statement per event costs
+/// about as much again as the insert itself.
+fn enqueue_run(conn: &Connection, commands: &mut [Command], delta: &mut PendingDelta) -> bool {
+    let mut rows: Vec<(&NewEvent, f64)> = Vec::new();
+    for command in commands.iter() {
+        if let Command::Enqueue { events, now, .. } = command {
+            let enqueued_at = to_unix(*now);
+            rows.extend(events.iter().map(|event| (event, enqueued_at)));
+        }
+    }
+    let outcomes = match insert_rows(conn, &rows) {
+        Ok(outcomes) => outcomes,
+        Err(_) => return false, // the command-by-command pass finds whose it is
+    };
+    let mut run_delta = PendingDelta::default();
+    for ((event, _), outcome) in rows.iter().zip(&outcomes) {
+        if matches!(outcome, EnqueueOutcome::Inserted(_)) {
+            run_delta.row(1, payload_bytes(event));
+        }
+    }
+    drop(rows);
+    let mut outcomes = outcomes.into_iter();
+    for command in commands.iter_mut() {
+        if let Command::Enqueue { events, reply, .. } = command {
+            reply.set(Ok(outcomes.by_ref().take(events.len()).collect()));
+        }
+    }
+    delta.add(run_delta);
+    true
+}
+
+/// Rows per multi-row `INSERT`, largest first: a run is cut into these sizes, so that only this
+/// many statements are ever prepared and they all stay in the statement cache.
+const INSERT_CHUNKS: [usize; 3] = [32, 8, 1];
+
+/// The `INSERT` of `rows` rows (one of [`INSERT_CHUNKS`]).
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO sync_queue (payload_json, kind, enqueued_at, attempts, event_id) VALUES ",
+    );
+    for n in 0..rows {
+        if n > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?, ?, ?, 0, ?)");
+    }
+    sql.push_str(
+        " ON CONFLICT(event_id) WHERE event_id IS NOT NULL DO NOTHING RETURNING id, event_id",
+    );
+    sql
+}
+
+/// Inserts `rows` (event, `enqueued_at`), returning each one's outcome in order.
+fn insert_rows(conn: &Connection, rows: &[(&NewEvent, f64)]) -> Result<Vec<EnqueueOutcome>, Error> {
+    let mut outcomes = Vec::with_capacity(rows.len());
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = INSERT_CHUNKS
+            .into_iter()
+            .find(|&size| size <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let mut statement = conn.prepare_cached(&insert_sql(size))?;
+        for (n, (event, enqueued_at)) in chunk.iter().enumerate() {
+            let first = n * 4 + 1;
+            statement.raw_bind_parameter(first, event.payload_json())?;
+            statement.raw_bind_parameter(first + 1, event.kind().as_str())?;
+            statement.raw_bind_parameter(first + 2, *enqueued_at)?;
+            statement.raw_bind_parameter(first + 3, event.event_id().as_str())?;
+        }
+        // (id, event_id) of the rows inserted; at most one per id, since the others conflicted.
+        let mut inserted: Vec<(i64, Option<String>)> = Vec::with_capacity(size);
+        let mut returned = statement.raw_query();
+        while let Some(row) = returned.next()? {
+            inserted.push((row.get(0)?, Some(row.get(1)?)));
+        }
+        for (event, _) in chunk {
+            let id = event.event_id().as_str();
+            // The first event with an id is its row: taking the id from the list makes any later
+            // event with it a duplicate of that row.
+            let row = inserted
+                .iter_mut()
+                .find_map(|(row_id, event_id)| event_id.take_if(|e| e == id).map(|_| *row_id));
+            outcomes.push(match row {
+                Some(row_id) => EnqueueOutcome::Inserted(RowId(row_id)),
+                None => EnqueueOutcome::Duplicate(existing_row(conn, id)?),
+            });
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The row already queued under `event_id`.
+fn existing_row(conn: &Connection, event_id: &str) -> Result<RowId, Error> {
+    let mut existing = conn.prepare_cached("SELECT id FROM sync_queue WHERE event_id = ?1")?;
+    Ok(RowId(existing.query_row([event_id], |row| row.get(0))?))
+}
+
+/// An event's size as the queue limits count it.
+fn payload_bytes(event: &NewEvent) -> i64 {
+    i64::try_from(event.payload_json().len()).unwrap_or(i64::MAX)
 }
 
 /// Opens the group's write transaction; if it cannot be opened, every caller is answered with why.
@@ -700,9 +842,7 @@ fn enqueue(
             );
             EnqueueOutcome::Inserted(RowId(conn.last_insert_rowid()))
         } else {
-            let mut existing =
-                conn.prepare_cached("SELECT id FROM sync_queue WHERE event_id = ?1")?;
-            EnqueueOutcome::Duplicate(RowId(existing.query_row([id], |row| row.get(0))?))
+            EnqueueOutcome::Duplicate(existing_row(conn, id)?)
         });
     }
     Ok(outcomes)

@@ -1,6 +1,6 @@
 //! The outbox through its public API: group commit, idempotent enqueue, leases, settle, retention.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Barrier};
@@ -391,6 +391,85 @@ async fn enqueue_is_idempotent_on_event_id() {
     assert_eq!(row(&dir, id_a).event_id.as_deref(), Some("DUP-A"));
     assert_eq!(row(&dir, id_b).payload_json, b1_payload);
     assert_eq!(row(&dir, id_b).event_id.as_deref(), Some("DUP-B"));
+}
+
+/// Calls committed in one group get the outcomes they would get one by one: the first event with
+/// an id is its row, every later one (in the same call or a later call of the group) is a
+/// duplicate of it, and rows are numbered in call order. The group crosses the writer's
+/// multi-row insert sizes (32, 8, 1) with duplicates on both sides of a boundary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_within_one_group_resolve_as_if_one_by_one() {
+    let (_guard, dir) = support::temp_dir();
+    let store = Store::open(&Options {
+        busy_timeout: Duration::from_secs(60),
+        ..Options::new(&dir)
+    })
+    .unwrap();
+    let already = inserted(
+        store
+            .enqueue(vec![event("OLD", serde_json::json!({}))])
+            .await
+            .unwrap()[0],
+    );
+    let commits_before = store.commits();
+    let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    // 48 events across calls: ids repeat inside a call (within one insert and across the 32-row
+    // boundary), across calls, and one repeats a row committed before the group.
+    let mut long: Vec<String> = (0..40).map(|i| format!("L{i:02}")).collect();
+    long[20] = "L03".to_owned();
+    long[33] = "L05".to_owned();
+    long[39] = "B".to_owned();
+    let calls: Vec<Vec<String>> = vec![
+        vec!["A".into(), "B".into(), "A".into()],
+        vec!["B".into(), "C".into()],
+        long,
+        vec!["OLD".into(), "C".into(), "D".into()],
+    ];
+    let (polled, mut first_polls) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for ids in &calls {
+        let (store, polled) = (store.clone(), polled.clone());
+        let events: Vec<NewEvent> = ids
+            .iter()
+            .map(|id| event(id, serde_json::json!({})))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            report_first_poll(store.enqueue(events), polled).await
+        }));
+        // In the writer's channel before the next call is sent: the group keeps this order.
+        first_polls.recv().await.unwrap();
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+
+    let mut rows_by_id: HashMap<String, RowId> = HashMap::new();
+    rows_by_id.insert("OLD".to_owned(), already);
+    let mut last_row = already;
+    for (ids, task) in calls.iter().zip(tasks) {
+        let outcomes = task.await.unwrap().unwrap();
+        assert_eq!(outcomes.len(), ids.len(), "{ids:?}");
+        for (id, outcome) in ids.iter().zip(outcomes) {
+            match rows_by_id.get(id) {
+                Some(&row) => assert_eq!(outcome, EnqueueOutcome::Duplicate(row), "{id}"),
+                None => {
+                    let row = inserted(outcome);
+                    assert!(row > last_row, "{id}: row {row} after {last_row}");
+                    last_row = row;
+                    rows_by_id.insert(id.clone(), row);
+                }
+            }
+        }
+    }
+    let stored = support::rows(&dir);
+    assert_eq!(stored.len(), rows_by_id.len(), "{stored:#?}");
+    for (id, row_id) in &rows_by_id {
+        assert_eq!(row(&dir, *row_id).event_id.as_deref(), Some(id.as_str()));
+    }
+    assert!(
+        store.commits() - commits_before <= 2,
+        "the calls were not grouped"
+    );
 }
 
 /// One call with 500 events is one transaction: 500 rows, 500 `Inserted` in order, ascending ids.
