@@ -25,9 +25,9 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, LazyLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -628,39 +628,46 @@ fn enqueue_run(conn: &Connection, commands: &mut [Command], delta: &mut PendingD
     true
 }
 
-/// Rows per multi-row `INSERT`, largest first: a run is cut into these sizes, so that only this
-/// many statements are ever prepared and they all stay in the statement cache.
-const INSERT_CHUNKS: [usize; 3] = [32, 8, 1];
+/// Rows per multi-row `INSERT`, largest first: a run is cut into these sizes, so that only these
+/// statements are ever prepared and they all stay in the statement cache. Single rows take the
+/// one-row statement, which needs no `RETURNING`.
+const INSERT_CHUNKS: [usize; 2] = [32, 8];
 
-/// The `INSERT` of `rows` rows (one of [`INSERT_CHUNKS`]).
+/// The one-row `INSERT`; a conflict on `event_id` inserts nothing.
+const INSERT_ONE: &str =
+    "INSERT INTO sync_queue (payload_json, kind, enqueued_at, attempts, event_id)
+     VALUES (?1, ?2, ?3, 0, ?4)
+     ON CONFLICT(event_id) WHERE event_id IS NOT NULL DO NOTHING";
+
+/// The `INSERT`s of [`INSERT_CHUNKS`] rows, built once.
+static INSERT_MANY: LazyLock<[String; 2]> = LazyLock::new(|| INSERT_CHUNKS.map(insert_sql));
+
+/// The `INSERT` of `rows` rows, returning the rows it inserted.
 fn insert_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO sync_queue (payload_json, kind, enqueued_at, attempts, event_id) VALUES ",
-    );
-    for n in 0..rows {
-        if n > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?, ?, ?, 0, ?)");
-    }
-    sql.push_str(
-        " ON CONFLICT(event_id) WHERE event_id IS NOT NULL DO NOTHING RETURNING id, event_id",
-    );
-    sql
+    let values = vec!["(?, ?, ?, 0, ?)"; rows].join(",");
+    format!(
+        "INSERT INTO sync_queue (payload_json, kind, enqueued_at, attempts, event_id) VALUES {values}
+         ON CONFLICT(event_id) WHERE event_id IS NOT NULL DO NOTHING RETURNING id, event_id"
+    )
 }
 
 /// Inserts `rows` (event, `enqueued_at`), returning each one's outcome in order.
 fn insert_rows(conn: &Connection, rows: &[(&NewEvent, f64)]) -> Result<Vec<EnqueueOutcome>, Error> {
     let mut outcomes = Vec::with_capacity(rows.len());
     let mut rest = rows;
-    while !rest.is_empty() {
-        let size = INSERT_CHUNKS
+    while let Some(&(event, enqueued_at)) = rest.first() {
+        let Some((size, sql)) = INSERT_CHUNKS
             .into_iter()
-            .find(|&size| size <= rest.len())
-            .unwrap_or(1);
+            .zip(INSERT_MANY.iter())
+            .find(|(size, _)| *size <= rest.len())
+        else {
+            outcomes.push(insert_one(conn, event, enqueued_at)?);
+            rest = &rest[1..];
+            continue;
+        };
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        let mut statement = conn.prepare_cached(&insert_sql(size))?;
+        let mut statement = conn.prepare_cached(sql)?;
         for (n, (event, enqueued_at)) in chunk.iter().enumerate() {
             let first = n * 4 + 1;
             statement.raw_bind_parameter(first, event.payload_json())?;
@@ -688,6 +695,26 @@ fn insert_rows(conn: &Connection, rows: &[(&NewEvent, f64)]) -> Result<Vec<Enque
         }
     }
     Ok(outcomes)
+}
+
+/// Inserts one event, or finds the row already queued under its id.
+fn insert_one(
+    conn: &Connection,
+    event: &NewEvent,
+    enqueued_at: f64,
+) -> Result<EnqueueOutcome, Error> {
+    let id = event.event_id().as_str();
+    let inserted = conn.prepare_cached(INSERT_ONE)?.execute(params![
+        event.payload_json(),
+        event.kind().as_str(),
+        enqueued_at,
+        id
+    ])?;
+    Ok(if inserted == 1 {
+        EnqueueOutcome::Inserted(RowId(conn.last_insert_rowid()))
+    } else {
+        EnqueueOutcome::Duplicate(existing_row(conn, id)?)
+    })
 }
 
 /// The row already queued under `event_id`.
@@ -820,30 +847,13 @@ fn enqueue(
     now: SystemTime,
     delta: &mut PendingDelta,
 ) -> Result<Vec<EnqueueOutcome>, Error> {
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO sync_queue (payload_json, kind, enqueued_at, attempts, event_id)
-         VALUES (?1, ?2, ?3, 0, ?4)
-         ON CONFLICT(event_id) WHERE event_id IS NOT NULL DO NOTHING",
-    )?;
     let enqueued_at = to_unix(now);
-    let mut outcomes = Vec::with_capacity(events.len());
-    for event in events {
-        let id = event.event_id().as_str();
-        let inserted = insert.execute(params![
-            event.payload_json(),
-            event.kind().as_str(),
-            enqueued_at,
-            id
-        ])?;
-        outcomes.push(if inserted == 1 {
-            delta.row(
-                1,
-                i64::try_from(event.payload_json().len()).unwrap_or(i64::MAX),
-            );
-            EnqueueOutcome::Inserted(RowId(conn.last_insert_rowid()))
-        } else {
-            EnqueueOutcome::Duplicate(existing_row(conn, id)?)
-        });
+    let rows: Vec<(&NewEvent, f64)> = events.iter().map(|event| (event, enqueued_at)).collect();
+    let outcomes = insert_rows(conn, &rows)?;
+    for (event, outcome) in events.iter().zip(&outcomes) {
+        if matches!(outcome, EnqueueOutcome::Inserted(_)) {
+            delta.row(1, payload_bytes(event));
+        }
     }
     Ok(outcomes)
 }
