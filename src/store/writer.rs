@@ -1118,3 +1118,71 @@ fn purge_synced(conn: &Connection, older_than: Duration, now: SystemTime) -> Res
 fn truncate(error: &str) -> String {
     error.chars().take(MAX_ERROR_CHARS).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A durable command that has run and awaits its fsync, and the receiver of its answer.
+    fn ran_retry() -> (Command, oneshot::Receiver<Result<usize, Error>>) {
+        let (sender, receiver) = oneshot::channel();
+        let mut reply = Reply::new(sender);
+        reply.set(Ok(1));
+        let command = Command::Retry {
+            selector: RetrySelector::AllDead,
+            reply,
+        };
+        (command, receiver)
+    }
+
+    fn syncer(dir: &Path, last_fsync: Duration) -> Syncer {
+        let wal = File::create(dir.join("wal")).unwrap();
+        let syncer = Syncer::spawn(wal).unwrap();
+        let micros = u64::try_from(last_fsync.as_micros()).unwrap();
+        syncer
+            .wal
+            .last_fsync_micros
+            .store(micros, Ordering::Relaxed);
+        syncer
+    }
+
+    /// A group written in less time than the last fsync took is fsynced and answered before
+    /// `flush` returns, on the caller's (the writer's) thread.
+    #[test]
+    fn a_quickly_written_group_is_flushed_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = syncer(dir.path(), Duration::from_secs(3600));
+        let (command, mut answer) = ran_retry();
+        syncer.flush(vec![command], Duration::from_millis(1));
+        assert_eq!(answer.try_recv().unwrap().unwrap(), 1);
+        // It was timed: the next decision compares against this fsync, not the hour set above.
+        assert!(syncer.wal.last_fsync_micros.load(Ordering::Relaxed) < 3_600_000_000);
+    }
+
+    /// A group that took longer to write than the last fsync goes to the fsync thread, which
+    /// answers it after its own fsync.
+    #[test]
+    fn a_long_group_is_flushed_by_the_fsync_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncer = syncer(dir.path(), Duration::ZERO);
+        let (command, answer) = ran_retry();
+        syncer.flush(vec![command], Duration::from_millis(1));
+        assert_eq!(answer.blocking_recv().unwrap().unwrap(), 1);
+    }
+
+    /// After a failed fsync nothing is promised durable, on either path.
+    #[test]
+    fn after_a_failed_fsync_every_flush_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        for last_fsync in [Duration::from_secs(3600), Duration::ZERO] {
+            let syncer = syncer(dir.path(), last_fsync);
+            syncer.wal.failed.store(true, Ordering::SeqCst);
+            let (command, answer) = ran_retry();
+            syncer.flush(vec![command], Duration::from_millis(1));
+            assert!(
+                matches!(answer.blocking_recv().unwrap(), Err(Error::SyncFailed(_))),
+                "last fsync {last_fsync:?}"
+            );
+        }
+    }
+}
