@@ -27,21 +27,12 @@ pub(super) async fn read_json<T: DeserializeOwned>(
     limits: BodyLimits,
 ) -> Result<T, ApiError> {
     let body = read_text(request, limits).await?;
-    parse_json(body.as_str())
+    parse_json(&body)
 }
 
-/// A request body that was declared as JSON, arrived within the limits and is valid UTF-8.
-pub(super) struct JsonText(axum::body::Bytes);
-
-impl JsonText {
-    pub(super) fn as_str(&self) -> &str {
-        // Checked in `read_text`; an empty text here would fail to parse, never pass for another.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
-
-/// Reads the body of `request`, checking everything but its JSON.
-pub(super) async fn read_text(request: Request, limits: BodyLimits) -> Result<JsonText, ApiError> {
+/// Reads the body of `request` as text: declared as JSON, within the limits, valid UTF-8. Its JSON
+/// is left to the caller.
+pub(super) async fn read_text(request: Request, limits: BodyLimits) -> Result<String, ApiError> {
     let (parts, body) = request.into_parts();
     let content_type = parts
         .headers
@@ -59,16 +50,17 @@ pub(super) async fn read_text(request: Request, limits: BodyLimits) -> Result<Js
         return Err(ApiError::too_large(limits.max_bytes));
     }
     let bytes = read_bounded(body, limits).await?;
-    if let Err(err) = std::str::from_utf8(&bytes) {
-        return Err(ApiError::bad_request(
+    // `Vec::from` takes the buffer over when nothing else shares it and copies it otherwise (at
+    // most the size limit); either way the text is checked once.
+    String::from_utf8(Vec::from(bytes)).map_err(|err| {
+        ApiError::bad_request(
             "invalid_utf8",
             format!(
                 "the body is not valid UTF-8 (at byte {})",
-                err.valid_up_to()
+                err.utf8_error().valid_up_to()
             ),
-        ));
-    }
-    Ok(JsonText(bytes))
+        )
+    })
 }
 
 /// Parses `text` as `T`: `malformed_json` if it is not JSON, `invalid_request` if it is JSON of

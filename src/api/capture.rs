@@ -183,7 +183,7 @@ pub(super) async fn events(
     request: Request,
 ) -> Result<Json<EventsAnswer>, ApiError> {
     let body = read_text(request, state.body_limits()).await?;
-    let requests = parse_events(body.as_str(), state.limits().max_events_per_request)?;
+    let requests = parse_events(&body, state.limits().max_events_per_request)?;
     let mut events = Vec::with_capacity(requests.len());
     for (index, request) in requests.into_iter().enumerate() {
         let id = event_id(request.event_id.as_deref()).map_err(|err| {

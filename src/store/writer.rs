@@ -655,12 +655,7 @@ fn enqueue_run(conn: &Connection, commands: &mut [Command], delta: &mut PendingD
         Ok(outcomes) => outcomes,
         Err(_) => return false, // the command-by-command pass finds whose it is
     };
-    let mut run_delta = PendingDelta::default();
-    for ((event, _), outcome) in rows.iter().zip(&outcomes) {
-        if matches!(outcome, EnqueueOutcome::Inserted(_)) {
-            run_delta.row(1, payload_bytes(event));
-        }
-    }
+    add_inserted(delta, &rows, &outcomes);
     drop(rows);
     let mut outcomes = outcomes.into_iter();
     for command in commands.iter_mut() {
@@ -668,7 +663,6 @@ fn enqueue_run(conn: &Connection, commands: &mut [Command], delta: &mut PendingD
             reply.set(Ok(outcomes.by_ref().take(events.len()).collect()));
         }
     }
-    delta.add(run_delta);
     true
 }
 
@@ -765,6 +759,15 @@ fn insert_one(
 fn existing_row(conn: &Connection, event_id: &str) -> Result<RowId, Error> {
     let mut existing = conn.prepare_cached("SELECT id FROM sync_queue WHERE event_id = ?1")?;
     Ok(RowId(existing.query_row([event_id], |row| row.get(0))?))
+}
+
+/// Adds the rows that `outcomes` say were inserted to the pending `delta`.
+fn add_inserted(delta: &mut PendingDelta, rows: &[(&NewEvent, f64)], outcomes: &[EnqueueOutcome]) {
+    for ((event, _), outcome) in rows.iter().zip(outcomes) {
+        if matches!(outcome, EnqueueOutcome::Inserted(_)) {
+            delta.row(1, payload_bytes(event));
+        }
+    }
 }
 
 /// An event's size as the queue limits count it.
@@ -894,11 +897,7 @@ fn enqueue(
     let enqueued_at = to_unix(now);
     let rows: Vec<(&NewEvent, f64)> = events.iter().map(|event| (event, enqueued_at)).collect();
     let outcomes = insert_rows(conn, &rows)?;
-    for (event, outcome) in events.iter().zip(&outcomes) {
-        if matches!(outcome, EnqueueOutcome::Inserted(_)) {
-            delta.row(1, payload_bytes(event));
-        }
-    }
+    add_inserted(delta, &rows, &outcomes);
     Ok(outcomes)
 }
 

@@ -57,6 +57,23 @@ fn dir_listing(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// A store whose writer waits for the database's write lock (up to a minute) instead of failing.
+fn patient_store(dir: &Path) -> Store {
+    Store::open(&Options {
+        busy_timeout: Duration::from_secs(60),
+        ..Options::new(dir)
+    })
+    .unwrap()
+}
+
+/// Takes the database's write lock from another connection, until it commits: the writer's next
+/// group waits for it, and every call sent meanwhile queues up behind, so grouping is certain.
+fn hold_write_lock(dir: &Path) -> Connection {
+    let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    blocker
+}
+
 /// Polls `future` once, reports that through `polled`, then runs it to the end. After the report,
 /// the store's command is in the writer's channel (the send happens on the first poll).
 async fn report_first_poll<F: Future>(
@@ -79,16 +96,11 @@ async fn report_first_poll<F: Future>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_enqueues_share_commits() {
     let (_guard, dir) = support::temp_dir();
-    let store = Store::open(&Options {
-        busy_timeout: Duration::from_secs(60),
-        ..Options::new(&dir)
-    })
-    .unwrap();
+    let store = patient_store(&dir);
     let commits_before = store.commits();
     // Hold the write lock from outside so that the writer's first group waits, and every call
     // sent meanwhile has to queue up behind it: the grouping is then certain, not a timing accident.
-    let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let blocker = hold_write_lock(&dir);
 
     let (polled, mut first_polls) = tokio::sync::mpsc::unbounded_channel();
     let tasks: Vec<_> = (0..200)
@@ -141,17 +153,12 @@ async fn concurrent_enqueues_share_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_queue_limit_holds_for_writes_grouped_together() {
     let (_guard, dir) = support::temp_dir();
-    let store = Store::open(&Options {
-        busy_timeout: Duration::from_secs(60),
-        ..Options::new(&dir)
-    })
-    .unwrap();
+    let store = patient_store(&dir);
     let limit = QueueLimit {
         max_rows: 50,
         max_bytes: u64::MAX,
     };
-    let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let blocker = hold_write_lock(&dir);
     let (polled, mut first_polls) = tokio::sync::mpsc::unbounded_channel();
     let tasks: Vec<_> = (0..40)
         .map(|call| {
@@ -209,11 +216,7 @@ async fn the_queue_limit_holds_for_writes_grouped_together() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_call_in_a_group_fails_alone() {
     let (_guard, dir) = support::temp_dir();
-    let store = Store::open(&Options {
-        busy_timeout: Duration::from_secs(60),
-        ..Options::new(&dir)
-    })
-    .unwrap();
+    let store = patient_store(&dir);
     let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
     // Any insert of the event id "boom" fails, as a full disk or a constraint would.
     blocker
@@ -400,11 +403,7 @@ async fn enqueue_is_idempotent_on_event_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_within_one_group_resolve_as_if_one_by_one() {
     let (_guard, dir) = support::temp_dir();
-    let store = Store::open(&Options {
-        busy_timeout: Duration::from_secs(60),
-        ..Options::new(&dir)
-    })
-    .unwrap();
+    let store = patient_store(&dir);
     let already = inserted(
         store
             .enqueue(vec![event("OLD", serde_json::json!({}))])
@@ -412,8 +411,7 @@ async fn duplicates_within_one_group_resolve_as_if_one_by_one() {
             .unwrap()[0],
     );
     let commits_before = store.commits();
-    let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let blocker = hold_write_lock(&dir);
 
     // 48 events across calls: ids repeat inside a call (within one insert and across the 32-row
     // boundary), across calls, and one repeats a row committed before the group.
