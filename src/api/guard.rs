@@ -2,13 +2,13 @@
 //! (a DNS-rebinding page cannot pass), an `Origin` must be on the allow-list (CORS, never `*`),
 //! and, when a local token is configured, every write must carry it.
 //!
-//! One middleware, [`check`], runs before every route. It also answers CORS preflights, so an
-//! allowed dashboard can call `POST /sync` under Chrome's Private Network Access rules.
+//! [`check`] runs before every route, inside the API's one middleware. It also answers CORS
+//! preflights, so an allowed dashboard can call `POST /sync` under Chrome's Private Network Access
+//! rules.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -53,12 +53,12 @@ pub struct Guards {
     pub token: Option<LocalToken>,
 }
 
-/// Middleware: Host, Origin and token checks, and CORS preflights.
-pub async fn check(State(guards): State<Arc<Guards>>, request: Request, next: Next) -> Response {
-    if let Err(err) = check_host(&guards, request.headers()) {
+/// Host, Origin and token checks, and CORS preflights, around the rest of the request (`next`).
+pub(super) async fn check(guards: &Guards, request: Request, next: Next) -> Response {
+    if let Err(err) = check_host(guards, request.headers()) {
         return err.into_response();
     }
-    let origin = match allowed_origin(&guards, request.headers()) {
+    let origin = match allowed_origin(guards, request.headers()) {
         Ok(origin) => origin,
         Err(err) => return err.into_response(),
     };
