@@ -2,7 +2,7 @@
 //! (a DNS-rebinding page cannot pass), an `Origin` must be on the allow-list (CORS, never `*`),
 //! and, when a local token is configured, every write must carry it.
 //!
-//! [`check`] runs before every route, inside the API's one middleware. It also answers CORS
+//! `check` runs before every route, inside the API's one middleware. It also answers CORS
 //! preflights, so an allowed dashboard can call `POST /sync` under Chrome's Private Network Access
 //! rules.
 
