@@ -562,10 +562,14 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Coun
         tx
     } else {
         drop(tx); // rolls back everything the group did
-        if group.len() == 1 {
-            // A lone command's failure is its own answer; nothing else was in the transaction.
-            group.drain(..).for_each(Command::answer);
-            return false;
+        if let [command] = group.as_slice() {
+            if command.is_err() {
+                // A lone command's recorded failure is its own answer; nothing else was in the
+                // transaction.
+                group.drain(..).for_each(Command::answer);
+                return false;
+            }
+            // Without a recorded outcome it is run again below, where it gets one.
         }
         // Again, each command in its own savepoint, so only the failing ones roll back.
         let Some(tx) = begin(conn, group) else {
@@ -653,7 +657,14 @@ fn enqueue_run(conn: &Connection, commands: &mut [Command], delta: &mut PendingD
     }
     let outcomes = match insert_rows(conn, &rows) {
         Ok(outcomes) => outcomes,
-        Err(_) => return false, // the command-by-command pass finds whose it is
+        Err(err) => {
+            // A run of one command failed with its own error. In a longer run, whose it is is
+            // found by the command-by-command pass.
+            if let [Command::Enqueue { reply, .. }] = commands {
+                reply.set(Err(err));
+            }
+            return false;
+        }
     };
     add_inserted(delta, &rows, &outcomes);
     drop(rows);

@@ -211,6 +211,37 @@ async fn the_queue_limit_holds_for_writes_grouped_together() {
     assert_eq!(support::rows(&dir).len(), 48);
 }
 
+/// A call that is alone in its group and fails gets its own error, not a closed store, whether it
+/// holds one event or several, and nothing of it is stored.
+#[tokio::test]
+async fn a_lone_failing_call_gets_its_own_error() {
+    let (_guard, dir) = support::temp_dir();
+    let store = patient_store(&dir);
+    let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    blocker
+        .execute_batch(
+            "CREATE TRIGGER boom BEFORE INSERT ON sync_queue WHEN NEW.event_id = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'boom refused'); END;",
+        )
+        .unwrap();
+    for ids in [vec!["boom"], vec!["lone-1", "boom", "lone-2"]] {
+        let events = ids
+            .iter()
+            .map(|id| event(id, serde_json::json!({})))
+            .collect();
+        let err = store.enqueue(events).await.unwrap_err();
+        assert!(err.to_string().contains("boom refused"), "{ids:?}: {err}");
+    }
+    assert!(support::rows(&dir).is_empty());
+    assert_eq!(store.pending(), (0, 0));
+    // The store still takes writes.
+    let stored = store
+        .enqueue(vec![event("after", serde_json::json!({}))])
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+}
+
 /// A call that fails inside a group commit fails alone, all of its events with it: the calls
 /// grouped with it still commit, and the pending gauge counts exactly what was stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
