@@ -278,7 +278,14 @@ pub(super) async fn commit(
         max_bytes: limits.max_pending_bytes,
     };
     let kinds: Vec<Kind> = events.iter().map(NewEvent::kind).collect();
-    let outcomes = state.store().enqueue_within(events, limit).await?;
+    let outcomes = match state.store().enqueue_within(events, limit).await {
+        Ok(outcomes) => outcomes,
+        Err(err) => {
+            state.refusals().refused(&err);
+            return Err(err.into());
+        }
+    };
+    state.refusals().accepted();
     state.wake();
     // One counter update per kind rather than per event: a batch of 100 is one or two updates.
     let mut accepted = [(Kind::Correction, 0), (Kind::Lesson, 0), (Kind::Event, 0)];

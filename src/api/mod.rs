@@ -4,7 +4,7 @@
 //!
 //! Layout: `capture` (the write routes), `admin` (sync now, queue, metrics), `health`, `guard`
 //! (Host, Origin, token, CORS), `body` (reading JSON safely), `error` (every failure as JSON),
-//! `correction` (category and severity of an edit).
+//! `correction` (category and severity of an edit), `refusals` (refused writes, in the journal).
 //!
 //! Boundary: talks to the outbox through [`crate::store`], reads the sync status and asks the
 //! current sync engine for a drain on `POST /sync`; it never posts to the cloud itself.
@@ -17,6 +17,7 @@ pub mod correction;
 mod error;
 pub mod guard;
 mod health;
+mod refusals;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use guard::Guards;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::sync::{self, Engine, worker::Wake};
+use refusals::Refusals;
 
 /// The original daemon's brain routes, answered with 501 by the system service.
 const BRAIN_ROUTES: [&str; 7] = [
@@ -92,6 +94,7 @@ pub struct Shared {
 #[derive(Debug, Clone)]
 pub struct State {
     inner: Arc<Shared>,
+    refusals: Arc<Refusals>,
 }
 
 impl State {
@@ -99,7 +102,12 @@ impl State {
     pub fn new(shared: Shared) -> State {
         State {
             inner: Arc::new(shared),
+            refusals: Arc::default(),
         }
+    }
+
+    fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
 
     fn store(&self) -> &Store {

@@ -1626,6 +1626,121 @@ fn a_full_queue_answers_503_and_keeps_what_it_has() {
     assert_eq!(service.health()["queue"]["pending"], 5);
 }
 
+/// When the disk is full, every write gets 503 `disk_full` with `Retry-After` and writes nothing;
+/// what was accepted before stays, reads keep working, and writes succeed again as soon as there
+/// is room, without a restart. The data directory is a 1 MiB tmpfs, 700 KiB of it taken by a file
+/// that the test removes to make room.
+#[test]
+fn a_full_disk_answers_503_keeps_what_it_has_and_recovers() {
+    let service = Service::start(|spec| {
+        spec.on_small_disk(support::SmallDisk {
+            size: 1 << 20,
+            filler: 700 << 10,
+        })
+        .json_logs()
+    });
+    let blob = "x".repeat(20_000);
+    let mut accepted = Vec::new();
+    let refused = loop {
+        let id = format!("disk-{}", accepted.len());
+        let response = service.post(
+            "/v1/events",
+            &json!({"kind": "event", "event_id": id, "data": {"blob": blob}}),
+        );
+        if response.status != 200 {
+            break response;
+        }
+        accepted.push(id);
+        assert!(accepted.len() < 50, "300 KiB never filled up");
+    };
+    assert!(
+        !accepted.is_empty(),
+        "the first write was refused: {refused:?}"
+    );
+    for (path, body) in [
+        (
+            "/v1/events",
+            json!({"kind": "event", "event_id": "refused", "data": {"blob": blob}}),
+        ),
+        (
+            "/correct",
+            json!({"old_string": "a", "new_string": blob, "event_id": "refused"}),
+        ),
+        (
+            "/log-event",
+            json!({"event_type": "x", "data": {"blob": blob}, "event_id": "refused"}),
+        ),
+    ] {
+        let response = service.post(path, &body);
+        assert_eq!(response.status, 503, "{path}: {response:?}");
+        assert_eq!(response.json()["code"], "disk_full", "{path}: {response:?}");
+        assert!(
+            response
+                .header("retry-after")
+                .is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s >= 1)),
+            "{path}: {response:?}"
+        );
+    }
+    let pending = |service: &Service| -> Vec<String> {
+        let queue = ok("queue", &service.get("/v1/queue?state=pending&limit=1000"));
+        let mut ids: Vec<String> = queue["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut expected = accepted.clone();
+    expected.sort();
+    assert_eq!(pending(&service), expected, "after the refusals");
+    assert_eq!(service.health()["queue"]["pending"], accepted.len());
+
+    let filler = format!(
+        "/proc/{}/root{}/filler",
+        service.daemon.pid(),
+        service.dir.display()
+    );
+    std::fs::remove_file(&filler).unwrap();
+    ok(
+        "a write once there is room",
+        &service.post(
+            "/v1/events",
+            &json!({"kind": "event", "event_id": "after-room", "data": {"blob": blob}}),
+        ),
+    );
+    expected.push("after-room".to_owned());
+    expected.sort();
+    assert_eq!(pending(&service), expected, "after making room");
+
+    // The journal says it once when it starts and once when it ends, not once per request.
+    let stderr = service.daemon.stderr();
+    let episode: Vec<Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| {
+            record["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("writes are"))
+        })
+        .collect();
+    assert_eq!(episode.len(), 2, "{stderr}");
+    assert_eq!(episode[0]["message"], "writes are refused", "{stderr}");
+    assert_eq!(episode[0]["level"], "WARN", "{stderr}");
+    assert!(
+        episode[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("disk full")),
+        "{stderr}"
+    );
+    assert_eq!(
+        episode[1]["message"], "writes are accepted again",
+        "{stderr}"
+    );
+    assert_eq!(episode[1]["refused"], 4, "{stderr}");
+}
+
 /// A write wakes the sync worker: with a healthy ingest server, one `POST /v1/events` is delivered
 /// at once. An idle worker with nothing waiting has no timer at all (it only beats its heartbeat),
 /// so without the wake-up the row would never be sent; the guard below is only against a hang.

@@ -212,6 +212,7 @@ pub struct Spec {
     global_args: Vec<OsString>,
     pass_socket: bool,
     logs: Logs,
+    small_disk: Option<super::SmallDisk>,
 }
 
 impl Spec {
@@ -224,7 +225,14 @@ impl Spec {
             global_args: Vec::new(),
             pass_socket: true,
             logs: Logs::Text,
+            small_disk: None,
         }
+    }
+
+    /// The data directory on a disk that fills up (see [`super::gradata_on_small_disk`]).
+    pub fn on_small_disk(mut self, disk: super::SmallDisk) -> Spec {
+        self.small_disk = Some(disk);
+        self
     }
 
     /// Sets an environment variable for the daemon.
@@ -270,7 +278,10 @@ impl Spec {
         let stderr_path = run_dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
 
-        let mut command: Command = super::gradata(&self.data_dir);
+        let mut command: Command = match self.small_disk {
+            Some(disk) => super::gradata_on_small_disk(&self.data_dir, disk),
+            None => super::gradata(&self.data_dir),
+        };
         command
             .env("HOME", run_dir.path())
             .env("NOTIFY_SOCKET", notify.path())

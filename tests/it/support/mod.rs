@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod fake_ingest;
 pub mod logs;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -155,13 +156,53 @@ pub fn gradata(data_dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gradata"));
     command
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", data_dir)
-        .env("GRADATA_CONFIG", "")
-        .env("GRADATA_SYNC_API_KEY_FILE", data_dir.join("no-such-key"))
+        .envs(test_env(data_dir))
         .arg("--data-dir")
         .arg(data_dir);
     command
+}
+
+/// A data directory that fills up: a tmpfs of `size` bytes, `filler` of which a file named
+/// `filler` takes up. Removing that file makes room again.
+#[derive(Debug, Clone, Copy)]
+pub struct SmallDisk {
+    pub size: u64,
+    pub filler: u64,
+}
+
+/// [`gradata`] on a [`SmallDisk`] mounted over `data_dir`, in a mount namespace of its own (and a
+/// user namespace, so that no privilege is needed). The mount is seen by that process alone and
+/// goes away with it; the test reaches its files through `/proc/<pid>/root`.
+pub fn gradata_on_small_disk(data_dir: &Path, disk: SmallDisk) -> Command {
+    const MOUNT_THEN_EXEC: &str = r#"mount -t tmpfs -o size="$1" tmpfs "$2" &&
+        head -c "$3" /dev/zero > "$2/filler" && shift 3 && exec "$@""#;
+    let mut command = Command::new("unshare");
+    command
+        .env_clear()
+        .envs(test_env(data_dir))
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .args([MOUNT_THEN_EXEC, "sh"])
+        .arg(disk.size.to_string())
+        .arg(data_dir)
+        .arg(disk.filler.to_string())
+        .arg(env!("CARGO_BIN_EXE_gradata"))
+        .arg("--data-dir")
+        .arg(data_dir);
+    command
+}
+
+/// The environment every test's `gradata` runs in: nothing inherited but `PATH`, no configuration
+/// file, no API key.
+fn test_env(data_dir: &Path) -> [(&'static str, OsString); 4] {
+    [
+        ("PATH", std::env::var_os("PATH").unwrap_or_default()),
+        ("HOME", data_dir.as_os_str().to_owned()),
+        ("GRADATA_CONFIG", OsString::new()),
+        (
+            "GRADATA_SYNC_API_KEY_FILE",
+            data_dir.join("no-such-key").into_os_string(),
+        ),
+    ]
 }
 
 /// Runs a command and returns its output, with stdout and stderr as text for assertions.

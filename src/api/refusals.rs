@@ -1,0 +1,134 @@
+//! Tells the journal when writes are refused for the service's reasons rather than the client's (a
+//! full disk or queue, a busy or failing outbox), and when they are accepted again. A client sees
+//! each refusal as a 503 or 500; the operator sees one line when an episode starts, one at most
+//! every [`REPEAT_EVERY`] while it lasts (with how many writes were refused meanwhile), and one
+//! when a write is accepted again. A full disk under load is a few lines, not one per request.
+//!
+//! It knows nothing of HTTP: the capture routes report how each enqueue ended.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::store;
+
+/// Shortest time between two lines about the same episode.
+const REPEAT_EVERY: Duration = Duration::from_secs(60);
+
+/// The current episode of refused writes, if any.
+#[derive(Debug, Default)]
+pub(super) struct Refusals {
+    /// Set while an episode lasts: an accepted write then costs one load when all is well.
+    refusing: AtomicBool,
+    episode: Mutex<Option<Episode>>,
+}
+
+#[derive(Debug)]
+struct Episode {
+    started: Instant,
+    last_logged: Instant,
+    /// Writes refused since the episode started.
+    refused: u64,
+    /// Writes refused since the last line.
+    unlogged: u64,
+}
+
+impl Refusals {
+    /// Records a write the store refused. Shutting down is not an episode: the service says so
+    /// itself.
+    pub(super) fn refused(&self, err: &store::Error) {
+        if matches!(err, store::Error::Closed) {
+            return;
+        }
+        let now = Instant::now();
+        let mut episode = self.episode();
+        match episode.as_mut() {
+            None => {
+                log_refusal(err, "writes are refused", 1);
+                *episode = Some(Episode {
+                    started: now,
+                    last_logged: now,
+                    refused: 1,
+                    unlogged: 0,
+                });
+                self.refusing.store(true, Ordering::Relaxed);
+            }
+            Some(episode) => {
+                episode.refused += 1;
+                episode.unlogged += 1;
+                if now.duration_since(episode.last_logged) >= REPEAT_EVERY {
+                    log_refusal(err, "writes are still refused", episode.unlogged);
+                    episode.last_logged = now;
+                    episode.unlogged = 0;
+                }
+            }
+        }
+    }
+
+    /// Records a write the store accepted, which ends an episode.
+    pub(super) fn accepted(&self) {
+        if !self.refusing.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(episode) = self.episode().take() {
+            self.refusing.store(false, Ordering::Relaxed);
+            tracing::info!(
+                refused = episode.refused,
+                lasted_secs = episode.started.elapsed().as_secs_f64(),
+                "writes are accepted again"
+            );
+        }
+    }
+
+    fn episode(&self) -> MutexGuard<'_, Option<Episode>> {
+        // The guarded value is plain counters, consistent after any panic.
+        self.episode.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A full disk or queue and a busy outbox pass once the operator (or the sync worker) makes room;
+/// anything else is a failure of the outbox itself.
+fn log_refusal(err: &store::Error, message: &str, refused: u64) {
+    match err {
+        store::Error::DiskFull(_) | store::Error::QueueFull { .. } | store::Error::Busy(_) => {
+            tracing::warn!(error = %err, refused, "{message}");
+        }
+        _ => tracing::error!(error = %err, refused, "{message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk_full() -> store::Error {
+        store::Error::DiskFull("database or disk is full".to_owned())
+    }
+
+    #[test]
+    fn an_episode_counts_its_refusals_until_a_write_is_accepted() {
+        let refusals = Refusals::default();
+        refusals.accepted();
+        assert!(refusals.episode().is_none());
+        for _ in 0..3 {
+            refusals.refused(&disk_full());
+        }
+        {
+            let episode = refusals.episode();
+            let episode = episode.as_ref().unwrap();
+            // The first refusal was logged; the next two wait for REPEAT_EVERY.
+            assert_eq!((episode.refused, episode.unlogged), (3, 2));
+        }
+        refusals.accepted();
+        assert!(refusals.episode().is_none());
+        assert!(!refusals.refusing.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn shutting_down_is_not_an_episode() {
+        let refusals = Refusals::default();
+        refusals.refused(&store::Error::Closed);
+        assert!(refusals.episode().is_none());
+        assert!(!refusals.refusing.load(Ordering::Relaxed));
+    }
+}
