@@ -3,6 +3,8 @@
 //! Records are structured (`tracing` fields) everywhere, so the same call site produces a readable
 //! line on a terminal, separate keys in JSON and separate journal fields (`DELIVERED=`…).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -50,6 +52,8 @@ pub fn init(format: LogFormat, filter: &str) -> Sink {
     let text = (sink == Sink::Text).then(|| {
         tracing_subscriber::fmt::layer()
             .with_target(false)
+            // Colours for a person at a terminal; a file or a pipe gets plain text.
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
     });
     let json = (sink == Sink::Json).then(|| {

@@ -85,6 +85,19 @@ fn pending(dir: &std::path::Path) -> usize {
         .count()
 }
 
+/// Text logs written to a file (not a terminal) are plain text: no colour codes around the
+/// message or the fields.
+#[test]
+fn text_logs_to_a_file_carry_no_colour_codes() {
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir).spawn();
+    daemon.expect_ready();
+    stop_cleanly(&mut daemon);
+    let stderr = daemon.stderr();
+    assert!(stderr.contains(" INFO ready pending=0"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+}
+
 /// The backlog is delivered before `READY=1`: a connection made during the drain is answered only
 /// once the queue is empty, the server has every row when `READY=1` arrives, progress and the
 /// timeout extension come first, and the startup record counts all 3,200 rows.

@@ -415,7 +415,7 @@ impl Daemon {
     /// Everything it wrote to stderr so far, ANSI colour codes removed.
     pub fn stderr(&self) -> String {
         let raw = std::fs::read(&self.stderr_path).unwrap_or_default();
-        strip_ansi(&String::from_utf8_lossy(&raw))
+        String::from_utf8_lossy(&raw).into_owned()
     }
 
     /// Waits until stderr has a line containing `needle`; returns that line.
@@ -455,26 +455,6 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
-}
-
-/// Removes ANSI escape sequences (`ESC [ … letter`).
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The value of `name=…` in a text log line, quotes removed (`reason="done"` gives `done`).
