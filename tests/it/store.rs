@@ -211,19 +211,25 @@ async fn the_queue_limit_holds_for_writes_grouped_together() {
     assert_eq!(support::rows(&dir).len(), 48);
 }
 
+/// Makes any insert of the event id "boom" fail with "boom refused", as a full disk or a
+/// constraint would; returns the connection that set it up.
+fn refuse_boom(dir: &Path) -> Connection {
+    let conn = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER boom BEFORE INSERT ON sync_queue WHEN NEW.event_id = 'boom'
+         BEGIN SELECT RAISE(ABORT, 'boom refused'); END;",
+    )
+    .unwrap();
+    conn
+}
+
 /// A call that is alone in its group and fails gets its own error, not a closed store, whether it
 /// holds one event or several, and nothing of it is stored.
 #[tokio::test]
 async fn a_lone_failing_call_gets_its_own_error() {
     let (_guard, dir) = support::temp_dir();
     let store = patient_store(&dir);
-    let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
-    blocker
-        .execute_batch(
-            "CREATE TRIGGER boom BEFORE INSERT ON sync_queue WHEN NEW.event_id = 'boom'
-             BEGIN SELECT RAISE(ABORT, 'boom refused'); END;",
-        )
-        .unwrap();
+    refuse_boom(&dir);
     for ids in [vec!["boom"], vec!["lone-1", "boom", "lone-2"]] {
         let events = ids
             .iter()
@@ -248,14 +254,7 @@ async fn a_lone_failing_call_gets_its_own_error() {
 async fn a_failing_call_in_a_group_fails_alone() {
     let (_guard, dir) = support::temp_dir();
     let store = patient_store(&dir);
-    let blocker = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
-    // Any insert of the event id "boom" fails, as a full disk or a constraint would.
-    blocker
-        .execute_batch(
-            "CREATE TRIGGER boom BEFORE INSERT ON sync_queue WHEN NEW.event_id = 'boom'
-             BEGIN SELECT RAISE(ABORT, 'boom refused'); END;",
-        )
-        .unwrap();
+    let blocker = refuse_boom(&dir);
     // As above: hold the write lock so that every call queues into one group.
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let (polled, mut first_polls) = tokio::sync::mpsc::unbounded_channel();
