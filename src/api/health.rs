@@ -1,6 +1,7 @@
-//! `GET /health`: liveness plus the queue and sync state, for monitors and operators. `status` is
-//! `degraded` while sync is paused for an operator (`auth_failed`, `config_error`) or the oldest
-//! pending row is older than `api.degraded_after_secs`.
+//! `GET /health`: liveness plus the queue, sync and write state, for monitors and operators.
+//! `status` is `degraded` while sync is paused for an operator (`auth_failed`, `config_error`), the
+//! oldest pending row is older than `api.degraded_after_secs`, or writes are being refused (a full
+//! disk or queue: from the refusal until the next write is accepted).
 
 use std::time::SystemTime;
 
@@ -17,6 +18,16 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
     let stats = tokio::task::spawn_blocking(move || store.stats()).await;
     let sync = state.status().snapshot();
     let uptime = state.inner.started.elapsed().as_secs_f64();
+    let refusing = state.refusals().current();
+    let writes = match &refusing {
+        None => json!({ "refused": false }),
+        Some(ongoing) => json!({
+            "refused": true,
+            "refused_count": ongoing.refused,
+            "refused_for_seconds": ongoing.lasted.as_secs_f64().floor(),
+            "error": ongoing.error,
+        }),
+    };
     let body = |queue: Value, status: &str| {
         json!({
             "status": status,
@@ -29,6 +40,7 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
                 "last_success_at": sync.last_success_at,
                 "last_error": sync.last_error,
             },
+            "writes": writes,
         })
     };
     match stats {
@@ -42,9 +54,10 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
                 "synced": stats.synced,
                 "oldest_pending_age_seconds": oldest.map(|age| age.as_secs_f64().floor()),
             });
+            let degraded = stale || paused || refusing.is_some();
             (
                 StatusCode::OK,
-                Json(body(queue, if stale || paused { "degraded" } else { "ok" })),
+                Json(body(queue, if degraded { "degraded" } else { "ok" })),
             )
         }
         Ok(Err(err)) => (

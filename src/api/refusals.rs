@@ -4,6 +4,8 @@
 //! every [`REPEAT_EVERY`] while it lasts (with how many writes were refused meanwhile), and one
 //! when a write is accepted again. A full disk under load is a few lines, not one per request.
 //!
+//! `/health` reads the current episode ([`Refusals::current`]) and says `degraded` while it lasts.
+//!
 //! It knows nothing of HTTP: the capture routes report how each enqueue ended.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +33,19 @@ struct Episode {
     refused: u64,
     /// Writes refused since the last line.
     unlogged: u64,
+    /// Why the latest write was refused.
+    error: String,
+}
+
+/// What `/health` shows of an episode that is still going on.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Ongoing {
+    /// Writes refused since it started.
+    pub refused: u64,
+    /// How long ago it started.
+    pub lasted: Duration,
+    /// Why the latest write was refused.
+    pub error: String,
 }
 
 impl Refusals {
@@ -50,12 +65,15 @@ impl Refusals {
                     last_logged: now,
                     refused: 1,
                     unlogged: 0,
+                    error: err.to_string(),
                 });
                 self.refusing.store(true, Ordering::Relaxed);
             }
             Some(episode) => {
                 episode.refused += 1;
                 episode.unlogged += 1;
+                // The reason can change within an episode (a full queue, then a full disk).
+                episode.error = err.to_string();
                 if now.duration_since(episode.last_logged) >= REPEAT_EVERY {
                     log_refusal(err, "writes are still refused", episode.unlogged);
                     episode.last_logged = now;
@@ -78,6 +96,18 @@ impl Refusals {
                 "writes are accepted again"
             );
         }
+    }
+
+    /// The episode going on, if writes are being refused: it ends with the next accepted write.
+    pub(super) fn current(&self) -> Option<Ongoing> {
+        if !self.refusing.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.episode().as_ref().map(|episode| Ongoing {
+            refused: episode.refused,
+            lasted: episode.started.elapsed(),
+            error: episode.error.clone(),
+        })
     }
 
     fn episode(&self) -> MutexGuard<'_, Option<Episode>> {
@@ -110,9 +140,13 @@ mod tests {
         let refusals = Refusals::default();
         refusals.accepted();
         assert!(refusals.episode().is_none());
+        assert_eq!(refusals.current(), None);
         for _ in 0..3 {
             refusals.refused(&disk_full());
         }
+        let ongoing = refusals.current().unwrap();
+        assert_eq!(ongoing.refused, 3);
+        assert_eq!(ongoing.error, disk_full().to_string());
         {
             let episode = refusals.episode();
             let episode = episode.as_ref().unwrap();
@@ -122,6 +156,15 @@ mod tests {
         refusals.accepted();
         assert!(refusals.episode().is_none());
         assert!(!refusals.refusing.load(Ordering::Relaxed));
+        assert_eq!(refusals.current(), None);
+    }
+
+    #[test]
+    fn the_latest_reason_is_shown() {
+        let refusals = Refusals::default();
+        refusals.refused(&store::Error::Busy("database is locked".to_owned()));
+        refusals.refused(&disk_full());
+        assert_eq!(refusals.current().unwrap().error, disk_full().to_string());
     }
 
     #[test]

@@ -1565,7 +1565,8 @@ fn token_is_required_on_writes() {
 }
 
 /// With `store.max_pending_rows = 5` and sync disabled, writes past five pending rows get 503
-/// `queue_full` with `Retry-After`, all or nothing, and the five accepted rows stay.
+/// `queue_full` with `Retry-After`, all or nothing, the five accepted rows stay, and `/health`
+/// says `degraded` while writes are refused.
 #[test]
 fn a_full_queue_answers_503_and_keeps_what_it_has() {
     let service = Service::start(|spec| spec.env("GRADATA_STORE_MAX_PENDING_ROWS", "5"));
@@ -1623,12 +1624,22 @@ fn a_full_queue_answers_503_and_keeps_what_it_has() {
         let row = committed(&rows, id);
         assert_eq!((row.synced_at, row.dead_at), (None, None), "{row:?}");
     }
-    assert_eq!(service.health()["queue"]["pending"], 5);
+    // The fifth write ended the first episode; the four refusals after it are the current one.
+    let health = service.health();
+    assert_eq!(health["queue"]["pending"], 5, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["writes"]["refused_count"], 4, "{health}");
+    assert!(
+        health["writes"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("outbox is full")),
+        "{health}"
+    );
 }
 
 /// When the disk is full, every write gets 503 `disk_full` with `Retry-After` and writes nothing;
-/// what was accepted before stays, reads keep working, and writes succeed again as soon as there
-/// is room, without a restart. The data directory is a 1 MiB tmpfs, 700 KiB of it taken by a file
+/// what was accepted before stays, reads keep working, `/health` says `degraded` with the reason,
+/// and writes succeed again as soon as there is room, without a restart. The data directory is a 1 MiB tmpfs, 700 KiB of it taken by a file
 /// that the test removes to make room.
 #[test]
 fn a_full_disk_answers_503_keeps_what_it_has_and_recovers() {
@@ -1695,7 +1706,17 @@ fn a_full_disk_answers_503_keeps_what_it_has_and_recovers() {
     let mut expected = accepted.clone();
     expected.sort();
     assert_eq!(pending(&service), expected, "after the refusals");
-    assert_eq!(service.health()["queue"]["pending"], accepted.len());
+    let health = service.health();
+    assert_eq!(health["queue"]["pending"], accepted.len(), "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["writes"]["refused"], true, "{health}");
+    assert_eq!(health["writes"]["refused_count"], 4, "{health}");
+    assert!(
+        health["writes"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("full")),
+        "{health}"
+    );
 
     let filler = format!(
         "/proc/{}/root{}/filler",
@@ -1713,6 +1734,9 @@ fn a_full_disk_answers_503_keeps_what_it_has_and_recovers() {
     expected.push("after-room".to_owned());
     expected.sort();
     assert_eq!(pending(&service), expected, "after making room");
+    let health = service.health();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["writes"], json!({"refused": false}), "{health}");
 
     // The journal says it once when it starts and once when it ends, not once per request.
     let stderr = service.daemon.stderr();

@@ -650,6 +650,11 @@ fn health_reports_the_documented_fields() {
         "{health}"
     );
     assert!(sync["last_error"].is_null(), "{health}");
+    assert_eq!(
+        health["writes"],
+        serde_json::json!({"refused": false}),
+        "{health}"
+    );
 
     stop_cleanly(&mut daemon);
 
