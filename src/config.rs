@@ -42,6 +42,9 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_EVENTS_PER_REQUEST: u64 = 1000;
 /// Default time a client has to send its request body.
 pub const DEFAULT_BODY_TIMEOUT_SECS: f64 = 10.0;
+/// Default time a connection has to send a request's headers, from when it opens or its last
+/// response was sent.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: f64 = 60.0;
 /// Default age of the oldest pending row past which `/health` says `degraded` (one hour).
 pub const DEFAULT_DEGRADED_AFTER_SECS: f64 = 3600.0;
 /// Default most pending rows before writes get 503 (one million).
@@ -160,6 +163,11 @@ const OPTIONS: &[OptionDecl] = &[
     OptionDecl {
         key: "api.body_timeout_secs",
         env: "GRADATA_API_BODY_TIMEOUT_SECS",
+        value_type: ValueType::Float,
+    },
+    OptionDecl {
+        key: "api.header_timeout_secs",
+        env: "GRADATA_API_HEADER_TIMEOUT_SECS",
         value_type: ValueType::Float,
     },
     OptionDecl {
@@ -304,6 +312,7 @@ struct RawApi {
     max_body_bytes: u64,
     max_events_per_request: u64,
     body_timeout_secs: f64,
+    header_timeout_secs: f64,
     degraded_after_secs: f64,
 }
 
@@ -358,6 +367,7 @@ impl Default for RawApi {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_events_per_request: DEFAULT_MAX_EVENTS_PER_REQUEST,
             body_timeout_secs: DEFAULT_BODY_TIMEOUT_SECS,
+            header_timeout_secs: DEFAULT_HEADER_TIMEOUT_SECS,
             degraded_after_secs: DEFAULT_DEGRADED_AFTER_SECS,
         }
     }
@@ -498,6 +508,9 @@ pub struct Config {
     pub max_events_per_request: usize,
     /// Time a client has to send its body.
     pub body_timeout: Duration,
+    /// Time a connection has to send a request's headers, from when it opens or its last response
+    /// was sent: slow clients and idle keep-alive connections are closed after it.
+    pub header_timeout: Duration,
     /// Age of the oldest pending row past which `/health` says `degraded`.
     pub degraded_after: Duration,
     /// Most pending rows before writes are refused with 503.
@@ -849,6 +862,12 @@ impl Validator<'_> {
             body_timeout: self.seconds(
                 "api.body_timeout_secs",
                 raw.api.body_timeout_secs,
+                0.01,
+                3600.0,
+            )?,
+            header_timeout: self.seconds(
+                "api.header_timeout_secs",
+                raw.api.header_timeout_secs,
                 0.01,
                 3600.0,
             )?,

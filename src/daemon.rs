@@ -162,6 +162,7 @@ async fn serve(
     let mut server = tokio::spawn(run_server(
         listeners,
         api::router(state),
+        config.header_timeout,
         serving.clone(),
         server_alive.clone(),
     ));
@@ -200,8 +201,7 @@ async fn serve(
                 notifier.ready(&serving_status(&store, &status).await);
             }
             joined = &mut server => break Err(match joined {
-                Ok(Ok(())) => Error::Server("it stopped accepting connections".to_owned()),
-                Ok(Err(err)) => Error::Server(err.to_string()),
+                Ok(()) => Error::Server("it stopped accepting connections".to_owned()),
                 Err(err) => Error::Server(err.to_string()),
             }),
             _ = &mut sync_worker => break Err(Error::Task("sync worker")),
@@ -370,12 +370,12 @@ async fn drain_with_progress(
 async fn run_server(
     listeners: Vec<api::Listener>,
     router: axum::Router,
+    header_timeout: Duration,
     shutdown: CancellationToken,
     alive: Arc<AtomicBool>,
-) -> std::io::Result<()> {
-    let result = api::serve(listeners, router, shutdown).await;
+) {
+    api::serve(listeners, router, header_timeout, shutdown).await;
     alive.store(false, Ordering::Relaxed);
-    result
 }
 
 async fn run_worker(

@@ -4,7 +4,8 @@
 //!
 //! Layout: `capture` (the write routes), `admin` (sync now, queue, metrics), `health`, `guard`
 //! (Host, Origin, token, CORS), `body` (reading JSON safely), `error` (every failure as JSON),
-//! `correction` (category and severity of an edit), `refusals` (refused writes, in the journal).
+//! `correction` (category and severity of an edit), `refusals` (refused writes, in the journal),
+//! `server` (connections: hyper, the header deadline, graceful stop).
 //!
 //! Boundary: talks to the outbox through [`crate::store`], reads the sync status and asks the
 //! current sync engine for a drain on `POST /sync`; it never posts to the cloud itself.
@@ -18,6 +19,7 @@ mod error;
 pub mod guard;
 mod health;
 mod refusals;
+mod server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,11 +32,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 pub use body::BodyLimits;
 pub use error::ApiError;
 pub use guard::Guards;
+pub use server::serve;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -216,42 +218,4 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 async fn not_provided(uri: Uri) -> impl IntoResponse {
     ApiError::not_provided(uri.path())
-}
-
-/// Serves `router` on every listener until `shutdown` fires, then stops accepting and waits for the
-/// connections in flight to finish (the caller bounds that wait with its grace period).
-pub async fn serve(
-    listeners: Vec<Listener>,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let mut servers = tokio::task::JoinSet::new();
-    for listener in listeners {
-        let (router, stop) = (router.clone(), shutdown.clone().cancelled_owned());
-        match listener {
-            Listener::Tcp(listener) => {
-                servers.spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(stop)
-                        .await
-                });
-            }
-            Listener::Unix(listener) => {
-                servers.spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(stop)
-                        .await
-                });
-            }
-        }
-    }
-    let mut result = Ok(());
-    while let Some(joined) = servers.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => result = Err(err),
-            Err(join) => result = Err(std::io::Error::other(join.to_string())),
-        }
-    }
-    result
 }

@@ -1305,6 +1305,58 @@ fn a_stalled_body_times_out_while_others_are_served() {
     service.assert_alive();
 }
 
+/// A connection that has not sent a complete request head within `api.header_timeout_secs`,
+/// counted from when it opened or from its last response, is closed: neither a client stalled
+/// mid-header nor an idle keep-alive connection holds a socket forever. Not before the deadline,
+/// though, and other clients are served meanwhile.
+#[test]
+fn stalled_headers_and_idle_connections_are_closed() {
+    use std::io::{Read, Write};
+    const DEADLINE: Duration = Duration::from_secs(2);
+    let mut service = Service::start(|spec| spec.env("GRADATA_API_HEADER_TIMEOUT_SECS", "2"));
+    let addr = service.addr();
+    let mut stalled = daemon::connect(addr);
+    stalled
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl")
+        .unwrap();
+    let stalled_since = Instant::now();
+    let mut idle = daemon::connect(addr);
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let response = daemon::read_response(&mut idle).unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    let idle_since = Instant::now();
+
+    ok(
+        "a write meanwhile",
+        &service.post(
+            "/v1/events",
+            &json!({"kind": "event", "event_id": "meanwhile", "data": {}}),
+        ),
+    );
+    for (name, stream, since) in [
+        ("stalled mid-header", &mut stalled, stalled_since),
+        ("idle after a response", &mut idle, idle_since),
+    ] {
+        // `connect` sets a 60 s read timeout: a connection left open fails here as a timeout.
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => {}
+            Ok(_) => panic!("{name}: the service sent something instead of closing"),
+            Err(err) => assert!(closed(&err), "{name}: not closed: {err}"),
+        }
+        let after = since.elapsed();
+        assert!(
+            after >= DEADLINE / 2,
+            "{name}: closed after {after:?}, long before the {DEADLINE:?} deadline"
+        );
+    }
+    let rows = service.rows();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    service.health();
+    service.assert_alive();
+}
+
 /// Whether a failed read means the server closed the connection (rather than a read timeout).
 fn closed(err: &std::io::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
