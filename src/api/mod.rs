@@ -5,7 +5,8 @@
 //! Layout: `capture` (the write routes), `admin` (sync now, queue, metrics), `health`, `guard`
 //! (Host, Origin, token, CORS), `body` (reading JSON safely), `error` (every failure as JSON),
 //! `correction` (category and severity of an edit), `refusals` (refused writes, in the journal),
-//! `server` (connections: hyper, the header deadline, graceful stop).
+//! `server` (connections: hyper, the header deadline, accept errors, graceful stop), `episode` (a
+//! run of failures, logged when it starts and ends).
 //!
 //! Boundary: talks to the outbox through [`crate::store`], reads the sync status and asks the
 //! current sync engine for a drain on `POST /sync`; it never posts to the cloud itself.
@@ -15,6 +16,7 @@ mod admin;
 mod body;
 mod capture;
 pub mod correction;
+mod episode;
 mod error;
 pub mod guard;
 mod health;

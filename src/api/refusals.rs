@@ -1,7 +1,7 @@
 //! Tells the journal when writes are refused for the service's reasons rather than the client's (a
 //! full disk or queue, a busy or failing outbox), and when they are accepted again. A client sees
 //! each refusal as a 503 or 500; the operator sees one line when an episode starts, one at most
-//! every [`REPEAT_EVERY`] while it lasts (with how many writes were refused meanwhile), and one
+//! every minute ([`super::episode`]) while it lasts (with how many writes were refused meanwhile), and one
 //! when a write is accepted again. A full disk under load is a few lines, not one per request.
 //!
 //! `/health` reads the current episode ([`Refusals::current`]) and says `degraded` while it lasts.
@@ -12,28 +12,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::episode::Episode;
 use crate::store;
-
-/// Shortest time between two lines about the same episode.
-const REPEAT_EVERY: Duration = Duration::from_secs(60);
 
 /// The current episode of refused writes, if any.
 #[derive(Debug, Default)]
 pub(super) struct Refusals {
     /// Set while an episode lasts: an accepted write then costs one load when all is well.
     refusing: AtomicBool,
-    episode: Mutex<Option<Episode>>,
+    episode: Mutex<Option<Refusing>>,
 }
 
+/// An episode of refused writes, and why the latest was refused.
 #[derive(Debug)]
-struct Episode {
-    started: Instant,
-    last_logged: Instant,
-    /// Writes refused since the episode started.
-    refused: u64,
-    /// Writes refused since the last line.
-    unlogged: u64,
-    /// Why the latest write was refused.
+struct Refusing {
+    episode: Episode,
     error: String,
 }
 
@@ -56,28 +49,21 @@ impl Refusals {
             return;
         }
         let now = Instant::now();
-        let mut episode = self.episode();
-        match episode.as_mut() {
+        let mut current = self.current_episode();
+        match current.as_mut() {
             None => {
                 log_refusal(err, "writes are refused", 1);
-                *episode = Some(Episode {
-                    started: now,
-                    last_logged: now,
-                    refused: 1,
-                    unlogged: 0,
+                *current = Some(Refusing {
+                    episode: Episode::start(now),
                     error: err.to_string(),
                 });
                 self.refusing.store(true, Ordering::Relaxed);
             }
-            Some(episode) => {
-                episode.refused += 1;
-                episode.unlogged += 1;
+            Some(refusing) => {
                 // The reason can change within an episode (a full queue, then a full disk).
-                episode.error = err.to_string();
-                if now.duration_since(episode.last_logged) >= REPEAT_EVERY {
-                    log_refusal(err, "writes are still refused", episode.unlogged);
-                    episode.last_logged = now;
-                    episode.unlogged = 0;
+                refusing.error = err.to_string();
+                if let Some(unlogged) = refusing.episode.again(now) {
+                    log_refusal(err, "writes are still refused", unlogged);
                 }
             }
         }
@@ -88,11 +74,11 @@ impl Refusals {
         if !self.refusing.load(Ordering::Relaxed) {
             return;
         }
-        if let Some(episode) = self.episode().take() {
+        if let Some(refusing) = self.current_episode().take() {
             self.refusing.store(false, Ordering::Relaxed);
             tracing::info!(
-                refused = episode.refused,
-                lasted_secs = episode.started.elapsed().as_secs_f64(),
+                refused = refusing.episode.count(),
+                lasted_secs = refusing.episode.lasted().as_secs_f64(),
                 "writes are accepted again"
             );
         }
@@ -103,14 +89,14 @@ impl Refusals {
         if !self.refusing.load(Ordering::Relaxed) {
             return None;
         }
-        self.episode().as_ref().map(|episode| Ongoing {
-            refused: episode.refused,
-            lasted: episode.started.elapsed(),
-            error: episode.error.clone(),
+        self.current_episode().as_ref().map(|refusing| Ongoing {
+            refused: refusing.episode.count(),
+            lasted: refusing.episode.lasted(),
+            error: refusing.error.clone(),
         })
     }
 
-    fn episode(&self) -> MutexGuard<'_, Option<Episode>> {
+    fn current_episode(&self) -> MutexGuard<'_, Option<Refusing>> {
         // The guarded value is plain counters, consistent after any panic.
         self.episode.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -139,7 +125,7 @@ mod tests {
     fn an_episode_counts_its_refusals_until_a_write_is_accepted() {
         let refusals = Refusals::default();
         refusals.accepted();
-        assert!(refusals.episode().is_none());
+        assert!(refusals.current_episode().is_none());
         assert_eq!(refusals.current(), None);
         for _ in 0..3 {
             refusals.refused(&disk_full());
@@ -147,14 +133,8 @@ mod tests {
         let ongoing = refusals.current().unwrap();
         assert_eq!(ongoing.refused, 3);
         assert_eq!(ongoing.error, disk_full().to_string());
-        {
-            let episode = refusals.episode();
-            let episode = episode.as_ref().unwrap();
-            // The first refusal was logged; the next two wait for REPEAT_EVERY.
-            assert_eq!((episode.refused, episode.unlogged), (3, 2));
-        }
         refusals.accepted();
-        assert!(refusals.episode().is_none());
+        assert!(refusals.current_episode().is_none());
         assert!(!refusals.refusing.load(Ordering::Relaxed));
         assert_eq!(refusals.current(), None);
     }
@@ -171,7 +151,7 @@ mod tests {
     fn shutting_down_is_not_an_episode() {
         let refusals = Refusals::default();
         refusals.refused(&store::Error::Closed);
-        assert!(refusals.episode().is_none());
+        assert!(refusals.current_episode().is_none());
         assert!(!refusals.refusing.load(Ordering::Relaxed));
     }
 }

@@ -4,16 +4,21 @@
 //! idle are both closed after it, and cannot hold sockets forever. The body has its own deadline,
 //! in `body`.
 //!
+//! When a connection cannot be accepted (the service has as many files open as `LimitNOFILE`
+//! lets it), it tries again every second, and the journal says so when it starts, at most once a
+//! minute while it lasts, and when connections are accepted again.
+//!
 //! At shutdown it stops accepting, asks every connection to finish the request in flight and
 //! close, and returns once they have (the daemon bounds that wait with its grace period).
 //!
 //! It knows nothing of routes or the outbox: it is given a [`Router`] and its listeners.
 
+use std::future::Future;
+use std::io;
 use std::pin::pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::serve::Listener as AcceptConnections;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -21,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Listener;
+use super::episode::Episode;
+
+/// How long to wait before accepting again after an accept failed.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
 /// Serves `router` on every listener until `shutdown` fires, then stops accepting and waits for
 /// the connections in flight to finish their requests and close. `header_timeout` bounds how long
@@ -55,21 +64,96 @@ pub async fn serve(
     connections.wait().await;
 }
 
-/// Accepts connections until `shutdown` fires, serving each on its own task. axum's listeners
-/// ride out accept errors (a full file table waits a second and tries again).
-async fn accept<L: AcceptConnections>(
-    mut listener: L,
+/// A listening socket, as the accept loop sees it.
+trait Accept: Send + 'static {
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+
+    fn accept_one(&self) -> impl Future<Output = io::Result<Self::Io>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept_one(&self) -> io::Result<Self::Io> {
+        self.accept().await.map(|(io, _peer)| io)
+    }
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+
+    async fn accept_one(&self) -> io::Result<Self::Io> {
+        self.accept().await.map(|(io, _peer)| io)
+    }
+}
+
+/// Accepts connections until `shutdown` fires, serving each on its own task.
+async fn accept<L: Accept>(
+    listener: L,
     connection: Connection,
     connections: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    let mut failing: Option<Episode> = None;
     loop {
-        let io = tokio::select! {
+        let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
-            (io, _peer) = listener.accept() => io,
+            accepted = listener.accept_one() => accepted,
         };
-        connections.spawn(connection.clone().serve(io));
+        match accepted {
+            Ok(io) => {
+                if let Some(episode) = failing.take() {
+                    tracing::info!(
+                        failures = episode.count(),
+                        lasted_secs = episode.lasted().as_secs_f64(),
+                        "connections are accepted again"
+                    );
+                }
+                connections.spawn(connection.clone().serve(io));
+            }
+            // The client gave up before it was accepted: nothing wrong here.
+            Err(err) if gave_up(&err) => {}
+            Err(err) => {
+                let now = Instant::now();
+                match failing.as_mut() {
+                    None => {
+                        log_accept_failure(&err, "cannot accept connections", 1);
+                        failing = Some(Episode::start(now));
+                    }
+                    Some(episode) => {
+                        if let Some(unlogged) = episode.again(now) {
+                            log_accept_failure(&err, "still cannot accept connections", unlogged);
+                        }
+                    }
+                }
+                // Retrying at once would spin: the listener stays readable.
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(ACCEPT_RETRY) => {}
+                }
+            }
+        }
     }
+}
+
+fn gave_up(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}
+
+fn log_accept_failure(err: &io::Error, message: &str, failures: u64) {
+    use nix::errno::Errno;
+    let out_of_files = [Errno::EMFILE, Errno::ENFILE].map(|errno| Some(errno as i32));
+    let hint = match err.raw_os_error() {
+        code if out_of_files.contains(&code) => {
+            "too many open files: clients hold many connections open, or LimitNOFILE is too low; \
+             new clients wait in the listen queue and are served once connections close"
+        }
+        _ => "retrying every second",
+    };
+    tracing::error!(error = %err, failures, hint, "{message}");
 }
 
 /// What every connection is served with.

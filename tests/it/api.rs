@@ -1357,6 +1357,43 @@ fn stalled_headers_and_idle_connections_are_closed() {
     service.assert_alive();
 }
 
+/// When the service has as many files open as it may (`LimitNOFILE`), new clients wait in the
+/// listen queue: the journal says why, once, and when connections close the waiting client is
+/// served and the journal says connections are accepted again. Nothing stops or spins.
+#[test]
+fn clients_past_the_open_files_limit_wait_until_connections_close() {
+    use std::io::Write;
+    const LIMIT: u64 = 64;
+    let mut service = Service::start(|spec| spec.open_files_limit(LIMIT).json_logs());
+    service.health();
+    let addr = service.addr();
+    // Each connection the service accepts takes a file; more than the limit cannot all fit.
+    let held: Vec<_> = (0..LIMIT).map(|_| daemon::connect(addr)).collect();
+    let line = service
+        .daemon
+        .wait_for_log("cannot accept connections", PATIENCE);
+    assert!(line.contains("too many open files"), "{line}");
+
+    let mut waiting = daemon::connect(addr);
+    waiting
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    drop(held);
+    let response = daemon::read_response(&mut waiting).unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    let line = service
+        .daemon
+        .wait_for_log("connections are accepted again", PATIENCE);
+    assert!(line.contains("failures"), "{line}");
+    let stderr = service.daemon.stderr();
+    assert_eq!(
+        stderr.matches("cannot accept connections").count(),
+        1,
+        "one line for the episode, not one per attempt:\n{stderr}"
+    );
+    service.assert_alive();
+}
+
 /// Whether a failed read means the server closed the connection (rather than a read timeout).
 fn closed(err: &std::io::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};

@@ -213,6 +213,7 @@ pub struct Spec {
     pass_socket: bool,
     logs: Logs,
     small_disk: Option<super::SmallDisk>,
+    open_files: Option<u64>,
 }
 
 impl Spec {
@@ -226,12 +227,19 @@ impl Spec {
             pass_socket: true,
             logs: Logs::Text,
             small_disk: None,
+            open_files: None,
         }
     }
 
     /// The data directory on a disk that fills up (see [`super::gradata_on_small_disk`]).
     pub fn on_small_disk(mut self, disk: super::SmallDisk) -> Spec {
         self.small_disk = Some(disk);
+        self
+    }
+
+    /// At most `limit` open files (`RLIMIT_NOFILE`, what systemd's `LimitNOFILE=` sets).
+    pub fn open_files_limit(mut self, limit: u64) -> Spec {
+        self.open_files = Some(limit);
         self
     }
 
@@ -278,9 +286,13 @@ impl Spec {
         let stderr_path = run_dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
 
-        let mut command: Command = match self.small_disk {
-            Some(disk) => super::gradata_on_small_disk(&self.data_dir, disk),
-            None => super::gradata(&self.data_dir),
+        let mut command: Command = match (self.small_disk, self.open_files) {
+            (Some(disk), None) => super::gradata_on_small_disk(&self.data_dir, disk),
+            (None, Some(limit)) => super::gradata_with_open_files_limit(&self.data_dir, limit),
+            (None, None) => super::gradata(&self.data_dir),
+            (Some(_), Some(_)) => {
+                panic!("a small disk and a file limit together are not supported")
+            }
         };
         command
             .env("HOME", run_dir.path())

@@ -191,6 +191,20 @@ pub fn gradata_on_small_disk(data_dir: &Path, disk: SmallDisk) -> Command {
     command
 }
 
+/// [`gradata`] with at most `limit` open files (`RLIMIT_NOFILE`, what systemd's `LimitNOFILE=`
+/// sets), through util-linux's `prlimit`, which sets the limit and then execs the daemon.
+pub fn gradata_with_open_files_limit(data_dir: &Path, limit: u64) -> Command {
+    let mut command = Command::new("prlimit");
+    command
+        .env_clear()
+        .envs(test_env(data_dir))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .arg(env!("CARGO_BIN_EXE_gradata"))
+        .arg("--data-dir")
+        .arg(data_dir);
+    command
+}
+
 /// The environment every test's `gradata` runs in: nothing inherited but `PATH`, no configuration
 /// file, no API key.
 fn test_env(data_dir: &Path) -> [(&'static str, OsString); 4] {
