@@ -1,8 +1,9 @@
 //! Tells the journal when writes are refused for the service's reasons rather than the client's (a
 //! full disk or queue, a busy or failing outbox), and when they are accepted again. A client sees
 //! each refusal as a 503 or 500; the operator sees one line when an episode starts, one at most
-//! every minute ([`super::episode`]) while it lasts (with how many writes were refused meanwhile), and one
-//! when a write is accepted again. A full disk under load is a few lines, not one per request.
+//! every minute while it lasts (with how many writes were refused meanwhile; the counting is
+//! [`super::episode`]'s), and one when a write is accepted again. A full disk under load is a few
+//! lines, not one per request.
 //!
 //! `/health` reads the current episode ([`Refusals::current`]) and says `degraded` while it lasts.
 //!
