@@ -532,6 +532,31 @@ fn listen_flag_binds_without_passed_sockets() {
     stop_cleanly(&mut daemon);
 }
 
+/// `--listen` with an absolute path serves HTTP on a unix socket, like the packaged
+/// `gradata-unix.socket`.
+#[test]
+fn listen_flag_serves_a_unix_socket() {
+    use std::io::{Read, Write};
+    let (_guard, dir) = support::temp_dir();
+    let path = dir.join("api.sock");
+    let mut daemon = Spec::new(&dir)
+        .without_socket()
+        .serve_arg("--listen")
+        .serve_arg(&path)
+        .spawn();
+    daemon.expect_ready();
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(daemon::HEALTH_REQUEST.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let health: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(health["status"], "ok", "{response}");
+    stop_cleanly(&mut daemon);
+}
+
 /// `--listen` on an address in use fails with a message naming it.
 #[test]
 fn listen_on_a_taken_address_fails_naming_it() {
