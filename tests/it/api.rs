@@ -61,6 +61,22 @@ impl Service {
         get(self.addr(), path)
     }
 
+    /// `/health` says `degraded` because writes are being refused: `refused` of them so far, the
+    /// latest for a reason containing `reason`, with `pending` rows kept.
+    fn expect_writes_refused(&self, pending: usize, refused: u64, reason: &str) {
+        let health = self.health();
+        assert_eq!(health["queue"]["pending"], pending, "{health}");
+        assert_eq!(health["status"], "degraded", "{health}");
+        assert_eq!(health["writes"]["refused"], true, "{health}");
+        assert_eq!(health["writes"]["refused_count"], refused, "{health}");
+        assert!(
+            health["writes"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(reason)),
+            "{health}"
+        );
+    }
+
     /// `/health` answers 200; returns its body.
     fn health(&self) -> Value {
         let response = self.get("/health");
@@ -1714,16 +1730,7 @@ fn a_full_queue_answers_503_and_keeps_what_it_has() {
         assert_eq!((row.synced_at, row.dead_at), (None, None), "{row:?}");
     }
     // The fifth write ended the first episode; the four refusals after it are the current one.
-    let health = service.health();
-    assert_eq!(health["queue"]["pending"], 5, "{health}");
-    assert_eq!(health["status"], "degraded", "{health}");
-    assert_eq!(health["writes"]["refused_count"], 4, "{health}");
-    assert!(
-        health["writes"]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("outbox is full")),
-        "{health}"
-    );
+    service.expect_writes_refused(5, 4, "outbox is full");
 }
 
 /// When the disk is full, every write gets 503 `disk_full` with `Retry-After` and writes nothing;
@@ -1795,17 +1802,7 @@ fn a_full_disk_answers_503_keeps_what_it_has_and_recovers() {
     let mut expected = accepted.clone();
     expected.sort();
     assert_eq!(pending(&service), expected, "after the refusals");
-    let health = service.health();
-    assert_eq!(health["queue"]["pending"], accepted.len(), "{health}");
-    assert_eq!(health["status"], "degraded", "{health}");
-    assert_eq!(health["writes"]["refused"], true, "{health}");
-    assert_eq!(health["writes"]["refused_count"], 4, "{health}");
-    assert!(
-        health["writes"]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("full")),
-        "{health}"
-    );
+    service.expect_writes_refused(accepted.len(), 4, "full");
 
     let filler = format!(
         "/proc/{}/root{}/filler",

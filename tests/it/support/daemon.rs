@@ -212,8 +212,15 @@ pub struct Spec {
     global_args: Vec<OsString>,
     pass_socket: bool,
     logs: Logs,
-    small_disk: Option<super::SmallDisk>,
-    open_files: Option<u64>,
+    launch: Launch,
+}
+
+/// What starts the daemon: the binary itself, or a launcher that sets something up and execs it.
+#[derive(Debug, Clone, Copy)]
+enum Launch {
+    Direct,
+    OnSmallDisk(super::SmallDisk),
+    WithOpenFilesLimit(u64),
 }
 
 impl Spec {
@@ -226,20 +233,19 @@ impl Spec {
             global_args: Vec::new(),
             pass_socket: true,
             logs: Logs::Text,
-            small_disk: None,
-            open_files: None,
+            launch: Launch::Direct,
         }
     }
 
     /// The data directory on a disk that fills up (see [`super::gradata_on_small_disk`]).
     pub fn on_small_disk(mut self, disk: super::SmallDisk) -> Spec {
-        self.small_disk = Some(disk);
+        self.launch = Launch::OnSmallDisk(disk);
         self
     }
 
     /// At most `limit` open files (`RLIMIT_NOFILE`, what systemd's `LimitNOFILE=` sets).
     pub fn open_files_limit(mut self, limit: u64) -> Spec {
-        self.open_files = Some(limit);
+        self.launch = Launch::WithOpenFilesLimit(limit);
         self
     }
 
@@ -286,12 +292,11 @@ impl Spec {
         let stderr_path = run_dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
 
-        let mut command: Command = match (self.small_disk, self.open_files) {
-            (Some(disk), None) => super::gradata_on_small_disk(&self.data_dir, disk),
-            (None, Some(limit)) => super::gradata_with_open_files_limit(&self.data_dir, limit),
-            (None, None) => super::gradata(&self.data_dir),
-            (Some(_), Some(_)) => {
-                panic!("a small disk and a file limit together are not supported")
+        let mut command: Command = match self.launch {
+            Launch::Direct => super::gradata(&self.data_dir),
+            Launch::OnSmallDisk(disk) => super::gradata_on_small_disk(&self.data_dir, disk),
+            Launch::WithOpenFilesLimit(limit) => {
+                super::gradata_with_open_files_limit(&self.data_dir, limit)
             }
         };
         command
@@ -424,7 +429,7 @@ impl Daemon {
         }
     }
 
-    /// Everything it wrote to stderr so far, ANSI colour codes removed.
+    /// Everything it wrote to stderr so far, as written (a file gets no colour codes).
     pub fn stderr(&self) -> String {
         let raw = std::fs::read(&self.stderr_path).unwrap_or_default();
         String::from_utf8_lossy(&raw).into_owned()

@@ -5,7 +5,7 @@ pub mod daemon;
 pub mod fake_ingest;
 pub mod logs;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -176,29 +176,40 @@ pub struct SmallDisk {
 pub fn gradata_on_small_disk(data_dir: &Path, disk: SmallDisk) -> Command {
     const MOUNT_THEN_EXEC: &str = r#"mount -t tmpfs -o size="$1" tmpfs "$2" &&
         head -c "$3" /dev/zero > "$2/filler" && shift 3 && exec "$@""#;
-    let mut command = Command::new("unshare");
-    command
-        .env_clear()
-        .envs(test_env(data_dir))
-        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
-        .args([MOUNT_THEN_EXEC, "sh"])
-        .arg(disk.size.to_string())
-        .arg(data_dir)
-        .arg(disk.filler.to_string())
-        .arg(env!("CARGO_BIN_EXE_gradata"))
-        .arg("--data-dir")
-        .arg(data_dir);
-    command
+    let (size, filler) = (disk.size.to_string(), disk.filler.to_string());
+    let args = [
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "sh",
+        "-c",
+        MOUNT_THEN_EXEC,
+        "sh",
+    ]
+    .map(OsStr::new)
+    .into_iter()
+    .chain([OsStr::new(&size), data_dir.as_os_str(), OsStr::new(&filler)]);
+    gradata_under("unshare", args, data_dir)
 }
 
 /// [`gradata`] with at most `limit` open files (`RLIMIT_NOFILE`, what systemd's `LimitNOFILE=`
 /// sets), through util-linux's `prlimit`, which sets the limit and then execs the daemon.
 pub fn gradata_with_open_files_limit(data_dir: &Path, limit: u64) -> Command {
-    let mut command = Command::new("prlimit");
+    gradata_under("prlimit", [format!("--nofile={limit}:{limit}")], data_dir)
+}
+
+/// `launcher ARGS… gradata --data-dir DATA_DIR` in the tests' environment: a launcher that sets
+/// something up and then execs the daemon, so the child's pid is the daemon's.
+fn gradata_under(
+    launcher: &str,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+    data_dir: &Path,
+) -> Command {
+    let mut command = Command::new(launcher);
     command
         .env_clear()
         .envs(test_env(data_dir))
-        .arg(format!("--nofile={limit}:{limit}"))
+        .args(args)
         .arg(env!("CARGO_BIN_EXE_gradata"))
         .arg("--data-dir")
         .arg(data_dir);
