@@ -23,7 +23,8 @@
 //! 5. a trivial HTTP handler (an axum route answering 200 with a small JSON body, in this process
 //!    on its own runtime) under the same `wrk` load; and raw SQLite group commit: the library's
 //!    `Store::enqueue` from 64 concurrent tasks, one event each (and 100 each, the limit of 3),
-//!    `synchronous=full`.
+//!    `synchronous=full`; and the service itself with `synchronous=normal` under the load of 1, which
+//!    has no fsync to wait for: how much of the rate the service's own CPU allows.
 //!
 //! Run: `benches/api.sh` (installs `wrk` if missing), or `cargo bench --bench api` with `wrk` on
 //! `PATH` (or in `$WRK`). Nothing is installed by the benchmark itself. `GRADATA_BIN=<path>` runs
@@ -84,6 +85,14 @@ const LATENCY_EVENTS: usize = 200;
 /// Events of the raw store scenario.
 const STORE_EVENTS: usize = 60_000;
 
+/// How the loaded service commits: as shipped (`synchronous=full`), or without the WAL's fsync,
+/// which shows in the same run how much of the rate the service's own CPU allows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Synchronous {
+    Full,
+    NoFsync,
+}
+
 fn main() {
     let wrk = wrk();
     // `wrk -v` prints its version and exits with status 1.
@@ -122,6 +131,7 @@ fn main() {
     let mut correct_p99 = Vec::new();
     let mut batch_rate = Vec::new();
     let mut batch_p99 = Vec::new();
+    let mut no_fsync_rate = Vec::new();
     let mut trivial_rate = Vec::new();
     let mut trivial_p99 = Vec::new();
     let mut store_rate = Vec::new();
@@ -129,15 +139,17 @@ fn main() {
     let trivial = TrivialServer::start();
     for run in 1..=RUNS {
         eprintln!("run {run}/{RUNS}");
-        let (rate, p99) = load_service(&wrk, "/v1/events", &single, 1);
+        let (rate, p99) = load_service(&wrk, "/v1/events", &single, 1, Synchronous::Full);
         single_rate.push(rate);
         single_p99.push(p99);
-        let (rate, p99) = load_service(&wrk, "/correct", &correct, 1);
+        let (rate, p99) = load_service(&wrk, "/correct", &correct, 1, Synchronous::Full);
         correct_rate.push(rate);
         correct_p99.push(p99);
-        let (rate, p99) = load_service(&wrk, "/v1/events", &batch, BATCH_SIZE);
+        let (rate, p99) = load_service(&wrk, "/v1/events", &batch, BATCH_SIZE, Synchronous::Full);
         batch_rate.push(rate);
         batch_p99.push(p99);
+        let (rate, _) = load_service(&wrk, "/v1/events", &single, 1, Synchronous::NoFsync);
+        no_fsync_rate.push(rate);
         let load = Load::run(&wrk, &trivial.url(), &single);
         assert_eq!(
             load.ok, load.requests,
@@ -183,6 +195,11 @@ fn main() {
         trivial_rate,
     );
     measure("limit: … p99 latency", "ms", trivial_p99);
+    let no_fsync = measure(
+        "limit: the service with synchronous=normal (no fsync), one event per request",
+        "events/s",
+        no_fsync_rate,
+    );
     let raw_store = measure(
         "limit: `Store::enqueue` from 64 tasks, one event each, synchronous=full",
         "events/s",
@@ -198,9 +215,10 @@ fn main() {
     }
     println!();
     println!(
-        "- single event: {:.0}% of the trivial handler, {:.0}% of raw group commit; target ≥ 20,000 events/s with p99 < 20 ms: {}",
+        "- single event: {:.0}% of the trivial handler, {:.0}% of raw group commit, {:.0}% of the service without fsync; target ≥ 20,000 events/s with p99 < 20 ms: {}",
         100.0 * single / trivial,
         100.0 * single / raw_store,
+        100.0 * single / no_fsync,
         verdict(single >= 20_000.0 && single_p99 < 20.0)
     );
     println!(
@@ -334,8 +352,19 @@ impl Load {
 
 /// A fresh service (sync disabled), loaded on `path`; checks every acknowledged event is in the
 /// outbox and returns events/s and p99 latency in ms.
-fn load_service(wrk: &Path, path: &str, body: &[u8], events_per_request: usize) -> (f64, f64) {
-    let service = Service::start(&[]);
+fn load_service(
+    wrk: &Path,
+    path: &str,
+    body: &[u8],
+    events_per_request: usize,
+    synchronous: Synchronous,
+) -> (f64, f64) {
+    let service = match synchronous {
+        Synchronous::Full => Service::start(&[]),
+        Synchronous::NoFsync => {
+            Service::start(&[("GRADATA_STORE_SYNCHRONOUS", OsString::from("normal"))])
+        }
+    };
     let load = Load::run(wrk, &service.url(path), body);
     let per_request = events_per_request as u64;
     let acknowledged = load.ok * per_request;
