@@ -1851,6 +1851,109 @@ fn a_full_disk_answers_503_keeps_what_it_has_and_recovers() {
     assert_eq!(episode[1]["refused"], 4, "{stderr}");
 }
 
+/// SIGKILL while clients are writing: every event whose `POST` was answered 2xx is in the outbox
+/// afterwards, the database passes SQLite's integrity check, and the service starts again on it
+/// with those rows pending. A 2xx sent before its commit, or a commit torn by the kill, fails this.
+/// (The page cache outlives a killed process; that the WAL's fsync comes before the 2xx is shown by
+/// the store's tests, not here.)
+#[test]
+fn sigkill_under_write_load_keeps_every_acknowledged_event() {
+    const CLIENTS: usize = 8;
+    const BEFORE_KILL: usize = 400;
+    let mut service = Service::start(|spec| spec);
+    let addr = service.addr();
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let acknowledged = acknowledged.clone();
+            std::thread::spawn(move || {
+                let mut stream = daemon::connect(addr);
+                // Until the kill breaks the connection: each answer is read before the next write.
+                for n in 0.. {
+                    let id = format!("kill-{client}-{n}");
+                    let body = json!({"kind": "event", "event_id": id, "data": {"n": n}});
+                    let raw = request_bytes(
+                        addr,
+                        "POST",
+                        "/v1/events",
+                        &[
+                            ("Content-Type", "application/json"),
+                            ("Connection", "keep-alive"),
+                        ],
+                        body.to_string().as_bytes(),
+                    );
+                    if std::io::Write::write_all(&mut stream, &raw).is_err() {
+                        return;
+                    }
+                    match daemon::read_response(&mut stream) {
+                        Ok(response) if response.status == 200 => {
+                            acknowledged.lock().unwrap().push(id);
+                        }
+                        Ok(response) => panic!("{id}: refused under load: {response:?}"),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    while acknowledged.lock().unwrap().len() < BEFORE_KILL {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {BEFORE_KILL} writes acknowledged within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    service.daemon.signal("KILL");
+    assert!(
+        service.daemon.wait(PATIENCE).is_some(),
+        "still running after SIGKILL"
+    );
+    for client in clients {
+        client.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= BEFORE_KILL);
+
+    let integrity: String =
+        rusqlite::Connection::open(service.dir.join(gradata::store::DATABASE_FILE))
+            .unwrap()
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+    assert_eq!(integrity, "ok");
+    let stored: std::collections::HashSet<String> = service
+        .rows()
+        .into_iter()
+        .filter_map(|row| row.event_id)
+        .collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events are not in the outbox, e.g. {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(5)]
+    );
+    // At most one request per client was in flight at the kill: committed, but never answered.
+    assert!(
+        stored.len() <= acknowledged.len() + CLIENTS,
+        "{} rows for {} acknowledged writes from {CLIENTS} clients",
+        stored.len(),
+        acknowledged.len()
+    );
+
+    let restarted = Spec::new(&service.dir)
+        .env("GRADATA_BRAIN_ID", BRAIN)
+        .spawn();
+    restarted.expect_ready();
+    let (status, health) = daemon::get_health(restarted.addr());
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["queue"]["pending"], stored.len(), "{health}");
+}
+
 /// A write wakes the sync worker: with a healthy ingest server, one `POST /v1/events` is delivered
 /// at once. An idle worker with nothing waiting has no timer at all (it only beats its heartbeat),
 /// so without the wake-up the row would never be sent; the guard below is only against a hang.
