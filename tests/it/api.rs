@@ -1854,8 +1854,9 @@ fn a_full_disk_answers_503_keeps_what_it_has_and_recovers() {
 /// SIGKILL while clients are writing: every event whose `POST` was answered 2xx is in the outbox
 /// afterwards, the database passes SQLite's integrity check, and the service starts again on it
 /// with those rows pending. A 2xx sent before its commit, or a commit torn by the kill, fails this.
-/// (The page cache outlives a killed process; that the WAL's fsync comes before the 2xx is shown by
-/// the store's tests, not here.)
+/// (The page cache outlives a killed process, so this does not show the WAL's fsync; that a group
+/// is answered only after its fsync, and never after a failed one, is shown by the writer's unit
+/// tests.)
 #[test]
 fn sigkill_under_write_load_keeps_every_acknowledged_event() {
     const CLIENTS: usize = 8;
