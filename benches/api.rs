@@ -87,7 +87,7 @@ const STORE_EVENTS: usize = 60_000;
 
 /// How the loaded service commits: as shipped (`synchronous=full`), or without the WAL's fsync,
 /// which shows in the same run how much of the rate the service's own CPU allows.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Synchronous {
     Full,
     NoFsync,
@@ -350,8 +350,8 @@ impl Load {
     }
 }
 
-/// A fresh service (sync disabled), loaded on `path`; checks every acknowledged event is in the
-/// outbox and returns events/s and p99 latency in ms.
+/// A fresh service (sync disabled, committing as `synchronous` says), loaded on `path`; checks
+/// every acknowledged event is in the outbox and returns events/s and p99 latency in ms.
 fn load_service(
     wrk: &Path,
     path: &str,
