@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::episode::Episode;
+use super::episode::{Episode, Line};
 use crate::store;
 
 /// The current episode of refused writes, if any.
@@ -21,13 +21,14 @@ use crate::store;
 pub(super) struct Refusals {
     /// Set while an episode lasts: an accepted write then costs one load when all is well.
     refusing: AtomicBool,
-    episode: Mutex<Option<Refusing>>,
+    state: Mutex<Refusing>,
 }
 
-/// An episode of refused writes, and why the latest was refused.
-#[derive(Debug)]
+/// The episode of refused writes going on, if any, and why the latest was refused.
+#[derive(Debug, Default)]
 struct Refusing {
-    episode: Episode,
+    episode: Option<Episode>,
+    /// Meaningful while `episode` is some.
     error: String,
 }
 
@@ -49,24 +50,16 @@ impl Refusals {
         if matches!(err, store::Error::Closed) {
             return;
         }
-        let now = Instant::now();
-        let mut current = self.current_episode();
-        match current.as_mut() {
-            None => {
+        let mut state = self.state();
+        // The reason can change within an episode (a full queue, then a full disk).
+        state.error = err.to_string();
+        match Episode::failure(&mut state.episode, Instant::now()) {
+            Some(Line::Started) => {
                 log_refusal(err, "writes are refused", 1);
-                *current = Some(Refusing {
-                    episode: Episode::start(now),
-                    error: err.to_string(),
-                });
                 self.refusing.store(true, Ordering::Relaxed);
             }
-            Some(refusing) => {
-                // The reason can change within an episode (a full queue, then a full disk).
-                refusing.error = err.to_string();
-                if let Some(unlogged) = refusing.episode.again(now) {
-                    log_refusal(err, "writes are still refused", unlogged);
-                }
-            }
+            Some(Line::Still(unlogged)) => log_refusal(err, "writes are still refused", unlogged),
+            None => {}
         }
     }
 
@@ -75,11 +68,11 @@ impl Refusals {
         if !self.refusing.load(Ordering::Relaxed) {
             return;
         }
-        if let Some(refusing) = self.current_episode().take() {
+        if let Some(episode) = self.state().episode.take() {
             self.refusing.store(false, Ordering::Relaxed);
             tracing::info!(
-                refused = refusing.episode.count(),
-                lasted_secs = refusing.episode.lasted().as_secs_f64(),
+                refused = episode.count(),
+                lasted_secs = episode.lasted().as_secs_f64(),
                 "writes are accepted again"
             );
         }
@@ -90,16 +83,17 @@ impl Refusals {
         if !self.refusing.load(Ordering::Relaxed) {
             return None;
         }
-        self.current_episode().as_ref().map(|refusing| Ongoing {
-            refused: refusing.episode.count(),
-            lasted: refusing.episode.lasted(),
-            error: refusing.error.clone(),
+        let state = self.state();
+        state.episode.as_ref().map(|episode| Ongoing {
+            refused: episode.count(),
+            lasted: episode.lasted(),
+            error: state.error.clone(),
         })
     }
 
-    fn current_episode(&self) -> MutexGuard<'_, Option<Refusing>> {
-        // The guarded value is plain counters, consistent after any panic.
-        self.episode.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, Refusing> {
+        // The guarded value is plain counters and a message, consistent after any panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -126,7 +120,7 @@ mod tests {
     fn an_episode_counts_its_refusals_until_a_write_is_accepted() {
         let refusals = Refusals::default();
         refusals.accepted();
-        assert!(refusals.current_episode().is_none());
+        assert!(refusals.state().episode.is_none());
         assert_eq!(refusals.current(), None);
         for _ in 0..3 {
             refusals.refused(&disk_full());
@@ -135,7 +129,7 @@ mod tests {
         assert_eq!(ongoing.refused, 3);
         assert_eq!(ongoing.error, disk_full().to_string());
         refusals.accepted();
-        assert!(refusals.current_episode().is_none());
+        assert!(refusals.state().episode.is_none());
         assert!(!refusals.refusing.load(Ordering::Relaxed));
         assert_eq!(refusals.current(), None);
     }
@@ -152,7 +146,7 @@ mod tests {
     fn shutting_down_is_not_an_episode() {
         let refusals = Refusals::default();
         refusals.refused(&store::Error::Closed);
-        assert!(refusals.current_episode().is_none());
+        assert!(refusals.state().episode.is_none());
         assert!(!refusals.refusing.load(Ordering::Relaxed));
     }
 }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Listener;
-use super::episode::Episode;
+use super::episode::{Episode, Line};
 
 /// How long to wait before accepting again after an accept failed.
 const ACCEPT_RETRY: Duration = Duration::from_secs(1);
@@ -114,17 +114,14 @@ async fn accept<L: Accept>(
             // The client gave up before it was accepted: nothing wrong here.
             Err(err) if gave_up(&err) => {}
             Err(err) => {
-                let now = Instant::now();
-                match failing.as_mut() {
-                    None => {
+                match Episode::failure(&mut failing, Instant::now()) {
+                    Some(Line::Started) => {
                         log_accept_failure(&err, "cannot accept connections", 1);
-                        failing = Some(Episode::start(now));
                     }
-                    Some(episode) => {
-                        if let Some(unlogged) = episode.again(now) {
-                            log_accept_failure(&err, "still cannot accept connections", unlogged);
-                        }
+                    Some(Line::Still(unlogged)) => {
+                        log_accept_failure(&err, "still cannot accept connections", unlogged);
                     }
+                    None => {}
                 }
                 // Retrying at once would spin: the listener stays readable.
                 tokio::select! {
