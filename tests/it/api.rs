@@ -564,6 +564,13 @@ fn sync_now_delivers_rows_waiting_on_a_backoff_timer() {
     assert_eq!(received[1].idempotency_key().as_deref(), Some("sync-1"));
     let body: Value = serde_json::from_slice(&received[1].body).unwrap();
     assert_eq!(body, payload(&row), "the stored payload is posted verbatim");
+
+    // The failed attempt counts as a retry and the second one as delivered.
+    let metrics = service.get("/metrics").body;
+    for (outcome, count) in [("retried", 1.0), ("delivered", 1.0), ("dead", 0.0)] {
+        let series = format!(r#"gradata_deliveries_total{{outcome="{outcome}"}}"#);
+        assert_eq!(metric(&metrics, &series), count, "{series}:\n{metrics}");
+    }
 }
 
 /// Rows the cloud refuses (422) are dead: `GET /v1/queue?state=dead` lists them with the reason,
@@ -832,27 +839,56 @@ fn brain_routes_answer_501_json() {
     }
 }
 
-/// `/health` says `degraded` while sync is paused by a 401 (`auth_failed`); the row stays pending.
+/// `/health` says `degraded` while sync is paused for an operator: a 401 (`auth_failed`) or a
+/// 404 (`config_error`, a wrong ingest URL). The row stays pending, and `/metrics` shows the state
+/// and the refused delivery.
 #[test]
-fn health_is_degraded_when_the_cloud_refuses_the_key() {
-    let server = FakeIngest::replying(Reply::status(401));
-    let service = Service::start(|spec| spec.syncing_to(&server.url("/ingest")));
-    let before = service.health();
-    assert_eq!(before["status"], "ok", "{before}");
-    ok(
-        "event",
-        &service.post(
-            "/v1/events",
-            &json!({"kind": "event", "event_id": "auth-1", "data": {}}),
-        ),
-    );
-    let health =
-        service.wait_for_health("sync auth_failed", |h| h["sync"]["state"] == "auth_failed");
-    assert_eq!(health["status"], "degraded", "{health}");
-    assert_eq!(health["queue"]["pending"], 1, "{health}");
-    let row = committed(&service.rows(), "auth-1");
-    assert_eq!((row.synced_at, row.dead_at), (None, None), "{row:?}");
-    assert!(server.count() >= 1);
+fn health_is_degraded_while_sync_is_paused_for_an_operator() {
+    for (status, state) in [(401, "auth_failed"), (404, "config_error")] {
+        let server = FakeIngest::replying(Reply::status(status));
+        let service = Service::start(|spec| spec.syncing_to(&server.url("/ingest")));
+        let before = service.health();
+        assert_eq!(before["status"], "ok", "{status}: {before}");
+        let event_id = format!("paused-{status}");
+        ok(
+            "event",
+            &service.post(
+                "/v1/events",
+                &json!({"kind": "event", "event_id": event_id, "data": {}}),
+            ),
+        );
+        let health =
+            service.wait_for_health(&format!("sync {state}"), |h| h["sync"]["state"] == state);
+        assert_eq!(health["status"], "degraded", "{status}: {health}");
+        assert_eq!(health["queue"]["pending"], 1, "{status}: {health}");
+        assert!(
+            health["sync"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&status.to_string())),
+            "{status}: {health}"
+        );
+        let row = committed(&service.rows(), &event_id);
+        assert_eq!((row.synced_at, row.dead_at), (None, None), "{row:?}");
+        assert!(server.count() >= 1);
+
+        let metrics = service.get("/metrics").body;
+        let paused = format!(r#"gradata_sync_state{{state="{state}"}}"#);
+        assert_eq!(metric(&metrics, &paused), 1.0, "{metrics}");
+        assert_eq!(
+            metric(&metrics, r#"gradata_sync_state{state="idle"}"#),
+            0.0,
+            "{metrics}"
+        );
+        assert!(
+            metric(&metrics, r#"gradata_deliveries_total{outcome="refused"}"#) >= 1.0,
+            "{metrics}"
+        );
+        assert_eq!(
+            metric(&metrics, r#"gradata_deliveries_total{outcome="dead"}"#),
+            0.0,
+            "{metrics}"
+        );
+    }
 }
 
 /// `/health` says `degraded` once the oldest pending row is older than
