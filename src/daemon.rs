@@ -66,6 +66,9 @@ pub enum Error {
     /// A background task ended unexpectedly.
     #[error("the {0} stopped unexpectedly")]
     Task(&'static str),
+    /// An fsync of the outbox failed, so no write can be acknowledged until it is opened again.
+    #[error("{0}; stopping, so that the service starts again on what the disk holds")]
+    DurabilityLost(String),
 }
 
 impl Error {
@@ -189,7 +192,10 @@ async fn serve(
         stop.child_token(),
     ));
 
-    // 7. Until stopped: reload on SIGHUP; any task ending on its own is fatal.
+    // 7. Until stopped: reload on SIGHUP; any task ending on its own is fatal, and so is a failed
+    // fsync: the store refuses every write from then on, and only a fresh open (systemd's
+    // `Restart=on-failure`) recovers the WAL from what the disk really holds.
+    let mut durability_lost = std::pin::pin!(store.durability_lost());
     let outcome = loop {
         tokio::select! {
             // Biased: once stop is requested, the server and worker ending is the expected result.
@@ -205,6 +211,7 @@ async fn serve(
                 Err(err) => Error::Server(err.to_string()),
             }),
             _ = &mut sync_worker => break Err(Error::Task("sync worker")),
+            reason = &mut durability_lost => break Err(Error::DurabilityLost(reason)),
         }
     };
 

@@ -160,9 +160,14 @@ impl From<store::Error> for ApiError {
                 "the service is shutting down; nothing was written",
                 Duration::from_secs(5),
             ),
-            store::Error::SyncFailed(detail) => ApiError::internal(format!(
-                "the outbox could not flush to disk, so nothing is acknowledged until the service is restarted: {detail}"
-            )),
+            // The service stops on this and systemd starts it again; a retry then succeeds.
+            store::Error::SyncFailed(detail) => ApiError::unavailable(
+                "flush_failed",
+                format!(
+                    "the outbox could not flush to disk, so this write is not acknowledged; the service is stopping to start again on what the disk holds: {detail}"
+                ),
+                Duration::from_secs(5),
+            ),
             other => ApiError::internal(format!("the outbox failed; nothing was written: {other}")),
         }
     }

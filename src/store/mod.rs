@@ -437,6 +437,29 @@ impl Store {
         self.shared.writer.as_ref().map_or(0, Writer::checkpoints)
     }
 
+    /// Resolves, with the reason, once this store can no longer make writes durable: an fsync of
+    /// the WAL failed, so what the kernel kept of it is unknown and every later write fails with
+    /// [`Error::SyncFailed`]. Only opening the store again recovers, SQLite then reading the WAL as
+    /// it is on disk; the service stops for that. Never resolves while fsyncs succeed, nor for a
+    /// read-only store. Holds no reference to the store.
+    pub fn durability_lost(&self) -> impl Future<Output = String> + Send + 'static {
+        let receiver = self.shared.writer.as_ref().map(Writer::durability_lost);
+        async move {
+            if let Some(mut receiver) = receiver {
+                let reason = receiver
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|reason| reason.clone());
+                if let Some(reason) = reason {
+                    return reason;
+                }
+            }
+            // The writer is gone, or it never fsyncs itself: nothing will ever be announced.
+            std::future::pending().await
+        }
+    }
+
     /// Pending rows and payload bytes, as this process's writes left them: a cheap, exact gauge
     /// for this process, corrected for other writers by [`Store::recount_pending`].
     pub fn pending(&self) -> (u64, u64) {

@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::checkpoint::{Checkpointer, WRITER_BACKSTOP_PAGES};
 use super::types::{
@@ -250,6 +250,9 @@ pub(super) struct Writer {
     commits: Arc<AtomicU64>,
     /// Checkpoints the checkpointer thread has completed.
     checkpoints: Arc<AtomicU64>,
+    /// Becomes `Some(reason)` when the [`DurabilityAlarm`] is raised; closed once the writer
+    /// thread has finished (with the alarm, which holds the sender).
+    durability_lost: watch::Receiver<Option<String>>,
 }
 
 /// What the writer thread shares with the store handle.
@@ -281,7 +284,8 @@ impl Writer {
         conn.pragma_update(None, "ignore_check_constraints", true)
             .map_err(std::io::Error::other)?;
         let checkpointer = Checkpointer::spawn(checkpoint_conn, checkpoints.clone())?;
-        let durability = Durability::new(&conn, database_path, synchronous)?;
+        let (alarm, durability_lost) = DurabilityAlarm::new();
+        let durability = Durability::new(&conn, database_path, synchronous, alarm.clone())?;
         let thread = std::thread::Builder::new()
             .name("gradata-store".to_owned())
             .spawn(move || {
@@ -289,14 +293,21 @@ impl Writer {
                     commits: &counter,
                     pending: &pending,
                 };
-                run(conn, durability, checkpointer, &receiver, &counters);
+                run(conn, durability, &alarm, checkpointer, &receiver, &counters);
             })?;
         Ok(Writer {
             commands: Some(commands),
             thread: Some(thread),
             commits,
             checkpoints,
+            durability_lost,
         })
+    }
+
+    /// A receiver that becomes `Some(reason)` once an fsync of the WAL has failed
+    /// ([`DurabilityAlarm`]).
+    pub(super) fn durability_lost(&self) -> watch::Receiver<Option<String>> {
+        self.durability_lost.clone()
     }
 
     /// Transactions committed so far.
@@ -351,6 +362,7 @@ impl Durability {
         conn: &Connection,
         database_path: &Path,
         synchronous: Synchronous,
+        alarm: Arc<DurabilityAlarm>,
     ) -> std::io::Result<Durability> {
         let sqlite = |synchronous| {
             set_synchronous(conn, synchronous)
@@ -366,7 +378,7 @@ impl Durability {
             return sqlite(Synchronous::Full);
         };
         set_synchronous(conn, Synchronous::Normal).map_err(std::io::Error::other)?;
-        Ok(Durability::Syncer(Syncer::spawn(wal)?))
+        Ok(Durability::Syncer(Syncer::spawn(wal, alarm)?))
     }
 }
 
@@ -384,18 +396,62 @@ impl Durability {
 /// previous fsync has finished, so at most one group is being flushed while the writer builds the
 /// next one. If an fsync fails, what the kernel kept of the WAL is unknown (a later fsync may
 /// succeed without the lost pages), so every later write fails too, until the service is
-/// restarted and SQLite recovers the WAL from what is really on disk.
+/// restarted and SQLite recovers the WAL from what is really on disk. The first failure is
+/// announced ([`DurabilityAlarm`]) so that the service stops for that restart instead of refusing
+/// every write until an operator notices.
 struct Syncer {
     groups: Option<mpsc::SyncSender<Vec<Command>>>,
     thread: Option<JoinHandle<()>>,
     wal: Arc<WalFile>,
 }
 
+/// Whether writes can still be made durable. Raised by the first failed fsync of the WAL, the
+/// [`Syncer`]'s own or SQLite's inside a commit, and never lowered: what the kernel kept of the WAL
+/// is unknown from then on, so the writer refuses every command, and [`Writer::durability_lost`]
+/// tells the service, which stops so that a fresh open recovers the WAL from the disk.
+struct DurabilityAlarm {
+    raised: AtomicBool,
+    /// The reason, for the [`Writer`]'s receiver; dropped with the last holder of the alarm.
+    reason: watch::Sender<Option<String>>,
+}
+
+impl DurabilityAlarm {
+    fn new() -> (Arc<DurabilityAlarm>, watch::Receiver<Option<String>>) {
+        let (reason, receiver) = watch::channel(None);
+        let alarm = DurabilityAlarm {
+            raised: AtomicBool::new(false),
+            reason,
+        };
+        (Arc::new(alarm), receiver)
+    }
+
+    /// Raises the alarm; only the first reason is kept.
+    fn raise(&self, err: &Error) {
+        if !self.raised.swap(true, Ordering::SeqCst) {
+            self.reason.send_replace(Some(err.to_string()));
+        }
+    }
+
+    fn raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether SQLite failed a commit because an fsync failed.
+fn is_failed_fsync(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_IOERR_FSYNC
+                || failure.extended_code == rusqlite::ffi::SQLITE_IOERR_DIR_FSYNC
+    )
+}
+
 /// The WAL file, and what its fsyncs have shown so far.
 struct WalFile {
     file: File,
-    /// An fsync failed: nothing written since can be promised durable.
-    failed: AtomicBool,
+    /// Raised by a failed fsync; once raised, nothing written since can be promised durable.
+    alarm: Arc<DurabilityAlarm>,
     /// How long the last fsync took, in microseconds.
     last_fsync_micros: AtomicU64,
 }
@@ -404,7 +460,7 @@ impl WalFile {
     /// Fsyncs the WAL, then answers `group`: its outcomes if the fsync succeeded, the error if not.
     fn flush(&self, group: Vec<Command>) {
         let started = Instant::now();
-        let outcome = if self.failed.load(Ordering::SeqCst) {
+        let outcome = if self.alarm.raised() {
             Err(Error::SyncFailed(
                 "an earlier fsync of the WAL failed".to_owned(),
             ))
@@ -418,7 +474,7 @@ impl WalFile {
         match outcome {
             Ok(()) => group.into_iter().for_each(Command::answer),
             Err(err) => {
-                self.failed.store(true, Ordering::SeqCst);
+                self.alarm.raise(&err);
                 group.into_iter().for_each(|command| command.fail(&err));
             }
         }
@@ -426,11 +482,11 @@ impl WalFile {
 }
 
 impl Syncer {
-    fn spawn(wal: File) -> std::io::Result<Syncer> {
+    fn spawn(wal: File, alarm: Arc<DurabilityAlarm>) -> std::io::Result<Syncer> {
         let (groups, receiver) = mpsc::sync_channel::<Vec<Command>>(0);
         let wal = Arc::new(WalFile {
             file: wal,
-            failed: AtomicBool::new(false),
+            alarm,
             last_fsync_micros: AtomicU64::new(0),
         });
         let thread_wal = wal.clone();
@@ -470,12 +526,8 @@ impl Syncer {
         };
         // The syncer thread is gone (it panicked): nothing can be promised durable.
         let err = Error::SyncFailed("the fsync thread is gone".to_owned());
-        self.wal.failed.store(true, Ordering::SeqCst);
+        self.wal.alarm.raise(&err);
         unsent.into_iter().for_each(|command| command.fail(&err));
-    }
-
-    fn failed(&self) -> bool {
-        self.wal.failed.load(Ordering::SeqCst)
     }
 }
 
@@ -492,6 +544,7 @@ impl Drop for Syncer {
 fn run(
     mut conn: Connection,
     durability: Durability,
+    alarm: &DurabilityAlarm,
     checkpointer: Checkpointer,
     receiver: &mpsc::Receiver<Command>,
     counters: &Counters<'_>,
@@ -505,15 +558,13 @@ fn run(
                 Err(_) => break,
             }
         }
-        if let Durability::Syncer(syncer) = &durability {
-            if syncer.failed() {
-                let err = Error::SyncFailed("an earlier fsync of the WAL failed".to_owned());
-                group.drain(..).for_each(|command| command.fail(&err));
-                continue;
-            }
+        if alarm.raised() {
+            let err = Error::SyncFailed("an earlier fsync of the WAL failed".to_owned());
+            group.drain(..).for_each(|command| command.fail(&err));
+            continue;
         }
         let started = Instant::now();
-        if commit_group(&mut conn, &mut group, counters) {
+        if commit_group(&mut conn, &mut group, alarm, counters) {
             checkpointer.committed();
             answer_group(&mut group, &durability, started.elapsed());
         }
@@ -545,7 +596,12 @@ fn answer_group(group: &mut Vec<Command>, durability: &Durability, written_in: D
 
 /// Runs and commits one group. Returns true if it committed, leaving the commands (with their
 /// outcomes) in `group` to be answered; otherwise every caller has been answered with the error.
-fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Counters<'_>) -> bool {
+fn commit_group(
+    conn: &mut Connection,
+    group: &mut Vec<Command>,
+    alarm: &DurabilityAlarm,
+    counters: &Counters<'_>,
+) -> bool {
     let Some(tx) = begin(conn, group) else {
         return false;
     };
@@ -590,7 +646,15 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Command>, counters: &Coun
         }
         // Nothing in the group is durable: every caller learns that, none gets a false yes.
         Err(err) => {
-            let err = Error::from(err);
+            let err = if is_failed_fsync(&err) {
+                // SQLite's own fsync inside the commit (the WAL's header, when the WAL starts
+                // over): as untrustworthy afterwards as the syncer's.
+                let err = Error::SyncFailed(format!("fsync of the WAL inside the commit: {err}"));
+                alarm.raise(&err);
+                err
+            } else {
+                Error::from(err)
+            };
             for command in group.drain(..) {
                 if command.is_err() {
                     command.answer(); // its own, more precise error
@@ -1147,7 +1211,7 @@ mod tests {
 
     fn syncer(dir: &Path, last_fsync: Duration) -> Syncer {
         let wal = File::create(dir.join("wal")).unwrap();
-        let syncer = Syncer::spawn(wal).unwrap();
+        let syncer = Syncer::spawn(wal, DurabilityAlarm::new().0).unwrap();
         let micros = u64::try_from(last_fsync.as_micros()).unwrap();
         syncer
             .wal
@@ -1180,13 +1244,44 @@ mod tests {
         assert_eq!(answer.blocking_recv().unwrap().unwrap(), 1);
     }
 
+    /// A failed fsync fails its group and raises the alarm with its reason; later groups fail
+    /// without another fsync, and the first reason stays the one reported.
+    #[test]
+    fn a_failed_fsync_raises_the_alarm_once() {
+        let (alarm, mut lost) = DurabilityAlarm::new();
+        // Linux refuses to fsync /dev/null (EINVAL), as a failing disk refuses with EIO.
+        let wal = File::open("/dev/null").unwrap();
+        let syncer = Syncer::spawn(wal, alarm.clone()).unwrap();
+        assert!(lost.borrow().is_none());
+        let (command, answer) = ran_retry();
+        syncer.flush(vec![command], Duration::from_millis(1));
+        let Err(Error::SyncFailed(first)) = answer.blocking_recv().unwrap() else {
+            panic!("acknowledged after a failed fsync");
+        };
+        assert!(first.starts_with("fsync of the WAL: "), "{first}");
+        assert!(alarm.raised());
+        let reason = lost.borrow_and_update().clone().unwrap();
+        assert!(reason.ends_with(&first), "{reason}");
+
+        let (command, answer) = ran_retry();
+        syncer.flush(vec![command], Duration::from_millis(1));
+        let Err(Error::SyncFailed(later)) = answer.blocking_recv().unwrap() else {
+            panic!("acknowledged after a failed fsync");
+        };
+        assert_eq!(later, "an earlier fsync of the WAL failed");
+        assert!(!lost.has_changed().unwrap(), "the reason was replaced");
+    }
+
     /// After a failed fsync nothing is promised durable, on either path.
     #[test]
     fn after_a_failed_fsync_every_flush_fails() {
         let dir = tempfile::tempdir().unwrap();
         for last_fsync in [Duration::from_secs(3600), Duration::ZERO] {
             let syncer = syncer(dir.path(), last_fsync);
-            syncer.wal.failed.store(true, Ordering::SeqCst);
+            syncer
+                .wal
+                .alarm
+                .raise(&Error::SyncFailed("test".to_owned()));
             let (command, answer) = ran_retry();
             syncer.flush(vec![command], Duration::from_millis(1));
             assert!(

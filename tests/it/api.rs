@@ -1991,6 +1991,103 @@ fn sigkill_under_write_load_keeps_every_acknowledged_event() {
     assert_eq!(health["queue"]["pending"], stored.len(), "{health}");
 }
 
+/// A failing disk (every fsync of the WAL fails with `EIO`, through a preloaded library): the write
+/// that waited for the failed fsync is answered 503 `flush_failed` with `Retry-After`, and the
+/// service stops with a failure that names the cause, so that systemd (`Restart=on-failure`)
+/// starts it again: only a fresh open recovers the WAL from what the disk really holds. Started
+/// again on the same directory, every event acknowledged before the fault is there, the database
+/// is intact, and writes are acknowledged again.
+#[test]
+fn a_failed_fsync_stops_the_service_and_a_restart_recovers() {
+    let (_marker_dir, marker_dir) = support::temp_dir();
+    let marker = marker_dir.join("disk-fails");
+    let mut service = Service::start(|spec| {
+        spec.env("LD_PRELOAD", support::fsync_fault_library())
+            .env("FSYNC_FAULT_MARKER", &marker)
+            .json_logs()
+    });
+    let acknowledged: Vec<String> = (0..3).map(|n| format!("before-{n}")).collect();
+    for id in &acknowledged {
+        ok(
+            id,
+            &service.post(
+                "/v1/events",
+                &json!({"kind": "event", "event_id": id, "data": {}}),
+            ),
+        );
+    }
+
+    std::fs::write(&marker, b"").unwrap();
+    let refused = service.post(
+        "/v1/events",
+        &json!({"kind": "event", "event_id": "during", "data": {}}),
+    );
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.json()["code"], "flush_failed", "{refused:?}");
+    assert!(refused.header("retry-after").is_some(), "{refused:?}");
+    let code = service.daemon.exit_code(PATIENCE);
+    assert!(
+        code != 0 && code != 78,
+        "exit code {code}: systemd restarts on-failure, but not after 0 or 78"
+    );
+    let notified = service.daemon.notify().texts().join("\n");
+    assert!(notified.contains("ERRNO=5"), "{notified}");
+    assert!(
+        notified.contains("STATUS=failed: the outbox could not be made durable: fsync of the WAL"),
+        "{notified}"
+    );
+    // Said in the journal when writes are first refused, and as the reason for stopping. The
+    // failed fsync is the syncer's, or SQLite's own when the commit started the WAL over.
+    let stderr = service.daemon.stderr();
+    let reasons = stderr
+        .lines()
+        .filter(|line| line.contains("the outbox could not be made durable: fsync of the WAL"))
+        .count();
+    assert!(reasons >= 2, "the cause is not logged:\n{stderr}");
+    assert!(
+        stderr.contains("stopping, so that the service starts again on what the disk holds"),
+        "{stderr}"
+    );
+
+    std::fs::remove_file(&marker).unwrap();
+    let integrity: String =
+        rusqlite::Connection::open(service.dir.join(gradata::store::DATABASE_FILE))
+            .unwrap()
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+    assert_eq!(integrity, "ok");
+    let restarted = Spec::new(&service.dir)
+        .env("GRADATA_BRAIN_ID", BRAIN)
+        .spawn();
+    restarted.expect_ready();
+    let stored: Vec<String> = service
+        .rows()
+        .into_iter()
+        .filter_map(|row| row.event_id)
+        .collect();
+    for id in &acknowledged {
+        assert!(
+            stored.contains(id),
+            "{id} was acknowledged but is lost: {stored:?}"
+        );
+    }
+    // The refused write may be there (committed, never acknowledged): a retry deduplicates.
+    assert!(stored.len() <= acknowledged.len() + 1, "{stored:?}");
+    let (status, health) = daemon::get_health(restarted.addr());
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["queue"]["pending"], stored.len(), "{health}");
+    let retried = request(
+        restarted.addr(),
+        "POST",
+        "/v1/events",
+        &[("Content-Type", "application/json")],
+        json!({"kind": "event", "event_id": "during", "data": {}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(retried.status, 200, "{retried:?}");
+}
+
 /// A write wakes the sync worker: with a healthy ingest server, one `POST /v1/events` is delivered
 /// at once. An idle worker with nothing waiting has no timer at all (it only beats its heartbeat),
 /// so without the wake-up the row would never be sent; the guard below is only against a hang.

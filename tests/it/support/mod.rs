@@ -244,3 +244,32 @@ pub fn temp_dir() -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().to_path_buf();
     (dir, path)
 }
+
+/// The shared library of `fsync_fault.c`, built once per test run with the C compiler that built
+/// the bundled SQLite: preloaded into `gradata` with `FSYNC_FAULT_MARKER` naming a file, it fails
+/// every fsync of the WAL with `EIO` while that file exists, as a failing disk would.
+pub fn fsync_fault_library() -> PathBuf {
+    static LIBRARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIBRARY
+        .get_or_init(|| {
+            let source =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/fsync_fault.c");
+            let library = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fsync_fault.so");
+            let compiler = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+            let output = Command::new(&compiler)
+                .args(["-shared", "-fPIC", "-O2", "-o"])
+                .arg(&library)
+                .arg(&source)
+                .arg("-ldl")
+                .output()
+                .unwrap_or_else(|err| panic!("cannot run {compiler:?}: {err}"));
+            assert!(
+                output.status.success(),
+                "cannot build {}: {}",
+                source.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            library
+        })
+        .clone()
+}
