@@ -130,8 +130,22 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     reason = "the one place the CLI reports a fatal error"
 )]
 pub fn report_error(err: &anyhow::Error) {
-    let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-    eprintln!("gradata: {}", chain.join(": "));
+    eprintln!("gradata: {}", error_chain(err));
+}
+
+/// An error and its causes as `error: cause: cause`. A cause that its error's message already ends
+/// with (`cannot open the outbox: {0}`, whose source is that same `{0}`) is said once.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain().map(ToString::to_string) {
+        if text.is_empty() {
+            text = cause;
+        } else if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// A current-thread runtime for the commands that talk to the network or the store's writer.
@@ -148,5 +162,36 @@ fn cli_store_options(config: &Config) -> crate::store::Options {
         create: crate::store::Create::Never,
         instance_lock: crate::store::InstanceLock::None,
         ..config.store_options()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Failure {
+        #[error("cannot open the outbox: {0}")]
+        Store(#[from] std::io::Error),
+    }
+
+    #[test]
+    fn error_chain_says_each_cause_once() {
+        let io = || std::io::Error::other("disk I/O error");
+        let opened = anyhow::Error::from(Failure::from(io()));
+        assert_eq!(
+            error_chain(&opened),
+            "cannot open the outbox: disk I/O error"
+        );
+        let context = opened.context("serving");
+        assert_eq!(
+            error_chain(&context),
+            "serving: cannot open the outbox: disk I/O error"
+        );
+        let plain = anyhow::Error::from(io()).context("reading /etc/gradata/gradata.toml");
+        assert_eq!(
+            error_chain(&plain),
+            "reading /etc/gradata/gradata.toml: disk I/O error"
+        );
     }
 }

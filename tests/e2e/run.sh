@@ -12,7 +12,8 @@
 #    inside it. Each check is one "ok"/"FAIL" line tagged with its scenario:
 #     [1] install  [2] activation  [10] hardening score  [9] the API key  [3] drain before READY
 #     [4] the startup record in the journal  [7] reload  [6] stop with requests in flight
-#     [5] kill -9 mid-drain  [8] watchdog  [11] upgrade, remove, purge  [12] the .rpm
+#     [5] kill -9 mid-drain  [8] watchdog  [13] a failing disk  [11] upgrade, remove, purge
+#     [12] the .rpm
 # Prints "N passed, N failed" and the time each stage took; on any failure, the container's journal.
 # Needs root. E2E_ROOTFS_CACHE=file.tar.zst keeps the root file system between local runs.
 set -euo pipefail
@@ -71,6 +72,11 @@ cp "$deb" "$root/root/e2e/gradata.deb"
 cp "$deb2" "$root/root/e2e/gradata-2.deb"
 cp "$rpm" "$root/root/e2e/gradata.rpm"
 cp tests/e2e/fake_ingest.py tests/e2e/clients.py "$root/root/e2e/"
+# [13]'s failing disk: a library that fails fsync of the WAL while a marker file exists, built here
+# (the container has no compiler) and installed where the hardened service can read it.
+mkdir -p "$root/usr/local/lib/gradata-e2e"
+"${CC:-cc}" -shared -fPIC -O2 -o "$root/usr/local/lib/gradata-e2e/fsync_fault.so" \
+    tests/it/support/fsync_fault.c -ldl
 echo "== boot"
 container_boot "$root"
 t_boot=$(ms)
@@ -386,6 +392,41 @@ check "[8] with the sync worker stalled (test hook): Result=watchdog" \
 restarted() { test "$(prop gradata.service NRestarts)" -gt "$restarts"; }
 check "[8] and systemd restarts it (NRestarts was $restarts)" wait_until 60 restarted
 c_sh 'rm /etc/systemd/system/gradata.service.d/e2e-watchdog.conf && systemctl daemon-reload && systemctl restart gradata.service'
+
+# --- [13] a failing disk --------------------------------------------------------------------
+echo "== [13] a failed fsync: the service stops, systemd restarts it, nothing acknowledged is lost"
+fault=/run/gradata-e2e-fsync-fault
+c_sh "printf '[Service]\nEnvironment=LD_PRELOAD=/usr/local/lib/gradata-e2e/fsync_fault.so FSYNC_FAULT_MARKER=$fault\n' \
+      >/etc/systemd/system/gradata.service.d/e2e-fault.conf && systemctl daemon-reload && systemctl restart gradata.service"
+pid=$(prop gradata.service MainPID)
+invocation=$(prop gradata.service InvocationID)
+restarts=$(prop gradata.service NRestarts)
+for i in 1 2 3; do post_event "s13-$i"; done
+# Delivered and settled first, so that the write below is the only one to meet the failing disk
+# (with the disk still failing, a restarted service cannot even open the outbox).
+check "[13] three events acknowledged and delivered" wait_until 60 equals 0 pending
+# The refused write, then at once the disk heals and a producer writes again: systemd restarts the
+# service 2 s later (RestartSec=), and gradata.socket holds that connection until it is ready.
+refused=$(c_sh "touch $fault && curl -sS -m 10 -o $e2e/s13-refused.json -w '%{http_code}' $api/v1/events \
+                  -H 'content-type: application/json' -d '{\"kind\":\"event\",\"event_id\":\"s13-4\",\"data\":{}}'
+                rm -f $fault")
+check "[13] the write that met the failed fsync: 503 flush_failed (got $refused)" \
+    c_sh "test $refused = 503 && grep -q '\"code\":\"flush_failed\"' $e2e/s13-refused.json"
+acknowledged_by_a_new_process() {
+    c_sh "curl -sS -m 30 -f -o /dev/null $api/v1/events -H 'content-type: application/json' \
+          -d '{\"kind\":\"event\",\"event_id\":\"$1\",\"data\":{}}'" &&
+        main_pid_changed "$pid"
+}
+check "[13] the next write is acknowledged, by a new process" acknowledged_by_a_new_process s13-5
+check "[13] systemd restarted it (Restart=on-failure; NRestarts was $restarts)" \
+    test "$(prop gradata.service NRestarts)" -gt "$restarts"
+check "[13] the failed run exited with status 1" \
+    c_sh "journalctl --no-pager -u gradata.service -o cat | grep -q 'Main process exited, code=exited, status=1/FAILURE'"
+check "[13] its journal says why" \
+    journal_says "$invocation" 'could not be made durable: fsync of the WAL.*stopping, so that the service starts again'
+check "[13] every acknowledged event is delivered (s13-1..3 and s13-5)" \
+    wait_until 60 c_sh "for id in 1 2 3 5; do curl -sS -m 10 '$ingest/ids?prefix=s13-' | grep -qx \"s13-\$id\" || exit 1; done"
+c_sh 'rm /etc/systemd/system/gradata.service.d/e2e-fault.conf && systemctl daemon-reload && systemctl restart gradata.service'
 
 # --- [11] upgrade, remove, purge -------------------------------------------------------------
 echo "== [11] upgrade with rows pending, remove, purge"
