@@ -1034,6 +1034,12 @@ fn bad_input_writes_nothing_and_the_service_keeps_serving() {
             400,
             "invalid_utf8",
         ),
+        (
+            "a lone surrogate escape (no UTF-8 for it)",
+            raw("/v1/events", br#"{"kind":"event","data":{"x":"\ud800"}}"#),
+            400,
+            "malformed_json",
+        ),
         // Nesting far past serde_json's recursion limit: refused, no stack overflow.
         (
             "10,000 [",
