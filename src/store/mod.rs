@@ -159,6 +159,25 @@ pub enum Error {
     /// [`Store::open_read_only`] found a database that gradata has not migrated yet.
     #[error("{0}: the database has not been migrated by gradata yet")]
     NotMigrated(PathBuf),
+    /// The database file is not an SQLite database, or a damaged one. gradata changes nothing in
+    /// it; only an operator can decide what becomes of the rows it may still hold.
+    #[error(
+        "{}not a readable SQLite database ({detail}); move it aside to start again with an empty outbox (sqlite3's .recover may salvage its rows)",
+        in_file(.path)
+    )]
+    Corrupt {
+        /// The database file, when the error was met while opening it.
+        path: Option<PathBuf>,
+        /// SQLite's words.
+        detail: String,
+    },
+}
+
+/// `"<path>: "`, or nothing when the path is not known.
+fn in_file(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|path| format!("{}: ", path.display()))
+        .unwrap_or_default()
 }
 
 impl From<rusqlite::Error> for Error {
@@ -168,12 +187,29 @@ impl From<rusqlite::Error> for Error {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 Error::Busy(err.to_string())
             }
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                Error::Corrupt {
+                    path: None,
+                    detail: err.to_string(),
+                }
+            }
             _ => Error::Sqlite(err.to_string()),
         }
     }
 }
 
 impl Error {
+    /// Names the database file in an error met while opening it.
+    fn in_database(self, options: &Options) -> Error {
+        match self {
+            Error::Corrupt { path: None, detail } => Error::Corrupt {
+                path: Some(options.database_path()),
+                detail,
+            },
+            other => other,
+        }
+    }
+
     /// A copy for each caller of a failed group commit (the error itself is not `Clone` because
     /// of the I/O variant, which only opening produces).
     fn for_each_caller(&self) -> Error {
@@ -194,6 +230,10 @@ impl Error {
             },
             Error::ReadOnly => Error::ReadOnly,
             Error::NotMigrated(path) => Error::NotMigrated(path.clone()),
+            Error::Corrupt { path, detail } => Error::Corrupt {
+                path: path.clone(),
+                detail: detail.clone(),
+            },
         }
     }
 }
@@ -240,6 +280,10 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the outbox, takes its locks and migrates it. Blocking.
     pub fn open(options: &Options) -> Result<Store, Error> {
+        Store::open_read_write(options).map_err(|err| err.in_database(options))
+    }
+
+    fn open_read_write(options: &Options) -> Result<Store, Error> {
         let database_path = options.database_path();
         match options.create {
             Create::IfMissing => std::fs::create_dir_all(&options.data_dir)
@@ -305,6 +349,10 @@ impl Store {
     /// Opens an existing, migrated store for reading only: no lock, no writer thread, no write of
     /// any kind, so it never disturbs a running service. Write methods return [`Error::ReadOnly`].
     pub fn open_read_only(options: &Options) -> Result<Store, Error> {
+        Store::open_for_reading(options).map_err(|err| err.in_database(options))
+    }
+
+    fn open_for_reading(options: &Options) -> Result<Store, Error> {
         let database_path = options.database_path();
         if !database_path.exists() {
             return Err(Error::NotFound(database_path));

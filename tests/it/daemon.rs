@@ -465,6 +465,39 @@ fn watchdog_starves_when_the_worker_wedges() {
     stop_cleanly(&mut daemon);
 }
 
+/// An outbox that is not an SQLite database (or a damaged one): the service does not start, says
+/// which file and what to do, never sends `READY=1`, and leaves the file exactly as it was; the CLI
+/// says the same.
+#[test]
+fn a_corrupt_outbox_is_named_and_left_untouched() {
+    let (_guard, dir) = support::temp_dir();
+    let database = dir.join(gradata::store::DATABASE_FILE);
+    let garbage: Vec<u8> = b"not an SQLite database; ".repeat(400);
+    std::fs::write(&database, &garbage).unwrap();
+
+    let mut daemon = Spec::new(&dir).spawn();
+    let code = daemon.exit_code(PATIENCE);
+    assert!(code != 0 && code != 78, "exit code {code}");
+    let stderr = daemon.stderr();
+    for needle in [
+        database.display().to_string().as_str(),
+        "not a readable SQLite database (file is not a database)",
+        "move it aside to start again with an empty outbox",
+    ] {
+        assert!(stderr.contains(needle), "no {needle:?} in:\n{stderr}");
+    }
+    assert!(!daemon.notify().all().iter().any(|m| m.has("READY=1")));
+    assert_eq!(std::fs::read(&database).unwrap(), garbage);
+    assert!(!dir.join("system.db-wal").exists());
+
+    let status = support::gradata(&dir).arg("status").output().unwrap();
+    assert_eq!(status.status.code(), Some(1), "{status:?}");
+    let said = String::from_utf8_lossy(&status.stderr);
+    assert!(said.contains("not a readable SQLite database"), "{said}");
+    assert!(said.contains(&database.display().to_string()), "{said}");
+    assert_eq!(std::fs::read(&database).unwrap(), garbage);
+}
+
 /// A second service on the same data directory fails at once, says why, and tells systemd.
 #[test]
 fn a_second_service_on_the_same_data_dir_fails_fast() {
