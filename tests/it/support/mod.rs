@@ -1,5 +1,6 @@
 //! Test harness: the fake ingest server, log capture, databases made the way the original daemon
-//! made them, and helpers to build engines and run the binary.
+//! made them, helpers to build engines and run the binary, and the binary's failing disks (one that
+//! fills up, one whose fsyncs fail: `fsync_fault.c`).
 
 pub mod daemon;
 pub mod fake_ingest;
