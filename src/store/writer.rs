@@ -410,6 +410,7 @@ struct Syncer {
 /// is unknown from then on, so the writer refuses every command, and [`Writer::durability_lost`]
 /// tells the service, which stops so that a fresh open recovers the WAL from the disk.
 struct DurabilityAlarm {
+    /// Read before every group: a plain load, where the watch below would take its lock.
     raised: AtomicBool,
     /// The reason, for the [`Writer`]'s receiver; dropped with the last holder of the alarm.
     reason: watch::Sender<Option<String>>,

@@ -53,6 +53,23 @@ impl Service {
         support::rows(&self.dir)
     }
 
+    /// Asserts that SQLite's integrity check passes on the outbox (after the service stopped).
+    fn assert_database_intact(&self) {
+        let integrity: String =
+            rusqlite::Connection::open(self.dir.join(gradata::store::DATABASE_FILE))
+                .unwrap()
+                .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+                .unwrap();
+        assert_eq!(integrity, "ok");
+    }
+
+    /// A new service on the same data directory, once the first has stopped; ready when returned.
+    fn start_again(&self) -> Daemon {
+        let daemon = Spec::new(&self.dir).env("GRADATA_BRAIN_ID", BRAIN).spawn();
+        daemon.expect_ready();
+        daemon
+    }
+
     fn post(&self, path: &str, body: &Value) -> Response {
         post_json(self.addr(), path, body)
     }
@@ -1958,12 +1975,7 @@ fn sigkill_under_write_load_keeps_every_acknowledged_event() {
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() >= BEFORE_KILL);
 
-    let integrity: String =
-        rusqlite::Connection::open(service.dir.join(gradata::store::DATABASE_FILE))
-            .unwrap()
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-            .unwrap();
-    assert_eq!(integrity, "ok");
+    service.assert_database_intact();
     let stored: std::collections::HashSet<String> = service
         .rows()
         .into_iter()
@@ -1988,10 +2000,7 @@ fn sigkill_under_write_load_keeps_every_acknowledged_event() {
         acknowledged.len()
     );
 
-    let restarted = Spec::new(&service.dir)
-        .env("GRADATA_BRAIN_ID", BRAIN)
-        .spawn();
-    restarted.expect_ready();
+    let restarted = service.start_again();
     let (status, health) = daemon::get_health(restarted.addr());
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["queue"]["pending"], stored.len(), "{health}");
@@ -2056,16 +2065,8 @@ fn a_failed_fsync_stops_the_service_and_a_restart_recovers() {
     );
 
     std::fs::remove_file(&marker).unwrap();
-    let integrity: String =
-        rusqlite::Connection::open(service.dir.join(gradata::store::DATABASE_FILE))
-            .unwrap()
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-            .unwrap();
-    assert_eq!(integrity, "ok");
-    let restarted = Spec::new(&service.dir)
-        .env("GRADATA_BRAIN_ID", BRAIN)
-        .spawn();
-    restarted.expect_ready();
+    service.assert_database_intact();
+    let restarted = service.start_again();
     let stored: Vec<String> = service
         .rows()
         .into_iter()

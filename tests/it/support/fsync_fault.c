@@ -26,26 +26,24 @@ static int fails(int fd) {
     return strcmp(path + n - 4, "-wal") == 0;
 }
 
-int fdatasync(int fd) {
-    static int (*real)(int);
-    if (real == NULL) {
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+/* Calls the C library's `name` on `fd`, found once into `real`, unless the fault applies. */
+static int sync_unless_failing(const char *name, int (**real)(int), int fd) {
+    if (*real == NULL) {
+        *real = (int (*)(int))dlsym(RTLD_NEXT, name);
     }
     if (fails(fd)) {
         errno = EIO;
         return -1;
     }
-    return real(fd);
+    return (*real)(fd);
+}
+
+int fdatasync(int fd) {
+    static int (*real)(int);
+    return sync_unless_failing("fdatasync", &real, fd);
 }
 
 int fsync(int fd) {
     static int (*real)(int);
-    if (real == NULL) {
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    }
-    if (fails(fd)) {
-        errno = EIO;
-        return -1;
-    }
-    return real(fd);
+    return sync_unless_failing("fsync", &real, fd);
 }
