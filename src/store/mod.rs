@@ -1,7 +1,7 @@
 //! The outbox: gradata's durable queue of events waiting to be delivered (DESIGN §4).
 //!
 //! [`Store`] is a cheap-to-clone handle over one SQLite database, `<data_dir>/system.db`. Every
-//! change goes through one writer thread (`writer.rs`), which folds whatever requests are waiting
+//! change goes through one writer thread (`writer/`), which folds whatever requests are waiting
 //! into a single transaction (group commit) and answers each caller only after that transaction is
 //! durable. Reads ([`Store::stats`], [`Store::list`]) use a separate connection and never wait
 //! for the writer, thanks to WAL. A checkpointer thread (`checkpoint.rs`), on a third connection,

@@ -1,0 +1,140 @@
+//! What callers send the writer thread ([`Command`]) and how each is answered ([`Reply`]): the
+//! outcome is recorded beside the command while its group runs, and sent only once the group's
+//! commit (and, for a durable write, the WAL's fsync) has decided whether it stands.
+//!
+//! It knows nothing of SQL or of threads: the writer runs the commands, the syncer answers them.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::oneshot;
+
+use crate::store::Error;
+use crate::store::types::{
+    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, Settlement,
+};
+
+/// Where a command's answer goes, and the answer itself once the command has run. The answer is
+/// kept beside the command until the group's commit (and, for a durable write, the WAL's fsync)
+/// decides whether it stands.
+pub(in crate::store) struct Reply<T> {
+    sender: oneshot::Sender<Result<T, Error>>,
+    result: Option<Result<T, Error>>,
+}
+
+impl<T> Reply<T> {
+    pub(super) fn new(sender: oneshot::Sender<Result<T, Error>>) -> Reply<T> {
+        Reply {
+            sender,
+            result: None,
+        }
+    }
+
+    /// Records the outcome of a run (a re-run replaces it); true if it succeeded.
+    pub(super) fn set(&mut self, result: Result<T, Error>) -> bool {
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    pub(super) fn is_err(&self) -> bool {
+        matches!(self.result, Some(Err(_)))
+    }
+
+    /// Sends the recorded outcome. A dropped receiver means the caller stopped waiting; what was
+    /// committed stays committed.
+    pub(super) fn answer(self) {
+        // Every command is run before it is answered; `None` would mean it never ran.
+        let result = self.result.unwrap_or(Err(Error::Closed));
+        drop(self.sender.send(result));
+    }
+
+    /// Answers with `err` instead of the recorded outcome, which a failed commit made untrue.
+    pub(super) fn fail(self, err: &Error) {
+        drop(self.sender.send(Err(err.for_each_caller())));
+    }
+}
+
+/// A request to the writer thread.
+pub(in crate::store) enum Command {
+    Enqueue {
+        events: Vec<NewEvent>,
+        limit: Option<QueueLimit>,
+        now: SystemTime,
+        reply: Reply<Vec<EnqueueOutcome>>,
+    },
+    Claim {
+        limit: usize,
+        from: ClaimFrom,
+        lease: Duration,
+        now: SystemTime,
+        reply: Reply<Vec<ClaimedRow>>,
+    },
+    Settle {
+        settlements: Vec<Settlement>,
+        now: SystemTime,
+        reply: Reply<()>,
+    },
+    Retry {
+        selector: RetrySelector,
+        reply: Reply<usize>,
+    },
+    PurgeSynced {
+        older_than: Duration,
+        now: SystemTime,
+        reply: Reply<usize>,
+    },
+    SetMeta {
+        key: &'static str,
+        value: String,
+        now: SystemTime,
+        reply: Reply<()>,
+    },
+}
+
+impl Command {
+    /// Whether a caller is told "it is on disk" when this command commits.
+    pub(super) fn promises_durability(&self) -> bool {
+        matches!(self, Command::Enqueue { .. } | Command::Retry { .. })
+    }
+
+    pub(super) fn is_err(&self) -> bool {
+        match self {
+            Command::Enqueue { reply, .. } => reply.is_err(),
+            Command::Claim { reply, .. } => reply.is_err(),
+            Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.is_err(),
+            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.is_err(),
+        }
+    }
+
+    /// Records an error as this command's outcome (it could not run, or its savepoint failed).
+    pub(super) fn set_err(&mut self, err: &Error) {
+        let _failed = match self {
+            Command::Enqueue { reply, .. } => reply.set(Err(err.for_each_caller())),
+            Command::Claim { reply, .. } => reply.set(Err(err.for_each_caller())),
+            Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => {
+                reply.set(Err(err.for_each_caller()))
+            }
+            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => {
+                reply.set(Err(err.for_each_caller()))
+            }
+        };
+    }
+
+    pub(super) fn answer(self) {
+        match self {
+            Command::Enqueue { reply, .. } => reply.answer(),
+            Command::Claim { reply, .. } => reply.answer(),
+            Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.answer(),
+            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.answer(),
+        }
+    }
+
+    pub(super) fn fail(self, err: &Error) {
+        match self {
+            Command::Enqueue { reply, .. } => reply.fail(err),
+            Command::Claim { reply, .. } => reply.fail(err),
+            Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.fail(err),
+            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.fail(err),
+        }
+    }
+}
