@@ -1,0 +1,351 @@
+//! One validated [`Config`], built from defaults < config file < `GRADATA_*` environment < flags
+//! (DESIGN §6), plus the data directory and API key resolution.
+//!
+//! Loading has two stages. First each layer is turned into a TOML table and checked on its own, so
+//! an error names exactly where the bad value came from (the file, the variable, the flag). Then
+//! the merged table is deserialized once into `RawConfig` (every field with its default, unknown
+//! keys rejected) and validated into [`Config`], whose fields have concrete types and whose
+//! errors name the key and its source.
+//!
+//! This file orders the loading and holds the types callers see. Beside it: `layers` (every
+//! option, declared once in `OPTIONS` with its key, its environment variable and its type; the
+//! parsing of each layer; `RawConfig`), `validate` (from `RawConfig` to [`Config`]) and
+//! `credentials` (the data directory and the API key when the configuration does not name them).
+//! The example config shipped in the packages is checked against `OPTIONS` by a test.
+//!
+//! Invariants: no I/O beyond reading the config file and the credential files; the API key is
+//! never printed (it lives in [`crate::sync::ApiKey`], whose `Debug` redacts it).
+
+mod credentials;
+mod layers;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::store;
+use crate::sync::{self, Budget};
+use layers::{OPTIONS, RawConfig, insert, parse_bool, parse_env, parse_file, record_sources};
+use validate::Validator;
+
+/// The config file read when none is named.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/gradata/gradata.toml";
+/// The API key file read when no other source has a key.
+pub const DEFAULT_API_KEY_FILE: &str = "/etc/gradata/api-key";
+/// Name of the key inside `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=api-key:…`).
+pub const CREDENTIAL_NAME: &str = "api-key";
+/// Default listen address (DESIGN §2).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
+/// Default age after which synced rows are deleted.
+pub const DEFAULT_SYNCED_RETENTION_DAYS: f64 = 7.0;
+/// Default time requests in flight get to finish at shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 10.0;
+/// Default largest request body, in bytes (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Default most events in one `POST /v1/events`.
+pub const DEFAULT_MAX_EVENTS_PER_REQUEST: u64 = 1000;
+/// Default time a client has to send its request body.
+pub const DEFAULT_BODY_TIMEOUT_SECS: f64 = 10.0;
+/// Default time a connection has to send a request's headers, from when it opens or its last
+/// response was sent.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: f64 = 60.0;
+/// Default age of the oldest pending row past which `/health` says `degraded` (one hour).
+pub const DEFAULT_DEGRADED_AFTER_SECS: f64 = 3600.0;
+/// Default most pending rows before writes get 503 (one million).
+pub const DEFAULT_MAX_PENDING_ROWS: u64 = 1_000_000;
+/// Default most pending payload bytes before writes get 503 (1 GiB).
+pub const DEFAULT_MAX_PENDING_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default time budget of the final drain at shutdown.
+pub const DEFAULT_SHUTDOWN_DRAIN_SECS: f64 = 5.0;
+
+/// The environment a configuration is loaded from: a snapshot, so tests can supply their own.
+pub type Environment = BTreeMap<String, String>;
+
+/// Reads the variables the configuration looks at from the process environment.
+pub fn process_environment() -> Environment {
+    std::env::vars()
+        .filter(|(name, _)| {
+            name.starts_with("GRADATA_")
+                || matches!(
+                    name.as_str(),
+                    "STATE_DIRECTORY"
+                        | "XDG_STATE_HOME"
+                        | "HOME"
+                        | "CREDENTIALS_DIRECTORY"
+                        | "RUST_LOG"
+                )
+        })
+        .collect()
+}
+
+/// Values given on the command line (already parsed by clap). `None` means "not given".
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--data-dir` / `--brain-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--api-key-file`.
+    pub api_key_file: Option<PathBuf>,
+    /// `--ingest-url`.
+    pub ingest_url: Option<String>,
+    /// `--listen`, repeatable.
+    pub listen: Vec<String>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// A config file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(&'static str),
+    /// A command-line flag.
+    Flag(&'static str),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("the default"),
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Env(name) => write!(f, "environment variable {name}"),
+            Source::Flag(name) => write!(f, "flag {name}"),
+        }
+    }
+}
+
+/// A configuration that cannot be used. Maps to exit code 78 (EX_CONFIG).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value is of the wrong type or out of range.
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: String,
+        /// Where the value came from.
+        origin: Source,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+    /// The config file is not valid TOML or has an unknown key.
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key and the line).
+        message: String,
+    },
+    /// A file named by the configuration cannot be read.
+    #[error("{}: {err}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        err: std::io::Error,
+    },
+    /// No data directory was given and none can be derived.
+    #[error(
+        "no data directory: set --data-dir or GRADATA_DATA_DIR (or STATE_DIRECTORY, XDG_STATE_HOME, HOME)"
+    )]
+    NoDataDir,
+}
+
+/// How log records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Journal when running under systemd, text otherwise.
+    Auto,
+    /// Native journald protocol.
+    Journal,
+    /// Human-readable lines on stderr.
+    Text,
+    /// One JSON object per line on stderr.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// Where the outbox lives.
+    pub data_dir: PathBuf,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log_filter: String,
+    /// Addresses to bind when systemd passes no sockets: `host:port` or a unix socket path.
+    pub listen: Vec<String>,
+    /// Time requests in flight get to finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// Host names accepted besides loopback.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call the API.
+    pub cors_origins: Vec<String>,
+    /// The local API token, read from `api.token_file`, required on writes when set.
+    pub api_token: Option<crate::api::guard::LocalToken>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most events in one `POST /v1/events`.
+    pub max_events_per_request: usize,
+    /// Time a client has to send its body.
+    pub body_timeout: Duration,
+    /// Time a connection has to send a request's headers, from when it opens or its last response
+    /// was sent: slow clients and idle keep-alive connections are closed after it.
+    pub header_timeout: Duration,
+    /// Age of the oldest pending row past which `/health` says `degraded`.
+    pub degraded_after: Duration,
+    /// Most pending rows before writes are refused with 503.
+    pub max_pending_rows: u64,
+    /// Most pending payload bytes before writes are refused with 503.
+    pub max_pending_bytes: u64,
+    /// The `brain_id` put in every payload; `None` means derive it from the data directory.
+    pub brain_id: Option<String>,
+    /// SQLite `synchronous`.
+    pub synchronous: store::Synchronous,
+    /// SQLite busy timeout.
+    pub busy_timeout: Duration,
+    /// Age after which synced rows are deleted.
+    pub synced_retention: Duration,
+    /// Sync settings, API key included.
+    pub sync: sync::Settings,
+    /// Budget of the startup drain.
+    pub startup_drain: Budget,
+    /// Time budget of the shutdown drain.
+    pub shutdown_drain: Budget,
+}
+
+impl Config {
+    /// Loads the configuration from the flags and an environment snapshot.
+    pub fn load(flags: &Flags, env: &Environment) -> Result<Config, Error> {
+        let mut sources: BTreeMap<String, Source> = BTreeMap::new();
+        let mut merged = toml::Table::new();
+
+        let config_file = match (&flags.config, env.get("GRADATA_CONFIG")) {
+            (Some(path), _) => Some((path.clone(), true)),
+            (None, Some(path)) if !path.is_empty() => Some((PathBuf::from(path), true)),
+            _ => Some((PathBuf::from(DEFAULT_CONFIG_FILE), false)),
+        };
+        let mut file_read = None;
+        if let Some((path, required)) = config_file {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let table = parse_file(&path, &text)?;
+                    record_sources(&table, "", &Source::File(path.clone()), &mut sources);
+                    merged = table;
+                    file_read = Some(path);
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => {}
+                Err(err) => return Err(Error::Io { path, err }),
+            }
+        }
+
+        for option in OPTIONS {
+            if let Some(value) = env.get(option.env) {
+                let parsed = parse_env(option, value)?;
+                insert(&mut merged, option.key, parsed);
+                sources.insert(option.key.to_owned(), Source::Env(option.env));
+            }
+        }
+        if let Some(value) = env.get("GRADATA_CLOUD_SYNC_DISABLE") {
+            let disable = parse_bool(value).ok_or_else(|| Error::Invalid {
+                key: "sync.enabled".to_owned(),
+                origin: Source::Env("GRADATA_CLOUD_SYNC_DISABLE"),
+                message: format!("expected 1/0, true/false, yes/no or on/off, got {value:?}"),
+            })?;
+            if disable {
+                insert(&mut merged, "sync.enabled", toml::Value::Boolean(false));
+                sources.insert(
+                    "sync.enabled".to_owned(),
+                    Source::Env("GRADATA_CLOUD_SYNC_DISABLE"),
+                );
+            }
+        }
+        if env.get("GRADATA_LOG").is_none() {
+            if let Some(filter) = env.get("RUST_LOG") {
+                insert(
+                    &mut merged,
+                    "log.filter",
+                    toml::Value::String(filter.clone()),
+                );
+                sources.insert("log.filter".to_owned(), Source::Env("RUST_LOG"));
+            }
+        }
+
+        let flag_values: [(&str, &'static str, Option<toml::Value>); 4] = [
+            (
+                "data_dir",
+                "--data-dir",
+                flags
+                    .data_dir
+                    .as_ref()
+                    .map(|p| toml::Value::String(p.display().to_string())),
+            ),
+            (
+                "sync.ingest_url",
+                "--ingest-url",
+                flags.ingest_url.clone().map(toml::Value::String),
+            ),
+            (
+                "log.format",
+                "--log-format",
+                flags.log_format.clone().map(toml::Value::String),
+            ),
+            (
+                "api.listen",
+                "--listen",
+                (!flags.listen.is_empty()).then(|| {
+                    toml::Value::Array(
+                        flags
+                            .listen
+                            .iter()
+                            .cloned()
+                            .map(toml::Value::String)
+                            .collect(),
+                    )
+                }),
+            ),
+        ];
+        for (key, flag, value) in flag_values {
+            if let Some(value) = value {
+                insert(&mut merged, key, value);
+                sources.insert(key.to_owned(), Source::Flag(flag));
+            }
+        }
+
+        let raw: RawConfig = RawConfig::deserialize(merged).map_err(|err| Error::Invalid {
+            key: "(merged)".to_owned(),
+            origin: Source::Default,
+            message: err.to_string(),
+        })?;
+        Validator { sources: &sources }.build(raw, file_read, flags, env)
+    }
+
+    /// Store options for the service: create what is missing, single instance.
+    pub fn store_options(&self) -> store::Options {
+        store::Options {
+            data_dir: self.data_dir.clone(),
+            synchronous: self.synchronous,
+            busy_timeout: self.busy_timeout,
+            create: store::Create::IfMissing,
+            instance_lock: store::InstanceLock::Exclusive,
+        }
+    }
+}
+
+/// The dotted keys of every option, in declaration order (used by tests and docs checks).
+pub fn option_keys() -> impl Iterator<Item = (&'static str, &'static str)> {
+    OPTIONS.iter().map(|option| (option.key, option.env))
+}
+
+#[cfg(test)]
+mod tests;

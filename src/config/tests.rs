@@ -1,0 +1,289 @@
+//! Loading the configuration from each layer, and the errors bad values get.
+
+use std::path::Path;
+
+use super::*;
+use crate::sync::ApiKey;
+
+fn env(pairs: &[(&str, &str)]) -> Environment {
+    let mut env: Environment = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    env.entry("HOME".to_owned())
+        .or_insert_with(|| "/home/test".to_owned());
+    // Point away from /etc so the host's files never leak into a test.
+    env.entry("GRADATA_SYNC_API_KEY_FILE".to_owned())
+        .or_insert_with(|| "/nonexistent/api-key".to_owned());
+    env
+}
+
+fn flags_with_config(path: &Path) -> Flags {
+    Flags {
+        config: Some(path.to_path_buf()),
+        ..Flags::default()
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn every_option_is_declared_once_and_matches_the_file_shape() {
+    let defaults = toml::Table::try_from(RawConfig::default()).unwrap();
+    let mut from_struct = BTreeMap::new();
+    record_sources(&defaults, "", &Source::Default, &mut from_struct);
+    let mut declared: Vec<&str> = OPTIONS
+        .iter()
+        .map(|o| o.key)
+        .filter(|k| *k != "data_dir")
+        .collect();
+    declared.sort_unstable();
+    let from_struct: Vec<&str> = from_struct.keys().map(String::as_str).collect();
+    assert_eq!(declared, from_struct);
+    let mut envs: Vec<&str> = OPTIONS.iter().map(|o| o.env).collect();
+    envs.sort_unstable();
+    envs.dedup();
+    assert_eq!(
+        envs.len(),
+        OPTIONS.len(),
+        "an environment variable is declared twice"
+    );
+}
+
+/// The example shipped as /etc/gradata/gradata.toml sets every option to its default and names
+/// every environment variable, so installing it changes nothing and documents everything.
+#[test]
+fn shipped_example_config_is_every_option_at_its_default() {
+    let example = include_str!("../../packaging/gradata.toml");
+    let parsed: RawConfig = toml::from_str(example).unwrap();
+    assert_eq!(
+        toml::Table::try_from(&parsed).unwrap(),
+        toml::Table::try_from(RawConfig::default()).unwrap()
+    );
+    for (key, env) in option_keys() {
+        let name = key.rsplit('.').next().unwrap();
+        assert!(
+            example.contains(&format!("{name} =")),
+            "{key} is missing from the example"
+        );
+        assert!(
+            example.contains(env),
+            "{env} is not mentioned in the example"
+        );
+    }
+}
+
+#[test]
+fn defaults_without_any_file() {
+    let config = Config::load(&Flags::default(), &env(&[("GRADATA_CONFIG", "")])).unwrap();
+    assert_eq!(
+        config.data_dir,
+        PathBuf::from("/home/test/.local/state/gradata")
+    );
+    assert_eq!(config.listen, vec![DEFAULT_LISTEN]);
+    assert_eq!(config.synchronous, store::Synchronous::Full);
+    assert_eq!(config.sync.ingest_url.as_str(), sync::DEFAULT_INGEST_URL);
+    assert_eq!(
+        config.startup_drain,
+        Budget {
+            max_rows: 3200,
+            max_time: Duration::from_secs(30)
+        }
+    );
+    assert!(config.sync.api_key.is_none());
+}
+
+#[test]
+fn precedence_is_defaults_file_env_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "g.toml",
+        "data_dir = \"/from/file\"\n[sync]\nbatch_size = 10\nconcurrency = 2\ningest_url = \"https://file.example/ingest\"\n",
+    );
+    let env = env(&[
+        ("GRADATA_DATA_DIR", "/from/env"),
+        ("GRADATA_SYNC_BATCH_SIZE", "20"),
+    ]);
+    let config = Config::load(&flags_with_config(&file), &env).unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/from/env"));
+    assert_eq!(config.sync.batch_size, 20);
+    assert_eq!(config.sync.concurrency, 2);
+    assert_eq!(
+        config.sync.ingest_url.as_str(),
+        "https://file.example/ingest"
+    );
+    let flags = Flags {
+        data_dir: Some("/from/flag".into()),
+        ingest_url: Some("http://127.0.0.1:9/x".into()),
+        ..flags_with_config(&file)
+    };
+    let config = Config::load(&flags, &env).unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+    assert_eq!(config.sync.ingest_url.as_str(), "http://127.0.0.1:9/x");
+}
+
+#[test]
+fn data_dir_falls_back_through_systemd_and_xdg() {
+    let load = |pairs: &[(&str, &str)]| {
+        Config::load(&Flags::default(), &env(pairs))
+            .unwrap()
+            .data_dir
+    };
+    assert_eq!(
+        load(&[
+            ("GRADATA_CONFIG", ""),
+            ("STATE_DIRECTORY", "/var/lib/gradata:/var/lib/other")
+        ]),
+        PathBuf::from("/var/lib/gradata")
+    );
+    assert_eq!(
+        load(&[("GRADATA_CONFIG", ""), ("XDG_STATE_HOME", "/x")]),
+        PathBuf::from("/x/gradata")
+    );
+}
+
+#[test]
+fn errors_name_the_key_and_where_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = write(dir.path(), "unknown.toml", "[sync]\nbatchsize = 3\n");
+    let message = Config::load(&flags_with_config(&unknown), &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("unknown.toml") && message.contains("batchsize"),
+        "{message}"
+    );
+
+    let wrong_type = write(dir.path(), "type.toml", "[sync]\nconcurrency = \"many\"\n");
+    let message = Config::load(&flags_with_config(&wrong_type), &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("type.toml") && message.contains("concurrency"),
+        "{message}"
+    );
+
+    let range = write(dir.path(), "range.toml", "[sync]\nconcurrency = 0\n");
+    let message = Config::load(&flags_with_config(&range), &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("range.toml") && message.contains("sync.concurrency"),
+        "{message}"
+    );
+
+    let message = Config::load(
+        &Flags::default(),
+        &env(&[("GRADATA_CONFIG", ""), ("GRADATA_SYNC_BATCH_SIZE", "lots")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("GRADATA_SYNC_BATCH_SIZE") && message.contains("sync.batch_size"),
+        "{message}"
+    );
+
+    let message = Config::load(
+        &Flags::default(),
+        &env(&[
+            ("GRADATA_CONFIG", ""),
+            ("GRADATA_CLOUD_INGEST_URL", "http://example.com/ingest"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("GRADATA_CLOUD_INGEST_URL") && message.contains("loopback"),
+        "{message}"
+    );
+
+    let missing = Config::load(&flags_with_config(&dir.path().join("nope.toml")), &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("nope.toml"), "{missing}");
+}
+
+#[test]
+fn api_key_resolution_order_and_redaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    write(&creds, CREDENTIAL_NAME, "from-credential\n");
+    let file_key = write(dir.path(), "file-key", "from-flag-file");
+    let conf_key = write(dir.path(), "conf-key", "from-config");
+    let base = [
+        ("GRADATA_CONFIG", ""),
+        ("GRADATA_SYNC_API_KEY_FILE", conf_key.to_str().unwrap()),
+    ];
+    let key_of = |flags: &Flags, extra: &[(&str, &str)]| {
+        let mut pairs = base.to_vec();
+        pairs.extend_from_slice(extra);
+        Config::load(flags, &env(&pairs)).unwrap().sync
+    };
+    let creds_dir = creds.to_str().unwrap();
+    let flags = Flags {
+        api_key_file: Some(file_key.clone()),
+        ..Flags::default()
+    };
+    let all = [
+        ("GRADATA_API_KEY", "from-env"),
+        ("CREDENTIALS_DIRECTORY", creds_dir),
+    ];
+    assert_eq!(key_of(&flags, &all).api_key, ApiKey::new("from-flag-file"));
+    assert_eq!(
+        key_of(&Flags::default(), &all).api_key,
+        ApiKey::new("from-env")
+    );
+    assert_eq!(
+        key_of(&Flags::default(), &all[1..]).api_key,
+        ApiKey::new("from-credential")
+    );
+    let settings = key_of(&Flags::default(), &[]);
+    assert_eq!(settings.api_key, ApiKey::new("from-config"));
+    let config = Config::load(&flags, &env(&base)).unwrap();
+    assert!(
+        !format!("{config:?}").contains("from-flag-file"),
+        "the key leaked into Debug"
+    );
+
+    let none = Config::load(&Flags::default(), &env(&[("GRADATA_CONFIG", "")]))
+        .unwrap()
+        .sync;
+    assert!(none.api_key.is_none());
+    assert!(
+        none.disabled_reason()
+            .unwrap()
+            .contains("GRADATA_API_KEY is unset")
+    );
+
+    let missing = Flags {
+        api_key_file: Some(dir.path().join("typo")),
+        ..Flags::default()
+    };
+    assert!(
+        Config::load(&missing, &env(&base))
+            .unwrap_err()
+            .to_string()
+            .contains("typo")
+    );
+}
+
+#[test]
+fn kill_switch_disables_sync() {
+    let config = Config::load(
+        &Flags::default(),
+        &env(&[
+            ("GRADATA_CONFIG", ""),
+            ("GRADATA_API_KEY", "k"),
+            ("GRADATA_CLOUD_SYNC_DISABLE", "1"),
+        ]),
+    )
+    .unwrap();
+    assert!(!config.sync.enabled);
+    assert!(config.sync.disabled_reason().is_some());
+}
