@@ -21,6 +21,8 @@ use crate::support::daemon::{
 };
 use crate::support::{self, FakeIngest, Reply, Row};
 
+mod mutated;
+
 /// The `brain_id` every test service stamps on its payloads.
 const BRAIN: &str = "brain-api-test";
 
