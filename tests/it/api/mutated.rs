@@ -1,4 +1,5 @@
-//! Seeded random mutations of valid bodies for every write route, sent to the real binary. The
+//! Seeded random mutations of valid bodies for every write route (the queue's retry included),
+//! sent to the real binary. The
 //! hand-written cases in `api.rs` cover each documented kind of bad input once; these try the
 //! combinations nobody thought of: truncated, spliced and byte-flipped JSON, invalid UTF-8, values
 //! of the wrong type at any depth, deep nesting, odd strings.
@@ -17,7 +18,7 @@ use serde_json::{Value, json};
 use super::Service;
 use crate::support::daemon::{Response, post_bytes};
 
-/// Mutated bodies per route.
+/// Mutated bodies per valid body.
 const CASES_PER_ROUTE: usize = 300;
 /// The fixed seed: the same bodies on every run.
 const SEED: u64 = 20_261_126;
@@ -125,12 +126,18 @@ fn acknowledged_ids(
             assert_eq!(answer["checkpointed"], true, "{}", described());
             vec![id(&answer)]
         }
+        // Nothing is dead here; a retry by id only makes pending rows due now. Either way it
+        // writes no row.
+        "/v1/queue/retry" => {
+            assert!(answer["retried"].is_u64(), "{}", described());
+            Vec::new()
+        }
         other => panic!("no such route in this test: {other}"),
     }
 }
 
 /// One valid body for each write route; `case` makes their event ids unique.
-fn valid_bodies(case: usize) -> [(&'static str, Value); 5] {
+fn valid_bodies(case: usize) -> [(&'static str, Value); 7] {
     let correction = json!({
         "old_string": "let x = 1;",
         "new_string": "let x = 2;",
@@ -173,6 +180,8 @@ fn valid_bodies(case: usize) -> [(&'static str, Value); 5] {
             "/checkpoint",
             json!({"session_id": "session-1", "reason": "compact", "event_id": format!("cp-{case}")}),
         ),
+        ("/v1/queue/retry", json!({"ids": [1, case, 1_000_000]})),
+        ("/v1/queue/retry", json!({"all_dead": true})),
     ]
 }
 
