@@ -1382,6 +1382,51 @@ fn a_stalled_body_times_out_while_others_are_served() {
     service.assert_alive();
 }
 
+/// A request that is not HTTP/1.1 (a garbled request line, a header that is not a header, a
+/// `Content-Length` that is not a number, a head over the HTTP layer's limit) never reaches a
+/// route: the HTTP layer answers a bare 400 or 431 and closes the connection. Nothing is written,
+/// and the service keeps serving.
+#[test]
+fn requests_that_are_not_http_get_a_bare_4xx_and_the_service_keeps_serving() {
+    let service = Service::start(|spec| spec);
+    let body = br#"{"kind":"event","event_id":"never","data":{}}"#;
+    let long_header = format!("X-Long: {}", "a".repeat(500_000));
+    let heads: [(&str, String, u16); 5] = [
+        ("garbage", "GARBAGE".to_owned(), 400),
+        (
+            "an unknown HTTP version",
+            "POST /v1/events HTTP/9.9\r\nHost: 127.0.0.1".to_owned(),
+            400,
+        ),
+        (
+            "a control character in a header",
+            "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad: a\u{1}b".to_owned(),
+            400,
+        ),
+        (
+            "a Content-Length that is not a number",
+            "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: forty".to_owned(),
+            400,
+        ),
+        (
+            "a head of half a megabyte",
+            format!("POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n{long_header}"),
+            431,
+        ),
+    ];
+    for (what, head, status) in heads {
+        let mut raw = format!("{head}\r\nContent-Type: application/json\r\n\r\n").into_bytes();
+        raw.extend_from_slice(body);
+        let response = daemon::send_raw(service.addr(), &raw)
+            .unwrap_or_else(|err| panic!("{what}: no answer: {err}"));
+        assert_eq!(response.status, status, "{what}: {response:?}");
+        assert_eq!(response.body, "", "{what}: {response:?}");
+        assert_eq!(response.header("connection"), Some("close"), "{what}");
+        assert_eq!(service.health()["status"], "ok", "after {what}");
+    }
+    assert!(service.rows().is_empty());
+}
+
 /// A connection that has not sent a complete request head within `api.header_timeout_secs`,
 /// counted from when it opened or from its last response, is closed: neither a client stalled
 /// mid-header nor an idle keep-alive connection holds a socket forever. Not before the deadline,
