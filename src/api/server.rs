@@ -2,7 +2,7 @@
 //! be told: a deadline for each request's headers. It counts from when a connection opens or its
 //! previous response was sent, so a client that stalls mid-header and a keep-alive connection left
 //! idle are both closed after it, and cannot hold sockets forever. The body has its own deadline,
-//! in `body`.
+//! in `body`. A client that shuts down its sending side after its request still gets the answer.
 //!
 //! When a connection cannot be accepted (the service has as many files open as `LimitNOFILE`
 //! lets it), it tries again every second, and the journal says so when it starts, at most once a
@@ -169,10 +169,14 @@ impl Connection {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let mut builder = Builder::new(TokioExecutor::new());
+        // Half-closes: a client that shuts down its sending side after its request still gets
+        // the answer. Without this hyper closes the connection when it reads the end of the
+        // stream, and a write that was committed goes unacknowledged.
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.header_timeout);
+            .header_read_timeout(self.header_timeout)
+            .half_close(true);
         let service = TowerToHyperService::new(self.router);
         let mut connection =
             pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));

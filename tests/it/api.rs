@@ -7,6 +7,7 @@
 //! is checked to have written nothing and to leave the service answering. Waits are for
 //! conditions, with `PATIENCE` only as a guard against a hang.
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -1425,6 +1426,63 @@ fn requests_that_are_not_http_get_a_bare_4xx_and_the_service_keeps_serving() {
         assert_eq!(service.health()["status"], "ok", "after {what}");
     }
     assert!(service.rows().is_empty());
+}
+
+/// A client may shut down its sending side once its request is sent (HTTP/1.0 clients, shell
+/// scripts piping into `nc -N`, some HTTP libraries). It still gets its answer: a write whose
+/// connection closed before its 2xx was sent would leave the client retrying an event that was
+/// stored. A connection shut down before any request is closed at once, not held until the header
+/// deadline.
+#[test]
+fn a_client_that_shuts_down_its_sending_side_still_gets_its_answer() {
+    let service = Service::start(|spec| spec.env("GRADATA_API_HEADER_TIMEOUT_SECS", "3600"));
+    let addr = service.addr();
+    let half_closed = |raw: &[u8]| -> Response {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.write_all(raw).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        daemon::read_response(&mut stream)
+            .unwrap_or_else(|err| panic!("no answer to {:?}: {err}", String::from_utf8_lossy(raw)))
+    };
+    let body = br#"{"kind":"event","event_id":"half-closed","data":{}}"#;
+    let write = half_closed(&request_bytes(
+        addr,
+        "POST",
+        "/v1/events",
+        &[("Content-Type", "application/json")],
+        body,
+    ));
+    assert_eq!(ok("write", &write)["event_ids"], json!(["half-closed"]));
+    committed(&service.rows(), "half-closed");
+    let health = half_closed(&request_bytes(addr, "GET", "/health", &[], b""));
+    assert_eq!(ok("health", &health)["status"], "ok");
+    let http10 = half_closed(b"GET /health HTTP/1.0\r\n\r\n");
+    assert_eq!(ok("HTTP/1.0", &http10)["status"], "ok");
+    // Cut off mid-body: the answer says so, and nothing is written.
+    let cut = request_bytes(
+        addr,
+        "POST",
+        "/v1/events",
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Length", "500"),
+        ],
+        br#"{"kind":"event","event_id":"cut-off","#,
+    );
+    let cut = half_closed(&cut);
+    assert_eq!(cut.status, 400, "{cut:?}");
+    assert_eq!(cut.json()["code"], "body_read_failed", "{cut:?}");
+    assert_eq!(service.rows().len(), 1);
+
+    // Nothing sent at all: closed at once (the header deadline is an hour).
+    let mut idle = std::net::TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(PATIENCE)).unwrap();
+    idle.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest)
+        .expect("the connection was held open after the client shut down its side");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
 }
 
 /// A connection that has not sent a complete request head within `api.header_timeout_secs`,
