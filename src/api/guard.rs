@@ -55,7 +55,7 @@ pub struct Guards {
 
 /// Host, Origin and token checks, and CORS preflights, around the rest of the request (`next`).
 pub(super) async fn check(guards: &Guards, request: Request, next: Next) -> Response {
-    if let Err(err) = check_host(guards, request.headers()) {
+    if let Err(err) = check_host(guards, &request) {
         return err.into_response();
     }
     let origin = match allowed_origin(guards, request.headers()) {
@@ -82,14 +82,25 @@ pub(super) async fn check(guards: &Guards, request: Request, next: Next) -> Resp
     with_cors(next.run(request).await, origin.as_ref())
 }
 
-fn check_host(guards: &Guards, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The `Host` header, and the authority of an absolute-form request target
+/// (`GET http://name/health`), which RFC 9112 §3.2.2 makes the one that counts: each present must
+/// name loopback or an allowed host.
+fn check_host(guards: &Guards, request: &Request) -> Result<(), ApiError> {
+    if let Some(authority) = request.uri().authority() {
+        check_host_name(guards, authority.as_str())?;
+    }
     // No Host at all (HTTP/1.0, some unix-socket clients) cannot come from a browser page.
-    let Some(host) = headers.get(header::HOST) else {
+    let Some(host) = request.headers().get(header::HOST) else {
         return Ok(());
     };
     let host = host.to_str().map_err(|_| {
         ApiError::forbidden("host_not_allowed", "the Host header is not valid text")
     })?;
+    check_host_name(guards, host)
+}
+
+/// `host` (`name` or `name:port`) names loopback or an allowed host.
+fn check_host_name(guards: &Guards, host: &str) -> Result<(), ApiError> {
     let name = strip_port(host);
     let loopback = name.eq_ignore_ascii_case("localhost")
         || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
@@ -184,16 +195,19 @@ fn with_cors(mut response: Response, origin: Option<&HeaderValue>) -> Response {
 mod tests {
     use super::*;
 
+    fn request(target: &str, host: Option<&str>) -> Request {
+        let mut request = Request::builder().uri(target);
+        if let Some(host) = host {
+            request = request.header(header::HOST, host);
+        }
+        request.body(axum::body::Body::empty()).unwrap()
+    }
+
     #[test]
     fn host_names() {
         let guards = Guards {
             allowed_hosts: vec!["gradata.internal".to_owned()],
             ..Guards::default()
-        };
-        let check = |host: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
-            check_host(&guards, &headers).is_ok()
         };
         for (host, allowed) in [
             ("127.0.0.1:8765", true),
@@ -206,9 +220,16 @@ mod tests {
             ("127.0.0.1.evil.example", false),
             ("192.168.1.10:8765", false),
         ] {
-            assert_eq!(check(host), allowed, "{host}");
+            let in_header = check_host(&guards, &request("/health", Some(host))).is_ok();
+            assert_eq!(in_header, allowed, "Host: {host}");
+            // The same name as an absolute-form target's authority, with a loopback Host.
+            let target = format!("http://{host}/health");
+            let in_target = check_host(&guards, &request(&target, Some("127.0.0.1"))).is_ok();
+            assert_eq!(in_target, allowed, "{target}");
         }
-        assert!(check_host(&guards, &HeaderMap::new()).is_ok());
+        assert!(check_host(&guards, &request("/health", None)).is_ok());
+        let userinfo = request("http://127.0.0.1@evil.example/health", Some("127.0.0.1"));
+        assert!(check_host(&guards, &userinfo).is_err());
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -168,18 +168,18 @@ impl Connection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let mut builder = Builder::new(TokioExecutor::new());
-        // Half-closes: a client that shuts down its sending side after its request still gets
-        // the answer. Without this hyper closes the connection when it reads the end of the
-        // stream, and a write that was committed goes unacknowledged.
+        // HTTP/1 only: the API's clients speak HTTP/1.1 (the original daemon spoke nothing else),
+        // and the guards read HTTP/1's `Host`. Half-closes: a client that shuts down its sending
+        // side after its request still gets the answer; without this hyper closes the connection
+        // when it reads the end of the stream, and a write that was committed goes
+        // unacknowledged.
+        let mut builder = http1::Builder::new();
         builder
-            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_timeout)
             .half_close(true);
         let service = TowerToHyperService::new(self.router);
-        let mut connection =
-            pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+        let mut connection = pin!(builder.serve_connection(TokioIo::new(io), service));
         // A connection that ends in an error (a reset, a deadline, garbage) concerns its client
         // only; the client has been answered where HTTP allows it.
         tokio::select! {

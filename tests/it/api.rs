@@ -1385,8 +1385,8 @@ fn a_stalled_body_times_out_while_others_are_served() {
 
 /// A request that is not HTTP/1.1 (a garbled request line, a header that is not a header, a
 /// `Content-Length` that is not a number, a head over the HTTP layer's limit) never reaches a
-/// route: the HTTP layer answers a bare 400 or 431 and closes the connection. Nothing is written,
-/// and the service keeps serving.
+/// route: the HTTP layer answers a bare 400 or 431 and closes the connection. HTTP/2 is not
+/// spoken at all. Nothing is written, and the service keeps serving.
 #[test]
 fn requests_that_are_not_http_get_a_bare_4xx_and_the_service_keeps_serving() {
     let service = Service::start(|spec| spec);
@@ -1425,6 +1425,15 @@ fn requests_that_are_not_http_get_a_bare_4xx_and_the_service_keeps_serving() {
         assert_eq!(response.header("connection"), Some("close"), "{what}");
         assert_eq!(service.health()["status"], "ok", "after {what}");
     }
+    // HTTP/2 with prior knowledge is not served at all: the connection is closed unanswered.
+    let mut h2 = std::net::TcpStream::connect(service.addr()).unwrap();
+    h2.set_read_timeout(Some(PATIENCE)).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut answer = Vec::new();
+    h2.read_to_end(&mut answer).unwrap();
+    assert!(answer.is_empty(), "HTTP/2 was answered: {answer:?}");
+    assert_eq!(service.health()["status"], "ok", "after HTTP/2");
     assert!(service.rows().is_empty());
 }
 
@@ -1603,8 +1612,16 @@ fn host_header_must_be_loopback_or_allowed() {
         service.expect_refused(&host, &response, 403, "host_not_allowed", 0);
         let response = post_bytes(addr, "/v1/events", &[("Host", &host)], event);
         service.expect_refused(&host, &response, 403, "host_not_allowed", 0);
+        // An absolute-form target names the host that counts (RFC 9112 §3.2.2), whatever the
+        // `Host` header (here the loopback address) says.
+        let target = format!("http://{host}/v1/events");
+        let response = post_bytes(addr, &target, &[], event);
+        service.expect_refused(&target, &response, 403, "host_not_allowed", 0);
     }
     let mut written = 0;
+    let target = format!("http://127.0.0.1:{port}/v1/events");
+    ok(&target, &post_bytes(addr, &target, &[], event));
+    written += 1;
     for host in [
         format!("localhost:{port}"),
         "localhost".to_owned(),
