@@ -82,17 +82,25 @@ pub(super) async fn check(guards: &Guards, request: Request, next: Next) -> Resp
     with_cors(next.run(request).await, origin.as_ref())
 }
 
-/// The `Host` header, and the authority of an absolute-form request target
+/// The `Host` header (at most one), and the authority of an absolute-form request target
 /// (`GET http://name/health`), which RFC 9112 §3.2.2 makes the one that counts: each present must
 /// name loopback or an allowed host.
 fn check_host(guards: &Guards, request: &Request) -> Result<(), ApiError> {
     if let Some(authority) = request.uri().authority() {
         check_host_name(guards, authority.as_str())?;
     }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
     // No Host at all (HTTP/1.0, some unix-socket clients) cannot come from a browser page.
-    let Some(host) = request.headers().get(header::HOST) else {
+    let Some(host) = hosts.next() else {
         return Ok(());
     };
+    // Which of two would count is anyone's guess; RFC 9112 §3.2 has such a request refused.
+    if hosts.next().is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the request has more than one Host header",
+        ));
+    }
     let host = host.to_str().map_err(|_| {
         ApiError::forbidden("host_not_allowed", "the Host header is not valid text")
     })?;
@@ -228,6 +236,11 @@ mod tests {
             assert_eq!(in_target, allowed, "{target}");
         }
         assert!(check_host(&guards, &request("/health", None)).is_ok());
+        let mut two_hosts = request("/health", Some("127.0.0.1"));
+        two_hosts
+            .headers_mut()
+            .append(header::HOST, HeaderValue::from_static("evil.example"));
+        assert!(check_host(&guards, &two_hosts).is_err());
         let userinfo = request("http://127.0.0.1@evil.example/health", Some("127.0.0.1"));
         assert!(check_host(&guards, &userinfo).is_err());
     }

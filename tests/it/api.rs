@@ -1618,6 +1618,14 @@ fn host_header_must_be_loopback_or_allowed() {
         let response = post_bytes(addr, &target, &[], event);
         service.expect_refused(&target, &response, 403, "host_not_allowed", 0);
     }
+    // Two Host headers, the first loopback: which one counts is ambiguous, so neither does.
+    let response = post_bytes(
+        addr,
+        "/v1/events",
+        &[("Host", "127.0.0.1"), ("Host", "evil.example")],
+        event,
+    );
+    service.expect_refused("two Host headers", &response, 400, "invalid_request", 0);
     let mut written = 0;
     let target = format!("http://127.0.0.1:{port}/v1/events");
     ok(&target, &post_bytes(addr, &target, &[], event));
