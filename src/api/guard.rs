@@ -142,9 +142,17 @@ fn strip_port(host: &str) -> &str {
 
 /// The request's `Origin`, if it is allowed; an `Origin` that is not allowed is refused.
 fn allowed_origin(guards: &Guards, headers: &HeaderMap) -> Result<Option<HeaderValue>, ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    let Some(origin) = origins.next() else {
         return Ok(None);
     };
+    // A browser sends one; a second makes the first's allowance meaningless.
+    if origins.next().is_some() {
+        return Err(ApiError::forbidden(
+            "origin_not_allowed",
+            "the request has more than one Origin header",
+        ));
+    }
     let text = origin.to_str().unwrap_or("");
     if guards.cors_origins.iter().any(|allowed| allowed == text) {
         Ok(Some(origin.clone()))

@@ -1702,6 +1702,20 @@ fn cors_allows_only_the_configured_origins() {
         Some(good),
         "{response:?}"
     );
+    // Two Origin headers, the first allowed: refused, as the second makes the first meaningless.
+    let response = post_bytes(
+        addr,
+        "/v1/events",
+        &[("Origin", good), ("Origin", evil)],
+        event,
+    );
+    service.expect_refused(
+        "two Origin headers",
+        &response,
+        403,
+        "origin_not_allowed",
+        1,
+    );
     // Without an Origin there is no CORS header at all.
     let response = get(addr, "/health");
     assert_eq!(
