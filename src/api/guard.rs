@@ -1,6 +1,7 @@
-//! Who may talk to the local API (DESIGN §7): the `Host` must name loopback or a configured name
-//! (a DNS-rebinding page cannot pass), an `Origin` must be on the allow-list (CORS, never `*`),
-//! and, when a local token is configured, every write must carry it.
+//! Who may talk to the local API (DESIGN §7): the `Host`, and the host of an absolute-form target,
+//! must name loopback or a configured name (a DNS-rebinding page cannot pass), an `Origin` must be
+//! on the allow-list (CORS, never `*`), and, when a local token is configured, every write must
+//! carry it. A request with two `Host` or two `Origin` headers is refused.
 //!
 //! `check` runs before every route, inside the API's one middleware. It also answers CORS
 //! preflights, so an allowed dashboard can call `POST /sync` under Chrome's Private Network Access
