@@ -593,6 +593,60 @@ fn sync_now_delivers_rows_waiting_on_a_backoff_timer() {
     }
 }
 
+/// The drain `POST /sync` starts is finished even if its client resets the connection while it
+/// runs (a closed dashboard tab, a killed `curl`): its rows are delivered and settled, not left
+/// leased until the lease runs out.
+#[test]
+fn sync_now_finishes_its_drain_when_the_client_resets() {
+    // The first attempt fails and puts the row on a long backoff timer (the worker leaves it
+    // alone); the second, the manual drain's, is answered 200 after a pause long enough for the
+    // client to reset first.
+    let server = FakeIngest::with_plan(|_, n| {
+        if n == 0 {
+            Reply::status(500)
+        } else {
+            Reply::ok().delay(Duration::from_secs(3))
+        }
+    });
+    let service = Service::start(|spec| {
+        spec.syncing_to(&server.url("/ingest"))
+            .env("GRADATA_SYNC_BACKOFF_BASE_SECS", "3600")
+            .env("GRADATA_SYNC_BACKOFF_CAP_SECS", "86400")
+            .env("GRADATA_SYNC_LEASE_SECS", "3600")
+    });
+    ok(
+        "event",
+        &service.post(
+            "/v1/events",
+            &json!({"kind": "lesson", "event_id": "reset-1", "data": {}}),
+        ),
+    );
+    service.wait_for_rows("the failed attempt settled", |rows| {
+        rows.len() == 1 && rows[0].attempts == Some(1) && rows[0].lease_until.is_none()
+    });
+
+    let client = std::net::TcpStream::connect(service.addr()).unwrap();
+    (&client)
+        .write_all(&request_bytes(service.addr(), "POST", "/sync", &[], b""))
+        .unwrap();
+    assert!(
+        server.wait_for(2, PATIENCE),
+        "the manual drain never posted"
+    );
+    // Closing with a zero linger sends a reset instead of a FIN.
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+
+    let rows = service.wait_for_rows("the manual drain settled the row", |rows| {
+        rows[0].synced_at.is_some()
+    });
+    assert_eq!(rows[0].lease_until, None, "{rows:?}");
+    assert_eq!(server.received().len(), 2);
+    assert_eq!(service.health()["status"], "ok");
+}
+
 /// Rows the cloud refuses (422) are dead: `GET /v1/queue?state=dead` lists them with the reason,
 /// and `POST /v1/queue/retry` (by id, then all dead) makes them pending again and wakes the worker.
 #[test]
