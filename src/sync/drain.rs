@@ -177,9 +177,8 @@ impl DrainReport {
     /// Emits the log record for this drain. For the startup drain this is the contract record
     /// `sync queue drained at startup: N rows`, exactly once per start.
     pub fn emit(&self, trigger: Trigger) {
-        let remaining = self
-            .remaining
-            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        // Unknown (no database to count) leaves the field out rather than inventing a number.
+        let remaining = self.remaining;
         let elapsed_ms = u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX);
         let detail = self.detail.as_deref().unwrap_or("");
         let reason = self.reason.as_str();
