@@ -532,37 +532,50 @@ fn v1_events_objects_arrays_all_or_nothing_and_duplicates() {
     service.expect_refused("empty array", &response, 400, "invalid_request", 5);
 }
 
-/// `POST /sync` runs a drain now, including rows waiting on a backoff timer, and reports it.
-#[test]
-fn sync_now_delivers_rows_waiting_on_a_backoff_timer() {
-    // The first delivery fails with a 500, which puts the row on a backoff timer of up to two
-    // hours (base 3600 s, full jitter): the worker will not try again during the test.
-    let server = FakeIngest::with_plan(|_, n| {
+/// A service syncing to a fake server whose first answer is a 500 and every later one `then`,
+/// with one row (`event_id`) whose first attempt has failed: it waits on a backoff timer of up to
+/// two hours (base 3600 s, full jitter), so the worker will not try it again during a test, and
+/// only an explicit drain delivers it. Returns the server, the service and the rows.
+fn one_row_on_a_long_backoff(
+    event_id: &str,
+    then: Reply,
+    configure: impl FnOnce(Spec) -> Spec,
+) -> (FakeIngest, Service, Vec<Row>) {
+    let server = FakeIngest::with_plan(move |_, n| {
         if n == 0 {
             Reply::status(500)
         } else {
-            Reply::ok()
+            then.clone()
         }
     });
     let service = Service::start(|spec| {
-        spec.syncing_to(&server.url("/ingest"))
-            .env("GRADATA_SYNC_BACKOFF_BASE_SECS", "3600")
-            .env("GRADATA_SYNC_BACKOFF_CAP_SECS", "86400")
+        configure(
+            spec.syncing_to(&server.url("/ingest"))
+                .env("GRADATA_SYNC_BACKOFF_BASE_SECS", "3600")
+                .env("GRADATA_SYNC_BACKOFF_CAP_SECS", "86400"),
+        )
     });
     let answer = ok(
         "event",
         &service.post(
             "/v1/events",
-            &json!({"kind": "lesson", "event_id": "sync-1", "data": {}}),
+            &json!({"kind": "lesson", "event_id": event_id, "data": {}}),
         ),
     );
     assert_eq!(answer["accepted"], 1);
-    committed(&service.rows(), "sync-1");
+    committed(&service.rows(), event_id);
     let rows = service.wait_for_rows("the failed attempt settled", |rows| {
         rows.len() == 1 && rows[0].attempts == Some(1) && rows[0].lease_until.is_none()
     });
     assert!(rows[0].next_attempt_at.is_some(), "{rows:?}");
     assert_eq!(rows[0].synced_at, None);
+    (server, service, rows)
+}
+
+/// `POST /sync` runs a drain now, including rows waiting on a backoff timer, and reports it.
+#[test]
+fn sync_now_delivers_rows_waiting_on_a_backoff_timer() {
+    let (server, service, _) = one_row_on_a_long_backoff("sync-1", Reply::ok(), |spec| spec);
 
     let response = request(service.addr(), "POST", "/sync", &[], b"");
     let report = ok("/sync", &response);
@@ -598,32 +611,13 @@ fn sync_now_delivers_rows_waiting_on_a_backoff_timer() {
 /// leased until the lease runs out.
 #[test]
 fn sync_now_finishes_its_drain_when_the_client_resets() {
-    // The first attempt fails and puts the row on a long backoff timer (the worker leaves it
-    // alone); the second, the manual drain's, is answered 200 after a pause long enough for the
-    // client to reset first.
-    let server = FakeIngest::with_plan(|_, n| {
-        if n == 0 {
-            Reply::status(500)
-        } else {
-            Reply::ok().delay(Duration::from_secs(3))
-        }
-    });
-    let service = Service::start(|spec| {
-        spec.syncing_to(&server.url("/ingest"))
-            .env("GRADATA_SYNC_BACKOFF_BASE_SECS", "3600")
-            .env("GRADATA_SYNC_BACKOFF_CAP_SECS", "86400")
-            .env("GRADATA_SYNC_LEASE_SECS", "3600")
-    });
-    ok(
-        "event",
-        &service.post(
-            "/v1/events",
-            &json!({"kind": "lesson", "event_id": "reset-1", "data": {}}),
-        ),
+    // The manual drain's attempt is answered 200 after a pause long enough for the client to
+    // reset first; the long lease keeps an abandoned claim from expiring during the test.
+    let (server, service, _) = one_row_on_a_long_backoff(
+        "reset-1",
+        Reply::ok().delay(Duration::from_secs(3)),
+        |spec| spec.env("GRADATA_SYNC_LEASE_SECS", "3600"),
     );
-    service.wait_for_rows("the failed attempt settled", |rows| {
-        rows.len() == 1 && rows[0].attempts == Some(1) && rows[0].lease_until.is_none()
-    });
 
     let client = std::net::TcpStream::connect(service.addr()).unwrap();
     (&client)
