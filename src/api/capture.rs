@@ -106,7 +106,8 @@ pub(super) async fn correct(
     }
     let event_id = event_id(body.event_id.as_deref())?;
     let category = Category::of(&body.file_path).as_str();
-    let severity = Severity::of(&body.old_string, &body.new_string).as_str();
+    let (body, severity) = severity_of(body).await?;
+    let severity = severity.as_str();
     let data = CorrectionData {
         category,
         file_path: &body.file_path,
@@ -125,6 +126,24 @@ pub(super) async fn correct(
         severity,
         queued: true,
     }))
+}
+
+/// Edits larger than this (both texts together, in bytes) are measured on the blocking pool.
+const INLINE_DIFF_LIMIT: usize = 16 * 1024;
+
+/// The severity of `body`'s edit, and the body back. A large edit's diff may run up to its
+/// deadline, which on a runtime worker would stall every connection that worker serves.
+async fn severity_of(body: CorrectRequest) -> Result<(CorrectRequest, Severity), ApiError> {
+    if body.old_string.len() + body.new_string.len() <= INLINE_DIFF_LIMIT {
+        let severity = Severity::of(&body.old_string, &body.new_string);
+        return Ok((body, severity));
+    }
+    tokio::task::spawn_blocking(move || {
+        let severity = Severity::of(&body.old_string, &body.new_string);
+        (body, severity)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("measuring the edit failed: {e}")))
 }
 
 /// `POST /log-event`.

@@ -319,6 +319,34 @@ fn correct_captures_category_severity_and_the_documented_payload() {
         assert_recent_timestamp(&correction["timestamp"]);
     }
 
+    // A large file (measured off the runtime's workers): one line edited is trivial, every line
+    // replaced is a rewrite, and the stored texts are the ones sent.
+    let large: String = (0..1_000)
+        .map(|i| {
+            format!(
+                "    let value_{i} = compute(input_{}, {});\n",
+                i % 97,
+                i % 13
+            )
+        })
+        .collect();
+    let one_line = large.replacen("compute(input_5,", "evaluate(input_5,", 1);
+    let replaced = "Ünïcödé prose, nothing like the code above.\n".repeat(1_000);
+    for (new, severity) in [(&one_line, "trivial"), (&replaced, "rewrite")] {
+        let response = service.post(
+            "/correct",
+            &json!({"old_string": large, "new_string": new, "file_path": "big.rs", "session_id": "s"}),
+        );
+        let answer = ok("large edit", &response);
+        assert_eq!(answer["severity"], severity, "{answer}");
+        let stored = payload(&committed(
+            &service.rows(),
+            answer["event_id"].as_str().unwrap(),
+        ));
+        assert_eq!(stored["correction"]["old_string"], large.as_str());
+        assert_eq!(stored["correction"]["new_string"], new.as_str());
+    }
+
     // Only the required fields, and a client id: kept; optional strings stored empty.
     let response = service.post(
         "/correct",
