@@ -131,7 +131,7 @@ fn distance_by(old: &str, new: &str, deadline: Instant) -> f64 {
     (1.0 - similarity).clamp(0.0, 1.0)
 }
 
-/// Largest changed run, in characters of both sides together, that is diffed by characters.
+/// Largest changed run, in bytes of both sides together, that is diffed by characters.
 /// Myers' diff costs (old + new) × edits; at this size even a run changed throughout stays under
 /// a few milliseconds.
 const CHAR_DIFF_LIMIT: usize = 16 * 1024;
