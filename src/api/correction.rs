@@ -411,6 +411,41 @@ mod tests {
     }
 
     #[test]
+    fn random_texts_measure_within_bounds_at_every_level() {
+        // Pieces that stress the cuts: multi-byte characters, each kind of line end, whitespace
+        // runs. Lengths cross the character-diff limit so the line and word levels run too.
+        let pieces = [
+            "é", "日本", "a", "bc", " ", "  ", "\t", "\n", "\r\n", "\r", "x\u{301}", "🙂",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            usize::try_from(state % bound as u64).unwrap()
+        };
+        for round in 0..60 {
+            let len = [10, 300, 6_000][round % 3];
+            let old: String = (0..len).map(|_| pieces[next(pieces.len())]).collect();
+            let mut new = old.clone();
+            for _ in 0..next(20) {
+                let at = next(new.len() + 1);
+                if new.is_char_boundary(at) {
+                    new.insert_str(at, pieces[next(pieces.len())]);
+                }
+            }
+            let far = Instant::now() + Duration::from_secs(600);
+            let d = distance_by(&old, &new, far);
+            assert!((0.0..=1.0).contains(&d), "round {round}: {d}");
+            assert_eq!(d == 0.0, old == new, "round {round}: {d}");
+            assert!(
+                (distance_by(&new, &old, far) - d).abs() < 0.05,
+                "round {round}: not symmetric"
+            );
+        }
+    }
+
+    #[test]
     fn a_huge_edit_is_bounded_in_time() {
         let old = "a".repeat(500_000);
         let new = "b".repeat(500_000);
