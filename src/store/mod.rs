@@ -508,18 +508,37 @@ impl Store {
         }
     }
 
-    /// Pending rows and payload bytes, as this process's writes left them: a cheap, exact gauge
-    /// for this process, corrected for other writers by [`Store::recount_pending`].
+    /// Pending rows and payload bytes, as this process's writes left them: a cheap gauge, exact
+    /// for this process, corrected for other writers by [`Store::refresh_pending`] and before a
+    /// write is refused for a queue limit.
     pub fn pending(&self) -> (u64, u64) {
         self.shared.pending.get()
     }
 
-    /// Counts the table again and resets the pending gauge (for writes by other processes).
-    /// Blocking; a full count.
-    pub fn recount_pending(&self) -> Result<Stats, Error> {
-        let stats = self.stats()?;
-        self.shared.pending.set(stats.pending, stats.pending_bytes);
-        Ok(stats)
+    /// Counts the pending rows and bytes again, in the writer's transaction, and resets the
+    /// pending gauge from the count; returns it. A full count of the pending rows.
+    pub async fn recount_pending(&self) -> Result<(u64, u64), Error> {
+        self.writer()?
+            .call(|reply| Command::Recount {
+                only_if_changed: false,
+                reply,
+            })
+            .await
+            // Always `Some` when not asked to skip.
+            .map(Option::unwrap_or_default)
+    }
+
+    /// [`Store::recount_pending`] if another process (`gradata drain`, `gradata queue retry`, an
+    /// SDK sharing the database) has committed since the last count, which SQLite's
+    /// `data_version` tells at no cost; `None` when nothing needed counting. The service calls it
+    /// periodically, so the gauge the queue limits use follows other writers.
+    pub async fn refresh_pending(&self) -> Result<Option<(u64, u64)>, Error> {
+        self.writer()?
+            .call(|reply| Command::Recount {
+                only_if_changed: true,
+                reply,
+            })
+            .await
     }
 
     /// Counts the pending rows now, including those written by other processes. Blocking, but

@@ -2012,6 +2012,40 @@ fn a_full_queue_answers_503_and_keeps_what_it_has() {
     service.expect_writes_refused(5, 4, "outbox is full");
 }
 
+/// A full queue that another process empties takes writes again at once: `gradata drain` from the
+/// CLI delivers every row, and the next write is checked against a count of the table instead of
+/// the service's own gauge, which still says "full". A queue that is really full still refuses.
+#[test]
+fn a_queue_emptied_by_another_process_takes_writes_again() {
+    let service = Service::start(|spec| spec.env("GRADATA_STORE_MAX_PENDING_ROWS", "3"));
+    let write = |id: &str| {
+        service.post(
+            "/v1/events",
+            &json!({"kind": "event", "event_id": id, "data": {}}),
+        )
+    };
+    for n in 0..3 {
+        ok("filling", &write(&format!("before-{n}")));
+    }
+    service.expect_refused("full", &write("refused"), 503, "queue_full", 3);
+
+    let ingest = FakeIngest::replying(Reply::ok());
+    let mut drain = support::gradata(&service.dir);
+    drain
+        .env("GRADATA_API_KEY", "test-key")
+        .arg("--ingest-url")
+        .arg(ingest.url("/ingest"))
+        .args(["drain", "--json"]);
+    let (output, stdout, stderr) = support::run(&mut drain);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(ingest.count(), 3);
+
+    for n in 0..3 {
+        ok("after the drain", &write(&format!("after-{n}")));
+    }
+    service.expect_refused("full again", &write("refused-again"), 503, "queue_full", 6);
+}
+
 /// When the disk is full, every write gets 503 `disk_full` with `Retry-After` and writes nothing;
 /// what was accepted before stays, reads keep working, `/health` says `degraded` with the reason,
 /// and writes succeed again as soon as there is room, without a restart. The data directory is a

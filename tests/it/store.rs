@@ -1313,6 +1313,12 @@ async fn pending_gauge_tracks_enqueue_settle_and_retry() {
         )
         .unwrap();
     assert_eq!(store.pending().0, 6);
-    assert_eq!(store.recount_pending().unwrap().pending, 5);
+    assert_eq!(
+        store.refresh_pending().await.unwrap().map(|(rows, _)| rows),
+        Some(5)
+    );
     assert_eq!(store.pending().0, 5);
+    // Nothing changed since: no count.
+    assert_eq!(store.refresh_pending().await.unwrap(), None);
+    assert_eq!(store.recount_pending().await.unwrap().0, 5);
 }

@@ -185,6 +185,22 @@ pub(super) fn within(
     Ok(())
 }
 
+/// The pending rows and bytes as the table holds them, in the writer's transaction: exact, since
+/// nobody else can write meanwhile.
+pub(super) fn count_pending(conn: &Connection) -> Result<PendingDelta, Error> {
+    let (rows, bytes) = crate::store::read::pending(conn)?;
+    Ok(PendingDelta {
+        rows: i64::try_from(rows).unwrap_or(i64::MAX),
+        bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+    })
+}
+
+/// SQLite's `data_version` of this connection: it changes when, and only when, another connection
+/// has committed since this one last looked.
+pub(super) fn data_version(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+}
+
 pub(super) fn enqueue(
     conn: &Connection,
     events: &[NewEvent],
