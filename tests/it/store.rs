@@ -633,6 +633,84 @@ async fn due_claims_skip_rows_waiting_on_backoff() {
     assert_eq!(ids(&after), vec![1]);
 }
 
+/// Rows another program wrote in a shape gradata cannot post do not block the queue: a BLOB payload
+/// of JSON text is posted as it is, an `attempts` that is not a number counts as none, and a payload
+/// that is not UTF-8 (as TEXT or as a BLOB) makes its row dead alone, kept with why, while the
+/// claim still fills its batch with the rows behind it.
+#[tokio::test]
+async fn unreadable_rows_go_dead_alone_and_block_nothing() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 1).await;
+    let conn = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    conn.execute_batch(
+        "INSERT INTO sync_queue (id, payload_json, kind, enqueued_at, attempts) VALUES
+            (2, CAST(X'7B2262223A2280FF227D' AS TEXT), 'event', 1.0, 0),
+            (3, X'7B2261223A317D', 'event', 1.0, 0),
+            (4, '{\"c\":2}', 'event', 1.0, 'many'),
+            (5, X'FF00FF', 'event', 1.0, 2),
+            (6, '{\"d\":3}', 'event', 1.0, 1);",
+    )
+    .unwrap();
+    store.recount_pending().await.unwrap();
+
+    // Two rows asked for: row 2 goes dead and row 3 takes its place.
+    let first = store
+        .claim_batch(2, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&first), vec![1, 3]);
+    assert_eq!(first[1].payload_json, r#"{"a":1}"#);
+    let rest = store.claim_batch(10, ClaimFrom::Due, LEASE).await.unwrap();
+    assert_eq!(ids(&rest), vec![4, 6]);
+    assert_eq!(
+        (rest[0].payload_json.as_str(), rest[0].attempts),
+        (r#"{"c":2}"#, 0)
+    );
+    assert_eq!(rest[1].attempts, 1);
+
+    // The two unreadable rows are dead, kept byte for byte, with why; no attempt was counted.
+    let dead: Vec<(i64, i64, Option<f64>, String, i64)> = conn
+        .prepare(
+            "SELECT id, length(CAST(payload_json AS BLOB)), dead_at, last_error, attempts
+               FROM sync_queue WHERE dead_at IS NOT NULL ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for ((id, bytes, _, error, attempts), (want_id, want_bytes, want_attempts)) in
+        dead.iter().zip([(2, 10, 0), (5, 3, 2)])
+    {
+        assert_eq!(
+            (*id, *bytes, *attempts),
+            (want_id, want_bytes, want_attempts)
+        );
+        assert!(
+            error.starts_with("unreadable row: payload_json is not UTF-8"),
+            "{error}"
+        );
+    }
+    // The operator sees them, and the gauge no longer counts them.
+    let listed = store.list(RowState::Dead, 10).unwrap();
+    assert_eq!(
+        listed.iter().map(|e| e.id.0).collect::<Vec<_>>(),
+        vec![2, 5]
+    );
+    assert_eq!(store.pending().0, 4);
+    assert_eq!(store.recount_pending().await.unwrap().0, 4);
+}
+
 /// Two stores on one directory claiming at once from two threads never get the same row.
 #[test]
 fn two_stores_claiming_concurrently_never_share_a_row() {

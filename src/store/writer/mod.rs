@@ -463,7 +463,7 @@ fn execute(
             lease,
             now,
             reply,
-        } => reply.set(claim(conn, *limit, *from, *lease, *now)),
+        } => reply.set(claim(conn, *limit, *from, *lease, *now, delta)),
         Command::Settle {
             settlements,
             now,
