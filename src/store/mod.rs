@@ -613,11 +613,48 @@ pub(crate) fn to_unix(time: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The inverse of [`to_unix`]; negative or non-finite values map to the epoch.
+/// The latest time a REAL column is read as: the last second of year 9999. A later value (a row
+/// another program wrote with `1e300`) is no time a row can have; read as is, it would overflow
+/// `SystemTime`, and years past 9999 cannot be printed as RFC 3339.
+const LATEST_UNIX_SECONDS: u64 = 253_402_300_799;
+
+/// The inverse of [`to_unix`], for values read from the database, which any program may have
+/// written: negative or non-finite values map to the epoch, values past year 9999 to its last
+/// second. Never panics.
 pub(crate) fn from_unix(seconds: f64) -> SystemTime {
-    if seconds.is_finite() && seconds > 0.0 {
-        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds)
-    } else {
-        SystemTime::UNIX_EPOCH
+    let latest = Duration::from_secs(LATEST_UNIX_SECONDS);
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return SystemTime::UNIX_EPOCH;
+    }
+    let since_epoch = Duration::try_from_secs_f64(seconds).map_or(latest, |d| d.min(latest));
+    SystemTime::UNIX_EPOCH
+        .checked_add(since_epoch)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_unix_never_panics_and_clamps_impossible_times() {
+        let latest = SystemTime::UNIX_EPOCH + Duration::from_secs(LATEST_UNIX_SECONDS);
+        for (seconds, expected) in [
+            (1e300, latest),
+            (f64::MAX, latest),
+            (1.9e19, latest),
+            (f64::INFINITY, SystemTime::UNIX_EPOCH),
+            (f64::NAN, SystemTime::UNIX_EPOCH),
+            (-5.0, SystemTime::UNIX_EPOCH),
+            (1.5, SystemTime::UNIX_EPOCH + Duration::from_millis(1500)),
+        ] {
+            assert_eq!(from_unix(seconds), expected, "{seconds}");
+        }
+        let now = SystemTime::now();
+        let back = from_unix(to_unix(now));
+        let apart = back
+            .duration_since(now)
+            .unwrap_or_else(|err| err.duration());
+        assert!(apart < Duration::from_micros(1), "{apart:?}");
     }
 }

@@ -1016,6 +1016,28 @@ fn health_is_degraded_when_the_oldest_pending_row_is_too_old() {
     assert_eq!(health["queue"]["pending"], 1, "{health}");
 }
 
+/// A row whose times no row can have (written as `1e300` by another program) leaves `/health` and
+/// `/metrics` answering.
+#[test]
+fn impossible_times_in_a_row_leave_health_and_metrics_answering() {
+    let service = Service::start(|spec| spec);
+    ok(
+        "event",
+        &service.post(
+            "/v1/events",
+            &json!({"kind": "event", "event_id": "far-1", "data": {}}),
+        ),
+    );
+    rusqlite::Connection::open(service.dir.join(gradata::store::DATABASE_FILE))
+        .unwrap()
+        .execute_batch("UPDATE sync_queue SET enqueued_at = 1e300, next_attempt_at = 1e300")
+        .unwrap();
+    let health = service.health();
+    assert_eq!(health["queue"]["pending"], 1, "{health}");
+    let metrics = service.get("/metrics");
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+}
+
 /// Bad input of every documented kind is refused with the documented status and code, writes
 /// nothing, and the service keeps serving (the next `/health` is 200; no panic, no exit).
 #[test]

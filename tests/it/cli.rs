@@ -294,6 +294,26 @@ fn status_reports_the_queue() {
     assert!(queue["oldest_pending_age_seconds"].is_number(), "{status}");
 }
 
+/// A time no row can have (`enqueued_at = 1e300`, written by another program) does not crash
+/// `status`: the oldest pending row simply has no age yet.
+#[test]
+fn status_survives_an_impossible_time() {
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 2);
+    rusqlite::Connection::open(dir.join(gradata::store::DATABASE_FILE))
+        .unwrap()
+        .execute_batch("UPDATE sync_queue SET enqueued_at = 1e300, next_attempt_at = 1e300")
+        .unwrap();
+    let status = status_json(&dir);
+    assert_eq!(status["queue"]["pending"], 2, "{status}");
+    assert_eq!(
+        status["queue"]["oldest_pending_age_seconds"], 0.0,
+        "{status}"
+    );
+    let (output, stdout, stderr) = support::run(gradata(&dir).arg("status"));
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+}
+
 /// `status` on a directory without a database succeeds, says so, and creates nothing.
 #[test]
 fn status_without_a_database() {
