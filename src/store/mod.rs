@@ -312,15 +312,16 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         schema::migrate(&mut conn, create_table)?;
 
-        let (leases_lock, alone) = LockFile::leases(&options.data_dir)?;
-        if alone {
-            // No other process has the store open, so every lease left in the table belongs to a
-            // process that died mid-drain. Releasing them makes those rows claimable at once.
+        // When no other process has the store open, every lease left in the table belongs to a
+        // process that died mid-drain. Releasing them makes those rows claimable at once.
+        let (leases_lock, _released) = LockFile::leases(&options.data_dir, || {
             conn.execute(
                 "UPDATE sync_queue SET lease_until = NULL WHERE lease_until IS NOT NULL",
                 [],
-            )?;
-        }
+            )
+            .map(drop)
+            .map_err(Error::from)
+        })?;
         let reader = open_connection(&database_path, options, OpenMode::ReadOnly)?;
         let pending = Arc::new(PendingGauge::default());
         let (rows, bytes) = read::pending(&reader)?;
