@@ -23,9 +23,19 @@ pub(crate) struct StatusArgs {
 
 pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<Outcome> {
     let options = cli_store_options(config);
+    // What is there: "missing" only when the file is really not there (an unreadable directory is
+    // an error), "no_queue_table" for a database that is not an outbox (yet).
+    let mut database_state = "ready";
     let store = match Store::open_read_only(&options) {
         Ok(store) => Some(store),
-        Err(store::Error::NotFound(_) | store::Error::NoQueueTable(_)) => None,
+        Err(store::Error::NotFound(_)) => {
+            database_state = "missing";
+            None
+        }
+        Err(store::Error::NoQueueTable(_)) => {
+            database_state = "no_queue_table";
+            None
+        }
         // A brain database the original daemon made: gradata's columns are added first (an
         // additive, idempotent migration), then it is read like any other.
         Err(store::Error::NotMigrated(_)) => {
@@ -48,7 +58,8 @@ pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<Outcome>
     let report = json!({
         "data_dir": config.data_dir,
         "database": options.database_path(),
-        "database_exists": store.is_some(),
+        "database_exists": database_state != "missing",
+        "database_state": database_state,
         "queue": stats.as_ref().map(|s| json!({
             "pending": s.pending,
             "dead": s.dead,
@@ -80,9 +91,18 @@ fn print(report: &serde_json::Value, as_json: bool) -> anyhow::Result<()> {
         other => other.to_string(),
     };
     println!("database:      {}", text(&report["database"]));
-    if report["database_exists"] != json!(true) {
-        println!("               (not created yet: the service creates it on first start)");
-        return Ok(());
+    match report["database_state"].as_str() {
+        Some("missing") => {
+            println!("               (not created yet: the service creates it on first start)");
+            return Ok(());
+        }
+        Some("no_queue_table") => {
+            println!(
+                "               (exists, but has no sync_queue table: the service adds it on first start)"
+            );
+            return Ok(());
+        }
+        _ => {}
     }
     let queue = &report["queue"];
     println!(

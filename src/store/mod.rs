@@ -288,7 +288,7 @@ impl Store {
         match options.create {
             Create::IfMissing => std::fs::create_dir_all(&options.data_dir)
                 .map_err(|err| Error::Io(options.data_dir.clone(), err))?,
-            Create::Never if !database_path.exists() => {
+            Create::Never if !database_exists(&database_path)? => {
                 return Err(Error::NotFound(database_path));
             }
             Create::Never => {}
@@ -355,7 +355,7 @@ impl Store {
 
     fn open_for_reading(options: &Options) -> Result<Store, Error> {
         let database_path = options.database_path();
-        if !database_path.exists() {
+        if !database_exists(&database_path)? {
             return Err(Error::NotFound(database_path));
         }
         let reader = open_connection(&database_path, options, OpenMode::ReadOnly)?;
@@ -578,6 +578,17 @@ impl Store {
             .reader
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Whether the database file exists. Unlike `Path::exists`, which says "no" whatever went wrong,
+/// only "not found" means no: a data directory this user may not read (the service's, without
+/// `sudo`) is an error that says so, not an empty queue.
+fn database_exists(path: &Path) -> Result<bool, Error> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(Error::Io(path.to_path_buf(), err)),
     }
 }
 

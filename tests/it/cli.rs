@@ -323,6 +323,62 @@ fn status_without_a_database() {
     assert_eq!(dir_listing(&dir), BTreeSet::new());
 }
 
+/// `command` as a user who may not read `dir`: `dir` is made unreadable, and when the tests run as
+/// root (who reads everything) the command runs as `nobody`.
+fn without_access(dir: &Path, mut command: Command) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        command.uid(65534).gid(65534);
+    }
+    command
+}
+
+/// A data directory this user may not read is an error naming the cause (exit 1), not an empty or
+/// missing queue: `status` does not say "not created yet" and `drain` does not report success.
+#[test]
+fn an_unreadable_data_directory_is_an_error_not_an_empty_queue() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 3);
+    let database = dir.join(gradata::store::DATABASE_FILE);
+    let mut status = gradata(&dir);
+    status.arg("status");
+    let drain_command = drain(&dir, "http://127.0.0.1:9/ingest");
+    let outcomes = [
+        support::run(&mut without_access(&dir, status)),
+        support::run(&mut without_access(&dir, drain_command)),
+    ];
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for (output, stdout, stderr) in outcomes {
+        assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{}: Permission denied", database.display())),
+            "{stderr}"
+        );
+        assert!(!stdout.contains("not created yet"), "{stdout}");
+    }
+    assert_eq!(support::rows(&dir).len(), 3);
+}
+
+/// `status` on a database that exists but holds no queue says that, not "not created yet".
+#[test]
+fn status_on_a_database_without_the_queue_table() {
+    let (_guard, dir) = support::temp_dir();
+    rusqlite::Connection::open(dir.join(gradata::store::DATABASE_FILE))
+        .unwrap()
+        .execute_batch("CREATE TABLE other (x)")
+        .unwrap();
+    let status = status_json(&dir);
+    assert_eq!(status["database_exists"], true, "{status}");
+    assert_eq!(status["database_state"], "no_queue_table", "{status}");
+    let (output, stdout, stderr) = support::run(gradata(&dir).arg("status"));
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("has no sync_queue table"), "{stdout}");
+    assert!(!stdout.contains("not created yet"), "{stdout}");
+}
+
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
