@@ -78,7 +78,9 @@ impl Error {
             Error::Listeners(listeners::Error::Bind { cause, .. }) => cause.raw_os_error(),
             Error::Socket { cause, .. } | Error::Signals(cause) => cause.raw_os_error(),
             Error::Store(store::Error::Locked(_)) => Some(libc::EAGAIN),
-            Error::Store(store::Error::Io(_, cause)) => cause.raw_os_error(),
+            Error::Store(store::Error::Io(_, cause)) => cause.raw_os_error().or_else(|| {
+                (cause.kind() == std::io::ErrorKind::NotADirectory).then_some(libc::ENOTDIR)
+            }),
             _ => None,
         };
         raw.and_then(|errno| u32::try_from(errno).ok())

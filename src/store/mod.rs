@@ -187,6 +187,10 @@ impl From<rusqlite::Error> for Error {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 Error::Busy(err.to_string())
             }
+            Some(rusqlite::ErrorCode::ReadOnly) => Error::Sqlite(format!(
+                "{err} (this user cannot write the file, or the directory that holds it, where \
+                 SQLite keeps the -wal and -shm files)"
+            )),
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
                 Error::Corrupt {
                     path: None,
@@ -199,13 +203,21 @@ impl From<rusqlite::Error> for Error {
 }
 
 impl Error {
-    /// Names the database file in an error met while opening it.
+    /// Names the database file in an error met while opening it, and says what to do where that
+    /// is not obvious.
     fn in_database(self, options: &Options) -> Error {
+        let path = options.database_path();
         match self {
             Error::Corrupt { path: None, detail } => Error::Corrupt {
-                path: Some(options.database_path()),
+                path: Some(path),
                 detail,
             },
+            Error::Busy(detail) => Error::Busy(format!(
+                "{}: {detail}; another process kept it locked (a gradata drain, or another \
+                 program writing to it): try again once it is done",
+                path.display()
+            )),
+            Error::Sqlite(detail) => Error::Sqlite(format!("{}: {detail}", path.display())),
             other => other,
         }
     }
@@ -285,6 +297,7 @@ impl Store {
 
     fn open_read_write(options: &Options) -> Result<Store, Error> {
         let database_path = options.database_path();
+        check_data_dir(&options.data_dir)?;
         match options.create {
             Create::IfMissing => std::fs::create_dir_all(&options.data_dir)
                 .map_err(|err| Error::Io(options.data_dir.clone(), err))?,
@@ -355,6 +368,7 @@ impl Store {
 
     fn open_for_reading(options: &Options) -> Result<Store, Error> {
         let database_path = options.database_path();
+        check_data_dir(&options.data_dir)?;
         if !database_exists(&database_path)? {
             return Err(Error::NotFound(database_path));
         }
@@ -578,6 +592,25 @@ impl Store {
             .reader
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Fails, naming it, if the data directory is something other than a directory (or cannot be
+/// looked at); a missing one is left to the caller (created, or reported as no database).
+/// Otherwise a regular file there would fail later as "File exists" or "Not a directory" on a
+/// path the user did not name.
+fn check_data_dir(data_dir: &Path) -> Result<(), Error> {
+    match std::fs::metadata(data_dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Io(
+            data_dir.to_path_buf(),
+            std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory; the data directory (--data-dir, GRADATA_DATA_DIR) must be one",
+            ),
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(Error::Io(data_dir.to_path_buf(), err)),
     }
 }
 

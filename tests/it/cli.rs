@@ -362,6 +362,59 @@ fn an_unreadable_data_directory_is_an_error_not_an_empty_queue() {
     assert_eq!(support::rows(&dir).len(), 3);
 }
 
+/// A store that cannot be opened says which file and what to do: a database this user cannot
+/// write, one another process keeps locked, a data directory that is a regular file.
+#[test]
+fn open_errors_name_the_database_and_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 1);
+    let database = dir.join(gradata::store::DATABASE_FILE);
+    let expect_failure = |command: &mut Command, needles: &[&str]| {
+        let (output, stdout, stderr) = support::run(command);
+        assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+        }
+    };
+    let database_name = database.display().to_string();
+
+    // Read-only: the file is root's and the command runs as nobody, or the file is made read-only.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut read_only = drain(&dir, "http://127.0.0.1:9/ingest");
+    if nix::unistd::geteuid().is_root() {
+        read_only.uid(65534).gid(65534);
+    } else {
+        std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    expect_failure(
+        &mut read_only,
+        &[&database_name, "readonly", "this user cannot write"],
+    );
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // Locked by another connection for longer than the busy timeout.
+    let holder = rusqlite::Connection::open(&database).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut busy = drain(&dir, "http://127.0.0.1:9/ingest");
+    busy.env("GRADATA_STORE_BUSY_TIMEOUT_SECS", "0.1");
+    expect_failure(&mut busy, &[&database_name, "locked", "another process"]);
+    drop(holder);
+
+    // A regular file where the data directory should be.
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let mut not_a_dir = drain(&file, "http://127.0.0.1:9/ingest");
+    expect_failure(
+        &mut not_a_dir,
+        &[
+            &format!("{}: not a directory", file.display()),
+            "--data-dir",
+        ],
+    );
+}
+
 /// `status` on a database that exists but holds no queue says that, not "not created yet".
 #[test]
 fn status_on_a_database_without_the_queue_table() {
