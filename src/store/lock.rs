@@ -10,7 +10,7 @@
 //! The kernel drops both when the process dies, however it dies; nothing here needs cleaning up.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -85,6 +85,7 @@ fn open(path: &Path) -> Result<File, LockError> {
         .truncate(false)
         .read(true)
         .write(true)
+        .mode(super::PRIVATE_FILE_MODE)
         .open(path)
         .map_err(|err| LockError::Io(path.to_path_buf(), err))?;
     give_to_directory_owner(path, &file).map_err(|err| LockError::Io(path.to_path_buf(), err))?;
@@ -94,7 +95,7 @@ fn open(path: &Path) -> Result<File, LockError> {
 /// When root opens the store of a service user (`sudo gradata drain` on /var/lib/gradata), a lock
 /// file it creates would be root's, and the service, running as that user, could no longer open
 /// it. Like SQLite does for its journal files, root hands the file to the directory's owner.
-fn give_to_directory_owner(path: &Path, file: &File) -> std::io::Result<()> {
+pub(super) fn give_to_directory_owner(path: &Path, file: &File) -> std::io::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }

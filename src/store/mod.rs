@@ -23,6 +23,7 @@ mod schema;
 mod types;
 mod writer;
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -299,7 +300,13 @@ impl Store {
         let database_path = options.database_path();
         check_data_dir(&options.data_dir)?;
         match options.create {
-            Create::IfMissing => std::fs::create_dir_all(&options.data_dir)
+            // Private, whatever the umask: the events are code corrections, file paths and
+            // session ids. Only what is created here gets this mode; an existing directory (a
+            // brain directory, systemd's StateDirectory) keeps its own.
+            Create::IfMissing => std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(PRIVATE_DIR_MODE)
+                .create(&options.data_dir)
                 .map_err(|err| Error::Io(options.data_dir.clone(), err))?,
             Create::Never if !database_exists(&database_path)? => {
                 return Err(Error::NotFound(database_path));
@@ -313,6 +320,9 @@ impl Store {
             InstanceLock::None => None,
         };
 
+        if options.create == Create::IfMissing {
+            create_private_database(&database_path)?;
+        }
         let mut conn = open_connection(&database_path, options, OpenMode::ReadWrite)?;
         let create_table = options.create == Create::IfMissing;
         // Invariant: with `Create::Never`, a database without the queue is not touched at all,
@@ -592,6 +602,28 @@ impl Store {
             .reader
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Mode of a data directory the store creates.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of the files the store creates: the database (whose `-wal` and `-shm` files SQLite gives
+/// the database's mode), the lock files and `brain_id`.
+pub(crate) const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates an empty database file, readable by its owner only, unless there is one. SQLite would
+/// create it 0644 less the umask; an empty file is an empty database to it.
+fn create_private_database(path: &Path) -> Result<(), Error> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+    {
+        Ok(file) => lock::give_to_directory_owner(path, &file)
+            .map_err(|err| Error::Io(path.to_path_buf(), err)),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(Error::Io(path.to_path_buf(), err)),
     }
 }
 

@@ -711,6 +711,55 @@ async fn unreadable_rows_go_dead_alone_and_block_nothing() {
     assert_eq!(store.recount_pending().await.unwrap().0, 4);
 }
 
+/// What the store creates is its owner's alone, whatever the umask (a developer's usual 022 here):
+/// the data directory 0700, the database, its WAL files, the lock files and `brain_id` 0600. A
+/// directory that already exists keeps its mode.
+#[test]
+fn a_new_store_is_private_to_its_owner() {
+    use nix::sys::stat::{Mode, umask};
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let (_guard, dir) = support::temp_dir();
+    let data_dir = dir.join("state").join("gradata");
+    let existing = dir.join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // The umask is the process's; 022 is what most tests run under anyway.
+    let previous = umask(Mode::from_bits_truncate(0o022));
+    let opened = [&data_dir, &existing].map(|dir| {
+        let store = Store::open(&Options::new(dir)).unwrap();
+        gradata::store::resolve_brain_id(dir).unwrap();
+        store
+    });
+    umask(previous);
+
+    assert_eq!(mode(&data_dir), 0o700);
+    assert_eq!(
+        mode(&existing),
+        0o755,
+        "an existing directory's mode changed"
+    );
+    for dir in [&data_dir, &existing] {
+        for name in [
+            "system.db",
+            "system.db-wal",
+            "system.db-shm",
+            ".gradata.leases.lock",
+            "brain_id",
+        ] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{}", dir.join(name).display());
+        }
+    }
+    drop(opened);
+    let _service = Store::open(&Options {
+        instance_lock: InstanceLock::Exclusive,
+        ..Options::new(&data_dir)
+    })
+    .unwrap();
+    assert_eq!(mode(&data_dir.join(gradata::store::INSTANCE_LOCK)), 0o600);
+}
+
 /// Two stores on one directory claiming at once from two threads never get the same row.
 #[test]
 fn two_stores_claiming_concurrently_never_share_a_row() {
