@@ -1,6 +1,7 @@
 //! `gradata status`: queue counts, the oldest pending age, the sync state and the last error, read
 //! straight from the database with a read-only connection (no lock, no write), so it never
-//! disturbs a running service.
+//! disturbs a running service. A database gradata has not migrated yet (the original daemon's,
+//! which may still be writing to it) is counted from its original columns and left as it is.
 
 use std::time::SystemTime;
 
@@ -36,10 +37,11 @@ pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<Outcome>
             database_state = "no_queue_table";
             None
         }
-        // A brain database the original daemon made: gradata's columns are added first (an
-        // additive, idempotent migration), then it is read like any other.
+        // A brain database the original daemon made, which it may still be writing to: not
+        // migrated here (the service does that when it starts), only counted.
         Err(store::Error::NotMigrated(_)) => {
-            Some(Store::open(&options).context("migrating the database")?)
+            database_state = "not_migrated";
+            None
         }
         Err(err) => return Err(err).context("opening the queue"),
     };
@@ -52,6 +54,10 @@ pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<Outcome>
                 .context("reading the sync status")?
                 .and_then(|text| serde_json::from_str(&text).ok());
             (Some(stats), sync)
+        }
+        None if database_state == "not_migrated" => {
+            let stats = Store::unmigrated_stats(&options).context("reading queue counts")?;
+            (Some(stats), None)
         }
         None => (None, None),
     };
@@ -101,6 +107,11 @@ fn print(report: &serde_json::Value, as_json: bool) -> anyhow::Result<()> {
                 "               (exists, but has no sync_queue table: the service adds it on first start)"
             );
             return Ok(());
+        }
+        Some("not_migrated") => {
+            println!(
+                "               (not migrated yet: the service migrates it on first start; counted from the original columns)"
+            );
         }
         _ => {}
     }

@@ -401,6 +401,26 @@ impl Store {
         })
     }
 
+    /// Counts the queue of a database gradata has not migrated yet (the original daemon's, which
+    /// [`Store::open_read_only`] refuses with [`Error::NotMigrated`]) from its original columns,
+    /// on a read-only connection: nothing is written, the database is not even switched to WAL.
+    /// Every row not synced is pending; there are no dead rows or leases before the migration.
+    pub fn unmigrated_stats(options: &Options) -> Result<Stats, Error> {
+        let database_path = options.database_path();
+        let count = || {
+            check_data_dir(&options.data_dir)?;
+            if !database_exists(&database_path)? {
+                return Err(Error::NotFound(database_path.clone()));
+            }
+            let reader = open_connection(&database_path, options, OpenMode::ReadOnly)?;
+            if !schema::has_queue_table(&reader)? {
+                return Err(Error::NoQueueTable(database_path.clone()));
+            }
+            read::original_stats(&reader)
+        };
+        count().map_err(|err| err.in_database(options))
+    }
+
     /// Path of the database file.
     pub fn database_path(&self) -> &Path {
         &self.shared.database_path

@@ -91,6 +91,32 @@ pub(super) fn stats(conn: &Connection) -> Result<Stats, Error> {
     Ok(stats)
 }
 
+/// [`stats`] of a table gradata has not migrated yet, from the original daemon's columns alone:
+/// every row not synced is pending (the original has no dead rows and no leases).
+pub(super) fn original_stats(conn: &Connection) -> Result<Stats, Error> {
+    let stats = conn.query_row(
+        "SELECT
+            COALESCE(SUM(CASE WHEN synced_at IS NULL THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN synced_at IS NOT NULL THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN synced_at IS NULL
+                              THEN length(CAST(payload_json AS BLOB)) ELSE 0 END), 0),
+            MIN(CASE WHEN synced_at IS NULL THEN enqueued_at END)
+         FROM sync_queue",
+        [],
+        |row| {
+            Ok(Stats {
+                pending: count(row.get(0)?),
+                dead: 0,
+                synced: count(row.get(1)?),
+                leased: 0,
+                pending_bytes: count(row.get(2)?),
+                oldest_pending_at: row.get::<_, Option<f64>>(3)?.map(from_unix),
+            })
+        },
+    )?;
+    Ok(stats)
+}
+
 /// Pending rows and their payload bytes. Only pending rows are visited (through the partial index
 /// of claimable rows), however many synced rows the table keeps.
 pub(super) fn pending(conn: &Connection) -> Result<(u64, u64), Error> {

@@ -415,6 +415,41 @@ fn open_errors_name_the_database_and_what_to_do() {
     );
 }
 
+/// `status` on a database the original daemon made, which gradata has not migrated yet, counts it
+/// from the original columns and changes nothing: no column added, no switch to WAL, no file
+/// created beside it (the original daemon may still be writing to it).
+#[test]
+fn status_reads_an_unmigrated_database_without_migrating_it() {
+    let (_guard, dir) = support::temp_dir();
+    let payloads: Vec<String> = (0..4).map(support::original_payload).collect();
+    support::original_db(&dir, &payloads);
+    let database = dir.join(gradata::store::DATABASE_FILE);
+    let conn = rusqlite::Connection::open(&database).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=DELETE; UPDATE sync_queue SET synced_at = 1.0 WHERE id = 1",
+    )
+    .unwrap();
+    drop(conn);
+    let listing = dir_listing(&dir);
+    let bytes = std::fs::read(&database).unwrap();
+
+    let status = status_json(&dir);
+    assert_eq!(status["database_state"], "not_migrated", "{status}");
+    assert_eq!(status["queue"]["pending"], 3, "{status}");
+    assert_eq!(status["queue"]["synced"], 1, "{status}");
+    assert_eq!(status["queue"]["dead"], 0, "{status}");
+    let (output, stdout, stderr) = support::run(gradata(&dir).arg("status"));
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("not migrated yet"), "{stdout}");
+    assert!(stdout.contains("pending:       3"), "{stdout}");
+
+    assert_eq!(dir_listing(&dir), listing);
+    assert!(
+        std::fs::read(&database).unwrap() == bytes,
+        "the database changed"
+    );
+}
+
 /// `status` on a database that exists but holds no queue says that, not "not created yet".
 #[test]
 fn status_on_a_database_without_the_queue_table() {
