@@ -192,6 +192,10 @@ impl From<rusqlite::Error> for Error {
                 "{err} (this user cannot write the file, or the directory that holds it, where \
                  SQLite keeps the -wal and -shm files)"
             )),
+            Some(rusqlite::ErrorCode::CannotOpen) => Error::Sqlite(format!(
+                "{err} (check that this user may read and write the file and the directory \
+                 that holds it)"
+            )),
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
                 Error::Corrupt {
                     path: None,
@@ -218,6 +222,10 @@ impl Error {
                  program writing to it): try again once it is done",
                 path.display()
             )),
+            // SQLite names the file itself when it cannot open it.
+            Error::Sqlite(detail) if detail.contains(&*path.to_string_lossy()) => {
+                Error::Sqlite(detail)
+            }
             Error::Sqlite(detail) => Error::Sqlite(format!("{}: {detail}", path.display())),
             other => other,
         }

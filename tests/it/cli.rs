@@ -380,10 +380,12 @@ fn open_errors_name_the_database_and_what_to_do() {
     };
     let database_name = database.display().to_string();
 
-    // Read-only: the file is root's and the command runs as nobody, or the file is made read-only.
+    // Read-only: the file is root's, readable by all, and the command runs as nobody; or the file
+    // is made read-only.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut read_only = drain(&dir, "http://127.0.0.1:9/ingest");
     if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
         read_only.uid(65534).gid(65534);
     } else {
         std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o444)).unwrap();
@@ -393,6 +395,21 @@ fn open_errors_name_the_database_and_what_to_do() {
         &[&database_name, "readonly", "this user cannot write"],
     );
     std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // Not even readable: another user's private database (as root, nobody's view of root's file).
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut unreadable = drain(&dir, "http://127.0.0.1:9/ingest");
+        unreadable.uid(65534).gid(65534);
+        expect_failure(
+            &mut unreadable,
+            &[
+                &database_name,
+                "unable to open",
+                "check that this user may read",
+            ],
+        );
+    }
 
     // Locked by another connection for longer than the busy timeout.
     let holder = rusqlite::Connection::open(&database).unwrap();
