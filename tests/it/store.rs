@@ -1445,7 +1445,9 @@ async fn pending_gauge_tracks_enqueue_settle_and_retry() {
         Some(5)
     );
     assert_eq!(store.pending().0, 5);
-    // Nothing changed since: no count.
+    // Nothing changed since: no count, and no transaction either.
+    let commits = store.commits();
     assert_eq!(store.refresh_pending().await.unwrap(), None);
+    assert_eq!(store.commits(), commits);
     assert_eq!(store.recount_pending().await.unwrap().0, 5);
 }

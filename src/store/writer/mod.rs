@@ -185,6 +185,9 @@ fn run(
             group.drain(..).for_each(|command| command.fail(&err));
             continue;
         }
+        if unchanged_since_count(&conn, &mut group, &exact) {
+            continue;
+        }
         let started = Instant::now();
         if commit_group(&mut conn, &mut group, alarm, counters, &mut exact) {
             checkpointer.committed();
@@ -196,6 +199,31 @@ fn run(
     drop(durability);
     drop(checkpointer);
     drop(conn);
+}
+
+/// Answers a group that is only the daemon's periodic [`Command::Recount`] when no other
+/// connection has committed since the last count, without a write transaction: it would take the
+/// database's write lock from other programs sharing it for nothing. Returns whether it did.
+fn unchanged_since_count(conn: &Connection, group: &mut Vec<Command>, exact: &ExactCount) -> bool {
+    let [
+        Command::Recount {
+            only_if_changed: true,
+            reply,
+        },
+    ] = group.as_mut_slice()
+    else {
+        return false;
+    };
+    // Outside a transaction too, the number changes exactly when another connection committed.
+    match data_version(conn) {
+        Ok(version) if !exact.changed_since(version) => {
+            reply.set(Ok(None));
+            group.drain(..).for_each(Command::answer);
+            true
+        }
+        // Changed, or unknown: the group runs as usual and counts.
+        _ => false,
+    }
 }
 
 /// Answers the callers of a committed group. Under the syncer, the commands that promise
