@@ -78,7 +78,9 @@ impl Error {
             Error::Listeners(listeners::Error::Bind { cause, .. }) => cause.raw_os_error(),
             Error::Socket { cause, .. } | Error::Signals(cause) => cause.raw_os_error(),
             Error::Store(store::Error::Locked(_)) => Some(libc::EAGAIN),
-            Error::Store(store::Error::Io(_, cause)) => cause.raw_os_error(),
+            Error::Store(store::Error::Io(_, cause)) => cause.raw_os_error().or_else(|| {
+                (cause.kind() == std::io::ErrorKind::NotADirectory).then_some(libc::ENOTDIR)
+            }),
             _ => None,
         };
         raw.and_then(|errno| u32::try_from(errno).ok())
@@ -433,10 +435,23 @@ async fn housekeeping(
     let mut last_status = Instant::now();
     let mut starving = false;
     let mut next_purge = Instant::now() + Duration::from_secs(60);
+    let mut recount_failing = false;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = ticks.tick() => {}
+        }
+        // Another process (`gradata drain` or `gradata queue retry` from the CLI, an SDK sharing
+        // the database) changes the pending rows behind the gauge the queue limits use; the store
+        // counts them again when SQLite says another connection committed.
+        match store.refresh_pending().await {
+            Ok(_) => recount_failing = false,
+            // Once per episode: the same error every tick adds nothing.
+            Err(err) if !recount_failing => {
+                recount_failing = true;
+                tracing::warn!(error = %err, "could not count the pending rows again");
+            }
+            Err(_) => {}
         }
         if let Some(silent_after) = silent_after {
             // Invariant: the watchdog is fed only while both loops show signs of life, so a wedged

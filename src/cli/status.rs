@@ -1,6 +1,7 @@
 //! `gradata status`: queue counts, the oldest pending age, the sync state and the last error, read
 //! straight from the database with a read-only connection (no lock, no write), so it never
-//! disturbs a running service.
+//! disturbs a running service. A database gradata has not migrated yet (the original daemon's,
+//! which may still be writing to it) is counted from its original columns and left as it is.
 
 use std::time::SystemTime;
 
@@ -23,13 +24,24 @@ pub(crate) struct StatusArgs {
 
 pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<Outcome> {
     let options = cli_store_options(config);
+    // What is there: "missing" only when the file is really not there (an unreadable directory is
+    // an error), "no_queue_table" for a database that is not an outbox (yet).
+    let mut database_state = "ready";
     let store = match Store::open_read_only(&options) {
         Ok(store) => Some(store),
-        Err(store::Error::NotFound(_) | store::Error::NoQueueTable(_)) => None,
-        // A brain database the original daemon made: gradata's columns are added first (an
-        // additive, idempotent migration), then it is read like any other.
+        Err(store::Error::NotFound(_)) => {
+            database_state = "missing";
+            None
+        }
+        Err(store::Error::NoQueueTable(_)) => {
+            database_state = "no_queue_table";
+            None
+        }
+        // A brain database the original daemon made, which it may still be writing to: not
+        // migrated here (the service does that when it starts), only counted.
         Err(store::Error::NotMigrated(_)) => {
-            Some(Store::open(&options).context("migrating the database")?)
+            database_state = "not_migrated";
+            None
         }
         Err(err) => return Err(err).context("opening the queue"),
     };
@@ -43,12 +55,17 @@ pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<Outcome>
                 .and_then(|text| serde_json::from_str(&text).ok());
             (Some(stats), sync)
         }
+        None if database_state == "not_migrated" => {
+            let stats = Store::unmigrated_stats(&options).context("reading queue counts")?;
+            (Some(stats), None)
+        }
         None => (None, None),
     };
     let report = json!({
         "data_dir": config.data_dir,
         "database": options.database_path(),
-        "database_exists": store.is_some(),
+        "database_exists": database_state != "missing",
+        "database_state": database_state,
         "queue": stats.as_ref().map(|s| json!({
             "pending": s.pending,
             "dead": s.dead,
@@ -80,9 +97,23 @@ fn print(report: &serde_json::Value, as_json: bool) -> anyhow::Result<()> {
         other => other.to_string(),
     };
     println!("database:      {}", text(&report["database"]));
-    if report["database_exists"] != json!(true) {
-        println!("               (not created yet: the service creates it on first start)");
-        return Ok(());
+    match report["database_state"].as_str() {
+        Some("missing") => {
+            println!("               (not created yet: the service creates it on first start)");
+            return Ok(());
+        }
+        Some("no_queue_table") => {
+            println!(
+                "               (exists, but has no sync_queue table: the service adds it on first start)"
+            );
+            return Ok(());
+        }
+        Some("not_migrated") => {
+            println!(
+                "               (not migrated yet: the service migrates it on first start; counted from the original columns)"
+            );
+        }
+        _ => {}
     }
     let queue = &report["queue"];
     println!(

@@ -3,6 +3,7 @@
 //! own id in `brain_id`, made once as a ULID and kept, so it never changes across restarts.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// File of a Gradata brain directory holding its tenant id.
@@ -23,7 +24,12 @@ pub fn resolve_brain_id(data_dir: &Path) -> std::io::Result<String> {
     let id = ulid::Ulid::new().to_string();
     // Written to a temporary file and renamed, so a crash never leaves a half-written id.
     let temporary = data_dir.join(format!(".{BRAIN_ID_FILE}.tmp"));
-    let mut file = std::fs::File::create(&temporary)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(super::PRIVATE_FILE_MODE)
+        .open(&temporary)?;
     file.write_all(id.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&temporary, data_dir.join(BRAIN_ID_FILE))?;

@@ -10,7 +10,7 @@
 //! The kernel drops both when the process dies, however it dies; nothing here needs cleaning up.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -48,22 +48,29 @@ impl LockFile {
         }
     }
 
-    /// Takes the shared lease-liveness lock; returns whether this process was the only one with the
-    /// store open at that moment (and so may release stale leases).
-    pub(crate) fn leases(data_dir: &Path) -> Result<(LockFile, bool), LockError> {
+    /// Takes the shared lease-liveness lock. If this process is the only one with the store open,
+    /// `release_stale` runs first, while the lock is still held exclusively, so no other process
+    /// can open the store and take leases that it would then release; the lock is shared only
+    /// after it succeeded. Returns the lock and whether `release_stale` ran.
+    pub(crate) fn leases<E: From<LockError>>(
+        data_dir: &Path,
+        release_stale: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(LockFile, bool), E> {
         let path = data_dir.join(LEASES_LOCK);
         let file = open(&path)?;
         let (flock, alone) = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => (flock, true),
             Err((file, Errno::EWOULDBLOCK)) => match Flock::lock(file, FlockArg::LockShared) {
                 Ok(flock) => (flock, false),
-                Err((_, errno)) => return Err(LockError::Io(path, errno.into())),
+                Err((_, errno)) => return Err(LockError::Io(path, errno.into()).into()),
             },
-            Err((_, errno)) => return Err(LockError::Io(path, errno.into())),
+            Err((_, errno)) => return Err(LockError::Io(path, errno.into()).into()),
         };
         if alone {
+            release_stale()?;
             // Downgrade so that other processes can open the store too. The conversion is not
-            // atomic, but nothing is leased yet, so a process slipping in between loses nothing.
+            // atomic, but the stale leases are released already and this process has taken none
+            // yet, so a process slipping in between loses nothing.
             flock
                 .relock(FlockArg::LockShared)
                 .map_err(|errno| LockError::Io(path.clone(), errno.into()))?;
@@ -78,6 +85,7 @@ fn open(path: &Path) -> Result<File, LockError> {
         .truncate(false)
         .read(true)
         .write(true)
+        .mode(super::PRIVATE_FILE_MODE)
         .open(path)
         .map_err(|err| LockError::Io(path.to_path_buf(), err))?;
     give_to_directory_owner(path, &file).map_err(|err| LockError::Io(path.to_path_buf(), err))?;
@@ -87,7 +95,7 @@ fn open(path: &Path) -> Result<File, LockError> {
 /// When root opens the store of a service user (`sudo gradata drain` on /var/lib/gradata), a lock
 /// file it creates would be root's, and the service, running as that user, could no longer open
 /// it. Like SQLite does for its journal files, root hands the file to the directory's owner.
-fn give_to_directory_owner(path: &Path, file: &File) -> std::io::Result<()> {
+pub(super) fn give_to_directory_owner(path: &Path, file: &File) -> std::io::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
@@ -117,14 +125,52 @@ mod tests {
         LockFile::instance(dir.path()).unwrap();
     }
 
+    fn nothing_to_release() -> Result<(), LockError> {
+        Ok(())
+    }
+
     #[test]
     fn only_the_first_lease_holder_is_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let (first, alone) = LockFile::leases(dir.path()).unwrap();
+        let (first, alone) = LockFile::leases(dir.path(), nothing_to_release).unwrap();
         assert!(alone);
-        let (_second, alone) = LockFile::leases(dir.path()).unwrap();
+        let (_second, alone) = LockFile::leases(dir.path(), || -> Result<(), LockError> {
+            panic!("a second holder must not release leases")
+        })
+        .unwrap();
         assert!(!alone);
         drop(first);
+    }
+
+    /// Stale leases are released while the lock is exclusive: another opener cannot even take it
+    /// shared meanwhile (so cannot claim rows whose leases would then be wiped), and can once the
+    /// release is done.
+    #[test]
+    fn stale_leases_are_released_before_anyone_else_can_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LEASES_LOCK);
+        let try_shared = || {
+            let file = File::open(&path).unwrap();
+            Flock::lock(file, FlockArg::LockSharedNonblock).map_err(|(_, errno)| errno)
+        };
+        let (_held, alone) = LockFile::leases(dir.path(), || {
+            assert_eq!(try_shared().err(), Some(Errno::EWOULDBLOCK));
+            Ok::<(), LockError>(())
+        })
+        .unwrap();
+        assert!(alone);
+        assert!(try_shared().is_ok());
+    }
+
+    #[test]
+    fn a_failed_release_takes_no_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed = LockFile::leases(dir.path(), || {
+            Err(LockError::Held(PathBuf::from("release failed")))
+        });
+        assert!(matches!(failed, Err(LockError::Held(_))));
+        let (_held, alone) = LockFile::leases(dir.path(), nothing_to_release).unwrap();
+        assert!(alone, "the failed opener kept the lock");
     }
 
     #[test]
@@ -137,7 +183,7 @@ mod tests {
         // A service user's data directory: nobody:nogroup, as /var/lib/gradata is gradata's.
         std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
         let _instance = LockFile::instance(dir.path()).unwrap();
-        let _leases = LockFile::leases(dir.path()).unwrap();
+        let _leases = LockFile::leases(dir.path(), nothing_to_release).unwrap();
         for name in [INSTANCE_LOCK, LEASES_LOCK] {
             let meta = std::fs::metadata(dir.path().join(name)).unwrap();
             assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{name}");

@@ -23,6 +23,7 @@ mod schema;
 mod types;
 mod writer;
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -187,6 +188,14 @@ impl From<rusqlite::Error> for Error {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 Error::Busy(err.to_string())
             }
+            Some(rusqlite::ErrorCode::ReadOnly) => Error::Sqlite(format!(
+                "{err} (this user cannot write the file, or the directory that holds it, where \
+                 SQLite keeps the -wal and -shm files)"
+            )),
+            Some(rusqlite::ErrorCode::CannotOpen) => Error::Sqlite(format!(
+                "{err} (check that this user may read and write the file and the directory \
+                 that holds it)"
+            )),
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
                 Error::Corrupt {
                     path: None,
@@ -199,13 +208,25 @@ impl From<rusqlite::Error> for Error {
 }
 
 impl Error {
-    /// Names the database file in an error met while opening it.
+    /// Names the database file in an error met while opening it, and says what to do where that
+    /// is not obvious.
     fn in_database(self, options: &Options) -> Error {
+        let path = options.database_path();
         match self {
             Error::Corrupt { path: None, detail } => Error::Corrupt {
-                path: Some(options.database_path()),
+                path: Some(path),
                 detail,
             },
+            Error::Busy(detail) => Error::Busy(format!(
+                "{}: {detail}; another process kept it locked (a gradata drain, or another \
+                 program writing to it): try again once it is done",
+                path.display()
+            )),
+            // SQLite names the file itself when it cannot open it.
+            Error::Sqlite(detail) if detail.contains(&*path.to_string_lossy()) => {
+                Error::Sqlite(detail)
+            }
+            Error::Sqlite(detail) => Error::Sqlite(format!("{}: {detail}", path.display())),
             other => other,
         }
     }
@@ -285,10 +306,17 @@ impl Store {
 
     fn open_read_write(options: &Options) -> Result<Store, Error> {
         let database_path = options.database_path();
+        check_data_dir(&options.data_dir)?;
         match options.create {
-            Create::IfMissing => std::fs::create_dir_all(&options.data_dir)
+            // Private, whatever the umask: the events are code corrections, file paths and
+            // session ids. Only what is created here gets this mode; an existing directory (a
+            // brain directory, systemd's StateDirectory) keeps its own.
+            Create::IfMissing => std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(PRIVATE_DIR_MODE)
+                .create(&options.data_dir)
                 .map_err(|err| Error::Io(options.data_dir.clone(), err))?,
-            Create::Never if !database_path.exists() => {
+            Create::Never if !database_exists(&database_path)? => {
                 return Err(Error::NotFound(database_path));
             }
             Create::Never => {}
@@ -300,6 +328,9 @@ impl Store {
             InstanceLock::None => None,
         };
 
+        if options.create == Create::IfMissing {
+            create_private_database(&database_path)?;
+        }
         let mut conn = open_connection(&database_path, options, OpenMode::ReadWrite)?;
         let create_table = options.create == Create::IfMissing;
         // Invariant: with `Create::Never`, a database without the queue is not touched at all,
@@ -312,15 +343,16 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         schema::migrate(&mut conn, create_table)?;
 
-        let (leases_lock, alone) = LockFile::leases(&options.data_dir)?;
-        if alone {
-            // No other process has the store open, so every lease left in the table belongs to a
-            // process that died mid-drain. Releasing them makes those rows claimable at once.
+        // When no other process has the store open, every lease left in the table belongs to a
+        // process that died mid-drain. Releasing them makes those rows claimable at once.
+        let (leases_lock, _released) = LockFile::leases(&options.data_dir, || {
             conn.execute(
                 "UPDATE sync_queue SET lease_until = NULL WHERE lease_until IS NOT NULL",
                 [],
-            )?;
-        }
+            )
+            .map(drop)
+            .map_err(Error::from)
+        })?;
         let reader = open_connection(&database_path, options, OpenMode::ReadOnly)?;
         let pending = Arc::new(PendingGauge::default());
         let (rows, bytes) = read::pending(&reader)?;
@@ -354,7 +386,8 @@ impl Store {
 
     fn open_for_reading(options: &Options) -> Result<Store, Error> {
         let database_path = options.database_path();
-        if !database_path.exists() {
+        check_data_dir(&options.data_dir)?;
+        if !database_exists(&database_path)? {
             return Err(Error::NotFound(database_path));
         }
         let reader = open_connection(&database_path, options, OpenMode::ReadOnly)?;
@@ -374,6 +407,26 @@ impl Store {
                 _leases_lock: None,
             }),
         })
+    }
+
+    /// Counts the queue of a database gradata has not migrated yet (the original daemon's, which
+    /// [`Store::open_read_only`] refuses with [`Error::NotMigrated`]) from its original columns,
+    /// on a read-only connection: nothing is written, the database is not even switched to WAL.
+    /// Every row not synced is pending; there are no dead rows or leases before the migration.
+    pub fn unmigrated_stats(options: &Options) -> Result<Stats, Error> {
+        let database_path = options.database_path();
+        let count = || {
+            check_data_dir(&options.data_dir)?;
+            if !database_exists(&database_path)? {
+                return Err(Error::NotFound(database_path.clone()));
+            }
+            let reader = open_connection(&database_path, options, OpenMode::ReadOnly)?;
+            if !schema::has_queue_table(&reader)? {
+                return Err(Error::NoQueueTable(database_path.clone()));
+            }
+            read::original_stats(&reader)
+        };
+        count().map_err(|err| err.in_database(options))
     }
 
     /// Path of the database file.
@@ -508,18 +561,37 @@ impl Store {
         }
     }
 
-    /// Pending rows and payload bytes, as this process's writes left them: a cheap, exact gauge
-    /// for this process, corrected for other writers by [`Store::recount_pending`].
+    /// Pending rows and payload bytes, as this process's writes left them: a cheap gauge, exact
+    /// for this process, corrected for other writers by [`Store::refresh_pending`] and before a
+    /// write is refused for a queue limit.
     pub fn pending(&self) -> (u64, u64) {
         self.shared.pending.get()
     }
 
-    /// Counts the table again and resets the pending gauge (for writes by other processes).
-    /// Blocking; a full count.
-    pub fn recount_pending(&self) -> Result<Stats, Error> {
-        let stats = self.stats()?;
-        self.shared.pending.set(stats.pending, stats.pending_bytes);
-        Ok(stats)
+    /// Counts the pending rows and bytes again, in the writer's transaction, and resets the
+    /// pending gauge from the count; returns it. A full count of the pending rows.
+    pub async fn recount_pending(&self) -> Result<(u64, u64), Error> {
+        self.writer()?
+            .call(|reply| Command::Recount {
+                only_if_changed: false,
+                reply,
+            })
+            .await
+            // Always `Some` when not asked to skip.
+            .map(Option::unwrap_or_default)
+    }
+
+    /// [`Store::recount_pending`] if another process (`gradata drain`, `gradata queue retry`, an
+    /// SDK sharing the database) has committed since the last count, which SQLite's
+    /// `data_version` tells at no cost; `None` when nothing needed counting. The service calls it
+    /// periodically, so the gauge the queue limits use follows other writers.
+    pub async fn refresh_pending(&self) -> Result<Option<(u64, u64)>, Error> {
+        self.writer()?
+            .call(|reply| Command::Recount {
+                only_if_changed: true,
+                reply,
+            })
+            .await
     }
 
     /// Counts the pending rows now, including those written by other processes. Blocking, but
@@ -561,6 +633,58 @@ impl Store {
     }
 }
 
+/// Mode of a data directory the store creates.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of the files the store creates: the database (whose `-wal` and `-shm` files SQLite gives
+/// the database's mode), the lock files and `brain_id`.
+pub(crate) const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates an empty database file, readable by its owner only, unless there is one. SQLite would
+/// create it 0644 less the umask; an empty file is an empty database to it.
+fn create_private_database(path: &Path) -> Result<(), Error> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+    {
+        Ok(file) => lock::give_to_directory_owner(path, &file)
+            .map_err(|err| Error::Io(path.to_path_buf(), err)),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(Error::Io(path.to_path_buf(), err)),
+    }
+}
+
+/// Fails, naming it, if the data directory is something other than a directory (or cannot be
+/// looked at); a missing one is left to the caller (created, or reported as no database).
+/// Otherwise a regular file there would fail later as "File exists" or "Not a directory" on a
+/// path the user did not name.
+fn check_data_dir(data_dir: &Path) -> Result<(), Error> {
+    match std::fs::metadata(data_dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Io(
+            data_dir.to_path_buf(),
+            std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory; the data directory (--data-dir, GRADATA_DATA_DIR) must be one",
+            ),
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(Error::Io(data_dir.to_path_buf(), err)),
+    }
+}
+
+/// Whether the database file exists. Unlike `Path::exists`, which says "no" whatever went wrong,
+/// only "not found" means no: a data directory this user may not read (the service's, without
+/// `sudo`) is an error that says so, not an empty queue.
+fn database_exists(path: &Path) -> Result<bool, Error> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(Error::Io(path.to_path_buf(), err)),
+    }
+}
+
 #[derive(Clone, Copy)]
 enum OpenMode {
     ReadWrite,
@@ -594,11 +718,48 @@ pub(crate) fn to_unix(time: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The inverse of [`to_unix`]; negative or non-finite values map to the epoch.
+/// The latest time a REAL column is read as: the last second of year 9999. A later value (a row
+/// another program wrote with `1e300`) is no time a row can have; read as is, it would overflow
+/// `SystemTime`, and years past 9999 cannot be printed as RFC 3339.
+const LATEST_UNIX_SECONDS: u64 = 253_402_300_799;
+
+/// The inverse of [`to_unix`], for values read from the database, which any program may have
+/// written: negative or non-finite values map to the epoch, values past year 9999 to its last
+/// second. Never panics.
 pub(crate) fn from_unix(seconds: f64) -> SystemTime {
-    if seconds.is_finite() && seconds > 0.0 {
-        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(seconds)
-    } else {
-        SystemTime::UNIX_EPOCH
+    let latest = Duration::from_secs(LATEST_UNIX_SECONDS);
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return SystemTime::UNIX_EPOCH;
+    }
+    let since_epoch = Duration::try_from_secs_f64(seconds).map_or(latest, |d| d.min(latest));
+    SystemTime::UNIX_EPOCH
+        .checked_add(since_epoch)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_unix_never_panics_and_clamps_impossible_times() {
+        let latest = SystemTime::UNIX_EPOCH + Duration::from_secs(LATEST_UNIX_SECONDS);
+        for (seconds, expected) in [
+            (1e300, latest),
+            (f64::MAX, latest),
+            (1.9e19, latest),
+            (f64::INFINITY, SystemTime::UNIX_EPOCH),
+            (f64::NAN, SystemTime::UNIX_EPOCH),
+            (-5.0, SystemTime::UNIX_EPOCH),
+            (1.5, SystemTime::UNIX_EPOCH + Duration::from_millis(1500)),
+        ] {
+            assert_eq!(from_unix(seconds), expected, "{seconds}");
+        }
+        let now = SystemTime::now();
+        let back = from_unix(to_unix(now));
+        let apart = back
+            .duration_since(now)
+            .unwrap_or_else(|err| err.duration());
+        assert!(apart < Duration::from_micros(1), "{apart:?}");
     }
 }

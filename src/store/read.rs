@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::types::{RowId, RowState};
@@ -90,6 +91,32 @@ pub(super) fn stats(conn: &Connection) -> Result<Stats, Error> {
     Ok(stats)
 }
 
+/// [`stats`] of a table gradata has not migrated yet, from the original daemon's columns alone:
+/// every row not synced is pending (the original has no dead rows and no leases).
+pub(super) fn original_stats(conn: &Connection) -> Result<Stats, Error> {
+    let stats = conn.query_row(
+        "SELECT
+            COALESCE(SUM(CASE WHEN synced_at IS NULL THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN synced_at IS NOT NULL THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN synced_at IS NULL
+                              THEN length(CAST(payload_json AS BLOB)) ELSE 0 END), 0),
+            MIN(CASE WHEN synced_at IS NULL THEN enqueued_at END)
+         FROM sync_queue",
+        [],
+        |row| {
+            Ok(Stats {
+                pending: count(row.get(0)?),
+                dead: 0,
+                synced: count(row.get(1)?),
+                leased: 0,
+                pending_bytes: count(row.get(2)?),
+                oldest_pending_at: row.get::<_, Option<f64>>(3)?.map(from_unix),
+            })
+        },
+    )?;
+    Ok(stats)
+}
+
 /// Pending rows and their payload bytes. Only pending rows are visited (through the partial index
 /// of claimable rows), however many synced rows the table keeps.
 pub(super) fn pending(conn: &Connection) -> Result<(u64, u64), Error> {
@@ -141,25 +168,60 @@ pub(super) fn list(
     );
     let mut statement = conn.prepare_cached(&sql)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Every column is read leniently: a listing is how an operator finds a row another program
+    // wrote badly (text that is not UTF-8, a number stored as text), so such a row must show, not
+    // fail the listing.
     let rows = statement.query_map([limit], |row| {
         Ok(QueueEntry {
             id: RowId(row.get(0)?),
-            event_id: row.get(1)?,
-            kind: row.get(2)?,
+            event_id: lenient_text(row.get_ref(1)?),
+            kind: lenient_text(row.get_ref(2)?).unwrap_or_default(),
             state,
-            enqueued_at: row.get(3)?,
-            synced_at: row.get(4)?,
-            dead_at: row.get(5)?,
-            attempts: row.get(6)?,
-            next_attempt_at: row.get(7)?,
-            last_status: row
-                .get::<_, Option<i64>>(8)?
-                .and_then(|s| u16::try_from(s).ok()),
-            last_error: row.get(9)?,
-            payload_bytes: row.get(10)?,
+            enqueued_at: lenient_real(row.get_ref(3)?).unwrap_or(0.0),
+            synced_at: lenient_real(row.get_ref(4)?),
+            dead_at: lenient_real(row.get_ref(5)?),
+            attempts: lenient_integer(row.get_ref(6)?).unwrap_or(0),
+            next_attempt_at: lenient_real(row.get_ref(7)?),
+            last_status: lenient_integer(row.get_ref(8)?).and_then(|s| u16::try_from(s).ok()),
+            last_error: lenient_text(row.get_ref(9)?),
+            payload_bytes: lenient_integer(row.get_ref(10)?).unwrap_or(0),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A text column as text, invalid UTF-8 replaced; a number as its decimal form.
+fn lenient_text(value: ValueRef<'_>) -> Option<String> {
+    match value {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(n) => Some(n.to_string()),
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+            Some(String::from_utf8_lossy(bytes).into_owned())
+        }
+    }
+}
+
+/// A time column; what is not a number reads as absent.
+fn lenient_real(value: ValueRef<'_>) -> Option<f64> {
+    match value {
+        #[expect(clippy::cast_precision_loss, reason = "a time in seconds")]
+        ValueRef::Integer(n) => Some(n as f64),
+        ValueRef::Real(n) => Some(n),
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes).ok()?.trim().parse().ok(),
+        ValueRef::Null | ValueRef::Blob(_) => None,
+    }
+}
+
+/// A counter or status; what is not a number reads as absent.
+fn lenient_integer(value: ValueRef<'_>) -> Option<i64> {
+    match value {
+        ValueRef::Integer(n) => Some(n),
+        #[expect(clippy::cast_possible_truncation, reason = "a counter; saturates")]
+        ValueRef::Real(n) => Some(n as i64),
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes).ok()?.trim().parse().ok(),
+        ValueRef::Null | ValueRef::Blob(_) => None,
+    }
 }
 
 pub(super) fn meta(conn: &Connection, key: &str) -> Result<Option<String>, Error> {

@@ -1016,6 +1016,28 @@ fn health_is_degraded_when_the_oldest_pending_row_is_too_old() {
     assert_eq!(health["queue"]["pending"], 1, "{health}");
 }
 
+/// A row whose times no row can have (written as `1e300` by another program) leaves `/health` and
+/// `/metrics` answering.
+#[test]
+fn impossible_times_in_a_row_leave_health_and_metrics_answering() {
+    let service = Service::start(|spec| spec);
+    ok(
+        "event",
+        &service.post(
+            "/v1/events",
+            &json!({"kind": "event", "event_id": "far-1", "data": {}}),
+        ),
+    );
+    rusqlite::Connection::open(service.dir.join(gradata::store::DATABASE_FILE))
+        .unwrap()
+        .execute_batch("UPDATE sync_queue SET enqueued_at = 1e300, next_attempt_at = 1e300")
+        .unwrap();
+    let health = service.health();
+    assert_eq!(health["queue"]["pending"], 1, "{health}");
+    let metrics = service.get("/metrics");
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+}
+
 /// Bad input of every documented kind is refused with the documented status and code, writes
 /// nothing, and the service keeps serving (the next `/health` is 200; no panic, no exit).
 #[test]
@@ -2010,6 +2032,40 @@ fn a_full_queue_answers_503_and_keeps_what_it_has() {
     }
     // The fifth write ended the first episode; the four refusals after it are the current one.
     service.expect_writes_refused(5, 4, "outbox is full");
+}
+
+/// A full queue that another process empties takes writes again at once: `gradata drain` from the
+/// CLI delivers every row, and the next write is checked against a count of the table instead of
+/// the service's own gauge, which still says "full". A queue that is really full still refuses.
+#[test]
+fn a_queue_emptied_by_another_process_takes_writes_again() {
+    let service = Service::start(|spec| spec.env("GRADATA_STORE_MAX_PENDING_ROWS", "3"));
+    let write = |id: &str| {
+        service.post(
+            "/v1/events",
+            &json!({"kind": "event", "event_id": id, "data": {}}),
+        )
+    };
+    for n in 0..3 {
+        ok("filling", &write(&format!("before-{n}")));
+    }
+    service.expect_refused("full", &write("refused"), 503, "queue_full", 3);
+
+    let ingest = FakeIngest::replying(Reply::ok());
+    let mut drain = support::gradata(&service.dir);
+    drain
+        .env("GRADATA_API_KEY", "test-key")
+        .arg("--ingest-url")
+        .arg(ingest.url("/ingest"))
+        .args(["drain", "--json"]);
+    let (output, stdout, stderr) = support::run(&mut drain);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(ingest.count(), 3);
+
+    for n in 0..3 {
+        ok("after the drain", &write(&format!("after-{n}")));
+    }
+    service.expect_refused("full again", &write("refused-again"), 503, "queue_full", 6);
 }
 
 /// When the disk is full, every write gets 503 `disk_full` with `Retry-After` and writes nothing;

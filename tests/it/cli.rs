@@ -294,6 +294,26 @@ fn status_reports_the_queue() {
     assert!(queue["oldest_pending_age_seconds"].is_number(), "{status}");
 }
 
+/// A time no row can have (`enqueued_at = 1e300`, written by another program) does not crash
+/// `status`: the oldest pending row simply has no age yet.
+#[test]
+fn status_survives_an_impossible_time() {
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 2);
+    rusqlite::Connection::open(dir.join(gradata::store::DATABASE_FILE))
+        .unwrap()
+        .execute_batch("UPDATE sync_queue SET enqueued_at = 1e300, next_attempt_at = 1e300")
+        .unwrap();
+    let status = status_json(&dir);
+    assert_eq!(status["queue"]["pending"], 2, "{status}");
+    assert_eq!(
+        status["queue"]["oldest_pending_age_seconds"], 0.0,
+        "{status}"
+    );
+    let (output, stdout, stderr) = support::run(gradata(&dir).arg("status"));
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+}
+
 /// `status` on a directory without a database succeeds, says so, and creates nothing.
 #[test]
 fn status_without_a_database() {
@@ -301,6 +321,167 @@ fn status_without_a_database() {
     let status = status_json(&dir);
     assert_eq!(status["database_exists"], false, "{status}");
     assert_eq!(dir_listing(&dir), BTreeSet::new());
+}
+
+/// `command` as a user who may not read `dir`: `dir` is made unreadable, and when the tests run as
+/// root (who reads everything) the command runs as `nobody`.
+fn without_access(dir: &Path, mut command: Command) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        command.uid(65534).gid(65534);
+    }
+    command
+}
+
+/// A data directory this user may not read is an error naming the cause (exit 1), not an empty or
+/// missing queue: `status` does not say "not created yet" and `drain` does not report success.
+#[test]
+fn an_unreadable_data_directory_is_an_error_not_an_empty_queue() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 3);
+    let database = dir.join(gradata::store::DATABASE_FILE);
+    let mut status = gradata(&dir);
+    status.arg("status");
+    let drain_command = drain(&dir, "http://127.0.0.1:9/ingest");
+    let outcomes = [
+        support::run(&mut without_access(&dir, status)),
+        support::run(&mut without_access(&dir, drain_command)),
+    ];
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for (output, stdout, stderr) in outcomes {
+        assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{}: Permission denied", database.display())),
+            "{stderr}"
+        );
+        assert!(!stdout.contains("not created yet"), "{stdout}");
+    }
+    assert_eq!(support::rows(&dir).len(), 3);
+}
+
+/// A store that cannot be opened says which file and what to do: a database this user cannot
+/// write, one another process keeps locked, a data directory that is a regular file.
+#[test]
+fn open_errors_name_the_database_and_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 1);
+    let database = dir.join(gradata::store::DATABASE_FILE);
+    let expect_failure = |command: &mut Command, needles: &[&str]| {
+        let (output, stdout, stderr) = support::run(command);
+        assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+        for needle in needles {
+            assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+        }
+    };
+    let database_name = database.display().to_string();
+
+    // Read-only: the file is root's, readable by all, and the command runs as nobody; or the file
+    // is made read-only.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut read_only = drain(&dir, "http://127.0.0.1:9/ingest");
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
+        read_only.uid(65534).gid(65534);
+    } else {
+        std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    expect_failure(
+        &mut read_only,
+        &[&database_name, "readonly", "this user cannot write"],
+    );
+    std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // Not even readable: another user's private database (as root, nobody's view of root's file).
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut unreadable = drain(&dir, "http://127.0.0.1:9/ingest");
+        unreadable.uid(65534).gid(65534);
+        expect_failure(
+            &mut unreadable,
+            &[
+                &database_name,
+                "unable to open",
+                "check that this user may read",
+            ],
+        );
+    }
+
+    // Locked by another connection for longer than the busy timeout.
+    let holder = rusqlite::Connection::open(&database).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut busy = drain(&dir, "http://127.0.0.1:9/ingest");
+    busy.env("GRADATA_STORE_BUSY_TIMEOUT_SECS", "0.1");
+    expect_failure(&mut busy, &[&database_name, "locked", "another process"]);
+    drop(holder);
+
+    // A regular file where the data directory should be.
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let mut not_a_dir = drain(&file, "http://127.0.0.1:9/ingest");
+    expect_failure(
+        &mut not_a_dir,
+        &[
+            &format!("{}: not a directory", file.display()),
+            "--data-dir",
+        ],
+    );
+}
+
+/// `status` on a database the original daemon made, which gradata has not migrated yet, counts it
+/// from the original columns and changes nothing: no column added, no switch to WAL, no file
+/// created beside it (the original daemon may still be writing to it).
+#[test]
+fn status_reads_an_unmigrated_database_without_migrating_it() {
+    let (_guard, dir) = support::temp_dir();
+    let payloads: Vec<String> = (0..4).map(support::original_payload).collect();
+    support::original_db(&dir, &payloads);
+    let database = dir.join(gradata::store::DATABASE_FILE);
+    let conn = rusqlite::Connection::open(&database).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=DELETE; UPDATE sync_queue SET synced_at = 1.0 WHERE id = 1",
+    )
+    .unwrap();
+    drop(conn);
+    let listing = dir_listing(&dir);
+    let bytes = std::fs::read(&database).unwrap();
+
+    let status = status_json(&dir);
+    assert_eq!(status["database_state"], "not_migrated", "{status}");
+    assert_eq!(status["queue"]["pending"], 3, "{status}");
+    assert_eq!(status["queue"]["synced"], 1, "{status}");
+    assert_eq!(status["queue"]["dead"], 0, "{status}");
+    let (output, stdout, stderr) = support::run(gradata(&dir).arg("status"));
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("not migrated yet"), "{stdout}");
+    assert!(stdout.contains("pending:       3"), "{stdout}");
+
+    assert_eq!(dir_listing(&dir), listing);
+    assert!(
+        std::fs::read(&database).unwrap() == bytes,
+        "the database changed"
+    );
+}
+
+/// `status` on a database that exists but holds no queue says that, not "not created yet".
+#[test]
+fn status_on_a_database_without_the_queue_table() {
+    let (_guard, dir) = support::temp_dir();
+    rusqlite::Connection::open(dir.join(gradata::store::DATABASE_FILE))
+        .unwrap()
+        .execute_batch("CREATE TABLE other (x)")
+        .unwrap();
+    let status = status_json(&dir);
+    assert_eq!(status["database_exists"], true, "{status}");
+    assert_eq!(status["database_state"], "no_queue_table", "{status}");
+    let (output, stdout, stderr) = support::run(gradata(&dir).arg("status"));
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("has no sync_queue table"), "{stdout}");
+    assert!(!stdout.contains("not created yet"), "{stdout}");
 }
 
 fn file_len(path: &Path) -> u64 {

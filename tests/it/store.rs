@@ -633,6 +633,133 @@ async fn due_claims_skip_rows_waiting_on_backoff() {
     assert_eq!(ids(&after), vec![1]);
 }
 
+/// Rows another program wrote in a shape gradata cannot post do not block the queue: a BLOB payload
+/// of JSON text is posted as it is, an `attempts` that is not a number counts as none, and a payload
+/// that is not UTF-8 (as TEXT or as a BLOB) makes its row dead alone, kept with why, while the
+/// claim still fills its batch with the rows behind it.
+#[tokio::test]
+async fn unreadable_rows_go_dead_alone_and_block_nothing() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 1).await;
+    let conn = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    conn.execute_batch(
+        "INSERT INTO sync_queue (id, payload_json, kind, enqueued_at, attempts) VALUES
+            (2, CAST(X'7B2262223A2280FF227D' AS TEXT), 'event', 1.0, 0),
+            (3, X'7B2261223A317D', 'event', 1.0, 0),
+            (4, '{\"c\":2}', 'event', 1.0, 'many'),
+            (5, X'FF00FF', 'event', 1.0, 2),
+            (6, '{\"d\":3}', 'event', 1.0, 1);",
+    )
+    .unwrap();
+    store.recount_pending().await.unwrap();
+
+    // Two rows asked for: row 2 goes dead and row 3 takes its place.
+    let first = store
+        .claim_batch(2, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&first), vec![1, 3]);
+    assert_eq!(first[1].payload_json, r#"{"a":1}"#);
+    let rest = store.claim_batch(10, ClaimFrom::Due, LEASE).await.unwrap();
+    assert_eq!(ids(&rest), vec![4, 6]);
+    assert_eq!(
+        (rest[0].payload_json.as_str(), rest[0].attempts),
+        (r#"{"c":2}"#, 0)
+    );
+    assert_eq!(rest[1].attempts, 1);
+
+    // The two unreadable rows are dead, kept byte for byte, with why; no attempt was counted.
+    let dead: Vec<(i64, i64, Option<f64>, String, i64)> = conn
+        .prepare(
+            "SELECT id, length(CAST(payload_json AS BLOB)), dead_at, last_error, attempts
+               FROM sync_queue WHERE dead_at IS NOT NULL ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for ((id, bytes, _, error, attempts), (want_id, want_bytes, want_attempts)) in
+        dead.iter().zip([(2, 10, 0), (5, 3, 2)])
+    {
+        assert_eq!(
+            (*id, *bytes, *attempts),
+            (want_id, want_bytes, want_attempts)
+        );
+        assert!(
+            error.starts_with("unreadable row: payload_json is not UTF-8"),
+            "{error}"
+        );
+    }
+    // The operator sees them, and the gauge no longer counts them.
+    let listed = store.list(RowState::Dead, 10).unwrap();
+    assert_eq!(
+        listed.iter().map(|e| e.id.0).collect::<Vec<_>>(),
+        vec![2, 5]
+    );
+    assert_eq!(store.pending().0, 4);
+    assert_eq!(store.recount_pending().await.unwrap().0, 4);
+}
+
+/// What the store creates is its owner's alone, whatever the umask (a developer's usual 022 here):
+/// the data directory 0700, the database, its WAL files, the lock files and `brain_id` 0600. A
+/// directory that already exists keeps its mode.
+#[test]
+fn a_new_store_is_private_to_its_owner() {
+    use nix::sys::stat::{Mode, umask};
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let (_guard, dir) = support::temp_dir();
+    let data_dir = dir.join("state").join("gradata");
+    let existing = dir.join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // The umask is the process's; 022 is what most tests run under anyway.
+    let previous = umask(Mode::from_bits_truncate(0o022));
+    let opened = [&data_dir, &existing].map(|dir| {
+        let store = Store::open(&Options::new(dir)).unwrap();
+        gradata::store::resolve_brain_id(dir).unwrap();
+        store
+    });
+    umask(previous);
+
+    assert_eq!(mode(&data_dir), 0o700);
+    assert_eq!(
+        mode(&existing),
+        0o755,
+        "an existing directory's mode changed"
+    );
+    for dir in [&data_dir, &existing] {
+        for name in [
+            "system.db",
+            "system.db-wal",
+            "system.db-shm",
+            ".gradata.leases.lock",
+            "brain_id",
+        ] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{}", dir.join(name).display());
+        }
+    }
+    drop(opened);
+    let _service = Store::open(&Options {
+        instance_lock: InstanceLock::Exclusive,
+        ..Options::new(&data_dir)
+    })
+    .unwrap();
+    assert_eq!(mode(&data_dir.join(gradata::store::INSTANCE_LOCK)), 0o600);
+}
+
 /// Two stores on one directory claiming at once from two threads never get the same row.
 #[test]
 fn two_stores_claiming_concurrently_never_share_a_row() {
@@ -1313,6 +1440,14 @@ async fn pending_gauge_tracks_enqueue_settle_and_retry() {
         )
         .unwrap();
     assert_eq!(store.pending().0, 6);
-    assert_eq!(store.recount_pending().unwrap().pending, 5);
+    assert_eq!(
+        store.refresh_pending().await.unwrap().map(|(rows, _)| rows),
+        Some(5)
+    );
     assert_eq!(store.pending().0, 5);
+    // Nothing changed since: no count, and no transaction either.
+    let commits = store.commits();
+    assert_eq!(store.refresh_pending().await.unwrap(), None);
+    assert_eq!(store.commits(), commits);
+    assert_eq!(store.recount_pending().await.unwrap().0, 5);
 }

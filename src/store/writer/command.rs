@@ -89,6 +89,12 @@ pub(in crate::store) enum Command {
         now: SystemTime,
         reply: Reply<()>,
     },
+    /// Counts the pending rows and resets the gauge from the count; with `only_if_changed`, only
+    /// if another connection has committed since the last count (the answer is then `None`).
+    Recount {
+        only_if_changed: bool,
+        reply: Reply<Option<(u64, u64)>>,
+    },
 }
 
 impl Command {
@@ -103,6 +109,7 @@ impl Command {
             Command::Claim { reply, .. } => reply.is_err(),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.is_err(),
             Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.is_err(),
+            Command::Recount { reply, .. } => reply.is_err(),
         }
     }
 
@@ -117,6 +124,7 @@ impl Command {
             Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => {
                 reply.set(Err(err.for_each_caller()))
             }
+            Command::Recount { reply, .. } => reply.set(Err(err.for_each_caller())),
         };
     }
 
@@ -126,6 +134,7 @@ impl Command {
             Command::Claim { reply, .. } => reply.answer(),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.answer(),
             Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.answer(),
+            Command::Recount { reply, .. } => reply.answer(),
         }
     }
 
@@ -135,6 +144,7 @@ impl Command {
             Command::Claim { reply, .. } => reply.fail(err),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.fail(err),
             Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.fail(err),
+            Command::Recount { reply, .. } => reply.fail(err),
         }
     }
 }

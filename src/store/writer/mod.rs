@@ -45,11 +45,13 @@ pub(super) use command::{Command, Reply};
 pub(super) use pending::PendingGauge;
 
 use super::checkpoint::{Checkpointer, WRITER_BACKSTOP_PAGES};
+use super::types::{NewEvent, QueueLimit};
 use super::{Error, Synchronous};
 use durability::{Durability, DurabilityAlarm, is_failed_fsync};
-use pending::PendingDelta;
+use pending::{ExactCount, PendingDelta};
 use queries::{
-    claim, enqueue, enqueue_run, payload_bytes, purge_synced, retry, set_meta, settle, within,
+    claim, count_pending, data_version, enqueue, enqueue_run, payload_bytes, purge_synced, retry,
+    set_meta, settle, within,
 };
 
 /// Most commands folded into one transaction. Bounds the latency a burst can add to its first
@@ -169,6 +171,7 @@ fn run(
     counters: &Counters<'_>,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut exact = ExactCount::default();
     while let Ok(first) = receiver.recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -182,8 +185,11 @@ fn run(
             group.drain(..).for_each(|command| command.fail(&err));
             continue;
         }
+        if unchanged_since_count(&conn, &mut group, &exact) {
+            continue;
+        }
         let started = Instant::now();
-        if commit_group(&mut conn, &mut group, alarm, counters) {
+        if commit_group(&mut conn, &mut group, alarm, counters, &mut exact) {
             checkpointer.committed();
             answer_group(&mut group, &durability, started.elapsed());
         }
@@ -193,6 +199,31 @@ fn run(
     drop(durability);
     drop(checkpointer);
     drop(conn);
+}
+
+/// Answers a group that is only the daemon's periodic [`Command::Recount`] when no other
+/// connection has committed since the last count, without a write transaction: it would take the
+/// database's write lock from other programs sharing it for nothing. Returns whether it did.
+fn unchanged_since_count(conn: &Connection, group: &mut Vec<Command>, exact: &ExactCount) -> bool {
+    let [
+        Command::Recount {
+            only_if_changed: true,
+            reply,
+        },
+    ] = group.as_mut_slice()
+    else {
+        return false;
+    };
+    // Outside a transaction too, the number changes exactly when another connection committed.
+    match data_version(conn) {
+        Ok(version) if !exact.changed_since(version) => {
+            reply.set(Ok(None));
+            group.drain(..).for_each(Command::answer);
+            true
+        }
+        // Changed, or unknown: the group runs as usual and counts.
+        _ => false,
+    }
 }
 
 /// Answers the callers of a committed group. Under the syncer, the commands that promise
@@ -220,6 +251,7 @@ fn commit_group(
     group: &mut Vec<Command>,
     alarm: &DurabilityAlarm,
     counters: &Counters<'_>,
+    exact: &mut ExactCount,
 ) -> bool {
     let Some(tx) = begin(conn, group) else {
         return false;
@@ -227,12 +259,13 @@ fn commit_group(
     // The pending rows and bytes before the group, for queue limits: each command sees them plus
     // what the commands before it in the group added.
     let (rows, bytes) = counters.pending.get();
-    let base = PendingDelta {
+    let gauge = PendingDelta {
         rows: i64::try_from(rows).unwrap_or(i64::MAX),
         bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
     };
+    let mut limits = Limits { base: gauge, exact };
     let mut delta = PendingDelta::default();
-    let clean = run_optimistically(&tx, group, base, &mut delta);
+    let clean = run_optimistically(&tx, group, &mut limits, &mut delta);
     let tx = if clean {
         tx
     } else {
@@ -252,7 +285,7 @@ fn commit_group(
         };
         delta = PendingDelta::default();
         for command in group.iter_mut() {
-            execute_in_savepoint(&tx, command, &mut delta, base);
+            execute_in_savepoint(&tx, command, &mut delta, &mut limits);
         }
         tx
     };
@@ -260,7 +293,8 @@ fn commit_group(
         Ok(()) => {
             // Counted before anyone is answered, so a caller never sees its write uncounted.
             counters.commits.fetch_add(1, Ordering::Relaxed);
-            counters.pending.apply(delta);
+            // What the group changed, and what exact counts made during it corrected.
+            counters.pending.apply(delta.plus(limits.base.minus(gauge)));
             true
         }
         // Nothing in the group is durable: every caller learns that, none gets a false yes.
@@ -292,7 +326,7 @@ fn commit_group(
 fn run_optimistically(
     conn: &Connection,
     group: &mut [Command],
-    base: PendingDelta,
+    limits: &mut Limits<'_>,
     delta: &mut PendingDelta,
 ) -> bool {
     let mut next = 0;
@@ -304,7 +338,8 @@ fn run_optimistically(
         let start = next;
         let mut assumed = *delta;
         while let Some(Command::Enqueue { events, limit, .. }) = group.get(next) {
-            if limit.is_some_and(|limit| within(limit, base.plus(assumed), events).is_err()) {
+            if limit.is_some_and(|limit| within(limit, limits.base.plus(assumed), events).is_err())
+            {
                 break;
             }
             for event in events {
@@ -315,9 +350,9 @@ fn run_optimistically(
         let ok = if next > start {
             enqueue_run(conn, &mut group[start..next], delta)
         } else {
-            let before = base.plus(*delta);
+            let before = limits.base.plus(*delta);
             next += 1;
-            execute(conn, &mut group[start], delta, before)
+            execute(conn, &mut group[start], delta, before, limits)
         };
         if !ok {
             return false;
@@ -345,14 +380,15 @@ fn execute_in_savepoint(
     tx: &rusqlite::Transaction<'_>,
     command: &mut Command,
     group_delta: &mut PendingDelta,
-    base: PendingDelta,
+    limits: &mut Limits<'_>,
 ) {
     if let Err(err) = tx.execute_batch("SAVEPOINT command") {
         command.set_err(&Error::from(err));
         return;
     }
     let mut delta = PendingDelta::default();
-    let ok = execute(tx, command, &mut delta, base.plus(*group_delta));
+    let before = limits.base.plus(*group_delta);
+    let ok = execute(tx, command, &mut delta, before, limits);
     let end = if ok {
         "RELEASE command"
     } else {
@@ -367,6 +403,52 @@ fn execute_in_savepoint(
     }
 }
 
+/// What a group's queue limits are checked against.
+struct Limits<'a> {
+    /// The pending rows and bytes before the group: the gauge, corrected by any exact count made
+    /// during the group (the correction reaches the gauge with the group's commit).
+    base: PendingDelta,
+    /// When the table was last counted.
+    exact: &'a mut ExactCount,
+}
+
+impl Limits<'_> {
+    /// Counts the pending rows in the group's transaction, where nobody else can write, and
+    /// corrects `base` by the difference. `before` is what `base` and the group's earlier commands
+    /// say is pending, which is what the count sees. Returns the count.
+    fn recount(
+        &mut self,
+        conn: &Connection,
+        before: PendingDelta,
+        data_version: i64,
+    ) -> Result<PendingDelta, Error> {
+        let counted = count_pending(conn)?;
+        self.base = self.base.plus(counted.minus(before));
+        self.exact.counted(data_version, Instant::now());
+        Ok(counted)
+    }
+}
+
+/// Checks `events` against `limit`. A refusal is first checked against a count of the table when
+/// the gauge may be stale (another process committed since the last count: a `gradata drain` from
+/// the CLI may just have emptied the queue), so a write is never refused for rows already gone.
+fn check_limit(
+    conn: &Connection,
+    limit: QueueLimit,
+    pending: PendingDelta,
+    events: &[NewEvent],
+    limits: &mut Limits<'_>,
+) -> Result<(), Error> {
+    let Err(refused) = within(limit, pending, events) else {
+        return Ok(());
+    };
+    let version = data_version(conn)?;
+    if !limits.exact.worth_recounting(version, Instant::now()) {
+        return Err(refused);
+    }
+    within(limit, limits.recount(conn, pending, version)?, events)
+}
+
 /// Runs one command, recording its outcome in it; true if it succeeded. `pending` is what is
 /// pending before it, this transaction's earlier commands included.
 fn execute(
@@ -374,6 +456,7 @@ fn execute(
     command: &mut Command,
     delta: &mut PendingDelta,
     pending: PendingDelta,
+    limits: &mut Limits<'_>,
 ) -> bool {
     match command {
         Command::Enqueue {
@@ -383,10 +466,23 @@ fn execute(
             reply,
         } => {
             let result = match limit {
-                Some(limit) => within(*limit, pending, events),
+                Some(limit) => check_limit(conn, *limit, pending, events, limits),
                 None => Ok(()),
             }
             .and_then(|()| enqueue(conn, events, *now, delta));
+            reply.set(result)
+        }
+        Command::Recount {
+            only_if_changed,
+            reply,
+        } => {
+            let result = data_version(conn).and_then(|version| {
+                if *only_if_changed && !limits.exact.changed_since(version) {
+                    return Ok(None);
+                }
+                let counted = limits.recount(conn, pending, version)?;
+                Ok(Some(counted.counts()))
+            });
             reply.set(result)
         }
         Command::Claim {
@@ -395,7 +491,7 @@ fn execute(
             lease,
             now,
             reply,
-        } => reply.set(claim(conn, *limit, *from, *lease, *now)),
+        } => reply.set(claim(conn, *limit, *from, *lease, *now, delta)),
         Command::Settle {
             settlements,
             now,

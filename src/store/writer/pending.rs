@@ -1,14 +1,18 @@
 //! The pending rows and bytes the queue limits are checked against, kept in memory by the writer
 //! ([`PendingGauge`]), and how one transaction changes them ([`PendingDelta`]).
 //!
-//! It knows nothing of SQL: the writer counts what its commands changed and applies it on commit.
+//! It knows nothing of SQL: the writer counts what its commands changed and applies it on commit,
+//! and decides with [`ExactCount`] when the gauge must be checked against a count of the table.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 /// The pending rows and bytes, kept up to date by the writer after every commit so that the API
 /// can refuse writes past the queue limits without counting the table on every request. Writes by
-/// other processes (the CLI, an SDK sharing the database) are not seen here; the daemon corrects
-/// the gauge from a full count now and then ([`crate::store::Store::recount_pending`]).
+/// other processes (`gradata drain` or `gradata queue retry` from the CLI, an SDK sharing the
+/// database) are not seen here, so the writer counts the table again when another connection has
+/// committed: before it refuses a write for a limit ([`ExactCount`]), and when the daemon asks
+/// ([`crate::store::Store::refresh_pending`]).
 #[derive(Debug, Default)]
 pub(in crate::store) struct PendingGauge {
     rows: AtomicI64,
@@ -31,9 +35,50 @@ impl PendingGauge {
         )
     }
 
+    /// Adds what a committed transaction changed. Never goes below zero: a negative gauge (rows
+    /// another process added, then settled here) would let that many rows past the limits.
     pub(super) fn apply(&self, delta: PendingDelta) {
-        self.rows.fetch_add(delta.rows, Ordering::Relaxed);
-        self.bytes.fetch_add(delta.bytes, Ordering::Relaxed);
+        let add = |gauge: &AtomicI64, by: i64| {
+            // Only the writer thread applies deltas; the closure never fails, so neither does the
+            // update.
+            let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |value| {
+                Some(value.saturating_add(by).max(0))
+            });
+        };
+        add(&self.rows, delta.rows);
+        add(&self.bytes, delta.bytes);
+    }
+}
+
+/// How often, at most, a refused write recounts the table when no other connection has committed
+/// since the last count: the gauge is then exact, and a queue that is really full must not cost a
+/// full count per refused request. The bound is a safety net against a miscount of our own.
+const RECOUNT_UNCHANGED_EVERY: Duration = Duration::from_secs(1);
+
+/// When the writer last counted the pending rows exactly, and what SQLite's `data_version` of its
+/// connection was then. That number changes exactly when another connection (another process, or
+/// a tool) commits, so an unchanged one means the gauge still holds.
+#[derive(Debug, Default)]
+pub(super) struct ExactCount {
+    last: Option<(i64, Instant)>,
+}
+
+impl ExactCount {
+    /// Whether another connection has committed since the last count (or nothing was counted yet).
+    pub(super) fn changed_since(&self, data_version: i64) -> bool {
+        self.last.is_none_or(|(seen, _)| seen != data_version)
+    }
+
+    /// Whether a write about to be refused should be checked against a new count first.
+    pub(super) fn worth_recounting(&self, data_version: i64, now: Instant) -> bool {
+        self.changed_since(data_version)
+            || self
+                .last
+                .is_some_and(|(_, at)| now.duration_since(at) >= RECOUNT_UNCHANGED_EVERY)
+    }
+
+    pub(super) fn counted(&mut self, data_version: i64, now: Instant) {
+        self.last = Some((data_version, now));
     }
 }
 
@@ -60,5 +105,53 @@ impl PendingDelta {
             rows: self.rows + other.rows,
             bytes: self.bytes + other.bytes,
         }
+    }
+
+    /// As rows and bytes, a negative count read as zero.
+    pub(super) fn counts(self) -> (u64, u64) {
+        (
+            u64::try_from(self.rows).unwrap_or(0),
+            u64::try_from(self.bytes).unwrap_or(0),
+        )
+    }
+
+    pub(super) fn minus(self, other: PendingDelta) -> PendingDelta {
+        PendingDelta {
+            rows: self.rows - other.rows,
+            bytes: self.bytes - other.bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gauge_never_goes_below_zero() {
+        let gauge = PendingGauge::default();
+        gauge.set(2, 100);
+        gauge.apply(PendingDelta {
+            rows: -5,
+            bytes: -500,
+        });
+        assert_eq!(gauge.get(), (0, 0));
+        // And a later insert counts from zero, not from -3.
+        gauge.apply(PendingDelta { rows: 1, bytes: 10 });
+        assert_eq!(gauge.get(), (1, 10));
+    }
+
+    #[test]
+    fn a_refusal_recounts_only_after_another_commit_or_a_while() {
+        let mut exact = ExactCount::default();
+        let start = Instant::now();
+        assert!(exact.worth_recounting(7, start), "never counted");
+        exact.counted(7, start);
+        assert!(!exact.worth_recounting(7, start));
+        assert!(
+            exact.worth_recounting(8, start),
+            "another connection committed"
+        );
+        assert!(exact.worth_recounting(7, start + RECOUNT_UNCHANGED_EVERY));
     }
 }

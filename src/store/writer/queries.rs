@@ -185,6 +185,22 @@ pub(super) fn within(
     Ok(())
 }
 
+/// The pending rows and bytes as the table holds them, in the writer's transaction: exact, since
+/// nobody else can write meanwhile.
+pub(super) fn count_pending(conn: &Connection) -> Result<PendingDelta, Error> {
+    let (rows, bytes) = crate::store::read::pending(conn)?;
+    Ok(PendingDelta {
+        rows: i64::try_from(rows).unwrap_or(i64::MAX),
+        bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+    })
+}
+
+/// SQLite's `data_version` of this connection: it changes when, and only when, another connection
+/// has committed since this one last looked.
+pub(super) fn data_version(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+}
+
 pub(super) fn enqueue(
     conn: &Connection,
     events: &[NewEvent],
@@ -204,6 +220,7 @@ pub(super) fn claim(
     from: ClaimFrom,
     lease: Duration,
     now: SystemTime,
+    delta: &mut PendingDelta,
 ) -> Result<Vec<ClaimedRow>, Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let (due_clause, after) = match from {
@@ -227,25 +244,115 @@ pub(super) fn claim(
     let now_unix = to_unix(now);
     let lease_until = to_unix(lease_until(now, lease));
     let mut rows = Vec::new();
-    let mut query = match from {
-        ClaimFrom::Due => statement.query(rusqlite::named_params! {
-            ":lease_until": lease_until, ":now": now_unix, ":limit": limit,
-        })?,
-        ClaimFrom::After(_) => statement.query(rusqlite::named_params! {
-            ":lease_until": lease_until, ":now": now_unix, ":limit": limit, ":after": after,
-        })?,
-    };
-    while let Some(row) = query.next()? {
-        let attempts: i64 = row.get(3)?;
-        rows.push(ClaimedRow {
-            id: RowId(row.get(0)?),
-            event_id: row.get(1)?,
-            payload_json: row.get(2)?,
-            attempts: u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
-        });
+    // A row that cannot be posted is made dead on its own, and the statement runs again for as
+    // many rows as it took the place of: one bad row neither fails the claim (which would stop
+    // every row behind it, the claim always taking the lowest ids) nor shortens the batch. The
+    // rows already leased here are not claimable again (a lease is at least a second), nor the
+    // dead ones, so each run takes new rows.
+    loop {
+        let wanted = limit.saturating_sub(i64::try_from(rows.len()).unwrap_or(i64::MAX));
+        let mut query = match from {
+            ClaimFrom::Due => statement.query(rusqlite::named_params! {
+                ":lease_until": lease_until, ":now": now_unix, ":limit": wanted,
+            })?,
+            ClaimFrom::After(_) => statement.query(rusqlite::named_params! {
+                ":lease_until": lease_until, ":now": now_unix, ":limit": wanted, ":after": after,
+            })?,
+        };
+        let mut unreadable = Vec::new();
+        while let Some(row) = query.next()? {
+            let id = RowId(row.get(0)?);
+            match claimed_row(id, row) {
+                Ok(claimed) => rows.push(claimed),
+                Err(why) => unreadable.push((id, why)),
+            }
+        }
+        drop(query);
+        if unreadable.is_empty() {
+            break;
+        }
+        for (id, why) in unreadable {
+            bury_unreadable(conn, id, &why, now_unix, delta)?;
+        }
     }
     rows.sort_by_key(|row| row.id);
     Ok(rows)
+}
+
+/// Reads a claimed row (`id, event_id, payload_json, attempts`), or says why it cannot be posted.
+///
+/// The payload is read as bytes, whatever type the row stores it as (an SDK may have stored a
+/// BLOB), and posted verbatim when those bytes are UTF-8 text, which JSON must be. `attempts` is
+/// only a counter: a value that is not a number counts as none.
+fn claimed_row(id: RowId, row: &rusqlite::Row<'_>) -> Result<ClaimedRow, String> {
+    use rusqlite::types::ValueRef;
+    let event_id = match row.get_ref(1).map_err(|err| err.to_string())? {
+        ValueRef::Null => None,
+        ValueRef::Text(text) => Some(
+            std::str::from_utf8(text)
+                .map_err(|err| format!("event_id is not UTF-8 text ({err})"))?
+                .to_owned(),
+        ),
+        other => return Err(format!("event_id is {}, not text", other.data_type())),
+    };
+    let payload_json = match row.get_ref(2).map_err(|err| err.to_string())? {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => std::str::from_utf8(bytes)
+            .map_err(|err| format!("payload_json is not UTF-8 text ({err})"))?
+            .to_owned(),
+        other => {
+            return Err(format!(
+                "payload_json is {}, not JSON text",
+                other.data_type()
+            ));
+        }
+    };
+    let attempts = match row.get_ref(3).map_err(|err| err.to_string())? {
+        ValueRef::Integer(n) => n,
+        // Saturating: an absurd float still reads as a count.
+        #[expect(clippy::cast_possible_truncation, reason = "a counter, clamped below")]
+        ValueRef::Real(n) => n as i64,
+        ValueRef::Text(text) => std::str::from_utf8(text)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0),
+        ValueRef::Null | ValueRef::Blob(_) => 0,
+    };
+    Ok(ClaimedRow {
+        id,
+        event_id,
+        payload_json,
+        attempts: u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
+    })
+}
+
+/// Makes a row that cannot be posted dead, with why in `last_error`, so that an operator sees it
+/// (`gradata queue list --dead`) and can repair and retry it; it is never deleted. No attempt is
+/// counted: nothing was sent.
+fn bury_unreadable(
+    conn: &Connection,
+    id: RowId,
+    why: &str,
+    now: f64,
+    delta: &mut PendingDelta,
+) -> Result<(), Error> {
+    let error = format!("unreadable row: {why}");
+    tracing::warn!(
+        row = id.0,
+        error,
+        "a queued row cannot be sent; it is now dead"
+    );
+    conn.prepare_cached(
+        "UPDATE sync_queue SET dead_at = ?2, lease_until = NULL, last_error = ?3
+          WHERE id = ?1 AND synced_at IS NULL AND dead_at IS NULL
+      RETURNING length(CAST(payload_json AS BLOB))",
+    )?
+    .query_row(params![id.0, now, truncate(&error)], |row| {
+        row.get::<_, i64>(0)
+    })
+    .optional()?
+    .into_iter()
+    .for_each(|bytes| delta.row(-1, bytes));
+    Ok(())
 }
 
 pub(super) fn settle(
