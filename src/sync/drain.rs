@@ -5,7 +5,8 @@
 //! flight across batch boundaries (so a slow server is never waited on one batch at a time),
 //! settles each batch in one transaction when its last row completes, and stops at the first of:
 //! the row budget, the time budget, an empty queue, a batch with no progress, a pause (429, 401,
-//! 404…), or cancellation. It returns a [`DrainReport`] and, for the startup drain, always emits
+//! 404…), or cancellation. Every stop but cancellation lets the requests in flight finish (each is
+//! bounded by the request timeout) and settles them by their outcome. It returns a [`DrainReport`] and, for the startup drain, always emits
 //! the record `sync queue drained at startup: N rows`, whatever the path.
 //!
 //! Invariants: a claimed row is always settled or released before the drain returns (or, if the
@@ -44,8 +45,9 @@ pub const DEFAULT_MAX_TIME: Duration = Duration::from_secs(30);
 pub struct Budget {
     /// Most rows claimed.
     pub max_rows: usize,
-    /// Most wall time; requests still in flight at the deadline are abandoned and their rows
-    /// released, to be retried.
+    /// Most wall time spent claiming and sending. At the deadline nothing more is claimed or
+    /// sent, and the requests already in flight are awaited, each bounded by the request timeout,
+    /// so a drain lasts at most this plus `Settings::request_timeout` (and its settlement).
     pub max_time: Duration,
 }
 
@@ -418,6 +420,7 @@ impl Engine {
         let mut claiming: Option<Pin<Box<ClaimFuture>>> = None;
         let deadline_reached = tokio::time::sleep_until(deadline.into());
         tokio::pin!(deadline_reached);
+        let mut past_deadline = false;
         loop {
             let limit = self.concurrency.current();
             if claiming.is_none()
@@ -459,9 +462,14 @@ impl Engine {
                     run.stop.get_or_insert(StopReason::Cancelled);
                     break;
                 }
-                () = &mut deadline_reached => {
+                // The deadline stops claiming and sending, not the requests in flight: each is
+                // bounded by the request timeout and settled by what it gets. Abandoning them
+                // instead released rows the server may still be taking, with no attempt, no
+                // backoff and no error, to be posted again at once (a slow server was never
+                // backed off from, and the same row was in flight twice).
+                () = &mut deadline_reached, if !past_deadline => {
+                    past_deadline = true;
                     run.stop.get_or_insert(StopReason::TimeBudget);
-                    break;
                 }
                 claim = async { claiming.as_mut().expect("guarded by the branch condition").await }, if claiming.is_some() => {
                     claiming = None;
@@ -505,8 +513,9 @@ impl Engine {
                 abandoned.extend(rows.iter().map(|row| row.id));
             }
         }
-        // Requests still in flight (deadline or cancellation) are abandoned: the server may or may
-        // not have taken them, so the rows stay pending and will be posted again (at-least-once).
+        // Requests still in flight (cancellation only: at the deadline they are awaited) are
+        // abandoned: the server may or may not have taken them, so the rows stay pending and will
+        // be posted again (at-least-once).
         abandoned.extend(queued.drain(..).map(|(row, _)| row.id));
         drop(in_flight);
         abandoned.extend(in_flight_ids.drain());

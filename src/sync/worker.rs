@@ -25,7 +25,9 @@ pub const HEARTBEAT_TICK: Duration = Duration::from_secs(1);
 
 /// Rows one worker pass may claim before it yields (and beats) and goes on.
 const PASS_MAX_ROWS: usize = 1000;
-/// Time one worker pass may take.
+/// Time one worker pass may spend claiming and sending. Requests still in flight then are awaited
+/// (each is bounded by the request timeout) and settled by their outcome, so a slow server is
+/// heard, or backed off from, rather than posted to again by the next pass.
 const PASS_MAX_TIME: Duration = Duration::from_secs(10);
 
 /// Wakes the worker; cheap to clone. Held by every producer (the API's enqueue paths).

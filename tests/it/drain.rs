@@ -759,15 +759,14 @@ async fn the_drain_stops_at_its_row_budget() {
     assert_eq!(server.count(), 120);
 }
 
-/// The time budget holds even against a server that never answers in time: the drain returns,
-/// the abandoned rows are released (not dead, not synced, no attempt counted) and stay pending.
+/// The time budget holds even against a server that never answers: at the deadline the drain
+/// stops sending, the requests in flight run into the request timeout and count as a failed
+/// attempt with a backoff and the cause, and the rows never sent are released untouched.
 #[tokio::test]
 async fn the_drain_stops_at_its_time_budget_against_a_hanging_server() {
-    let (_guard, dir, store, server) =
-        fixture(50, Reply::ok().delay(Duration::from_secs(20))).await;
+    let (_guard, dir, store, server) = fixture(50, Reply::ok().delay(Duration::from_secs(4))).await;
     let mut settings = support::settings(&server.url("/ingest"), Some(KEY));
-    settings.request_timeout = Duration::from_secs(60);
-    settings.lease = Duration::from_secs(120);
+    settings.request_timeout = Duration::from_secs(1);
     let engine = support::engine(&store, settings);
     let started = Instant::now();
     let report = drain(
@@ -781,7 +780,7 @@ async fn the_drain_stops_at_its_time_budget_against_a_hanging_server() {
     .await;
     assert_eq!(report.reason, StopReason::TimeBudget);
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(4),
         "took {:?}",
         started.elapsed()
     );
@@ -789,7 +788,74 @@ async fn the_drain_stops_at_its_time_budget_against_a_hanging_server() {
     let rows = support::rows(&dir);
     assert!(
         rows.iter()
-            .all(|r| r.lease_until.is_none() && r.synced_at.is_none() && r.attempts == Some(0))
+            .all(|r| r.lease_until.is_none() && r.synced_at.is_none())
+    );
+    let (sent, unsent): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.attempts == Some(1));
+    assert_eq!(
+        sent.len(),
+        server.count(),
+        "every request sent counted an attempt"
+    );
+    assert_eq!(report.retried, sent.len() as u64);
+    assert!(
+        sent.iter().all(|r| r.next_attempt_at.is_some()
+            && r.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("timeout"))),
+        "{sent:?}"
+    );
+    assert!(
+        unsent.iter().all(|r| r.attempts == Some(0)
+            && r.last_error.is_none()
+            && r.next_attempt_at.is_none())
+    );
+}
+
+/// A server slower than the drain's time budget but within the request timeout gets its answers
+/// heard: the deadline stops new requests, not the ones in flight, so each row posted is settled
+/// by its answer, once, instead of being released and posted again by the next pass.
+#[tokio::test]
+async fn requests_in_flight_at_the_deadline_finish_and_are_settled() {
+    let (_guard, dir, store, server) = fixture(20, Reply::ok().delay(Duration::from_secs(2))).await;
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let budget = Budget {
+        max_rows: 3200,
+        max_time: Duration::from_secs(1),
+    };
+    let report = drain(&engine, Trigger::Worker, budget).await;
+    assert_eq!(report.reason, StopReason::TimeBudget);
+    assert!(report.delivered > 0, "{report:?}");
+    assert_eq!(
+        report.delivered,
+        server.count() as u64,
+        "every request answered counts"
+    );
+    let rows = support::rows(&dir);
+    assert!(rows.iter().all(|r| r.lease_until.is_none()));
+    assert_eq!(
+        rows.iter().filter(|r| r.synced_at.is_some()).count(),
+        server.count()
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.synced_at.is_none())
+            .all(|r| r.attempts == Some(0) && r.last_error.is_none())
+    );
+
+    // The next pass posts only the rows never sent: nothing is in flight twice or re-sent.
+    let posted_first = server.count();
+    let report = drain(&engine, Trigger::Worker, budget).await;
+    let mut keys: Vec<String> = server
+        .received()
+        .iter()
+        .map(|r| r.idempotency_key().unwrap())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), server.count(), "a row was posted twice");
+    assert_eq!(
+        server.count() as u64,
+        posted_first as u64 + report.delivered
     );
 }
 
