@@ -11,9 +11,13 @@
 //!
 //! Invariants: a claimed row is always settled or released before the drain returns (or, if the
 //! process dies, its lease expires or is recovered at the next open); no retryable row is ever
-//! marked dead or synced.
+//! marked dead or synced. A row's lease never runs out while the drain holds it: each batch is
+//! leased until the drain's deadline plus `Settings::lease`, which is longer than a request still
+//! in flight at the deadline can take (DESIGN §4: two drainers never post the same row at once).
+//! Settlements other than a delivery are fenced by that lease, so a drainer that somehow lost its
+//! rows cannot undo what the new holder does.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -251,11 +255,14 @@ pub struct Engine {
     policy: RetryPolicy,
 }
 
-/// A claim sent to the store's writer, awaited beside the requests in flight.
-type ClaimFuture = dyn Future<Output = Result<Vec<ClaimedRow>, store::Error>> + Send;
+/// A claim sent to the store's writer, awaited beside the requests in flight; it yields the rows
+/// and the lease they were claimed with.
+type ClaimFuture = dyn Future<Output = Result<(Vec<ClaimedRow>, SystemTime), store::Error>> + Send;
 
 /// A batch's bookkeeping while its rows are in flight.
 struct BatchTally {
+    /// The lease its rows hold, and the token that fences their settlements.
+    lease_until: SystemTime,
     outstanding: usize,
     progressed: bool,
     clean: bool,
@@ -399,7 +406,10 @@ impl Engine {
             batches: Vec::new(),
             settling: JoinSet::new(),
         };
-        let deadline = started + budget.max_time;
+        // A budget too large to add is as good as none.
+        let deadline = started
+            .checked_add(budget.max_time)
+            .unwrap_or(started + Duration::from_secs(100 * 365 * 86_400));
         let mut cursor = if trigger.is_explicit() {
             ClaimFrom::After(RowId(0))
         } else {
@@ -409,8 +419,9 @@ impl Engine {
         let mut exhausted = false;
         let mut queued: VecDeque<(ClaimedRow, usize)> = VecDeque::new();
         let mut in_flight = FuturesUnordered::new();
-        let mut abandoned: Vec<RowId> = Vec::new();
-        let mut in_flight_ids: HashSet<RowId> = HashSet::new();
+        // Rows given back untouched, and rows in flight, with the batch (and so the lease) of each.
+        let mut abandoned: Vec<(RowId, usize)> = Vec::new();
+        let mut in_flight_ids: HashMap<RowId, usize> = HashMap::new();
 
         // At most one claim is outstanding, polled beside the requests, so the senders never wait
         // for the store: the next batch is leased while the current one is still in flight. A
@@ -430,21 +441,22 @@ impl Engine {
                 && queued.len() < limit + self.settings.batch_size
             {
                 let want = self.settings.batch_size.min(budget.max_rows - claimed);
-                let (store, lease) = (self.store.clone(), self.settings.lease);
+                let (store, lease_until) = (self.store.clone(), self.lease_until(deadline));
                 claiming = Some(Box::pin(async move {
-                    store.claim_batch(want, cursor, lease).await
+                    let rows = store.claim_batch_until(want, cursor, lease_until).await?;
+                    Ok((rows, lease_until))
                 }));
             }
             if run.stop.is_some() {
                 // Rows not yet sent go back untouched.
-                abandoned.extend(queued.drain(..).map(|(row, _)| row.id));
+                abandoned.extend(queued.drain(..).map(|(row, batch)| (row.id, batch)));
             }
             while in_flight.len() < limit {
                 let Some((row, batch)) = queued.pop_front() else {
                     break;
                 };
                 let client = client.clone();
-                in_flight_ids.insert(row.id);
+                in_flight_ids.insert(row.id, batch);
                 in_flight.push(async move {
                     let mut row = row;
                     // The payload is not needed once sent: move it into the request, no copy.
@@ -474,8 +486,8 @@ impl Engine {
                 claim = async { claiming.as_mut().expect("guarded by the branch condition").await }, if claiming.is_some() => {
                     claiming = None;
                     match claim {
-                        Ok(rows) if rows.is_empty() => exhausted = true,
-                        Ok(rows) => {
+                        Ok((rows, _)) if rows.is_empty() => exhausted = true,
+                        Ok((rows, lease_until)) => {
                             claimed += rows.len();
                             if let (ClaimFrom::After(_), Some(last)) = (cursor, rows.last()) {
                                 cursor = ClaimFrom::After(last.id);
@@ -486,6 +498,7 @@ impl Engine {
                             }
                             let batch = run.batches.len();
                             run.batches.push(BatchTally {
+                                lease_until,
                                 outstanding: rows.len(),
                                 progressed: false,
                                 clean: true,
@@ -509,34 +522,45 @@ impl Engine {
         // A claim already sent to the store is finished, never dropped: its rows are leased and
         // must be released now rather than when the lease expires.
         if let Some(claim) = claiming.take() {
-            if let Ok(rows) = claim.await {
-                abandoned.extend(rows.iter().map(|row| row.id));
+            if let Ok((rows, lease_until)) = claim.await {
+                let batch = run.batches.len();
+                run.batches.push(BatchTally {
+                    lease_until,
+                    outstanding: rows.len(),
+                    progressed: false,
+                    clean: true,
+                    settlements: Vec::new(),
+                });
+                abandoned.extend(rows.iter().map(|row| (row.id, batch)));
             }
         }
         // Requests still in flight (cancellation only: at the deadline they are awaited) are
         // abandoned: the server may or may not have taken them, so the rows stay pending and will
         // be posted again (at-least-once).
-        abandoned.extend(queued.drain(..).map(|(row, _)| row.id));
+        abandoned.extend(queued.drain(..).map(|(row, batch)| (row.id, batch)));
         drop(in_flight);
         abandoned.extend(in_flight_ids.drain());
-        let mut release: Vec<Settlement> = abandoned
-            .into_iter()
-            .map(|id| Settlement::Release {
-                id,
-                status: None,
-                error: None,
-            })
-            .collect();
-        for tally in &mut run.batches {
-            if tally.outstanding > 0 {
-                // A batch cut short: settle what completed, release the rest by id below.
-                release.append(&mut tally.settlements);
+        // Each batch cut short settles what completed and releases the rest, under its own lease.
+        let mut releases: Vec<Vec<Settlement>> = run.batches.iter().map(|_| Vec::new()).collect();
+        for (id, batch) in abandoned {
+            if let Some(release) = releases.get_mut(batch) {
+                release.push(Settlement::Release {
+                    id,
+                    status: None,
+                    error: None,
+                });
             }
         }
-        if !release.is_empty() {
-            let store = self.store.clone();
-            run.settling
-                .spawn(async move { store.settle(release).await });
+        for (tally, release) in run.batches.iter_mut().zip(&mut releases) {
+            if tally.outstanding > 0 {
+                release.append(&mut tally.settlements);
+            }
+            if !release.is_empty() {
+                let (store, release) = (self.store.clone(), std::mem::take(release));
+                let lease_until = tally.lease_until;
+                run.settling
+                    .spawn(async move { store.settle_leased(release, lease_until).await });
+            }
         }
         while let Some(joined) = run.settling.join_next().await {
             if let Ok(Err(err)) = joined {
@@ -666,10 +690,21 @@ impl Engine {
                 self.concurrency.increase();
             }
             let settlements = std::mem::take(&mut tally.settlements);
-            let store = self.store.clone();
+            let (store, lease_until) = (self.store.clone(), tally.lease_until);
             run.settling
-                .spawn(async move { store.settle(settlements).await });
+                .spawn(async move { store.settle_leased(settlements, lease_until).await });
         }
+    }
+
+    /// When a batch claimed now is leased until: the drain sends nothing after its deadline, a
+    /// request then in flight ends within the request timeout, and the lease (longer than the
+    /// request timeout, as the configuration checks) covers that and the settlement. So a held
+    /// row's lease never runs out, however long the drain or the queue ahead of the row.
+    fn lease_until(&self, deadline: Instant) -> SystemTime {
+        let now = SystemTime::now();
+        let left = deadline.saturating_duration_since(Instant::now());
+        now.checked_add(left.saturating_add(self.settings.lease))
+            .unwrap_or(now + self.settings.lease)
     }
 
     fn finish_status(&self, reason: StopReason, run: &Run) {

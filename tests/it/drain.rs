@@ -312,6 +312,65 @@ fn two_concurrent_drainers_never_post_the_same_row() {
     );
 }
 
+/// A row's lease never runs out while its drainer holds it, however long the drain: with a lease
+/// shorter than the server takes to answer, a second drainer that starts once the first one's
+/// lease would have expired (counted from its claim) claims nothing the first still holds, and no
+/// row is posted twice (DESIGN §4).
+#[test]
+fn a_held_row_is_never_claimed_by_another_drainer() {
+    let (_guard, dir) = support::temp_dir();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ids = runtime.block_on(support::fill(&support::open_store(&dir), 3));
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(1500)));
+    let lease = Duration::from_secs(1);
+    let drainer = |path: &'static str| {
+        let (dir, url) = (dir.clone(), server.url(path));
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let store = support::open_store(&dir);
+                let mut settings = support::settings(&url, Some(KEY));
+                settings.lease = lease;
+                settings.request_timeout = Duration::from_secs(5);
+                settings.concurrency = 1;
+                settings.max_concurrency = 1;
+                let engine = support::engine(&store, settings);
+                drain(&engine, Trigger::Manual, budget()).await
+            })
+        })
+    };
+    let first = drainer("/a");
+    assert!(server.wait_for(1, Duration::from_secs(20)));
+    // Every row was claimed before the first request went out; wait until a lease counted from
+    // the claim would be over.
+    let claimed_by = now_unix();
+    while now_unix() < claimed_by + lease.as_secs_f64() + 0.1 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = drainer("/b").join().unwrap();
+    let first = first.join().unwrap();
+
+    let mut posts: BTreeMap<String, usize> = BTreeMap::new();
+    for request in server.received() {
+        *posts.entry(request.idempotency_key().unwrap()).or_default() += 1;
+    }
+    assert!(posts.values().all(|n| *n == 1), "posted twice: {posts:?}");
+    assert_eq!(posts.keys().cloned().collect::<Vec<_>>(), ids);
+    assert_eq!(
+        (first.delivered, second.delivered),
+        (3, 0),
+        "{first:?} {second:?}"
+    );
+    assert!(
+        support::rows(&dir)
+            .iter()
+            .all(|row| row.synced_at.is_some() && row.lease_until.is_none())
+    );
+}
+
 /// What a single response does to a single row and to the drain.
 struct Case {
     reply: Reply,

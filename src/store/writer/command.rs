@@ -65,12 +65,15 @@ pub(in crate::store) enum Command {
     Claim {
         limit: usize,
         from: ClaimFrom,
-        lease: Duration,
+        /// The lease taken, stored as is: it is also the token that fences the settlements.
+        lease_until: SystemTime,
         now: SystemTime,
         reply: Reply<Vec<ClaimedRow>>,
     },
     Settle {
         settlements: Vec<Settlement>,
+        /// The lease the rows were claimed with; `None` settles whoever holds them.
+        lease_until: Option<SystemTime>,
         now: SystemTime,
         reply: Reply<()>,
     },

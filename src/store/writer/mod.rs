@@ -392,15 +392,16 @@ fn execute(
         Command::Claim {
             limit,
             from,
-            lease,
+            lease_until,
             now,
             reply,
-        } => reply.set(claim(conn, *limit, *from, *lease, *now)),
+        } => reply.set(claim(conn, *limit, *from, *lease_until, *now)),
         Command::Settle {
             settlements,
+            lease_until,
             now,
             reply,
-        } => reply.set(settle(conn, settlements, *now, delta)),
+        } => reply.set(settle(conn, settlements, *lease_until, *now, delta)),
         Command::Retry { selector, reply } => reply.set(retry(conn, selector, delta)),
         Command::PurgeSynced {
             older_than,
