@@ -67,7 +67,8 @@ pub struct Settings {
     pub max_concurrency: usize,
     /// Connect timeout.
     pub connect_timeout: Duration,
-    /// Whole-request timeout.
+    /// Time allowed until the response's status and headers; its body is then read under a short
+    /// bound of its own, within this.
     pub request_timeout: Duration,
     /// How long a claimed row stays reserved past the deadline of the drain that claimed it.
     pub lease: Duration,

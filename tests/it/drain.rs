@@ -371,6 +371,32 @@ fn a_held_row_is_never_claimed_by_another_drainer() {
     );
 }
 
+/// A status that arrives with a body that stalls is still that status: a 200 is delivered (not
+/// re-sent as a timeout), and a 401 pauses sync with the row untouched (no attempt counted).
+#[tokio::test]
+async fn a_stalled_body_keeps_the_disposition_of_its_status() {
+    for (status, reason, synced, state) in [
+        (200, StopReason::Done, true, SyncState::Idle),
+        (401, StopReason::AuthFailed, false, SyncState::AuthFailed),
+    ] {
+        let reply = Reply::status(status)
+            .body(r#"{"partial":"#)
+            .stall_body(Duration::from_secs(3));
+        let (_guard, dir, store, server) = fixture(1, reply).await;
+        let mut settings = support::settings(&server.url("/ingest"), Some(KEY));
+        settings.request_timeout = Duration::from_secs(1);
+        let engine = support::engine(&store, settings);
+        let report = drain(&engine, Trigger::Manual, budget()).await;
+        assert_eq!(report.reason, reason, "status {status}: {report:?}");
+        assert_eq!(engine.status().state(), state, "status {status}");
+        let row = &support::rows(&dir)[0];
+        assert_eq!(row.synced_at.is_some(), synced, "status {status}: {row:?}");
+        assert_eq!(row.attempts, Some(0), "status {status}: {row:?}");
+        assert_eq!(row.last_status, Some(i64::from(status)), "{row:?}");
+        assert!(row.next_attempt_at.is_none(), "status {status}: {row:?}");
+    }
+}
+
 /// What a single response does to a single row and to the drain.
 struct Case {
     reply: Reply,
