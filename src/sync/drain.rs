@@ -89,12 +89,15 @@ impl Trigger {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
-    /// Nothing was claimable when it started.
+    /// Nothing was pending.
     Empty,
     /// It took every claimable row.
     Done,
-    /// It claimed `max_rows` and more were waiting.
+    /// It claimed `max_rows` and more were waiting (with a row budget of 0: it claimed nothing).
     RowBudget,
+    /// Rows are pending, but every one it could have taken was leased by another drainer (another
+    /// process's drain, or a concurrent `POST /sync`).
+    Leased,
     /// It ran out of time.
     TimeBudget,
     /// A whole batch completed without one row delivered or dead (the server is failing).
@@ -124,6 +127,7 @@ impl StopReason {
             StopReason::Empty => "empty",
             StopReason::Done => "done",
             StopReason::RowBudget => "row_budget",
+            StopReason::Leased => "leased",
             StopReason::TimeBudget => "time_budget",
             StopReason::NoProgress => "no_progress",
             StopReason::RateLimited => "rate_limited",
@@ -570,13 +574,24 @@ impl Engine {
         }
 
         let remaining = self.pending(trigger).await;
-        let reason = run.stop.unwrap_or(if claimed == 0 {
-            StopReason::Empty
-        } else if claimed >= budget.max_rows && remaining.is_some_and(|n| n > 0) {
-            StopReason::RowBudget
-        } else {
-            StopReason::Done
-        });
+        let pending_left = remaining.is_some_and(|n| n > 0);
+        // `empty` means nothing is pending: a drain that claimed nothing while rows are pending
+        // says why (DESIGN §5 reasons).
+        let reason = run
+            .stop
+            .unwrap_or(if claimed >= budget.max_rows && pending_left {
+                StopReason::RowBudget
+            } else if claimed == 0 && !pending_left {
+                StopReason::Empty
+            } else if claimed == 0 && trigger.is_explicit() {
+                // An explicit drain takes every pending row whatever its timer: what it could not
+                // claim is leased by another drainer.
+                StopReason::Leased
+            } else {
+                // The worker took every due row (maybe none): the rest wait on their timers or on
+                // another drainer's lease.
+                StopReason::Done
+            });
         self.finish_status(reason, &run);
         self.persist_status().await;
         DrainReport {

@@ -160,9 +160,11 @@ async fn pass(
         StopReason::StoreError | StopReason::NoQueueTable | StopReason::NoDatabase => {
             Some(now + Duration::from_secs(5))
         }
-        StopReason::Empty | StopReason::Done | StopReason::TimeBudget | StopReason::NoProgress => {
-            next_due(engine).await
-        }
+        StopReason::Empty
+        | StopReason::Done
+        | StopReason::Leased
+        | StopReason::TimeBudget
+        | StopReason::NoProgress => next_due(engine).await,
     }
 }
 

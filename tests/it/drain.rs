@@ -397,6 +397,60 @@ async fn a_stalled_body_keeps_the_disposition_of_its_status() {
     }
 }
 
+/// `empty` means nothing is pending. A drain that claims nothing because another drainer holds
+/// every pending row says `leased`, and one with a row budget of 0 says `row_budget`; both
+/// report the rows still pending.
+#[tokio::test]
+async fn a_drain_that_claims_nothing_says_why() {
+    let (_guard, dir, store, server) = fixture(3, Reply::ok()).await;
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let no_rows = Budget {
+        max_rows: 0,
+        ..budget()
+    };
+    let report = drain(&engine, Trigger::Startup, no_rows).await;
+    assert_eq!(
+        (report.reason, report.remaining),
+        (StopReason::RowBudget, Some(3))
+    );
+
+    let other = support::open_store(&dir);
+    let held = other
+        .claim_batch(
+            10,
+            store::ClaimFrom::After(store::RowId(0)),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 3);
+    let (captured, _log) = logs::capture();
+    let report = drain(&engine, Trigger::Startup, budget()).await;
+    assert_eq!(
+        (report.delivered, report.reason, report.remaining),
+        (0, StopReason::Leased, Some(3))
+    );
+    assert_eq!(startup_record(&captured).fields["reason"], "leased");
+    assert_eq!(server.count(), 0);
+
+    other
+        .settle(
+            held.iter()
+                .map(|row| store::Settlement::Synced {
+                    id: row.id,
+                    status: 200,
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let report = drain(&engine, Trigger::Startup, budget()).await;
+    assert_eq!(
+        (report.reason, report.remaining),
+        (StopReason::Empty, Some(0))
+    );
+}
+
 /// What a single response does to a single row and to the drain.
 struct Case {
     reply: Reply,
@@ -795,8 +849,8 @@ async fn explicit_drains_retry_rows_waiting_on_backoff() {
     let worker_pass = drain(&engine, Trigger::Worker, budget()).await;
     assert_eq!(
         (worker_pass.delivered, worker_pass.reason),
-        (0, StopReason::Empty),
-        "the worker waits for the timers"
+        (0, StopReason::Done),
+        "the worker waits for the timers (rows are pending, so not \"empty\")"
     );
 
     let second = drain(&engine, Trigger::Manual, budget()).await;
