@@ -3,7 +3,9 @@
 //!
 //! It sleeps until one of: an enqueue wakes it ([`Wake::wake`]), the earliest backoff timer or
 //! rate-limit pause expires, the configuration is reloaded (a new engine arrives on the `watch`),
-//! or shutdown is requested. While paused by `auth_failed` or `config_error` it ignores enqueues
+//! or shutdown is requested. Rows another process makes pending (`gradata queue retry`, an SDK
+//! writing the same database) wake nothing here, so a worker with nothing due sooner also looks at
+//! the outbox's earliest due time every [`IDLE_POLL_INTERVAL`]. While paused by `auth_failed` or `config_error` it ignores enqueues
 //! and probes once per `pause_probe_interval` or on reload, so a revoked key costs one request
 //! every five minutes rather than one per event.
 //!
@@ -22,6 +24,11 @@ use super::drain::{Budget, Engine, StopReason, Trigger};
 
 /// Longest the worker sleeps without beating its heartbeat.
 pub const HEARTBEAT_TICK: Duration = Duration::from_secs(1);
+
+/// How often a worker with nothing due sooner asks the outbox when its next row is due: one query
+/// over the index of pending rows, so that rows made pending by another process are sent within
+/// this long rather than at the next local enqueue.
+pub const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Rows one worker pass may claim before it yields (and beats) and goes on.
 const PASS_MAX_ROWS: usize = 1000;
@@ -86,6 +93,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut next_pass: Option<Instant> = Some(Instant::now());
+    // When the worker last learned when the next row is due (a pass, or a look at the outbox).
+    let mut last_look = Instant::now();
     loop {
         heartbeat.beat();
         if cancel.is_cancelled() {
@@ -94,8 +103,24 @@ pub async fn run(
         let engine = engines.borrow_and_update().clone();
         if next_pass.is_some_and(|at| at <= Instant::now()) {
             next_pass = pass(&engine, &heartbeat, &cancel).await;
+            last_look = Instant::now();
             if next_pass.is_some_and(|at| at <= Instant::now()) {
                 continue;
+            }
+        }
+        let paused = engine.status().state().is_paused_for_operator()
+            || engine.status().paused_until().is_some();
+        if engine.is_sending_enabled()
+            && !paused
+            && last_look.elapsed() >= IDLE_POLL_INTERVAL
+            && next_pass.is_none_or(|at| at > Instant::now() + IDLE_POLL_INTERVAL)
+        {
+            last_look = Instant::now();
+            if let Some(due) = next_due(&engine).await {
+                if next_pass.is_none_or(|at| due < at) {
+                    next_pass = Some(due);
+                    continue;
+                }
             }
         }
         let sleep = next_pass.map_or(HEARTBEAT_TICK, |at| {

@@ -1114,3 +1114,59 @@ async fn worker_delivers_on_wake_and_retries_after_backoff() {
         .unwrap();
     drop(engines);
 }
+
+/// Rows another process makes pending (here: another store handle, as `gradata queue retry` or an
+/// SDK writing the same database would) wake nothing in this one; an idle worker still finds and
+/// sends them, within its idle poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_notices_rows_made_pending_elsewhere() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let server = FakeIngest::replying(Reply::ok());
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let (engines, receiver) = tokio::sync::watch::channel(engine);
+    let cancel = CancellationToken::new();
+    let worker = tokio::spawn(sync::worker::run(
+        receiver,
+        sync::worker::Wake::new(),
+        sync::worker::Heartbeat::default(),
+        cancel.clone(),
+    ));
+    // The worker's first pass (on an empty queue) is over once it saved its status.
+    let until = Instant::now() + Duration::from_secs(20);
+    while store.meta(sync::STATUS_META_KEY).unwrap().is_none() {
+        assert!(
+            Instant::now() < until,
+            "the worker never made its first pass"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let elsewhere = support::open_store(&dir);
+    let ids = support::fill(&elsewhere, 2).await;
+    let until = Instant::now() + sync::worker::IDLE_POLL_INTERVAL * 4;
+    while support::rows(&dir)
+        .iter()
+        .any(|row| row.synced_at.is_none())
+    {
+        assert!(
+            Instant::now() < until,
+            "the idle worker never sent rows written by another process: {:?}",
+            support::rows(&dir)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut posted: Vec<String> = server
+        .received()
+        .iter()
+        .map(|r| r.idempotency_key().unwrap())
+        .collect();
+    posted.sort();
+    assert_eq!(posted, ids);
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(engines);
+}
