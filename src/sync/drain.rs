@@ -728,6 +728,13 @@ impl Engine {
             StopReason::AuthFailed => SyncState::AuthFailed,
             StopReason::ConfigError => SyncState::ConfigError,
             StopReason::Disabled => SyncState::Disabled,
+            StopReason::StoreError => {
+                // Shown by /health and `gradata status`, not only in the drain's record.
+                if let Some(detail) = &run.detail {
+                    self.status.record_error(detail);
+                }
+                SyncState::StoreError
+            }
             _ if run.retried > 0 => SyncState::Backoff,
             _ => SyncState::Idle,
         };

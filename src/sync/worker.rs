@@ -30,6 +30,9 @@ pub const HEARTBEAT_TICK: Duration = Duration::from_secs(1);
 /// this long rather than at the next local enqueue.
 pub const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How soon a worker whose pass failed on the store tries again.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
 /// Rows one worker pass may claim before it yields (and beats) and goes on.
 const PASS_MAX_ROWS: usize = 1000;
 /// Time one worker pass may spend claiming and sending. Requests still in flight then are awaited
@@ -95,6 +98,9 @@ pub async fn run(
     let mut next_pass: Option<Instant> = Some(Instant::now());
     // When the worker last learned when the next row is due (a pass, or a look at the outbox).
     let mut last_look = Instant::now();
+    // Whether the last pass failed on the store: a persistent failure is logged once when it
+    // starts and once when it ends, not at every retry.
+    let mut store_failing = false;
     loop {
         heartbeat.beat();
         if cancel.is_cancelled() {
@@ -102,7 +108,7 @@ pub async fn run(
         }
         let engine = engines.borrow_and_update().clone();
         if next_pass.is_some_and(|at| at <= Instant::now()) {
-            next_pass = pass(&engine, &heartbeat, &cancel).await;
+            next_pass = pass(&engine, &heartbeat, &cancel, &mut store_failing).await;
             last_look = Instant::now();
             if next_pass.is_some_and(|at| at <= Instant::now()) {
                 continue;
@@ -155,6 +161,7 @@ async fn pass(
     engine: &Engine,
     heartbeat: &Heartbeat,
     cancel: &CancellationToken,
+    store_failing: &mut bool,
 ) -> Option<Instant> {
     let budget = Budget {
         max_rows: PASS_MAX_ROWS,
@@ -173,6 +180,22 @@ async fn pass(
         }
     };
     heartbeat.beat();
+    match (report.reason, *store_failing) {
+        (StopReason::StoreError, false) => {
+            *store_failing = true;
+            tracing::warn!(
+                detail = report.detail.as_deref().unwrap_or(""),
+                retry_seconds = STORE_RETRY.as_secs(),
+                "sync worker cannot use the outbox; nothing is sent until it can: {}",
+                report.detail.as_deref().unwrap_or("unknown error")
+            );
+        }
+        (StopReason::StoreError | StopReason::Cancelled, _) | (_, false) => {}
+        (_, true) => {
+            *store_failing = false;
+            tracing::info!("sync worker can use the outbox again");
+        }
+    }
     let now = Instant::now();
     match report.reason {
         StopReason::RowBudget => Some(now),
@@ -183,7 +206,7 @@ async fn pass(
         }
         // The store failed (disk full?): try again shortly rather than spin.
         StopReason::StoreError | StopReason::NoQueueTable | StopReason::NoDatabase => {
-            Some(now + Duration::from_secs(5))
+            Some(now + STORE_RETRY)
         }
         StopReason::Empty
         | StopReason::Done

@@ -1170,3 +1170,87 @@ async fn an_idle_worker_notices_rows_made_pending_elsewhere() {
         .unwrap();
     drop(engines);
 }
+
+/// A worker pass that fails on the store shows it: the sync state is `store_error` with the cause
+/// in `last_error`, and the journal gets one warning per episode, not one per retry, and a record
+/// when the outbox works again.
+#[tokio::test]
+async fn a_store_error_in_the_worker_is_shown_and_warned_once_per_episode() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let server = FakeIngest::replying(Reply::ok());
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let status = engine.status().clone();
+    let (captured, _log) = logs::capture();
+    let (engines, receiver) = tokio::sync::watch::channel(engine);
+    let wake = sync::worker::Wake::new();
+    let cancel = CancellationToken::new();
+    let worker = tokio::spawn(sync::worker::run(
+        receiver,
+        wake.clone(),
+        sync::worker::Heartbeat::default(),
+        cancel.clone(),
+    ));
+    let conn = rusqlite::Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let saved_at = || -> f64 {
+        conn.query_row(
+            "SELECT COALESCE(MAX(updated_at), 0) FROM gradata_meta WHERE key = ?1",
+            [sync::STATUS_META_KEY],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    // Runs one more worker pass: wakes the worker and waits until the pass saved its status.
+    let another_pass = |before: f64| {
+        wake.wake();
+        async move {
+            let until = Instant::now() + Duration::from_secs(20);
+            while saved_at() <= before {
+                assert!(Instant::now() < until, "the worker made no pass");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let warnings = || {
+        captured
+            .with_message("sync worker cannot use the outbox")
+            .into_iter()
+            .filter(|r| r.level == tracing::Level::WARN)
+            .count()
+    };
+    another_pass(0.0).await;
+    assert_eq!(status.state(), SyncState::Idle);
+
+    conn.execute_batch("ALTER TABLE sync_queue RENAME TO sync_queue_away")
+        .unwrap();
+    for _ in 0..2 {
+        another_pass(saved_at()).await;
+        assert_eq!(status.state(), SyncState::StoreError);
+        let last_error = status.snapshot().last_error.unwrap_or_default();
+        assert!(last_error.contains("sync_queue"), "{last_error}");
+    }
+    assert_eq!(warnings(), 1, "{:?}", captured.records());
+
+    conn.execute_batch("ALTER TABLE sync_queue_away RENAME TO sync_queue")
+        .unwrap();
+    another_pass(saved_at()).await;
+    assert_eq!(status.state(), SyncState::Idle);
+    assert_eq!(
+        captured
+            .with_message("sync worker can use the outbox again")
+            .len(),
+        1
+    );
+    conn.execute_batch("ALTER TABLE sync_queue RENAME TO sync_queue_away")
+        .unwrap();
+    another_pass(saved_at()).await;
+    assert_eq!(warnings(), 2, "a new episode warns again");
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(engines);
+}
