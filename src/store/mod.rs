@@ -421,7 +421,7 @@ impl Store {
         lease: Duration,
     ) -> Result<Vec<ClaimedRow>, Error> {
         let now = SystemTime::now();
-        self.claim_batch_until(limit, from, types::lease_until(now, lease))
+        self.claim_batch_until(limit, from, types::lease_until(now, lease), Duration::MAX)
             .await
     }
 
@@ -430,11 +430,17 @@ impl Store {
     /// `lease_until` is stored exactly as given (it should lie in the future), and
     /// [`Store::settle_leased`] takes it back as the token that proves the rows are still this
     /// drainer's.
+    ///
+    /// `longest_wait` is the longest backoff or `Retry-After` a settlement can give: a due claim
+    /// ([`ClaimFrom::Due`]) also takes rows timed further off than that from now, which only a
+    /// wall clock stepped back since they were settled can produce, so that such a step does not
+    /// hold them back for as long as it was.
     pub async fn claim_batch_until(
         &self,
         limit: usize,
         from: ClaimFrom,
         lease_until: SystemTime,
+        longest_wait: Duration,
     ) -> Result<Vec<ClaimedRow>, Error> {
         let now = SystemTime::now();
         self.writer()?
@@ -442,6 +448,7 @@ impl Store {
                 limit,
                 from,
                 lease_until,
+                longest_wait,
                 now,
                 reply,
             })

@@ -446,8 +446,11 @@ impl Engine {
             {
                 let want = self.settings.batch_size.min(budget.max_rows - claimed);
                 let (store, lease_until) = (self.store.clone(), self.lease_until(deadline));
+                let longest_wait = self.longest_retry_wait();
                 claiming = Some(Box::pin(async move {
-                    let rows = store.claim_batch_until(want, cursor, lease_until).await?;
+                    let rows = store
+                        .claim_batch_until(want, cursor, lease_until, longest_wait)
+                        .await?;
                     Ok((rows, lease_until))
                 }));
             }
@@ -709,6 +712,12 @@ impl Engine {
             run.settling
                 .spawn(async move { store.settle_leased(settlements, lease_until).await });
         }
+    }
+
+    /// The longest a settlement can make a row wait: the backoff cap or the longest `Retry-After`
+    /// honoured, whichever is longer.
+    pub fn longest_retry_wait(&self) -> Duration {
+        self.settings.backoff_cap.max(super::RETRY_AFTER_CAP)
     }
 
     /// When a batch claimed now is leased until: the drain sends nothing after its deadline, a

@@ -223,8 +223,12 @@ async fn next_due(engine: &Engine) -> Option<Instant> {
         .await
         .ok()?
         .ok()??;
+    // A timer further off than any retry can be set means the wall clock went back; the pass then
+    // claims such rows as due. Waiting at most that long also keeps a row leased far ahead by a
+    // long drain elsewhere from being polled for in a loop.
     let wait = due
         .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
+        .unwrap_or(Duration::ZERO)
+        .min(engine.longest_retry_wait());
     Some(Instant::now() + wait)
 }

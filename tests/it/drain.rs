@@ -451,6 +451,23 @@ async fn a_drain_that_claims_nothing_says_why() {
     );
 }
 
+/// After the wall clock stepped back, a row's backoff timer can lie further off than any backoff
+/// or `Retry-After` the engine sets; the worker then treats it as due instead of holding the row
+/// for as long as the clock jumped.
+#[tokio::test]
+async fn the_worker_sends_rows_timed_beyond_any_backoff() {
+    let (_guard, dir, store, server) = fixture(1, Reply::ok()).await;
+    let conn = rusqlite::Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
+    conn.execute(
+        "UPDATE sync_queue SET next_attempt_at = ?1",
+        [now_unix() + 10.0 * 86_400.0],
+    )
+    .unwrap();
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let report = drain(&engine, Trigger::Worker, budget()).await;
+    assert_eq!((report.delivered, report.remaining), (1, Some(0)));
+}
+
 /// What a single response does to a single row and to the drain.
 struct Case {
     reply: Reply,

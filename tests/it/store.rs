@@ -1329,14 +1329,14 @@ async fn settlements_are_fenced_by_the_lease_they_were_claimed_with() {
     // The stale drainer: its lease is already over.
     let stale_lease = SystemTime::now() - Duration::from_secs(1);
     let stale = store
-        .claim_batch_until(4, ClaimFrom::After(RowId(0)), stale_lease)
+        .claim_batch_until(4, ClaimFrom::After(RowId(0)), stale_lease, LEASE)
         .await
         .unwrap();
     assert_eq!(ids(&stale), vec![1, 2, 3, 4]);
     // The live drainer takes the rows over.
     let live_lease = SystemTime::now() + LEASE;
     let live = store
-        .claim_batch_until(4, ClaimFrom::After(RowId(0)), live_lease)
+        .claim_batch_until(4, ClaimFrom::After(RowId(0)), live_lease, LEASE)
         .await
         .unwrap();
     assert_eq!(ids(&live), vec![1, 2, 3, 4]);
@@ -1421,4 +1421,35 @@ async fn settlements_are_fenced_by_the_lease_they_were_claimed_with() {
     assert!(row(&dir, RowId(3)).synced_at.is_some());
     assert_eq!(store.pending().0, 3, "the dead row was counted out twice");
     assert_eq!(store.count_pending().unwrap(), 3);
+}
+
+/// A due claim takes a row whose timer lies further off than any retry can be set (the wall clock
+/// went back since), and still leaves a row whose timer is merely in the future.
+#[tokio::test]
+async fn a_due_claim_takes_rows_timed_beyond_the_longest_wait() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 2).await;
+    let conn = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    let now = unix(SystemTime::now());
+    conn.execute(
+        "UPDATE sync_queue SET next_attempt_at = ?1 WHERE id = 1",
+        [now + 10.0 * 86_400.0],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE sync_queue SET next_attempt_at = ?1 WHERE id = 2",
+        [now + 1800.0],
+    )
+    .unwrap();
+    let claimed = store
+        .claim_batch_until(
+            10,
+            ClaimFrom::Due,
+            SystemTime::now() + LEASE,
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&claimed), vec![1]);
 }

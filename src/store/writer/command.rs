@@ -67,6 +67,8 @@ pub(in crate::store) enum Command {
         from: ClaimFrom,
         /// The lease taken, stored as is: it is also the token that fences the settlements.
         lease_until: SystemTime,
+        /// The longest wait a retry can be given; a due claim takes rows timed further off.
+        longest_wait: Duration,
         now: SystemTime,
         reply: Reply<Vec<ClaimedRow>>,
     },

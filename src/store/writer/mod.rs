@@ -393,9 +393,16 @@ fn execute(
             limit,
             from,
             lease_until,
+            longest_wait,
             now,
             reply,
-        } => reply.set(claim(conn, *limit, *from, *lease_until, *now)),
+        } => reply.set(claim(
+            conn,
+            *limit,
+            *from,
+            (*lease_until, *longest_wait),
+            *now,
+        )),
         Command::Settle {
             settlements,
             lease_until,

@@ -201,12 +201,18 @@ pub(super) fn claim(
     conn: &Connection,
     limit: usize,
     from: ClaimFrom,
-    lease_until: SystemTime,
+    (lease_until, longest_wait): (SystemTime, Duration),
     now: SystemTime,
 ) -> Result<Vec<ClaimedRow>, Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // A timer further off than any retry can be set is due: the wall clock went back since it was
+    // set (a VM restored, NTP fixing a clock that ran ahead), and the row would otherwise wait for
+    // as long as the clock jumped.
     let (due_clause, after) = match from {
-        ClaimFrom::Due => ("(next_attempt_at IS NULL OR next_attempt_at <= :now)", 0),
+        ClaimFrom::Due => (
+            "(next_attempt_at IS NULL OR next_attempt_at <= :now OR next_attempt_at > :horizon)",
+            0,
+        ),
         ClaimFrom::After(RowId(after)) => ("id > :after", after),
     };
     // Invariant: the lease is taken in the same statement that selects the rows, inside a write
@@ -225,10 +231,11 @@ pub(super) fn claim(
     let mut statement = conn.prepare_cached(&sql)?;
     let now_unix = to_unix(now);
     let lease_until = to_unix(lease_until);
+    let horizon = now_unix + longest_wait.as_secs_f64();
     let mut rows = Vec::new();
     let mut query = match from {
         ClaimFrom::Due => statement.query(rusqlite::named_params! {
-            ":lease_until": lease_until, ":now": now_unix, ":limit": limit,
+            ":lease_until": lease_until, ":now": now_unix, ":limit": limit, ":horizon": horizon,
         })?,
         ClaimFrom::After(_) => statement.query(rusqlite::named_params! {
             ":lease_until": lease_until, ":now": now_unix, ":limit": limit, ":after": after,
