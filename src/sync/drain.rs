@@ -6,8 +6,9 @@
 //! settles each batch in one transaction when its last row completes, and stops at the first of:
 //! the row budget, the time budget, an empty queue, a batch with no progress, a pause (429, 401,
 //! 404…), or cancellation. Every stop but cancellation lets the requests in flight finish (each is
-//! bounded by the request timeout) and settles them by their outcome. It returns a [`DrainReport`] and, for the startup drain, always emits
-//! the record `sync queue drained at startup: N rows`, whatever the path.
+//! bounded by the request timeout) and settles them by their outcome. It returns a
+//! [`DrainReport`] and, for the startup drain, always emits the record
+//! `sync queue drained at startup: N rows`, whatever the path.
 //!
 //! Invariants: a claimed row is always settled or released before the drain returns (or, if the
 //! process dies, its lease expires or is recovered at the next open); no retryable row is ever

@@ -5,9 +5,9 @@
 //! rate-limit pause expires, the configuration is reloaded (a new engine arrives on the `watch`),
 //! or shutdown is requested. Rows another process makes pending (`gradata queue retry`, an SDK
 //! writing the same database) wake nothing here, so a worker with nothing due sooner also looks at
-//! the outbox's earliest due time every [`IDLE_POLL_INTERVAL`]. While paused by `auth_failed` or `config_error` it ignores enqueues
-//! and probes once per `pause_probe_interval` or on reload, so a revoked key costs one request
-//! every five minutes rather than one per event.
+//! the outbox's earliest due time every [`IDLE_POLL_INTERVAL`]. While paused by `auth_failed` or
+//! `config_error` it ignores enqueues and probes once per `pause_probe_interval` or on reload, so
+//! a revoked key costs one request every five minutes rather than one per event.
 //!
 //! It beats a [`Heartbeat`] on every loop turn (at least once per [`HEARTBEAT_TICK`]); the daemon's
 //! watchdog pings systemd only while the beat is fresh, so a wedged worker gets the service
@@ -190,7 +190,9 @@ async fn pass(
                 report.detail.as_deref().unwrap_or("unknown error")
             );
         }
-        (StopReason::StoreError | StopReason::Cancelled, _) | (_, false) => {}
+        // A pass cancelled, or skipped because sync is off, says nothing about the store.
+        (StopReason::StoreError | StopReason::Cancelled | StopReason::Disabled, _) | (_, false) => {
+        }
         (_, true) => {
             *store_failing = false;
             tracing::info!("sync worker can use the outbox again");
