@@ -127,11 +127,7 @@ async fn serve(
     }
 
     // 4. The bounded startup drain, with progress for `systemctl status`.
-    // A drain stops sending at its deadline and then waits for the requests in flight, each
-    // bounded by the request timeout.
-    notifier.extend_timeout(
-        config.startup_drain.max_time + config.sync.request_timeout + TIMEOUT_SLACK,
-    );
+    notifier.extend_timeout(config.startup_drain.max_time + TIMEOUT_SLACK);
     let report = drain_with_progress(
         &engine,
         Trigger::Startup,
@@ -221,9 +217,7 @@ async fn serve(
 
     // Shutdown: stop accepting, let requests finish, final drain, close.
     let grace = config.shutdown_grace;
-    notifier.extend_timeout(
-        grace + config.shutdown_drain.max_time + config.sync.request_timeout + TIMEOUT_SLACK,
-    );
+    notifier.extend_timeout(grace + config.shutdown_drain.max_time + TIMEOUT_SLACK);
     notifier.stopping("stopping: finishing requests in flight");
     stop.cancel();
     if !server.is_finished() && tokio::time::timeout(grace, &mut server).await.is_err() {

@@ -5,9 +5,11 @@
 //! flight across batch boundaries (so a slow server is never waited on one batch at a time),
 //! settles each batch in one transaction when its last row completes, and stops at the first of:
 //! the row budget, the time budget, an empty queue, a batch with no progress, a pause (429, 401,
-//! 404…), or cancellation. Every stop but cancellation lets the requests in flight finish (each is
-//! bounded by the request timeout) and settles them by their outcome. It returns a
-//! [`DrainReport`] and, for the startup drain, always emits the record
+//! 404…), or cancellation. At its time budget the background worker's pass lets the requests in
+//! flight finish (each is bounded by the request timeout) and settles them by their outcome; an
+//! explicit drain (startup, shutdown, `POST /sync`, `gradata drain`) keeps its bound strictly and
+//! counts each request it cuts short as a timed-out attempt, with a backoff and the cause. Only
+//! cancellation releases rows in flight untouched. It returns a [`DrainReport`] and, for the startup drain, always emits the record
 //! `sync queue drained at startup: N rows`, whatever the path.
 //!
 //! Invariants: a claimed row is always settled or released before the drain returns (or, if the
@@ -51,8 +53,8 @@ pub struct Budget {
     /// Most rows claimed.
     pub max_rows: usize,
     /// Most wall time spent claiming and sending. At the deadline nothing more is claimed or
-    /// sent, and the requests already in flight are awaited, each bounded by the request timeout,
-    /// so a drain lasts at most this plus `Settings::request_timeout` (and its settlement).
+    /// sent. The worker's passes then await the requests in flight (each bounded by the request
+    /// timeout); explicit drains cut them short and count each as a timed-out attempt.
     pub max_time: Duration,
 }
 
@@ -424,9 +426,10 @@ impl Engine {
         let mut exhausted = false;
         let mut queued: VecDeque<(ClaimedRow, usize)> = VecDeque::new();
         let mut in_flight = FuturesUnordered::new();
-        // Rows given back untouched, and rows in flight, with the batch (and so the lease) of each.
+        // Rows given back untouched, and rows in flight (with their attempts so far), with the
+        // batch (and so the lease) of each.
         let mut abandoned: Vec<(RowId, usize)> = Vec::new();
-        let mut in_flight_ids: HashMap<RowId, usize> = HashMap::new();
+        let mut in_flight_ids: HashMap<RowId, (usize, u32)> = HashMap::new();
 
         // At most one claim is outstanding, polled beside the requests, so the senders never wait
         // for the store: the next batch is leased while the current one is still in flight. A
@@ -464,7 +467,7 @@ impl Engine {
                     break;
                 };
                 let client = client.clone();
-                in_flight_ids.insert(row.id, batch);
+                in_flight_ids.insert(row.id, (batch, row.attempts));
                 in_flight.push(async move {
                     let mut row = row;
                     // The payload is not needed once sent: move it into the request, no copy.
@@ -482,14 +485,18 @@ impl Engine {
                     run.stop.get_or_insert(StopReason::Cancelled);
                     break;
                 }
-                // The deadline stops claiming and sending, not the requests in flight: each is
-                // bounded by the request timeout and settled by what it gets. Abandoning them
-                // instead released rows the server may still be taking, with no attempt, no
-                // backoff and no error, to be posted again at once (a slow server was never
-                // backed off from, and the same row was in flight twice).
+                // The deadline stops claiming and sending. The worker then waits for the requests
+                // in flight, each bounded by the request timeout, so that a server slower than a
+                // pass is heard rather than posted the same rows again by the next pass. An
+                // explicit drain keeps its bound (the startup drain holds READY=1) and cuts them
+                // short below, each counted as a timed-out attempt with a backoff: released
+                // untouched, a hanging server would get them again at once, and never show.
                 () = &mut deadline_reached, if !past_deadline => {
                     past_deadline = true;
                     run.stop.get_or_insert(StopReason::TimeBudget);
+                    if trigger.is_explicit() {
+                        break;
+                    }
                 }
                 claim = async { claiming.as_mut().expect("guarded by the branch condition").await }, if claiming.is_some() => {
                     claiming = None;
@@ -542,14 +549,39 @@ impl Engine {
                 abandoned.extend(rows.iter().map(|row| (row.id, batch)));
             }
         }
-        // Requests still in flight (cancellation only: at the deadline they are awaited) are
-        // abandoned: the server may or may not have taken them, so the rows stay pending and will
-        // be posted again (at-least-once).
+        // Requests still in flight are abandoned: the server may or may not have taken them, so
+        // the rows stay pending and will be posted again (at-least-once). Cut by an explicit
+        // drain's deadline, each counts as a timed-out attempt; on cancellation (shutdown) they are
+        // released untouched.
         abandoned.extend(queued.drain(..).map(|(row, batch)| (row.id, batch)));
         drop(in_flight);
-        abandoned.extend(in_flight_ids.drain());
-        // Each batch cut short settles what completed and releases the rest, under its own lease.
         let mut releases: Vec<Vec<Settlement>> = run.batches.iter().map(|_| Vec::new()).collect();
+        // Only an explicit drain leaves the loop at its deadline with requests in flight; the
+        // worker leaves with some only when cancelled.
+        let timed_out = past_deadline && trigger.is_explicit();
+        for (id, (batch, attempts)) in in_flight_ids.drain() {
+            if !timed_out {
+                abandoned.push((id, batch));
+                continue;
+            }
+            let Some(release) = releases.get_mut(batch) else {
+                continue;
+            };
+            let error = format!(
+                "timeout: no response within the drain's time budget of {}",
+                humantime::format_duration(budget.max_time)
+            );
+            self.status.metrics().delivery(Outcome::retried);
+            self.status.record_error(&error);
+            run.retried += 1;
+            release.push(Settlement::Retry {
+                id,
+                status: None,
+                next_attempt_at: SystemTime::now() + self.policy.backoff(attempts + 1),
+                error,
+            });
+        }
+        // Each batch cut short settles what completed and releases the rest, under its own lease.
         for (id, batch) in abandoned {
             if let Some(release) = releases.get_mut(batch) {
                 release.push(Settlement::Release {

@@ -915,14 +915,16 @@ async fn the_drain_stops_at_its_row_budget() {
     assert_eq!(server.count(), 120);
 }
 
-/// The time budget holds even against a server that never answers: at the deadline the drain
-/// stops sending, the requests in flight run into the request timeout and count as a failed
-/// attempt with a backoff and the cause, and the rows never sent are released untouched.
+/// An explicit drain's time budget holds even against a server that never answers, whatever the
+/// request timeout: at the deadline the requests in flight are cut short and each counts as a
+/// timed-out attempt with a backoff and the cause (a hanging server is backed off from, not posted
+/// the same rows again at once), and the rows never sent are released untouched.
 #[tokio::test]
 async fn the_drain_stops_at_its_time_budget_against_a_hanging_server() {
     let (_guard, dir, store, server) = fixture(50, Reply::ok().delay(Duration::from_secs(4))).await;
     let mut settings = support::settings(&server.url("/ingest"), Some(KEY));
-    settings.request_timeout = Duration::from_secs(1);
+    settings.request_timeout = Duration::from_secs(60);
+    settings.lease = Duration::from_secs(120);
     let engine = support::engine(&store, settings);
     let started = Instant::now();
     let report = drain(
@@ -967,9 +969,10 @@ async fn the_drain_stops_at_its_time_budget_against_a_hanging_server() {
     );
 }
 
-/// A server slower than the drain's time budget but within the request timeout gets its answers
-/// heard: the deadline stops new requests, not the ones in flight, so each row posted is settled
-/// by its answer, once, instead of being released and posted again by the next pass.
+/// A server slower than a worker pass's time budget but within the request timeout gets its
+/// answers heard: the pass's deadline stops new requests, not the ones in flight, so each row
+/// posted is settled by its answer, once, instead of being released and posted again by the next
+/// pass.
 #[tokio::test]
 async fn requests_in_flight_at_the_deadline_finish_and_are_settled() {
     let (_guard, dir, store, server) = fixture(20, Reply::ok().delay(Duration::from_secs(2))).await;
