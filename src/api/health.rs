@@ -47,7 +47,11 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
         Ok(Ok(stats)) => {
             let oldest = stats.oldest_pending_age(SystemTime::now());
             let stale = oldest.is_some_and(|age| age > state.limits().degraded_after);
-            let paused = matches!(sync.state, SyncState::AuthFailed | SyncState::ConfigError);
+            // Sending stopped until someone acts: a refused key, a wrong URL, a failing outbox.
+            let paused = matches!(
+                sync.state,
+                SyncState::AuthFailed | SyncState::ConfigError | SyncState::StoreError
+            );
             let queue = json!({
                 "pending": stats.pending,
                 "dead": stats.dead,

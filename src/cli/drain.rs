@@ -80,6 +80,7 @@ pub(crate) fn run(config: &Config, args: &DrainArgs) -> anyhow::Result<Outcome> 
         StopReason::Empty
         | StopReason::Done
         | StopReason::RowBudget
+        | StopReason::Leased
         | StopReason::TimeBudget
         | StopReason::NoDatabase
         | StopReason::NoQueueTable => Outcome::Success,

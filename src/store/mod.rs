@@ -473,22 +473,70 @@ impl Store {
         from: ClaimFrom,
         lease: Duration,
     ) -> Result<Vec<ClaimedRow>, Error> {
+        let now = SystemTime::now();
+        self.claim_batch_until(limit, from, types::lease_until(now, lease), Duration::MAX)
+            .await
+    }
+
+    /// Like [`Store::claim_batch`], with the lease's end given: the drain leases each batch until
+    /// its own deadline plus the lease, so that no row's lease runs out while the drain holds it.
+    /// `lease_until` is stored exactly as given (it should lie in the future), and
+    /// [`Store::settle_leased`] takes it back as the token that proves the rows are still this
+    /// drainer's.
+    ///
+    /// `longest_wait` is the longest backoff or `Retry-After` a settlement can give: a due claim
+    /// ([`ClaimFrom::Due`]) also takes rows timed further off than that from now, which only a
+    /// wall clock stepped back since they were settled can produce, so that such a step does not
+    /// hold them back for as long as it was.
+    pub async fn claim_batch_until(
+        &self,
+        limit: usize,
+        from: ClaimFrom,
+        lease_until: SystemTime,
+        longest_wait: Duration,
+    ) -> Result<Vec<ClaimedRow>, Error> {
+        let now = SystemTime::now();
         self.writer()?
             .call(|reply| Command::Claim {
                 limit,
                 from,
-                lease,
-                now: SystemTime::now(),
+                lease_until,
+                longest_wait,
+                now,
                 reply,
             })
             .await
     }
 
-    /// Records the outcome of delivery attempts; each settlement also releases the row's lease.
+    /// Records the outcome of delivery attempts, whoever holds the rows; each settlement also
+    /// releases the row's lease. For tools and tests; a drain settles with
+    /// [`Store::settle_leased`].
     pub async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), Error> {
+        self.settle_fenced(settlements, None).await
+    }
+
+    /// Records the outcome of delivery attempts on rows claimed with `lease_until` (the value
+    /// given to [`Store::claim_batch_until`]). `Retry`, `Dead` and `Release` change a row only
+    /// while it still holds that lease: a drainer whose lease ran out (it stalled, or the clock
+    /// jumped) must not clear another drainer's live lease or overwrite what it recorded.
+    /// `Synced` is not fenced: a delivery is a fact, whoever learned it.
+    pub async fn settle_leased(
+        &self,
+        settlements: Vec<Settlement>,
+        lease_until: SystemTime,
+    ) -> Result<(), Error> {
+        self.settle_fenced(settlements, Some(lease_until)).await
+    }
+
+    async fn settle_fenced(
+        &self,
+        settlements: Vec<Settlement>,
+        lease_until: Option<SystemTime>,
+    ) -> Result<(), Error> {
         self.writer()?
             .call(|reply| Command::Settle {
                 settlements,
+                lease_until,
                 now: SystemTime::now(),
                 reply,
             })

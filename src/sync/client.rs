@@ -39,6 +39,10 @@ const GRADATA_AGENT: HeaderValue =
 const BODY_PREVIEW_BYTES: usize = 200;
 /// Most response body read to keep a connection reusable; a longer body closes the connection.
 const BODY_DRAIN_LIMIT: usize = 64 * 1024;
+/// Longest wait for the body of a response whose status already arrived. The status decides what
+/// happens to the row; the body is only read for the preview and to reuse the connection, so a
+/// body that stalls must not turn a 2xx or a 401 into a timeout.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The cloud API key. Never printed: `Debug` redacts it and there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -97,7 +101,8 @@ pub struct ClientOptions {
     pub ingest_url: Url,
     /// Time allowed to open a connection.
     pub connect_timeout: Duration,
-    /// Time allowed for a whole request, response included.
+    /// Time allowed until the response's status and headers (the body then gets what is left,
+    /// at most `BODY_READ_TIMEOUT`).
     pub request_timeout: Duration,
     /// Idle connections kept per host; at least the maximum concurrency.
     pub max_idle_connections: usize,
@@ -177,18 +182,32 @@ impl Client {
     /// Posts a payload, verbatim, with its event id as the `Idempotency-Key`. Takes the body by
     /// value: the drain hands over the payload it will not need again instead of copying it.
     ///
-    /// The request timeout covers the whole exchange, the response body included.
+    /// The request timeout runs until the response's status and headers arrive; the body is then
+    /// read under a short bound of its own (`BODY_READ_TIMEOUT`, never past the request
+    /// timeout), and the disposition stays the one the status decided even if the body stalls.
     pub async fn send(&self, event_id: Option<&str>, body: String) -> Attempt {
-        match tokio::time::timeout(self.request_timeout, self.exchange(event_id, body)).await {
-            Ok(attempt) => attempt,
-            Err(_) => Attempt::failed(format!(
-                "timeout: no complete response within {}",
-                humantime::format_duration(self.request_timeout)
-            )),
-        }
+        let started = tokio::time::Instant::now();
+        let response =
+            match tokio::time::timeout(self.request_timeout, self.request(event_id, body)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(attempt)) => return attempt,
+                Err(_) => {
+                    return Attempt::failed(format!(
+                        "timeout: no response within {}",
+                        humantime::format_duration(self.request_timeout)
+                    ));
+                }
+            };
+        let left = self.request_timeout.saturating_sub(started.elapsed());
+        read_answer(response, BODY_READ_TIMEOUT.min(left)).await
     }
 
-    async fn exchange(&self, event_id: Option<&str>, body: String) -> Attempt {
+    /// Sends the request and waits for the response's head.
+    async fn request(
+        &self,
+        event_id: Option<&str>,
+        body: String,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Attempt> {
         let mut request = Request::new(Full::new(Bytes::from(body)));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
@@ -207,21 +226,31 @@ impl Client {
                 Err(_) => tracing::debug!("event id is not a valid header value; sent without it"),
             }
         }
-        let response = match self.http.request(request).await {
-            Ok(response) => response,
-            Err(err) => return Attempt::failed(transport_error(&err)),
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let disposition = classify(status, retry_after.as_deref(), SystemTime::now());
-        // Read the body (bounded) so the connection goes back to the pool, keeping a preview of
-        // it for failures.
-        let mut body = response.into_body();
-        let mut preview = Vec::new();
+        self.http
+            .request(request)
+            .await
+            .map_err(|err| Attempt::failed(transport_error(&err)))
+    }
+}
+
+/// Classifies a response by its status and headers, then reads its body (bounded in size and by
+/// `body_timeout`) for the preview. A body cut short leaves the disposition as the status decided.
+async fn read_answer(
+    response: hyper::Response<hyper::body::Incoming>,
+    body_timeout: Duration,
+) -> Attempt {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let disposition = classify(status, retry_after.as_deref(), SystemTime::now());
+    // Read the body (bounded) so the connection goes back to the pool, keeping a preview of it for
+    // failures. A body that stalls past the bound is dropped with its connection.
+    let mut body = response.into_body();
+    let mut preview = Vec::new();
+    let read_body = async {
         let mut read = 0;
         while read < BODY_DRAIN_LIMIT {
             match body.frame().await {
@@ -236,18 +265,24 @@ impl Client {
                 None | Some(Err(_)) => break,
             }
         }
-        let detail = match disposition {
-            Disposition::Delivered => String::new(),
-            _ => {
-                let body = String::from_utf8_lossy(&preview);
-                format!("http {status}: {}", body.trim())
-            }
-        };
-        Attempt {
-            disposition,
-            status: Some(status),
-            detail,
+    };
+    let complete = tokio::time::timeout(body_timeout, read_body).await.is_ok();
+    let detail = match disposition {
+        Disposition::Delivered => String::new(),
+        _ => {
+            let body = String::from_utf8_lossy(&preview);
+            let cut = if complete {
+                ""
+            } else {
+                " (body cut short: it stalled)"
+            };
+            format!("http {status}: {}{cut}", body.trim())
         }
+    };
+    Attempt {
+        disposition,
+        status: Some(status),
+        detail,
     }
 }
 

@@ -5,14 +5,22 @@
 //! flight across batch boundaries (so a slow server is never waited on one batch at a time),
 //! settles each batch in one transaction when its last row completes, and stops at the first of:
 //! the row budget, the time budget, an empty queue, a batch with no progress, a pause (429, 401,
-//! 404…), or cancellation. It returns a [`DrainReport`] and, for the startup drain, always emits
-//! the record `sync queue drained at startup: N rows`, whatever the path.
+//! 404…), or cancellation. At its time budget the background worker's pass lets the requests in
+//! flight finish (each is bounded by the request timeout) and settles them by their outcome; an
+//! explicit drain (startup, shutdown, `POST /sync`, `gradata drain`) keeps its bound strictly and
+//! counts each request it cuts short as a timed-out attempt, with a backoff and the cause. Only
+//! cancellation releases rows in flight untouched. It returns a [`DrainReport`] and, for the startup drain, always emits the record
+//! `sync queue drained at startup: N rows`, whatever the path.
 //!
 //! Invariants: a claimed row is always settled or released before the drain returns (or, if the
 //! process dies, its lease expires or is recovered at the next open); no retryable row is ever
-//! marked dead or synced.
+//! marked dead or synced. A row's lease never runs out while the drain holds it: each batch is
+//! leased until the drain's deadline plus `Settings::lease`, which is longer than a request still
+//! in flight at the deadline can take (DESIGN §4: two drainers never post the same row at once).
+//! Settlements other than a delivery are fenced by that lease, so a drainer that somehow lost its
+//! rows cannot undo what the new holder does.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -44,8 +52,9 @@ pub const DEFAULT_MAX_TIME: Duration = Duration::from_secs(30);
 pub struct Budget {
     /// Most rows claimed.
     pub max_rows: usize,
-    /// Most wall time; requests still in flight at the deadline are abandoned and their rows
-    /// released, to be retried.
+    /// Most wall time spent claiming and sending. At the deadline nothing more is claimed or
+    /// sent. The worker's passes then await the requests in flight (each bounded by the request
+    /// timeout); explicit drains cut them short and count each as a timed-out attempt.
     pub max_time: Duration,
 }
 
@@ -83,12 +92,15 @@ impl Trigger {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
-    /// Nothing was claimable when it started.
+    /// Nothing was pending.
     Empty,
     /// It took every claimable row.
     Done,
-    /// It claimed `max_rows` and more were waiting.
+    /// It claimed `max_rows` and more were waiting (with a row budget of 0: it claimed nothing).
     RowBudget,
+    /// Rows are pending, but every one it could have taken was leased by another drainer (another
+    /// process's drain, or a concurrent `POST /sync`).
+    Leased,
     /// It ran out of time.
     TimeBudget,
     /// A whole batch completed without one row delivered or dead (the server is failing).
@@ -118,6 +130,7 @@ impl StopReason {
             StopReason::Empty => "empty",
             StopReason::Done => "done",
             StopReason::RowBudget => "row_budget",
+            StopReason::Leased => "leased",
             StopReason::TimeBudget => "time_budget",
             StopReason::NoProgress => "no_progress",
             StopReason::RateLimited => "rate_limited",
@@ -249,11 +262,14 @@ pub struct Engine {
     policy: RetryPolicy,
 }
 
-/// A claim sent to the store's writer, awaited beside the requests in flight.
-type ClaimFuture = dyn Future<Output = Result<Vec<ClaimedRow>, store::Error>> + Send;
+/// A claim sent to the store's writer, awaited beside the requests in flight; it yields the rows
+/// and the lease they were claimed with.
+type ClaimFuture = dyn Future<Output = Result<(Vec<ClaimedRow>, SystemTime), store::Error>> + Send;
 
 /// A batch's bookkeeping while its rows are in flight.
 struct BatchTally {
+    /// The lease its rows hold, and the token that fences their settlements.
+    lease_until: SystemTime,
     outstanding: usize,
     progressed: bool,
     clean: bool,
@@ -397,7 +413,10 @@ impl Engine {
             batches: Vec::new(),
             settling: JoinSet::new(),
         };
-        let deadline = started + budget.max_time;
+        // A budget too large to add is as good as none.
+        let deadline = started
+            .checked_add(budget.max_time)
+            .unwrap_or(started + Duration::from_secs(100 * 365 * 86_400));
         let mut cursor = if trigger.is_explicit() {
             ClaimFrom::After(RowId(0))
         } else {
@@ -407,8 +426,10 @@ impl Engine {
         let mut exhausted = false;
         let mut queued: VecDeque<(ClaimedRow, usize)> = VecDeque::new();
         let mut in_flight = FuturesUnordered::new();
-        let mut abandoned: Vec<RowId> = Vec::new();
-        let mut in_flight_ids: HashSet<RowId> = HashSet::new();
+        // Rows given back untouched, and rows in flight (with their attempts so far), with the
+        // batch (and so the lease) of each.
+        let mut abandoned: Vec<(RowId, usize)> = Vec::new();
+        let mut in_flight_ids: HashMap<RowId, (usize, u32)> = HashMap::new();
 
         // At most one claim is outstanding, polled beside the requests, so the senders never wait
         // for the store: the next batch is leased while the current one is still in flight. A
@@ -418,6 +439,7 @@ impl Engine {
         let mut claiming: Option<Pin<Box<ClaimFuture>>> = None;
         let deadline_reached = tokio::time::sleep_until(deadline.into());
         tokio::pin!(deadline_reached);
+        let mut past_deadline = false;
         loop {
             let limit = self.concurrency.current();
             if claiming.is_none()
@@ -427,21 +449,25 @@ impl Engine {
                 && queued.len() < limit + self.settings.batch_size
             {
                 let want = self.settings.batch_size.min(budget.max_rows - claimed);
-                let (store, lease) = (self.store.clone(), self.settings.lease);
+                let (store, lease_until) = (self.store.clone(), self.lease_until(deadline));
+                let longest_wait = self.longest_retry_wait();
                 claiming = Some(Box::pin(async move {
-                    store.claim_batch(want, cursor, lease).await
+                    let rows = store
+                        .claim_batch_until(want, cursor, lease_until, longest_wait)
+                        .await?;
+                    Ok((rows, lease_until))
                 }));
             }
             if run.stop.is_some() {
                 // Rows not yet sent go back untouched.
-                abandoned.extend(queued.drain(..).map(|(row, _)| row.id));
+                abandoned.extend(queued.drain(..).map(|(row, batch)| (row.id, batch)));
             }
             while in_flight.len() < limit {
                 let Some((row, batch)) = queued.pop_front() else {
                     break;
                 };
                 let client = client.clone();
-                in_flight_ids.insert(row.id);
+                in_flight_ids.insert(row.id, (batch, row.attempts));
                 in_flight.push(async move {
                     let mut row = row;
                     // The payload is not needed once sent: move it into the request, no copy.
@@ -459,15 +485,24 @@ impl Engine {
                     run.stop.get_or_insert(StopReason::Cancelled);
                     break;
                 }
-                () = &mut deadline_reached => {
+                // The deadline stops claiming and sending. The worker then waits for the requests
+                // in flight, each bounded by the request timeout, so that a server slower than a
+                // pass is heard rather than posted the same rows again by the next pass. An
+                // explicit drain keeps its bound (the startup drain holds READY=1) and cuts them
+                // short below, each counted as a timed-out attempt with a backoff: released
+                // untouched, a hanging server would get them again at once, and never show.
+                () = &mut deadline_reached, if !past_deadline => {
+                    past_deadline = true;
                     run.stop.get_or_insert(StopReason::TimeBudget);
-                    break;
+                    if trigger.is_explicit() {
+                        break;
+                    }
                 }
                 claim = async { claiming.as_mut().expect("guarded by the branch condition").await }, if claiming.is_some() => {
                     claiming = None;
                     match claim {
-                        Ok(rows) if rows.is_empty() => exhausted = true,
-                        Ok(rows) => {
+                        Ok((rows, _)) if rows.is_empty() => exhausted = true,
+                        Ok((rows, lease_until)) => {
                             claimed += rows.len();
                             if let (ClaimFrom::After(_), Some(last)) = (cursor, rows.last()) {
                                 cursor = ClaimFrom::After(last.id);
@@ -478,6 +513,7 @@ impl Engine {
                             }
                             let batch = run.batches.len();
                             run.batches.push(BatchTally {
+                                lease_until,
                                 outstanding: rows.len(),
                                 progressed: false,
                                 clean: true,
@@ -501,33 +537,70 @@ impl Engine {
         // A claim already sent to the store is finished, never dropped: its rows are leased and
         // must be released now rather than when the lease expires.
         if let Some(claim) = claiming.take() {
-            if let Ok(rows) = claim.await {
-                abandoned.extend(rows.iter().map(|row| row.id));
+            if let Ok((rows, lease_until)) = claim.await {
+                let batch = run.batches.len();
+                run.batches.push(BatchTally {
+                    lease_until,
+                    outstanding: rows.len(),
+                    progressed: false,
+                    clean: true,
+                    settlements: Vec::new(),
+                });
+                abandoned.extend(rows.iter().map(|row| (row.id, batch)));
             }
         }
-        // Requests still in flight (deadline or cancellation) are abandoned: the server may or may
-        // not have taken them, so the rows stay pending and will be posted again (at-least-once).
-        abandoned.extend(queued.drain(..).map(|(row, _)| row.id));
+        // Requests still in flight are abandoned: the server may or may not have taken them, so
+        // the rows stay pending and will be posted again (at-least-once). Cut by an explicit
+        // drain's deadline, each counts as a timed-out attempt; on cancellation (shutdown) they are
+        // released untouched.
+        abandoned.extend(queued.drain(..).map(|(row, batch)| (row.id, batch)));
         drop(in_flight);
-        abandoned.extend(in_flight_ids.drain());
-        let mut release: Vec<Settlement> = abandoned
-            .into_iter()
-            .map(|id| Settlement::Release {
+        let mut releases: Vec<Vec<Settlement>> = run.batches.iter().map(|_| Vec::new()).collect();
+        // Only an explicit drain leaves the loop at its deadline with requests in flight; the
+        // worker leaves with some only when cancelled.
+        let timed_out = past_deadline && trigger.is_explicit();
+        for (id, (batch, attempts)) in in_flight_ids.drain() {
+            if !timed_out {
+                abandoned.push((id, batch));
+                continue;
+            }
+            let Some(release) = releases.get_mut(batch) else {
+                continue;
+            };
+            let error = format!(
+                "timeout: no response within the drain's time budget of {}",
+                humantime::format_duration(budget.max_time)
+            );
+            self.status.metrics().delivery(Outcome::retried);
+            self.status.record_error(&error);
+            run.retried += 1;
+            release.push(Settlement::Retry {
                 id,
                 status: None,
-                error: None,
-            })
-            .collect();
-        for tally in &mut run.batches {
-            if tally.outstanding > 0 {
-                // A batch cut short: settle what completed, release the rest by id below.
-                release.append(&mut tally.settlements);
+                next_attempt_at: SystemTime::now() + self.policy.backoff(attempts + 1),
+                error,
+            });
+        }
+        // Each batch cut short settles what completed and releases the rest, under its own lease.
+        for (id, batch) in abandoned {
+            if let Some(release) = releases.get_mut(batch) {
+                release.push(Settlement::Release {
+                    id,
+                    status: None,
+                    error: None,
+                });
             }
         }
-        if !release.is_empty() {
-            let store = self.store.clone();
-            run.settling
-                .spawn(async move { store.settle(release).await });
+        for (tally, release) in run.batches.iter_mut().zip(&mut releases) {
+            if tally.outstanding > 0 {
+                release.append(&mut tally.settlements);
+            }
+            if !release.is_empty() {
+                let (store, release) = (self.store.clone(), std::mem::take(release));
+                let lease_until = tally.lease_until;
+                run.settling
+                    .spawn(async move { store.settle_leased(release, lease_until).await });
+            }
         }
         while let Some(joined) = run.settling.join_next().await {
             if let Ok(Err(err)) = joined {
@@ -537,13 +610,24 @@ impl Engine {
         }
 
         let remaining = self.pending(trigger).await;
-        let reason = run.stop.unwrap_or(if claimed == 0 {
-            StopReason::Empty
-        } else if claimed >= budget.max_rows && remaining.is_some_and(|n| n > 0) {
-            StopReason::RowBudget
-        } else {
-            StopReason::Done
-        });
+        let pending_left = remaining.is_some_and(|n| n > 0);
+        // `empty` means nothing is pending: a drain that claimed nothing while rows are pending
+        // says why (DESIGN §5 reasons).
+        let reason = run
+            .stop
+            .unwrap_or(if claimed >= budget.max_rows && pending_left {
+                StopReason::RowBudget
+            } else if claimed == 0 && !pending_left {
+                StopReason::Empty
+            } else if claimed == 0 && trigger.is_explicit() {
+                // An explicit drain takes every pending row whatever its timer: what it could not
+                // claim is leased by another drainer.
+                StopReason::Leased
+            } else {
+                // The worker took every due row (maybe none): the rest wait on their timers or on
+                // another drainer's lease.
+                StopReason::Done
+            });
         self.finish_status(reason, &run);
         self.persist_status().await;
         DrainReport {
@@ -657,10 +741,27 @@ impl Engine {
                 self.concurrency.increase();
             }
             let settlements = std::mem::take(&mut tally.settlements);
-            let store = self.store.clone();
+            let (store, lease_until) = (self.store.clone(), tally.lease_until);
             run.settling
-                .spawn(async move { store.settle(settlements).await });
+                .spawn(async move { store.settle_leased(settlements, lease_until).await });
         }
+    }
+
+    /// The longest a settlement can make a row wait: the backoff cap or the longest `Retry-After`
+    /// honoured, whichever is longer.
+    pub fn longest_retry_wait(&self) -> Duration {
+        self.settings.backoff_cap.max(super::RETRY_AFTER_CAP)
+    }
+
+    /// When a batch claimed now is leased until: the drain sends nothing after its deadline, a
+    /// request then in flight ends within the request timeout, and the lease (longer than the
+    /// request timeout, as the configuration checks) covers that and the settlement. So a held
+    /// row's lease never runs out, however long the drain or the queue ahead of the row.
+    fn lease_until(&self, deadline: Instant) -> SystemTime {
+        let now = SystemTime::now();
+        let left = deadline.saturating_duration_since(Instant::now());
+        now.checked_add(left.saturating_add(self.settings.lease))
+            .unwrap_or(now + self.settings.lease)
     }
 
     fn finish_status(&self, reason: StopReason, run: &Run) {
@@ -669,6 +770,13 @@ impl Engine {
             StopReason::AuthFailed => SyncState::AuthFailed,
             StopReason::ConfigError => SyncState::ConfigError,
             StopReason::Disabled => SyncState::Disabled,
+            StopReason::StoreError => {
+                // Shown by /health and `gradata status`, not only in the drain's record.
+                if let Some(detail) = &run.detail {
+                    self.status.record_error(detail);
+                }
+                SyncState::StoreError
+            }
             _ if run.retried > 0 => SyncState::Backoff,
             _ => SyncState::Idle,
         };

@@ -40,7 +40,7 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 32;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default request timeout (DESIGN §5).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Default lease: longer than a request can take, so a live drainer never loses its rows.
+/// Default lease past a drain's deadline: longer than a request in flight at the deadline can take.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// How often a paused worker (`auth_failed`, `config_error`) probes again (DESIGN §5).
 pub const DEFAULT_PAUSE_PROBE_INTERVAL: Duration = Duration::from_secs(300);
@@ -67,9 +67,10 @@ pub struct Settings {
     pub max_concurrency: usize,
     /// Connect timeout.
     pub connect_timeout: Duration,
-    /// Whole-request timeout.
+    /// Time allowed until the response's status and headers; its body is then read under a short
+    /// bound of its own, within this.
     pub request_timeout: Duration,
-    /// How long a claimed row stays reserved for its drainer.
+    /// How long a claimed row stays reserved past the deadline of the drain that claimed it.
     pub lease: Duration,
     /// Backoff base.
     pub backoff_base: Duration,

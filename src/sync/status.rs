@@ -22,11 +22,14 @@ pub enum SyncState {
     ConfigError,
     /// No API key or the kill switch is on; rows accumulate, nothing is sent.
     Disabled,
+    /// The outbox could not be read or written (disk full, I/O error, locked by another process
+    /// for too long…); the worker tries again every few seconds, and `last_error` says why.
+    StoreError,
 }
 
 impl SyncState {
     /// Every state, for metrics that list them all.
-    pub const ALL: [SyncState; 7] = [
+    pub const ALL: [SyncState; 8] = [
         SyncState::Idle,
         SyncState::Sending,
         SyncState::Backoff,
@@ -34,6 +37,7 @@ impl SyncState {
         SyncState::AuthFailed,
         SyncState::ConfigError,
         SyncState::Disabled,
+        SyncState::StoreError,
     ];
 
     /// The snake_case name used in JSON, logs and metrics.
@@ -46,6 +50,7 @@ impl SyncState {
             SyncState::AuthFailed => "auth_failed",
             SyncState::ConfigError => "config_error",
             SyncState::Disabled => "disabled",
+            SyncState::StoreError => "store_error",
         }
     }
 

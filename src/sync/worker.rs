@@ -3,9 +3,11 @@
 //!
 //! It sleeps until one of: an enqueue wakes it ([`Wake::wake`]), the earliest backoff timer or
 //! rate-limit pause expires, the configuration is reloaded (a new engine arrives on the `watch`),
-//! or shutdown is requested. While paused by `auth_failed` or `config_error` it ignores enqueues
-//! and probes once per `pause_probe_interval` or on reload, so a revoked key costs one request
-//! every five minutes rather than one per event.
+//! or shutdown is requested. Rows another process makes pending (`gradata queue retry`, an SDK
+//! writing the same database) wake nothing here, so a worker with nothing due sooner also looks at
+//! the outbox's earliest due time every [`IDLE_POLL_INTERVAL`]. While paused by `auth_failed` or
+//! `config_error` it ignores enqueues and probes once per `pause_probe_interval` or on reload, so
+//! a revoked key costs one request every five minutes rather than one per event.
 //!
 //! It beats a [`Heartbeat`] on every loop turn (at least once per [`HEARTBEAT_TICK`]); the daemon's
 //! watchdog pings systemd only while the beat is fresh, so a wedged worker gets the service
@@ -23,9 +25,19 @@ use super::drain::{Budget, Engine, StopReason, Trigger};
 /// Longest the worker sleeps without beating its heartbeat.
 pub const HEARTBEAT_TICK: Duration = Duration::from_secs(1);
 
+/// How often a worker with nothing due sooner asks the outbox when its next row is due: one query
+/// over the index of pending rows, so that rows made pending by another process are sent within
+/// this long rather than at the next local enqueue.
+pub const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How soon a worker whose pass failed on the store tries again.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
 /// Rows one worker pass may claim before it yields (and beats) and goes on.
 const PASS_MAX_ROWS: usize = 1000;
-/// Time one worker pass may take.
+/// Time one worker pass may spend claiming and sending. Requests still in flight then are awaited
+/// (each is bounded by the request timeout) and settled by their outcome, so a slow server is
+/// heard, or backed off from, rather than posted to again by the next pass.
 const PASS_MAX_TIME: Duration = Duration::from_secs(10);
 
 /// Wakes the worker; cheap to clone. Held by every producer (the API's enqueue paths).
@@ -84,6 +96,11 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut next_pass: Option<Instant> = Some(Instant::now());
+    // When the worker last learned when the next row is due (a pass, or a look at the outbox).
+    let mut last_look = Instant::now();
+    // Whether the last pass failed on the store: a persistent failure is logged once when it
+    // starts and once when it ends, not at every retry.
+    let mut store_failing = false;
     loop {
         heartbeat.beat();
         if cancel.is_cancelled() {
@@ -91,9 +108,25 @@ pub async fn run(
         }
         let engine = engines.borrow_and_update().clone();
         if next_pass.is_some_and(|at| at <= Instant::now()) {
-            next_pass = pass(&engine, &heartbeat, &cancel).await;
+            next_pass = pass(&engine, &heartbeat, &cancel, &mut store_failing).await;
+            last_look = Instant::now();
             if next_pass.is_some_and(|at| at <= Instant::now()) {
                 continue;
+            }
+        }
+        let paused = engine.status().state().is_paused_for_operator()
+            || engine.status().paused_until().is_some();
+        if engine.is_sending_enabled()
+            && !paused
+            && last_look.elapsed() >= IDLE_POLL_INTERVAL
+            && next_pass.is_none_or(|at| at > Instant::now() + IDLE_POLL_INTERVAL)
+        {
+            last_look = Instant::now();
+            if let Some(due) = next_due(&engine).await {
+                if next_pass.is_none_or(|at| due < at) {
+                    next_pass = Some(due);
+                    continue;
+                }
             }
         }
         let sleep = next_pass.map_or(HEARTBEAT_TICK, |at| {
@@ -128,6 +161,7 @@ async fn pass(
     engine: &Engine,
     heartbeat: &Heartbeat,
     cancel: &CancellationToken,
+    store_failing: &mut bool,
 ) -> Option<Instant> {
     let budget = Budget {
         max_rows: PASS_MAX_ROWS,
@@ -146,6 +180,24 @@ async fn pass(
         }
     };
     heartbeat.beat();
+    match (report.reason, *store_failing) {
+        (StopReason::StoreError, false) => {
+            *store_failing = true;
+            tracing::warn!(
+                detail = report.detail.as_deref().unwrap_or(""),
+                retry_seconds = STORE_RETRY.as_secs(),
+                "sync worker cannot use the outbox; nothing is sent until it can: {}",
+                report.detail.as_deref().unwrap_or("unknown error")
+            );
+        }
+        // A pass cancelled, or skipped because sync is off, says nothing about the store.
+        (StopReason::StoreError | StopReason::Cancelled | StopReason::Disabled, _) | (_, false) => {
+        }
+        (_, true) => {
+            *store_failing = false;
+            tracing::info!("sync worker can use the outbox again");
+        }
+    }
     let now = Instant::now();
     match report.reason {
         StopReason::RowBudget => Some(now),
@@ -156,11 +208,13 @@ async fn pass(
         }
         // The store failed (disk full?): try again shortly rather than spin.
         StopReason::StoreError | StopReason::NoQueueTable | StopReason::NoDatabase => {
-            Some(now + Duration::from_secs(5))
+            Some(now + STORE_RETRY)
         }
-        StopReason::Empty | StopReason::Done | StopReason::TimeBudget | StopReason::NoProgress => {
-            next_due(engine).await
-        }
+        StopReason::Empty
+        | StopReason::Done
+        | StopReason::Leased
+        | StopReason::TimeBudget
+        | StopReason::NoProgress => next_due(engine).await,
     }
 }
 
@@ -171,8 +225,12 @@ async fn next_due(engine: &Engine) -> Option<Instant> {
         .await
         .ok()?
         .ok()??;
+    // A timer further off than any retry can be set means the wall clock went back; the pass then
+    // claims such rows as due. Waiting at most that long also keeps a row leased far ahead by a
+    // long drain elsewhere from being polled for in a loop.
     let wait = due
         .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
+        .unwrap_or(Duration::ZERO)
+        .min(engine.longest_retry_wait());
     Some(Instant::now() + wait)
 }

@@ -312,6 +312,162 @@ fn two_concurrent_drainers_never_post_the_same_row() {
     );
 }
 
+/// A row's lease never runs out while its drainer holds it, however long the drain: with a lease
+/// shorter than the server takes to answer, a second drainer that starts once the first one's
+/// lease would have expired (counted from its claim) claims nothing the first still holds, and no
+/// row is posted twice (DESIGN §4).
+#[test]
+fn a_held_row_is_never_claimed_by_another_drainer() {
+    let (_guard, dir) = support::temp_dir();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ids = runtime.block_on(support::fill(&support::open_store(&dir), 3));
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(1500)));
+    let lease = Duration::from_secs(1);
+    let drainer = |path: &'static str| {
+        let (dir, url) = (dir.clone(), server.url(path));
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let store = support::open_store(&dir);
+                let mut settings = support::settings(&url, Some(KEY));
+                settings.lease = lease;
+                settings.request_timeout = Duration::from_secs(5);
+                settings.concurrency = 1;
+                settings.max_concurrency = 1;
+                let engine = support::engine(&store, settings);
+                drain(&engine, Trigger::Manual, budget()).await
+            })
+        })
+    };
+    let first = drainer("/a");
+    assert!(server.wait_for(1, Duration::from_secs(20)));
+    // Every row was claimed before the first request went out; wait until a lease counted from
+    // the claim would be over.
+    let claimed_by = now_unix();
+    while now_unix() < claimed_by + lease.as_secs_f64() + 0.1 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = drainer("/b").join().unwrap();
+    let first = first.join().unwrap();
+
+    let mut posts: BTreeMap<String, usize> = BTreeMap::new();
+    for request in server.received() {
+        *posts.entry(request.idempotency_key().unwrap()).or_default() += 1;
+    }
+    assert!(posts.values().all(|n| *n == 1), "posted twice: {posts:?}");
+    assert_eq!(posts.keys().cloned().collect::<Vec<_>>(), ids);
+    assert_eq!(
+        (first.delivered, second.delivered),
+        (3, 0),
+        "{first:?} {second:?}"
+    );
+    assert!(
+        support::rows(&dir)
+            .iter()
+            .all(|row| row.synced_at.is_some() && row.lease_until.is_none())
+    );
+}
+
+/// A status that arrives with a body that stalls is still that status: a 200 is delivered (not
+/// re-sent as a timeout), and a 401 pauses sync with the row untouched (no attempt counted).
+#[tokio::test]
+async fn a_stalled_body_keeps_the_disposition_of_its_status() {
+    for (status, reason, synced, state) in [
+        (200, StopReason::Done, true, SyncState::Idle),
+        (401, StopReason::AuthFailed, false, SyncState::AuthFailed),
+    ] {
+        let reply = Reply::status(status)
+            .body(r#"{"partial":"#)
+            .stall_body(Duration::from_secs(3));
+        let (_guard, dir, store, server) = fixture(1, reply).await;
+        let mut settings = support::settings(&server.url("/ingest"), Some(KEY));
+        settings.request_timeout = Duration::from_secs(1);
+        let engine = support::engine(&store, settings);
+        let report = drain(&engine, Trigger::Manual, budget()).await;
+        assert_eq!(report.reason, reason, "status {status}: {report:?}");
+        assert_eq!(engine.status().state(), state, "status {status}");
+        let row = &support::rows(&dir)[0];
+        assert_eq!(row.synced_at.is_some(), synced, "status {status}: {row:?}");
+        assert_eq!(row.attempts, Some(0), "status {status}: {row:?}");
+        assert_eq!(row.last_status, Some(i64::from(status)), "{row:?}");
+        assert!(row.next_attempt_at.is_none(), "status {status}: {row:?}");
+    }
+}
+
+/// `empty` means nothing is pending. A drain that claims nothing because another drainer holds
+/// every pending row says `leased`, and one with a row budget of 0 says `row_budget`; both
+/// report the rows still pending.
+#[tokio::test]
+async fn a_drain_that_claims_nothing_says_why() {
+    let (_guard, dir, store, server) = fixture(3, Reply::ok()).await;
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let no_rows = Budget {
+        max_rows: 0,
+        ..budget()
+    };
+    let report = drain(&engine, Trigger::Startup, no_rows).await;
+    assert_eq!(
+        (report.reason, report.remaining),
+        (StopReason::RowBudget, Some(3))
+    );
+
+    let other = support::open_store(&dir);
+    let held = other
+        .claim_batch(
+            10,
+            store::ClaimFrom::After(store::RowId(0)),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 3);
+    let (captured, _log) = logs::capture();
+    let report = drain(&engine, Trigger::Startup, budget()).await;
+    assert_eq!(
+        (report.delivered, report.reason, report.remaining),
+        (0, StopReason::Leased, Some(3))
+    );
+    assert_eq!(startup_record(&captured).fields["reason"], "leased");
+    assert_eq!(server.count(), 0);
+
+    other
+        .settle(
+            held.iter()
+                .map(|row| store::Settlement::Synced {
+                    id: row.id,
+                    status: 200,
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let report = drain(&engine, Trigger::Startup, budget()).await;
+    assert_eq!(
+        (report.reason, report.remaining),
+        (StopReason::Empty, Some(0))
+    );
+}
+
+/// After the wall clock stepped back, a row's backoff timer can lie further off than any backoff
+/// or `Retry-After` the engine sets; the worker then treats it as due instead of holding the row
+/// for as long as the clock jumped.
+#[tokio::test]
+async fn the_worker_sends_rows_timed_beyond_any_backoff() {
+    let (_guard, dir, store, server) = fixture(1, Reply::ok()).await;
+    let conn = rusqlite::Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
+    conn.execute(
+        "UPDATE sync_queue SET next_attempt_at = ?1",
+        [now_unix() + 10.0 * 86_400.0],
+    )
+    .unwrap();
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let report = drain(&engine, Trigger::Worker, budget()).await;
+    assert_eq!((report.delivered, report.remaining), (1, Some(0)));
+}
+
 /// What a single response does to a single row and to the drain.
 struct Case {
     reply: Reply,
@@ -710,8 +866,8 @@ async fn explicit_drains_retry_rows_waiting_on_backoff() {
     let worker_pass = drain(&engine, Trigger::Worker, budget()).await;
     assert_eq!(
         (worker_pass.delivered, worker_pass.reason),
-        (0, StopReason::Empty),
-        "the worker waits for the timers"
+        (0, StopReason::Done),
+        "the worker waits for the timers (rows are pending, so not \"empty\")"
     );
 
     let second = drain(&engine, Trigger::Manual, budget()).await;
@@ -759,12 +915,13 @@ async fn the_drain_stops_at_its_row_budget() {
     assert_eq!(server.count(), 120);
 }
 
-/// The time budget holds even against a server that never answers in time: the drain returns,
-/// the abandoned rows are released (not dead, not synced, no attempt counted) and stay pending.
+/// An explicit drain's time budget holds even against a server that never answers, whatever the
+/// request timeout: at the deadline the requests in flight are cut short and each counts as a
+/// timed-out attempt with a backoff and the cause (a hanging server is backed off from, not posted
+/// the same rows again at once), and the rows never sent are released untouched.
 #[tokio::test]
 async fn the_drain_stops_at_its_time_budget_against_a_hanging_server() {
-    let (_guard, dir, store, server) =
-        fixture(50, Reply::ok().delay(Duration::from_secs(20))).await;
+    let (_guard, dir, store, server) = fixture(50, Reply::ok().delay(Duration::from_secs(4))).await;
     let mut settings = support::settings(&server.url("/ingest"), Some(KEY));
     settings.request_timeout = Duration::from_secs(60);
     settings.lease = Duration::from_secs(120);
@@ -781,7 +938,7 @@ async fn the_drain_stops_at_its_time_budget_against_a_hanging_server() {
     .await;
     assert_eq!(report.reason, StopReason::TimeBudget);
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(4),
         "took {:?}",
         started.elapsed()
     );
@@ -789,7 +946,75 @@ async fn the_drain_stops_at_its_time_budget_against_a_hanging_server() {
     let rows = support::rows(&dir);
     assert!(
         rows.iter()
-            .all(|r| r.lease_until.is_none() && r.synced_at.is_none() && r.attempts == Some(0))
+            .all(|r| r.lease_until.is_none() && r.synced_at.is_none())
+    );
+    let (sent, unsent): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.attempts == Some(1));
+    assert_eq!(
+        sent.len(),
+        server.count(),
+        "every request sent counted an attempt"
+    );
+    assert_eq!(report.retried, sent.len() as u64);
+    assert!(
+        sent.iter().all(|r| r.next_attempt_at.is_some()
+            && r.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("timeout"))),
+        "{sent:?}"
+    );
+    assert!(
+        unsent.iter().all(|r| r.attempts == Some(0)
+            && r.last_error.is_none()
+            && r.next_attempt_at.is_none())
+    );
+}
+
+/// A server slower than a worker pass's time budget but within the request timeout gets its
+/// answers heard: the pass's deadline stops new requests, not the ones in flight, so each row
+/// posted is settled by its answer, once, instead of being released and posted again by the next
+/// pass.
+#[tokio::test]
+async fn requests_in_flight_at_the_deadline_finish_and_are_settled() {
+    let (_guard, dir, store, server) = fixture(20, Reply::ok().delay(Duration::from_secs(2))).await;
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let budget = Budget {
+        max_rows: 3200,
+        max_time: Duration::from_secs(1),
+    };
+    let report = drain(&engine, Trigger::Worker, budget).await;
+    assert_eq!(report.reason, StopReason::TimeBudget);
+    assert!(report.delivered > 0, "{report:?}");
+    assert_eq!(
+        report.delivered,
+        server.count() as u64,
+        "every request answered counts"
+    );
+    let rows = support::rows(&dir);
+    assert!(rows.iter().all(|r| r.lease_until.is_none()));
+    assert_eq!(
+        rows.iter().filter(|r| r.synced_at.is_some()).count(),
+        server.count()
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.synced_at.is_none())
+            .all(|r| r.attempts == Some(0) && r.last_error.is_none())
+    );
+
+    // The next pass posts only the rows never sent: nothing is in flight twice or re-sent.
+    let posted_first = server.count();
+    let report = drain(&engine, Trigger::Worker, budget).await;
+    let mut keys: Vec<String> = server
+        .received()
+        .iter()
+        .map(|r| r.idempotency_key().unwrap())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), server.count(), "a row was posted twice");
+    assert_eq!(
+        server.count() as u64,
+        posted_first as u64 + report.delivered
     );
 }
 
@@ -902,6 +1127,146 @@ async fn worker_delivers_on_wake_and_retries_after_backoff() {
         "one failure, then one retry after the backoff"
     );
     assert!(heartbeat.age() < Duration::from_secs(5));
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(engines);
+}
+
+/// Rows another process makes pending (here: another store handle, as `gradata queue retry` or an
+/// SDK writing the same database would) wake nothing in this one; an idle worker still finds and
+/// sends them, within its idle poll interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_notices_rows_made_pending_elsewhere() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let server = FakeIngest::replying(Reply::ok());
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let (engines, receiver) = tokio::sync::watch::channel(engine);
+    let cancel = CancellationToken::new();
+    let worker = tokio::spawn(sync::worker::run(
+        receiver,
+        sync::worker::Wake::new(),
+        sync::worker::Heartbeat::default(),
+        cancel.clone(),
+    ));
+    // The worker's first pass (on an empty queue) is over once it saved its status.
+    let until = Instant::now() + Duration::from_secs(20);
+    while store.meta(sync::STATUS_META_KEY).unwrap().is_none() {
+        assert!(
+            Instant::now() < until,
+            "the worker never made its first pass"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let elsewhere = support::open_store(&dir);
+    let ids = support::fill(&elsewhere, 2).await;
+    let until = Instant::now() + sync::worker::IDLE_POLL_INTERVAL * 4;
+    while support::rows(&dir)
+        .iter()
+        .any(|row| row.synced_at.is_none())
+    {
+        assert!(
+            Instant::now() < until,
+            "the idle worker never sent rows written by another process: {:?}",
+            support::rows(&dir)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut posted: Vec<String> = server
+        .received()
+        .iter()
+        .map(|r| r.idempotency_key().unwrap())
+        .collect();
+    posted.sort();
+    assert_eq!(posted, ids);
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(engines);
+}
+
+/// A worker pass that fails on the store shows it: the sync state is `store_error` with the cause
+/// in `last_error`, and the journal gets one warning per episode, not one per retry, and a record
+/// when the outbox works again.
+#[tokio::test]
+async fn a_store_error_in_the_worker_is_shown_and_warned_once_per_episode() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let server = FakeIngest::replying(Reply::ok());
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let status = engine.status().clone();
+    let (captured, _log) = logs::capture();
+    let (engines, receiver) = tokio::sync::watch::channel(engine);
+    let wake = sync::worker::Wake::new();
+    let cancel = CancellationToken::new();
+    let worker = tokio::spawn(sync::worker::run(
+        receiver,
+        wake.clone(),
+        sync::worker::Heartbeat::default(),
+        cancel.clone(),
+    ));
+    let conn = rusqlite::Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let saved_at = || -> f64 {
+        conn.query_row(
+            "SELECT COALESCE(MAX(updated_at), 0) FROM gradata_meta WHERE key = ?1",
+            [sync::STATUS_META_KEY],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    // Runs one more worker pass: wakes the worker and waits until the pass saved its status.
+    let another_pass = |before: f64| {
+        wake.wake();
+        async move {
+            let until = Instant::now() + Duration::from_secs(20);
+            while saved_at() <= before {
+                assert!(Instant::now() < until, "the worker made no pass");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let warnings = || {
+        captured
+            .with_message("sync worker cannot use the outbox")
+            .into_iter()
+            .filter(|r| r.level == tracing::Level::WARN)
+            .count()
+    };
+    another_pass(0.0).await;
+    assert_eq!(status.state(), SyncState::Idle);
+
+    conn.execute_batch("ALTER TABLE sync_queue RENAME TO sync_queue_away")
+        .unwrap();
+    for _ in 0..2 {
+        another_pass(saved_at()).await;
+        assert_eq!(status.state(), SyncState::StoreError);
+        let last_error = status.snapshot().last_error.unwrap_or_default();
+        assert!(last_error.contains("sync_queue"), "{last_error}");
+    }
+    assert_eq!(warnings(), 1, "{:?}", captured.records());
+
+    conn.execute_batch("ALTER TABLE sync_queue_away RENAME TO sync_queue")
+        .unwrap();
+    another_pass(saved_at()).await;
+    assert_eq!(status.state(), SyncState::Idle);
+    assert_eq!(
+        captured
+            .with_message("sync worker can use the outbox again")
+            .len(),
+        1
+    );
+    conn.execute_batch("ALTER TABLE sync_queue RENAME TO sync_queue_away")
+        .unwrap();
+    another_pass(saved_at()).await;
+    assert_eq!(warnings(), 2, "a new episode warns again");
+
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(10), worker)
         .await

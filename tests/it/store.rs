@@ -1451,3 +1451,140 @@ async fn pending_gauge_tracks_enqueue_settle_and_retry() {
     assert_eq!(store.commits(), commits);
     assert_eq!(store.recount_pending().await.unwrap().0, 5);
 }
+
+/// Settlements are fenced by the lease they were claimed with. A drainer whose lease ran out and
+/// whose rows another drainer claimed cannot release the new holder's lease, count an attempt on
+/// it, or overwrite what made a row dead; its delivery still counts, but a row that was already
+/// dead is not counted out of the pending gauge twice.
+#[tokio::test]
+async fn settlements_are_fenced_by_the_lease_they_were_claimed_with() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 4).await;
+    // The stale drainer: its lease is already over.
+    let stale_lease = SystemTime::now() - Duration::from_secs(1);
+    let stale = store
+        .claim_batch_until(4, ClaimFrom::After(RowId(0)), stale_lease, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&stale), vec![1, 2, 3, 4]);
+    // The live drainer takes the rows over.
+    let live_lease = SystemTime::now() + LEASE;
+    let live = store
+        .claim_batch_until(4, ClaimFrom::After(RowId(0)), live_lease, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(ids(&live), vec![1, 2, 3, 4]);
+    store
+        .settle_leased(
+            vec![Settlement::Dead {
+                id: RowId(3),
+                status: 422,
+                error: "http 422: bad field".to_owned(),
+            }],
+            live_lease,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.pending().0, 3);
+
+    store
+        .settle_leased(
+            vec![
+                Settlement::Release {
+                    id: RowId(1),
+                    status: Some(401),
+                    error: Some("http 401".to_owned()),
+                },
+                Settlement::Retry {
+                    id: RowId(2),
+                    status: Some(503),
+                    error: "http 503".to_owned(),
+                    next_attempt_at: SystemTime::now() + LEASE,
+                },
+                Settlement::Retry {
+                    id: RowId(3),
+                    status: Some(503),
+                    error: "http 503".to_owned(),
+                    next_attempt_at: SystemTime::now() + LEASE,
+                },
+                Settlement::Dead {
+                    id: RowId(4),
+                    status: 400,
+                    error: "http 400".to_owned(),
+                },
+            ],
+            stale_lease,
+        )
+        .await
+        .unwrap();
+    let rows = support::rows(&dir);
+    for live_row in [&rows[0], &rows[1], &rows[3]] {
+        assert_eq!(
+            live_row.lease_until,
+            Some(unix(live_lease)),
+            "the live lease of row {} was touched",
+            live_row.id
+        );
+        assert_eq!(
+            (
+                live_row.attempts,
+                live_row.last_error.as_deref(),
+                live_row.dead_at
+            ),
+            (Some(0), None, None),
+            "{live_row:?}"
+        );
+    }
+    assert_eq!(rows[2].attempts, Some(1), "{:?}", rows[2]);
+    assert_eq!(rows[2].last_status, Some(422));
+    assert_eq!(rows[2].last_error.as_deref(), Some("http 422: bad field"));
+    assert!(rows[2].dead_at.is_some());
+    assert_eq!(store.pending().0, 3);
+
+    // The stale drainer's delivery of the dead row is a fact, but that row was no longer pending.
+    store
+        .settle_leased(
+            vec![Settlement::Synced {
+                id: RowId(3),
+                status: 200,
+            }],
+            stale_lease,
+        )
+        .await
+        .unwrap();
+    assert!(row(&dir, RowId(3)).synced_at.is_some());
+    assert_eq!(store.pending().0, 3, "the dead row was counted out twice");
+    assert_eq!(store.count_pending().unwrap(), 3);
+}
+
+/// A due claim takes a row whose timer lies further off than any retry can be set (the wall clock
+/// went back since), and still leaves a row whose timer is merely in the future.
+#[tokio::test]
+async fn a_due_claim_takes_rows_timed_beyond_the_longest_wait() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    support::fill(&store, 2).await;
+    let conn = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    let now = unix(SystemTime::now());
+    conn.execute(
+        "UPDATE sync_queue SET next_attempt_at = ?1 WHERE id = 1",
+        [now + 10.0 * 86_400.0],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE sync_queue SET next_attempt_at = ?1 WHERE id = 2",
+        [now + 1800.0],
+    )
+    .unwrap();
+    let claimed = store
+        .claim_batch_until(
+            10,
+            ClaimFrom::Due,
+            SystemTime::now() + LEASE,
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&claimed), vec![1]);
+}

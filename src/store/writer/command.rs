@@ -65,12 +65,17 @@ pub(in crate::store) enum Command {
     Claim {
         limit: usize,
         from: ClaimFrom,
-        lease: Duration,
+        /// The lease taken, stored as is: it is also the token that fences the settlements.
+        lease_until: SystemTime,
+        /// The longest wait a retry can be given; a due claim takes rows timed further off.
+        longest_wait: Duration,
         now: SystemTime,
         reply: Reply<Vec<ClaimedRow>>,
     },
     Settle {
         settlements: Vec<Settlement>,
+        /// The lease the rows were claimed with; `None` settles whoever holds them.
+        lease_until: Option<SystemTime>,
         now: SystemTime,
         reply: Reply<()>,
     },

@@ -488,15 +488,24 @@ fn execute(
         Command::Claim {
             limit,
             from,
-            lease,
+            lease_until,
+            longest_wait,
             now,
             reply,
-        } => reply.set(claim(conn, *limit, *from, *lease, *now, delta)),
+        } => reply.set(claim(
+            conn,
+            *limit,
+            *from,
+            (*lease_until, *longest_wait),
+            *now,
+            delta,
+        )),
         Command::Settle {
             settlements,
+            lease_until,
             now,
             reply,
-        } => reply.set(settle(conn, settlements, *now, delta)),
+        } => reply.set(settle(conn, settlements, *lease_until, *now, delta)),
         Command::Retry { selector, reply } => reply.set(retry(conn, selector, delta)),
         Command::PurgeSynced {
             older_than,

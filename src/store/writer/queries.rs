@@ -14,7 +14,6 @@ use super::command::Command;
 use super::pending::PendingDelta;
 use crate::store::types::{
     ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, Settlement,
-    lease_until,
 };
 use crate::store::{Error, to_unix};
 
@@ -218,13 +217,19 @@ pub(super) fn claim(
     conn: &Connection,
     limit: usize,
     from: ClaimFrom,
-    lease: Duration,
+    (lease_until, longest_wait): (SystemTime, Duration),
     now: SystemTime,
     delta: &mut PendingDelta,
 ) -> Result<Vec<ClaimedRow>, Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // A timer further off than any retry can be set is due: the wall clock went back since it was
+    // set (a VM restored, NTP fixing a clock that ran ahead), and the row would otherwise wait for
+    // as long as the clock jumped.
     let (due_clause, after) = match from {
-        ClaimFrom::Due => ("(next_attempt_at IS NULL OR next_attempt_at <= :now)", 0),
+        ClaimFrom::Due => (
+            "(next_attempt_at IS NULL OR next_attempt_at <= :now OR next_attempt_at > :horizon)",
+            0,
+        ),
         ClaimFrom::After(RowId(after)) => ("id > :after", after),
     };
     // Invariant: the lease is taken in the same statement that selects the rows, inside a write
@@ -242,7 +247,8 @@ pub(super) fn claim(
     );
     let mut statement = conn.prepare_cached(&sql)?;
     let now_unix = to_unix(now);
-    let lease_until = to_unix(lease_until(now, lease));
+    let lease_until = to_unix(lease_until);
+    let horizon = now_unix + longest_wait.as_secs_f64();
     let mut rows = Vec::new();
     // A row that cannot be posted is made dead on its own, and the statement runs again for as
     // many rows as it took the place of: one bad row neither fails the claim (which would stop
@@ -253,7 +259,7 @@ pub(super) fn claim(
         let wanted = limit.saturating_sub(i64::try_from(rows.len()).unwrap_or(i64::MAX));
         let mut query = match from {
             ClaimFrom::Due => statement.query(rusqlite::named_params! {
-                ":lease_until": lease_until, ":now": now_unix, ":limit": wanted,
+                ":lease_until": lease_until, ":now": now_unix, ":limit": wanted, ":horizon": horizon,
             })?,
             ClaimFrom::After(_) => statement.query(rusqlite::named_params! {
                 ":lease_until": lease_until, ":now": now_unix, ":limit": wanted, ":after": after,
@@ -355,13 +361,20 @@ fn bury_unreadable(
     Ok(())
 }
 
+/// Records `settlements`. With `lease_until` (the lease the rows were claimed with), `Retry`,
+/// `Dead` and `Release` change only rows that still hold exactly that lease: a drainer whose lease
+/// ran out and whose rows another drainer claimed must not clear that drainer's live lease (a third
+/// could then post the row) nor overwrite what it recorded. None of them touches a dead row, whose
+/// status and error say why it died.
 pub(super) fn settle(
     conn: &Connection,
     settlements: &[Settlement],
+    lease_until: Option<SystemTime>,
     now: SystemTime,
     delta: &mut PendingDelta,
 ) -> Result<(), Error> {
     let now = to_unix(now);
+    let lease = lease_until.map(to_unix);
     // Deliveries come in runs (a whole batch answered 200): each run of `Synced` with the same
     // status is one statement over a JSON array of ids rather than one statement per row. Runs
     // keep the settlements' order, so the outcome is the same as settling them one by one.
@@ -380,7 +393,8 @@ pub(super) fn settle(
         settle_synced(conn, &run, run_status, now, delta)?;
         run.clear();
         // Every update is guarded by `synced_at IS NULL`: a row another drainer delivered after our
-        // lease expired stays synced, whatever we learned.
+        // lease expired stays synced, whatever we learned. The others are also fenced by the lease
+        // (see above).
         match settlement {
             Settlement::Synced { .. } => {}
             Settlement::Retry {
@@ -392,18 +406,28 @@ pub(super) fn settle(
                 conn.prepare_cached(
                     "UPDATE sync_queue SET attempts = COALESCE(attempts, 0) + 1, lease_until = NULL,
                             next_attempt_at = ?2, last_status = ?3, last_error = ?4
-                      WHERE id = ?1 AND synced_at IS NULL",
+                      WHERE id = ?1 AND synced_at IS NULL AND dead_at IS NULL
+                        AND (?5 IS NULL OR lease_until = ?5)",
                 )?
-                .execute(params![id.0, to_unix(*next_attempt_at), status, truncate(error)])?;
+                .execute(params![
+                    id.0,
+                    to_unix(*next_attempt_at),
+                    status,
+                    truncate(error),
+                    lease
+                ])?;
             }
             Settlement::Dead { id, status, error } => {
                 conn.prepare_cached(
                     "UPDATE sync_queue SET attempts = COALESCE(attempts, 0) + 1, lease_until = NULL,
                             dead_at = ?2, last_status = ?3, last_error = ?4
                       WHERE id = ?1 AND synced_at IS NULL AND dead_at IS NULL
+                        AND (?5 IS NULL OR lease_until = ?5)
                   RETURNING length(CAST(payload_json AS BLOB))",
                 )?
-                .query_row(params![id.0, now, status, truncate(error)], |row| row.get::<_, i64>(0))
+                .query_row(params![id.0, now, status, truncate(error), lease], |row| {
+                    row.get::<_, i64>(0)
+                })
                 .optional()?
                 .into_iter()
                 .for_each(|bytes| delta.row(-1, bytes));
@@ -413,17 +437,25 @@ pub(super) fn settle(
                     "UPDATE sync_queue SET lease_until = NULL,
                             last_status = COALESCE(?2, last_status),
                             last_error = COALESCE(?3, last_error)
-                      WHERE id = ?1 AND synced_at IS NULL",
+                      WHERE id = ?1 AND synced_at IS NULL AND dead_at IS NULL
+                        AND (?4 IS NULL OR lease_until = ?4)",
                 )?
-                .execute(params![id.0, status, error.as_deref().map(truncate)])?;
+                .execute(params![
+                    id.0,
+                    status,
+                    error.as_deref().map(truncate),
+                    lease
+                ])?;
             }
         }
     }
     settle_synced(conn, &run, run_status, now, delta)
 }
 
-/// Marks delivered rows synced, in one statement. Guarded by `synced_at IS NULL` like every
-/// settlement: a row another drainer already settled is left alone and not counted twice.
+/// Marks delivered rows synced. Guarded by `synced_at IS NULL` like every settlement: a row
+/// another drainer already delivered is left alone and not counted twice. A row another drainer
+/// made dead meanwhile is delivered all the same (the server took it), but it had already left
+/// the pending gauge, so only the rows that were pending are counted out of it.
 fn settle_synced(
     conn: &Connection,
     ids: &[i64],
@@ -444,16 +476,23 @@ fn settle_synced(
         let _ = write!(list, "{id}");
     }
     list.push(']');
-    let mut statement = conn.prepare_cached(
+    let mut pending = conn.prepare_cached(
         "UPDATE sync_queue SET synced_at = ?2, lease_until = NULL, last_status = ?3,
-                last_error = NULL, dead_at = NULL
-          WHERE id IN (SELECT value FROM json_each(?1)) AND synced_at IS NULL
+                last_error = NULL
+          WHERE id IN (SELECT value FROM json_each(?1)) AND synced_at IS NULL AND dead_at IS NULL
       RETURNING length(CAST(payload_json AS BLOB))",
     )?;
-    let settled = statement.query_map(params![list, now, status], |row| row.get::<_, i64>(0))?;
+    let settled = pending.query_map(params![list, now, status], |row| row.get::<_, i64>(0))?;
     for bytes in settled {
         delta.row(-1, bytes?);
     }
+    conn.prepare_cached(
+        "UPDATE sync_queue SET synced_at = ?2, lease_until = NULL, last_status = ?3,
+                last_error = NULL, dead_at = NULL
+          WHERE id IN (SELECT value FROM json_each(?1)) AND synced_at IS NULL
+            AND dead_at IS NOT NULL",
+    )?
+    .execute(params![list, now, status])?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -43,6 +44,9 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub delay: Duration,
+    /// Send the status and headers (announcing a longer body), then only the first bytes of the
+    /// body, and stall this long before ending the response.
+    pub stall_body: Option<Duration>,
 }
 
 impl Reply {
@@ -52,6 +56,7 @@ impl Reply {
             headers: Vec::new(),
             body: String::new(),
             delay: Duration::ZERO,
+            stall_body: None,
         }
     }
 
@@ -74,6 +79,11 @@ impl Reply {
 
     pub fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
+        self
+    }
+
+    pub fn stall_body(mut self, stall: Duration) -> Reply {
+        self.stall_body = Some(stall);
         self
     }
 }
@@ -322,11 +332,27 @@ async fn handle(
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    let mut response = (
-        StatusCode::from_u16(reply.status).expect("valid status"),
-        reply.body,
-    )
-        .into_response();
+    let status = StatusCode::from_u16(reply.status).expect("valid status");
+    let mut response = match reply.stall_body {
+        None => (status, reply.body).into_response(),
+        Some(stall) => {
+            // The head goes out at once; the body's first chunk follows, the rest never does
+            // before the stall ends (and then the response ends short of its length).
+            let first = Bytes::from(reply.body);
+            let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(first)]).chain(
+                futures_util::stream::once(async move {
+                    tokio::time::sleep(stall).await;
+                    Err(std::io::Error::other("stalled body ends"))
+                }),
+            );
+            let mut response = (status, axum::body::Body::from_stream(chunks)).into_response();
+            response.headers_mut().insert(
+                "content-length",
+                axum::http::HeaderValue::from_static("1000"),
+            );
+            response
+        }
+    };
     for (name, value) in reply.headers {
         response.headers_mut().insert(
             axum::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
