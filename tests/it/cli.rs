@@ -484,6 +484,39 @@ fn missing_api_key_file_exits_78() {
     );
 }
 
+/// A key file that is not one line of visible ASCII (here a key and a comment) is a configuration
+/// error naming the file, found before anything is bound or created: exit 78, which the unit's
+/// `RestartPreventExitStatus=` keeps from restarting in a loop. The key is not printed.
+#[test]
+fn two_line_api_key_file_exits_78_before_serving() {
+    let (_guard, dir) = support::temp_dir();
+    let key_file = dir.join("api-key");
+    std::fs::write(&key_file, format!("{KEY}\n# rotated last week\n")).unwrap();
+    let data_dir = dir.join("data");
+    let port = support::daemon::free_port();
+    let (output, stdout, stderr) = support::run(
+        gradata(&data_dir)
+            .arg("--api-key-file")
+            .arg(&key_file)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")]),
+    );
+    assert_eq!(output.status.code(), Some(78), "{stdout}\n{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    for needle in [
+        key_file.to_str().unwrap(),
+        "sync.api_key",
+        "--api-key-file",
+        "one line",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "{needle:?} not in stderr: {stderr}"
+        );
+    }
+    assert!(!stderr.contains(KEY), "the key leaked: {stderr}");
+    assert!(!data_dir.exists(), "the data directory was created");
+}
+
 /// Two drains at once on one data directory post every row exactly once between them.
 #[test]
 fn concurrent_drains_post_each_row_once() {
