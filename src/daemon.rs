@@ -146,19 +146,15 @@ async fn serve(
     // 5. Serve, then READY=1.
     let (engines, engine_updates) = watch::channel(engine);
     let wake = worker::Wake::new();
+    let (api_settings, api_settings_updates) =
+        watch::channel(Arc::new(api_settings(&config, brain_id)));
     let state = api::State::new(api::Shared {
         store: store.clone(),
         engines: engine_updates.clone(),
         wake: wake.clone(),
-        brain_id,
         data_dir: config.data_dir.clone(),
         started,
-        limits: api_limits(&config),
-        guards: api::Guards {
-            allowed_hosts: config.allowed_hosts.clone(),
-            cors_origins: config.cors_origins.clone(),
-            token: config.api_token.clone(),
-        },
+        settings: api_settings_updates,
     });
     let serving = stop.child_token();
     let server_alive = Arc::new(AtomicBool::new(true));
@@ -203,7 +199,8 @@ async fn serve(
             () = stop.cancelled() => break Ok(()),
             Some(()) = reloads.recv() => {
                 notifier.reloading();
-                config = reload_config(config, &reload, &engines, &store, &status);
+                let swaps = Swaps { engines: &engines, api_settings: &api_settings };
+                config = reload_config(config, &reload, swaps, &store, &status).await;
                 notifier.ready(&serving_status(&store, &status).await);
             }
             joined = &mut server => break Err(match joined {
@@ -332,7 +329,19 @@ async fn brain_id(config: &Config) -> Result<String, Error> {
     }
 }
 
-/// The API's limits, from the configuration. They change only at restart.
+/// The API's reloadable settings, from the configuration and the resolved `brain_id`.
+fn api_settings(config: &Config, brain_id: String) -> api::Settings {
+    api::Settings {
+        brain_id,
+        limits: api_limits(config),
+        guards: api::Guards {
+            allowed_hosts: config.allowed_hosts.clone(),
+            cors_origins: config.cors_origins.clone(),
+            token: config.api_token.clone(),
+        },
+    }
+}
+
 fn api_limits(config: &Config) -> api::Limits {
     api::Limits {
         body: api::BodyLimits {
@@ -483,23 +492,34 @@ async fn serving_status(store: &Store, status: &Status) -> String {
     }
 }
 
-/// Builds and validates the new configuration, then swaps the engine; on any error keeps the old
-/// configuration in force and says why.
-fn reload_config(
+/// Where a reload puts what it built. The daemon holds both senders; the worker and the routes
+/// hold the receivers.
+struct Swaps<'a> {
+    engines: &'a watch::Sender<Engine>,
+    api_settings: &'a watch::Sender<Arc<api::Settings>>,
+}
+
+/// Builds and validates the new configuration, then swaps the sync engine and the API's settings
+/// (token, hosts, origins, limits, `brain_id`); on any error keeps the old configuration in force
+/// and says why. Every changed key that only a restart applies is named in a warning.
+async fn reload_config(
     current: Config,
     reload: &Reload,
-    engines: &watch::Sender<Engine>,
+    swaps: Swaps<'_>,
     store: &Store,
     status: &Status,
 ) -> Config {
+    let rejected = |err: &dyn std::fmt::Display| {
+        tracing::error!(error = %err, "configuration reload rejected; the running configuration stays in force");
+    };
     let new = match reload() {
         Ok(new) => new,
         Err(err) => {
-            tracing::error!(error = %err, "configuration reload rejected; the running configuration stays in force");
+            rejected(&err);
             return current;
         }
     };
-    let old_engine = engines.borrow().clone();
+    let old_engine = swaps.engines.borrow().clone();
     let concurrency = if new.sync.max_concurrency == current.sync.max_concurrency {
         old_engine.concurrency().clone()
     } else {
@@ -515,20 +535,33 @@ fn reload_config(
     ) {
         Ok(engine) => engine,
         Err(err) => {
-            tracing::error!(error = %err, "configuration reload rejected; the running configuration stays in force");
+            rejected(&err);
             return current;
         }
     };
-    for (what, changed) in [
-        ("data_dir", new.data_dir != current.data_dir),
-        ("api.listen", new.listen != current.listen),
-        ("store.synchronous", new.synchronous != current.synchronous),
-    ] {
-        if changed {
-            tracing::warn!(key = what, "this setting changes only at the next restart");
+    // The data directory is not reloaded, so a derived brain id is the one read at start.
+    let brain_id = match brain_id(&Config {
+        data_dir: current.data_dir.clone(),
+        ..new.clone()
+    })
+    .await
+    {
+        Ok(id) => id,
+        Err(err) => {
+            rejected(&err);
+            return current;
         }
+    };
+    for key in changes_needing_restart(&current, &new) {
+        tracing::warn!(
+            key,
+            "changed setting not applied: it takes effect only at the next restart"
+        );
     }
-    engines.send_replace(engine);
+    swaps.engines.send_replace(engine);
+    swaps
+        .api_settings
+        .send_replace(Arc::new(api_settings(&new, brain_id)));
     match new.sync.disabled_reason() {
         Some(reason) => {
             tracing::warn!(reason = %reason, "configuration reloaded; cloud sync is disabled")
@@ -536,6 +569,59 @@ fn reload_config(
         None => tracing::info!(key_source = %new.sync.api_key_source, "configuration reloaded"),
     }
     new
+}
+
+/// The keys whose value changed from `running` to `new` but which this process applies only when
+/// it starts again: what was bound, opened or installed at start. Everything else a reload applies
+/// (the sync engine, the API's settings; the shutdown budgets are read from the configuration in
+/// force when the stop comes).
+fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
+    // Destructured without `..` on purpose: a field added to `Config` does not compile here until
+    // someone decides whether a reload applies it.
+    let Config {
+        config_file: _,
+        data_dir,
+        log_format,
+        log_filter,
+        listen,
+        shutdown_grace: _,
+        allowed_hosts: _,
+        cors_origins: _,
+        api_token: _,
+        max_body_bytes: _,
+        max_events_per_request: _,
+        body_timeout: _,
+        header_timeout,
+        degraded_after: _,
+        max_pending_rows: _,
+        max_pending_bytes: _,
+        brain_id: _,
+        synchronous,
+        busy_timeout,
+        synced_retention,
+        sync: _,
+        startup_drain: _,
+        shutdown_drain: _,
+    } = running;
+    [
+        ("data_dir", *data_dir != new.data_dir),
+        ("log.format", *log_format != new.log_format),
+        ("log.filter", *log_filter != new.log_filter),
+        ("api.listen", *listen != new.listen),
+        (
+            "api.header_timeout_secs",
+            *header_timeout != new.header_timeout,
+        ),
+        ("store.synchronous", *synchronous != new.synchronous),
+        ("store.busy_timeout_secs", *busy_timeout != new.busy_timeout),
+        (
+            "store.synced_retention_days",
+            *synced_retention != new.synced_retention,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 fn millis(duration: Duration) -> u64 {

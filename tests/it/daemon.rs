@@ -657,6 +657,107 @@ fn sighup_reloads_and_rejects_a_bad_config() {
     stop_cleanly(&mut daemon);
 }
 
+/// A reload applies the local token, the allowed hosts, the limits and `sync.brain_id` to the
+/// next request (an operator rotating a leaked token is not told it worked while the old one still
+/// passes), and names every changed setting that only a restart applies.
+#[test]
+fn sighup_applies_the_token_hosts_limits_and_brain_id() {
+    let (_guard, dir) = support::temp_dir();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("gradata.toml");
+    let (token_a, token_b) = (
+        config_dir.path().join("token-a"),
+        config_dir.path().join("token-b"),
+    );
+    std::fs::write(&token_a, "token-a\n").unwrap();
+    std::fs::write(&token_b, "token-b\n").unwrap();
+    let write_config = |token: &std::path::Path, brain: &str, extra: &str| {
+        let text = format!(
+            "[api]\ntoken_file = {:?}\n{extra}\n[sync]\nbrain_id = {brain:?}\n",
+            token.to_str().unwrap()
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config(&token_a, "brain-a", "");
+    let mut daemon = Spec::new(&dir)
+        .global_arg("--config")
+        .global_arg(&config)
+        .spawn();
+    daemon.expect_ready();
+    let addr = daemon.addr();
+    let event = |token: &str, name: &str| {
+        let body = serde_json::json!({"kind": "event", "data": {"name": name}}).to_string();
+        let bearer = format!("Bearer {token}");
+        daemon::post_bytes(
+            addr,
+            "/v1/events",
+            &[("Authorization", &bearer)],
+            body.as_bytes(),
+        )
+        .status
+    };
+    let from_host =
+        |host: &str| daemon::request(addr, "GET", "/health", &[("Host", host)], b"").status;
+    assert_eq!(event("token-a", "before"), 200);
+    assert_eq!(event("token-b", "refused"), 401);
+    assert_eq!(from_host("gradata.internal"), 403);
+
+    write_config(
+        &token_b,
+        "brain-b",
+        "allowed_hosts = [\"gradata.internal\"]\nmax_events_per_request = 1\n\
+         header_timeout_secs = 30.0\n\
+         [log]\nfilter = \"info,gradata=debug\"",
+    );
+    daemon.sighup();
+    let seen = daemon.expect_ready();
+    assert!(seen.iter().any(|m| m.has("RELOADING=1")), "{seen:#?}");
+    daemon.wait_for_log("configuration reloaded", PATIENCE);
+
+    assert_eq!(
+        event("token-a", "old token"),
+        401,
+        "the old token still passes"
+    );
+    assert_eq!(event("token-b", "after"), 200);
+    assert_eq!(from_host("gradata.internal"), 200);
+    let two = serde_json::json!([
+        {"kind": "event", "data": {"name": "one"}},
+        {"kind": "event", "data": {"name": "two"}},
+    ]);
+    let over_limit = daemon::post_bytes(
+        addr,
+        "/v1/events",
+        &[("Authorization", "Bearer token-b")],
+        two.to_string().as_bytes(),
+    );
+    assert_eq!(
+        over_limit.status, 400,
+        "api.max_events_per_request not applied"
+    );
+    let brains: Vec<String> = support::rows(&dir)
+        .iter()
+        .map(|row| {
+            let payload: serde_json::Value = serde_json::from_str(&row.payload_json).unwrap();
+            payload["brain_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(brains, ["brain-a", "brain-b"]);
+
+    let stderr = daemon.stderr();
+    let not_applied: Vec<String> = stderr
+        .lines()
+        .filter(|line| line.contains("changed setting not applied"))
+        .filter_map(|line| log_field(line, "key"))
+        .collect();
+    assert_eq!(
+        not_applied,
+        ["log.filter", "api.header_timeout_secs"],
+        "{stderr}"
+    );
+    stop_cleanly(&mut daemon);
+}
+
 /// `/health` has every documented field, with the right types and values.
 #[test]
 fn health_reports_the_documented_fields() {
