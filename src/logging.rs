@@ -25,9 +25,9 @@ pub enum Sink {
 
 /// Installs the global subscriber. `Auto` means the journal when systemd runs us with one, text
 /// otherwise; `Journal` falls back to text (with a warning) when no journal answers. An invalid
-/// filter falls back to `info` with a warning rather than silencing the logs.
+/// or empty filter falls back to `info` with a warning rather than silencing the logs.
 pub fn init(format: LogFormat, filter: &str) -> Sink {
-    let (env_filter, bad_filter) = match EnvFilter::try_new(filter) {
+    let (env_filter, bad_filter) = match parse_filter(filter) {
         Ok(parsed) => (parsed, None),
         Err(err) => (EnvFilter::new("info"), Some(err)),
     };
@@ -77,4 +77,31 @@ pub fn init(format: LogFormat, filter: &str) -> Sink {
         }
     }
     sink
+}
+
+/// Parses a filter. An empty one is refused like an invalid one: `EnvFilter` would read it as "no
+/// directives", which lets only errors through and so hides even the startup drain record.
+fn parse_filter(filter: &str) -> Result<EnvFilter, String> {
+    if filter.trim().is_empty() {
+        return Err("it is empty".to_owned());
+    }
+    EnvFilter::try_new(filter).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_filter_is_refused_like_an_invalid_one() {
+        for (filter, accepted) in [
+            ("info", true),
+            ("info,gradata=debug", true),
+            ("", false),
+            ("  ", false),
+            ("info,gradata=nonsense[", false),
+        ] {
+            assert_eq!(parse_filter(filter).is_ok(), accepted, "{filter:?}");
+        }
+    }
 }

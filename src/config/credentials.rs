@@ -16,7 +16,9 @@ pub(super) fn resolve_data_dir(
     configured: Option<&Path>,
     env: &Environment,
 ) -> Result<PathBuf, Error> {
-    if let Some(dir) = configured {
+    // An empty path (`data_dir = ""`, `--data-dir ''`) means "not configured", never the
+    // current directory.
+    if let Some(dir) = configured.filter(|dir| !dir.as_os_str().is_empty()) {
         return Ok(dir.to_path_buf());
     }
     // systemd's StateDirectory= may list several directories separated by colons; ours is first.

@@ -66,6 +66,11 @@ pub const DEFAULT_SHUTDOWN_DRAIN_SECS: f64 = 5.0;
 pub type Environment = BTreeMap<String, String>;
 
 /// Reads the variables the configuration looks at from the process environment.
+///
+/// Invariant: wherever the configuration reads a variable, an empty value means the same as an
+/// unset one (`GRADATA_CONFIG=` being "no config file" is the one documented meaning of its own).
+/// A drop-in's `Environment=GRADATA_X=` is the usual way to reset a variable, and an empty value
+/// silently meaning "the current directory", "sync off" or "log nothing" helps nobody.
 pub fn process_environment() -> Environment {
     std::env::vars()
         .filter(|(name, _)| {
@@ -250,13 +255,13 @@ impl Config {
         }
 
         for option in OPTIONS {
-            if let Some(value) = env.get(option.env) {
+            if let Some(value) = non_empty(env, option.env) {
                 let parsed = parse_env(option, value)?;
                 insert(&mut merged, option.key, parsed);
                 sources.insert(option.key.to_owned(), Source::Env(option.env));
             }
         }
-        if let Some(value) = env.get("GRADATA_CLOUD_SYNC_DISABLE") {
+        if let Some(value) = non_empty(env, "GRADATA_CLOUD_SYNC_DISABLE") {
             let disable = parse_bool(value).ok_or_else(|| Error::Invalid {
                 key: "sync.enabled".to_owned(),
                 origin: Source::Env("GRADATA_CLOUD_SYNC_DISABLE"),
@@ -270,8 +275,8 @@ impl Config {
                 );
             }
         }
-        if env.get("GRADATA_LOG").is_none() {
-            if let Some(filter) = env.get("RUST_LOG") {
+        if non_empty(env, "GRADATA_LOG").is_none() {
+            if let Some(filter) = non_empty(env, "RUST_LOG") {
                 insert(
                     &mut merged,
                     "log.filter",
@@ -340,6 +345,11 @@ impl Config {
             instance_lock: store::InstanceLock::Exclusive,
         }
     }
+}
+
+/// The value of `name`, unless it is unset or blank (see [`process_environment`]).
+fn non_empty<'a>(env: &'a Environment, name: &str) -> Option<&'a String> {
+    env.get(name).filter(|value| !value.trim().is_empty())
 }
 
 /// The dotted keys of every option, in declaration order (used by tests and docs checks).

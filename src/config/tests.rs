@@ -147,6 +147,43 @@ fn data_dir_falls_back_through_systemd_and_xdg() {
     );
 }
 
+/// An empty `GRADATA_*` value means the same as an unset one, for every option: not the current
+/// directory, not "sync off", not "log nothing", not an error.
+#[test]
+fn empty_environment_values_are_unset() {
+    let base = [
+        ("GRADATA_CONFIG", ""),
+        ("STATE_DIRECTORY", "/var/lib/gradata"),
+    ];
+    let defaults = Config::load(&Flags::default(), &env(&base)).unwrap();
+    for (key, variable) in option_keys() {
+        if variable == "GRADATA_SYNC_API_KEY_FILE" {
+            continue; // `env` points it away from /etc; unset, it would read the host's key
+        }
+        for blank in ["", " "] {
+            let mut pairs = base.to_vec();
+            pairs.push((variable, blank));
+            let config = Config::load(&Flags::default(), &env(&pairs))
+                .unwrap_or_else(|err| panic!("{variable}={blank:?}: {err}"));
+            assert_eq!(
+                format!("{config:?}"),
+                format!("{defaults:?}"),
+                "{variable}={blank:?} ({key}) is not the same as unset"
+            );
+        }
+    }
+    for variable in ["GRADATA_CLOUD_SYNC_DISABLE", "RUST_LOG"] {
+        let mut pairs = base.to_vec();
+        pairs.push((variable, ""));
+        let config = Config::load(&Flags::default(), &env(&pairs)).unwrap();
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"), "{variable}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "empty-dir.toml", "data_dir = \"\"\n");
+    let config = Config::load(&flags_with_config(&file), &env(&base[1..])).unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/var/lib/gradata"));
+}
+
 #[test]
 fn errors_name_the_key_and_where_it_came_from() {
     let dir = tempfile::tempdir().unwrap();
