@@ -347,6 +347,69 @@ impl Config {
     }
 }
 
+/// The `GRADATA_*` variables read outside [`OPTIONS`]: the config file, the key sources and the
+/// kill switch.
+const OTHER_VARIABLES: [&str; 4] = [
+    "GRADATA_CONFIG",
+    "GRADATA_API_KEY",
+    "GRADATA_API_KEY_FILE",
+    "GRADATA_CLOUD_SYNC_DISABLE",
+];
+/// Variables under this prefix are test hooks, read where they act, never documented for users.
+const TEST_HOOK_PREFIX: &str = "GRADATA_TEST_";
+
+/// A `GRADATA_*` variable that no option reads, and the known one it most resembles, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariable {
+    /// The variable as set.
+    pub name: String,
+    /// The known variable it is probably a misspelling of.
+    pub suggestion: Option<&'static str>,
+}
+
+/// Every `GRADATA_*` variable in `env` that nothing reads. These are warned about, not refused:
+/// a variable is inherited by every process below the shell that set it, so refusing one would
+/// stop a command from running because of a stranger's environment, while the config file,
+/// which is written for gradata alone, refuses unknown keys.
+pub fn unknown_variables(env: &Environment) -> Vec<UnknownVariable> {
+    let known = || {
+        OPTIONS
+            .iter()
+            .map(|option| option.env)
+            .chain(OTHER_VARIABLES)
+    };
+    env.keys()
+        .filter(|name| name.starts_with("GRADATA_") && !name.starts_with(TEST_HOOK_PREFIX))
+        .filter(|name| !known().any(|known| known == name.as_str()))
+        .map(|name| UnknownVariable {
+            name: name.clone(),
+            suggestion: closest(name, known()),
+        })
+        .collect()
+}
+
+/// The known name most like `name`: one whose part after `GRADATA_` contains `name`'s or is
+/// contained in it (`GRADATA_INGEST_URL`, `GRADATA_CLOUD_INGEST_URL`), else one a few edits away
+/// (`GRADATA_DATADIR`, `GRADATA_DATA_DIR`).
+fn closest(name: &str, known: impl Iterator<Item = &'static str>) -> Option<&'static str> {
+    let suffix = |name: &str| name.trim_start_matches("GRADATA_").to_owned();
+    let wanted = suffix(name);
+    known
+        .map(|candidate| {
+            let theirs = suffix(candidate);
+            let contained = theirs.contains(&wanted) || wanted.contains(&theirs);
+            let similarity = strsim::normalized_damerau_levenshtein(&wanted, &theirs);
+            (candidate, contained, similarity)
+        })
+        .filter(|(_, contained, similarity)| *contained || *similarity >= 0.7)
+        .max_by(|a, b| {
+            (a.1, a.2)
+                .partial_cmp(&(b.1, b.2))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .map(|(candidate, _, _)| candidate)
+}
+
 /// The value of `name`, unless it is unset or blank (see [`process_environment`]).
 fn non_empty<'a>(env: &'a Environment, name: &str) -> Option<&'a String> {
     env.get(name).filter(|value| !value.trim().is_empty())

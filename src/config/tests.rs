@@ -324,3 +324,30 @@ fn kill_switch_disables_sync() {
     assert!(!config.sync.enabled);
     assert!(config.sync.disabled_reason().is_some());
 }
+
+#[test]
+fn unknown_variables_are_listed_with_the_closest_known_one() {
+    let found = unknown_variables(&env(&[
+        ("GRADATA_INGEST_URL", "https://example.com"),
+        ("GRADATA_DATADIR", "/x"),
+        ("GRADATA_LOG_LEVEL", "debug"),
+        ("GRADATA_WHATEVER", "1"),
+        ("GRADATA_SYNC_BATCH_SIZE", "10"),
+        ("GRADATA_CONFIG", ""),
+        ("GRADATA_API_KEY", "k"),
+        ("GRADATA_TEST_STALL_WORKER_AFTER_SECS", "1"),
+    ]));
+    let found: Vec<(&str, Option<&str>)> = found
+        .iter()
+        .map(|unknown| (unknown.name.as_str(), unknown.suggestion))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("GRADATA_DATADIR", Some("GRADATA_DATA_DIR")),
+            ("GRADATA_INGEST_URL", Some("GRADATA_CLOUD_INGEST_URL")),
+            ("GRADATA_LOG_LEVEL", Some("GRADATA_LOG")),
+            ("GRADATA_WHATEVER", None),
+        ]
+    );
+}

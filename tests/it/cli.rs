@@ -456,6 +456,25 @@ fn bad_environment_value_exits_78_naming_the_variable() {
     );
 }
 
+/// A `GRADATA_*` variable that no option reads is not silently ignored: a warning names it and
+/// the known variable it resembles.
+#[test]
+fn unknown_environment_variable_is_named_with_a_suggestion() {
+    let (_guard, dir) = support::temp_dir();
+    let (output, stdout, stderr) = support::run(
+        gradata(&dir)
+            .env("GRADATA_INGEST_URL", "https://ingest.example.com/v1")
+            .args(["--log-format", "text", "status"]),
+    );
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("GRADATA_INGEST_URL"))
+        .unwrap_or_else(|| panic!("no warning naming the variable: {stderr}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("GRADATA_CLOUD_INGEST_URL"), "{line}");
+}
+
 /// A plain-http ingest URL to a remote host exits 78 and explains the loopback rule.
 #[test]
 fn remote_http_ingest_url_exits_78() {
