@@ -146,7 +146,8 @@ pub enum Error {
     File {
         /// The file.
         path: PathBuf,
-        /// The parser's message (it names the key and the line).
+        /// The parser's message on one line, key first (`sync.batch_size: invalid type: …`), or
+        /// the line and column of a syntax error.
         message: String,
     },
     /// A file named by the configuration cannot be read.
@@ -327,10 +328,12 @@ impl Config {
             }
         }
 
+        // Each layer was checked alone, so this fails only on a combination of layers; the
+        // message names the key.
         let raw: RawConfig = RawConfig::deserialize(merged).map_err(|err| Error::Invalid {
             key: "(merged)".to_owned(),
             origin: Source::Default,
-            message: err.to_string(),
+            message: layers::one_line(&err, None),
         })?;
         Validator { sources: &sources }.build(raw, file_read, flags, env)
     }

@@ -351,3 +351,36 @@ fn unknown_variables_are_listed_with_the_closest_known_one() {
         ]
     );
 }
+
+/// Every error of a bad file is one line, key first (systemd keeps the first line of `STATUS=`).
+#[test]
+fn file_errors_are_one_line_with_the_key_first() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in [
+        (
+            "[sync]\nbatch_size = \"x\"\n",
+            "sync.batch_size: invalid type: string \"x\", expected u64",
+        ),
+        (
+            "[sync]\nconcurency = 4\n",
+            "sync.concurency: unknown field `concurency`, expected one of",
+        ),
+        ("colour = 1\n", "colour: unknown field `colour`"),
+        ("[sync]\nbatch_size = = 3\n", "line 2, column 14: "),
+        (
+            "[api]\nlisten = \"127.0.0.1:1\"\n",
+            "api.listen: invalid type: string",
+        ),
+    ] {
+        let file = write(dir.path(), "bad.toml", text);
+        let message = Config::load(&flags_with_config(&file), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !message.contains('\n'),
+            "{text:?} gave several lines: {message}"
+        );
+        let expected = format!("{}: {expected}", file.display());
+        assert!(message.starts_with(&expected), "{text:?}: {message}");
+    }
+}
