@@ -30,6 +30,12 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Slack added to the drain budget when asking systemd for more start time.
 const TIMEOUT_SLACK: Duration = Duration::from_secs(15);
+/// The longest extension asked of systemd at once. `EXTEND_TIMEOUT_USEC=` is a u32 of
+/// microseconds (about 71.6 minutes), so a longer phase is covered by asking again, every half of
+/// this, before the last extension runs out.
+const MAX_EXTENSION: Duration = Duration::from_secs(3600);
+/// How long the sync worker gets to finish its pass at shutdown before it is aborted.
+const WORKER_STOP_WAIT: Duration = Duration::from_secs(5);
 /// Test hook: when set to a number of seconds, the sync worker wedges itself after that long, so
 /// tests can check that the watchdog stops being fed. Never set in production.
 pub const STALL_WORKER_HOOK: &str = "GRADATA_TEST_STALL_WORKER_AFTER_SECS";
@@ -127,7 +133,8 @@ async fn serve(
     }
 
     // 4. The bounded startup drain, with progress for `systemctl status`.
-    notifier.extend_timeout(config.startup_drain.max_time + TIMEOUT_SLACK);
+    let startup_extension =
+        keep_timeout_extended(notifier, config.startup_drain.max_time + TIMEOUT_SLACK);
     let report = drain_with_progress(
         &engine,
         Trigger::Startup,
@@ -136,6 +143,7 @@ async fn serve(
         notifier,
     )
     .await;
+    drop(startup_extension);
     if stop.is_cancelled() {
         notifier.stopping("stopping before start-up finished");
         tracing::info!("stopped during the startup drain; pending rows stay queued");
@@ -214,7 +222,10 @@ async fn serve(
 
     // Shutdown: stop accepting, let requests finish, final drain, close.
     let grace = config.shutdown_grace;
-    notifier.extend_timeout(grace + config.shutdown_drain.max_time + TIMEOUT_SLACK);
+    let _shutdown_extension = keep_timeout_extended(
+        notifier,
+        grace + WORKER_STOP_WAIT + config.shutdown_drain.max_time + TIMEOUT_SLACK,
+    );
     notifier.stopping("stopping: finishing requests in flight");
     stop.cancel();
     if !server.is_finished() && tokio::time::timeout(grace, &mut server).await.is_err() {
@@ -225,7 +236,7 @@ async fn serve(
         server.abort();
     }
     if !sync_worker.is_finished()
-        && tokio::time::timeout(Duration::from_secs(5), &mut sync_worker)
+        && tokio::time::timeout(WORKER_STOP_WAIT, &mut sync_worker)
             .await
             .is_err()
     {
@@ -361,6 +372,48 @@ async fn open_store(config: &Config) -> Result<Store, Error> {
     match tokio::task::spawn_blocking(move || Store::open(&options)).await {
         Ok(result) => Ok(result?),
         Err(join) => Err(Error::Store(store::Error::Sqlite(join.to_string()))),
+    }
+}
+
+/// Asks systemd for `needed` more time before its start (or stop) timeout, in extensions systemd
+/// can take (see [`MAX_EXTENSION`]): the first at once, the rest from a task that the returned
+/// handle aborts when dropped, i.e. when the phase is over. `None` when one extension covers it.
+fn keep_timeout_extended(
+    notifier: Notifier,
+    needed: Duration,
+) -> Option<tokio_util::task::AbortOnDropHandle<()>> {
+    let mut schedule = extension_schedule(needed, MAX_EXTENSION).into_iter();
+    let (_, first) = schedule.next()?;
+    notifier.extend_timeout(first);
+    let rest: Vec<(Duration, Duration)> = schedule.collect();
+    if rest.is_empty() {
+        return None;
+    }
+    let started = tokio::time::Instant::now();
+    Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        async move {
+            for (at, extension) in rest {
+                tokio::time::sleep_until(started + at).await;
+                notifier.extend_timeout(extension);
+            }
+        },
+    )))
+}
+
+/// When to ask for how much (from the start of the phase) so that `needed` is covered without
+/// asking for more than `max` at once: every `max / 2`, each extension reaching past the next
+/// request, the last one ending exactly at `needed`.
+fn extension_schedule(needed: Duration, max: Duration) -> Vec<(Duration, Duration)> {
+    let step = max / 2;
+    let mut schedule = Vec::new();
+    let mut at = Duration::ZERO;
+    loop {
+        let remaining = needed.saturating_sub(at);
+        schedule.push((at, remaining.min(max)));
+        if remaining <= max || step.is_zero() {
+            return schedule;
+        }
+        at += step;
     }
 }
 
@@ -626,4 +679,41 @@ fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> 
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each extension fits `EXTEND_TIMEOUT_USEC=` (u32 microseconds), each request comes before
+    /// the previous extension runs out, and together they cover exactly what is needed, even for
+    /// the longest budgets the configuration accepts.
+    #[test]
+    fn extensions_fit_the_notification_and_cover_the_budget() {
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        for needed in [
+            Duration::from_secs(45),
+            MAX_EXTENSION,
+            MAX_EXTENSION + Duration::from_secs(1),
+            hours(2) + TIMEOUT_SLACK,
+            hours(24) + TIMEOUT_SLACK,
+            hours(2) + WORKER_STOP_WAIT + TIMEOUT_SLACK,
+        ] {
+            let schedule = extension_schedule(needed, MAX_EXTENSION);
+            assert_eq!(schedule[0].0, Duration::ZERO, "{needed:?}");
+            for &(_, extension) in &schedule {
+                assert!(u32::try_from(extension.as_micros()).is_ok(), "{needed:?}");
+            }
+            for pair in schedule.windows(2) {
+                let ((at, extension), (next_at, _)) = (pair[0], pair[1]);
+                assert!(next_at < at + extension, "{needed:?}: a gap at {next_at:?}");
+            }
+            let &(last_at, last) = schedule.last().unwrap();
+            assert_eq!(last_at + last, needed, "{needed:?}");
+        }
+        assert_eq!(
+            extension_schedule(Duration::from_secs(45), MAX_EXTENSION).len(),
+            1
+        );
+    }
 }

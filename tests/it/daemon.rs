@@ -758,6 +758,24 @@ fn sighup_applies_the_token_hosts_limits_and_brain_id() {
     stop_cleanly(&mut daemon);
 }
 
+/// A startup drain budget longer than `EXTEND_TIMEOUT_USEC=` can express (a u32 of microseconds,
+/// about 71.6 minutes) is asked for an hour at a time, not as a saturated value that systemd would
+/// time out on partway through the drain.
+#[test]
+fn a_long_drain_budget_is_asked_for_in_extensions_that_fit() {
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir)
+        .env("GRADATA_SYNC_STARTUP_DRAIN_MAX_SECS", "7200")
+        .spawn();
+    let before_ready = daemon.expect_ready();
+    let extensions: Vec<&str> = before_ready
+        .iter()
+        .filter_map(|m| m.value("EXTEND_TIMEOUT_USEC"))
+        .collect();
+    assert_eq!(extensions, ["3600000000"], "{before_ready:#?}");
+    stop_cleanly(&mut daemon);
+}
+
 /// `/health` has every documented field, with the right types and values.
 #[test]
 fn health_reports_the_documented_fields() {
