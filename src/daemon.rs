@@ -111,10 +111,16 @@ async fn serve(
     let started = Instant::now();
     // 1. Signals first, so a stop during the drain is never missed (DESIGN §2.1).
     let stop = CancellationToken::new();
+    // Cancelled by a second stop signal: whoever sent it will not wait for the grace period or
+    // the final drain. Rows the drain had not delivered stay pending, so nothing is lost.
+    let hurry = CancellationToken::new();
     let (reload_requests, mut reloads) = mpsc::channel(4);
     let signals = tokio::spawn(watch_signals(
         install_signals()?,
-        stop.clone(),
+        Stops {
+            stop: stop.clone(),
+            hurry: hurry.clone(),
+        },
         reload_requests,
     ));
 
@@ -228,34 +234,48 @@ async fn serve(
     );
     notifier.stopping("stopping: finishing requests in flight");
     stop.cancel();
-    if !server.is_finished() && tokio::time::timeout(grace, &mut server).await.is_err() {
-        tracing::warn!(
-            grace_seconds = grace.as_secs_f64(),
-            "requests still running after the grace period; closing them"
-        );
+    if !finished_within(&mut server, grace, &hurry).await {
+        if !hurry.is_cancelled() {
+            tracing::warn!(
+                grace_seconds = grace.as_secs_f64(),
+                "requests still running after the grace period; closing them"
+            );
+        }
         server.abort();
     }
-    if !sync_worker.is_finished()
-        && tokio::time::timeout(WORKER_STOP_WAIT, &mut sync_worker)
-            .await
-            .is_err()
-    {
+    if !finished_within(&mut sync_worker, WORKER_STOP_WAIT, &hurry).await {
         sync_worker.abort();
     }
     housekeeping.abort();
-    notifier.status("stopping: final drain");
-    let engine = engines.borrow().clone();
-    engine
-        .drain(
-            Trigger::Shutdown,
-            config.shutdown_drain,
-            &CancellationToken::new(),
-            &mut |_| {},
-        )
-        .await;
+    if !hurry.is_cancelled() {
+        notifier.status("stopping: final drain");
+        let engine = engines.borrow().clone();
+        // A second stop signal cuts the drain short; the rows it releases stay pending.
+        engine
+            .drain(
+                Trigger::Shutdown,
+                config.shutdown_drain,
+                &hurry,
+                &mut |_| {},
+            )
+            .await;
+    }
     signals.abort();
     tracing::info!("stopped");
     outcome
+}
+
+/// Whether `task` ends within `within`, waiting no longer once `hurry` is cancelled.
+async fn finished_within(
+    task: &mut tokio::task::JoinHandle<()>,
+    within: Duration,
+    hurry: &CancellationToken,
+) -> bool {
+    task.is_finished()
+        || tokio::select! {
+            joined = tokio::time::timeout(within, &mut *task) => joined.is_ok(),
+            () = hurry.cancelled() => false,
+        }
 }
 
 /// The signal streams, created once and kept for the life of the service.
@@ -273,18 +293,36 @@ fn install_signals() -> Result<Signals, Error> {
     })
 }
 
-/// Turns signals into a cancelled `stop` token (SIGTERM, SIGINT) or a reload request (SIGHUP).
-async fn watch_signals(mut signals: Signals, stop: CancellationToken, reloads: mpsc::Sender<()>) {
+/// The tokens stop signals cancel. `serve` holds the other clones and waits on them.
+struct Stops {
+    /// Cancelled by the first SIGTERM/SIGINT: stop accepting, then shut down in order.
+    stop: CancellationToken,
+    /// Cancelled by a second one: skip what is left of the grace period and the final drain.
+    hurry: CancellationToken,
+}
+
+impl Stops {
+    fn signalled(&self, name: &str) {
+        if self.stop.is_cancelled() {
+            tracing::warn!(
+                signal = name,
+                "second stop signal: skipping the grace period and the final drain"
+            );
+            self.hurry.cancel();
+        } else {
+            tracing::info!("{name} received, shutting down");
+            self.stop.cancel();
+        }
+    }
+}
+
+/// Turns signals into cancelled tokens (SIGTERM, SIGINT: see [`Stops`]) or a reload request
+/// (SIGHUP).
+async fn watch_signals(mut signals: Signals, stops: Stops, reloads: mpsc::Sender<()>) {
     loop {
         tokio::select! {
-            _ = signals.terminate.recv() => {
-                tracing::info!("SIGTERM received, shutting down");
-                stop.cancel();
-            }
-            _ = signals.interrupt.recv() => {
-                tracing::info!("SIGINT received, shutting down");
-                stop.cancel();
-            }
+            _ = signals.terminate.recv() => stops.signalled("SIGTERM"),
+            _ = signals.interrupt.recv() => stops.signalled("SIGINT"),
             _ = signals.hangup.recv() => {
                 tracing::info!("SIGHUP received, reloading configuration");
                 // A full channel already holds a pending reload; one is enough.

@@ -776,6 +776,44 @@ fn a_long_drain_budget_is_asked_for_in_extensions_that_fit() {
     stop_cleanly(&mut daemon);
 }
 
+/// A second SIGTERM during shutdown skips the final drain: the service exits at once, logs why,
+/// and the row the drain was posting stays pending, unleased.
+#[test]
+fn a_second_sigterm_skips_the_final_drain() {
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 1);
+    // Never answers in time: without a second signal, the final drain would wait out its budget.
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_secs(3600)));
+    let mut daemon = Spec::new(&dir)
+        .syncing_to(&server.url("/ingest"))
+        .env("GRADATA_SYNC_STARTUP_DRAIN_MAX_SECS", "0")
+        .env("GRADATA_SYNC_REQUEST_TIMEOUT_SECS", "600")
+        .env("GRADATA_SYNC_LEASE_SECS", "1200")
+        .env("GRADATA_SYNC_SHUTDOWN_DRAIN_MAX_SECS", "3600")
+        .spawn();
+    daemon.expect_ready();
+    daemon.sigterm();
+    daemon.notify().expect(
+        "the final drain",
+        |m| m.value("STATUS") == Some("stopping: final drain"),
+        PATIENCE,
+    );
+    daemon.sigterm();
+    let code = daemon.exit_code(PATIENCE);
+    assert_eq!(code, 0, "stderr:\n{}", daemon.stderr());
+    daemon.wait_for_log("second stop signal", PATIENCE);
+    let rows = support::rows(&dir);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].synced_at, rows[0].dead_at),
+        (None, None),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0].lease_until, None, "a lease outlived the daemon");
+    // The fake server would wait out its replies before stopping; the test is done with it.
+    std::mem::forget(server);
+}
+
 /// `/health` has every documented field, with the right types and values.
 #[test]
 fn health_reports_the_documented_fields() {
