@@ -78,6 +78,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the cause is configuration that a restart cannot fix (exit 78): a passed socket the
+    /// service cannot use, or an address that is not one.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Error::Listeners(err) if err.is_configuration())
+    }
+
     /// The `ERRNO=` sent to systemd before exiting.
     fn errno(&self) -> u32 {
         let raw = match self {

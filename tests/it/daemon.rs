@@ -814,6 +814,51 @@ fn a_second_sigterm_skips_the_final_drain() {
     std::mem::forget(server);
 }
 
+/// A passed socket the service cannot accept from is refused before `READY=1`, with exit 78 (a
+/// socket unit mistake, which a restart cannot fix): a bound TCP socket nobody called `listen(2)`
+/// on (what `Accept=yes` or a hand-made launcher passes), and a UDP socket.
+#[test]
+fn an_unusable_passed_socket_exits_78_before_ready() {
+    use socket2::{Domain, Socket, Type};
+    let not_listening = || {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        socket
+    };
+    let udp = || {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+        socket
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        socket
+    };
+    for (socket, needle) in [
+        (not_listening(), "is not listening"),
+        (udp(), "neither a TCP nor a unix stream socket"),
+    ] {
+        let (_guard, dir) = support::temp_dir();
+        let mut daemon = Spec::new(&dir).passing(socket.into()).spawn();
+        let code = daemon.exit_code(PATIENCE);
+        let stderr = daemon.stderr();
+        assert_eq!(code, 78, "{stderr}");
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+        let all = daemon.notify().all();
+        assert!(!all.iter().any(|m| m.has("READY=1")), "{all:#?}");
+    }
+}
+
 /// `/health` has every documented field, with the right types and values.
 #[test]
 fn health_reports_the_documented_fields() {
