@@ -52,6 +52,11 @@ pub enum Error {
     /// A listener could not be adopted or bound.
     #[error(transparent)]
     Listeners(#[from] listeners::Error),
+    /// A passed socket listens beyond loopback while no local token guards writes.
+    #[error(
+        "socket {0} listens on a non-loopback address, and api.token_file is not set: anyone on the network could write events; set a token or listen on loopback"
+    )]
+    Exposed(String),
     /// A bound socket could not be handed to the runtime.
     #[error("cannot use socket {name}: {cause}")]
     Socket {
@@ -81,7 +86,11 @@ impl Error {
     /// Whether the cause is configuration that a restart cannot fix (exit 78): a passed socket the
     /// service cannot use, or an address that is not one.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, Error::Listeners(err) if err.is_configuration())
+        match self {
+            Error::Listeners(err) => err.is_configuration(),
+            Error::Exposed(_) => true,
+            _ => false,
+        }
     }
 
     /// The `ERRNO=` sent to systemd before exiting.
@@ -131,7 +140,7 @@ async fn serve(
     ));
 
     // 2. Listeners: adopted or bound, not accepted from yet.
-    let listeners = open_listeners(sockets, &config.listen)?;
+    let listeners = open_listeners(sockets, &config.listen, config.api_token.is_some())?;
 
     // 3. The store: single-instance lock, open, migrate.
     let store = open_store(&config).await?;
@@ -338,7 +347,14 @@ async fn watch_signals(mut signals: Signals, stops: Stops, reloads: mpsc::Sender
     }
 }
 
-fn open_listeners(sockets: Passed, addresses: &[String]) -> Result<Vec<api::Listener>, Error> {
+/// Adopts the passed sockets, or binds `addresses` when there are none. A TCP socket beyond
+/// loopback is refused without a local token (configuration checks `api.listen` the same way;
+/// this catches a socket unit's `ListenStream=`), and logged as a warning with one.
+fn open_listeners(
+    sockets: Passed,
+    addresses: &[String],
+    token_set: bool,
+) -> Result<Vec<api::Listener>, Error> {
     let sockets = if sockets.is_empty() {
         listeners::bind(addresses)?
     } else {
@@ -348,7 +364,20 @@ fn open_listeners(sockets: Passed, addresses: &[String]) -> Result<Vec<api::List
         .into_iter()
         .map(|socket| {
             let name = socket.describe();
-            tracing::info!(socket = %name, "listening");
+            let exposed = match &socket {
+                Socket::Tcp { listener, .. } => listener
+                    .local_addr()
+                    .is_ok_and(|address| !address.ip().is_loopback()),
+                Socket::Unix { .. } => false,
+            };
+            if exposed && !token_set {
+                return Err(Error::Exposed(name));
+            }
+            if exposed {
+                tracing::warn!(socket = %name, "listening beyond loopback: writes need the local token, but reads (/health, /v1/queue, /metrics) are open to the network");
+            } else {
+                tracing::info!(socket = %name, "listening");
+            }
             let wrap = |cause| Error::Socket {
                 name: name.clone(),
                 cause,

@@ -859,6 +859,51 @@ fn an_unusable_passed_socket_exits_78_before_ready() {
     }
 }
 
+/// Listening beyond loopback without a local token would let anyone on the network write events
+/// (a network client can send any `Host`): refused with exit 78, for a `--listen` address and for
+/// a socket systemd passes. With `api.token_file` set it is allowed, with a warning naming it.
+#[test]
+fn a_non_loopback_listener_needs_the_local_token() {
+    let (_guard, dir) = support::temp_dir();
+    let wildcard = format!("0.0.0.0:{}", daemon::free_port());
+    let mut bound = Spec::new(&dir)
+        .without_socket()
+        .serve_arg("--listen")
+        .serve_arg(&wildcard)
+        .spawn();
+    assert_eq!(bound.exit_code(PATIENCE), 78, "{}", bound.stderr());
+    let stderr = bound.stderr();
+    assert!(
+        stderr.contains("api.listen") && stderr.contains(&wildcard),
+        "{stderr}"
+    );
+
+    let passed = || std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let mut refused = Spec::new(&dir).passing(passed().into()).spawn();
+    assert_eq!(refused.exit_code(PATIENCE), 78, "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains("api.token_file"),
+        "{}",
+        refused.stderr()
+    );
+    let all = refused.notify().all();
+    assert!(!all.iter().any(|m| m.has("READY=1")), "{all:#?}");
+
+    let token = dir.join("token");
+    std::fs::write(&token, "local-token\n").unwrap();
+    let mut allowed = Spec::new(&dir)
+        .env("GRADATA_API_TOKEN_FILE", &token)
+        .passing(passed().into())
+        .spawn();
+    allowed.expect_ready();
+    let warning = allowed.wait_for_log("listening beyond loopback", PATIENCE);
+    assert!(
+        warning.contains("WARN") && warning.contains("0.0.0.0"),
+        "{warning}"
+    );
+    stop_cleanly(&mut allowed);
+}
+
 /// `/health` has every documented field, with the right types and values.
 #[test]
 fn health_reports_the_documented_fields() {
