@@ -96,6 +96,9 @@ impl Error {
     /// The `ERRNO=` sent to systemd before exiting.
     fn errno(&self) -> u32 {
         let raw = match self {
+            // As for any configuration error (`cli` sends the same): the unit is wrong, not the
+            // system.
+            err if err.is_configuration() => Some(libc::EINVAL),
             Error::Listeners(listeners::Error::Bind { cause, .. }) => cause.raw_os_error(),
             Error::Socket { cause, .. } | Error::Signals(cause) => cause.raw_os_error(),
             Error::Store(store::Error::Locked(_)) => Some(libc::EAGAIN),
@@ -761,6 +764,24 @@ mod tests {
     /// Each extension fits `EXTEND_TIMEOUT_USEC=` (u32 microseconds), each request comes before
     /// the previous extension runs out, and together they cover exactly what is needed, even for
     /// the longest budgets the configuration accepts.
+    #[test]
+    fn socket_unit_mistakes_are_configuration_errors() {
+        let exposed = Error::Exposed("http (0.0.0.0:8765)".to_owned());
+        assert!(exposed.is_configuration());
+        assert_eq!(exposed.errno(), libc::EINVAL.unsigned_abs());
+        let not_listening = Error::Listeners(listeners::Error::NotListening {
+            index: 0,
+            name: "http".to_owned(),
+        });
+        assert!(not_listening.is_configuration());
+        let taken = Error::Listeners(listeners::Error::Bind {
+            address: "127.0.0.1:8765".to_owned(),
+            cause: std::io::Error::from_raw_os_error(libc::EADDRINUSE),
+        });
+        assert!(!taken.is_configuration());
+        assert_eq!(taken.errno(), libc::EADDRINUSE.unsigned_abs());
+    }
+
     #[test]
     fn extensions_fit_the_notification_and_cover_the_budget() {
         let hours = |h: u64| Duration::from_secs(h * 3600);
