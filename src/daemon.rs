@@ -630,7 +630,8 @@ struct Swaps<'a> {
 
 /// Builds and validates the new configuration, then swaps the sync engine and the API's settings
 /// (token, hosts, origins, limits, `brain_id`); on any error keeps the old configuration in force
-/// and says why. Every changed key that only a restart applies is named in a warning.
+/// and says why. A changed `log.filter` replaces the running one. Every changed key that only a
+/// restart applies is named in a warning.
 async fn reload_config(
     current: Config,
     reload: &Reload,
@@ -691,11 +692,18 @@ async fn reload_config(
     swaps
         .api_settings
         .send_replace(Arc::new(api_settings(&new, brain_id)));
+
     match new.sync.disabled_reason() {
         Some(reason) => {
             tracing::warn!(reason = %reason, "configuration reloaded; cloud sync is disabled")
         }
         None => tracing::info!(key_source = %new.sync.api_key_source, "configuration reloaded"),
+    }
+    // Last, so that the records above still pass the filter the operator had when asking.
+    if new.log_filter != current.log_filter {
+        if let Err(err) = crate::logging::set_filter(&new.log_filter) {
+            tracing::warn!(error = %err, "log filter not replaced; the old one stays in force");
+        }
     }
     new
 }
@@ -711,7 +719,7 @@ fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> 
         config_file: _,
         data_dir,
         log_format,
-        log_filter,
+        log_filter: _,
         listen,
         shutdown_grace: _,
         allowed_hosts: _,
@@ -735,7 +743,6 @@ fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> 
     [
         ("data_dir", *data_dir != new.data_dir),
         ("log.format", *log_format != new.log_format),
-        ("log.filter", *log_filter != new.log_filter),
         ("api.listen", *listen != new.listen),
         (
             "api.header_timeout_secs",

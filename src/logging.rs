@@ -1,13 +1,36 @@
 //! Where log records go: the journal under systemd, otherwise text lines or JSON objects on stderr.
 //!
 //! Records are structured (`tracing` fields) everywhere, so the same call site produces a readable
-//! line on a terminal, separate keys in JSON and separate journal fields (`DELIVERED=`…).
+//! line on a terminal, separate keys in JSON and separate journal fields (`DELIVERED=`…). The
+//! filter can be replaced while running ([`set_filter`], on a reload); the format cannot.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
+/// The handle that swaps the filter of the installed subscriber (a reload's `log.filter`). Set
+/// once, by the [`init`] that installed the subscriber; never set if another subscriber was
+/// installed first (tests).
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Why a new log filter was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// The filter does not parse, or is empty.
+    #[error("invalid log filter {filter:?}: {reason}")]
+    Invalid {
+        /// The filter as configured.
+        filter: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No subscriber of ours is installed, or it is gone.
+    #[error("the log filter cannot be changed: {0}")]
+    NotInstalled(String),
+}
 
 use crate::config::LogFormat;
 use crate::systemd::journal;
@@ -62,6 +85,7 @@ pub fn init(format: LogFormat, filter: &str) -> Sink {
             .flatten_event(true)
             .with_writer(std::io::stderr)
     });
+    let (env_filter, filter_handle) = reload::Layer::new(env_filter);
     let installed = tracing_subscriber::registry()
         .with(env_filter)
         .with(journal_layer)
@@ -69,6 +93,8 @@ pub fn init(format: LogFormat, filter: &str) -> Sink {
         .with(json)
         .try_init();
     if installed.is_ok() {
+        // Only the first `init` of a process installs a subscriber, so the cell is empty here.
+        let _ = FILTER.set(filter_handle);
         if let Some(err) = bad_filter {
             tracing::warn!("invalid log filter {filter:?} ({err}); using \"info\"");
         }
@@ -77,6 +103,21 @@ pub fn init(format: LogFormat, filter: &str) -> Sink {
         }
     }
     sink
+}
+
+/// Replaces the filter of the installed subscriber (SIGHUP with a changed `log.filter`). An
+/// invalid or empty filter changes nothing.
+pub fn set_filter(filter: &str) -> Result<(), FilterError> {
+    let parsed = parse_filter(filter).map_err(|reason| FilterError::Invalid {
+        filter: filter.to_owned(),
+        reason,
+    })?;
+    let handle = FILTER
+        .get()
+        .ok_or_else(|| FilterError::NotInstalled("no subscriber installed".to_owned()))?;
+    handle
+        .reload(parsed)
+        .map_err(|err| FilterError::NotInstalled(err.to_string()))
 }
 
 /// Parses a filter. An empty one is refused like an invalid one: `EnvFilter` would read it as "no
