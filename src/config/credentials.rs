@@ -53,7 +53,7 @@ pub(super) fn resolve_api_key(
         .map(|path| (path, "--api-key-file"))
         .or_else(|| {
             env.get("GRADATA_API_KEY_FILE")
-                .filter(|p| !p.is_empty())
+                .filter(|p| !p.trim().is_empty())
                 .map(|p| (PathBuf::from(p), "GRADATA_API_KEY_FILE"))
         });
     if let Some((path, origin)) = explicit {

@@ -172,9 +172,14 @@ fn empty_environment_values_are_unset() {
             );
         }
     }
-    for variable in ["GRADATA_CLOUD_SYNC_DISABLE", "RUST_LOG"] {
+    for (variable, blank) in [
+        ("GRADATA_CLOUD_SYNC_DISABLE", ""),
+        ("RUST_LOG", ""),
+        ("GRADATA_API_KEY_FILE", ""),
+        ("GRADATA_API_KEY_FILE", " "),
+    ] {
         let mut pairs = base.to_vec();
-        pairs.push((variable, ""));
+        pairs.push((variable, blank));
         let config = Config::load(&Flags::default(), &env(&pairs)).unwrap();
         assert_eq!(format!("{config:?}"), format!("{defaults:?}"), "{variable}");
     }
