@@ -30,6 +30,12 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Slack added to the drain budget when asking systemd for more start time.
 const TIMEOUT_SLACK: Duration = Duration::from_secs(15);
+/// The longest extension asked of systemd at once. `EXTEND_TIMEOUT_USEC=` is a u32 of
+/// microseconds (about 71.6 minutes), so a longer phase is covered by asking again, every half of
+/// this, before the last extension runs out.
+const MAX_EXTENSION: Duration = Duration::from_secs(3600);
+/// How long the sync worker gets to finish its pass at shutdown before it is aborted.
+const WORKER_STOP_WAIT: Duration = Duration::from_secs(5);
 /// Test hook: when set to a number of seconds, the sync worker wedges itself after that long, so
 /// tests can check that the watchdog stops being fed. Never set in production.
 pub const STALL_WORKER_HOOK: &str = "GRADATA_TEST_STALL_WORKER_AFTER_SECS";
@@ -46,6 +52,11 @@ pub enum Error {
     /// A listener could not be adopted or bound.
     #[error(transparent)]
     Listeners(#[from] listeners::Error),
+    /// A passed socket listens beyond loopback while no local token guards writes.
+    #[error(
+        "socket {0} listens on a non-loopback address, and api.token_file is not set: anyone on the network could write events; set a token or listen on loopback"
+    )]
+    Exposed(String),
     /// A bound socket could not be handed to the runtime.
     #[error("cannot use socket {name}: {cause}")]
     Socket {
@@ -72,9 +83,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the cause is configuration that a restart cannot fix (exit 78): a passed socket the
+    /// service cannot use, or an address that is not one.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Error::Listeners(err) => err.is_configuration(),
+            Error::Exposed(_) => true,
+            _ => false,
+        }
+    }
+
     /// The `ERRNO=` sent to systemd before exiting.
     fn errno(&self) -> u32 {
         let raw = match self {
+            // As for any configuration error (`cli` sends the same): the unit is wrong, not the
+            // system.
+            err if err.is_configuration() => Some(libc::EINVAL),
             Error::Listeners(listeners::Error::Bind { cause, .. }) => cause.raw_os_error(),
             Error::Socket { cause, .. } | Error::Signals(cause) => cause.raw_os_error(),
             Error::Store(store::Error::Locked(_)) => Some(libc::EAGAIN),
@@ -107,15 +131,21 @@ async fn serve(
     let started = Instant::now();
     // 1. Signals first, so a stop during the drain is never missed (DESIGN §2.1).
     let stop = CancellationToken::new();
+    // Cancelled by a second stop signal: whoever sent it will not wait for the grace period or
+    // the final drain. Rows the drain had not delivered stay pending, so nothing is lost.
+    let hurry = CancellationToken::new();
     let (reload_requests, mut reloads) = mpsc::channel(4);
     let signals = tokio::spawn(watch_signals(
         install_signals()?,
-        stop.clone(),
+        Stops {
+            stop: stop.clone(),
+            hurry: hurry.clone(),
+        },
         reload_requests,
     ));
 
     // 2. Listeners: adopted or bound, not accepted from yet.
-    let listeners = open_listeners(sockets, &config.listen)?;
+    let listeners = open_listeners(sockets, &config.listen, config.api_token.is_some())?;
 
     // 3. The store: single-instance lock, open, migrate.
     let store = open_store(&config).await?;
@@ -129,7 +159,8 @@ async fn serve(
     }
 
     // 4. The bounded startup drain, with progress for `systemctl status`.
-    notifier.extend_timeout(config.startup_drain.max_time + TIMEOUT_SLACK);
+    let startup_extension =
+        keep_timeout_extended(notifier, config.startup_drain.max_time + TIMEOUT_SLACK);
     let report = drain_with_progress(
         &engine,
         Trigger::Startup,
@@ -138,6 +169,7 @@ async fn serve(
         notifier,
     )
     .await;
+    drop(startup_extension);
     if stop.is_cancelled() {
         notifier.stopping("stopping before start-up finished");
         tracing::info!("stopped during the startup drain; pending rows stay queued");
@@ -148,19 +180,15 @@ async fn serve(
     // 5. Serve, then READY=1.
     let (engines, engine_updates) = watch::channel(engine);
     let wake = worker::Wake::new();
+    let (api_settings, api_settings_updates) =
+        watch::channel(Arc::new(api_settings(&config, brain_id)));
     let state = api::State::new(api::Shared {
         store: store.clone(),
         engines: engine_updates.clone(),
         wake: wake.clone(),
-        brain_id,
         data_dir: config.data_dir.clone(),
         started,
-        limits: api_limits(&config),
-        guards: api::Guards {
-            allowed_hosts: config.allowed_hosts.clone(),
-            cors_origins: config.cors_origins.clone(),
-            token: config.api_token.clone(),
-        },
+        settings: api_settings_updates,
     });
     let serving = stop.child_token();
     let server_alive = Arc::new(AtomicBool::new(true));
@@ -205,7 +233,8 @@ async fn serve(
             () = stop.cancelled() => break Ok(()),
             Some(()) = reloads.recv() => {
                 notifier.reloading();
-                config = reload_config(config, &reload, &engines, &store, &status);
+                let swaps = Swaps { engines: &engines, api_settings: &api_settings };
+                config = reload_config(config, &reload, swaps, &store, &status).await;
                 notifier.ready(&serving_status(&store, &status).await);
             }
             joined = &mut server => break Err(match joined {
@@ -219,37 +248,54 @@ async fn serve(
 
     // Shutdown: stop accepting, let requests finish, final drain, close.
     let grace = config.shutdown_grace;
-    notifier.extend_timeout(grace + config.shutdown_drain.max_time + TIMEOUT_SLACK);
+    let _shutdown_extension = keep_timeout_extended(
+        notifier,
+        grace + WORKER_STOP_WAIT + config.shutdown_drain.max_time + TIMEOUT_SLACK,
+    );
     notifier.stopping("stopping: finishing requests in flight");
     stop.cancel();
-    if !server.is_finished() && tokio::time::timeout(grace, &mut server).await.is_err() {
-        tracing::warn!(
-            grace_seconds = grace.as_secs_f64(),
-            "requests still running after the grace period; closing them"
-        );
+    if !finished_within(&mut server, grace, &hurry).await {
+        if !hurry.is_cancelled() {
+            tracing::warn!(
+                grace_seconds = grace.as_secs_f64(),
+                "requests still running after the grace period; closing them"
+            );
+        }
         server.abort();
     }
-    if !sync_worker.is_finished()
-        && tokio::time::timeout(Duration::from_secs(5), &mut sync_worker)
-            .await
-            .is_err()
-    {
+    if !finished_within(&mut sync_worker, WORKER_STOP_WAIT, &hurry).await {
         sync_worker.abort();
     }
     housekeeping.abort();
-    notifier.status("stopping: final drain");
-    let engine = engines.borrow().clone();
-    engine
-        .drain(
-            Trigger::Shutdown,
-            config.shutdown_drain,
-            &CancellationToken::new(),
-            &mut |_| {},
-        )
-        .await;
+    if !hurry.is_cancelled() {
+        notifier.status("stopping: final drain");
+        let engine = engines.borrow().clone();
+        // A second stop signal cuts the drain short; the rows it releases stay pending.
+        engine
+            .drain(
+                Trigger::Shutdown,
+                config.shutdown_drain,
+                &hurry,
+                &mut |_| {},
+            )
+            .await;
+    }
     signals.abort();
     tracing::info!("stopped");
     outcome
+}
+
+/// Whether `task` ends within `within`, waiting no longer once `hurry` is cancelled.
+async fn finished_within(
+    task: &mut tokio::task::JoinHandle<()>,
+    within: Duration,
+    hurry: &CancellationToken,
+) -> bool {
+    task.is_finished()
+        || tokio::select! {
+            joined = tokio::time::timeout(within, &mut *task) => joined.is_ok(),
+            () = hurry.cancelled() => false,
+        }
 }
 
 /// The signal streams, created once and kept for the life of the service.
@@ -267,18 +313,36 @@ fn install_signals() -> Result<Signals, Error> {
     })
 }
 
-/// Turns signals into a cancelled `stop` token (SIGTERM, SIGINT) or a reload request (SIGHUP).
-async fn watch_signals(mut signals: Signals, stop: CancellationToken, reloads: mpsc::Sender<()>) {
+/// The tokens stop signals cancel. `serve` holds the other clones and waits on them.
+struct Stops {
+    /// Cancelled by the first SIGTERM/SIGINT: stop accepting, then shut down in order.
+    stop: CancellationToken,
+    /// Cancelled by a second one: skip what is left of the grace period and the final drain.
+    hurry: CancellationToken,
+}
+
+impl Stops {
+    fn signalled(&self, name: &str) {
+        if self.stop.is_cancelled() {
+            tracing::warn!(
+                signal = name,
+                "second stop signal: skipping the grace period and the final drain"
+            );
+            self.hurry.cancel();
+        } else {
+            tracing::info!("{name} received, shutting down");
+            self.stop.cancel();
+        }
+    }
+}
+
+/// Turns signals into cancelled tokens (SIGTERM, SIGINT: see [`Stops`]) or a reload request
+/// (SIGHUP).
+async fn watch_signals(mut signals: Signals, stops: Stops, reloads: mpsc::Sender<()>) {
     loop {
         tokio::select! {
-            _ = signals.terminate.recv() => {
-                tracing::info!("SIGTERM received, shutting down");
-                stop.cancel();
-            }
-            _ = signals.interrupt.recv() => {
-                tracing::info!("SIGINT received, shutting down");
-                stop.cancel();
-            }
+            _ = signals.terminate.recv() => stops.signalled("SIGTERM"),
+            _ = signals.interrupt.recv() => stops.signalled("SIGINT"),
             _ = signals.hangup.recv() => {
                 tracing::info!("SIGHUP received, reloading configuration");
                 // A full channel already holds a pending reload; one is enough.
@@ -288,7 +352,14 @@ async fn watch_signals(mut signals: Signals, stop: CancellationToken, reloads: m
     }
 }
 
-fn open_listeners(sockets: Passed, addresses: &[String]) -> Result<Vec<api::Listener>, Error> {
+/// Adopts the passed sockets, or binds `addresses` when there are none. A TCP socket beyond
+/// loopback is refused without a local token (configuration checks `api.listen` the same way;
+/// this catches a socket unit's `ListenStream=`), and logged as a warning with one.
+fn open_listeners(
+    sockets: Passed,
+    addresses: &[String],
+    token_set: bool,
+) -> Result<Vec<api::Listener>, Error> {
     let sockets = if sockets.is_empty() {
         listeners::bind(addresses)?
     } else {
@@ -298,7 +369,20 @@ fn open_listeners(sockets: Passed, addresses: &[String]) -> Result<Vec<api::List
         .into_iter()
         .map(|socket| {
             let name = socket.describe();
-            tracing::info!(socket = %name, "listening");
+            let exposed = match &socket {
+                Socket::Tcp { listener, .. } => listener
+                    .local_addr()
+                    .is_ok_and(|address| !address.ip().is_loopback()),
+                Socket::Unix { .. } => false,
+            };
+            if exposed && !token_set {
+                return Err(Error::Exposed(name));
+            }
+            if exposed {
+                tracing::warn!(socket = %name, "listening beyond loopback: writes need the local token, but reads (/health, /v1/queue, /metrics) are open to the network");
+            } else {
+                tracing::info!(socket = %name, "listening");
+            }
             let wrap = |cause| Error::Socket {
                 name: name.clone(),
                 cause,
@@ -334,7 +418,19 @@ async fn brain_id(config: &Config) -> Result<String, Error> {
     }
 }
 
-/// The API's limits, from the configuration. They change only at restart.
+/// The API's reloadable settings, from the configuration and the resolved `brain_id`.
+fn api_settings(config: &Config, brain_id: String) -> api::Settings {
+    api::Settings {
+        brain_id,
+        limits: api_limits(config),
+        guards: api::Guards {
+            allowed_hosts: config.allowed_hosts.clone(),
+            cors_origins: config.cors_origins.clone(),
+            token: config.api_token.clone(),
+        },
+    }
+}
+
 fn api_limits(config: &Config) -> api::Limits {
     api::Limits {
         body: api::BodyLimits {
@@ -354,6 +450,48 @@ async fn open_store(config: &Config) -> Result<Store, Error> {
     match tokio::task::spawn_blocking(move || Store::open(&options)).await {
         Ok(result) => Ok(result?),
         Err(join) => Err(Error::Store(store::Error::Sqlite(join.to_string()))),
+    }
+}
+
+/// Asks systemd for `needed` more time before its start (or stop) timeout, in extensions systemd
+/// can take (see [`MAX_EXTENSION`]): the first at once, the rest from a task that the returned
+/// handle aborts when dropped, i.e. when the phase is over. `None` when one extension covers it.
+fn keep_timeout_extended(
+    notifier: Notifier,
+    needed: Duration,
+) -> Option<tokio_util::task::AbortOnDropHandle<()>> {
+    let mut schedule = extension_schedule(needed, MAX_EXTENSION).into_iter();
+    let (_, first) = schedule.next()?;
+    notifier.extend_timeout(first);
+    let rest: Vec<(Duration, Duration)> = schedule.collect();
+    if rest.is_empty() {
+        return None;
+    }
+    let started = tokio::time::Instant::now();
+    Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        async move {
+            for (at, extension) in rest {
+                tokio::time::sleep_until(started + at).await;
+                notifier.extend_timeout(extension);
+            }
+        },
+    )))
+}
+
+/// When to ask for how much (from the start of the phase) so that `needed` is covered without
+/// asking for more than `max` at once: every `max / 2`, each extension reaching past the next
+/// request, the last one ending exactly at `needed`.
+fn extension_schedule(needed: Duration, max: Duration) -> Vec<(Duration, Duration)> {
+    let step = max / 2;
+    let mut schedule = Vec::new();
+    let mut at = Duration::ZERO;
+    loop {
+        let remaining = needed.saturating_sub(at);
+        schedule.push((at, remaining.min(max)));
+        if remaining <= max || step.is_zero() {
+            return schedule;
+        }
+        at += step;
     }
 }
 
@@ -498,23 +636,35 @@ async fn serving_status(store: &Store, status: &Status) -> String {
     }
 }
 
-/// Builds and validates the new configuration, then swaps the engine; on any error keeps the old
-/// configuration in force and says why.
-fn reload_config(
+/// Where a reload puts what it built. The daemon holds both senders; the worker and the routes
+/// hold the receivers.
+struct Swaps<'a> {
+    engines: &'a watch::Sender<Engine>,
+    api_settings: &'a watch::Sender<Arc<api::Settings>>,
+}
+
+/// Builds and validates the new configuration, then swaps the sync engine and the API's settings
+/// (token, hosts, origins, limits, `brain_id`); on any error keeps the old configuration in force
+/// and says why. A changed `log.filter` replaces the running one. Every changed key that only a
+/// restart applies is named in a warning.
+async fn reload_config(
     current: Config,
     reload: &Reload,
-    engines: &watch::Sender<Engine>,
+    swaps: Swaps<'_>,
     store: &Store,
     status: &Status,
 ) -> Config {
+    let rejected = |err: &dyn std::fmt::Display| {
+        tracing::error!(error = %err, "configuration reload rejected; the running configuration stays in force");
+    };
     let new = match reload() {
         Ok(new) => new,
         Err(err) => {
-            tracing::error!(error = %err, "configuration reload rejected; the running configuration stays in force");
+            rejected(&err);
             return current;
         }
     };
-    let old_engine = engines.borrow().clone();
+    let old_engine = swaps.engines.borrow().clone();
     let concurrency = if new.sync.max_concurrency == current.sync.max_concurrency {
         old_engine.concurrency().clone()
     } else {
@@ -530,29 +680,156 @@ fn reload_config(
     ) {
         Ok(engine) => engine,
         Err(err) => {
-            tracing::error!(error = %err, "configuration reload rejected; the running configuration stays in force");
+            rejected(&err);
             return current;
         }
     };
-    for (what, changed) in [
-        ("data_dir", new.data_dir != current.data_dir),
-        ("api.listen", new.listen != current.listen),
-        ("store.synchronous", new.synchronous != current.synchronous),
-    ] {
-        if changed {
-            tracing::warn!(key = what, "this setting changes only at the next restart");
+    // The data directory is not reloaded, so a derived brain id is the one read at start.
+    let brain_id = match brain_id(&Config {
+        data_dir: current.data_dir.clone(),
+        ..new.clone()
+    })
+    .await
+    {
+        Ok(id) => id,
+        Err(err) => {
+            rejected(&err);
+            return current;
         }
+    };
+    for key in changes_needing_restart(&current, &new) {
+        tracing::warn!(
+            key,
+            "changed setting not applied: it takes effect only at the next restart"
+        );
     }
-    engines.send_replace(engine);
+    swaps.engines.send_replace(engine);
+    swaps
+        .api_settings
+        .send_replace(Arc::new(api_settings(&new, brain_id)));
+
     match new.sync.disabled_reason() {
         Some(reason) => {
             tracing::warn!(reason = %reason, "configuration reloaded; cloud sync is disabled")
         }
         None => tracing::info!(key_source = %new.sync.api_key_source, "configuration reloaded"),
     }
+    // Last, so that the records above still pass the filter the operator had when asking.
+    if new.log_filter != current.log_filter {
+        if let Err(err) = crate::logging::set_filter(&new.log_filter) {
+            tracing::warn!(error = %err, "log filter not replaced; the old one stays in force");
+        }
+    }
     new
+}
+
+/// The keys whose value changed from `running` to `new` but which this process applies only when
+/// it starts again: what was bound, opened or installed at start. Everything else a reload applies
+/// (the sync engine, the API's settings; the shutdown budgets are read from the configuration in
+/// force when the stop comes).
+fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
+    // Destructured without `..` on purpose: a field added to `Config` does not compile here until
+    // someone decides whether a reload applies it.
+    let Config {
+        config_file: _,
+        data_dir,
+        log_format,
+        log_filter: _,
+        listen,
+        shutdown_grace: _,
+        allowed_hosts: _,
+        cors_origins: _,
+        api_token: _,
+        max_body_bytes: _,
+        max_events_per_request: _,
+        body_timeout: _,
+        header_timeout,
+        degraded_after: _,
+        max_pending_rows: _,
+        max_pending_bytes: _,
+        brain_id: _,
+        synchronous,
+        busy_timeout,
+        synced_retention,
+        sync: _,
+        startup_drain: _,
+        shutdown_drain: _,
+    } = running;
+    [
+        ("data_dir", *data_dir != new.data_dir),
+        ("log.format", *log_format != new.log_format),
+        ("api.listen", *listen != new.listen),
+        (
+            "api.header_timeout_secs",
+            *header_timeout != new.header_timeout,
+        ),
+        ("store.synchronous", *synchronous != new.synchronous),
+        ("store.busy_timeout_secs", *busy_timeout != new.busy_timeout),
+        (
+            "store.synced_retention_days",
+            *synced_retention != new.synced_retention,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each extension fits `EXTEND_TIMEOUT_USEC=` (u32 microseconds), each request comes before
+    /// the previous extension runs out, and together they cover exactly what is needed, even for
+    /// the longest budgets the configuration accepts.
+    #[test]
+    fn socket_unit_mistakes_are_configuration_errors() {
+        let exposed = Error::Exposed("http (0.0.0.0:8765)".to_owned());
+        assert!(exposed.is_configuration());
+        assert_eq!(exposed.errno(), libc::EINVAL.unsigned_abs());
+        let not_listening = Error::Listeners(listeners::Error::NotListening {
+            index: 0,
+            name: "http".to_owned(),
+        });
+        assert!(not_listening.is_configuration());
+        let taken = Error::Listeners(listeners::Error::Bind {
+            address: "127.0.0.1:8765".to_owned(),
+            cause: std::io::Error::from_raw_os_error(libc::EADDRINUSE),
+        });
+        assert!(!taken.is_configuration());
+        assert_eq!(taken.errno(), libc::EADDRINUSE.unsigned_abs());
+    }
+
+    #[test]
+    fn extensions_fit_the_notification_and_cover_the_budget() {
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        for needed in [
+            Duration::from_secs(45),
+            MAX_EXTENSION,
+            MAX_EXTENSION + Duration::from_secs(1),
+            hours(2) + TIMEOUT_SLACK,
+            hours(24) + TIMEOUT_SLACK,
+            hours(2) + WORKER_STOP_WAIT + TIMEOUT_SLACK,
+        ] {
+            let schedule = extension_schedule(needed, MAX_EXTENSION);
+            assert_eq!(schedule[0].0, Duration::ZERO, "{needed:?}");
+            for &(_, extension) in &schedule {
+                assert!(u32::try_from(extension.as_micros()).is_ok(), "{needed:?}");
+            }
+            for pair in schedule.windows(2) {
+                let ((at, extension), (next_at, _)) = (pair[0], pair[1]);
+                assert!(next_at < at + extension, "{needed:?}: a gap at {next_at:?}");
+            }
+            let &(last_at, last) = schedule.last().unwrap();
+            assert_eq!(last_at + last, needed, "{needed:?}");
+        }
+        assert_eq!(
+            extension_schedule(Duration::from_secs(45), MAX_EXTENSION).len(),
+            1
+        );
+    }
 }

@@ -1,13 +1,36 @@
 //! Where log records go: the journal under systemd, otherwise text lines or JSON objects on stderr.
 //!
 //! Records are structured (`tracing` fields) everywhere, so the same call site produces a readable
-//! line on a terminal, separate keys in JSON and separate journal fields (`DELIVERED=`…).
+//! line on a terminal, separate keys in JSON and separate journal fields (`DELIVERED=`…). The
+//! filter can be replaced while running ([`set_filter`], on a reload); the format cannot.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
+/// The handle that swaps the filter of the installed subscriber (a reload's `log.filter`). Set
+/// once, by the [`init`] that installed the subscriber; never set if another subscriber was
+/// installed first (tests).
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Why a new log filter was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// The filter does not parse, or is empty.
+    #[error("invalid log filter {filter:?}: {reason}")]
+    Invalid {
+        /// The filter as configured.
+        filter: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No subscriber of ours is installed, or it is gone.
+    #[error("the log filter cannot be changed: {0}")]
+    NotInstalled(String),
+}
 
 use crate::config::LogFormat;
 use crate::systemd::journal;
@@ -25,9 +48,9 @@ pub enum Sink {
 
 /// Installs the global subscriber. `Auto` means the journal when systemd runs us with one, text
 /// otherwise; `Journal` falls back to text (with a warning) when no journal answers. An invalid
-/// filter falls back to `info` with a warning rather than silencing the logs.
+/// or empty filter falls back to `info` with a warning rather than silencing the logs.
 pub fn init(format: LogFormat, filter: &str) -> Sink {
-    let (env_filter, bad_filter) = match EnvFilter::try_new(filter) {
+    let (env_filter, bad_filter) = match parse_filter(filter) {
         Ok(parsed) => (parsed, None),
         Err(err) => (EnvFilter::new("info"), Some(err)),
     };
@@ -62,6 +85,7 @@ pub fn init(format: LogFormat, filter: &str) -> Sink {
             .flatten_event(true)
             .with_writer(std::io::stderr)
     });
+    let (env_filter, filter_handle) = reload::Layer::new(env_filter);
     let installed = tracing_subscriber::registry()
         .with(env_filter)
         .with(journal_layer)
@@ -69,6 +93,8 @@ pub fn init(format: LogFormat, filter: &str) -> Sink {
         .with(json)
         .try_init();
     if installed.is_ok() {
+        // Only the first `init` of a process installs a subscriber, so the cell is empty here.
+        let _ = FILTER.set(filter_handle);
         if let Some(err) = bad_filter {
             tracing::warn!("invalid log filter {filter:?} ({err}); using \"info\"");
         }
@@ -77,4 +103,46 @@ pub fn init(format: LogFormat, filter: &str) -> Sink {
         }
     }
     sink
+}
+
+/// Replaces the filter of the installed subscriber (SIGHUP with a changed `log.filter`). An
+/// invalid or empty filter changes nothing.
+pub fn set_filter(filter: &str) -> Result<(), FilterError> {
+    let parsed = parse_filter(filter).map_err(|reason| FilterError::Invalid {
+        filter: filter.to_owned(),
+        reason,
+    })?;
+    let handle = FILTER
+        .get()
+        .ok_or_else(|| FilterError::NotInstalled("no subscriber installed".to_owned()))?;
+    handle
+        .reload(parsed)
+        .map_err(|err| FilterError::NotInstalled(err.to_string()))
+}
+
+/// Parses a filter. An empty one is refused like an invalid one: `EnvFilter` would read it as "no
+/// directives", which lets only errors through and so hides even the startup drain record.
+fn parse_filter(filter: &str) -> Result<EnvFilter, String> {
+    if filter.trim().is_empty() {
+        return Err("it is empty".to_owned());
+    }
+    EnvFilter::try_new(filter).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_filter_is_refused_like_an_invalid_one() {
+        for (filter, accepted) in [
+            ("info", true),
+            ("info,gradata=debug", true),
+            ("", false),
+            ("  ", false),
+            ("info,gradata=nonsense[", false),
+        ] {
+            assert_eq!(parse_filter(filter).is_ok(), accepted, "{filter:?}");
+        }
+    }
 }

@@ -1,13 +1,15 @@
 //! The `gradata` binary: parse the command line, run it, turn the outcome into an exit code.
 //!
 //! The exit policy lives here and only here: 0 success, 78 (EX_CONFIG) a configuration that cannot
-//! be used, 1 anything else. Returning (rather than `process::exit`) lets destructors run, so the
+//! be used (the settings, the key, or a socket systemd passed that cannot be listened on), 1
+//! anything else. Returning (rather than `process::exit`) lets destructors run, so the
 //! store closes and its locks are released.
 
 use std::process::ExitCode;
 
 use gradata::cli;
 use gradata::config;
+use gradata::daemon;
 
 /// `sysexits.h` EX_CONFIG.
 const EX_CONFIG: u8 = 78;
@@ -24,7 +26,7 @@ fn main() -> ExitCode {
         Ok(cli::Outcome::Success) => ExitCode::SUCCESS,
         Ok(cli::Outcome::Failure) => ExitCode::FAILURE,
         Err(err) => {
-            let code = if err.chain().any(|cause| cause.is::<config::Error>()) {
+            let code = if err.chain().any(is_configuration) {
                 EX_CONFIG
             } else {
                 1
@@ -33,4 +35,13 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Whether `cause` is a configuration that cannot be used, which no restart fixes: a
+/// [`config::Error`], or a socket the service was given but cannot listen on.
+fn is_configuration(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause.is::<config::Error>()
+        || cause
+            .downcast_ref::<daemon::Error>()
+            .is_some_and(daemon::Error::is_configuration)
 }

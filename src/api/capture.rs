@@ -117,7 +117,12 @@ pub(super) async fn correct(
         severity,
         timestamp: timestamp(),
     };
-    let event = NewEvent::new(state.brain_id(), event_id.clone(), Kind::Correction, &data);
+    let event = NewEvent::new(
+        &state.settings().brain_id,
+        event_id.clone(),
+        Kind::Correction,
+        &data,
+    );
     commit(&state, vec![event]).await?;
     Ok(Json(CorrectAnswer::Captured {
         captured: true,
@@ -165,7 +170,12 @@ pub(super) async fn log_event(
         "session_id": body.session_id,
         "timestamp": timestamp(),
     });
-    let event = NewEvent::new(state.brain_id(), event_id.clone(), Kind::Event, &data);
+    let event = NewEvent::new(
+        &state.settings().brain_id,
+        event_id.clone(),
+        Kind::Event,
+        &data,
+    );
     commit(&state, vec![event]).await?;
     Ok(Json(json!({ "logged": true, "event_id": event_id })))
 }
@@ -183,7 +193,12 @@ pub(super) async fn checkpoint(
         "reason": body.reason,
         "timestamp": timestamp(),
     });
-    let event = NewEvent::new(state.brain_id(), event_id.clone(), Kind::Event, &data);
+    let event = NewEvent::new(
+        &state.settings().brain_id,
+        event_id.clone(),
+        Kind::Event,
+        &data,
+    );
     commit(&state, vec![event]).await?;
     Ok(Json(json!({ "checkpointed": true, "event_id": event_id })))
 }
@@ -201,8 +216,9 @@ pub(super) async fn events(
     State(state): State<super::State>,
     request: Request,
 ) -> Result<Json<EventsAnswer>, ApiError> {
-    let body = read_text(request, state.body_limits()).await?;
-    let requests = parse_events(&body, state.limits().max_events_per_request)?;
+    let settings = state.settings();
+    let body = read_text(request, settings.limits.body).await?;
+    let requests = parse_events(&body, settings.limits.max_events_per_request)?;
     let mut events = Vec::with_capacity(requests.len());
     for (index, request) in requests.into_iter().enumerate() {
         let id = event_id(request.event_id.as_deref()).map_err(|err| {
@@ -212,7 +228,7 @@ pub(super) async fn events(
             )
         })?;
         events.push(NewEvent::new(
-            state.brain_id(),
+            &settings.brain_id,
             id,
             request.kind,
             &request.data,

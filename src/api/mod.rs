@@ -73,6 +73,19 @@ pub struct Limits {
     pub manual_drain: sync::Budget,
 }
 
+/// What a configuration reload changes while the server runs (SIGHUP): who may call, what they
+/// may send and queue, and the `brain_id` put in every payload. Each request reads the value
+/// current when it arrives and keeps it to the end, so one request never mixes two.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `brain_id` of every payload.
+    pub brain_id: String,
+    /// Client limits.
+    pub limits: Limits,
+    /// Access rules.
+    pub guards: Guards,
+}
+
 /// Everything the routes share, built by the daemon.
 #[derive(Debug)]
 pub struct Shared {
@@ -82,16 +95,13 @@ pub struct Shared {
     pub engines: watch::Receiver<Engine>,
     /// Wakes the sync worker after a write.
     pub wake: Wake,
-    /// The `brain_id` of every payload.
-    pub brain_id: String,
     /// Where the outbox lives, for `/health`.
     pub data_dir: PathBuf,
     /// When the service started, for `/health`.
     pub started: Instant,
-    /// Client limits.
-    pub limits: Limits,
-    /// Access rules.
-    pub guards: Guards,
+    /// The reloadable settings. The daemon holds the sender and replaces the value on a reload;
+    /// if the sender is dropped the routes keep the last value.
+    pub settings: watch::Receiver<Arc<Settings>>,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -134,20 +144,21 @@ impl State {
         self.inner.wake.wake();
     }
 
-    fn brain_id(&self) -> &str {
-        &self.inner.brain_id
+    /// The current settings. A clone of the `Arc`, so no lock is held past this call.
+    fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.inner.settings.borrow())
     }
 
-    fn limits(&self) -> &Limits {
-        &self.inner.limits
+    fn limits(&self) -> Limits {
+        self.inner.settings.borrow().limits
     }
 
     fn body_limits(&self) -> BodyLimits {
-        self.inner.limits.body
+        self.limits().body
     }
 
     fn manual_drain_budget(&self) -> sync::Budget {
-        self.inner.limits.manual_drain
+        self.limits().manual_drain
     }
 }
 
@@ -176,7 +187,7 @@ pub fn router(state: State) -> Router {
         router = router.route(path, post(not_provided).get(not_provided));
     }
     let front_door = FrontDoor {
-        guards: Arc::new(state.inner.guards.clone()),
+        settings: state.inner.settings.clone(),
         metrics: state.metrics(),
     };
     router
@@ -190,7 +201,8 @@ pub fn router(state: State) -> Router {
 /// each `from_fn` layer clones the routes' boxed service and boxes a future on every request.
 #[derive(Debug, Clone)]
 struct FrontDoor {
-    guards: Arc<Guards>,
+    /// The reloadable settings, for their guards (see [`Shared::settings`]).
+    settings: watch::Receiver<Arc<Settings>>,
     metrics: Metrics,
 }
 
@@ -202,7 +214,9 @@ async fn admit(
 ) -> Response {
     // A clone of the matched path is a reference count, not a copy of the string.
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = guard::check(&door.guards, request, next).await;
+    // The `Arc` is cloned out so that no lock on the settings is held across the request.
+    let settings = Arc::clone(&door.settings.borrow());
+    let response = guard::check(&settings.guards, request, next).await;
     door.metrics.http_request(
         route.as_ref().map_or("unmatched", MatchedPath::as_str),
         response.status().as_u16(),

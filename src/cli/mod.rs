@@ -115,6 +115,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
     };
     logging::init(config.log_format, &config.log_filter);
+    for unknown in config::unknown_variables(&env) {
+        match unknown.suggestion {
+            Some(known) => tracing::warn!(
+                variable = %unknown.name,
+                "unknown environment variable ignored; did you mean {known}?"
+            ),
+            None => {
+                tracing::warn!(variable = %unknown.name, "unknown environment variable ignored")
+            }
+        }
+    }
     match cli.command {
         Command::Serve(_) => serve::run(config, sockets, flags, env),
         Command::Drain(args) => drain::run(&config, &args),

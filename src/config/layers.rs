@@ -339,14 +339,54 @@ impl Default for RawSync {
 pub(super) fn parse_file(path: &Path, text: &str) -> Result<toml::Table, Error> {
     let table: toml::Table = text.parse().map_err(|err: toml::de::Error| Error::File {
         path: path.to_path_buf(),
-        message: err.to_string().trim_end().to_owned(),
+        message: one_line(&err, Some(text)),
     })?;
     // Checked alone, so that an unknown key or a wrong type is reported against the file.
     RawConfig::deserialize(table.clone()).map_err(|err| Error::File {
         path: path.to_path_buf(),
-        message: err.to_string().trim_end().to_owned(),
+        message: one_line(&err, Some(text)),
     })?;
     Ok(table)
+}
+
+/// A TOML error as one line, key first: `sync.batch_size: invalid type: …`, or
+/// `line 3, column 7: …` for a syntax error. The parser's own text spans several lines (a caret
+/// snippet, the key on a line of its own), and systemd keeps only the first line of a `STATUS=`,
+/// the journal makes each line of stderr a record of its own.
+pub(super) fn one_line(err: &toml::de::Error, text: Option<&str>) -> String {
+    let message = err
+        .message()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    // The path of keys is public only through `Display`, as a last line "in `a.b`".
+    let rendered = err.to_string();
+    let mut key = rendered
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("in `")?.strip_suffix('`'))
+        .map(str::to_owned);
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        key = Some(match key {
+            Some(parent) => format!("{parent}.{field}"),
+            None => field.to_owned(),
+        });
+    }
+    let position = err.span().zip(text).and_then(|(span, text)| {
+        let before = text.get(..span.start)?;
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Some(format!("line {line}, column {column}"))
+    });
+    match (key, position) {
+        (Some(key), Some(position)) => format!("{key}: {message} ({position})"),
+        (Some(key), None) => format!("{key}: {message}"),
+        (None, Some(position)) => format!("{position}: {message}"),
+        (None, None) => message,
+    }
 }
 
 pub(super) fn record_sources(
@@ -413,7 +453,7 @@ pub(super) fn parse_env(option: &OptionDecl, value: &str) -> Result<toml::Value,
 pub(super) fn parse_bool(value: &str) -> Option<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" | "" => Some(false),
+        "0" | "false" | "no" | "off" => Some(false),
         _ => None,
     }
 }

@@ -66,6 +66,11 @@ pub const DEFAULT_SHUTDOWN_DRAIN_SECS: f64 = 5.0;
 pub type Environment = BTreeMap<String, String>;
 
 /// Reads the variables the configuration looks at from the process environment.
+///
+/// Invariant: wherever the configuration reads a variable, an empty value means the same as an
+/// unset one (`GRADATA_CONFIG=` being "no config file" is the one documented meaning of its own).
+/// A drop-in's `Environment=GRADATA_X=` is the usual way to reset a variable, and an empty value
+/// silently meaning "the current directory", "sync off" or "log nothing" helps nobody.
 pub fn process_environment() -> Environment {
     std::env::vars()
         .filter(|(name, _)| {
@@ -141,7 +146,8 @@ pub enum Error {
     File {
         /// The file.
         path: PathBuf,
-        /// The parser's message (it names the key and the line).
+        /// The parser's message on one line, key first (`sync.batch_size: invalid type: …`), or
+        /// the line and column of a syntax error.
         message: String,
     },
     /// A file named by the configuration cannot be read.
@@ -250,13 +256,13 @@ impl Config {
         }
 
         for option in OPTIONS {
-            if let Some(value) = env.get(option.env) {
+            if let Some(value) = non_empty(env, option.env) {
                 let parsed = parse_env(option, value)?;
                 insert(&mut merged, option.key, parsed);
                 sources.insert(option.key.to_owned(), Source::Env(option.env));
             }
         }
-        if let Some(value) = env.get("GRADATA_CLOUD_SYNC_DISABLE") {
+        if let Some(value) = non_empty(env, "GRADATA_CLOUD_SYNC_DISABLE") {
             let disable = parse_bool(value).ok_or_else(|| Error::Invalid {
                 key: "sync.enabled".to_owned(),
                 origin: Source::Env("GRADATA_CLOUD_SYNC_DISABLE"),
@@ -270,8 +276,8 @@ impl Config {
                 );
             }
         }
-        if env.get("GRADATA_LOG").is_none() {
-            if let Some(filter) = env.get("RUST_LOG") {
+        if non_empty(env, "GRADATA_LOG").is_none() {
+            if let Some(filter) = non_empty(env, "RUST_LOG") {
                 insert(
                     &mut merged,
                     "log.filter",
@@ -322,10 +328,12 @@ impl Config {
             }
         }
 
+        // Each layer was checked alone, so this fails only on a combination of layers; the
+        // message names the key.
         let raw: RawConfig = RawConfig::deserialize(merged).map_err(|err| Error::Invalid {
             key: "(merged)".to_owned(),
             origin: Source::Default,
-            message: err.to_string(),
+            message: layers::one_line(&err, None),
         })?;
         Validator { sources: &sources }.build(raw, file_read, flags, env)
     }
@@ -340,6 +348,74 @@ impl Config {
             instance_lock: store::InstanceLock::Exclusive,
         }
     }
+}
+
+/// The `GRADATA_*` variables read outside [`OPTIONS`]: the config file, the key sources and the
+/// kill switch.
+const OTHER_VARIABLES: [&str; 4] = [
+    "GRADATA_CONFIG",
+    "GRADATA_API_KEY",
+    "GRADATA_API_KEY_FILE",
+    "GRADATA_CLOUD_SYNC_DISABLE",
+];
+/// Variables under this prefix are test hooks, read where they act, never documented for users.
+const TEST_HOOK_PREFIX: &str = "GRADATA_TEST_";
+
+/// A `GRADATA_*` variable that no option reads, and the known one it most resembles, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariable {
+    /// The variable as set.
+    pub name: String,
+    /// The known variable it is probably a misspelling of.
+    pub suggestion: Option<&'static str>,
+}
+
+/// Every `GRADATA_*` variable in `env` that nothing reads. These are warned about, not refused:
+/// a variable is inherited by every process below the shell that set it, so refusing one would
+/// stop a command from running because of a stranger's environment, while the config file,
+/// which is written for gradata alone, refuses unknown keys.
+pub fn unknown_variables(env: &Environment) -> Vec<UnknownVariable> {
+    let known = || {
+        OPTIONS
+            .iter()
+            .map(|option| option.env)
+            .chain(OTHER_VARIABLES)
+    };
+    env.keys()
+        .filter(|name| name.starts_with("GRADATA_") && !name.starts_with(TEST_HOOK_PREFIX))
+        .filter(|name| !known().any(|known| known == name.as_str()))
+        .map(|name| UnknownVariable {
+            name: name.clone(),
+            suggestion: closest(name, known()),
+        })
+        .collect()
+}
+
+/// The known name most like `name`: one whose part after `GRADATA_` contains `name`'s or is
+/// contained in it (`GRADATA_INGEST_URL`, `GRADATA_CLOUD_INGEST_URL`), else one a few edits away
+/// (`GRADATA_DATADIR`, `GRADATA_DATA_DIR`).
+fn closest(name: &str, known: impl Iterator<Item = &'static str>) -> Option<&'static str> {
+    let suffix = |name: &str| name.trim_start_matches("GRADATA_").to_owned();
+    let wanted = suffix(name);
+    known
+        .map(|candidate| {
+            let theirs = suffix(candidate);
+            let contained = theirs.contains(&wanted) || wanted.contains(&theirs);
+            let similarity = strsim::normalized_damerau_levenshtein(&wanted, &theirs);
+            (candidate, contained, similarity)
+        })
+        .filter(|(_, contained, similarity)| *contained || *similarity >= 0.7)
+        .max_by(|a, b| {
+            (a.1, a.2)
+                .partial_cmp(&(b.1, b.2))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .map(|(candidate, _, _)| candidate)
+}
+
+/// The value of `name`, unless it is unset or blank (see [`process_environment`]).
+fn non_empty<'a>(env: &'a Environment, name: &str) -> Option<&'a String> {
+    env.get(name).filter(|value| !value.trim().is_empty())
 }
 
 /// The dotted keys of every option, in declaration order (used by tests and docs checks).

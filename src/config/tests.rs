@@ -147,6 +147,48 @@ fn data_dir_falls_back_through_systemd_and_xdg() {
     );
 }
 
+/// An empty `GRADATA_*` value means the same as an unset one, for every option: not the current
+/// directory, not "sync off", not "log nothing", not an error.
+#[test]
+fn empty_environment_values_are_unset() {
+    let base = [
+        ("GRADATA_CONFIG", ""),
+        ("STATE_DIRECTORY", "/var/lib/gradata"),
+    ];
+    let defaults = Config::load(&Flags::default(), &env(&base)).unwrap();
+    for (key, variable) in option_keys() {
+        if variable == "GRADATA_SYNC_API_KEY_FILE" {
+            continue; // `env` points it away from /etc; unset, it would read the host's key
+        }
+        for blank in ["", " "] {
+            let mut pairs = base.to_vec();
+            pairs.push((variable, blank));
+            let config = Config::load(&Flags::default(), &env(&pairs))
+                .unwrap_or_else(|err| panic!("{variable}={blank:?}: {err}"));
+            assert_eq!(
+                format!("{config:?}"),
+                format!("{defaults:?}"),
+                "{variable}={blank:?} ({key}) is not the same as unset"
+            );
+        }
+    }
+    for (variable, blank) in [
+        ("GRADATA_CLOUD_SYNC_DISABLE", ""),
+        ("RUST_LOG", ""),
+        ("GRADATA_API_KEY_FILE", ""),
+        ("GRADATA_API_KEY_FILE", " "),
+    ] {
+        let mut pairs = base.to_vec();
+        pairs.push((variable, blank));
+        let config = Config::load(&Flags::default(), &env(&pairs)).unwrap();
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"), "{variable}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "empty-dir.toml", "data_dir = \"\"\n");
+    let config = Config::load(&flags_with_config(&file), &env(&base[1..])).unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/var/lib/gradata"));
+}
+
 #[test]
 fn errors_name_the_key_and_where_it_came_from() {
     let dir = tempfile::tempdir().unwrap();
@@ -286,4 +328,64 @@ fn kill_switch_disables_sync() {
     .unwrap();
     assert!(!config.sync.enabled);
     assert!(config.sync.disabled_reason().is_some());
+}
+
+#[test]
+fn unknown_variables_are_listed_with_the_closest_known_one() {
+    let found = unknown_variables(&env(&[
+        ("GRADATA_INGEST_URL", "https://example.com"),
+        ("GRADATA_DATADIR", "/x"),
+        ("GRADATA_LOG_LEVEL", "debug"),
+        ("GRADATA_WHATEVER", "1"),
+        ("GRADATA_SYNC_BATCH_SIZE", "10"),
+        ("GRADATA_CONFIG", ""),
+        ("GRADATA_API_KEY", "k"),
+        ("GRADATA_TEST_STALL_WORKER_AFTER_SECS", "1"),
+    ]));
+    let found: Vec<(&str, Option<&str>)> = found
+        .iter()
+        .map(|unknown| (unknown.name.as_str(), unknown.suggestion))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("GRADATA_DATADIR", Some("GRADATA_DATA_DIR")),
+            ("GRADATA_INGEST_URL", Some("GRADATA_CLOUD_INGEST_URL")),
+            ("GRADATA_LOG_LEVEL", Some("GRADATA_LOG")),
+            ("GRADATA_WHATEVER", None),
+        ]
+    );
+}
+
+/// Every error of a bad file is one line, key first (systemd keeps the first line of `STATUS=`).
+#[test]
+fn file_errors_are_one_line_with_the_key_first() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in [
+        (
+            "[sync]\nbatch_size = \"x\"\n",
+            "sync.batch_size: invalid type: string \"x\", expected u64",
+        ),
+        (
+            "[sync]\nconcurency = 4\n",
+            "sync.concurency: unknown field `concurency`, expected one of",
+        ),
+        ("colour = 1\n", "colour: unknown field `colour`"),
+        ("[sync]\nbatch_size = = 3\n", "line 2, column 14: "),
+        (
+            "[api]\nlisten = \"127.0.0.1:1\"\n",
+            "api.listen: invalid type: string",
+        ),
+    ] {
+        let file = write(dir.path(), "bad.toml", text);
+        let message = Config::load(&flags_with_config(&file), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !message.contains('\n'),
+            "{text:?} gave several lines: {message}"
+        );
+        let expected = format!("{}: {expected}", file.display());
+        assert!(message.starts_with(&expected), "{text:?}: {message}");
+    }
 }

@@ -79,12 +79,26 @@ impl Validator<'_> {
         if raw.api.listen.is_empty() {
             return Err(self.invalid("api.listen", "needs at least one address"));
         }
+        let api_token = self.local_token(&raw.api.token_file)?;
         for address in &raw.api.listen {
-            if address.parse::<std::net::SocketAddr>().is_err() && !address.starts_with('/') {
-                return Err(self.invalid(
-                    "api.listen",
-                    format!("{address:?} is neither host:port (an IP address) nor an absolute unix socket path"),
-                ));
+            match address.parse::<std::net::SocketAddr>() {
+                // The API is for this machine (DESIGN §7): the Host guard stops a web page, not a
+                // network client, which can send any Host. With a token, writes are guarded, and
+                // the operator has chosen to expose the API (a container's published port).
+                Ok(socket) if !socket.ip().is_loopback() && api_token.is_none() => {
+                    return Err(self.invalid(
+                        "api.listen",
+                        format!("{address} is not a loopback address; listening on the network needs api.token_file, so that writes need the token"),
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) if address.starts_with('/') => {}
+                Err(_) => {
+                    return Err(self.invalid(
+                        "api.listen",
+                        format!("{address:?} is neither host:port (an IP address) nor an absolute unix socket path"),
+                    ));
+                }
             }
         }
         let synchronous = match raw.store.synchronous.to_ascii_lowercase().as_str() {
@@ -210,7 +224,7 @@ impl Validator<'_> {
             )?,
             allowed_hosts: raw.api.allowed_hosts,
             cors_origins: self.origins(raw.api.cors_origins)?,
-            api_token: self.local_token(&raw.api.token_file)?,
+            api_token,
             max_body_bytes: self.count(
                 "api.max_body_bytes",
                 raw.api.max_body_bytes,

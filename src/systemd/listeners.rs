@@ -66,6 +66,17 @@ pub enum Error {
         /// What the check said.
         cause: io::Error,
     },
+    /// A passed socket is bound but nobody called `listen(2)` on it, so accepting from it would
+    /// fail forever (systemd passes listening sockets unless the socket unit says `Accept=yes`).
+    #[error(
+        "socket {index} passed by systemd ({name}) is not listening (SO_ACCEPTCONN is off); check the socket unit: gradata needs Accept=no"
+    )]
+    NotListening {
+        /// Position in `LISTEN_FDS`.
+        index: usize,
+        /// Its `LISTEN_FDNAMES` entry.
+        name: String,
+    },
     /// Binding an address failed.
     #[error("cannot listen on {address}: {cause}")]
     Bind {
@@ -79,6 +90,18 @@ pub enum Error {
         "cannot listen on {0:?}: expected host:port (an IP address) or an absolute unix socket path"
     )]
     BadAddress(String),
+}
+
+impl Error {
+    /// Whether the error is in what the service was given to listen on (the socket unit, or an
+    /// address), not in the system: restarting cannot fix it, so it maps to exit 78 (EX_CONFIG),
+    /// which the unit's `RestartPreventExitStatus=` keeps from looping.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Error::Unusable { .. } | Error::NotListening { .. } | Error::BadAddress(_) => true,
+            Error::Bind { .. } => false,
+        }
+    }
 }
 
 /// Sockets passed by systemd, taken from the environment.
@@ -136,8 +159,10 @@ impl Passed {
                 .get(index)
                 .cloned()
                 .unwrap_or_else(|| format!("fd {}", index + 3));
+            // listenfd checks the family and the type, not whether the socket listens.
             match self.fds.take_tcp_listener(index) {
                 Ok(Some(listener)) => {
+                    check_listening(&listener, index, &name)?;
                     sockets.push(Socket::Tcp { name, listener });
                     continue;
                 }
@@ -145,12 +170,32 @@ impl Passed {
                 Err(_) => {}
             }
             match self.fds.take_unix_listener(index) {
-                Ok(Some(listener)) => sockets.push(Socket::Unix { name, listener }),
+                Ok(Some(listener)) => {
+                    check_listening(&listener, index, &name)?;
+                    sockets.push(Socket::Unix { name, listener });
+                }
                 Ok(None) => {}
                 Err(cause) => return Err(Error::Unusable { index, name, cause }),
             }
         }
         Ok(sockets)
+    }
+}
+
+/// Refuses a passed socket that is not listening: adopted, it would be reported ready, then fail
+/// every accept.
+fn check_listening(socket: &impl std::os::fd::AsFd, index: usize, name: &str) -> Result<(), Error> {
+    match socket2::SockRef::from(socket).is_listener() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::NotListening {
+            index,
+            name: name.to_owned(),
+        }),
+        Err(cause) => Err(Error::Unusable {
+            index,
+            name: name.to_owned(),
+            cause,
+        }),
     }
 }
 

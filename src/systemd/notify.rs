@@ -18,7 +18,7 @@ impl Notifier {
 
     /// `STATUS=`: the one-line status `systemctl status` shows.
     pub fn status(&self, text: &str) {
-        send(&[NotifyState::Status(text)]);
+        send(&[NotifyState::Status(&one_line(text))]);
     }
 
     /// `EXTEND_TIMEOUT_USEC=`: asks for at least `by` more before the start (or stop) timeout.
@@ -29,7 +29,7 @@ impl Notifier {
 
     /// `READY=1` with a status line.
     pub fn ready(&self, status: &str) {
-        send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        send(&[NotifyState::Ready, NotifyState::Status(&one_line(status))]);
     }
 
     /// `RELOADING=1` (with `MONOTONIC_USEC=`, which `Type=notify-reload` requires).
@@ -49,7 +49,10 @@ impl Notifier {
 
     /// `STOPPING=1` with a status line.
     pub fn stopping(&self, status: &str) {
-        send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+        send(&[
+            NotifyState::Stopping,
+            NotifyState::Status(&one_line(status)),
+        ]);
     }
 
     /// `WATCHDOG=1`.
@@ -59,7 +62,10 @@ impl Notifier {
 
     /// `ERRNO=` and `STATUS=` before a fatal exit, so `systemctl status` says why.
     pub fn fatal(&self, errno: u32, status: &str) {
-        send(&[NotifyState::Errno(errno), NotifyState::Status(status)]);
+        send(&[
+            NotifyState::Errno(errno),
+            NotifyState::Status(&one_line(status)),
+        ]);
     }
 }
 
@@ -68,8 +74,33 @@ pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().filter(|interval| !interval.is_zero())
 }
 
+/// `text` on one line: systemd splits a notification at newlines, so a second line of a status
+/// would be read as an assignment of its own and dropped, and `systemctl status` would show only
+/// the first. Callers write one line already; this keeps a stray newline from costing the rest.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn send(states: &[NotifyState<'_>]) {
     if let Err(err) = sd_notify::notify(states) {
         tracing::debug!(error = %err, "could not notify the service manager");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_is_one_line() {
+        assert_eq!(one_line("serving; 3 pending"), "serving; 3 pending");
+        assert_eq!(
+            one_line("a.toml: bad\nin `sync`\n"),
+            "a.toml: bad; in `sync`"
+        );
     }
 }

@@ -637,6 +637,25 @@ fn bad_environment_value_exits_78_naming_the_variable() {
     );
 }
 
+/// A `GRADATA_*` variable that no option reads is not silently ignored: a warning names it and
+/// the known variable it resembles.
+#[test]
+fn unknown_environment_variable_is_named_with_a_suggestion() {
+    let (_guard, dir) = support::temp_dir();
+    let (output, stdout, stderr) = support::run(
+        gradata(&dir)
+            .env("GRADATA_INGEST_URL", "https://ingest.example.com/v1")
+            .args(["--log-format", "text", "status"]),
+    );
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("GRADATA_INGEST_URL"))
+        .unwrap_or_else(|| panic!("no warning naming the variable: {stderr}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("GRADATA_CLOUD_INGEST_URL"), "{line}");
+}
+
 /// A plain-http ingest URL to a remote host exits 78 and explains the loopback rule.
 #[test]
 fn remote_http_ingest_url_exits_78() {
@@ -663,6 +682,39 @@ fn missing_api_key_file_exits_78() {
             .arg("drain"),
         &[missing.to_str().unwrap()],
     );
+}
+
+/// A key file that is not one line of visible ASCII (here a key and a comment) is a configuration
+/// error naming the file, found before anything is bound or created: exit 78, which the unit's
+/// `RestartPreventExitStatus=` keeps from restarting in a loop. The key is not printed.
+#[test]
+fn two_line_api_key_file_exits_78_before_serving() {
+    let (_guard, dir) = support::temp_dir();
+    let key_file = dir.join("api-key");
+    std::fs::write(&key_file, format!("{KEY}\n# rotated last week\n")).unwrap();
+    let data_dir = dir.join("data");
+    let port = support::daemon::free_port();
+    let (output, stdout, stderr) = support::run(
+        gradata(&data_dir)
+            .arg("--api-key-file")
+            .arg(&key_file)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")]),
+    );
+    assert_eq!(output.status.code(), Some(78), "{stdout}\n{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    for needle in [
+        key_file.to_str().unwrap(),
+        "sync.api_key",
+        "--api-key-file",
+        "one line",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "{needle:?} not in stderr: {stderr}"
+        );
+    }
+    assert!(!stderr.contains(KEY), "the key leaked: {stderr}");
+    assert!(!data_dir.exists(), "the data directory was created");
 }
 
 /// Two drains at once on one data directory post every row exactly once between them.

@@ -657,6 +657,263 @@ fn sighup_reloads_and_rejects_a_bad_config() {
     stop_cleanly(&mut daemon);
 }
 
+/// A reload applies the local token, the allowed hosts, the limits, `sync.brain_id` and the log
+/// filter to the next request (an operator rotating a leaked token is not told it worked while the old one still
+/// passes), and names every changed setting that only a restart applies.
+#[test]
+fn sighup_applies_the_token_hosts_limits_and_brain_id() {
+    let (_guard, dir) = support::temp_dir();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("gradata.toml");
+    let (token_a, token_b) = (
+        config_dir.path().join("token-a"),
+        config_dir.path().join("token-b"),
+    );
+    std::fs::write(&token_a, "token-a\n").unwrap();
+    std::fs::write(&token_b, "token-b\n").unwrap();
+    let write_config = |token: &std::path::Path, brain: &str, extra: &str| {
+        let text = format!(
+            "[api]\ntoken_file = {:?}\n{extra}\n[sync]\nbrain_id = {brain:?}\n",
+            token.to_str().unwrap()
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config(&token_a, "brain-a", "");
+    let mut daemon = Spec::new(&dir)
+        .global_arg("--config")
+        .global_arg(&config)
+        .spawn();
+    daemon.expect_ready();
+    let addr = daemon.addr();
+    let event = |token: &str, name: &str| {
+        let body = serde_json::json!({"kind": "event", "data": {"name": name}}).to_string();
+        let bearer = format!("Bearer {token}");
+        daemon::post_bytes(
+            addr,
+            "/v1/events",
+            &[("Authorization", &bearer)],
+            body.as_bytes(),
+        )
+        .status
+    };
+    let from_host =
+        |host: &str| daemon::request(addr, "GET", "/health", &[("Host", host)], b"").status;
+    // `POST /sync` logs an INFO record before it answers: seen now, filtered out after the
+    // reload below sets `log.filter = "warn"`.
+    let manual_drains = |daemon: &Daemon, token: &str| {
+        let bearer = format!("Bearer {token}");
+        let answer = daemon::post_bytes(addr, "/sync", &[("Authorization", &bearer)], b"");
+        assert_eq!(answer.status, 200);
+        daemon.stderr().matches("sync queue drained:").count()
+    };
+    assert_eq!(manual_drains(&daemon, "token-a"), 1);
+    assert_eq!(event("token-a", "before"), 200);
+    assert_eq!(event("token-b", "refused"), 401);
+    assert_eq!(from_host("gradata.internal"), 403);
+
+    write_config(
+        &token_b,
+        "brain-b",
+        "allowed_hosts = [\"gradata.internal\"]\nmax_events_per_request = 1\n\
+         header_timeout_secs = 30.0\n\
+         [log]\nfilter = \"warn\"",
+    );
+    daemon.sighup();
+    let seen = daemon.expect_ready();
+    assert!(seen.iter().any(|m| m.has("RELOADING=1")), "{seen:#?}");
+    daemon.wait_for_log("configuration reloaded", PATIENCE);
+
+    assert_eq!(
+        event("token-a", "old token"),
+        401,
+        "the old token still passes"
+    );
+    assert_eq!(
+        manual_drains(&daemon, "token-b"),
+        1,
+        "log.filter not applied"
+    );
+    assert_eq!(event("token-b", "after"), 200);
+    assert_eq!(from_host("gradata.internal"), 200);
+    let two = serde_json::json!([
+        {"kind": "event", "data": {"name": "one"}},
+        {"kind": "event", "data": {"name": "two"}},
+    ]);
+    let over_limit = daemon::post_bytes(
+        addr,
+        "/v1/events",
+        &[("Authorization", "Bearer token-b")],
+        two.to_string().as_bytes(),
+    );
+    assert_eq!(
+        over_limit.status, 400,
+        "api.max_events_per_request not applied"
+    );
+    let brains: Vec<String> = support::rows(&dir)
+        .iter()
+        .map(|row| {
+            let payload: serde_json::Value = serde_json::from_str(&row.payload_json).unwrap();
+            payload["brain_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(brains, ["brain-a", "brain-b"]);
+
+    let stderr = daemon.stderr();
+    let not_applied: Vec<String> = stderr
+        .lines()
+        .filter(|line| line.contains("changed setting not applied"))
+        .filter_map(|line| log_field(line, "key"))
+        .collect();
+    assert_eq!(not_applied, ["api.header_timeout_secs"], "{stderr}");
+    stop_cleanly(&mut daemon);
+}
+
+/// A startup drain budget longer than `EXTEND_TIMEOUT_USEC=` can express (a u32 of microseconds,
+/// about 71.6 minutes) is asked for an hour at a time, not as a saturated value that systemd would
+/// time out on partway through the drain.
+#[test]
+fn a_long_drain_budget_is_asked_for_in_extensions_that_fit() {
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir)
+        .env("GRADATA_SYNC_STARTUP_DRAIN_MAX_SECS", "7200")
+        .spawn();
+    let before_ready = daemon.expect_ready();
+    let extensions: Vec<&str> = before_ready
+        .iter()
+        .filter_map(|m| m.value("EXTEND_TIMEOUT_USEC"))
+        .collect();
+    assert_eq!(extensions, ["3600000000"], "{before_ready:#?}");
+    stop_cleanly(&mut daemon);
+}
+
+/// A second SIGTERM during shutdown skips the final drain: the service exits at once, logs why,
+/// and the row the drain was posting stays pending, unleased.
+#[test]
+fn a_second_sigterm_skips_the_final_drain() {
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 1);
+    // Never answers in time: without a second signal, the final drain would wait out its budget.
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_secs(3600)));
+    let mut daemon = Spec::new(&dir)
+        .syncing_to(&server.url("/ingest"))
+        .env("GRADATA_SYNC_STARTUP_DRAIN_MAX_SECS", "0")
+        .env("GRADATA_SYNC_REQUEST_TIMEOUT_SECS", "600")
+        .env("GRADATA_SYNC_LEASE_SECS", "1200")
+        .env("GRADATA_SYNC_SHUTDOWN_DRAIN_MAX_SECS", "3600")
+        .spawn();
+    daemon.expect_ready();
+    daemon.sigterm();
+    daemon.notify().expect(
+        "the final drain",
+        |m| m.value("STATUS") == Some("stopping: final drain"),
+        PATIENCE,
+    );
+    daemon.sigterm();
+    let code = daemon.exit_code(PATIENCE);
+    assert_eq!(code, 0, "stderr:\n{}", daemon.stderr());
+    daemon.wait_for_log("second stop signal", PATIENCE);
+    let rows = support::rows(&dir);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].synced_at, rows[0].dead_at),
+        (None, None),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0].lease_until, None, "a lease outlived the daemon");
+    // The fake server would wait out its replies before stopping; the test is done with it.
+    std::mem::forget(server);
+}
+
+/// A passed socket the service cannot accept from is refused before `READY=1`, with exit 78 (a
+/// socket unit mistake, which a restart cannot fix): a bound TCP socket nobody called `listen(2)`
+/// on (what `Accept=yes` or a hand-made launcher passes), and a UDP socket.
+#[test]
+fn an_unusable_passed_socket_exits_78_before_ready() {
+    use socket2::{Domain, Socket, Type};
+    let not_listening = || {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        socket
+    };
+    let udp = || {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+        socket
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        socket
+    };
+    for (socket, needle) in [
+        (not_listening(), "is not listening"),
+        (udp(), "neither a TCP nor a unix stream socket"),
+    ] {
+        let (_guard, dir) = support::temp_dir();
+        let mut daemon = Spec::new(&dir).passing(socket.into()).spawn();
+        let code = daemon.exit_code(PATIENCE);
+        let stderr = daemon.stderr();
+        assert_eq!(code, 78, "{stderr}");
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+        let all = daemon.notify().all();
+        assert!(!all.iter().any(|m| m.has("READY=1")), "{all:#?}");
+    }
+}
+
+/// Listening beyond loopback without a local token would let anyone on the network write events
+/// (a network client can send any `Host`): refused with exit 78, for a `--listen` address and for
+/// a socket systemd passes. With `api.token_file` set it is allowed, with a warning naming it.
+#[test]
+fn a_non_loopback_listener_needs_the_local_token() {
+    let (_guard, dir) = support::temp_dir();
+    let wildcard = format!("0.0.0.0:{}", daemon::free_port());
+    let mut bound = Spec::new(&dir)
+        .without_socket()
+        .serve_arg("--listen")
+        .serve_arg(&wildcard)
+        .spawn();
+    assert_eq!(bound.exit_code(PATIENCE), 78, "{}", bound.stderr());
+    let stderr = bound.stderr();
+    assert!(
+        stderr.contains("api.listen") && stderr.contains(&wildcard),
+        "{stderr}"
+    );
+
+    let passed = || std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let mut refused = Spec::new(&dir).passing(passed().into()).spawn();
+    assert_eq!(refused.exit_code(PATIENCE), 78, "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains("api.token_file"),
+        "{}",
+        refused.stderr()
+    );
+    let all = refused.notify().all();
+    assert!(!all.iter().any(|m| m.has("READY=1")), "{all:#?}");
+
+    let token = dir.join("token");
+    std::fs::write(&token, "local-token\n").unwrap();
+    let mut allowed = Spec::new(&dir)
+        .env("GRADATA_API_TOKEN_FILE", &token)
+        .passing(passed().into())
+        .spawn();
+    allowed.expect_ready();
+    let warning = allowed.wait_for_log("listening beyond loopback", PATIENCE);
+    assert!(
+        warning.contains("WARN") && warning.contains("0.0.0.0"),
+        "{warning}"
+    );
+    stop_cleanly(&mut allowed);
+}
+
 /// `/health` has every documented field, with the right types and values.
 #[test]
 fn health_reports_the_documented_fields() {

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -211,6 +211,8 @@ pub struct Spec {
     serve_args: Vec<OsString>,
     global_args: Vec<OsString>,
     pass_socket: bool,
+    /// Passed at fd 3 instead of a fresh listening socket: a socket systemd should not pass.
+    odd_socket: Option<OwnedFd>,
     logs: Logs,
     launch: Launch,
 }
@@ -232,6 +234,7 @@ impl Spec {
             serve_args: Vec::new(),
             global_args: Vec::new(),
             pass_socket: true,
+            odd_socket: None,
             logs: Logs::Text,
             launch: Launch::Direct,
         }
@@ -279,6 +282,12 @@ impl Spec {
         self
     }
 
+    /// Passes `socket` at fd 3 (named `http`) in place of a listening TCP socket.
+    pub fn passing(mut self, socket: OwnedFd) -> Spec {
+        self.odd_socket = Some(socket);
+        self
+    }
+
     /// JSON log records on stderr.
     pub fn json_logs(mut self) -> Spec {
         self.logs = Logs::Json;
@@ -317,7 +326,16 @@ impl Spec {
             command.env(name, value);
         }
         let mut addr = None;
-        if self.pass_socket {
+        if let Some(socket) = self.odd_socket {
+            command
+                .env("LISTEN_FDS", "1")
+                .env("LISTEN_FDNAMES", "http")
+                .fd_mappings(vec![FdMapping {
+                    parent_fd: socket,
+                    child_fd: 3,
+                }])
+                .unwrap();
+        } else if self.pass_socket {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             addr = Some(listener.local_addr().unwrap());
             // No LISTEN_PID: the child's pid is unknown before the fork, and the adoption code
