@@ -29,10 +29,12 @@ pub(crate) struct DrainArgs {
 
 pub(crate) fn run(config: &Config, args: &DrainArgs) -> anyhow::Result<Outcome> {
     let max_time = match args.max_seconds {
-        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => Duration::from_secs_f64(seconds),
-        Some(seconds) => {
-            anyhow::bail!("--max-seconds must be a non-negative number, got {seconds}")
-        }
+        // Checked, not `from_secs_f64`, which panics past about 584 billion years.
+        Some(seconds) => Duration::try_from_secs_f64(seconds).map_err(|_| {
+            anyhow::anyhow!(
+                "--max-seconds must be a non-negative number of seconds that fits a duration, got {seconds}"
+            )
+        })?,
         None => config.startup_drain.max_time,
     };
     let budget = Budget {

@@ -656,6 +656,23 @@ fn unknown_environment_variable_is_named_with_a_suggestion() {
     assert!(line.contains("GRADATA_CLOUD_INGEST_URL"), "{line}");
 }
 
+/// `--max-seconds` out of range (negative, not a number, or past what a duration holds) is an
+/// error that says so, not a crash; a huge but representable budget just drains.
+#[test]
+fn drain_max_seconds_out_of_range_is_an_error_not_a_crash() {
+    let (_guard, dir) = support::temp_dir();
+    for bad in ["-1", "NaN", "inf", "1e30"] {
+        let (output, _, stderr) =
+            support::run(gradata(&dir).args(["drain", &format!("--max-seconds={bad}")]));
+        assert_eq!(output.status.code(), Some(1), "{bad}: {stderr}");
+        assert!(stderr.contains("--max-seconds must be"), "{bad}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{bad}: {stderr}");
+    }
+    let (output, _, stderr) = support::run(gradata(&dir).args(["drain", "--max-seconds=1e15"]));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(output.status.code(), Some(101), "{stderr}");
+}
+
 /// A plain-http ingest URL to a remote host exits 78 and explains the loopback rule.
 #[test]
 fn remote_http_ingest_url_exits_78() {
