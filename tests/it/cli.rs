@@ -27,9 +27,9 @@ fn prepare(dir: &Path, n: usize) -> Vec<String> {
     ids
 }
 
-/// `support::gradata` with an empty config file named explicitly: the same as `GRADATA_CONFIG=""`
-/// (no config file, see `empty_gradata_config_means_no_config_file`), but also what a packaged
-/// host's default file would be replaced by, so no host configuration leaks into a test.
+/// `support::gradata` with an empty config file named explicitly, so no host configuration is
+/// read; `GRADATA_CONFIG=""` (no config file, see `empty_gradata_config_means_no_config_file`)
+/// would do the same.
 fn gradata(dir: &Path) -> Command {
     let mut command = support::gradata(dir);
     command.env("GRADATA_CONFIG", "/dev/null");
