@@ -1164,7 +1164,8 @@ async fn an_idle_worker_notices_rows_made_pending_elsewhere() {
 
     let elsewhere = support::open_store(&dir);
     let ids = support::fill(&elsewhere, 2).await;
-    let until = Instant::now() + sync::worker::IDLE_POLL_INTERVAL * 4;
+    // Generous: without the poll the rows are never sent, so only a very slow machine nears this.
+    let until = Instant::now() + sync::worker::IDLE_POLL_INTERVAL * 12;
     while support::rows(&dir)
         .iter()
         .any(|row| row.synced_at.is_none())
