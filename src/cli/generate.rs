@@ -11,7 +11,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::{Arg, CommandFactory, Subcommand};
-use roff::{Roff, bold, italic, roman};
+use roff::{Inline, Roff, bold, italic, roman};
 
 use super::{Cli, Outcome};
 use crate::config;
@@ -107,9 +107,7 @@ fn render_man(mut cli: clap::Command, out: &mut dyn Write) -> std::io::Result<()
             "Configuration that cannot be used (EX_CONFIG): a bad value, an unknown key, an unreadable file named explicitly, an API key that is not one line of printable ASCII, or a socket passed by systemd that cannot be listened on. gradata.service does not restart on it.",
         ),
     ] {
-        roff.control("TP", []);
-        roff.text([bold(code)]);
-        roff.text([roman(meaning)]);
+        tagged(&mut roff, [bold(code)], [roman(meaning)]);
     }
 
     roff.control("SH", ["ENVIRONMENT"]);
@@ -117,14 +115,14 @@ fn render_man(mut cli: clap::Command, out: &mut dyn Write) -> std::io::Result<()
         "Every option of the config file has a variable; it overrides the file and is overridden by a flag. /etc/gradata/gradata.toml, as shipped, describes each option. An empty variable counts as unset. A GRADATA_ variable that no option reads is ignored with a warning.",
     )]);
     for (key, variable) in config::option_keys() {
-        roff.control("TP", []);
-        roff.text([bold(variable)]);
-        roff.text([roman("Sets "), italic(key), roman(".")]);
+        tagged(
+            &mut roff,
+            [bold(variable)],
+            [roman("Sets "), italic(key), roman(".")],
+        );
     }
     for (variable, meaning) in OTHER_VARIABLES {
-        roff.control("TP", []);
-        roff.text([bold(variable)]);
-        roff.text([roman(meaning)]);
+        tagged(&mut roff, [bold(variable)], [roman(meaning)]);
     }
 
     roff.control("SH", ["FILES"]);
@@ -150,9 +148,7 @@ fn render_man(mut cli: clap::Command, out: &mut dyn Write) -> std::io::Result<()
             "The local API on a unix socket (gradata-unix.socket), for members of group gradata.",
         ),
     ] {
-        roff.control("TP", []);
-        roff.text([italic(path)]);
-        roff.text([roman(meaning)]);
+        tagged(&mut roff, [italic(path)], [roman(meaning)]);
     }
 
     roff.control("SH", ["SEE ALSO"]);
@@ -161,6 +157,13 @@ fn render_man(mut cli: clap::Command, out: &mut dyn Write) -> std::io::Result<()
     )]);
     roff.to_writer(out)?;
     man.render_version_section(out)
+}
+
+/// A tagged paragraph (`.TP`): `term` on its own line, `meaning` indented below it.
+fn tagged(roff: &mut Roff, term: impl Into<Vec<Inline>>, meaning: impl Into<Vec<Inline>>) {
+    roff.control("TP", []);
+    roff.text(term);
+    roff.text(meaning);
 }
 
 /// One subsection per visible command that runs something (`gradata queue list`, not `gradata
@@ -181,8 +184,6 @@ fn render_commands(roff: &mut Roff, command: &clap::Command, path: &str) {
             roff.text([roman(about.to_string())]);
         }
         for arg in sub.get_arguments().filter(|arg| shown(arg)) {
-            roff.control("TP", []);
-            roff.text(usage(arg));
             let mut help = arg
                 .get_long_help()
                 .or_else(|| arg.get_help())
@@ -206,7 +207,7 @@ fn render_commands(roff: &mut Roff, command: &clap::Command, path: &str) {
             if !defaults.is_empty() && arg.get_action().takes_values() {
                 help.push_str(&format!(" [default: {}]", defaults.join(", ")));
             }
-            roff.text([roman(help)]);
+            tagged(roff, usage(arg), [roman(help)]);
         }
     }
 }

@@ -276,6 +276,19 @@ struct BatchTally {
     settlements: Vec<Settlement>,
 }
 
+impl BatchTally {
+    /// A batch of `rows` just claimed under `lease_until`, none of them answered yet.
+    fn claimed(lease_until: SystemTime, rows: usize) -> BatchTally {
+        BatchTally {
+            lease_until,
+            outstanding: rows,
+            progressed: false,
+            clean: true,
+            settlements: Vec::with_capacity(rows),
+        }
+    }
+}
+
 /// The mutable state of one drain.
 struct Run {
     delivered: u64,
@@ -512,13 +525,7 @@ impl Engine {
                                 self.status.set_state(SyncState::Sending);
                             }
                             let batch = run.batches.len();
-                            run.batches.push(BatchTally {
-                                lease_until,
-                                outstanding: rows.len(),
-                                progressed: false,
-                                clean: true,
-                                settlements: Vec::with_capacity(rows.len()),
-                            });
+                            run.batches.push(BatchTally::claimed(lease_until, rows.len()));
                             queued.extend(rows.into_iter().map(|row| (row, batch)));
                         }
                         Err(err) => {
@@ -539,13 +546,8 @@ impl Engine {
         if let Some(claim) = claiming.take() {
             if let Ok((rows, lease_until)) = claim.await {
                 let batch = run.batches.len();
-                run.batches.push(BatchTally {
-                    lease_until,
-                    outstanding: rows.len(),
-                    progressed: false,
-                    clean: true,
-                    settlements: Vec::new(),
-                });
+                run.batches
+                    .push(BatchTally::claimed(lease_until, rows.len()));
                 abandoned.extend(rows.iter().map(|row| (row.id, batch)));
             }
         }

@@ -2,6 +2,7 @@
 //! properly, the response table row by row, budgets, concurrency, and the background worker.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -263,6 +264,37 @@ async fn startup_entry_point_on_a_daemon_style_store() {
     );
 }
 
+/// A manual drain of the store in `dir` on a thread of its own (its own runtime and store, as a
+/// second process would have), with `settings`, once `ready` returns.
+fn drain_on_a_thread(
+    dir: &Path,
+    settings: sync::Settings,
+    ready: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<DrainReport> {
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = support::open_store(&dir);
+            let engine = support::engine(&store, settings);
+            ready();
+            drain(&engine, Trigger::Manual, budget()).await
+        })
+    })
+}
+
+/// How many times the server received each idempotency key.
+fn posts_per_key(server: &FakeIngest) -> BTreeMap<String, usize> {
+    let mut posts: BTreeMap<String, usize> = BTreeMap::new();
+    for request in server.received() {
+        *posts.entry(request.idempotency_key().unwrap()).or_default() += 1;
+    }
+    posts
+}
+
 /// Original test 7 (threads), with real invariants: both drainers ran at the same time (the
 /// server holds requests until both have posted), no event_id was posted twice, every row was
 /// delivered, and the two delivered counts add up to the number of rows.
@@ -278,28 +310,17 @@ fn two_concurrent_drainers_never_post_the_same_row() {
     let drainers: Vec<_> = ["/a", "/b"]
         .into_iter()
         .map(|path| {
-            let (dir, url, barrier) = (dir.clone(), server.url(path), barrier.clone());
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let store = support::open_store(&dir);
-                    let engine = support::engine(&store, support::settings(&url, Some(KEY)));
-                    barrier.wait();
-                    drain(&engine, Trigger::Manual, budget()).await
-                })
+            let barrier = barrier.clone();
+            let settings = support::settings(&server.url(path), Some(KEY));
+            drain_on_a_thread(&dir, settings, move || {
+                barrier.wait();
             })
         })
         .collect();
     let reports: Vec<DrainReport> = drainers.into_iter().map(|t| t.join().unwrap()).collect();
 
     assert!(!server.gate_timed_out(), "the drainers did not overlap");
-    let mut posts: BTreeMap<String, usize> = BTreeMap::new();
-    for request in server.received() {
-        *posts.entry(request.idempotency_key().unwrap()).or_default() += 1;
-    }
+    let posts = posts_per_key(&server);
     let twice: Vec<_> = posts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "posted more than once: {twice:?}");
     assert_eq!(posts.keys().cloned().collect::<Vec<_>>(), ids);
@@ -324,23 +345,12 @@ fn a_held_row_is_never_claimed_by_another_drainer() {
     let server = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(1500)));
     let lease = Duration::from_secs(1);
     let drainer = |path: &'static str| {
-        let (dir, url) = (dir.clone(), server.url(path));
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let store = support::open_store(&dir);
-                let mut settings = support::settings(&url, Some(KEY));
-                settings.lease = lease;
-                settings.request_timeout = Duration::from_secs(5);
-                settings.concurrency = 1;
-                settings.max_concurrency = 1;
-                let engine = support::engine(&store, settings);
-                drain(&engine, Trigger::Manual, budget()).await
-            })
-        })
+        let mut settings = support::settings(&server.url(path), Some(KEY));
+        settings.lease = lease;
+        settings.request_timeout = Duration::from_secs(5);
+        settings.concurrency = 1;
+        settings.max_concurrency = 1;
+        drain_on_a_thread(&dir, settings, || {})
     };
     let first = drainer("/a");
     assert!(server.wait_for(1, Duration::from_secs(20)));
@@ -353,10 +363,7 @@ fn a_held_row_is_never_claimed_by_another_drainer() {
     let second = drainer("/b").join().unwrap();
     let first = first.join().unwrap();
 
-    let mut posts: BTreeMap<String, usize> = BTreeMap::new();
-    for request in server.received() {
-        *posts.entry(request.idempotency_key().unwrap()).or_default() += 1;
-    }
+    let posts = posts_per_key(&server);
     assert!(posts.values().all(|n| *n == 1), "posted twice: {posts:?}");
     assert_eq!(posts.keys().cloned().collect::<Vec<_>>(), ids);
     assert_eq!(
