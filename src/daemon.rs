@@ -783,9 +783,8 @@ fn millis(duration: Duration) -> u64 {
 mod tests {
     use super::*;
 
-    /// Each extension fits `EXTEND_TIMEOUT_USEC=` (u32 microseconds), each request comes before
-    /// the previous extension runs out, and together they cover exactly what is needed, even for
-    /// the longest budgets the configuration accepts.
+    /// A passed socket the service cannot use, or one exposed without a token, is the unit's
+    /// mistake (exit 78, `ERRNO=EINVAL`); an address already taken is not.
     #[test]
     fn socket_unit_mistakes_are_configuration_errors() {
         let exposed = Error::Exposed("http (0.0.0.0:8765)".to_owned());
@@ -804,6 +803,9 @@ mod tests {
         assert_eq!(taken.errno(), libc::EADDRINUSE.unsigned_abs());
     }
 
+    /// Each extension fits `EXTEND_TIMEOUT_USEC=` (u32 microseconds), each request comes before
+    /// the previous extension runs out, and together they cover exactly what is needed, even for
+    /// the longest budgets the configuration accepts.
     #[test]
     fn extensions_fit_the_notification_and_cover_the_budget() {
         let hours = |h: u64| Duration::from_secs(h * 3600);

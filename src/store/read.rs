@@ -213,8 +213,8 @@ fn lenient_real(value: ValueRef<'_>) -> Option<f64> {
     }
 }
 
-/// A counter or status; what is not a number reads as absent.
-fn lenient_integer(value: ValueRef<'_>) -> Option<i64> {
+/// A counter or status; what is not a number reads as absent (a real saturates).
+pub(in crate::store) fn lenient_integer(value: ValueRef<'_>) -> Option<i64> {
     match value {
         ValueRef::Integer(n) => Some(n),
         #[expect(clippy::cast_possible_truncation, reason = "a counter; saturates")]

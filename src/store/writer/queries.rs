@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::command::Command;
 use super::pending::PendingDelta;
+use crate::store::read::lenient_integer;
 use crate::store::types::{
     ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, Settlement,
 };
@@ -312,17 +313,7 @@ fn claimed_row(id: RowId, row: &rusqlite::Row<'_>) -> Result<ClaimedRow, String>
             ));
         }
     };
-    let attempts = match row.get_ref(3).map_err(|err| err.to_string())? {
-        ValueRef::Integer(n) => n,
-        // Saturating: an absurd float still reads as a count.
-        #[expect(clippy::cast_possible_truncation, reason = "a counter, clamped below")]
-        ValueRef::Real(n) => n as i64,
-        ValueRef::Text(text) => std::str::from_utf8(text)
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(0),
-        ValueRef::Null | ValueRef::Blob(_) => 0,
-    };
+    let attempts = lenient_integer(row.get_ref(3).map_err(|err| err.to_string())?).unwrap_or(0);
     Ok(ClaimedRow {
         id,
         event_id,
