@@ -351,8 +351,8 @@ impl Config {
 }
 
 /// The `GRADATA_*` variables read outside [`OPTIONS`]: the config file, the key sources and the
-/// kill switch.
-const OTHER_VARIABLES: [&str; 4] = [
+/// kill switch. The man page documents each.
+pub const OTHER_VARIABLES: [&str; 4] = [
     "GRADATA_CONFIG",
     "GRADATA_API_KEY",
     "GRADATA_API_KEY_FILE",
