@@ -350,8 +350,8 @@ impl Config {
     }
 }
 
-/// The `GRADATA_*` variables read outside the options' table: the config file, the key sources and the
-/// kill switch. The man page documents each.
+/// The `GRADATA_*` variables read outside the options' table: the config file, the key sources
+/// and the kill switch. The man page documents each.
 pub const OTHER_VARIABLES: [&str; 4] = [
     "GRADATA_CONFIG",
     "GRADATA_API_KEY",
