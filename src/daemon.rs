@@ -181,7 +181,7 @@ async fn serve(
     let (engines, engine_updates) = watch::channel(engine);
     let wake = worker::Wake::new();
     let (api_settings, api_settings_updates) =
-        watch::channel(Arc::new(api_settings(&config, brain_id)));
+        watch::channel(Arc::new(api_settings(&config, brain_id, None)));
     let state = api::State::new(api::Shared {
         store: store.clone(),
         engines: engine_updates.clone(),
@@ -418,8 +418,17 @@ async fn brain_id(config: &Config) -> Result<String, Error> {
     }
 }
 
-/// The API's reloadable settings, from the configuration and the resolved `brain_id`.
-fn api_settings(config: &Config, brain_id: String) -> api::Settings {
+/// The API's reloadable settings, from the configuration and the resolved `brain_id`. The body
+/// room in force is kept when its size did not change, so that the shares requests hold in it
+/// still count; a new size takes a new room (requests in flight finish in the old one).
+fn api_settings(
+    config: &Config,
+    brain_id: String,
+    running_room: Option<Arc<api::BodyRoom>>,
+) -> api::Settings {
+    let body_room = running_room
+        .filter(|room| room.bytes() == config.max_buffered_body_bytes)
+        .unwrap_or_else(|| Arc::new(api::BodyRoom::new(config.max_buffered_body_bytes)));
     api::Settings {
         brain_id,
         limits: api_limits(config),
@@ -428,6 +437,7 @@ fn api_settings(config: &Config, brain_id: String) -> api::Settings {
             cors_origins: config.cors_origins.clone(),
             token: config.api_token.clone(),
         },
+        body_room,
     }
 }
 
@@ -704,9 +714,10 @@ async fn reload_config(
         );
     }
     swaps.engines.send_replace(engine);
+    let running_room = Arc::clone(&swaps.api_settings.borrow().body_room);
     swaps
         .api_settings
-        .send_replace(Arc::new(api_settings(&new, brain_id)));
+        .send_replace(Arc::new(api_settings(&new, brain_id, Some(running_room))));
 
     match new.sync.disabled_reason() {
         Some(reason) => {
@@ -741,6 +752,7 @@ fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> 
         cors_origins: _,
         api_token: _,
         max_body_bytes: _,
+        max_buffered_body_bytes: _,
         max_events_per_request: _,
         body_timeout: _,
         header_timeout,
@@ -782,6 +794,36 @@ fn millis(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config_with(pairs: &[(&str, &str)]) -> Config {
+        let mut env: crate::config::Environment = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        for (name, value) in [
+            ("GRADATA_CONFIG", ""),
+            ("GRADATA_DATA_DIR", "/nonexistent/data"),
+            ("GRADATA_SYNC_API_KEY_FILE", "/nonexistent/api-key"),
+        ] {
+            env.insert(name.to_owned(), value.to_owned());
+        }
+        Config::load(&crate::config::Flags::default(), &env).unwrap()
+    }
+
+    /// A reload keeps the body room in force, with the shares requests hold in it, unless its
+    /// size changed.
+    #[test]
+    fn a_reload_keeps_the_body_room_unless_its_size_changed() {
+        let config = config_with(&[]);
+        let first = api_settings(&config, "b".to_owned(), None);
+        assert_eq!(first.body_room.bytes(), 64 << 20);
+        let same = api_settings(&config, "b".to_owned(), Some(Arc::clone(&first.body_room)));
+        assert!(Arc::ptr_eq(&first.body_room, &same.body_room));
+        let larger = config_with(&[("GRADATA_API_MAX_BUFFERED_BODY_BYTES", "134217728")]);
+        let resized = api_settings(&larger, "b".to_owned(), Some(Arc::clone(&first.body_room)));
+        assert!(!Arc::ptr_eq(&first.body_room, &resized.body_room));
+        assert_eq!(resized.body_room.bytes(), 128 << 20);
+    }
 
     /// A passed socket the service cannot use, or one exposed without a token, is the unit's
     /// mistake (exit 78, `ERRNO=EINVAL`); an address already taken is not.

@@ -13,7 +13,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::body::read_json;
 use super::error::ApiError;
 use crate::metrics::QueueReading;
 use crate::store::{RetrySelector, RowId, RowState};
@@ -97,7 +96,7 @@ pub(super) async fn retry(
     State(state): State<super::State>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let body: RetryRequest = read_json(request, state.body_limits()).await?;
+    let (body, _share): (RetryRequest, _) = state.read_json(request).await?;
     let selector = match (body.all_dead, body.ids.is_empty()) {
         (true, true) => RetrySelector::AllDead,
         (false, false) => RetrySelector::Ids(body.ids.into_iter().map(RowId).collect()),

@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::body::{parse_json, read_json, read_text};
+use super::body::{parse_json, read_text};
 use super::correction::{Category, Severity};
 use super::error::ApiError;
 use crate::store::{EnqueueOutcome, EventId, Kind, NewEvent, QueueLimit};
@@ -97,7 +97,7 @@ pub(super) async fn correct(
     State(state): State<super::State>,
     request: Request,
 ) -> Result<Json<CorrectAnswer>, ApiError> {
-    let body: CorrectRequest = read_json(request, state.body_limits()).await?;
+    let (body, _share): (CorrectRequest, _) = state.read_json(request).await?;
     if body.old_string == body.new_string {
         return Ok(Json(CorrectAnswer::NoChange {
             captured: false,
@@ -156,7 +156,7 @@ pub(super) async fn log_event(
     State(state): State<super::State>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let body: LogEventRequest = read_json(request, state.body_limits()).await?;
+    let (body, _share): (LogEventRequest, _) = state.read_json(request).await?;
     if body.event_type.trim().is_empty() {
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -185,7 +185,7 @@ pub(super) async fn checkpoint(
     State(state): State<super::State>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    let body: CheckpointRequest = read_json(request, state.body_limits()).await?;
+    let (body, _share): (CheckpointRequest, _) = state.read_json(request).await?;
     let event_id = event_id(body.event_id.as_deref())?;
     let data = json!({
         "event_type": "CHECKPOINT",
@@ -217,7 +217,7 @@ pub(super) async fn events(
     request: Request,
 ) -> Result<Json<EventsAnswer>, ApiError> {
     let settings = state.settings();
-    let body = read_text(request, settings.limits.body).await?;
+    let (body, _share) = read_text(request, settings.limits.body, &settings.body_room).await?;
     let requests = parse_events(&body, settings.limits.max_events_per_request)?;
     let mut events = Vec::with_capacity(requests.len());
     for (index, request) in requests.into_iter().enumerate() {

@@ -1,4 +1,4 @@
-//! A run of failures of one kind (refused writes, failed accepts), counted so that the journal
+//! A run of failures of one kind (refused writes, failed accepts, bodies refused for want of room), counted so that the journal
 //! gets one line when it starts, at most one every [`REPEAT_EVERY`] while it lasts, and one when
 //! it ends, however many requests or connections it touches.
 //!

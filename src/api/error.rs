@@ -119,6 +119,18 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After`: other requests' bodies fill the memory set aside for bodies, and
+    /// none was given back in time; this body was not read.
+    pub fn body_room_full(room: usize) -> ApiError {
+        ApiError::unavailable(
+            "body_memory_full",
+            format!(
+                "other requests' bodies fill the memory set aside for them (api.max_buffered_body_bytes = {room}); this body was not read and nothing was written"
+            ),
+            Duration::from_secs(1),
+        )
+    }
+
     /// 500: the store failed for another reason; nothing was acknowledged.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

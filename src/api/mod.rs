@@ -3,10 +3,11 @@
 //! extra code) until a shutdown token fires, then lets requests in flight finish.
 //!
 //! Layout: `capture` (the write routes), `admin` (sync now, queue, metrics), `health`, `guard`
-//! (Host, Origin, token, CORS), `body` (reading JSON safely), `error` (every failure as JSON),
+//! (Host, Origin, token, CORS), `body` (reading JSON safely, in bounded memory), `error` (every failure as JSON),
 //! `correction` (category and severity of an edit), `refusals` (refused writes, in the journal),
 //! `server` (connections: hyper, the header deadline, accept errors, graceful stop), `episode` (a
-//! run of failures, logged when it starts and ends).
+//! run of failures, logged when it starts and ends: refused writes, accept failures, bodies with
+//! no room).
 //!
 //! Boundary: talks to the outbox through [`crate::store`], reads the sync status and asks the
 //! current sync engine for a drain on `POST /sync`; it never posts to the cloud itself.
@@ -35,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::watch;
 
-pub use body::BodyLimits;
+pub use body::{BodyLimits, BodyRoom};
 pub use error::ApiError;
 pub use guard::Guards;
 pub use server::serve;
@@ -84,6 +85,9 @@ pub struct Settings {
     pub limits: Limits,
     /// Access rules.
     pub guards: Guards,
+    /// The memory request bodies may take at once. A reload that keeps its size keeps this one,
+    /// with the shares requests hold in it.
+    pub body_room: Arc<BodyRoom>,
 }
 
 /// Everything the routes share, built by the daemon.
@@ -153,8 +157,14 @@ impl State {
         self.inner.settings.borrow().limits
     }
 
-    fn body_limits(&self) -> BodyLimits {
-        self.limits().body
+    /// Reads and parses the body of `request` as `T`, under the settings current when it arrived.
+    /// The share of the body room comes back with it, to be held until the answer is ready.
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: Request,
+    ) -> Result<(T, body::BodyShare), ApiError> {
+        let settings = self.settings();
+        body::read_json(request, settings.limits.body, &settings.body_room).await
     }
 
     fn manual_drain_budget(&self) -> sync::Budget {

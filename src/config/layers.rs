@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::{
     DEFAULT_API_KEY_FILE, DEFAULT_BODY_TIMEOUT_SECS, DEFAULT_DEGRADED_AFTER_SECS,
     DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_EVENTS_PER_REQUEST, DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_PENDING_ROWS,
-    DEFAULT_SHUTDOWN_DRAIN_SECS, DEFAULT_SHUTDOWN_GRACE_SECS, DEFAULT_SYNCED_RETENTION_DAYS, Error,
-    Source,
+    DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_EVENTS_PER_REQUEST, DEFAULT_MAX_PENDING_BYTES,
+    DEFAULT_MAX_PENDING_ROWS, DEFAULT_SHUTDOWN_DRAIN_SECS, DEFAULT_SHUTDOWN_GRACE_SECS,
+    DEFAULT_SYNCED_RETENTION_DAYS, Error, Source,
 };
 use crate::{store, sync};
 
@@ -81,6 +81,11 @@ pub(super) const OPTIONS: &[OptionDecl] = &[
     OptionDecl {
         key: "api.max_body_bytes",
         env: "GRADATA_API_MAX_BODY_BYTES",
+        value_type: ValueType::Int,
+    },
+    OptionDecl {
+        key: "api.max_buffered_body_bytes",
+        env: "GRADATA_API_MAX_BUFFERED_BODY_BYTES",
         value_type: ValueType::Int,
     },
     OptionDecl {
@@ -238,6 +243,7 @@ pub(super) struct RawApi {
     pub(super) cors_origins: Vec<String>,
     pub(super) token_file: String,
     pub(super) max_body_bytes: u64,
+    pub(super) max_buffered_body_bytes: u64,
     pub(super) max_events_per_request: u64,
     pub(super) body_timeout_secs: f64,
     pub(super) header_timeout_secs: f64,
@@ -293,6 +299,7 @@ impl Default for RawApi {
             cors_origins: vec![crate::api::guard::DEFAULT_CORS_ORIGIN.to_owned()],
             token_file: String::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_buffered_body_bytes: DEFAULT_MAX_BUFFERED_BODY_BYTES,
             max_events_per_request: DEFAULT_MAX_EVENTS_PER_REQUEST,
             body_timeout_secs: DEFAULT_BODY_TIMEOUT_SECS,
             header_timeout_secs: DEFAULT_HEADER_TIMEOUT_SECS,

@@ -46,6 +46,8 @@ pub const DEFAULT_SYNCED_RETENTION_DAYS: f64 = 7.0;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 10.0;
 /// Default largest request body, in bytes (1 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Default memory request bodies may take at once: 64 bodies of the default largest size.
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: u64 = 64 * DEFAULT_MAX_BODY_BYTES;
 /// Default most events in one `POST /v1/events`.
 pub const DEFAULT_MAX_EVENTS_PER_REQUEST: u64 = 1000;
 /// Default time a client has to send its request body.
@@ -201,6 +203,8 @@ pub struct Config {
     pub api_token: Option<crate::api::guard::LocalToken>,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Most bytes of request bodies held in memory at once, across all connections.
+    pub max_buffered_body_bytes: usize,
     /// Most events in one `POST /v1/events`.
     pub max_events_per_request: usize,
     /// Time a client has to send its body.

@@ -244,6 +244,22 @@ fn errors_name_the_key_and_where_it_came_from() {
         "{message}"
     );
 
+    // Room for bodies in memory smaller than one body of the largest size: none would be read.
+    let room = write(
+        dir.path(),
+        "room.toml",
+        "[api]\nmax_body_bytes = 65536\nmax_buffered_body_bytes = 32768\n",
+    );
+    let message = Config::load(&flags_with_config(&room), &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("room.toml")
+            && message.contains("api.max_buffered_body_bytes")
+            && message.contains("at least api.max_body_bytes (65536)"),
+        "{message}"
+    );
+
     let missing = Config::load(&flags_with_config(&dir.path().join("nope.toml")), &env(&[]))
         .unwrap_err()
         .to_string();

@@ -210,6 +210,20 @@ impl Validator<'_> {
                 3600.0,
             )?,
         };
+        let max_body_bytes =
+            self.count("api.max_body_bytes", raw.api.max_body_bytes, 1024, 1 << 30)?;
+        let max_buffered_body_bytes = self.count(
+            "api.max_buffered_body_bytes",
+            raw.api.max_buffered_body_bytes,
+            1024,
+            1 << 40,
+        )?;
+        if max_buffered_body_bytes < max_body_bytes {
+            return Err(self.invalid(
+                "api.max_buffered_body_bytes",
+                format!("must be at least api.max_body_bytes ({max_body_bytes}): a body of the largest size allowed would never be read"),
+            ));
+        }
         Ok(Config {
             config_file,
             data_dir,
@@ -225,12 +239,8 @@ impl Validator<'_> {
             allowed_hosts: raw.api.allowed_hosts,
             cors_origins: self.origins(raw.api.cors_origins)?,
             api_token,
-            max_body_bytes: self.count(
-                "api.max_body_bytes",
-                raw.api.max_body_bytes,
-                1024,
-                1 << 30,
-            )?,
+            max_body_bytes,
+            max_buffered_body_bytes,
             max_events_per_request: self.count(
                 "api.max_events_per_request",
                 raw.api.max_events_per_request,

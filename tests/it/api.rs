@@ -22,6 +22,7 @@ use crate::support::daemon::{
 };
 use crate::support::{self, FakeIngest, Reply, Row};
 
+mod body_room;
 mod mutated;
 
 /// The `brain_id` every test service stamps on its payloads.
