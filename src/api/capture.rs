@@ -219,6 +219,9 @@ pub(super) async fn events(
     let settings = state.settings();
     let (body, _share) = read_text(request, settings.limits.body, &settings.body_room).await?;
     let requests = parse_events(&body, settings.limits.max_events_per_request)?;
+    // The text is not needed past here, and a large batch then waits for its commit holding only
+    // its events; the share of the body room is held to the end.
+    drop(body);
     let mut events = Vec::with_capacity(requests.len());
     for (index, request) in requests.into_iter().enumerate() {
         let id = event_id(request.event_id.as_deref()).map_err(|err| {
