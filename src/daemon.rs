@@ -77,9 +77,10 @@ pub enum Error {
     /// A background task ended unexpectedly.
     #[error("the {0} stopped unexpectedly")]
     Task(&'static str),
-    /// An fsync of the outbox failed, so no write can be acknowledged until it is opened again.
+    /// An fsync of the outbox failed, or its writer died, so no write can be acknowledged until it
+    /// is opened again.
     #[error("{0}; stopping, so that the service starts again on what the disk holds")]
-    DurabilityLost(String),
+    OutboxFailed(String),
 }
 
 impl Error {
@@ -223,9 +224,9 @@ async fn serve(
     ));
 
     // 7. Until stopped: reload on SIGHUP; any task ending on its own is fatal, and so is a failed
-    // fsync: the store refuses every write from then on, and only a fresh open (systemd's
-    // `Restart=on-failure`) recovers the WAL from what the disk really holds.
-    let mut durability_lost = std::pin::pin!(store.durability_lost());
+    // fsync (or the store's writer dying): the store refuses every write from then on, and only a
+    // fresh open (systemd's `Restart=on-failure`) recovers the WAL from what the disk really holds.
+    let mut outbox_failed = std::pin::pin!(store.failed());
     let outcome = loop {
         tokio::select! {
             // Biased: once stop is requested, the server and worker ending is the expected result.
@@ -242,7 +243,7 @@ async fn serve(
                 Err(err) => Error::Server(err.to_string()),
             }),
             _ = &mut sync_worker => break Err(Error::Task("sync worker")),
-            reason = &mut durability_lost => break Err(Error::DurabilityLost(reason)),
+            reason = &mut outbox_failed => break Err(Error::OutboxFailed(reason)),
         }
     };
 

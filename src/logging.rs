@@ -3,6 +3,10 @@
 //! Records are structured (`tracing` fields) everywhere, so the same call site produces a readable
 //! line on a terminal, separate keys in JSON and separate journal fields (`DELIVERED=`…). The
 //! filter can be replaced while running ([`set_filter`], on a reload); the format cannot.
+//!
+//! A panic (a bug) is a record too, at error level with its thread and place: the standard hook's
+//! plain line on stderr would reach the journal at the priority of ordinary output, where
+//! `journalctl -p err` does not show it.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -95,6 +99,7 @@ pub fn init(format: LogFormat, filter: &str) -> Sink {
     if installed.is_ok() {
         // Only the first `init` of a process installs a subscriber, so the cell is empty here.
         let _ = FILTER.set(filter_handle);
+        std::panic::set_hook(Box::new(log_panic));
         if let Some(err) = bad_filter {
             tracing::warn!("invalid log filter {filter:?} ({err}); using \"info\"");
         }
@@ -103,6 +108,29 @@ pub fn init(format: LogFormat, filter: &str) -> Sink {
         }
     }
     sink
+}
+
+/// The panic hook once the subscriber is installed: one error record, with the panic's message,
+/// thread and place, and its backtrace when `RUST_BACKTRACE` asks for one.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    let location = info
+        .location()
+        .map(|at| format!("{}:{}:{}", at.file(), at.line(), at.column()))
+        .unwrap_or_default();
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        tracing::error!(thread, location, backtrace = %backtrace, "panicked (a bug): {message}");
+    } else {
+        tracing::error!(thread, location, "panicked (a bug): {message}");
+    }
 }
 
 /// Replaces the filter of the installed subscriber (SIGHUP with a changed `log.filter`). An
@@ -144,5 +172,54 @@ mod tests {
         ] {
             assert_eq!(parse_filter(filter).is_ok(), accepted, "{filter:?}");
         }
+    }
+
+    /// Set in the copy of this test binary that [`a_panic_is_one_error_record_with_its_thread_and_place`]
+    /// runs, where the panic happens: a hook is global to its process.
+    const PANIC_CHILD: &str = "GRADATA_TEST_PANIC_CHILD";
+
+    #[test]
+    fn a_panic_is_one_error_record_with_its_thread_and_place() {
+        if std::env::var_os(PANIC_CHILD).is_some() {
+            init(LogFormat::Json, "info");
+            let doomed = std::thread::Builder::new()
+                .name("doomed".to_owned())
+                .spawn(|| panic!("on purpose, {}", 42))
+                .unwrap();
+            assert!(doomed.join().is_err());
+            return;
+        }
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "logging::tests::a_panic_is_one_error_record_with_its_thread_and_place",
+                "--nocapture",
+            ])
+            .env(PANIC_CHILD, "1")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{output:?}");
+        let records: Vec<serde_json::Value> = stderr
+            .lines()
+            .filter(|line| line.contains("panicked"))
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect();
+        let [record] = records.as_slice() else {
+            panic!("not one panic record: {stderr}");
+        };
+        assert_eq!(record["level"], "ERROR", "{record}");
+        assert_eq!(
+            record["message"], "panicked (a bug): on purpose, 42",
+            "{record}"
+        );
+        assert_eq!(record["thread"], "doomed", "{record}");
+        assert!(
+            record["location"]
+                .as_str()
+                .is_some_and(|at| at.starts_with("src/logging.rs:")),
+            "{record}"
+        );
     }
 }

@@ -226,12 +226,25 @@ async fn admit(
     let route = request.extensions().get::<MatchedPath>().cloned();
     // The `Arc` is cloned out so that no lock on the settings is held across the request.
     let settings = Arc::clone(&door.settings.borrow());
-    let response = guard::check(&settings.guards, request, next).await;
+    let response = answer_even_a_panic(guard::check(&settings.guards, request, next)).await;
     door.metrics.http_request(
         route.as_ref().map_or("unmatched", MatchedPath::as_str),
         response.status().as_u16(),
     );
     response
+}
+
+/// The response of `handling`, or a 500 if it panicked (a bug, logged by the panic hook): the
+/// client gets an answer rather than a dropped connection, and the service keeps serving.
+async fn answer_even_a_panic(handling: impl Future<Output = Response>) -> Response {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(handling).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => ApiError::internal(
+            "the service failed while handling this request (a bug, logged in its journal); the event may or may not be stored: send it again with the same event_id",
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -244,4 +257,36 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 async fn not_provided(uri: Uri) -> impl IntoResponse {
     ApiError::not_provided(uri.path())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    /// A request whose handling panics gets a JSON 500, not a dropped connection; one that does
+    /// not is answered as it was.
+    #[tokio::test]
+    async fn a_panicking_request_gets_a_500() {
+        let fine = answer_even_a_panic(async { StatusCode::ACCEPTED.into_response() }).await;
+        assert_eq!(fine.status(), StatusCode::ACCEPTED);
+        let panicked = answer_even_a_panic(async {
+            if fine.status().is_success() {
+                panic!("a bug");
+            }
+            fine
+        })
+        .await;
+        assert_eq!(panicked.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(panicked.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "internal", "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("same event_id"),
+            "{body}"
+        );
+    }
 }

@@ -588,10 +588,11 @@ impl Store {
 
     /// Resolves, with the reason, once this store can no longer make writes durable: an fsync of
     /// the WAL failed, so what the kernel kept of it is unknown and every later write fails with
-    /// [`Error::SyncFailed`]. Only opening the store again recovers, SQLite then reading the WAL as
-    /// it is on disk; the service stops for that. Never resolves while fsyncs succeed, nor for a
-    /// read-only store. Holds no reference to the store.
-    pub fn durability_lost(&self) -> impl Future<Output = String> + Send + 'static {
+    /// [`Error::SyncFailed`], or the writer thread died on a bug. Only opening the store again
+    /// recovers, SQLite then reading the WAL as it is on disk; the service stops for that. Never
+    /// resolves while fsyncs succeed and the writer runs, nor for a read-only store. Holds no
+    /// reference to the store.
+    pub fn failed(&self) -> impl Future<Output = String> + Send + 'static {
         let receiver = self.shared.writer.as_ref().map(Writer::durability_lost);
         async move {
             if let Some(mut receiver) = receiver {

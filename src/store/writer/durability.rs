@@ -90,7 +90,8 @@ pub(super) struct Syncer {
 /// Whether writes can still be made durable. Raised by the first failed fsync of the WAL, the
 /// [`Syncer`]'s own or SQLite's inside a commit, and never lowered: what the kernel kept of the WAL
 /// is unknown from then on, so the writer refuses every command, and [`super::Writer::durability_lost`]
-/// tells the service, which stops so that a fresh open recovers the WAL from the disk.
+/// tells the service, which stops so that a fresh open recovers the WAL from the disk. The death
+/// of the writer thread (a bug) raises it too: nothing can be written after that either.
 pub(super) struct DurabilityAlarm {
     /// Read before every group: a plain load, where the watch below would take its lock.
     raised: AtomicBool,
@@ -109,9 +110,9 @@ impl DurabilityAlarm {
     }
 
     /// Raises the alarm; only the first reason is kept.
-    pub(super) fn raise(&self, err: &Error) {
+    pub(super) fn raise(&self, reason: &dyn std::fmt::Display) {
         if !self.raised.swap(true, Ordering::SeqCst) {
-            self.reason.send_replace(Some(err.to_string()));
+            self.reason.send_replace(Some(reason.to_string()));
         }
     }
 

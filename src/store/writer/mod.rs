@@ -111,7 +111,9 @@ impl Writer {
                     commits: &counter,
                     pending: &pending,
                 };
-                run(conn, durability, &alarm, checkpointer, &receiver, &counters);
+                raise_if_it_panics(&alarm, || {
+                    run(conn, durability, &alarm, checkpointer, &receiver, &counters);
+                });
             })?;
         Ok(Writer {
             commands: Some(commands),
@@ -122,8 +124,8 @@ impl Writer {
         })
     }
 
-    /// A receiver that becomes `Some(reason)` once an fsync of the WAL has failed
-    /// ([`DurabilityAlarm`]).
+    /// A receiver that becomes `Some(reason)` once an fsync of the WAL has failed or the writer
+    /// thread has died ([`DurabilityAlarm`]).
     pub(super) fn durability_lost(&self) -> watch::Receiver<Option<String>> {
         self.durability_lost.clone()
     }
@@ -159,6 +161,15 @@ impl Drop for Writer {
             // A panic in the thread has already been reported by the panic hook; nothing to add.
             let _ = thread.join();
         }
+    }
+}
+
+/// Runs the writer's loop; should it panic (a bug, already logged by the panic hook), raises the
+/// alarm, so that the service stops and starts again rather than answer every later write with
+/// "closed" while it looks alive.
+fn raise_if_it_panics(alarm: &DurabilityAlarm, writer: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(writer)).is_err() {
+        alarm.raise(&"the outbox's writer thread stopped on a bug (its panic is logged above)");
     }
 }
 
@@ -518,5 +529,23 @@ fn execute(
             now,
             reply,
         } => reply.set(set_meta(conn, key, value, *now)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer loop that panics raises the alarm (so the service stops and starts again); one
+    /// that returns does not.
+    #[test]
+    fn a_panic_in_the_writer_raises_the_alarm() {
+        let (alarm, mut reason) = DurabilityAlarm::new();
+        raise_if_it_panics(&alarm, || {});
+        assert!(!alarm.raised());
+        raise_if_it_panics(&alarm, || panic!("a bug"));
+        assert!(alarm.raised());
+        let said = reason.borrow_and_update().clone().unwrap();
+        assert!(said.contains("writer thread stopped on a bug"), "{said}");
     }
 }
