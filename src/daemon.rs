@@ -193,10 +193,11 @@ async fn serve(
     });
     let serving = stop.child_token();
     let server_alive = Arc::new(AtomicBool::new(true));
+    let (header_timeout, header_timeout_updates) = watch::channel(config.header_timeout);
     let mut server = tokio::spawn(run_server(
         listeners,
         api::router(state),
-        config.header_timeout,
+        header_timeout_updates,
         serving.clone(),
         server_alive.clone(),
     ));
@@ -213,10 +214,11 @@ async fn serve(
         heartbeat.clone(),
         stop.child_token(),
     ));
+    let (retention, retention_updates) = watch::channel(config.synced_retention);
     let housekeeping = tokio::spawn(housekeeping(
         store.clone(),
         status.clone(),
-        config.synced_retention,
+        retention_updates,
         heartbeat,
         server_alive,
         notifier,
@@ -234,7 +236,12 @@ async fn serve(
             () = stop.cancelled() => break Ok(()),
             Some(()) = reloads.recv() => {
                 notifier.reloading();
-                let swaps = Swaps { engines: &engines, api_settings: &api_settings };
+                let swaps = Swaps {
+                    engines: &engines,
+                    api_settings: &api_settings,
+                    header_timeout: &header_timeout,
+                    retention: &retention,
+                };
                 config = reload_config(config, &reload, swaps, &store, &status).await;
                 notifier.ready(&serving_status(&store, &status).await);
             }
@@ -528,7 +535,7 @@ async fn drain_with_progress(
 async fn run_server(
     listeners: Vec<api::Listener>,
     router: axum::Router,
-    header_timeout: Duration,
+    header_timeout: watch::Receiver<Duration>,
     shutdown: CancellationToken,
     alive: Arc<AtomicBool>,
 ) {
@@ -561,11 +568,11 @@ async fn run_worker(
 }
 
 /// Feeds the watchdog while the worker and the server are alive, refreshes `STATUS=`, and purges
-/// synced rows past their retention.
+/// synced rows past their retention (as a reload last set it).
 async fn housekeeping(
     store: Store,
     status: Status,
-    retention: Duration,
+    retention: watch::Receiver<Duration>,
     heartbeat: worker::Heartbeat,
     server_alive: Arc<AtomicBool>,
     notifier: Notifier,
@@ -623,6 +630,7 @@ async fn housekeeping(
         }
         if Instant::now() >= next_purge {
             next_purge = Instant::now() + RETENTION_INTERVAL;
+            let retention = *retention.borrow();
             match store.purge_synced(retention).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "deleted synced rows past their retention"),
@@ -652,10 +660,15 @@ async fn serving_status(store: &Store, status: &Status) -> String {
 struct Swaps<'a> {
     engines: &'a watch::Sender<Engine>,
     api_settings: &'a watch::Sender<Arc<api::Settings>>,
+    /// Read by the server for each new connection.
+    header_timeout: &'a watch::Sender<Duration>,
+    /// Read by the housekeeping task at each purge.
+    retention: &'a watch::Sender<Duration>,
 }
 
 /// Builds and validates the new configuration, then swaps the sync engine and the API's settings
-/// (token, hosts, origins, limits, `brain_id`); on any error keeps the old configuration in force
+/// (token, hosts, origins, limits, `brain_id`), the header deadline of new connections and the
+/// retention of synced rows; on any error keeps the old configuration in force
 /// and says why. A changed `log.filter` replaces the running one. Every changed key that only a
 /// restart applies is named in a warning.
 async fn reload_config(
@@ -715,6 +728,8 @@ async fn reload_config(
         );
     }
     swaps.engines.send_replace(engine);
+    swaps.header_timeout.send_replace(new.header_timeout);
+    swaps.retention.send_replace(new.synced_retention);
     let running_room = Arc::clone(&swaps.api_settings.borrow().body_room);
     swaps
         .api_settings
@@ -737,8 +752,8 @@ async fn reload_config(
 
 /// The keys whose value changed from `running` to `new` but which this process applies only when
 /// it starts again: what was bound, opened or installed at start. Everything else a reload applies
-/// (the sync engine, the API's settings; the shutdown budgets are read from the configuration in
-/// force when the stop comes).
+/// (the sync engine, the API's settings, the header deadline, the retention; the shutdown budgets
+/// are read from the configuration in force when the stop comes).
 fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     // Destructured without `..` on purpose: a field added to `Config` does not compile here until
     // someone decides whether a reload applies it.
@@ -756,14 +771,14 @@ fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> 
         max_buffered_body_bytes: _,
         max_events_per_request: _,
         body_timeout: _,
-        header_timeout,
+        header_timeout: _,
         degraded_after: _,
         max_pending_rows: _,
         max_pending_bytes: _,
         brain_id: _,
         synchronous,
         busy_timeout,
-        synced_retention,
+        synced_retention: _,
         sync: _,
         startup_drain: _,
         shutdown_drain: _,
@@ -772,16 +787,8 @@ fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> 
         ("data_dir", *data_dir != new.data_dir),
         ("log.format", *log_format != new.log_format),
         ("api.listen", *listen != new.listen),
-        (
-            "api.header_timeout_secs",
-            *header_timeout != new.header_timeout,
-        ),
         ("store.synchronous", *synchronous != new.synchronous),
         ("store.busy_timeout_secs", *busy_timeout != new.busy_timeout),
-        (
-            "store.synced_retention_days",
-            *synced_retention != new.synced_retention,
-        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

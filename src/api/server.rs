@@ -22,6 +22,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,11 +34,12 @@ const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
 /// Serves `router` on every listener until `shutdown` fires, then stops accepting and waits for
 /// the connections in flight to finish their requests and close. `header_timeout` bounds how long
-/// a connection may take to send a request's headers (see the module's documentation).
+/// a connection may take to send a request's headers (see the module's documentation); each new
+/// connection takes the value current when it is accepted (a reload changes it).
 pub async fn serve(
     listeners: Vec<Listener>,
     router: Router,
-    header_timeout: Duration,
+    header_timeout: watch::Receiver<Duration>,
     shutdown: CancellationToken,
 ) {
     let connections = TaskTracker::new();
@@ -45,7 +47,7 @@ pub async fn serve(
     for listener in listeners {
         let connection = Connection {
             router: router.clone(),
-            header_timeout,
+            header_timeout: header_timeout.clone(),
             shutdown: shutdown.clone(),
         };
         let (connections, shutdown) = (connections.clone(), shutdown.clone());
@@ -157,7 +159,7 @@ fn log_accept_failure(err: &io::Error, message: &str, failures: u64) {
 #[derive(Clone)]
 struct Connection {
     router: Router,
-    header_timeout: Duration,
+    header_timeout: watch::Receiver<Duration>,
     shutdown: CancellationToken,
 }
 
@@ -173,10 +175,11 @@ impl Connection {
         // side after its request still gets the answer; without this hyper closes the connection
         // when it reads the end of the stream, and a write that was committed goes
         // unacknowledged.
+        let header_timeout = *self.header_timeout.borrow();
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(self.header_timeout)
+            .header_read_timeout(header_timeout)
             .half_close(true);
         let service = TowerToHyperService::new(self.router);
         let mut connection = pin!(builder.serve_connection(TokioIo::new(io), service));

@@ -659,7 +659,8 @@ fn sighup_reloads_and_rejects_a_bad_config() {
 
 /// A reload applies the local token, the allowed hosts, the limits, `sync.brain_id` and the log
 /// filter to the next request (an operator rotating a leaked token is not told it worked while the old one still
-/// passes), and names every changed setting that only a restart applies.
+/// passes) and the header deadline to the next connection, and names every changed setting that
+/// only a restart applies.
 #[test]
 fn sighup_applies_the_token_hosts_limits_and_brain_id() {
     let (_guard, dir) = support::temp_dir();
@@ -715,7 +716,8 @@ fn sighup_applies_the_token_hosts_limits_and_brain_id() {
         &token_b,
         "brain-b",
         "allowed_hosts = [\"gradata.internal\"]\nmax_events_per_request = 1\n\
-         header_timeout_secs = 30.0\n\
+         header_timeout_secs = 1.0\n\
+         [store]\nsynchronous = \"normal\"\n\
          [log]\nfilter = \"warn\"",
     );
     daemon.sighup();
@@ -764,7 +766,21 @@ fn sighup_applies_the_token_hosts_limits_and_brain_id() {
         .filter(|line| line.contains("changed setting not applied"))
         .filter_map(|line| log_field(line, "key"))
         .collect();
-    assert_eq!(not_applied, ["api.header_timeout_secs"], "{stderr}");
+    assert_eq!(not_applied, ["store.synchronous"], "{stderr}");
+
+    // A connection opened now, left idle, is closed after the new one-second deadline, not the
+    // minute it was (the read gives up long before that).
+    let mut idle = daemon::connect(addr);
+    idle.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut byte = [0u8; 1];
+    match std::io::Read::read(&mut idle, &mut byte) {
+        Ok(0) => {}
+        Ok(_) => panic!("the service sent something to an idle connection"),
+        Err(err) => assert!(
+            err.kind() == std::io::ErrorKind::ConnectionReset,
+            "the idle connection was not closed: {err}"
+        ),
+    }
     stop_cleanly(&mut daemon);
 }
 
