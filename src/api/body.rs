@@ -125,12 +125,13 @@ impl BodyRoom {
         if !self.refusing.load(Ordering::Relaxed) {
             return;
         }
-        let ended = self
-            .episode
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        self.refusing.store(false, Ordering::Relaxed);
+        let ended = {
+            // The flag is lowered under the lock, as `refused` raises it: a refusal on another
+            // thread meanwhile is never left without its flag.
+            let mut episode = self.episode.lock().unwrap_or_else(PoisonError::into_inner);
+            self.refusing.store(false, Ordering::Relaxed);
+            episode.take()
+        };
         if let Some(episode) = ended {
             tracing::info!(
                 refused = episode.count(),

@@ -3,11 +3,11 @@
 //! extra code) until a shutdown token fires, then lets requests in flight finish.
 //!
 //! Layout: `capture` (the write routes), `admin` (sync now, queue, metrics), `health`, `guard`
-//! (Host, Origin, token, CORS), `body` (reading JSON safely, in bounded memory), `error` (every failure as JSON),
-//! `correction` (category and severity of an edit), `refusals` (refused writes, in the journal),
-//! `server` (connections: hyper, the header deadline, accept errors, graceful stop), `episode` (a
-//! run of failures, logged when it starts and ends: refused writes, accept failures, bodies with
-//! no room).
+//! (Host, Origin, token, CORS), `body` (reading JSON safely, in bounded memory), `error` (every
+//! failure as JSON), `correction` (category and severity of an edit), `refusals` (refused writes,
+//! in the journal), `server` (connections: hyper, the header deadline, accept errors, graceful
+//! stop), `episode` (a run of failures, logged when it starts and ends: refused writes, accept
+//! failures, bodies with no room).
 //!
 //! Boundary: talks to the outbox through [`crate::store`], reads the sync status and asks the
 //! current sync engine for a drain on `POST /sync`; it never posts to the cloud itself.
