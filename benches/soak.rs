@@ -40,11 +40,11 @@
 //! - an acknowledged event never reached the ingest server, or a row is dead, or the service
 //!   answered a request with a 5xx, or did not stop cleanly;
 //! - the late median of **VmRSS** exceeds the early one by more than 25% plus 4 MiB. The early
-//!   minute is taken while the outbox, SQLite's page caches (2 MiB per connection by default, four
+//!   minute is taken while the outbox, SQLite's page caches (2 MiB per connection by default, three
 //!   connections) and the allocator's free lists are still filling, and the late minute may hold
-//!   a larger backlog in flight (a slow or refusing phase queues up to about 25,000 rows, whose
-//!   batches are read into memory as they are claimed): those are the slack. A leak of even 16
-//!   bytes per request grows past it within a ten-minute run at this rate;
+//!   a larger backlog in flight (a failing phase leaves up to about 40,000 rows pending, whose
+//!   batches are read into memory as they are claimed): those are the slack, about 12 MiB. A
+//!   leak of 32 bytes per event (27 MiB over the 840,000 events of a ten-minute run) fails it;
 //! - the late median of **open file descriptors** exceeds the early one by more than 48: the
 //!   service's pool of connections to the ingest server holds up to `sync.max_concurrency` (32)
 //!   of them after a slow phase and far fewer after a healthy one, and the clients hold a few
