@@ -30,6 +30,14 @@ const MIN_INTERVAL: Duration = Duration::from_millis(25);
 /// when this thread cannot keep the WAL short by itself.
 pub(super) const WRITER_BACKSTOP_PAGES: u32 = 8_000;
 
+/// The size, in bytes, the writer cuts the WAL file back to when it starts the WAL over
+/// (`journal_size_limit`). SQLite otherwise keeps the file at the largest size it ever reached: a
+/// WAL that grew behind a long read (a listing, a `gradata status` of a large queue) would take
+/// that much disk for good. Twice the backstop's 32 MiB, so that a WAL of the usual size is never
+/// cut (a cut file is extended again by the next commits, and appending costs the WAL's fsync more
+/// than overwriting).
+pub(super) const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+
 /// Owner of the checkpointer thread. Dropping it stops the thread after its current checkpoint.
 pub(super) struct Checkpointer {
     /// Capacity one: signals sent while one is waiting fold into it.

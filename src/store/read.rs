@@ -64,21 +64,18 @@ pub struct QueueEntry {
     pub payload_bytes: i64,
 }
 
+/// Counts by state, without reading a delivered row: the pending and dead rows are read through
+/// the original daemon's partial index of undelivered rows, and the delivered ones are counted
+/// from their own partial index alone. `GET /health`, `GET /metrics` and the service's status line
+/// run it every few seconds; a scan of the whole table there costs time in proportion to the
+/// delivered rows kept (`store.synced_retention_days`), and holds a read snapshot that long, which
+/// keeps the checkpoints from ever catching up with a busy writer, so the WAL grows. A database
+/// missing those indexes (every migration creates them) is counted the slow way.
 pub(super) fn stats(conn: &Connection) -> Result<Stats, Error> {
-    let pending = RowState::Pending.sql_condition();
-    let dead = RowState::Dead.sql_condition();
-    let synced = RowState::Synced.sql_condition();
-    let sql = format!(
-        "SELECT
-            COALESCE(SUM(CASE WHEN {pending} THEN 1 ELSE 0 END), 0),
-            COALESCE(SUM(CASE WHEN {dead} THEN 1 ELSE 0 END), 0),
-            COALESCE(SUM(CASE WHEN {synced} THEN 1 ELSE 0 END), 0),
-            COALESCE(SUM(CASE WHEN {pending} AND lease_until > unixepoch('subsec') THEN 1 ELSE 0 END), 0),
-            COALESCE(SUM(CASE WHEN {pending} THEN length(CAST(payload_json AS BLOB)) ELSE 0 END), 0),
-            MIN(CASE WHEN {pending} THEN enqueued_at END)
-         FROM sync_queue"
-    );
-    let stats = conn.query_row(&sql, [], |row| {
+    let mut statement = conn
+        .prepare_cached(&stats_sql(true))
+        .or_else(|_| conn.prepare_cached(&stats_sql(false)))?;
+    let stats = statement.query_row([], |row| {
         Ok(Stats {
             pending: count(row.get(0)?),
             dead: count(row.get(1)?),
@@ -89,6 +86,33 @@ pub(super) fn stats(conn: &Connection) -> Result<Stats, Error> {
         })
     })?;
     Ok(stats)
+}
+
+/// The query of [`stats`]; `indexed` names the indexes it must use.
+fn stats_sql(indexed: bool) -> String {
+    let pending = RowState::Pending.sql_condition();
+    let dead = RowState::Dead.sql_condition();
+    let synced = RowState::Synced.sql_condition();
+    let (undelivered_index, delivered_index) = if indexed {
+        (
+            "INDEXED BY idx_sync_queue_pending",
+            "INDEXED BY idx_sync_queue_synced_at",
+        )
+    } else {
+        ("", "")
+    };
+    // Pending and dead rows are both undelivered (`synced_at IS NULL`, as their conditions say):
+    // only those rows are visited for them.
+    format!(
+        "SELECT
+            COALESCE(SUM(CASE WHEN {pending} THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN {dead} THEN 1 ELSE 0 END), 0),
+            (SELECT COUNT(*) FROM sync_queue {delivered_index} WHERE {synced}),
+            COALESCE(SUM(CASE WHEN {pending} AND lease_until > unixepoch('subsec') THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN {pending} THEN length(CAST(payload_json AS BLOB)) ELSE 0 END), 0),
+            MIN(CASE WHEN {pending} THEN enqueued_at END)
+         FROM sync_queue {undelivered_index} WHERE synced_at IS NULL"
+    )
 }
 
 /// [`stats`] of a table gradata has not migrated yet, from the original daemon's columns alone:
@@ -246,4 +270,90 @@ pub(super) fn next_due_at(conn: &Connection) -> Result<Option<SystemTime>, Error
 
 fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema;
+
+    /// A fresh database with the original table and every migration.
+    fn migrated() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(schema::BASE_DDL).unwrap();
+        schema::migrate(&mut conn, false).unwrap();
+        conn
+    }
+
+    /// SQLite's plan for `sql`, one step a line.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        statement
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn stats_reads_the_table_only_through_the_partial_indexes() {
+        let conn = migrated();
+        let plan = plan(&conn, &stats_sql(true));
+        let steps: Vec<&String> = plan.iter().filter(|s| s.contains("sync_queue")).collect();
+        assert_eq!(steps.len(), 2, "{plan:?}");
+        assert!(
+            steps.iter().all(|s| s.contains("INDEX")),
+            "a step scans the whole table, delivered rows included: {plan:?}"
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("COVERING INDEX idx_sync_queue_synced_at")),
+            "delivered rows are counted from their index alone: {plan:?}"
+        );
+    }
+
+    #[test]
+    fn stats_counts_every_state() {
+        let conn = migrated();
+        let insert = |synced_at: Option<f64>, dead_at: Option<f64>, lease_until: Option<f64>| {
+            conn.execute(
+                "INSERT INTO sync_queue (payload_json, kind, enqueued_at, synced_at, dead_at, lease_until)
+                 VALUES ('{\"n\":1}', 'event', 100.0, ?1, ?2, ?3)",
+                rusqlite::params![synced_at, dead_at, lease_until],
+            )
+            .unwrap();
+        };
+        for _ in 0..5 {
+            insert(Some(200.0), None, None);
+        }
+        insert(None, Some(150.0), None);
+        insert(None, None, None);
+        insert(None, None, Some(4e9));
+        let stats = stats(&conn).unwrap();
+        assert_eq!(
+            (
+                stats.pending,
+                stats.dead,
+                stats.synced,
+                stats.leased,
+                stats.pending_bytes
+            ),
+            (2, 1, 5, 1, 14),
+            "{stats:?}"
+        );
+        assert_eq!(stats.oldest_pending_at, Some(from_unix(100.0)));
+    }
+
+    #[test]
+    fn stats_without_the_indexes_counts_the_slow_way() {
+        let conn = migrated();
+        conn.execute_batch(
+            "DROP INDEX idx_sync_queue_synced_at;
+             INSERT INTO sync_queue (payload_json, kind, enqueued_at, synced_at)
+             VALUES ('{}', 'event', 1.0, 2.0);",
+        )
+        .unwrap();
+        assert_eq!(stats(&conn).unwrap().synced, 1);
+    }
 }

@@ -136,6 +136,49 @@ async fn a_drain_posts_every_row_once_with_its_own_key() {
     assert_eq!(store.count_pending().unwrap(), 0);
 }
 
+/// Rows the cloud failed, then could not be reached for (nothing listening), are delivered once it
+/// is back on the same address: every row reaches the ingest API at least once, over both servers.
+#[tokio::test]
+async fn rows_survive_failures_and_refused_connections_until_the_server_is_back() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let ids = support::fill(&store, 200).await;
+    // Every other request fails: each batch makes progress, and half of its rows are retried.
+    let flaky = FakeIngest::counting_with(KEY, None, |n| {
+        if n % 2 == 1 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let addr = flaky.addr();
+    let engine = support::engine(&store, support::settings(&flaky.url("/ingest"), Some(KEY)));
+
+    let first = drain(&engine, Trigger::Manual, budget()).await;
+    assert!(
+        first.delivered > 0 && first.delivered < 200,
+        "some rows delivered, some failed: {first:?}"
+    );
+    let mut delivered = flaky.stop();
+    assert_eq!(delivered.len() as u64, first.delivered);
+
+    let refused = drain(&engine, Trigger::Manual, budget()).await;
+    assert_eq!(refused.delivered, 0, "{refused:?}");
+    assert_eq!(store.count_pending().unwrap(), 200 - first.delivered);
+
+    let back = FakeIngest::counting_with(KEY, Some(addr), |_| Reply::ok());
+    let last = drain(&engine, Trigger::Manual, budget()).await;
+    assert_eq!(last.delivered, 200 - first.delivered, "{last:?}");
+    assert_eq!(store.count_pending().unwrap(), 0);
+    delivered.extend(back.delivered_keys());
+    let expected: std::collections::HashSet<Vec<u8>> =
+        ids.into_iter().map(String::into_bytes).collect();
+    assert_eq!(
+        delivered, expected,
+        "every row delivered, over both servers"
+    );
+}
+
 /// Original test 3: without a key nothing is sent, rows stay pending, and the record says why.
 #[tokio::test]
 async fn without_api_key_nothing_is_sent_and_the_record_says_why() {

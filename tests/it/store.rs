@@ -327,6 +327,61 @@ async fn acknowledged_enqueue_is_visible_to_another_connection() {
     }
 }
 
+/// A reader holding one snapshot keeps every checkpoint from finishing, so the WAL grows far past
+/// its usual size; once the reader is gone and the checkpoints catch up, the writer starts the WAL
+/// over and cuts the file back to 64 MiB, instead of keeping its largest size for good.
+#[tokio::test]
+async fn a_wal_grown_behind_a_long_read_is_cut_back_once_checkpoints_catch_up() {
+    const LIMIT: u64 = 64 * 1024 * 1024;
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let database = dir.join(gradata::store::DATABASE_FILE);
+    let wal = dir.join(format!("{}-wal", gradata::store::DATABASE_FILE));
+    let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    store
+        .enqueue(vec![event("WAL-first", serde_json::json!({}))])
+        .await
+        .unwrap();
+    let reader = Connection::open(&database).unwrap();
+    // A read transaction: its snapshot holds until COMMIT.
+    reader.execute_batch("BEGIN").unwrap();
+    let rows: i64 = reader
+        .query_row("SELECT COUNT(*) FROM sync_queue", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1);
+    let text = "x".repeat(4000);
+    let mut n = 0u64;
+    while wal_size() <= LIMIT + 8 * 1024 * 1024 {
+        let batch: Vec<NewEvent> = (0..250)
+            .map(|_| {
+                n += 1;
+                event(&format!("WAL{n:07}"), serde_json::json!({"text": text}))
+            })
+            .collect();
+        store.enqueue(batch).await.unwrap();
+    }
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    // Writes go on: the checkpointer copies the WAL back, and a later commit starts it over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut k = 0u64;
+    while wal_size() > LIMIT {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL is still {} bytes ({} checkpoints)",
+            wal_size(),
+            store.checkpoints()
+        );
+        k += 1;
+        store
+            .enqueue(vec![event(&format!("WAL-after{k}"), serde_json::json!({}))])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.count_pending().unwrap(), 1 + n + k);
+}
+
 /// Committed pages reach the database file while the store is open, copied by the checkpointer
 /// thread: the writer's own checkpoint waits for thousands of pages, far more than these writes.
 #[tokio::test]

@@ -44,7 +44,7 @@ use tokio::sync::{oneshot, watch};
 pub(super) use command::{Command, Reply};
 pub(super) use pending::PendingGauge;
 
-use super::checkpoint::{Checkpointer, WRITER_BACKSTOP_PAGES};
+use super::checkpoint::{Checkpointer, WAL_SIZE_LIMIT_BYTES, WRITER_BACKSTOP_PAGES};
 use super::types::{NewEvent, QueueLimit};
 use super::{Error, Synchronous};
 use durability::{Durability, DurabilityAlarm, is_failed_fsync};
@@ -94,6 +94,9 @@ impl Writer {
         let counter = commits.clone();
         let checkpoints = Arc::new(AtomicU64::new(0));
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_BACKSTOP_PAGES)
+            .map_err(std::io::Error::other)?;
+        // The writer is the connection that starts the WAL over, and so the one that cuts it.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
             .map_err(std::io::Error::other)?;
         // The original DDL's `CHECK(kind IN ('correction','lesson','event'))` stays in the schema
         // for every other writer; this one only ever stores `Kind::as_str()`, one of those three,

@@ -3,7 +3,10 @@
 //! It runs on its own thread and runtime, so it serves while the test blocks, while a child
 //! process drains into it, and while the code under test runs on another runtime. Every request is
 //! recorded (path, headers, body, arrival order); the plan decides each reply. Benchmarks use the
-//! lean [`FakeIngest::counting`] server instead, which keeps only each request's idempotency key.
+//! lean [`FakeIngest::counting`] server instead, which keeps only each request's idempotency key
+//! (and [`FakeIngest::counting_with`], the same with a plan that sees only the request's number,
+//! on an address of the caller's choosing, so that a soak can stop the server and start it again
+//! where the service under test keeps sending).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -91,6 +94,9 @@ impl Reply {
 /// Decides the reply to the `n`-th request (0-based).
 pub type Plan = Arc<dyn Fn(&Received, usize) -> Reply + Send + Sync>;
 
+/// Decides the counting server's reply to its `n`-th request (0-based), from the number alone.
+pub type CountingPlan = Arc<dyn Fn(usize) -> Reply + Send + Sync>;
+
 struct Shared {
     plan: Plan,
     received: Mutex<Vec<Received>>,
@@ -99,6 +105,8 @@ struct Shared {
     gate: Option<Gate>,
     /// The counting server's tally: requests, and the distinct idempotency keys among them.
     counted: Mutex<KeyTally>,
+    /// The counting server's replies; `None`: 200 to every request.
+    counting_plan: Option<CountingPlan>,
 }
 
 /// What the counting server keeps of the requests it answered.
@@ -107,6 +115,7 @@ struct KeyTally {
     /// The `Authorization` value a request must carry.
     bearer: String,
     requests: usize,
+    /// The idempotency keys of the requests answered with a 2xx.
     keys: HashSet<Vec<u8>>,
 }
 
@@ -157,22 +166,41 @@ impl FakeIngest {
     /// `Idempotency-Key`. For benchmarks: recording every header and body costs the server, which
     /// shares the machine's cores with the client being measured, more than the client itself.
     pub fn counting(key: &str) -> FakeIngest {
-        let plan: Plan = Arc::new(|_, _| Reply::ok());
-        let server = FakeIngest::serve(plan, None, |app| app.fallback(count_key));
+        FakeIngest::counting_on(key, None, None)
+    }
+
+    /// The counting server on `addr` (a free loopback port when `None`), answering each request
+    /// as `plan` says from its number; only the keys of requests answered with a 2xx are kept
+    /// (after the reply's delay). Binding an address a stopped server used lets a benchmark refuse
+    /// connections for a while and then serve again where the service under test sends.
+    pub fn counting_with(
+        key: &str,
+        addr: Option<SocketAddr>,
+        plan: impl Fn(usize) -> Reply + Send + Sync + 'static,
+    ) -> FakeIngest {
+        FakeIngest::counting_on(key, addr, Some(Arc::new(plan)))
+    }
+
+    fn counting_on(key: &str, addr: Option<SocketAddr>, plan: Option<CountingPlan>) -> FakeIngest {
+        let unused: Plan = Arc::new(|_, _| Reply::ok());
+        let server = FakeIngest::serve(unused, None, plan, addr, |app| app.fallback(count_key));
         server.shared.counted.lock().unwrap().bearer = format!("Bearer {key}");
         server
     }
 
     fn start(plan: Plan, gate: Option<Gate>) -> FakeIngest {
-        FakeIngest::serve(plan, gate, |app| app.fallback(handle))
+        FakeIngest::serve(plan, gate, None, None, |app| app.fallback(handle))
     }
 
     fn serve(
         plan: Plan,
         gate: Option<Gate>,
+        counting_plan: Option<CountingPlan>,
+        addr: Option<SocketAddr>,
         route: impl FnOnce(axum::Router<Arc<Shared>>) -> axum::Router<Arc<Shared>>,
     ) -> FakeIngest {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake ingest");
+        let bind = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = std::net::TcpListener::bind(bind).expect("bind fake ingest");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
@@ -181,6 +209,7 @@ impl FakeIngest {
             arrived: Condvar::new(),
             gate,
             counted: Mutex::new(KeyTally::default()),
+            counting_plan,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = route(axum::Router::new()).with_state(shared.clone());
@@ -212,6 +241,11 @@ impl FakeIngest {
         }
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
@@ -241,10 +275,16 @@ impl FakeIngest {
         true
     }
 
-    /// The counting server's tally: requests answered, and distinct idempotency keys among them.
+    /// The counting server's tally: requests answered, and distinct idempotency keys among those
+    /// answered with a 2xx.
     pub fn counted(&self) -> (usize, usize) {
         let tally = self.shared.counted.lock().unwrap();
         (tally.requests, tally.keys.len())
+    }
+
+    /// The counting server's distinct idempotency keys of the requests answered with a 2xx.
+    pub fn delivered_keys(&self) -> HashSet<Vec<u8>> {
+        self.shared.counted.lock().unwrap().keys.clone()
     }
 
     /// Whether the gate had to give up waiting (the drainers did not overlap).
@@ -258,6 +298,20 @@ impl FakeIngest {
 
 impl Drop for FakeIngest {
     fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl FakeIngest {
+    /// Stops the counting server, once the requests in flight are answered, and returns the
+    /// distinct idempotency keys it answered with a 2xx (every one of them, late ones included).
+    pub fn stop(mut self) -> HashSet<Vec<u8>> {
+        self.halt();
+        std::mem::take(&mut self.shared.counted.lock().unwrap().keys)
+    }
+
+    /// Stops serving and waits for the server's thread.
+    fn halt(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -268,23 +322,44 @@ impl Drop for FakeIngest {
 }
 
 /// The counting server's handler: 401 without the expected bearer key or a body, otherwise count
-/// and answer 200.
+/// and answer as the counting plan says (200 without one), keeping the key of a 2xx.
 async fn count_key(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let key = headers
         .get("idempotency-key")
         .map(|v| v.as_bytes().to_vec())
         .unwrap_or_default();
-    let mut tally = shared.counted.lock().unwrap();
-    let authorized = headers
-        .get("authorization")
-        .is_some_and(|v| v.as_bytes() == tally.bearer.as_bytes());
-    if body.is_empty() || !authorized {
-        return StatusCode::UNAUTHORIZED.into_response();
+    // The guard lives in this block alone: the future must be `Send` across the delay below.
+    let reply = {
+        let mut tally = shared.counted.lock().unwrap();
+        let authorized = headers
+            .get("authorization")
+            .is_some_and(|v| v.as_bytes() == tally.bearer.as_bytes());
+        if body.is_empty() || !authorized {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let n = tally.requests;
+        tally.requests += 1;
+        let Some(plan) = &shared.counting_plan else {
+            tally.keys.insert(key);
+            return (StatusCode::OK, r#"{"status":"ok"}"#).into_response();
+        };
+        plan(n)
+    };
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
     }
-    tally.requests += 1;
-    tally.keys.insert(key);
-    drop(tally);
-    (StatusCode::OK, r#"{"status":"ok"}"#).into_response()
+    let status = StatusCode::from_u16(reply.status).expect("valid status");
+    if status.is_success() {
+        shared.counted.lock().unwrap().keys.insert(key);
+    }
+    let mut response = (status, reply.body).into_response();
+    for (name, value) in reply.headers {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            axum::http::HeaderValue::from_str(&value).expect("header value"),
+        );
+    }
+    response
 }
 
 async fn handle(

@@ -1,0 +1,1061 @@
+//! Soak benchmark: bounded resources over time, and no acknowledged event lost, while the cloud
+//! flaps.
+//!
+//! Starts the release binary (`CARGO_BIN_EXE_gradata`, or `$GRADATA_BIN`) as `gradata serve` on a
+//! passed loopback socket, with a fresh data directory, the default `synchronous=full`, and sync
+//! enabled to an in-process fake ingest server (the lean counting one of
+//! `tests/it/support/fake_ingest.rs`, which keeps only the idempotency keys it answered with a
+//! 2xx). For `GRADATA_SOAK_SECS` seconds (default 300) it drives a mixed, paced load (about 1,400
+//! events/s, far below what the service can take, so that what is measured is time, not
+//! saturation) from several client threads:
+//!
+//! - two threads posting single events to `POST /v1/events` over keep-alive connections;
+//! - one posting batches of 25 events;
+//! - one alternating `POST /correct` and `POST /log-event` (every 100th correction is over 16 KiB,
+//!   which the service measures on its blocking pool);
+//! - one churning connections: a single event on a new connection with `Connection: close`, a
+//!   connection opened and closed without a byte, half a request head then a close, a whole
+//!   request then a close without reading the answer, `GET /health` on a new connection;
+//! - one reading `GET /metrics`, `GET /health` and `GET /v1/queue` (pending and synced) a few
+//!   times a second.
+//!
+//! Every event carries its own `event_id`; the ids the service answered with a 2xx are kept.
+//! Meanwhile the fake ingest server goes through phases of `GRADATA_SOAK_SECS / 24` seconds
+//! (between 2 and 20): healthy, 503 with `Retry-After: 1`, healthy, 500, healthy, slow (200
+//! after 300 ms), healthy, refused (the server is stopped, so connections are refused, and started
+//! again on the same port afterwards), and round again.
+//!
+//! Every two seconds (every second in runs under two minutes) it samples the service process:
+//! `VmRSS` and `Threads` from `/proc/PID/status`, the entries of `/proc/PID/fd`, the sizes of
+//! `system.db` and `system.db-wal`, and the pending and dead rows from `GET /metrics`. When the
+//! load stops it heals the ingest server, waits until `/metrics` shows no pending row (a
+//! condition, polled; a generous timeout only guards against a hang), and checks that every event
+//! id the service acknowledged was answered 2xx by the ingest server at least once and that no row
+//! is dead. Then it stops the service with SIGTERM and expects exit status 0.
+//!
+//! It reports, as a Markdown table on stdout, the medians of the first and of the last minute of
+//! the load (a quarter of the run each when it is shorter than four minutes), and their ratio
+//! late / early. It fails (panics) when:
+//!
+//! - an acknowledged event never reached the ingest server, or a row is dead, or the service
+//!   answered a request with a 5xx, or did not stop cleanly;
+//! - the late median of **VmRSS** exceeds the early one by more than 25% plus 4 MiB. The early
+//!   minute is taken while the outbox, SQLite's page caches (2 MiB per connection by default, three
+//!   connections) and the allocator's free lists are still filling, and the late minute may hold
+//!   a larger backlog in flight (a failing phase leaves up to about 40,000 rows pending, whose
+//!   batches are read into memory as they are claimed): those are the slack, about 12 MiB. A
+//!   leak of 32 bytes per event (27 MiB over the 840,000 events of a ten-minute run) fails it;
+//! - the late median of **open file descriptors** exceeds the early one by more than 48: the
+//!   service's pool of connections to the ingest server holds up to `sync.max_concurrency` (32)
+//!   of them after a slow phase and far fewer after a healthy one, and the clients hold a few
+//!   more; a descriptor leaked per request or per connection adds thousands;
+//! - the late median of **threads** exceeds the early one by more than 8: the tokio blocking
+//!   pool starts threads for the store's reads and large corrections and lets them go after ten
+//!   idle seconds, so their number moves by a few with the phase; a thread leaked per request,
+//!   connection or drain adds hundreds;
+//! - the late median of the **WAL's size** exceeds 64 MiB and twice the early one: SQLite reuses
+//!   the WAL from its start once a checkpoint has copied it all, and the writer's automatic
+//!   checkpoint at 8,000 pages (32 MiB) is the backstop, so a WAL past twice that is one that is
+//!   never reset.
+//!
+//! `system.db` itself is reported, not judged: delivered rows are kept for
+//! `store.synced_retention_days` (here 0, so the purge an hour's housekeeping runs first after 60
+//! seconds deletes every delivered row once) and its size follows the number of events in that
+//! window.
+//!
+//! The service runs with `sync.backoff_cap_secs = 10` (default 300), so that rows whose backoff
+//! grew during the failing phases are due again within seconds of the heal and the final wait is
+//! short; every other setting is the default.
+//!
+//! Run: `cargo bench --bench soak` (release profile, LTO); `GRADATA_SOAK_SECS=30 cargo bench
+//! --bench soak` for a quick check that it works (its windows are then too short to judge
+//! growth by).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "benchmark harness"
+)]
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    reason = "figures"
+)]
+
+#[path = "../tests/it/support/fake_ingest.rs"]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared with the tests, which use all of it"
+)]
+mod fake_ingest;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+use fake_ingest::{FakeIngest, Reply};
+use gradata::store;
+use serde_json::{Value, json};
+
+/// The bearer key the service sends and the fake ingest server expects.
+const KEY: &str = "soak-key";
+/// Default length of the load, in seconds (`GRADATA_SOAK_SECS`).
+const DEFAULT_SECS: u64 = 300;
+/// Events per batch request.
+const BATCH: usize = 25;
+
+/// Growth limits, justified in the module documentation.
+const RSS_RATIO: f64 = 1.25;
+const RSS_SLACK_KIB: f64 = 4.0 * 1024.0;
+const FD_SLACK: f64 = 48.0;
+const THREAD_SLACK: f64 = 8.0;
+const WAL_FLOOR_KIB: f64 = 64.0 * 1024.0;
+const WAL_RATIO: f64 = 2.0;
+
+fn main() {
+    let secs = std::env::var("GRADATA_SOAK_SECS")
+        .ok()
+        .map_or(DEFAULT_SECS, |v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("GRADATA_SOAK_SECS={v:?} is not a number of seconds"))
+        });
+    let duration = Duration::from_secs(secs.max(8));
+    let phase = (duration / 24).clamp(Duration::from_secs(2), Duration::from_secs(20));
+    let sample_every = if duration < Duration::from_secs(120) {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(2)
+    };
+    let window = (duration / 4).min(Duration::from_secs(60));
+    eprintln!(
+        "soak: {} s of load, ingest phases of {} s, a sample every {} s, windows of {} s; service: {}",
+        duration.as_secs(),
+        phase.as_secs(),
+        sample_every.as_secs(),
+        window.as_secs(),
+        binary().display()
+    );
+
+    let ingest = Ingest::start(phase);
+    let service = Service::start(&ingest.url());
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let workers: Vec<JoinHandle<Vec<u64>>> = Worker::ALL
+        .iter()
+        .enumerate()
+        .map(|(n, &worker)| {
+            let (stop, tally, addr) = (stop.clone(), tally.clone(), service.addr);
+            std::thread::Builder::new()
+                .name(format!("soak-{n}"))
+                .spawn(move || worker.run(n as u64, addr, &stop, &tally))
+                .unwrap()
+        })
+        .collect();
+
+    let mut samples = Vec::new();
+    let mut next = started;
+    while started.elapsed() < duration {
+        let sample = service.sample(started.elapsed(), ingest.phase());
+        eprintln!("{}", sample.line());
+        samples.push(sample);
+        next += sample_every;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged: Vec<u64> = Vec::new();
+    for worker in workers {
+        acknowledged.extend(worker.join().unwrap());
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+
+    // Heal the cloud and wait for the queue to empty.
+    let ingest = ingest.heal();
+    let healed = Instant::now();
+    let guard = Duration::from_secs(300);
+    let (pending, dead) = loop {
+        let (pending, dead) = service.queue();
+        if pending == 0 {
+            break (pending, dead);
+        }
+        assert!(
+            healed.elapsed() < guard,
+            "{pending} rows still pending {guard:?} after the ingest server healed; stderr:\n{}",
+            service.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let drained_in = healed.elapsed();
+    let delivered = ingest.delivered();
+    let (ingest_requests, _) = ingest.server.counted();
+    let missing: Vec<String> = acknowledged
+        .iter()
+        .filter(|&&id| !delivered.contains(&id))
+        .map(|&id| event_id(id >> 40, id & ((1 << 40) - 1)))
+        .collect();
+    let final_sample = service.sample(started.elapsed(), "healed");
+    let exit = service.stop();
+
+    println!(
+        "| measure | first {} s, median | last {} s, median | late / early | fails when late is over |",
+        window.as_secs(),
+        window.as_secs()
+    );
+    println!("|---|---:|---:|---:|---|");
+    let early: Vec<&Sample> = samples.iter().filter(|s| s.at < window).collect();
+    let late: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.at + window >= duration)
+        .collect();
+    let mut failures = Vec::new();
+    let mut judge = |name: &str, unit: &str, get: fn(&Sample) -> f64, limit: Option<Limit>| {
+        let e = median(early.iter().map(|s| get(s)).collect());
+        let l = median(late.iter().map(|s| get(s)).collect());
+        let verdict = match &limit {
+            Some(limit) if l > (limit.bound)(e) => {
+                failures.push(format!(
+                    "{name}: late median {l:.0} {unit} over {:.0} {unit} ({})",
+                    (limit.bound)(e),
+                    limit.rule
+                ));
+                format!("{} **FAIL**", limit.rule)
+            }
+            Some(limit) => format!("{} ok", limit.rule),
+            None => "(reported only)".to_owned(),
+        };
+        println!(
+            "| {name} | {e:.0} {unit} | {l:.0} {unit} | {:.2} | {verdict} |",
+            if e > 0.0 { l / e } else { f64::NAN }
+        );
+    };
+    judge(
+        "VmRSS",
+        "KiB",
+        |s| s.rss_kib as f64,
+        Some(Limit {
+            rule: "early × 1.25 + 4 MiB",
+            bound: |e| e * RSS_RATIO + RSS_SLACK_KIB,
+        }),
+    );
+    judge(
+        "open file descriptors",
+        "",
+        |s| s.fds as f64,
+        Some(Limit {
+            rule: "early + 48",
+            bound: |e| e + FD_SLACK,
+        }),
+    );
+    judge(
+        "threads",
+        "",
+        |s| s.threads as f64,
+        Some(Limit {
+            rule: "early + 8",
+            bound: |e| e + THREAD_SLACK,
+        }),
+    );
+    judge(
+        "system.db-wal",
+        "KiB",
+        |s| s.wal_bytes as f64 / 1024.0,
+        Some(Limit {
+            rule: "early × 2 and 64 MiB",
+            bound: |e| (e * WAL_RATIO).max(WAL_FLOOR_KIB),
+        }),
+    );
+    judge("system.db", "KiB", |s| s.db_bytes as f64 / 1024.0, None);
+    judge("pending rows", "", |s| s.pending as f64, None);
+    println!();
+    let max = |get: fn(&Sample) -> u64| samples.iter().map(get).max().unwrap_or(0);
+    println!(
+        "- load: {load_secs:.0} s, {} events acknowledged ({:.0}/s), {} samples; peaks: VmRSS {} KiB, {} fds, {} threads, WAL {} KiB, {} pending rows",
+        acknowledged.len(),
+        acknowledged.len() as f64 / load_secs,
+        samples.len(),
+        max(|s| s.rss_kib),
+        max(|s| s.fds),
+        max(|s| s.threads),
+        max(|s| s.wal_bytes) / 1024,
+        max(|s| s.pending),
+    );
+    println!("- requests by route and status: {}", tally.summary());
+    println!(
+        "- ingest server: {ingest_requests} requests to the last instance, {} distinct events answered 2xx over all instances; queue empty {:.1} s after the heal ({pending} pending, {dead} dead)",
+        delivered.len(),
+        drained_in.as_secs_f64()
+    );
+    println!(
+        "- after the heal: VmRSS {} KiB, {} fds, {} threads, WAL {} KiB, system.db {} KiB; stopped with {exit}",
+        final_sample.rss_kib,
+        final_sample.fds,
+        final_sample.threads,
+        final_sample.wal_bytes / 1024,
+        final_sample.db_bytes / 1024
+    );
+    if !missing.is_empty() {
+        failures.push(format!(
+            "{} acknowledged events never reached the ingest server, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        ));
+    }
+    if dead > 0 {
+        failures.push(format!("{dead} rows are dead"));
+    }
+    if tally.server_errors() > 0 {
+        failures.push(format!(
+            "the service answered {} requests with a 5xx",
+            tally.server_errors()
+        ));
+    }
+    if !exit.success() {
+        failures.push(format!("the service did not stop cleanly: {exit}"));
+    }
+    assert!(failures.is_empty(), "soak failed:\n{}", failures.join("\n"));
+    println!("- verdict: every acknowledged event delivered; no growth beyond the limits");
+}
+
+/// A late median over `bound(early median)` fails the run; `rule` says so in the report.
+struct Limit {
+    rule: &'static str,
+    bound: fn(f64) -> f64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    assert!(!values.is_empty(), "a window without samples");
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The event id of a worker's `n`-th event; [`Worker::run`] returns them packed as
+/// `worker << 40 | n`.
+fn event_id(worker: u64, n: u64) -> String {
+    format!("soak-{worker}-{n}")
+}
+
+fn parse_event_id(key: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(key).ok()?.strip_prefix("soak-")?;
+    let (worker, n) = text.split_once('-')?;
+    Some(worker.parse::<u64>().ok()? << 40 | n.parse::<u64>().ok()?)
+}
+
+/// The service binary: this build's, or `$GRADATA_BIN`.
+fn binary() -> PathBuf {
+    std::env::var_os("GRADATA_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_gradata")),
+        PathBuf::from,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The flapping cloud.
+
+/// What the fake ingest server does in a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    Healthy,
+    Throttled,
+    Failing,
+    Slow,
+    Refused,
+}
+
+impl Phase {
+    const CYCLE: [Phase; 8] = [
+        Phase::Healthy,
+        Phase::Throttled,
+        Phase::Healthy,
+        Phase::Failing,
+        Phase::Healthy,
+        Phase::Slow,
+        Phase::Healthy,
+        Phase::Refused,
+    ];
+
+    fn from_u8(value: u8) -> Phase {
+        Phase::CYCLE
+            .into_iter()
+            .find(|p| *p as u8 == value)
+            .unwrap()
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Healthy => "healthy",
+            Phase::Throttled => "503",
+            Phase::Failing => "500",
+            Phase::Slow => "slow",
+            Phase::Refused => "refused",
+        }
+    }
+
+    fn reply(self) -> Reply {
+        match self {
+            Phase::Healthy | Phase::Refused => Reply::ok(),
+            Phase::Throttled => Reply::status(503).header("Retry-After", "1"),
+            Phase::Failing => Reply::status(500).body("internal error"),
+            Phase::Slow => Reply::ok().delay(Duration::from_millis(300)),
+        }
+    }
+}
+
+/// The fake ingest server and the thread that moves it through the phases.
+struct Ingest {
+    addr: SocketAddr,
+    phase: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<(FakeIngest, HashSet<Vec<u8>>)>,
+}
+
+/// The healed server, and the keys every earlier instance answered 2xx.
+struct Healed {
+    server: FakeIngest,
+    earlier: HashSet<Vec<u8>>,
+}
+
+impl Ingest {
+    fn start(length: Duration) -> Ingest {
+        let phase = Arc::new(AtomicU8::new(Phase::Healthy as u8));
+        let serve = |phase: &Arc<AtomicU8>, addr: Option<SocketAddr>| {
+            let phase = phase.clone();
+            FakeIngest::counting_with(KEY, addr, move |_| {
+                Phase::from_u8(phase.load(Ordering::Relaxed)).reply()
+            })
+        };
+        let first = serve(&phase, None);
+        let addr = first.addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (phase, stop) = (phase.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("soak-ingest".to_owned())
+                .spawn(move || {
+                    let mut server = Some(first);
+                    let mut earlier = HashSet::new();
+                    let mut deadline = Instant::now();
+                    'cycles: for next in Phase::CYCLE.into_iter().cycle() {
+                        if next == Phase::Refused {
+                            if let Some(gone) = server.take() {
+                                // Stopped first: a request in flight is answered, and counted,
+                                // before the server is gone.
+                                earlier.extend(gone.stop());
+                            }
+                        } else if server.is_none() {
+                            server = Some(serve(&phase, Some(addr)));
+                        }
+                        phase.store(next as u8, Ordering::Relaxed);
+                        deadline += length;
+                        while Instant::now() < deadline {
+                            if stop.load(Ordering::Relaxed) {
+                                break 'cycles;
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                    phase.store(Phase::Healthy as u8, Ordering::Relaxed);
+                    let server = server.unwrap_or_else(|| serve(&phase, Some(addr)));
+                    (server, earlier)
+                })
+                .unwrap()
+        };
+        Ingest {
+            addr,
+            phase,
+            stop,
+            thread,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/ingest", self.addr)
+    }
+
+    fn phase(&self) -> &'static str {
+        Phase::from_u8(self.phase.load(Ordering::Relaxed)).name()
+    }
+
+    /// Ends the phases: the server answers 200 from now on.
+    fn heal(self) -> Healed {
+        self.stop.store(true, Ordering::Relaxed);
+        let (server, earlier) = self.thread.join().unwrap();
+        Healed { server, earlier }
+    }
+}
+
+impl Healed {
+    /// Every event id answered 2xx by any instance, packed as [`Worker::run`] returns them.
+    fn delivered(&self) -> HashSet<u64> {
+        self.earlier
+            .iter()
+            .chain(self.server.delivered_keys().iter())
+            .filter_map(|key| parse_event_id(key))
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The service.
+
+/// One reading of the service process.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Duration,
+    phase: &'static str,
+    rss_kib: u64,
+    threads: u64,
+    fds: u64,
+    db_bytes: u64,
+    wal_bytes: u64,
+    pending: u64,
+    dead: u64,
+}
+
+impl Sample {
+    fn line(&self) -> String {
+        format!(
+            "t={:>5.0}s phase={:<8} rss={} KiB fds={} threads={} db={} KiB wal={} KiB pending={} dead={}",
+            self.at.as_secs_f64(),
+            self.phase,
+            self.rss_kib,
+            self.fds,
+            self.threads,
+            self.db_bytes / 1024,
+            self.wal_bytes / 1024,
+            self.pending,
+            self.dead
+        )
+    }
+}
+
+/// `gradata serve` on a passed loopback socket, syncing to the fake ingest server.
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    /// Reads the service's notifications until it exits: its `sd_notify` send blocks once the
+    /// socket's queue (10 datagrams by default) is full, as systemd would never let it be.
+    _notify: JoinHandle<()>,
+}
+
+impl Service {
+    fn start(ingest_url: &str) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let mut command = Command::new(binary());
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("GRADATA_CONFIG", "")
+            .env("GRADATA_API_KEY", KEY)
+            .env("GRADATA_CLOUD_INGEST_URL", ingest_url)
+            .env("GRADATA_SYNC_BACKOFF_CAP_SECS", "10")
+            .env("GRADATA_STORE_SYNCED_RETENTION_DAYS", "0")
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_FDNAMES", "http")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--log-format", "text", "serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .fd_mappings(vec![FdMapping {
+                parent_fd: listener.as_fd().try_clone_to_owned().unwrap(),
+                child_fd: 3,
+            }])
+            .unwrap();
+        let child = command.spawn().unwrap();
+        drop(command);
+        drop(listener);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = notify.recv(&mut buf).unwrap_or_else(|err| {
+                let log =
+                    std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+                panic!("no READY=1 ({err}); stderr:\n{log}")
+            });
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|line| line == "READY=1")
+            {
+                break;
+            }
+        }
+        // The thread is never joined: it waits in `recv` until the bench process exits.
+        notify.set_read_timeout(None).unwrap();
+        let reader = std::thread::Builder::new()
+            .name("soak-notify".to_owned())
+            .spawn(move || while notify.recv(&mut buf).is_ok() {})
+            .unwrap();
+        Service {
+            child,
+            addr,
+            dir,
+            _notify: reader,
+        }
+    }
+
+    fn data(&self, file: &str) -> PathBuf {
+        self.dir.path().join("data").join(file)
+    }
+
+    fn sample(&self, at: Duration, phase: &'static str) -> Sample {
+        let proc = PathBuf::from(format!("/proc/{}", self.child.id()));
+        let status = std::fs::read_to_string(proc.join("status")).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap()
+        };
+        let fds = std::fs::read_dir(proc.join("fd")).unwrap().count() as u64;
+        let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        let (pending, dead) = self.queue();
+        Sample {
+            at,
+            phase,
+            rss_kib: field("VmRSS:"),
+            threads: field("Threads:"),
+            fds,
+            db_bytes: size(&self.data(store::DATABASE_FILE)),
+            wal_bytes: size(&self.data(&format!("{}-wal", store::DATABASE_FILE))),
+            pending,
+            dead,
+        }
+    }
+
+    /// Pending and dead rows, from `GET /metrics`.
+    fn queue(&self) -> (u64, u64) {
+        let mut client = Client::new(self.addr);
+        let (status, body) = client
+            .request("GET", "/metrics", None, true)
+            .unwrap_or_else(|err| panic!("GET /metrics: {err}"));
+        assert_eq!(status, 200, "GET /metrics");
+        let text = String::from_utf8_lossy(&body);
+        let rows = |state: &str| -> u64 {
+            let prefix = format!("gradata_queue_rows{{state=\"{state}\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
+        };
+        (rows("pending"), rows("dead"))
+    }
+
+    fn stderr_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        if !status.success() {
+            eprintln!("service stderr:\n{}", self.stderr_tail());
+        }
+        status
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load.
+
+/// Requests by route and status, and connection failures, over every worker.
+#[derive(Default)]
+struct Tally {
+    counts: Mutex<BTreeMap<(String, u16), u64>>,
+    io_errors: Mutex<u64>,
+}
+
+impl Tally {
+    fn count(&self, route: &str, status: u16) {
+        *self
+            .counts
+            .lock()
+            .unwrap()
+            .entry((route.to_owned(), status))
+            .or_default() += 1;
+    }
+
+    fn io_error(&self) {
+        *self.io_errors.lock().unwrap() += 1;
+    }
+
+    fn server_errors(&self) -> u64 {
+        self.counts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((_, status), _)| *status >= 500)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn summary(&self) -> String {
+        let mut parts: Vec<String> = self
+            .counts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|((route, status), n)| format!("{route} {status}: {n}"))
+            .collect();
+        parts.push(format!(
+            "connection errors: {}",
+            self.io_errors.lock().unwrap()
+        ));
+        parts.join(", ")
+    }
+}
+
+/// What one client thread does.
+#[derive(Debug, Clone, Copy)]
+enum Worker {
+    Single,
+    Batch,
+    CorrectAndLog,
+    Churn,
+    Admin,
+}
+
+impl Worker {
+    const ALL: [Worker; 6] = [
+        Worker::Single,
+        Worker::Single,
+        Worker::Batch,
+        Worker::CorrectAndLog,
+        Worker::Churn,
+        Worker::Admin,
+    ];
+
+    /// The pause between two requests.
+    fn interval(self) -> Duration {
+        match self {
+            Worker::Single => Duration::from_micros(2500),
+            Worker::Batch => Duration::from_millis(50),
+            Worker::CorrectAndLog => Duration::from_millis(5),
+            Worker::Churn => Duration::from_millis(10),
+            Worker::Admin => Duration::from_millis(250),
+        }
+    }
+
+    /// Runs until `stop`; returns the events acknowledged, packed as `worker << 40 | n`.
+    fn run(self, worker: u64, addr: SocketAddr, stop: &AtomicBool, tally: &Tally) -> Vec<u64> {
+        let mut acknowledged = Vec::new();
+        let mut client = Client::new(addr);
+        let mut next_id = 0u64;
+        let mut id = || {
+            let n = next_id;
+            next_id += 1;
+            (event_id(worker, n), worker << 40 | n)
+        };
+        let mut next = Instant::now();
+        for round in 0u64.. {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match self {
+                Worker::Single => {
+                    let (event_id, packed) = id();
+                    let body = json!({"kind": "event", "event_id": event_id,
+                        "data": {"tool": "grep", "round": round}});
+                    if post(&mut client, tally, "/v1/events", &body, false) {
+                        acknowledged.push(packed);
+                    }
+                }
+                Worker::Batch => {
+                    let (events, ids): (Vec<Value>, Vec<u64>) = (0..BATCH)
+                        .map(|k| {
+                            let (event_id, packed) = id();
+                            let kind = ["correction", "lesson", "event"][k % 3];
+                            (
+                                json!({"kind": kind, "event_id": event_id,
+                                    "data": {"text": "prefer rg over grep", "k": k}}),
+                                packed,
+                            )
+                        })
+                        .unzip();
+                    if post(
+                        &mut client,
+                        tally,
+                        "/v1/events",
+                        &Value::Array(events),
+                        false,
+                    ) {
+                        acknowledged.extend(ids);
+                    }
+                }
+                Worker::CorrectAndLog => {
+                    let (event_id, packed) = id();
+                    let ok = if round % 2 == 0 {
+                        let body = if round % 200 == 0 {
+                            let text = "a line of a large file\n".repeat(800);
+                            json!({"old_string": text, "new_string": format!("{text}one more line\n"),
+                                "file_path": "src/big.rs", "session_id": "soak", "event_id": event_id})
+                        } else {
+                            json!({"old_string": format!("teh cat {round}"),
+                                "new_string": format!("the cat {round}"),
+                                "file_path": "notes.md", "session_id": "soak", "event_id": event_id})
+                        };
+                        post(&mut client, tally, "/correct", &body, false)
+                    } else {
+                        let body = json!({"event_type": "tool_use", "data": {"tool": "rg"},
+                            "session_id": "soak", "event_id": event_id});
+                        post(&mut client, tally, "/log-event", &body, false)
+                    };
+                    if ok {
+                        acknowledged.push(packed);
+                    }
+                }
+                Worker::Churn => match round % 5 {
+                    0 => {
+                        let (event_id, packed) = id();
+                        let body = json!({"kind": "lesson", "event_id": event_id,
+                            "data": {"text": "close after one"}});
+                        let mut once = Client::new(addr);
+                        if post(&mut once, tally, "/v1/events", &body, true) {
+                            acknowledged.push(packed);
+                        }
+                    }
+                    1 => drop(TcpStream::connect(addr)),
+                    2 => {
+                        if let Ok(mut stream) = TcpStream::connect(addr) {
+                            let _ = stream.write_all(b"POST /v1/events HTTP/1.1\r\nHost: 127");
+                        }
+                    }
+                    3 => {
+                        // A whole request, then gone before the answer: its outcome is unknown,
+                        // so its event is not counted as acknowledged.
+                        let (event_id, _) = id();
+                        let body =
+                            json!({"kind": "event", "event_id": event_id, "data": {}}).to_string();
+                        if let Ok(mut stream) = TcpStream::connect(addr) {
+                            let _ = stream.write_all(
+                                request_bytes(addr, "POST", "/v1/events", Some(&body), true)
+                                    .as_slice(),
+                            );
+                        }
+                    }
+                    _ => {
+                        let mut once = Client::new(addr);
+                        get(&mut once, tally, "/health", true);
+                    }
+                },
+                Worker::Admin => {
+                    let path = match round % 4 {
+                        0 => "/metrics",
+                        1 => "/health",
+                        2 => "/v1/queue?state=pending&limit=100",
+                        _ => "/v1/queue?state=synced&limit=10",
+                    };
+                    get(&mut client, tally, path, false);
+                }
+            }
+            next += self.interval();
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                // Behind: carry on from now rather than burst to catch up.
+                next = now;
+            }
+        }
+        acknowledged
+    }
+}
+
+/// POSTs `body`; whether the service answered 2xx.
+fn post(client: &mut Client, tally: &Tally, route: &str, body: &Value, close: bool) -> bool {
+    match client.request("POST", route, Some(&body.to_string()), close) {
+        Ok((status, _)) => {
+            tally.count(route, status);
+            (200..300).contains(&status)
+        }
+        Err(_) => {
+            tally.io_error();
+            false
+        }
+    }
+}
+
+fn get(client: &mut Client, tally: &Tally, path: &str, close: bool) {
+    let route = path.split('?').next().unwrap_or(path);
+    match client.request("GET", path, None, close) {
+        Ok((status, _)) => tally.count(route, status),
+        Err(_) => tally.io_error(),
+    }
+}
+
+fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    close: bool,
+) -> Vec<u8> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    if let Some(body) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default().as_bytes());
+    bytes
+}
+
+/// A minimal HTTP/1.1 client on one keep-alive connection, opened again when it fails.
+struct Client {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Client {
+        Client { addr, stream: None }
+    }
+
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        close: bool,
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        let result = self.exchange(method, path, body, close);
+        if result.is_err() || close {
+            self.stream = None;
+        }
+        result
+    }
+
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        close: bool,
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        let stream = match self.stream.take() {
+            Some(stream) => stream,
+            None => {
+                let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(10))?;
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+                stream
+            }
+        };
+        let stream = self.stream.insert(stream);
+        stream.write_all(&request_bytes(self.addr, method, path, body, close))?;
+        read_response(stream)
+    }
+}
+
+/// Reads one response: its status and body (by `Content-Length`, or chunked).
+fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, Vec<u8>)> {
+    let eof = || std::io::Error::new(ErrorKind::UnexpectedEof, "connection closed");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(eof());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    let mut body = buf[end + 4..].to_vec();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+    };
+    if let Some(length) = header("content-length:") {
+        let length: usize = length
+            .parse()
+            .map_err(|_| std::io::Error::other("bad content-length"))?;
+        while body.len() < length {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(eof());
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(length);
+        return Ok((status, body));
+    }
+    if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
+        // Read to the last chunk, then strip the framing.
+        while !body.ends_with(b"0\r\n\r\n") {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(eof());
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        let mut plain = Vec::new();
+        let mut rest = body.as_slice();
+        while let Some(at) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..at]).trim(), 16)
+                .map_err(|_| std::io::Error::other("bad chunk size"))?;
+            if size == 0 {
+                break;
+            }
+            let start = at + 2;
+            plain.extend_from_slice(&rest[start..start + size]);
+            rest = &rest[start + size + 2..];
+        }
+        return Ok((status, plain));
+    }
+    stream.read_to_end(&mut body)?;
+    Ok((status, body))
+}
