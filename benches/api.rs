@@ -362,8 +362,14 @@ fn load_service(
     // The queue limits are the service's defence, not what is measured: in a fast phase, batches
     // of 100 fill the default million pending rows within a run.
     let unlimited = [
-        ("GRADATA_STORE_MAX_PENDING_ROWS", OsString::from("1000000000")),
-        ("GRADATA_STORE_MAX_PENDING_BYTES", OsString::from("1000000000000")),
+        (
+            "GRADATA_STORE_MAX_PENDING_ROWS",
+            OsString::from("1000000000"),
+        ),
+        (
+            "GRADATA_STORE_MAX_PENDING_BYTES",
+            OsString::from("1000000000000"),
+        ),
     ];
     let service = match synchronous {
         Synchronous::Full => Service::start(&unlimited),
