@@ -93,6 +93,8 @@ struct Inner {
     queue_pending_bytes: Gauge,
     oldest_pending_age: Gauge<f64, AtomicU64>,
     sync_state: Family<StateLabels, Gauge>,
+    http_body_bytes_held: Gauge,
+    http_body_room_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -115,6 +117,18 @@ impl Metrics {
         let queue_pending_bytes = Gauge::default();
         let oldest_pending_age = Gauge::<f64, AtomicU64>::default();
         let sync_state = Family::<StateLabels, Gauge>::default();
+        let http_body_bytes_held = Gauge::default();
+        let http_body_room_bytes = Gauge::default();
+        registry.register(
+            "http_body_bytes_held",
+            "Bytes of request bodies held in memory now (whole KiB)",
+            http_body_bytes_held.clone(),
+        );
+        registry.register(
+            "http_body_room_bytes",
+            "Most bytes of request bodies held in memory at once (api.max_buffered_body_bytes)",
+            http_body_room_bytes.clone(),
+        );
         registry.register(
             "deliveries",
             "Delivery attempts by outcome",
@@ -176,6 +190,8 @@ impl Metrics {
                 queue_pending_bytes,
                 oldest_pending_age,
                 sync_state,
+                http_body_bytes_held,
+                http_body_room_bytes,
             }),
         }
     }
@@ -217,6 +233,12 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// Sets the body room's gauges: the bytes requests hold in it now, and its size.
+    pub fn body_room(&self, held: u64, room: u64) {
+        self.inner.http_body_bytes_held.set(gauge(held));
+        self.inner.http_body_room_bytes.set(gauge(room));
     }
 
     /// Renders the exposition text, after setting the gauges from a fresh reading.
@@ -296,6 +318,7 @@ mod tests {
             pending_bytes: 400,
             oldest_pending_age: Some(Duration::from_secs(7)),
         };
+        metrics.body_room(3072, 65536);
         let text = metrics.render(&queue, "idle", &["idle", "sending"]);
         for line in [
             "gradata_deliveries_total{outcome=\"delivered\"} 2",
@@ -307,6 +330,8 @@ mod tests {
             "gradata_sync_state{state=\"idle\"} 1",
             "gradata_sync_state{state=\"sending\"} 0",
             "gradata_drain_duration_seconds_count{trigger=\"startup\"} 1",
+            "gradata_http_body_bytes_held 3072",
+            "gradata_http_body_room_bytes 65536",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

@@ -134,9 +134,10 @@ pub(super) async fn metrics(
         oldest_pending_age: stats.oldest_pending_age(SystemTime::now()),
     };
     let all: Vec<&str> = SyncState::ALL.iter().map(|s| s.as_str()).collect();
-    let text = state
-        .metrics()
-        .render(&reading, state.status().state().as_str(), &all);
+    let metrics = state.metrics();
+    let room = &state.settings().body_room;
+    metrics.body_room(room.held(), u64::try_from(room.bytes()).unwrap_or(u64::MAX));
+    let text = metrics.render(&reading, state.status().state().as_str(), &all);
     Ok((
         [(
             header::CONTENT_TYPE,

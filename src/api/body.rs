@@ -99,6 +99,12 @@ impl BodyRoom {
         }
     }
 
+    /// Bytes requests hold in the room now (whole KiB).
+    pub(super) fn held(&self) -> u64 {
+        let held = (kib(self.bytes) as usize).saturating_sub(self.kib.available_permits());
+        u64::try_from(held).unwrap_or(u64::MAX).saturating_mul(1024)
+    }
+
     /// Room left right now, in bytes (whole KiB).
     #[cfg(test)]
     fn available(&self) -> usize {
@@ -257,7 +263,7 @@ mod tests {
     async fn a_body_waits_for_room_and_gets_it_when_another_gives_it_back() {
         let room = Arc::new(BodyRoom::new(4096));
         let first = room.take(3000, Duration::ZERO).await.unwrap();
-        assert_eq!(room.available(), 1024);
+        assert_eq!((room.available(), room.held()), (1024, 3072));
         let waiting = tokio::spawn({
             let room = Arc::clone(&room);
             async move { room.take(2048, Duration::from_secs(60)).await.map(drop) }

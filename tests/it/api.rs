@@ -840,6 +840,8 @@ fn metrics_are_prometheus_text_and_move_after_writes() {
         "gradata_drain_duration_seconds",
         "gradata_http_requests",
         "gradata_sync_state",
+        "gradata_http_body_bytes_held",
+        "gradata_http_body_room_bytes",
     ];
     assert_eq!(
         metric(&before, r#"gradata_sync_state{state="disabled"}"#),

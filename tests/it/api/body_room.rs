@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Service, committed, ok};
+use super::{Service, committed, metric, ok};
 use crate::support::daemon::{self, PATIENCE, Response, request_bytes};
 
 /// The largest body in these tests, and room for two of them.
@@ -90,6 +90,14 @@ fn a_body_past_the_room_waits_unread_and_is_served_in_turn() {
     service.health();
     let metrics = service.get("/metrics");
     assert_eq!(metrics.status, 200, "{metrics:?}");
+    assert_eq!(
+        metric(&metrics.body, "gradata_http_body_bytes_held"),
+        ROOM as f64
+    );
+    assert_eq!(
+        metric(&metrics.body, "gradata_http_body_room_bytes"),
+        ROOM as f64
+    );
     assert!(
         !daemon::server_has_read_everything(addr, waiting.local_addr().unwrap()),
         "the service read a body with no room for it"
@@ -108,6 +116,8 @@ fn a_body_past_the_room_waits_unread_and_is_served_in_turn() {
     second.write_all(&request[request.len() - 1..]).unwrap();
     ok("the second holder", &answer(&mut second, "second holder"));
 
+    let metrics = service.get("/metrics");
+    assert_eq!(metric(&metrics.body, "gradata_http_body_bytes_held"), 0.0);
     let rows = service.rows();
     for id in [id.as_str(), "waiting", second_id.as_str()] {
         committed(&rows, id);
