@@ -236,9 +236,10 @@ impl Metrics {
     }
 
     /// Sets the body room's gauges: the bytes requests hold in it now, and its size.
-    pub fn body_room(&self, held: u64, room: u64) {
-        self.inner.http_body_bytes_held.set(gauge(held));
-        self.inner.http_body_room_bytes.set(gauge(room));
+    pub fn body_room(&self, held: usize, room: usize) {
+        let bytes = |n: usize| gauge(u64::try_from(n).unwrap_or(u64::MAX));
+        self.inner.http_body_bytes_held.set(bytes(held));
+        self.inner.http_body_room_bytes.set(bytes(room));
     }
 
     /// Renders the exposition text, after setting the gauges from a fresh reading.

@@ -136,7 +136,7 @@ pub(super) async fn metrics(
     let all: Vec<&str> = SyncState::ALL.iter().map(|s| s.as_str()).collect();
     let metrics = state.metrics();
     let room = &state.settings().body_room;
-    metrics.body_room(room.held(), u64::try_from(room.bytes()).unwrap_or(u64::MAX));
+    metrics.body_room(room.held(), room.bytes());
     let text = metrics.render(&reading, state.status().state().as_str(), &all);
     Ok((
         [(

@@ -100,9 +100,10 @@ impl BodyRoom {
     }
 
     /// Bytes requests hold in the room now (whole KiB).
-    pub(super) fn held(&self) -> u64 {
-        let held = (kib(self.bytes) as usize).saturating_sub(self.kib.available_permits());
-        u64::try_from(held).unwrap_or(u64::MAX).saturating_mul(1024)
+    pub(super) fn held(&self) -> usize {
+        (kib(self.bytes) as usize)
+            .saturating_sub(self.kib.available_permits())
+            .saturating_mul(1024)
     }
 
     /// Room left right now, in bytes (whole KiB).

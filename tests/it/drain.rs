@@ -85,13 +85,7 @@ async fn startup_drain_delivers_every_pending_row() {
         (5, 0, Some(0), StopReason::Done)
     );
     assert_eq!(server.count(), 5);
-    let mut posted: Vec<String> = server
-        .received()
-        .iter()
-        .map(|r| r.idempotency_key().unwrap())
-        .collect();
-    posted.sort();
-    assert_eq!(posted, ids);
+    assert_eq!(posted_keys(&server), ids);
     assert!(
         support::rows(&dir)
             .iter()
@@ -327,6 +321,17 @@ fn drain_on_a_thread(
             drain(&engine, Trigger::Manual, budget()).await
         })
     })
+}
+
+/// The idempotency key of every request the server received, sorted (repeats kept).
+fn posted_keys(server: &FakeIngest) -> Vec<String> {
+    let mut keys: Vec<String> = server
+        .received()
+        .iter()
+        .map(|r| r.idempotency_key().unwrap())
+        .collect();
+    keys.sort();
+    keys
 }
 
 /// How many times the server received each idempotency key.
@@ -1054,12 +1059,7 @@ async fn requests_in_flight_at_the_deadline_finish_and_are_settled() {
     // The next pass posts only the rows never sent: nothing is in flight twice or re-sent.
     let posted_first = server.count();
     let report = drain(&engine, Trigger::Worker, budget).await;
-    let mut keys: Vec<String> = server
-        .received()
-        .iter()
-        .map(|r| r.idempotency_key().unwrap())
-        .collect();
-    keys.sort();
+    let mut keys = posted_keys(&server);
     keys.dedup();
     assert_eq!(keys.len(), server.count(), "a row was posted twice");
     assert_eq!(
@@ -1227,13 +1227,7 @@ async fn an_idle_worker_notices_rows_made_pending_elsewhere() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut posted: Vec<String> = server
-        .received()
-        .iter()
-        .map(|r| r.idempotency_key().unwrap())
-        .collect();
-    posted.sort();
-    assert_eq!(posted, ids);
+    assert_eq!(posted_keys(&server), ids);
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(10), worker)
         .await
