@@ -344,10 +344,13 @@ impl Store {
         schema::migrate(&mut conn, create_table)?;
 
         // When no other process has the store open, every lease left in the table belongs to a
-        // process that died mid-drain. Releasing them makes those rows claimable at once.
+        // process that died mid-drain. Releasing them makes those rows claimable at once. Only
+        // pending rows are claimable, so only theirs are released: they are read from
+        // `idx_sync_queue_leased` alone, and opening does not walk the table.
         let (leases_lock, _released) = LockFile::leases(&options.data_dir, || {
             conn.execute(
-                "UPDATE sync_queue SET lease_until = NULL WHERE lease_until IS NOT NULL",
+                "UPDATE sync_queue INDEXED BY idx_sync_queue_leased SET lease_until = NULL
+                  WHERE lease_until IS NOT NULL AND synced_at IS NULL AND dead_at IS NULL",
                 [],
             )
             .map(drop)

@@ -258,15 +258,40 @@ pub(super) fn meta(conn: &Connection, key: &str) -> Result<Option<String>, Error
         .optional()?)
 }
 
+/// When the earliest pending row becomes due: now (the epoch) when a row never tried is free,
+/// else the earliest retry timer of a free row, or the end of a drainer's lease (a leased row is
+/// due again only once its lease runs out, and no earlier than its timer).
+///
+/// Three lookups, none of which visits a row waiting behind the one it returns: the first row
+/// never tried and the earliest timer are the heads of two ranges of `idx_sync_queue_due` (only
+/// leased rows, which are few, are stepped over), and the leases come from
+/// `idx_sync_queue_leased`, which holds only leased rows. The worker asks after every pass, so
+/// this must not grow with the rows waiting in backoff.
 pub(super) fn next_due_at(conn: &Connection) -> Result<Option<SystemTime>, Error> {
-    let sql = format!(
-        "SELECT MIN(MAX(COALESCE(next_attempt_at, 0), COALESCE(lease_until, 0)))
-           FROM sync_queue WHERE {}",
-        RowState::Pending.sql_condition()
-    );
-    let due: Option<f64> = conn.query_row(&sql, [], |row| row.get(0))?;
+    let due: Option<f64> = conn
+        .prepare_cached(NEXT_DUE_SQL)?
+        .query_row([], |row| row.get(0))?;
     Ok(due.map(from_unix))
 }
+
+/// The query of [`next_due_at`].
+const NEXT_DUE_SQL: &str = "
+SELECT MIN(due) FROM (
+    SELECT 0.0 AS due FROM (
+        SELECT 1 FROM sync_queue INDEXED BY idx_sync_queue_due
+         WHERE synced_at IS NULL AND dead_at IS NULL
+           AND next_attempt_at IS NULL AND lease_until IS NULL
+         LIMIT 1)
+    UNION ALL
+    SELECT next_attempt_at FROM (
+        SELECT next_attempt_at FROM sync_queue INDEXED BY idx_sync_queue_due
+         WHERE synced_at IS NULL AND dead_at IS NULL
+           AND next_attempt_at IS NOT NULL AND lease_until IS NULL
+         ORDER BY next_attempt_at LIMIT 1)
+    UNION ALL
+    SELECT MAX(COALESCE(next_attempt_at, 0.0), lease_until)
+      FROM sync_queue INDEXED BY idx_sync_queue_leased
+     WHERE synced_at IS NULL AND dead_at IS NULL AND lease_until IS NOT NULL)";
 
 fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
@@ -355,5 +380,59 @@ mod tests {
         )
         .unwrap();
         assert_eq!(stats(&conn).unwrap().synced, 1);
+    }
+
+    /// The plan of `sql`, once checked that no step walks the table or a whole index.
+    fn searches(conn: &Connection, sql: &str) -> Vec<String> {
+        let steps = plan(conn, sql);
+        assert!(
+            !steps.iter().any(|step| step.starts_with("SCAN sync_queue")),
+            "a step walks the table or a whole index: {steps:#?}"
+        );
+        steps
+    }
+
+    #[test]
+    fn next_due_at_searches_its_indexes_and_never_walks_the_queue() {
+        let conn = migrated();
+        let steps = searches(&conn, NEXT_DUE_SQL);
+        for step in [
+            "SEARCH sync_queue USING INDEX idx_sync_queue_due (next_attempt_at=?)",
+            "SEARCH sync_queue USING INDEX idx_sync_queue_due (next_attempt_at>?)",
+            "SEARCH sync_queue USING INDEX idx_sync_queue_leased (lease_until>?)",
+        ] {
+            assert!(steps.iter().any(|s| s == step), "no {step}: {steps:#?}");
+        }
+    }
+
+    #[test]
+    fn next_due_at_is_the_earliest_free_row_or_lease_end() {
+        let conn = migrated();
+        let insert = |next_attempt_at: Option<f64>,
+                      lease_until: Option<f64>,
+                      dead_at: Option<f64>| {
+            conn.execute(
+                "INSERT INTO sync_queue (payload_json, kind, enqueued_at, next_attempt_at, lease_until, dead_at)
+                 VALUES ('{}', 'event', 1.0, ?1, ?2, ?3)",
+                rusqlite::params![next_attempt_at, lease_until, dead_at],
+            )
+            .unwrap();
+        };
+        assert_eq!(next_due_at(&conn).unwrap(), None, "empty queue");
+        insert(Some(50.0), None, Some(10.0));
+        assert_eq!(next_due_at(&conn).unwrap(), None, "dead rows are never due");
+        insert(Some(500.0), None, None);
+        insert(Some(300.0), None, None);
+        assert_eq!(next_due_at(&conn).unwrap(), Some(from_unix(300.0)));
+        // A leased row is due when its lease ends, and not before its timer.
+        insert(None, Some(200.0), None);
+        insert(Some(250.0), Some(100.0), None);
+        assert_eq!(next_due_at(&conn).unwrap(), Some(from_unix(200.0)));
+        insert(None, None, None);
+        assert_eq!(
+            next_due_at(&conn).unwrap(),
+            Some(SystemTime::UNIX_EPOCH),
+            "never tried"
+        );
     }
 }

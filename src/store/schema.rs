@@ -33,6 +33,20 @@ const ADDED_COLUMNS: [(&str, &str); 5] = [
     ("last_status", "INTEGER"),
 ];
 
+/// Indexes gradata adds, each serving exactly one family of queries, so that no query of the
+/// service's steady state visits a row it does not return (DESIGN §5: every cost of the queue is
+/// O(batch), never O(queue)):
+///
+/// - `idx_sync_queue_event_id`: idempotent enqueue (the uniqueness of `event_id`).
+/// - `idx_sync_queue_claimable`: pending rows by id, for explicit drains (`id > cursor`) and the
+///   oldest pending row.
+/// - `idx_sync_queue_synced_at`: retention, which deletes delivered rows by age.
+/// - `idx_sync_queue_due`: the background worker's claim and its next wake-up. Pending rows by
+///   timer: rows never tried (`next_attempt_at IS NULL`, which SQLite sorts first) form one range
+///   in id order, due retries another (`next_attempt_at <= now`), so neither rows waiting in
+///   backoff nor dead rows are ever visited.
+/// - `idx_sync_queue_leased`: the few pending rows a drainer holds, whose wake-up is their lease's
+///   end, and which opening releases.
 const ADDED_INDEXES: &str = "
 CREATE UNIQUE INDEX IF NOT EXISTS idx_sync_queue_event_id
     ON sync_queue(event_id) WHERE event_id IS NOT NULL;
@@ -40,6 +54,11 @@ CREATE INDEX IF NOT EXISTS idx_sync_queue_claimable
     ON sync_queue(id) WHERE synced_at IS NULL AND dead_at IS NULL;
 CREATE INDEX IF NOT EXISTS idx_sync_queue_synced_at
     ON sync_queue(synced_at) WHERE synced_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_sync_queue_due
+    ON sync_queue(next_attempt_at, id) WHERE synced_at IS NULL AND dead_at IS NULL;
+CREATE INDEX IF NOT EXISTS idx_sync_queue_leased
+    ON sync_queue(lease_until)
+    WHERE lease_until IS NOT NULL AND synced_at IS NULL AND dead_at IS NULL;
 CREATE TABLE IF NOT EXISTS gradata_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL,

@@ -1643,3 +1643,62 @@ async fn a_due_claim_takes_rows_timed_beyond_the_longest_wait() {
         .unwrap();
     assert_eq!(ids(&claimed), vec![1]);
 }
+
+/// A due claim and the next wake-up find the few due rows among many that are not: 50,000 dead
+/// rows and 50,000 rows waiting in backoff (written straight into the table, as after a long
+/// outage), then 10 rows due, 5 never tried and 5 retries whose timer has run out. The claim
+/// returns exactly those 10 and nothing else, and `next_due_at` says "now"; once they are leased,
+/// it names the earliest backoff timer. (How fast is for the benchmarks; the plans are checked by
+/// the store's unit tests.)
+#[tokio::test]
+async fn a_due_claim_finds_the_few_due_rows_among_many_dead_and_waiting() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let now = unix(SystemTime::now());
+    let mut conn = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO sync_queue (payload_json, kind, enqueued_at, attempts, next_attempt_at, dead_at)
+                 VALUES ('{}', 'event', ?1, ?2, ?3, ?4)",
+            )
+            .unwrap();
+        let mut add = |attempts: i64, next_attempt_at: Option<f64>, dead_at: Option<f64>| {
+            insert
+                .execute(rusqlite::params![
+                    now - 60.0,
+                    attempts,
+                    next_attempt_at,
+                    dead_at
+                ])
+                .unwrap();
+            tx.last_insert_rowid()
+        };
+        let mut due = Vec::new();
+        for n in 0..50_000 {
+            add(1, Some(now - 30.0), Some(now - 10.0));
+            add(3, Some(now + 600.0 + f64::from(n)), None);
+            if n % 10_000 == 0 {
+                due.push(add(2, Some(now - 1.0), None));
+                due.push(add(0, None, None));
+            }
+        }
+        assert_eq!(due.len(), 10);
+        drop(insert);
+        tx.commit().unwrap();
+        assert_eq!(
+            store.next_due_at().unwrap(),
+            Some(SystemTime::UNIX_EPOCH),
+            "rows never tried are due now"
+        );
+        let claimed = store.claim_batch(50, ClaimFrom::Due, LEASE).await.unwrap();
+        assert_eq!(ids(&claimed), due);
+    }
+    let earliest_timer = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(now + 600.0);
+    let next = store.next_due_at().unwrap().unwrap();
+    let apart = next
+        .duration_since(earliest_timer)
+        .unwrap_or_else(|err| err.duration());
+    assert!(apart < Duration::from_millis(1), "{next:?}");
+}
