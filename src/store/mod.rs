@@ -620,8 +620,9 @@ impl Store {
         self.shared.pending.get()
     }
 
-    /// Counts the pending rows and bytes again, in the writer's transaction, and resets the
-    /// pending gauge from the count; returns it. A full count of the pending rows.
+    /// Reads the pending rows and bytes again, in the writer's transaction, and resets the pending
+    /// gauge from them; returns them. They come from the counts the database's triggers keep, so
+    /// this costs the same at any queue size.
     pub async fn recount_pending(&self) -> Result<(u64, u64), Error> {
         self.writer()?
             .call(|reply| Command::Recount {
@@ -646,10 +647,10 @@ impl Store {
             .await
     }
 
-    /// Counts the pending rows now, including those written by other processes. Blocking, but
-    /// reads only an index: much cheaper than [`Store::stats`] on a table with many synced rows.
+    /// The pending rows now, including those written by other processes, from the counts the
+    /// database's triggers keep. Blocking, but one row is read.
     pub fn count_pending(&self) -> Result<u64, Error> {
-        read::pending_rows(&self.reader())
+        read::pending(&self.reader()).map(|(rows, _)| rows)
     }
 
     /// Counts by state and the oldest pending row's age. Blocking, but short.

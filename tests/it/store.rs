@@ -1702,3 +1702,99 @@ async fn a_due_claim_finds_the_few_due_rows_among_many_dead_and_waiting() {
         .unwrap_or_else(|err| err.duration());
     assert!(apart < Duration::from_millis(1), "{next:?}");
 }
+
+/// (pending, dead, synced, pending bytes), counted from the rows by another connection.
+fn counted(dir: &Path) -> (u64, u64, u64, u64) {
+    let conn = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    conn.query_row(
+        "SELECT COALESCE(SUM(synced_at IS NULL AND dead_at IS NULL), 0),
+                COALESCE(SUM(synced_at IS NULL AND dead_at IS NOT NULL), 0),
+                COALESCE(SUM(synced_at IS NOT NULL), 0),
+                COALESCE(SUM(CASE WHEN synced_at IS NULL AND dead_at IS NULL
+                                  THEN length(CAST(payload_json AS BLOB)) END), 0)
+           FROM sync_queue",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+    )
+    .unwrap()
+}
+
+/// The counts status reads without counting stay those of the rows through every change, the
+/// store's own and those of another process writing the same table (plain SQL on a second
+/// connection, as `gradata drain`, `gradata queue retry` or the Python SDK would, with the
+/// original columns only); the pending gauge follows them too.
+#[tokio::test]
+async fn status_counts_stay_right_whoever_writes_the_queue() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let other = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    let check = |store: &Store, step: &str| {
+        let stats = store.stats().unwrap();
+        assert_eq!(
+            (stats.pending, stats.dead, stats.synced, stats.pending_bytes),
+            counted(&dir),
+            "after {step}"
+        );
+        stats
+    };
+    support::fill(&store, 6).await;
+    check(&store, "enqueue");
+    other
+        .execute_batch(
+            "INSERT INTO sync_queue (payload_json, kind, enqueued_at)
+             VALUES ('{\"sdk\":true}', 'correction', 1.0);",
+        )
+        .unwrap();
+    check(&store, "an insert by the original schema's writer");
+    store
+        .claim_batch(4, ClaimFrom::After(RowId(0)), LEASE)
+        .await
+        .unwrap();
+    store
+        .settle(vec![
+            Settlement::Synced {
+                id: RowId(1),
+                status: 200,
+            },
+            Settlement::Dead {
+                id: RowId(2),
+                status: 400,
+                error: "http 400".to_owned(),
+            },
+            Settlement::Retry {
+                id: RowId(3),
+                status: Some(503),
+                error: "http 503".to_owned(),
+                next_attempt_at: SystemTime::now() + Duration::from_secs(60),
+            },
+        ])
+        .await
+        .unwrap();
+    check(&store, "settlements");
+    other
+        .execute_batch(
+            "UPDATE sync_queue SET synced_at = 5.0 WHERE id = 7;
+             UPDATE sync_queue SET dead_at = 5.0 WHERE id = 5;",
+        )
+        .unwrap();
+    check(&store, "settlements by another process");
+    store.retry(RetrySelector::AllDead).await.unwrap();
+    check(&store, "retry");
+    assert_eq!(
+        store.refresh_pending().await.unwrap().map(|(rows, _)| rows),
+        Some(counted(&dir).0),
+        "the pending gauge follows another process's writes"
+    );
+    other
+        .execute_batch("UPDATE sync_queue SET synced_at = 1.0 WHERE id IN (2, 4)")
+        .unwrap();
+    let purged = store.purge_synced(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(purged, 3);
+    let stats = check(&store, "purge");
+    assert_eq!((stats.pending, stats.dead, stats.synced), (3, 0, 1));
+    // A store opened again reads the same counts, without counting.
+    drop(store);
+    let store = support::open_store(&dir);
+    check(&store, "reopen");
+    assert_eq!(store.pending().0, 3);
+}
