@@ -642,10 +642,9 @@ async fn housekeeping(
 
 /// `serving; N pending` plus the sync state when it is not the usual one.
 async fn serving_status(store: &Store, status: &Status) -> String {
-    let store = store.clone();
-    let pending = match tokio::task::spawn_blocking(move || store.stats()).await {
-        Ok(Ok(stats)) => stats.pending.to_string(),
-        _ => "?".to_owned(),
+    let pending = match store.stats().await {
+        Ok(stats) => stats.pending.to_string(),
+        Err(_) => "?".to_owned(),
     };
     match status.state() {
         SyncState::Idle | SyncState::Sending | SyncState::Backoff => {

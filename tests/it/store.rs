@@ -299,7 +299,7 @@ async fn a_failing_call_in_a_group_fails_alone() {
         .map(str::to_owned)
         .collect();
     assert_eq!(stored, expected);
-    let stats = store.stats().unwrap();
+    let stats = store.stats().await.unwrap();
     assert_eq!(store.pending(), (stats.pending, stats.pending_bytes));
     assert_eq!(stats.pending, 4);
 }
@@ -757,7 +757,7 @@ async fn unreadable_rows_go_dead_alone_and_block_nothing() {
         );
     }
     // The operator sees them, and the gauge no longer counts them.
-    let listed = store.list(RowState::Dead, 10).unwrap();
+    let listed = store.list(RowState::Dead, 10).await.unwrap();
     assert_eq!(
         listed.iter().map(|e| e.id.0).collect::<Vec<_>>(),
         vec![2, 5]
@@ -937,7 +937,7 @@ async fn settlements_record_their_outcome() {
 
     assert!(row(&dir, RowId(5)).lease_until.is_some());
 
-    let stats = store.stats().unwrap();
+    let stats = store.stats().await.unwrap();
     assert_eq!(
         (stats.pending, stats.dead, stats.synced, stats.leased),
         (3, 1, 1, 1),
@@ -1024,7 +1024,7 @@ async fn retry_makes_dead_rows_pending_again() {
     assert_eq!(row(&dir, RowId(4)), before[3]);
 
     assert_eq!(store.retry(RetrySelector::AllDead).await.unwrap(), 2);
-    let stats = store.stats().unwrap();
+    let stats = store.stats().await.unwrap();
     assert_eq!((stats.pending, stats.dead, stats.synced), (4, 0, 1));
     let due = store.claim_batch(10, ClaimFrom::Due, LEASE).await.unwrap();
     assert_eq!(ids(&due), vec![1, 2, 3, 5]);
@@ -1079,7 +1079,7 @@ async fn purge_deletes_only_old_synced_rows() {
     assert_eq!(store.purge_synced(Duration::ZERO).await.unwrap(), 3);
     let left: Vec<i64> = support::rows(&dir).iter().map(|row| row.id).collect();
     assert_eq!(left, vec![4, 5, 6]);
-    let stats = store.stats().unwrap();
+    let stats = store.stats().await.unwrap();
     assert_eq!((stats.pending, stats.dead, stats.synced), (2, 1, 0));
 }
 
@@ -1330,8 +1330,8 @@ fn migrating_an_original_database_keeps_its_rows() {
 }
 
 /// `open_read_only` refuses an unmigrated original database, and reads it once migrated.
-#[test]
-fn read_only_open_needs_a_migrated_database() {
+#[tokio::test]
+async fn read_only_open_needs_a_migrated_database() {
     let (_guard, dir) = support::temp_dir();
     let payloads: Vec<String> = (0..50).map(support::original_payload).collect();
     support::original_db(&dir, &payloads);
@@ -1341,14 +1341,14 @@ fn read_only_open_needs_a_migrated_database() {
 
     drop(Store::open(&options).unwrap());
     let store = Store::open_read_only(&options).unwrap();
-    let stats = store.stats().unwrap();
+    let stats = store.stats().await.unwrap();
     assert_eq!((stats.pending, stats.dead, stats.synced), (50, 0, 0));
     assert_eq!(
         stats.pending_bytes,
         payloads.iter().map(|p| p.len() as u64).sum::<u64>()
     );
     assert!(matches!(
-        store.list(RowState::Pending, 1).map(|l| l.len()),
+        store.list(RowState::Pending, 1).await.map(|l| l.len()),
         Ok(1)
     ));
 }
@@ -1358,7 +1358,7 @@ fn read_only_open_needs_a_migrated_database() {
 async fn stats_reflect_a_mix_of_states() {
     let (_guard, dir) = support::temp_dir();
     let store = support::open_store(&dir);
-    let empty = store.stats().unwrap();
+    let empty = store.stats().await.unwrap();
     assert_eq!(
         (
             empty.pending,
@@ -1412,7 +1412,7 @@ async fn stats_reflect_a_mix_of_states() {
             .sum()
     };
 
-    let stats = store.stats().unwrap();
+    let stats = store.stats().await.unwrap();
     assert_eq!(
         (stats.pending, stats.dead, stats.synced, stats.leased),
         (5, 1, 2, 1),
@@ -1429,7 +1429,7 @@ async fn stats_reflect_a_mix_of_states() {
         .await
         .unwrap();
     let rows = support::rows(&dir);
-    let stats = store.stats().unwrap();
+    let stats = store.stats().await.unwrap();
     assert_eq!(
         (stats.pending, stats.dead, stats.synced, stats.leased),
         (4, 1, 3, 0),
@@ -1439,7 +1439,7 @@ async fn stats_reflect_a_mix_of_states() {
     assert_eq!(stats.oldest_pending_at, Some(at(rows[4].enqueued_at)));
 
     store.retry(RetrySelector::AllDead).await.unwrap();
-    let stats = store.stats().unwrap();
+    let stats = store.stats().await.unwrap();
     assert_eq!((stats.pending, stats.dead, stats.synced), (5, 0, 3));
     assert_eq!(stats.oldest_pending_at, Some(at(rows[2].enqueued_at)));
 }
@@ -1449,15 +1449,15 @@ async fn stats_reflect_a_mix_of_states() {
 async fn pending_gauge_tracks_enqueue_settle_and_retry() {
     let (_guard, dir) = support::temp_dir();
     let store = support::open_store(&dir);
-    let check = |store: &gradata::store::Store| {
-        let stats = store.stats().unwrap();
+    async fn check(store: &gradata::store::Store) -> u64 {
+        let stats = store.stats().await.unwrap();
         assert_eq!(store.pending(), (stats.pending, stats.pending_bytes));
         stats.pending
-    };
-    assert_eq!(check(&store), 0);
+    }
+    assert_eq!(check(&store).await, 0);
     let ids = support::fill(&store, 10).await;
     support::fill(&store, 10).await; // the same ids again: duplicates change nothing
-    assert_eq!(check(&store), 10);
+    assert_eq!(check(&store).await, 10);
     assert_eq!(ids.len(), 10);
     let rows = store
         .claim_batch(
@@ -1480,12 +1480,12 @@ async fn pending_gauge_tracks_enqueue_settle_and_retry() {
         error: "no".to_owned(),
     });
     store.settle(settlements).await.unwrap();
-    assert_eq!(check(&store), 5);
+    assert_eq!(check(&store).await, 5);
     store
         .retry(gradata::store::RetrySelector::AllDead)
         .await
         .unwrap();
-    assert_eq!(check(&store), 6);
+    assert_eq!(check(&store).await, 6);
     // A row changed behind the store's back is picked up by a recount.
     rusqlite::Connection::open(dir.join(gradata::store::DATABASE_FILE))
         .unwrap()
@@ -1728,8 +1728,8 @@ async fn status_counts_stay_right_whoever_writes_the_queue() {
     let (_guard, dir) = support::temp_dir();
     let store = support::open_store(&dir);
     let other = Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
-    let check = |store: &Store, step: &str| {
-        let stats = store.stats().unwrap();
+    let check = async |store: &Store, step: &str| {
+        let stats = store.stats().await.unwrap();
         assert_eq!(
             (stats.pending, stats.dead, stats.synced, stats.pending_bytes),
             counted(&dir),
@@ -1738,14 +1738,14 @@ async fn status_counts_stay_right_whoever_writes_the_queue() {
         stats
     };
     support::fill(&store, 6).await;
-    check(&store, "enqueue");
+    check(&store, "enqueue").await;
     other
         .execute_batch(
             "INSERT INTO sync_queue (payload_json, kind, enqueued_at)
              VALUES ('{\"sdk\":true}', 'correction', 1.0);",
         )
         .unwrap();
-    check(&store, "an insert by the original schema's writer");
+    check(&store, "an insert by the original schema's writer").await;
     store
         .claim_batch(4, ClaimFrom::After(RowId(0)), LEASE)
         .await
@@ -1770,16 +1770,16 @@ async fn status_counts_stay_right_whoever_writes_the_queue() {
         ])
         .await
         .unwrap();
-    check(&store, "settlements");
+    check(&store, "settlements").await;
     other
         .execute_batch(
             "UPDATE sync_queue SET synced_at = 5.0 WHERE id = 7;
              UPDATE sync_queue SET dead_at = 5.0 WHERE id = 5;",
         )
         .unwrap();
-    check(&store, "settlements by another process");
+    check(&store, "settlements by another process").await;
     store.retry(RetrySelector::AllDead).await.unwrap();
-    check(&store, "retry");
+    check(&store, "retry").await;
     assert_eq!(
         store.refresh_pending().await.unwrap().map(|(rows, _)| rows),
         Some(counted(&dir).0),
@@ -1790,11 +1790,11 @@ async fn status_counts_stay_right_whoever_writes_the_queue() {
         .unwrap();
     let purged = store.purge_synced(Duration::from_secs(3600)).await.unwrap();
     assert_eq!(purged, 3);
-    let stats = check(&store, "purge");
+    let stats = check(&store, "purge").await;
     assert_eq!((stats.pending, stats.dead, stats.synced), (3, 0, 1));
     // A store opened again reads the same counts, without counting.
     drop(store);
     let store = support::open_store(&dir);
-    check(&store, "reopen");
+    check(&store, "reopen").await;
     assert_eq!(store.pending().0, 3);
 }
