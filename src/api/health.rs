@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use crate::logging::Causes;
 use crate::sync::SyncState;
 
 /// Answers with status, version, uptime, data directory, queue counts and sync state.
@@ -65,7 +66,7 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
         }
         Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(body(json!({ "error": err.to_string() }), "error")),
+            Json(body(json!({ "error": Causes(&err).to_string() }), "error")),
         ),
     }
 }

@@ -39,7 +39,7 @@ mod writer;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-pub use error::Error;
+pub use error::{Error, SqliteError};
 pub use handle::Store;
 pub use identity::resolve_brain_id;
 pub use lock::INSTANCE_LOCK;

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
+use gradata::logging::Causes;
 use gradata::store::{
     ClaimFrom, Create, EnqueueOutcome, Error, EventId, InstanceLock, Kind, NewEvent, Options,
     QueueLimit, RetrySelector, RowId, RowState, Settlement, Store,
@@ -236,7 +237,10 @@ async fn a_lone_failing_call_gets_its_own_error() {
             .map(|id| event(id, serde_json::json!({})))
             .collect();
         let err = store.enqueue(events).await.unwrap_err();
-        assert!(err.to_string().contains("boom refused"), "{ids:?}: {err}");
+        assert!(
+            Causes(&err).to_string().contains("boom refused"),
+            "{ids:?}: {err}"
+        );
     }
     assert!(support::rows(&dir).is_empty());
     assert_eq!(store.pending(), (0, 0));
@@ -285,7 +289,10 @@ async fn a_failing_call_in_a_group_fails_alone() {
         let outcome = task.await.unwrap();
         if ids.contains(&"boom") {
             let err = outcome.unwrap_err();
-            assert!(err.to_string().contains("boom refused"), "{ids:?}: {err}");
+            assert!(
+                Causes(&err).to_string().contains("boom refused"),
+                "{ids:?}: {err}"
+            );
         } else {
             assert_eq!(outcome.unwrap().len(), ids.len(), "{ids:?}");
         }
