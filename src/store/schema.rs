@@ -47,6 +47,10 @@ const ADDED_COLUMNS: [(&str, &str); 5] = [
 ///   backoff nor dead rows are ever visited.
 /// - `idx_sync_queue_leased`: the few pending rows a drainer holds, whose wake-up is their lease's
 ///   end, and which opening releases.
+/// - `idx_sync_queue_without_event_id`: rows written without an `event_id` (by the original
+///   daemon or the SDK), which each open backfills from their payload: without it, that backfill
+///   read every row of the queue at every start. gradata's own rows all have an id, so they
+///   never enter it.
 const ADDED_INDEXES: &str = "
 CREATE UNIQUE INDEX IF NOT EXISTS idx_sync_queue_event_id
     ON sync_queue(event_id) WHERE event_id IS NOT NULL;
@@ -56,6 +60,8 @@ CREATE INDEX IF NOT EXISTS idx_sync_queue_synced_at
     ON sync_queue(synced_at) WHERE synced_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_sync_queue_due
     ON sync_queue(next_attempt_at, id) WHERE synced_at IS NULL AND dead_at IS NULL;
+CREATE INDEX IF NOT EXISTS idx_sync_queue_without_event_id
+    ON sync_queue(id) WHERE event_id IS NULL;
 CREATE INDEX IF NOT EXISTS idx_sync_queue_leased
     ON sync_queue(lease_until)
     WHERE lease_until IS NOT NULL AND synced_at IS NULL AND dead_at IS NULL;
@@ -145,6 +151,16 @@ SELECT 1,
   FROM sync_queue;
 ";
 
+/// Fills `event_id` from the payload of the rows written without one, read through
+/// `idx_sync_queue_without_event_id` alone (rows whose payload has no id stay there, and are read
+/// again at the next open; they are few).
+const BACKFILL_EVENT_IDS: &str = "
+UPDATE OR IGNORE sync_queue INDEXED BY idx_sync_queue_without_event_id
+   SET event_id = json_extract(payload_json, '$.event_id')
+ WHERE event_id IS NULL
+   AND json_valid(payload_json)
+   AND json_type(payload_json, '$.event_id') = 'text'";
+
 /// Whether the queue table exists in this database.
 pub(crate) fn has_queue_table(conn: &Connection) -> rusqlite::Result<bool> {
     conn.query_row(
@@ -184,14 +200,7 @@ pub(crate) fn migrate(conn: &mut Connection, create_table: bool) -> rusqlite::Re
     add_counting_triggers(&tx)?;
     // Backfill from the payload. OR IGNORE leaves a second row with an already-used event_id at
     // NULL instead of failing the migration: both rows are still delivered, the cloud dedupes.
-    tx.execute(
-        "UPDATE OR IGNORE sync_queue
-            SET event_id = json_extract(payload_json, '$.event_id')
-          WHERE event_id IS NULL
-            AND json_valid(payload_json)
-            AND json_type(payload_json, '$.event_id') = 'text'",
-        [],
-    )?;
+    tx.execute(BACKFILL_EVENT_IDS, [])?;
     tx.commit()
 }
 
@@ -368,5 +377,28 @@ mod tests {
         tx.execute_batch("DELETE FROM sync_queue").unwrap();
         tx.rollback().unwrap();
         assert_eq!(kept(&conn), (1, 15, 0, 1));
+    }
+
+    /// Opening reads only the rows it has work for: the backfill searches its own index, and the
+    /// count is made only when the triggers are created.
+    #[test]
+    fn opening_reads_no_row_it_has_no_work_for() {
+        let mut conn = original_db();
+        migrate(&mut conn, false).unwrap();
+        let mut statement = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {BACKFILL_EVENT_IDS}"))
+            .unwrap();
+        let plan: Vec<String> = statement
+            .query_map([], |row| row.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step
+                .starts_with("SCAN sync_queue USING INDEX idx_sync_queue_without_event_id")
+                || step
+                    .starts_with("SEARCH sync_queue USING INDEX idx_sync_queue_without_event_id")),
+            "{plan:#?}"
+        );
     }
 }
