@@ -120,7 +120,11 @@ pub(super) struct Run<'a> {
     abandoned: Vec<(RowId, usize)>,
     /// Rows this drain sent that failed: still pending, and never sent again by this drain.
     passed_over: HashSet<RowId>,
-    batches: Vec<BatchTally>,
+    /// The batches with rows not yet answered, by number. A batch leaves when settled, so what a
+    /// drain keeps does not grow with the rows it has done.
+    batches: HashMap<usize, BatchTally>,
+    /// The number the next batch gets.
+    next_batch: usize,
     /// Settlements on their way to the store's writer; awaited before the report.
     settling: JoinSet<Result<(), store::Error>>,
     /// Explicit drains only: the worker's pass stops at a batch without progress instead.
@@ -175,7 +179,8 @@ impl<'a> Run<'a> {
             in_flight_ids: HashMap::new(),
             abandoned: Vec::new(),
             passed_over: HashSet::new(),
-            batches: Vec::new(),
+            batches: HashMap::new(),
+            next_batch: 0,
             settling: JoinSet::new(),
             watch: explicit.then(|| OutageWatch::new(engine.settings.batch_size)),
             past_deadline: false,
@@ -328,7 +333,8 @@ impl<'a> Run<'a> {
             self.sending = true;
             self.engine.status.set_state(SyncState::Sending);
         }
-        let batch = self.batches.len();
+        let batch = self.next_batch;
+        self.next_batch += 1;
         let mut tally = BatchTally::claimed(lease_until, purpose, fresh.len());
         let releases = again.iter().map(|row| Settlement::Release {
             id: row.id,
@@ -339,8 +345,8 @@ impl<'a> Run<'a> {
             self.settle(releases.collect(), lease_until);
         } else {
             tally.settlements.extend(releases);
+            self.batches.insert(batch, tally);
         }
-        self.batches.push(tally);
         let queue = match purpose {
             Purpose::Walk => &mut self.queued,
             Purpose::Probe => &mut self.probes,
@@ -404,7 +410,7 @@ impl<'a> Run<'a> {
         }
         let probe = self
             .batches
-            .get(batch)
+            .get(&batch)
             .is_some_and(|tally| tally.purpose == Purpose::Probe);
         if let Some(watch) = self.watch.as_mut() {
             if let Some(down) = watch.observe(Answer::of(&attempt), probe, Instant::now()) {
@@ -412,7 +418,7 @@ impl<'a> Run<'a> {
             }
         }
         let explicit = self.watch.is_some();
-        let Some(tally) = self.batches.get_mut(batch) else {
+        let Some(tally) = self.batches.get_mut(&batch) else {
             return;
         };
         tally.outstanding = tally.outstanding.saturating_sub(1);
@@ -433,9 +439,9 @@ impl<'a> Run<'a> {
         } else if tally.clean {
             self.engine.concurrency.increase();
         }
-        let settlements = std::mem::take(&mut tally.settlements);
-        let lease_until = tally.lease_until;
-        self.settle(settlements, lease_until);
+        if let Some(tally) = self.batches.remove(&batch) {
+            self.settle(tally.settlements, tally.lease_until);
+        }
     }
 
     /// What one attempt means for its row, counted and logged.
@@ -549,9 +555,12 @@ impl<'a> Run<'a> {
         // must be released now rather than when the lease expires.
         if let Some(claim) = self.claiming.take() {
             if let (_, Ok((rows, lease_until))) = claim.await {
-                let batch = self.batches.len();
-                self.batches
-                    .push(BatchTally::claimed(lease_until, Purpose::Walk, rows.len()));
+                let batch = self.next_batch;
+                self.next_batch += 1;
+                self.batches.insert(
+                    batch,
+                    BatchTally::claimed(lease_until, Purpose::Walk, rows.len()),
+                );
                 self.abandoned
                     .extend(rows.iter().map(|row| (row.id, batch)));
             }
@@ -564,7 +573,7 @@ impl<'a> Run<'a> {
         self.abandoned
             .extend(unsent.map(|(row, batch)| (row.id, batch)));
         self.in_flight = FuturesUnordered::new();
-        let mut releases: Vec<Vec<Settlement>> = self.batches.iter().map(|_| Vec::new()).collect();
+        let mut releases: HashMap<usize, Vec<Settlement>> = HashMap::new();
         // Only an explicit drain leaves the loop at its deadline with requests in flight; the
         // worker leaves with some only when cancelled.
         let timed_out = self.past_deadline && self.trigger.is_explicit();
@@ -574,9 +583,9 @@ impl<'a> Run<'a> {
                 self.abandoned.push((id, batch));
                 continue;
             }
-            let Some(release) = releases.get_mut(batch) else {
+            if !self.batches.contains_key(&batch) {
                 continue;
-            };
+            }
             let error = format!(
                 "timeout: no response within the drain's time budget of {}",
                 humantime::format_duration(self.budget.max_time)
@@ -584,7 +593,7 @@ impl<'a> Run<'a> {
             self.engine.status.metrics().delivery(Outcome::retried);
             self.engine.status.record_error(&error);
             self.retried += 1;
-            release.push(Settlement::Retry {
+            releases.entry(batch).or_default().push(Settlement::Retry {
                 id,
                 status: None,
                 next_attempt_at: retry_at(
@@ -598,21 +607,20 @@ impl<'a> Run<'a> {
         }
         // Each batch cut short settles what completed and releases the rest, under its own lease.
         for (id, batch) in std::mem::take(&mut self.abandoned) {
-            if let Some(release) = releases.get_mut(batch) {
-                release.push(Settlement::Release {
+            releases
+                .entry(batch)
+                .or_default()
+                .push(Settlement::Release {
                     id,
                     status: None,
                     error: None,
                 });
-            }
         }
-        for (batch, mut release) in releases.into_iter().enumerate() {
-            let tally = &mut self.batches[batch];
-            if tally.outstanding > 0 {
-                release.append(&mut tally.settlements);
-            }
-            let lease_until = tally.lease_until;
-            self.settle(release, lease_until);
+        // Every batch still here has rows unanswered (a batch leaves when its last row is in).
+        for (batch, tally) in std::mem::take(&mut self.batches) {
+            let mut settlements = tally.settlements;
+            settlements.extend(releases.remove(&batch).unwrap_or_default());
+            self.settle(settlements, tally.lease_until);
         }
         while let Some(joined) = self.settling.join_next().await {
             if let Ok(Err(err)) = joined {
@@ -629,8 +637,12 @@ impl<'a> Run<'a> {
             return reason;
         }
         let pending_left = remaining.is_some_and(|n| n > 0);
+        // Rows pending that this drain has not tried: those it tried and passed over are not
+        // what its row budget kept it from.
+        let untried_left = remaining
+            .is_some_and(|n| n > u64::try_from(self.passed_over.len()).unwrap_or(u64::MAX));
         let explicit = self.trigger.is_explicit();
-        if self.taken >= self.budget.max_rows && pending_left {
+        if self.taken >= self.budget.max_rows && untried_left {
             StopReason::RowBudget
         } else if self.taken == 0 && !pending_left {
             StopReason::Empty
