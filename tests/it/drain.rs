@@ -1620,3 +1620,56 @@ async fn issue21_extreme_attempt_counts_neither_panic_nor_wrap() {
         .unwrap();
     assert_eq!(settled, 6, "each row settled for a retry");
 }
+
+/// Probes that land on failing rows, and failing rows spread along the queue: every row is still
+/// sent exactly once (a probed row that failed is passed over when the walk reaches it), every
+/// good row is delivered, and the drain does not take the failures for an outage while some rows
+/// elsewhere go through.
+#[tokio::test]
+async fn issue21_probes_never_send_a_row_twice() {
+    let (_guard, dir) = support::temp_dir();
+    let store = support::open_store(&dir);
+    let ids = support::fill(&store, 300).await;
+    // The first batch fails, then everything from row 150 but the last ten: the first probe,
+    // halfway along what is left, lands among failing rows; the tail goes through.
+    let failing: std::collections::HashSet<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| *n < 50 || (150..290).contains(n))
+        .map(|(_, id)| id.clone())
+        .collect();
+    let server = FakeIngest::with_plan(support::fake_ingest::failing_rows(
+        failing.clone(),
+        Reply::status(500),
+    ));
+    let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
+    let report = drain(
+        &engine,
+        Trigger::Manual,
+        Budget {
+            max_rows: 1000,
+            max_time: Duration::from_secs(60),
+        },
+    )
+    .await;
+    assert_eq!(
+        (report.delivered, report.retried, report.reason),
+        (
+            (300 - failing.len()) as u64,
+            failing.len() as u64,
+            StopReason::Done
+        ),
+        "{report:?}"
+    );
+    let posts = posts_per_key(&server);
+    assert_eq!(posts.len(), 300);
+    assert!(
+        posts.values().all(|&n| n == 1),
+        "posted twice: {:?}",
+        posts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    assert!(
+        support::rows(&dir).iter().all(|r| r.lease_until.is_none()),
+        "every claimed row settled or released"
+    );
+}

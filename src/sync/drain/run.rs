@@ -118,7 +118,7 @@ pub(super) struct Run<'a> {
     in_flight_ids: HashMap<RowId, (usize, u32)>,
     /// Rows to give back untouched, with their batch.
     abandoned: Vec<(RowId, usize)>,
-    /// Rows this drain sent that failed: still pending, and never sent again by this drain.
+    /// Rows this explicit drain sent that failed: still pending, and never sent again by it.
     passed_over: HashSet<RowId>,
     /// The batches with rows not yet answered, by number. A batch leaves when settled, so what a
     /// drain keeps does not grow with the rows it has done.
@@ -324,9 +324,15 @@ impl<'a> Run<'a> {
             }
             self.walked += rows.len() as u64;
         }
-        let (again, fresh): (Vec<ClaimedRow>, Vec<ClaimedRow>) = rows
-            .into_iter()
-            .partition(|row| self.passed_over.contains(&row.id));
+        // Only an explicit drain's claims move on (its cursor, a probe's fixed place): the worker
+        // claims the due rows again and again, so a row that failed in this pass and is already
+        // due again is sent again rather than given back, which would claim it forever.
+        let (again, fresh): (Vec<ClaimedRow>, Vec<ClaimedRow>) = if self.trigger.is_explicit() {
+            rows.into_iter()
+                .partition(|row| self.passed_over.contains(&row.id))
+        } else {
+            (Vec::new(), rows)
+        };
         self.taken += fresh.len();
         if !fresh.is_empty() && !self.sending {
             // Only now is there something to send: an empty pass stays idle.
@@ -405,7 +411,7 @@ impl<'a> Run<'a> {
             }
             self.last_error.clone_from(&attempt.detail);
         }
-        if let Settlement::Retry { id, .. } = &settlement {
+        if let (Settlement::Retry { id, .. }, true) = (&settlement, self.trigger.is_explicit()) {
             self.passed_over.insert(*id);
         }
         let probe = self
