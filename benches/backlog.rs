@@ -160,6 +160,20 @@ fn main() -> ExitCode {
         println!("| {name} | {value} | {target} | {met} |");
         all_met &= met != "**no**";
     }
+    let tenths: Vec<String> = (0..10)
+        .map(|tenth| {
+            let (from, to) = (f64::from(tenth) / 10.0, f64::from(tenth + 1) / 10.0);
+            format!(
+                "{:.1}",
+                window_max(&run.samples, run.elapsed, from, to) as f64 / 1024.0
+            )
+        })
+        .collect();
+    println!();
+    println!(
+        "Resident memory (MiB, max per tenth of the run): {}",
+        tenths.join(", ")
+    );
     if all_met {
         ExitCode::SUCCESS
     } else {
@@ -196,11 +210,26 @@ fn drain(template: &Path, binary: &Path) -> Run {
         .spawn()
         .unwrap();
     let mut samples = Vec::new();
+    let mut maps = Vec::new();
     while child.try_wait().unwrap().is_none() {
         if let Some(sample) = sample(child.id(), started.elapsed()) {
             samples.push(sample);
         }
+        // Diagnosis aid: `GRADATA_BENCH_SMAPS=1` prints which mappings grew over the run.
+        if std::env::var_os("GRADATA_BENCH_SMAPS").is_some() && samples.len() % 40 == 1 {
+            if let Ok(smaps) = std::fs::read_to_string(format!("/proc/{}/smaps", child.id())) {
+                maps.push(smaps_rss(&smaps));
+            }
+        }
         std::thread::sleep(SAMPLE_EVERY);
+    }
+    if let (Some(first), Some(last)) = (maps.get(1), maps.last()) {
+        for (name, rss) in last {
+            let before = first.get(name).copied().unwrap_or(0);
+            if rss.abs_diff(before) > 256 {
+                eprintln!("{name}: {before} kB -> {rss} kB");
+            }
+        }
     }
     let elapsed = started.elapsed();
     let output = child.wait_with_output().unwrap();
@@ -247,6 +276,26 @@ fn fill(dir: &Path) {
         }
     }
     transaction.commit().unwrap();
+}
+
+/// Resident kB per mapping name (anonymous mappings by their size class) in a `smaps` text.
+fn smaps_rss(smaps: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            name = fields
+                .get(5)
+                .map_or_else(|| "[anon]".to_owned(), |n| (*n).to_owned());
+        } else if fields.first() == Some(&"Rss:") {
+            *by_name.entry(name.clone()).or_insert(0) += fields[1].parse::<u64>().unwrap_or(0);
+        }
+    }
+    by_name
 }
 
 /// Reads `VmRSS` and `VmHWM` of `pid`; `None` once it is gone.

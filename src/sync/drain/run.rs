@@ -125,7 +125,8 @@ pub(super) struct Run<'a> {
     batches: HashMap<usize, BatchTally>,
     /// The number the next batch gets.
     next_batch: usize,
-    /// Settlements on their way to the store's writer; awaited before the report.
+    /// Settlements on their way to the store's writer: reaped as they finish, and the rest
+    /// awaited before the report.
     settling: JoinSet<Result<(), store::Error>>,
     /// Explicit drains only: the worker's pass stops at a batch without progress instead.
     watch: Option<OutageWatch>,
@@ -196,6 +197,7 @@ impl<'a> Run<'a> {
         let deadline_reached = tokio::time::sleep_until(self.deadline.into());
         tokio::pin!(deadline_reached);
         loop {
+            self.reap_settled();
             self.refill();
             self.dispatch();
             if self.in_flight.is_empty() && self.claiming.is_none() {
@@ -545,6 +547,23 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Takes in the settlements the store has finished: a finished task keeps its memory until
+    /// joined, and a drain of a million rows settles twenty thousand batches. A failed one stops
+    /// the drain.
+    fn reap_settled(&mut self) {
+        while let Some(joined) = self.settling.try_join_next() {
+            self.settled(joined);
+        }
+    }
+
+    /// Records how one settlement ended.
+    fn settled(&mut self, joined: Result<Result<(), store::Error>, tokio::task::JoinError>) {
+        if let Ok(Err(err)) = joined {
+            self.stop.get_or_insert(StopReason::StoreError);
+            self.detail = Some(err.to_string());
+        }
+    }
+
     /// Sends settlements of rows claimed under `lease_until` to the store.
     fn settle(&mut self, settlements: Vec<Settlement>, lease_until: SystemTime) {
         if settlements.is_empty() {
@@ -629,10 +648,7 @@ impl<'a> Run<'a> {
             self.settle(settlements, tally.lease_until);
         }
         while let Some(joined) = self.settling.join_next().await {
-            if let Ok(Err(err)) = joined {
-                self.stop.get_or_insert(StopReason::StoreError);
-                self.detail = Some(err.to_string());
-            }
+            self.settled(joined);
         }
     }
 
