@@ -6,7 +6,9 @@
 //! lean [`FakeIngest::counting`] server instead, which keeps only each request's idempotency key
 //! (and [`FakeIngest::counting_with`], the same with a plan that sees only the request's number,
 //! on an address of the caller's choosing, so that a soak can stop the server and start it again
-//! where the service under test keeps sending).
+//! where the service under test keeps sending). Either can fail chosen rows, by event id, while it
+//! takes the others ([`failing_rows`], [`FakeIngest::counting_failing`]): rows the ingest always
+//! rejects, in a queue it otherwise takes.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -94,8 +96,21 @@ impl Reply {
 /// Decides the reply to the `n`-th request (0-based).
 pub type Plan = Arc<dyn Fn(&Received, usize) -> Reply + Send + Sync>;
 
-/// Decides the counting server's reply to its `n`-th request (0-based), from the number alone.
-pub type CountingPlan = Arc<dyn Fn(usize) -> Reply + Send + Sync>;
+/// Decides the counting server's reply to its `n`-th request (0-based), from the number and the
+/// request's idempotency key alone.
+pub type CountingPlan = Arc<dyn Fn(usize, &[u8]) -> Reply + Send + Sync>;
+
+/// A plan answering `failure` to every request whose idempotency key (the row's event id) is in
+/// `failing`, and 200 to every other: rows the ingest rejects whenever they are sent.
+pub fn failing_rows(
+    failing: HashSet<String>,
+    failure: Reply,
+) -> impl Fn(&Received, usize) -> Reply + Send + Sync + 'static {
+    move |request, _| match request.idempotency_key() {
+        Some(key) if failing.contains(&key) => failure.clone(),
+        _ => Reply::ok(),
+    }
+}
 
 struct Shared {
     plan: Plan,
@@ -178,7 +193,20 @@ impl FakeIngest {
         addr: Option<SocketAddr>,
         plan: impl Fn(usize) -> Reply + Send + Sync + 'static,
     ) -> FakeIngest {
-        FakeIngest::counting_on(key, addr, Some(Arc::new(plan)))
+        FakeIngest::counting_on(key, addr, Some(Arc::new(move |n, _: &[u8]| plan(n))))
+    }
+
+    /// The counting server answering `failure` to every request whose idempotency key is in
+    /// `failing`, and 200 to every other (see [`failing_rows`]).
+    pub fn counting_failing(key: &str, failing: HashSet<Vec<u8>>, failure: Reply) -> FakeIngest {
+        let plan: CountingPlan = Arc::new(move |_, key: &[u8]| {
+            if failing.contains(key) {
+                failure.clone()
+            } else {
+                Reply::ok()
+            }
+        });
+        FakeIngest::counting_on(key, None, Some(plan))
     }
 
     fn counting_on(key: &str, addr: Option<SocketAddr>, plan: Option<CountingPlan>) -> FakeIngest {
@@ -343,7 +371,7 @@ async fn count_key(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: 
             tally.keys.insert(key);
             return (StatusCode::OK, r#"{"status":"ok"}"#).into_response();
         };
-        plan(n)
+        plan(n, &key)
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
