@@ -669,6 +669,13 @@ impl Store {
         read::next_due_at(&self.reader())
     }
 
+    /// SQLite's `PRAGMA data_version` of the read connection: a number that changes exactly when
+    /// another connection (this store's writer, another process) has committed since the last
+    /// call. Reads no table: a cheap way to learn that someone else may have changed the queue.
+    pub fn data_version(&self) -> Result<i64, Error> {
+        read::data_version(&self.reader())
+    }
+
     fn writer(&self) -> Result<&Writer, Error> {
         self.shared.writer.as_ref().ok_or(Error::ReadOnly)
     }

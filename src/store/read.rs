@@ -268,6 +268,10 @@ pub(super) fn next_due_at(conn: &Connection) -> Result<Option<SystemTime>, Error
     Ok(due.map(from_unix))
 }
 
+pub(super) fn data_version(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+}
+
 fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }

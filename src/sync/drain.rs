@@ -58,8 +58,9 @@ pub struct Budget {
     pub max_time: Duration,
 }
 
-/// Who asked for the drain. Every trigger but [`Trigger::Worker`] is explicit: it retries rows
-/// still waiting on a backoff timer, because a restart or "sync now" is the moment to retry.
+/// Who asked for the drain. Every trigger but the worker's ([`Trigger::Worker`],
+/// [`Trigger::CatchUp`]) is explicit: it retries rows still waiting on a backoff timer, because a
+/// restart or "sync now" is the moment to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// Before `READY=1`.
@@ -70,6 +71,14 @@ pub enum Trigger {
     Manual,
     /// The background worker.
     Worker,
+    /// The background worker releasing a backlog after an outage: like an explicit drain it
+    /// claims by id, every pending row above `after` whatever its timer says, but it is the
+    /// worker's pass in every other respect (its deadline awaits the requests in flight, its
+    /// record is a debug line, its metrics are the worker's).
+    CatchUp {
+        /// The highest id already gone through; claims start above it.
+        after: RowId,
+    },
 }
 
 impl Trigger {
@@ -79,12 +88,21 @@ impl Trigger {
             Trigger::Startup => "startup",
             Trigger::Shutdown => "shutdown",
             Trigger::Manual => "manual",
-            Trigger::Worker => "worker",
+            Trigger::Worker | Trigger::CatchUp { .. } => "worker",
         }
     }
 
     fn is_explicit(self) -> bool {
-        !matches!(self, Trigger::Worker)
+        !matches!(self, Trigger::Worker | Trigger::CatchUp { .. })
+    }
+
+    /// Where the drain's first claim starts.
+    fn first_claim(self) -> ClaimFrom {
+        match self {
+            Trigger::CatchUp { after } => ClaimFrom::After(after),
+            trigger if trigger.is_explicit() => ClaimFrom::After(RowId(0)),
+            _ => ClaimFrom::Due,
+        }
     }
 }
 
@@ -163,6 +181,11 @@ pub struct DrainReport {
     pub reason: StopReason,
     /// Detail for operators: why sync is disabled, the last error…
     pub detail: Option<String>,
+    /// The highest id among the rows this drain sent and heard an answer for. Rows are sent in
+    /// the order they are claimed, so a drain claiming by id has gone through every row up to it;
+    /// the worker's catch-up resumes above it.
+    #[serde(skip)]
+    pub last_answered: Option<RowId>,
 }
 
 fn as_seconds<S: serde::Serializer>(elapsed: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -184,6 +207,7 @@ impl DrainReport {
             elapsed: Duration::ZERO,
             reason,
             detail,
+            last_answered: None,
         }
     }
 
@@ -225,7 +249,7 @@ impl DrainReport {
                 detail,
                 "sync queue drained: {delivered} rows"
             ),
-            Trigger::Worker => tracing::debug!(
+            Trigger::Worker | Trigger::CatchUp { .. } => tracing::debug!(
                 delivered,
                 dead,
                 remaining,
@@ -430,11 +454,8 @@ impl Engine {
         let deadline = started
             .checked_add(budget.max_time)
             .unwrap_or(started + Duration::from_secs(100 * 365 * 86_400));
-        let mut cursor = if trigger.is_explicit() {
-            ClaimFrom::After(RowId(0))
-        } else {
-            ClaimFrom::Due
-        };
+        let mut cursor = trigger.first_claim();
+        let mut last_answered: Option<RowId> = None;
         let mut claimed = 0usize;
         let mut exhausted = false;
         let mut queued: VecDeque<(ClaimedRow, usize)> = VecDeque::new();
@@ -536,6 +557,7 @@ impl Engine {
                 }
                 Some((row, batch, attempt)) = in_flight.next(), if !in_flight.is_empty() => {
                     in_flight_ids.remove(&row.id);
+                    last_answered = last_answered.max(Some(row.id));
                     self.record(&mut run, row, batch, attempt);
                     progress(Progress { done: run.done, delivered: run.delivered, total });
                 }
@@ -640,6 +662,7 @@ impl Engine {
             elapsed: started.elapsed(),
             reason,
             detail: run.detail,
+            last_answered,
         }
     }
 
@@ -802,7 +825,7 @@ impl Engine {
     /// one per write under load. Explicit drains, whose reports people read, count (from the
     /// index of claimable rows, so that rows written by other processes are included too).
     async fn pending(&self, trigger: Trigger) -> Option<u64> {
-        if trigger == Trigger::Worker {
+        if !trigger.is_explicit() {
             return Some(self.store.pending().0);
         }
         let store = self.store.clone();
