@@ -12,12 +12,12 @@
 //! appear (a timer in this process would need the process that wrote them to tell it).
 //!
 //! When every attempt of a pass fails with a transient error (refused connections, timeouts,
-//! 5xx), the ingest is taken to be down and the worker backs off as a whole ([`Phase::Outage`]):
+//! 5xx), the ingest is taken to be down and the worker backs off as a whole (`Phase::Outage`):
 //! it sends only probes, one row each, at [`PROBE_FIRST`] doubling up to [`PROBE_CAP`] on the
 //! monotonic clock, and ignores enqueues and row timers meanwhile, instead of re-sending every row
 //! whose own timer runs out. A probe takes a due row (the store hands out rows never tried first,
 //! so rows that keep failing do not hide a healthy ingest), or else the next row by id whatever
-//! its timer. The first answered probe releases the backlog ([`Phase::CatchUp`]): passes claim by
+//! its timer. The first answered probe releases the backlog (`Phase::CatchUp`): passes claim by
 //! id, ignoring timers, from where the outage began until they have passed the end of the queue
 //! once, so every row flows within a probe interval of the ingest's return, however long its own
 //! timer grew. A row that fails during the catch-up keeps its timer and is passed over; only a
