@@ -664,6 +664,9 @@ fn store_group_commit(events: usize, per_call: usize) -> f64 {
         }
     });
     let elapsed = started.elapsed();
-    assert_eq!(store.stats().unwrap().pending, events as u64);
+    assert_eq!(
+        runtime.block_on(store.stats()).unwrap().pending,
+        events as u64
+    );
     events as f64 / elapsed.as_secs_f64()
 }

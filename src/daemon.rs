@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::config::{self, Config};
+use crate::logging::Causes;
 use crate::store::{self, Store};
 use crate::sync::{self, Engine, Status, SyncState, Trigger, worker};
 use crate::systemd::listeners::{self, Passed, Socket};
@@ -47,7 +48,7 @@ pub type Reload = Box<dyn Fn() -> Result<Config, config::Error> + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Signal handlers could not be installed.
-    #[error("cannot install signal handlers: {0}")]
+    #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
     /// A listener could not be adopted or bound.
     #[error(transparent)]
@@ -66,14 +67,17 @@ pub enum Error {
         cause: std::io::Error,
     },
     /// The outbox could not be opened.
-    #[error("cannot open the outbox: {0}")]
+    #[error("cannot open the outbox")]
     Store(#[from] store::Error),
     /// The HTTP client for the ingest API could not be built.
-    #[error("cannot set up cloud sync: {0}")]
+    #[error("cannot set up cloud sync")]
     Sync(#[from] sync::ClientError),
     /// The HTTP server stopped on its own.
     #[error("the HTTP server failed: {0}")]
     Server(String),
+    /// A blocking step of startup did not finish: it panicked (a bug).
+    #[error("{0} did not finish")]
+    Blocking(&'static str, #[source] tokio::task::JoinError),
     /// A background task ended unexpectedly.
     #[error("the {0} stopped unexpectedly")]
     Task(&'static str),
@@ -118,7 +122,7 @@ pub async fn run(config: Config, sockets: Passed, reload: Reload) -> Result<(), 
     let notifier = Notifier::new();
     let result = serve(config, sockets, reload, notifier).await;
     if let Err(err) = &result {
-        notifier.fatal(err.errno(), &format!("failed: {err}"));
+        notifier.fatal(err.errno(), &format!("failed: {}", Causes(err)));
     }
     result
 }
@@ -422,7 +426,7 @@ async fn brain_id(config: &Config) -> Result<String, Error> {
     match tokio::task::spawn_blocking(move || store::resolve_brain_id(&dir)).await {
         Ok(Ok(id)) => Ok(id),
         Ok(Err(err)) => Err(Error::Store(store::Error::Io(config.data_dir.clone(), err))),
-        Err(join) => Err(Error::Store(store::Error::Sqlite(join.to_string()))),
+        Err(join) => Err(Error::Blocking("resolving the brain id", join)),
     }
 }
 
@@ -467,7 +471,7 @@ async fn open_store(config: &Config) -> Result<Store, Error> {
     let options = config.store_options();
     match tokio::task::spawn_blocking(move || Store::open(&options)).await {
         Ok(result) => Ok(result?),
-        Err(join) => Err(Error::Store(store::Error::Sqlite(join.to_string()))),
+        Err(join) => Err(Error::Blocking("opening the outbox", join)),
     }
 }
 
@@ -605,7 +609,7 @@ async fn housekeeping(
             // Once per episode: the same error every tick adds nothing.
             Err(err) if !recount_failing => {
                 recount_failing = true;
-                tracing::warn!(error = %err, "could not count the pending rows again");
+                tracing::warn!(error = %Causes(&err), "could not count the pending rows again");
             }
             Err(_) => {}
         }
@@ -634,7 +638,7 @@ async fn housekeeping(
             match store.purge_synced(retention).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "deleted synced rows past their retention"),
-                Err(err) => tracing::warn!(error = %err, "could not purge synced rows"),
+                Err(err) => tracing::warn!(error = %Causes(&err), "could not purge synced rows"),
             }
         }
     }
@@ -642,10 +646,9 @@ async fn housekeeping(
 
 /// `serving; N pending` plus the sync state when it is not the usual one.
 async fn serving_status(store: &Store, status: &Status) -> String {
-    let store = store.clone();
-    let pending = match tokio::task::spawn_blocking(move || store.stats()).await {
-        Ok(Ok(stats)) => stats.pending.to_string(),
-        _ => "?".to_owned(),
+    let pending = match store.stats().await {
+        Ok(stats) => stats.pending.to_string(),
+        Err(_) => "?".to_owned(),
     };
     match status.state() {
         SyncState::Idle | SyncState::Sending | SyncState::Backoff => {

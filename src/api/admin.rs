@@ -73,11 +73,8 @@ pub(super) async fn list(
     // axum's own rejection is a plain-text 400; every error of this API is JSON with a code.
     let Query(query) =
         query.map_err(|err| ApiError::bad_request("invalid_request", err.body_text()))?;
-    let store = state.store().clone();
     let limit = query.limit.min(MAX_LIST);
-    let rows = tokio::task::spawn_blocking(move || store.list(query.state, limit))
-        .await
-        .map_err(|err| ApiError::internal(err.to_string()))??;
+    let rows = state.store().list(query.state, limit).await?;
     Ok(Json(json!({ "state": query.state, "rows": rows })))
 }
 
@@ -122,10 +119,7 @@ pub(super) async fn retry(
 pub(super) async fn metrics(
     State(state): State<super::State>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let store = state.store().clone();
-    let stats = tokio::task::spawn_blocking(move || store.stats())
-        .await
-        .map_err(|err| ApiError::internal(err.to_string()))??;
+    let stats = state.store().stats().await?;
     let reading = QueueReading {
         pending: stats.pending,
         dead: stats.dead,

@@ -10,6 +10,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::logging::Causes;
 use crate::store;
 
 /// A failed request.
@@ -180,7 +181,10 @@ impl From<store::Error> for ApiError {
                 ),
                 Duration::from_secs(5),
             ),
-            other => ApiError::internal(format!("the outbox failed; nothing was written: {other}")),
+            other => ApiError::internal(format!(
+                "the outbox failed; nothing was written: {}",
+                Causes(&other)
+            )),
         }
     }
 }

@@ -10,12 +10,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use crate::logging::Causes;
 use crate::sync::SyncState;
 
 /// Answers with status, version, uptime, data directory, queue counts and sync state.
 pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<Value>) {
-    let store = state.store().clone();
-    let stats = tokio::task::spawn_blocking(move || store.stats()).await;
+    let stats = state.store().stats().await;
     let sync = state.status().snapshot();
     let uptime = state.inner.started.elapsed().as_secs_f64();
     let refusing = state.refusals().current();
@@ -44,7 +44,7 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
         })
     };
     match stats {
-        Ok(Ok(stats)) => {
+        Ok(stats) => {
             let oldest = stats.oldest_pending_age(SystemTime::now());
             let stale = oldest.is_some_and(|age| age > state.limits().degraded_after);
             // Sending stopped until someone acts: a refused key, a wrong URL, a failing outbox.
@@ -64,13 +64,9 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
                 Json(body(queue, if degraded { "degraded" } else { "ok" })),
             )
         }
-        Ok(Err(err)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(body(json!({ "error": err.to_string() }), "error")),
-        ),
         Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(body(json!({ "error": err.to_string() }), "error")),
+            Json(body(json!({ "error": Causes(&err).to_string() }), "error")),
         ),
     }
 }

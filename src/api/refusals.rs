@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::episode::{Episode, Line};
+use crate::logging::Causes;
 use crate::store;
 
 /// The current episode of refused writes, if any.
@@ -102,9 +103,9 @@ impl Refusals {
 fn log_refusal(err: &store::Error, message: &str, refused: u64) {
     match err {
         store::Error::DiskFull(_) | store::Error::QueueFull { .. } | store::Error::Busy(_) => {
-            tracing::warn!(error = %err, refused, "{message}");
+            tracing::warn!(error = %Causes(err), refused, "{message}");
         }
-        _ => tracing::error!(error = %err, refused, "{message}"),
+        _ => tracing::error!(error = %Causes(err), refused, "{message}"),
     }
 }
 
@@ -112,8 +113,15 @@ fn log_refusal(err: &store::Error, message: &str, refused: u64) {
 mod tests {
     use super::*;
 
+    fn sqlite(code: std::ffi::c_int) -> store::Error {
+        store::Error::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    }
+
     fn disk_full() -> store::Error {
-        store::Error::DiskFull("database or disk is full".to_owned())
+        sqlite(rusqlite::ffi::SQLITE_FULL)
     }
 
     #[test]
@@ -137,7 +145,7 @@ mod tests {
     #[test]
     fn the_latest_reason_is_shown() {
         let refusals = Refusals::default();
-        refusals.refused(&store::Error::Busy("database is locked".to_owned()));
+        refusals.refused(&sqlite(rusqlite::ffi::SQLITE_BUSY));
         refusals.refused(&disk_full());
         assert_eq!(refusals.current().unwrap().error, disk_full().to_string());
     }

@@ -144,19 +144,10 @@ pub fn report_error(err: &anyhow::Error) {
     eprintln!("gradata: {}", error_chain(err));
 }
 
-/// An error and its causes as `error: cause: cause`. A cause that its error's message already ends
-/// with (`cannot open the outbox: {0}`, whose source is that same `{0}`) is said once.
+/// An error and its causes as `error: cause: cause`. Each error's message leaves its cause to
+/// the next link of the chain (`#[source]`, never `{0}` in the message), so each is said once.
 fn error_chain(err: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in err.chain().map(ToString::to_string) {
-        if text.is_empty() {
-            text = cause;
-        } else if !text.ends_with(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text
+    crate::logging::Causes(err.as_ref()).to_string()
 }
 
 /// A current-thread runtime for the commands that talk to the network or the store's writer.
@@ -180,24 +171,23 @@ fn cli_store_options(config: &Config) -> crate::store::Options {
 mod tests {
     use super::*;
 
-    #[derive(Debug, thiserror::Error)]
-    enum Failure {
-        #[error("cannot open the outbox: {0}")]
-        Store(#[from] std::io::Error),
-    }
-
+    /// The chains the CLI really prints: the service's error around the store's around the I/O
+    /// error, each said once, with no trimming.
     #[test]
     fn error_chain_says_each_cause_once() {
         let io = || std::io::Error::other("disk I/O error");
-        let opened = anyhow::Error::from(Failure::from(io()));
+        let opened = anyhow::Error::from(crate::daemon::Error::Store(crate::store::Error::Io(
+            PathBuf::from("/data"),
+            io(),
+        )));
         assert_eq!(
             error_chain(&opened),
-            "cannot open the outbox: disk I/O error"
+            "cannot open the outbox: /data: disk I/O error"
         );
         let context = opened.context("serving");
         assert_eq!(
             error_chain(&context),
-            "serving: cannot open the outbox: disk I/O error"
+            "serving: cannot open the outbox: /data: disk I/O error"
         );
         let plain = anyhow::Error::from(io()).context("reading /etc/gradata/gradata.toml");
         assert_eq!(

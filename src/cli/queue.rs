@@ -70,8 +70,8 @@ pub(crate) fn run(config: &Config, command: &QueueCommand) -> anyhow::Result<Out
 #[expect(clippy::print_stdout, reason = "the command's output")]
 fn list(config: &Config, args: &ListArgs) -> anyhow::Result<Outcome> {
     let store = Store::open(&cli_store_options(config)).context("opening the queue")?;
-    let entries = store
-        .list(args.state.into(), args.limit)
+    let entries = super::runtime()?
+        .block_on(store.list(args.state.into(), args.limit))
         .context("listing the queue")?;
     if args.json {
         println!(

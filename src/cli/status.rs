@@ -48,9 +48,12 @@ pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<Outcome>
     let now = SystemTime::now();
     let (stats, sync) = match &store {
         Some(store) => {
-            let stats = store.stats().context("reading queue counts")?;
-            let sync: Option<StatusSnapshot> = store
-                .meta(STATUS_META_KEY)
+            let runtime = super::runtime()?;
+            let stats = runtime
+                .block_on(store.stats())
+                .context("reading queue counts")?;
+            let sync: Option<StatusSnapshot> = runtime
+                .block_on(store.meta(STATUS_META_KEY))
                 .context("reading the sync status")?
                 .and_then(|text| serde_json::from_str(&text).ok());
             (Some(stats), sync)

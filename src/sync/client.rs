@@ -81,10 +81,10 @@ pub enum ClientError {
     #[error(transparent)]
     InvalidKey(#[from] InvalidKey),
     /// The TLS stack could not be set up.
-    #[error("cannot set up TLS for the ingest client: {0}")]
+    #[error("cannot set up TLS for the ingest client")]
     Tls(#[source] rustls::Error),
     /// The ingest URL is not one an HTTP request can be sent to.
-    #[error("the ingest URL {url} cannot be used for a request: {source}")]
+    #[error("the ingest URL {url} cannot be used for a request")]
     Url {
         /// The URL as configured.
         url: String,

@@ -465,14 +465,10 @@ async fn after(engine: &Engine, report: &DrainReport) -> Option<Instant> {
     }
 }
 
-/// The outbox's `data_version` (see [`crate::store::Store::data_version`]), read off the async
-/// workers; `None` when it cannot be read.
+/// The outbox's `data_version` (see [`crate::store::Store::data_version`]); `None` when it cannot
+/// be read.
 async fn data_version(engine: &Engine) -> Option<i64> {
-    let store = engine.store().clone();
-    tokio::task::spawn_blocking(move || store.data_version())
-        .await
-        .ok()?
-        .ok()
+    engine.store().data_version().await.ok()
 }
 
 /// When the earliest waiting row becomes due, as an `Instant`.

@@ -295,6 +295,48 @@ fn status_reports_the_queue() {
     assert!(queue["oldest_pending_age_seconds"].is_number(), "{status}");
 }
 
+/// `status` follows rows another program writes after the service (the Python SDK inserting with
+/// the original columns, a row delivered by hand): the counts it reads are kept by the database's
+/// triggers, not by the service's memory. On a database an older gradata migrated, without those
+/// triggers, it counts the rows instead, still without writing anything.
+#[test]
+fn status_counts_follow_other_writers_and_older_migrations() {
+    let (_guard, dir) = support::temp_dir();
+    mixed_queue(&dir);
+    let conn = rusqlite::Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    conn.execute_batch(
+        "INSERT INTO sync_queue (payload_json, kind, enqueued_at) VALUES ('{}', 'lesson', 1.0);
+         UPDATE sync_queue SET synced_at = 2.0 WHERE id = 6;",
+    )
+    .unwrap();
+    let counts = |status: &serde_json::Value| {
+        let queue = &status["queue"];
+        (
+            queue["pending"].clone(),
+            queue["dead"].clone(),
+            queue["synced"].clone(),
+        )
+    };
+    let expected = (5.into(), 3.into(), 3.into());
+    assert_eq!(counts(&status_json(&dir)), expected);
+    conn.execute_batch(
+        "DROP TRIGGER gradata_queue_counts_insert;
+         DROP TRIGGER gradata_queue_counts_update;
+         DROP TRIGGER gradata_queue_counts_delete;
+         DROP TABLE gradata_queue_counts;",
+    )
+    .unwrap();
+    assert_eq!(counts(&status_json(&dir)), expected);
+    let counts_tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'gradata_queue_counts%'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(counts_tables, 0, "status migrated the database");
+}
+
 /// A time no row can have (`enqueued_at = 1e300`, written by another program) does not crash
 /// `status`: the oldest pending row simply has no age yet.
 #[test]

@@ -481,7 +481,8 @@ fn a_corrupt_outbox_is_named_and_left_untouched() {
     let stderr = daemon.stderr();
     for needle in [
         database.display().to_string().as_str(),
-        "not a readable SQLite database (file is not a database)",
+        "not a readable SQLite database; move it aside",
+        "file is not a database",
         "move it aside to start again with an empty outbox",
     ] {
         assert!(stderr.contains(needle), "no {needle:?} in:\n{stderr}");

@@ -1204,7 +1204,7 @@ async fn an_idle_worker_notices_rows_made_pending_elsewhere() {
     ));
     // The worker's first pass (on an empty queue) is over once it saved its status.
     let until = Instant::now() + Duration::from_secs(20);
-    while store.meta(sync::STATUS_META_KEY).unwrap().is_none() {
+    while store.meta(sync::STATUS_META_KEY).await.unwrap().is_none() {
         assert!(
             Instant::now() < until,
             "the worker never made its first pass"

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The pending rows and bytes, kept up to date by the writer after every commit so that the API
-/// can refuse writes past the queue limits without counting the table on every request. Writes by
-/// other processes (`gradata drain` or `gradata queue retry` from the CLI, an SDK sharing the
-/// database) are not seen here, so the writer counts the table again when another connection has
+/// can refuse writes past the queue limits without reading the database on every request. Writes
+/// by other processes (`gradata drain` or `gradata queue retry` from the CLI, an SDK sharing the
+/// database) are not seen here, so the writer reads the counts again when another connection has
 /// committed: before it refuses a write for a limit ([`ExactCount`]), and when the daemon asks
-/// ([`crate::store::Store::refresh_pending`]).
+/// ([`crate::store::Store::refresh_pending`]). Those counts are the ones the database's triggers
+/// keep (`gradata_queue_counts`), so reading them costs the same at any queue size.
 #[derive(Debug, Default)]
 pub(in crate::store) struct PendingGauge {
     rows: AtomicI64,

@@ -214,6 +214,66 @@ pub(super) fn enqueue(
     Ok(outcomes)
 }
 
+/// The lease filter of every claim: a row another drainer holds is skipped. Leased rows are few
+/// (a drain's batches in flight), so checking it row by row costs little.
+const NOT_LEASED: &str = "(lease_until IS NULL OR lease_until <= :now)";
+
+/// Leases the pending rows of an explicit drain: every pending row above the cursor, whatever its
+/// timer says, in id order, read as one range of `idx_sync_queue_claimable`.
+static CLAIM_AFTER: LazyLock<String> = LazyLock::new(|| {
+    leasing(&format!(
+        "SELECT id FROM sync_queue INDEXED BY idx_sync_queue_claimable
+          WHERE synced_at IS NULL AND dead_at IS NULL AND id > :after AND {NOT_LEASED}
+          ORDER BY id LIMIT :limit"
+    ))
+});
+
+/// Leases the due rows for the background worker, from three ranges of `idx_sync_queue_due`,
+/// each read only as far as the batch needs: rows never tried (`next_attempt_at IS NULL`, in id
+/// order), retries whose timer has run out (earliest first), and timers further off than any retry
+/// can be set, which are due too: the wall clock went back since they were set (a VM restored, NTP
+/// fixing a clock that ran ahead), and the row would otherwise wait for as long as the clock
+/// jumped. Rows waiting in backoff and dead rows are never visited.
+///
+/// Fairness: the batch takes the three ranges in turn (the first of each, then the second of
+/// each, …), so when some rows keep failing with short backoffs, rows never tried still get at
+/// least half of every batch, and a flood of new rows cannot hold retries back either.
+static CLAIM_DUE: LazyLock<String> = LazyLock::new(|| {
+    let range = |condition: &str, order: &str| {
+        format!(
+            "SELECT id, next_attempt_at FROM sync_queue INDEXED BY idx_sync_queue_due
+              WHERE synced_at IS NULL AND dead_at IS NULL AND {condition} AND {NOT_LEASED}
+              ORDER BY {order} LIMIT :limit"
+        )
+    };
+    let never_tried = range("next_attempt_at IS NULL", "id");
+    let retries = range("next_attempt_at <= :now", "next_attempt_at, id");
+    let clock_went_back = range("next_attempt_at > :horizon", "next_attempt_at, id");
+    leasing(&format!(
+        "SELECT id FROM (
+             SELECT id, row_number() OVER (ORDER BY id) AS turn, 0 AS range
+               FROM ({never_tried})
+             UNION ALL
+             SELECT id, row_number() OVER (ORDER BY next_attempt_at, id), 1 FROM ({retries})
+             UNION ALL
+             SELECT id, row_number() OVER (ORDER BY next_attempt_at, id), 2
+               FROM ({clock_went_back}))
+          ORDER BY turn, range LIMIT :limit"
+    ))
+});
+
+/// The statement that leases the rows `select` picks and returns them.
+///
+/// Invariant: the lease is taken in the same statement that selects the rows, inside a write
+/// transaction, so two drainers (threads or processes) can never claim the same row at once.
+fn leasing(select: &str) -> String {
+    format!(
+        "UPDATE sync_queue SET lease_until = :lease_until
+          WHERE id IN ({select})
+         RETURNING id, event_id, payload_json, COALESCE(attempts, 0)"
+    )
+}
+
 pub(super) fn claim(
     conn: &Connection,
     limit: usize,
@@ -223,30 +283,11 @@ pub(super) fn claim(
     delta: &mut PendingDelta,
 ) -> Result<Vec<ClaimedRow>, Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    // A timer further off than any retry can be set is due: the wall clock went back since it was
-    // set (a VM restored, NTP fixing a clock that ran ahead), and the row would otherwise wait for
-    // as long as the clock jumped.
-    let (due_clause, after) = match from {
-        ClaimFrom::Due => (
-            "(next_attempt_at IS NULL OR next_attempt_at <= :now OR next_attempt_at > :horizon)",
-            0,
-        ),
-        ClaimFrom::After(RowId(after)) => ("id > :after", after),
+    let (sql, after) = match from {
+        ClaimFrom::Due => (CLAIM_DUE.as_str(), 0),
+        ClaimFrom::After(RowId(after)) => (CLAIM_AFTER.as_str(), after),
     };
-    // Invariant: the lease is taken in the same statement that selects the rows, inside a write
-    // transaction, so two drainers (threads or processes) can never claim the same row at once.
-    let sql = format!(
-        "UPDATE sync_queue SET lease_until = :lease_until
-          WHERE id IN (
-              SELECT id FROM sync_queue
-               WHERE synced_at IS NULL AND dead_at IS NULL
-                 AND (lease_until IS NULL OR lease_until <= :now)
-                 AND {due_clause}
-               ORDER BY id
-               LIMIT :limit)
-         RETURNING id, event_id, payload_json, COALESCE(attempts, 0)"
-    );
-    let mut statement = conn.prepare_cached(&sql)?;
+    let mut statement = conn.prepare_cached(sql)?;
     let now_unix = to_unix(now);
     let lease_until = to_unix(lease_until);
     let horizon = now_unix + longest_wait.as_secs_f64();
@@ -569,4 +610,136 @@ pub(super) fn purge_synced(
 
 fn truncate(error: &str) -> String {
     error.chars().take(MAX_ERROR_CHARS).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema;
+
+    /// A fresh database with the original table and every migration.
+    fn migrated() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(schema::BASE_DDL).unwrap();
+        schema::migrate(&mut conn, false).unwrap();
+        conn
+    }
+
+    /// SQLite's plan for `sql`, one step a line. The parameters are left unbound (NULL): the plan
+    /// does not depend on their values.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let mut rows = statement.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            steps.push(row.get::<_, String>(3).unwrap());
+        }
+        steps
+    }
+
+    /// Asserts that `sql` reads `sync_queue` only by searching `index` (and the rows it finds by
+    /// their id), never by walking the table or a whole index.
+    fn assert_searches_only(conn: &Connection, sql: &str, index: &str) {
+        let plan = plan(conn, sql);
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN sync_queue")),
+            "a step walks the table or a whole index: {plan:#?}"
+        );
+        assert!(
+            plan.iter()
+                .any(|step| step.starts_with(&format!("SEARCH sync_queue USING INDEX {index} ("))),
+            "{index} is not searched: {plan:#?}"
+        );
+    }
+
+    #[test]
+    fn claims_search_their_index_and_never_walk_the_queue() {
+        let conn = migrated();
+        assert_searches_only(&conn, &CLAIM_DUE, "idx_sync_queue_due");
+        assert_searches_only(&conn, &CLAIM_AFTER, "idx_sync_queue_claimable");
+        // Each of the three ranges of a due claim is its own search.
+        let due_plan = plan(&conn, &CLAIM_DUE);
+        for range in [
+            "(next_attempt_at=?)",
+            "(next_attempt_at<?)",
+            "(next_attempt_at>?)",
+        ] {
+            assert!(
+                due_plan.iter().any(|step| step
+                    == &format!("SEARCH sync_queue USING INDEX idx_sync_queue_due {range}")),
+                "no search of the range {range}: {due_plan:#?}"
+            );
+        }
+    }
+
+    /// Inserts `n` pending rows with the given timer, returning their ids.
+    fn insert(conn: &Connection, n: usize, next_attempt_at: Option<f64>) -> Vec<i64> {
+        (0..n)
+            .map(|_| {
+                conn.execute(
+                    "INSERT INTO sync_queue (payload_json, kind, enqueued_at, next_attempt_at)
+                     VALUES ('{}', 'event', 1.0, ?1)",
+                    [next_attempt_at],
+                )
+                .unwrap();
+                conn.last_insert_rowid()
+            })
+            .collect()
+    }
+
+    fn claim_due(conn: &Connection, limit: usize, now: SystemTime) -> Vec<i64> {
+        let lease = (now + Duration::from_secs(60), Duration::from_secs(3600));
+        claim(
+            conn,
+            limit,
+            ClaimFrom::Due,
+            lease,
+            now,
+            &mut PendingDelta::default(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|row| row.id.0)
+        .collect()
+    }
+
+    #[test]
+    fn failing_rows_due_again_and_again_do_not_starve_rows_never_tried() {
+        let conn = migrated();
+        let now = SystemTime::now();
+        let now_unix = to_unix(now);
+        // The head of the queue: rows that keep failing, always due again (short backoffs).
+        let failing = insert(&conn, 100, Some(now_unix - 1.0));
+        let fresh = insert(&conn, 100, None);
+        let claimed = claim_due(&conn, 50, now);
+        let from = |ids: &[i64]| claimed.iter().filter(|id| ids.contains(id)).count();
+        assert_eq!((from(&fresh), from(&failing)), (25, 25), "{claimed:?}");
+        // Rows never tried are taken in id order, due retries earliest timer first.
+        assert_eq!(
+            claimed
+                .iter()
+                .filter(|id| fresh.contains(id))
+                .copied()
+                .collect::<Vec<_>>(),
+            fresh[..25]
+        );
+    }
+
+    #[test]
+    fn a_due_claim_fills_its_batch_from_whichever_ranges_have_rows() {
+        let conn = migrated();
+        let now = SystemTime::now();
+        let now_unix = to_unix(now);
+        let waiting = insert(&conn, 30, Some(now_unix + 600.0));
+        let retries = insert(&conn, 5, Some(now_unix - 5.0));
+        let fresh = insert(&conn, 7, None);
+        // Set further off than any retry can be: the clock went back since.
+        let clock_went_back = insert(&conn, 2, Some(now_unix + 86_400.0));
+        let mut expected: Vec<i64> = [retries, fresh, clock_went_back].concat();
+        expected.sort_unstable();
+        assert_eq!(claim_due(&conn, 50, now), expected);
+        // Leased now, so not claimable again; the rows in backoff never were.
+        assert_eq!(claim_due(&conn, 50, now), Vec::<i64>::new());
+        assert!(!waiting.is_empty());
+    }
 }
