@@ -131,7 +131,8 @@ fn main() -> ExitCode {
     let idle_started = Instant::now();
     std::thread::sleep(IDLE_WINDOW);
     let idle_seconds = idle_started.elapsed().as_secs_f64();
-    let idle_cpu = 100.0 * (service.cpu_ticks() - cpu_before) as f64 / clock_ticks() / idle_seconds;
+    let idle_ticks = service.cpu_ticks() - cpu_before;
+    let idle_cpu = 100.0 * idle_ticks as f64 / clock_ticks() / idle_seconds;
     let idle_requests = ingest.requests() - requests_before;
 
     // 4. The ingest returns.
@@ -172,7 +173,7 @@ fn main() -> ExitCode {
     );
     println!("| outage, under load: requests into the failing ingest | {load_rate:.1}/s | |");
     println!(
-        "| outage, idle: CPU over {:.0} s | {idle_cpu:.2}% of a core | < {IDLE_CPU_TARGET_PERCENT}%: {} |",
+        "| outage, idle: CPU over {:.0} s | {idle_cpu:.2}% of a core ({idle_ticks} clock ticks) | < {IDLE_CPU_TARGET_PERCENT}%: {} |",
         idle_seconds,
         verdict(idle_met)
     );
