@@ -14,15 +14,16 @@
 //! When every attempt of a pass fails with a transient error (refused connections, timeouts,
 //! 5xx), the ingest is taken to be down and the worker backs off as a whole (`Phase::Outage`):
 //! it sends only probes, one row each, at [`PROBE_FIRST`] doubling up to [`PROBE_CAP`] on the
-//! monotonic clock, and ignores enqueues and row timers meanwhile, instead of re-sending every row
-//! whose own timer runs out. A probe takes a due row (the store hands out rows never tried first,
-//! so rows that keep failing do not hide a healthy ingest), or else the next row by id whatever
-//! its timer. The first answered probe releases the backlog (`Phase::CatchUp`): passes claim by
-//! id, ignoring timers, from where the outage began until they have passed the end of the queue
-//! once, so every row flows within a probe interval of the ingest's return, however long its own
-//! timer grew. A row that fails during the catch-up keeps its timer and is passed over; only a
-//! catch-up pass that fails everything is an outage again. A pass in which some rows succeed is
-//! no outage: failing rows wait on their own timers and the rest flow.
+//! monotonic clock, and ignores row timers meanwhile, instead of re-sending every row whose own
+//! timer runs out; an enqueue only brings the next probe forward, to a second after the last one.
+//! A probe takes a due row (the store hands out rows never tried first, so rows that keep failing
+//! neither hide a healthy ingest nor hold new rows back), or else the next row by id whatever its
+//! timer. The first answered probe releases the backlog (`Phase::CatchUp`): passes claim by id,
+//! ignoring timers, from where the outage began until they have passed the end of the queue once,
+//! so every row flows within a probe interval of the ingest's return, however long its own timer
+//! grew. A row that fails during the catch-up keeps its timer and is passed over; only a catch-up
+//! pass that fails everything is an outage again. A pass in which some rows succeed is no outage:
+//! failing rows wait on their own timers and the rest flow.
 //!
 //! While paused by `auth_failed` or `config_error` it ignores enqueues and probes once per
 //! `pause_probe_interval` or on reload, so a revoked key costs one request every five minutes
@@ -158,6 +159,8 @@ struct Worker {
     /// The outbox's `data_version` at the last look, and when that was.
     seen_version: Option<i64>,
     last_look: Instant,
+    /// When the last probe (or the pass that began the outage) was sent.
+    probed_at: Instant,
 }
 
 /// Runs the worker until `cancel` fires. The engine comes from a `watch` so that a reload swaps it
@@ -176,6 +179,7 @@ pub async fn run(
         store_failing: false,
         seen_version: None,
         last_look: Instant::now(),
+        probed_at: Instant::now(),
     };
     loop {
         worker.heartbeat.beat();
@@ -196,18 +200,13 @@ pub async fn run(
             at.saturating_duration_since(Instant::now())
                 .min(HEARTBEAT_TICK)
         });
-        // While sync is off a pass only reports "disabled": writes do not wake the worker at all
-        // (under load that was a turn of this loop per write); a reload re-enables it. During an
-        // outage they do not either: the probes find the new rows, a pass per write would be a
-        // request per event into a failing ingest. A wake not listened to is kept for later.
-        let listening = engine.is_sending_enabled() && worker.phase == Phase::Flowing;
         tokio::select! {
             () = worker.cancel.cancelled() => return,
-            () = wake.0.notified(), if listening => {
-                // New rows: look now, unless an operator must act first (a probe per event would
-                // hammer a server that already said no).
+            () = wake.0.notified(), if worker.listens(&engine) => {
+                // New rows: look now (during an outage: probe soon), unless an operator must act
+                // first (a probe per event would hammer a server that already said no).
                 if !is_paused(&engine) {
-                    worker.next_pass = Some(Instant::now());
+                    worker.next_pass = Some(worker.pass_for_new_rows());
                 }
             }
             changed = engines.changed() => {
@@ -223,6 +222,35 @@ pub async fn run(
 }
 
 impl Worker {
+    /// Whether an enqueue is heard now. While sync is off a pass only reports "disabled": writes
+    /// do not wake the worker at all (under load that was a turn of this loop per write); a reload
+    /// re-enables it. During an outage a write brings the next probe forward once (to
+    /// [`PROBE_FIRST`] after the last one), so that new rows, which the probe takes first, wait
+    /// a second rather than the whole probe interval while some old rows keep failing; a pass per
+    /// write would be a request per event into a failing ingest. A catch-up takes every row anyway.
+    /// A wake not heard is kept for later.
+    fn listens(&self, engine: &Engine) -> bool {
+        engine.is_sending_enabled()
+            && match self.phase {
+                Phase::Flowing => true,
+                Phase::Outage { .. } => self
+                    .next_pass
+                    .is_none_or(|at| at > self.probed_at + PROBE_FIRST),
+                Phase::CatchUp { .. } => false,
+            }
+    }
+
+    /// When to look at rows just enqueued.
+    fn pass_for_new_rows(&self) -> Instant {
+        match self.phase {
+            Phase::Outage { .. } => {
+                let soon = self.probed_at + PROBE_FIRST;
+                self.next_pass.map_or(soon, |at| at.min(soon))
+            }
+            Phase::Flowing | Phase::CatchUp { .. } => Instant::now(),
+        }
+    }
+
     /// One pass, probe or catch-up pass, as the phase says; sets the phase and the next pass.
     async fn step(&mut self, engine: &Engine) {
         match self.phase {
@@ -257,13 +285,15 @@ impl Worker {
             cursor: report.last_answered.unwrap_or(resume).max(resume),
             resume,
         };
-        self.next_pass = Some(Instant::now() + probe_wait(0));
+        self.probed_at = Instant::now();
+        self.next_pass = Some(self.probed_at + probe_wait(0));
     }
 
     /// One probe of an outage: a due row if there is one (rows never tried first), else the next
     /// row by id whatever its timer, from the start again once past the end.
     async fn probe(&mut self, engine: &Engine, failed_probes: u32, cursor: RowId, resume: RowId) {
         let mut cursor = cursor;
+        self.probed_at = Instant::now();
         let mut report = self.pass(engine, Trigger::Worker, PROBE).await;
         for after in [cursor, RowId(0)] {
             if tried_any(&report) || !is_quiet(report.reason) {

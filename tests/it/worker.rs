@@ -1,7 +1,8 @@
 //! The background worker of `gradata serve` through an outage: against a fake ingest that fails
 //! everything it sends a few probes, not a request per row; when the ingest returns it releases
 //! the whole backlog, whatever the rows' own timers say; rows that keep failing do not hold back
-//! rows never tried; and rows made pending by another process are sent without a local enqueue.
+//! rows never tried, before or during a whole-worker backoff; and rows made pending by another
+//! process are sent without a local enqueue.
 //!
 //! The startup drain is given no rows (`GRADATA_SYNC_STARTUP_DRAIN_MAX_ROWS=0`), so that every
 //! request the fake ingest sees is the worker's. Waits are for conditions, with guards against a
@@ -237,4 +238,69 @@ fn a_row_made_pending_by_another_process_is_delivered_without_an_enqueue() {
         },
     );
     assert_eq!(server.count(), 3);
+}
+
+/// Deep in an outage (probes 15 s apart) that is really a set of rows that keep failing, an event
+/// enqueued now is delivered within about a second: the enqueue brings the next probe forward,
+/// and the probe takes the row never tried first.
+#[test]
+fn during_an_outage_a_new_event_is_probed_within_a_second() {
+    let (_guard, dir) = support::temp_dir();
+    let ids = prepare(&dir, 300);
+    execute(
+        &dir,
+        &format!(
+            "UPDATE sync_queue SET attempts = 3, next_attempt_at = {}, last_error = 'http 500'",
+            now_unix() - 1.0
+        ),
+    );
+    let failing: HashSet<String> = ids.into_iter().collect();
+    let server = {
+        let failing = failing.clone();
+        FakeIngest::with_plan(move |request, _| {
+            if failing.contains(&request.idempotency_key().unwrap_or_default()) {
+                Reply::status(500)
+            } else {
+                Reply::ok()
+            }
+        })
+    };
+    let daemon = worker_only(&dir, &server);
+    wait_until(
+        &daemon,
+        PATIENCE,
+        "the worker backing off as a whole",
+        || daemon.stderr().contains("sending only probes"),
+    );
+    // Four failed probes (1, 2, 4 and 8 s apart): the next one is 15 s away.
+    let before = server.count();
+    assert!(
+        server.wait_for(before + 4, Duration::from_secs(40)),
+        "fewer than four probes in 40 s\nstderr:\n{}",
+        daemon.stderr()
+    );
+    let response = crate::support::daemon::post_json(
+        daemon.addr(),
+        "/v1/events",
+        &serde_json::json!({"kind": "correction", "event_id": "fresh-1", "data": {"n": 1}}),
+    );
+    assert_eq!(response.status, 200, "{:?}", response.json());
+    let posted = Instant::now();
+    // The probe comes a second after the last one; the guard leaves room for a slow machine but
+    // not for the 15 s the probe interval had grown to.
+    wait_until(
+        &daemon,
+        Duration::from_secs(6),
+        "the new event delivered during the outage",
+        || {
+            server
+                .received()
+                .iter()
+                .any(|r| r.idempotency_key().as_deref() == Some("fresh-1"))
+        },
+    );
+    eprintln!(
+        "new event delivered {:?} after it was posted",
+        posted.elapsed()
+    );
 }
