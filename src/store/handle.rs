@@ -305,6 +305,13 @@ impl Store {
         self.read_blocking(read::next_due_at)
     }
 
+    /// SQLite's `PRAGMA data_version` of the read connection: a number that changes exactly when
+    /// another connection (this store's writer, another process) has committed since the last
+    /// call. Reads no table: a cheap way to learn that someone else may have changed the queue.
+    pub async fn data_version(&self) -> Result<i64, Error> {
+        self.read(read::data_version).await
+    }
+
     /// The one async read path: runs `query` on the read connection on tokio's blocking pool, so
     /// that neither the query nor the wait for the connection's lock holds an async worker.
     async fn read<T: Send + 'static>(

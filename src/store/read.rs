@@ -345,6 +345,10 @@ SELECT MIN(due) FROM (
       FROM sync_queue INDEXED BY idx_sync_queue_leased
      WHERE synced_at IS NULL AND dead_at IS NULL AND lease_until IS NOT NULL)";
 
+pub(super) fn data_version(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+}
+
 fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }

@@ -1,13 +1,33 @@
 //! The background sync worker: delivers rows as they arrive and retries them when their backoff
 //! timers expire, using the same drain [`Engine`] as every explicit drain.
 //!
-//! It sleeps until one of: an enqueue wakes it ([`Wake::wake`]), the earliest backoff timer or
-//! rate-limit pause expires, the configuration is reloaded (a new engine arrives on the `watch`),
+//! It never polls the table. It sleeps until one of: an enqueue wakes it ([`Wake::wake`]), the
+//! earliest backoff timer or rate-limit pause expires (the outbox's next due time, asked after a
+//! pass: one indexed lookup), the configuration is reloaded (a new engine arrives on the `watch`),
 //! or shutdown is requested. Rows another process makes pending (`gradata queue retry`, an SDK
-//! writing the same database) wake nothing here, so a worker with nothing due sooner also looks at
-//! the outbox's earliest due time every [`IDLE_POLL_INTERVAL`]. While paused by `auth_failed` or
-//! `config_error` it ignores enqueues and probes once per `pause_probe_interval` or on reload, so
-//! a revoked key costs one request every five minutes rather than one per event.
+//! writing the same database) wake nothing here, so an idle worker reads SQLite's
+//! `PRAGMA data_version` every [`IDLE_POLL_INTERVAL`] and asks for the next due time again only
+//! when that number changed. The pragma reads no table and costs the same at any queue size: it
+//! changes exactly when some other connection has committed, which is the only way such rows
+//! appear (a timer in this process would need the process that wrote them to tell it).
+//!
+//! When every attempt of a pass fails with a transient error (refused connections, timeouts,
+//! 5xx), the ingest is taken to be down and the worker backs off as a whole (`Phase::Outage`):
+//! it sends only probes, one row each, at [`PROBE_FIRST`] doubling up to [`PROBE_CAP`] on the
+//! monotonic clock, and ignores row timers meanwhile, instead of re-sending every row whose own
+//! timer runs out; an enqueue only brings the next probe forward, to a second after the last one.
+//! A probe takes a due row (the store hands out rows never tried first, so rows that keep failing
+//! neither hide a healthy ingest nor hold new rows back), or else the next row by id whatever its
+//! timer. The first answered probe releases the backlog (`Phase::CatchUp`): passes claim by id,
+//! ignoring timers, from where the outage began until they have passed the end of the queue once,
+//! so every row flows within a probe interval of the ingest's return, however long its own timer
+//! grew. A row that fails during the catch-up keeps its timer and is passed over; only a catch-up
+//! pass that fails everything is an outage again. A pass in which some rows succeed is no outage:
+//! failing rows wait on their own timers and the rest flow.
+//!
+//! While paused by `auth_failed` or `config_error` it ignores enqueues and probes once per
+//! `pause_probe_interval` or on reload, so a revoked key costs one request every five minutes
+//! rather than one per event.
 //!
 //! It beats a [`Heartbeat`] on every loop turn (at least once per [`HEARTBEAT_TICK`]); the daemon's
 //! watchdog pings systemd only while the beat is fresh, so a wedged worker gets the service
@@ -20,25 +40,41 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::drain::{Budget, Engine, StopReason, Trigger};
+use super::drain::{Budget, DrainReport, Engine, StopReason, Trigger};
+use crate::store::RowId;
 
 /// Longest the worker sleeps without beating its heartbeat.
 pub const HEARTBEAT_TICK: Duration = Duration::from_secs(1);
 
-/// How often a worker with nothing due sooner asks the outbox when its next row is due: one query
-/// over the index of pending rows, so that rows made pending by another process are sent within
-/// this long rather than at the next local enqueue.
-pub const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How often an idle worker reads the outbox's `data_version` (no table is read) to learn whether
+/// another process committed, and only then asks when its next row is due: rows made pending
+/// elsewhere are sent within about this long rather than at the next local enqueue.
+pub const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The first probe of an outage comes this long after the pass that failed everything; each probe
+/// that fails doubles the wait, up to [`PROBE_CAP`].
+pub const PROBE_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two probes of an outage: the ingest's return is noticed within this
+/// long, and a failing ingest gets a few requests a minute.
+pub const PROBE_CAP: Duration = Duration::from_secs(15);
 
 /// How soon a worker whose pass failed on the store tries again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
-/// Rows one worker pass may claim before it yields (and beats) and goes on.
-const PASS_MAX_ROWS: usize = 1000;
-/// Time one worker pass may spend claiming and sending. Requests still in flight then are awaited
-/// (each is bounded by the request timeout) and settled by their outcome, so a slow server is
-/// heard, or backed off from, rather than posted to again by the next pass.
-const PASS_MAX_TIME: Duration = Duration::from_secs(10);
+/// How much one worker pass may do before it yields (and beats) and goes on: rows claimed, and
+/// time spent claiming and sending. Requests still in flight at the deadline are awaited (each is
+/// bounded by the request timeout) and settled by their outcome, so a slow server is heard, or
+/// backed off from, rather than posted to again by the next pass.
+const PASS: Budget = Budget {
+    max_rows: 1000,
+    max_time: Duration::from_secs(10),
+};
+
+/// A probe of an outage: one row.
+const PROBE: Budget = Budget {
+    max_rows: 1,
+    max_time: PASS.max_time,
+};
 
 /// Wakes the worker; cheap to clone. Held by every producer (the API's enqueue paths).
 #[derive(Debug, Clone, Default)]
@@ -87,6 +123,46 @@ impl Heartbeat {
     }
 }
 
+/// What the worker is doing about the ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Rows flow: each pass takes the due rows; the worker sleeps until an enqueue or the earliest
+    /// due time.
+    Flowing,
+    /// The ingest failed every attempt of the last pass: only probes are sent.
+    Outage {
+        /// Probes that failed since the outage began (the next one waits longer).
+        failed_probes: u32,
+        /// The row the last probe by id took; the next one takes the row above it.
+        cursor: RowId,
+        /// Where the catch-up starts once a probe is answered.
+        resume: RowId,
+    },
+    /// A probe was answered: passes take every row above `cursor`, whatever its timer, until
+    /// they have passed the end of the queue.
+    CatchUp {
+        /// The highest id gone through.
+        cursor: RowId,
+    },
+}
+
+/// The worker's state between loop turns.
+struct Worker {
+    heartbeat: Heartbeat,
+    cancel: CancellationToken,
+    phase: Phase,
+    /// When the next pass (or probe) is due; `None`: only when woken.
+    next_pass: Option<Instant>,
+    /// Whether the last pass failed on the store: a persistent failure is logged once when it
+    /// starts and once when it ends, not at every retry.
+    store_failing: bool,
+    /// The outbox's `data_version` at the last look, and when that was.
+    seen_version: Option<i64>,
+    last_look: Instant,
+    /// When the last probe (or the pass that began the outage) was sent.
+    probed_at: Instant,
+}
+
 /// Runs the worker until `cancel` fires. The engine comes from a `watch` so that a reload swaps it
 /// between passes, never during one.
 pub async fn run(
@@ -95,53 +171,42 @@ pub async fn run(
     heartbeat: Heartbeat,
     cancel: CancellationToken,
 ) {
-    let mut next_pass: Option<Instant> = Some(Instant::now());
-    // When the worker last learned when the next row is due (a pass, or a look at the outbox).
-    let mut last_look = Instant::now();
-    // Whether the last pass failed on the store: a persistent failure is logged once when it
-    // starts and once when it ends, not at every retry.
-    let mut store_failing = false;
+    let mut worker = Worker {
+        heartbeat,
+        cancel,
+        phase: Phase::Flowing,
+        next_pass: Some(Instant::now()),
+        store_failing: false,
+        seen_version: None,
+        last_look: Instant::now(),
+        probed_at: Instant::now(),
+    };
     loop {
-        heartbeat.beat();
-        if cancel.is_cancelled() {
+        worker.heartbeat.beat();
+        if worker.cancel.is_cancelled() {
             return;
         }
         let engine = engines.borrow_and_update().clone();
-        if next_pass.is_some_and(|at| at <= Instant::now()) {
-            next_pass = pass(&engine, &heartbeat, &cancel, &mut store_failing).await;
-            last_look = Instant::now();
-            if next_pass.is_some_and(|at| at <= Instant::now()) {
+        if worker.next_pass.is_some_and(|at| at <= Instant::now()) {
+            worker.step(&engine).await;
+            if worker.next_pass.is_some_and(|at| at <= Instant::now()) {
                 continue;
             }
         }
-        let paused = engine.status().state().is_paused_for_operator()
-            || engine.status().paused_until().is_some();
-        if engine.is_sending_enabled()
-            && !paused
-            && last_look.elapsed() >= IDLE_POLL_INTERVAL
-            && next_pass.is_none_or(|at| at > Instant::now() + IDLE_POLL_INTERVAL)
-        {
-            last_look = Instant::now();
-            if let Some(due) = next_due(&engine).await {
-                if next_pass.is_none_or(|at| due < at) {
-                    next_pass = Some(due);
-                    continue;
-                }
-            }
+        if worker.may_look(&engine) && worker.look(&engine).await {
+            continue;
         }
-        let sleep = next_pass.map_or(HEARTBEAT_TICK, |at| {
+        let sleep = worker.next_pass.map_or(HEARTBEAT_TICK, |at| {
             at.saturating_duration_since(Instant::now())
                 .min(HEARTBEAT_TICK)
         });
         tokio::select! {
-            () = cancel.cancelled() => return,
-            // While sync is off a pass only reports "disabled": writes do not wake the worker at
-            // all (under load that was a turn of this loop per write). A reload re-enables it.
-            () = wake.0.notified(), if engine.is_sending_enabled() => {
-                // New rows: look now, unless an operator must act first (a probe per event would
-                // hammer a server that already said no).
-                if !engine.status().state().is_paused_for_operator() && engine.status().paused_until().is_none() {
-                    next_pass = Some(Instant::now());
+            () = worker.cancel.cancelled() => return,
+            () = wake.0.notified(), if worker.listens(&engine) => {
+                // New rows: look now (during an outage: probe soon), unless an operator must act
+                // first (a probe per event would hammer a server that already said no).
+                if !is_paused(&engine) {
+                    worker.next_pass = Some(worker.pass_for_new_rows());
                 }
             }
             changed = engines.changed() => {
@@ -149,55 +214,267 @@ pub async fn run(
                     return; // The daemon dropped the sender: it is shutting down.
                 }
                 engine.status().clear_pause();
-                next_pass = Some(Instant::now());
+                worker.next_pass = Some(Instant::now());
             }
             () = tokio::time::sleep(sleep) => {}
         }
     }
 }
 
-/// One pass; returns when the next one is due (`None`: only when woken).
-async fn pass(
-    engine: &Engine,
-    heartbeat: &Heartbeat,
-    cancel: &CancellationToken,
-    store_failing: &mut bool,
-) -> Option<Instant> {
-    let budget = Budget {
-        max_rows: PASS_MAX_ROWS,
-        max_time: PASS_MAX_TIME,
-    };
-    // The worker is alive while this task is polled, even when no request completes for a while
-    // (a slow server): beat on a timer beside the drain, not only on progress.
-    let mut ignore_progress = |_| {};
-    let drain = engine.drain(Trigger::Worker, budget, cancel, &mut ignore_progress);
-    tokio::pin!(drain);
-    let mut ticks = tokio::time::interval(HEARTBEAT_TICK);
-    let report = loop {
-        tokio::select! {
-            report = &mut drain => break report,
-            _ = ticks.tick() => heartbeat.beat(),
-        }
-    };
-    heartbeat.beat();
-    match (report.reason, *store_failing) {
-        (StopReason::StoreError, false) => {
-            *store_failing = true;
-            tracing::warn!(
-                detail = report.detail.as_deref().unwrap_or(""),
-                retry_seconds = STORE_RETRY.as_secs(),
-                "sync worker cannot use the outbox; nothing is sent until it can: {}",
-                report.detail.as_deref().unwrap_or("unknown error")
-            );
-        }
-        // A pass cancelled, or skipped because sync is off, says nothing about the store.
-        (StopReason::StoreError | StopReason::Cancelled | StopReason::Disabled, _) | (_, false) => {
-        }
-        (_, true) => {
-            *store_failing = false;
-            tracing::info!("sync worker can use the outbox again");
+impl Worker {
+    /// Whether an enqueue is heard now. While sync is off a pass only reports "disabled": writes
+    /// do not wake the worker at all (under load that was a turn of this loop per write); a reload
+    /// re-enables it. During an outage a write brings the next probe forward once (to
+    /// [`PROBE_FIRST`] after the last one), so that new rows, which the probe takes first, wait
+    /// a second rather than the whole probe interval while some old rows keep failing; a pass per
+    /// write would be a request per event into a failing ingest. A catch-up takes every row anyway.
+    /// A wake not heard is kept for later.
+    fn listens(&self, engine: &Engine) -> bool {
+        engine.is_sending_enabled()
+            && match self.phase {
+                Phase::Flowing => true,
+                Phase::Outage { .. } => self
+                    .next_pass
+                    .is_none_or(|at| at > self.probed_at + PROBE_FIRST),
+                Phase::CatchUp { .. } => false,
+            }
+    }
+
+    /// When to look at rows just enqueued.
+    fn pass_for_new_rows(&self) -> Instant {
+        match self.phase {
+            Phase::Outage { .. } => {
+                let soon = self.probed_at + PROBE_FIRST;
+                self.next_pass.map_or(soon, |at| at.min(soon))
+            }
+            Phase::Flowing | Phase::CatchUp { .. } => Instant::now(),
         }
     }
+
+    /// One pass, probe or catch-up pass, as the phase says; sets the phase and the next pass.
+    async fn step(&mut self, engine: &Engine) {
+        match self.phase {
+            Phase::Flowing => {
+                let report = self.pass(engine, Trigger::Worker, PASS).await;
+                if fails_everything(&report) {
+                    self.outage_begins(&report, RowId(0));
+                } else {
+                    self.next_pass = after(engine, &report).await;
+                }
+            }
+            Phase::Outage {
+                failed_probes,
+                cursor,
+                resume,
+            } => self.probe(engine, failed_probes, cursor, resume).await,
+            Phase::CatchUp { cursor } => self.catch_up(engine, cursor).await,
+        }
+    }
+
+    /// The ingest failed everything: from now on only probes, the first one shortly.
+    fn outage_begins(&mut self, report: &DrainReport, resume: RowId) {
+        tracing::warn!(
+            retried = report.retried,
+            probe_cap_seconds = PROBE_CAP.as_secs(),
+            detail = report.detail.as_deref().unwrap_or(""),
+            "the ingest failed every request of a pass; sending only probes until it answers: {}",
+            report.detail.as_deref().unwrap_or("unknown error")
+        );
+        self.phase = Phase::Outage {
+            failed_probes: 0,
+            cursor: report.last_answered.unwrap_or(resume).max(resume),
+            resume,
+        };
+        self.probed_at = Instant::now();
+        self.next_pass = Some(self.probed_at + probe_wait(0));
+    }
+
+    /// One probe of an outage: a due row if there is one (rows never tried first), else the next
+    /// row by id whatever its timer, from the start again once past the end.
+    async fn probe(&mut self, engine: &Engine, failed_probes: u32, cursor: RowId, resume: RowId) {
+        let mut cursor = cursor;
+        self.probed_at = Instant::now();
+        let mut report = self.pass(engine, Trigger::Worker, PROBE).await;
+        for after in [cursor, RowId(0)] {
+            if tried_any(&report) || !is_quiet(report.reason) {
+                break;
+            }
+            report = self.pass(engine, Trigger::CatchUp { after }, PROBE).await;
+            cursor = report.last_answered.unwrap_or(after);
+        }
+        if report.delivered + report.dead > 0 {
+            tracing::info!(
+                "the ingest answers again; sending every pending row, whatever its backoff timer"
+            );
+            self.phase = Phase::CatchUp { cursor: resume };
+            self.next_pass = Some(Instant::now());
+        } else if fails_everything(&report) {
+            let failed_probes = failed_probes.saturating_add(1);
+            self.phase = Phase::Outage {
+                failed_probes,
+                cursor,
+                resume,
+            };
+            self.next_pass = Some(Instant::now() + probe_wait(failed_probes));
+        } else {
+            // Nothing left to probe with (the queue is empty, or another drainer holds every
+            // row), or an answer that pauses sending on its own terms (429, 401, a bad URL), or a
+            // store failure: the normal schedule takes over.
+            self.phase = Phase::Flowing;
+            self.next_pass = after(engine, &report).await;
+        }
+    }
+
+    /// One pass of the catch-up after an outage, from `cursor` on, whatever the rows' timers say.
+    async fn catch_up(&mut self, engine: &Engine, cursor: RowId) {
+        let report = self
+            .pass(engine, Trigger::CatchUp { after: cursor }, PASS)
+            .await;
+        let through = report.last_answered.unwrap_or(cursor).max(cursor);
+        if fails_everything(&report) {
+            self.outage_begins(&report, through);
+            return;
+        }
+        match report.reason {
+            // More rows above the cursor: on at once (the pass stopped for its budget, or after a
+            // batch of failing rows, which keep their timers and are passed over).
+            StopReason::RowBudget | StopReason::TimeBudget | StopReason::NoProgress => {
+                self.phase = Phase::CatchUp { cursor: through };
+                self.next_pass = Some(Instant::now());
+            }
+            // Paused for a while (429), or the store failed: go on from here afterwards.
+            StopReason::RateLimited | StopReason::StoreError => {
+                self.phase = Phase::CatchUp { cursor: through };
+                self.next_pass = after(engine, &report).await;
+            }
+            // Past the end of the queue (or nothing more to do): back to the rows' own timers.
+            StopReason::Empty
+            | StopReason::Done
+            | StopReason::Leased
+            | StopReason::AuthFailed
+            | StopReason::ConfigError
+            | StopReason::Disabled
+            | StopReason::Cancelled
+            | StopReason::NoQueueTable
+            | StopReason::NoDatabase => {
+                if matches!(report.reason, StopReason::Empty | StopReason::Done) {
+                    tracing::info!("the backlog held back by the outage has been sent");
+                }
+                self.phase = Phase::Flowing;
+                self.next_pass = after(engine, &report).await;
+            }
+        }
+    }
+
+    /// Runs one drain for the worker, beating the heartbeat meanwhile, and logs a store failure
+    /// once per episode.
+    async fn pass(&mut self, engine: &Engine, trigger: Trigger, budget: Budget) -> DrainReport {
+        // The worker is alive while this task is polled, even when no request completes for a
+        // while (a slow server): beat on a timer beside the drain, not only on progress.
+        let mut ignore_progress = |_| {};
+        let drain = engine.drain(trigger, budget, &self.cancel, &mut ignore_progress);
+        tokio::pin!(drain);
+        let mut ticks = tokio::time::interval(HEARTBEAT_TICK);
+        let report = loop {
+            tokio::select! {
+                report = &mut drain => break report,
+                _ = ticks.tick() => self.heartbeat.beat(),
+            }
+        };
+        self.heartbeat.beat();
+        match (report.reason, self.store_failing) {
+            (StopReason::StoreError, false) => {
+                self.store_failing = true;
+                tracing::warn!(
+                    detail = report.detail.as_deref().unwrap_or(""),
+                    retry_seconds = STORE_RETRY.as_secs(),
+                    "sync worker cannot use the outbox; nothing is sent until it can: {}",
+                    report.detail.as_deref().unwrap_or("unknown error")
+                );
+            }
+            // A pass cancelled, or skipped because sync is off, says nothing about the store.
+            (StopReason::StoreError | StopReason::Cancelled | StopReason::Disabled, _)
+            | (_, false) => {}
+            (_, true) => {
+                self.store_failing = false;
+                tracing::info!("sync worker can use the outbox again");
+            }
+        }
+        report
+    }
+
+    /// Whether it is time to check for rows made pending by another process: only while rows
+    /// flow and nothing is due sooner anyway.
+    fn may_look(&self, engine: &Engine) -> bool {
+        self.phase == Phase::Flowing
+            && engine.is_sending_enabled()
+            && !is_paused(engine)
+            && self.last_look.elapsed() >= IDLE_POLL_INTERVAL
+            && self
+                .next_pass
+                .is_none_or(|at| at > Instant::now() + IDLE_POLL_INTERVAL)
+    }
+
+    /// Asks the outbox for its next due time if another connection committed since the last
+    /// look; true when that moved the next pass sooner.
+    async fn look(&mut self, engine: &Engine) -> bool {
+        self.last_look = Instant::now();
+        let version = data_version(engine).await;
+        // Unknown (the read failed) counts as changed: the lookup then says what it can.
+        if version.is_some() && version == self.seen_version {
+            return false;
+        }
+        self.seen_version = version;
+        match next_due(engine).await {
+            Some(due) if self.next_pass.is_none_or(|at| due < at) => {
+                self.next_pass = Some(due);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether sending is paused: by the server (429) or until an operator acts (401, a bad URL).
+fn is_paused(engine: &Engine) -> bool {
+    engine.status().state().is_paused_for_operator() || engine.status().paused_until().is_some()
+}
+
+/// Whether every attempt of a drain failed and would be retried: the ingest looks down. Pauses
+/// (429, 401, a bad URL) have their own handling, and a drain that sent nothing says nothing.
+fn fails_everything(report: &DrainReport) -> bool {
+    report.delivered == 0 && report.dead == 0 && report.retried > 0 && is_quiet(report.reason)
+}
+
+/// Whether a drain stopped for a reason of its own (budget, queue, progress) rather than for one
+/// that pauses or stops the worker.
+fn is_quiet(reason: StopReason) -> bool {
+    matches!(
+        reason,
+        StopReason::Empty
+            | StopReason::Done
+            | StopReason::Leased
+            | StopReason::RowBudget
+            | StopReason::TimeBudget
+            | StopReason::NoProgress
+    )
+}
+
+/// Whether a drain sent any row and heard back.
+fn tried_any(report: &DrainReport) -> bool {
+    report.delivered + report.dead + report.retried > 0
+}
+
+/// The wait before the probe that follows `failed_probes` failed ones.
+fn probe_wait(failed_probes: u32) -> Duration {
+    let factor = 2u32.checked_pow(failed_probes.min(31)).unwrap_or(u32::MAX);
+    PROBE_FIRST
+        .checked_mul(factor)
+        .map_or(PROBE_CAP, |wait| wait.min(PROBE_CAP))
+}
+
+/// When the next pass is due after `report`, by the rows' own timers (`None`: only when woken).
+async fn after(engine: &Engine, report: &DrainReport) -> Option<Instant> {
     let now = Instant::now();
     match report.reason {
         StopReason::RowBudget => Some(now),
@@ -218,6 +495,12 @@ async fn pass(
     }
 }
 
+/// The outbox's `data_version` (see [`crate::store::Store::data_version`]); `None` when it cannot
+/// be read.
+async fn data_version(engine: &Engine) -> Option<i64> {
+    engine.store().data_version().await.ok()
+}
+
 /// When the earliest waiting row becomes due, as an `Instant`.
 async fn next_due(engine: &Engine) -> Option<Instant> {
     let store = engine.store().clone();
@@ -233,4 +516,52 @@ async fn next_due(engine: &Engine) -> Option<Instant> {
         .unwrap_or(Duration::ZERO)
         .min(engine.longest_retry_wait());
     Some(Instant::now() + wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(delivered: u64, dead: u64, retried: u64, reason: StopReason) -> DrainReport {
+        DrainReport {
+            delivered,
+            dead,
+            retried,
+            remaining: None,
+            elapsed: Duration::ZERO,
+            reason,
+            detail: None,
+            last_answered: None,
+        }
+    }
+
+    #[test]
+    fn probes_back_off_exponentially_up_to_the_cap() {
+        assert_eq!(probe_wait(0), PROBE_FIRST);
+        assert_eq!(probe_wait(1), PROBE_FIRST * 2);
+        assert_eq!(probe_wait(10), PROBE_CAP);
+        assert_eq!(probe_wait(u32::MAX), PROBE_CAP);
+    }
+
+    #[test]
+    fn only_a_drain_whose_every_attempt_failed_is_an_outage() {
+        assert!(fails_everything(&report(0, 0, 50, StopReason::NoProgress)));
+        assert!(fails_everything(&report(0, 0, 3, StopReason::Done)));
+        assert!(
+            !fails_everything(&report(1, 0, 49, StopReason::NoProgress)),
+            "some rows fail, the ingest is up"
+        );
+        assert!(
+            !fails_everything(&report(0, 1, 0, StopReason::Done)),
+            "a dead row is an answer"
+        );
+        assert!(
+            !fails_everything(&report(0, 0, 0, StopReason::Empty)),
+            "nothing sent"
+        );
+        assert!(
+            !fails_everything(&report(0, 0, 1, StopReason::RateLimited)),
+            "a throttle pauses on its own terms"
+        );
+    }
 }

@@ -16,3 +16,4 @@ mod journal;
 mod cli;
 mod daemon;
 mod store;
+mod worker;

@@ -50,7 +50,7 @@ use super::Settings;
 use super::client::Client;
 use super::retry::{Concurrency, RetryPolicy};
 use super::status::{Status, SyncState};
-use crate::store::Store;
+use crate::store::{ClaimFrom, RowId, Store};
 use run::Run;
 
 /// Default row budget of an explicit drain: 64 batches × 50, as the original.
@@ -69,8 +69,9 @@ pub struct Budget {
     pub max_time: Duration,
 }
 
-/// Who asked for the drain. Every trigger but [`Trigger::Worker`] is explicit: it retries rows
-/// still waiting on a backoff timer, because a restart or "sync now" is the moment to retry.
+/// Who asked for the drain. Every trigger but the worker's ([`Trigger::Worker`],
+/// [`Trigger::CatchUp`]) is explicit: it retries rows still waiting on a backoff timer, because a
+/// restart or "sync now" is the moment to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// Before `READY=1`.
@@ -81,6 +82,14 @@ pub enum Trigger {
     Manual,
     /// The background worker.
     Worker,
+    /// The background worker releasing a backlog after an outage: like an explicit drain it
+    /// claims by id, every pending row above `after` whatever its timer says, but it is the
+    /// worker's pass in every other respect (its deadline awaits the requests in flight, its
+    /// record is a debug line, its metrics are the worker's).
+    CatchUp {
+        /// The highest id already gone through; claims start above it.
+        after: RowId,
+    },
 }
 
 impl Trigger {
@@ -90,12 +99,21 @@ impl Trigger {
             Trigger::Startup => "startup",
             Trigger::Shutdown => "shutdown",
             Trigger::Manual => "manual",
-            Trigger::Worker => "worker",
+            Trigger::Worker | Trigger::CatchUp { .. } => "worker",
         }
     }
 
     fn is_explicit(self) -> bool {
-        !matches!(self, Trigger::Worker)
+        !matches!(self, Trigger::Worker | Trigger::CatchUp { .. })
+    }
+
+    /// Where the drain's first claim starts.
+    fn first_claim(self) -> ClaimFrom {
+        match self {
+            Trigger::CatchUp { after } => ClaimFrom::After(after),
+            trigger if trigger.is_explicit() => ClaimFrom::After(RowId(0)),
+            _ => ClaimFrom::Due,
+        }
     }
 }
 
@@ -294,7 +312,7 @@ impl Engine {
     /// one per write under load. Explicit drains, whose reports people read, count (from the
     /// index of claimable rows, so that rows written by other processes are included too).
     async fn pending(&self, trigger: Trigger) -> Option<u64> {
-        if trigger == Trigger::Worker {
+        if !trigger.is_explicit() {
             return Some(self.store.pending().0);
         }
         let store = self.store.clone();

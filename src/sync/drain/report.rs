@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::Trigger;
+use crate::store::RowId;
 
 /// `MESSAGE_ID` of the startup-drain record, so `journalctl MESSAGE_ID=…` finds every one.
 pub const STARTUP_DRAIN_MESSAGE_ID: &str = "5f0b3a4c9d2e4e7a8c1f6b2d3e4a5b6c";
@@ -90,6 +91,11 @@ pub struct DrainReport {
     pub reason: StopReason,
     /// Detail for operators: why sync is disabled, the last error…
     pub detail: Option<String>,
+    /// The highest id among the rows this drain sent and heard an answer for. Rows are sent in
+    /// the order they are claimed, so a drain claiming by id has gone through every row up to it;
+    /// the worker's catch-up resumes above it.
+    #[serde(skip)]
+    pub last_answered: Option<RowId>,
 }
 
 fn as_seconds<S: serde::Serializer>(elapsed: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -111,6 +117,7 @@ impl DrainReport {
             elapsed: Duration::ZERO,
             reason,
             detail,
+            last_answered: None,
         }
     }
 
@@ -155,7 +162,7 @@ impl DrainReport {
                 detail,
                 "sync queue drained: {delivered} rows"
             ),
-            Trigger::Worker => tracing::debug!(
+            Trigger::Worker | Trigger::CatchUp { .. } => tracing::debug!(
                 delivered,
                 dead,
                 retried,

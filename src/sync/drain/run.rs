@@ -131,6 +131,8 @@ pub(super) struct Run<'a> {
     /// Explicit drains only: the worker's pass stops at a batch without progress instead.
     watch: Option<OutageWatch>,
     past_deadline: bool,
+    /// The highest id answered so far (see [`DrainReport::last_answered`]).
+    last_answered: Option<RowId>,
 }
 
 impl<'a> Run<'a> {
@@ -164,11 +166,7 @@ impl<'a> Run<'a> {
             stop: None,
             detail: None,
             last_error: String::new(),
-            cursor: if explicit {
-                ClaimFrom::After(RowId(0))
-            } else {
-                ClaimFrom::Due
-            },
+            cursor: trigger.first_claim(),
             walked: 0,
             taken: 0,
             exhausted: false,
@@ -185,6 +183,7 @@ impl<'a> Run<'a> {
             settling: JoinSet::new(),
             watch: explicit.then(|| OutageWatch::new(engine.settings.batch_size)),
             past_deadline: false,
+            last_answered: None,
         }
     }
 
@@ -251,6 +250,7 @@ impl<'a> Run<'a> {
             elapsed: self.started.elapsed(),
             reason,
             detail: self.detail,
+            last_answered: self.last_answered,
         }
     }
 
@@ -403,6 +403,7 @@ impl<'a> Run<'a> {
     /// settlement once its last row is in.
     fn answered(&mut self, row: ClaimedRow, batch: usize, attempt: Attempt) {
         self.in_flight_ids.remove(&row.id);
+        self.last_answered = self.last_answered.max(Some(row.id));
         self.done += 1;
         let stopped = self.stop.is_some();
         let settlement = self.settlement(&row, &attempt);
