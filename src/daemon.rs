@@ -34,6 +34,9 @@ const TIMEOUT_SLACK: Duration = Duration::from_secs(15);
 /// microseconds (about 71.6 minutes), so a longer phase is covered by asking again, every half of
 /// this, before the last extension runs out.
 const MAX_EXTENSION: Duration = Duration::from_secs(3600);
+/// How long the server gets to drop its connections once the grace period is over. Closing a
+/// connection is a drop, so this is only a guard against a server that does not return.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long the sync worker gets to finish its pass at shutdown before it is aborted.
 const WORKER_STOP_WAIT: Duration = Duration::from_secs(5);
 /// Test hook: when set to a number of seconds, the sync worker wedges itself after that long, so
@@ -191,7 +194,11 @@ async fn serve(
         started,
         settings: api_settings_updates,
     });
-    let serving = stop.child_token();
+    // `finish` is cancelled with `stop`; `close` only when the grace period is over.
+    let serving = api::Shutdown {
+        finish: stop.child_token(),
+        close: CancellationToken::new(),
+    };
     let server_alive = Arc::new(AtomicBool::new(true));
     let (header_timeout, header_timeout_updates) = watch::channel(config.header_timeout);
     let mut server = tokio::spawn(run_server(
@@ -269,7 +276,12 @@ async fn serve(
                 "requests still running after the grace period; closing them"
             );
         }
-        server.abort();
+        // Aborting the server's task alone would leave its connections running: each is a task
+        // of its own. Closing them ends the server; the abort is for a server that does not.
+        serving.close.cancel();
+        if tokio::time::timeout(CLOSE_WAIT, &mut server).await.is_err() {
+            server.abort();
+        }
     }
     if !finished_within(&mut sync_worker, WORKER_STOP_WAIT, &hurry).await {
         sync_worker.abort();
@@ -536,7 +548,7 @@ async fn run_server(
     listeners: Vec<api::Listener>,
     router: axum::Router,
     header_timeout: watch::Receiver<Duration>,
-    shutdown: CancellationToken,
+    shutdown: api::Shutdown,
     alive: Arc<AtomicBool>,
 ) {
     api::serve(listeners, router, header_timeout, shutdown).await;
