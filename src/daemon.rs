@@ -7,6 +7,8 @@
 //! Invariant: `READY=1` is sent only after every fallible startup step has succeeded, and only
 //! after the startup drain, so systemd holds early connections and dependent units until then.
 
+pub mod retention;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,8 +26,6 @@ use crate::systemd::notify::{self, Notifier};
 
 /// How often `STATUS=` is refreshed while serving.
 const STATUS_REFRESH: Duration = Duration::from_secs(10);
-/// How often synced rows past their retention are purged.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// Minimum time between two `STATUS=` progress lines during a drain.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Slack added to the drain budget when asking systemd for more start time.
@@ -221,14 +221,18 @@ async fn serve(
         heartbeat.clone(),
         stop.child_token(),
     ));
-    let (retention, retention_updates) = watch::channel(config.synced_retention);
     let housekeeping = tokio::spawn(housekeeping(
         store.clone(),
         status.clone(),
-        retention_updates,
         heartbeat,
         server_alive,
         notifier,
+        stop.child_token(),
+    ));
+    let (retention, retention_updates) = watch::channel(config.synced_retention);
+    let purges = tokio::spawn(retention::run(
+        store.clone(),
+        retention_updates,
         stop.child_token(),
     ));
 
@@ -287,6 +291,8 @@ async fn serve(
         sync_worker.abort();
     }
     housekeeping.abort();
+    // A step in flight still commits; the next purge starts where this one stopped.
+    purges.abort();
     if !hurry.is_cancelled() {
         notifier.status("stopping: final drain");
         let engine = engines.borrow().clone();
@@ -579,12 +585,12 @@ async fn run_worker(
     cancel.cancelled().await;
 }
 
-/// Feeds the watchdog while the worker and the server are alive, refreshes `STATUS=`, and purges
-/// synced rows past their retention (as a reload last set it).
+/// Feeds the watchdog while the worker and the server are alive, and refreshes `STATUS=`.
+/// Nothing here may take long: a tick that does not return delays the watchdog's next ping (the
+/// retention purge runs in a task of its own for that reason).
 async fn housekeeping(
     store: Store,
     status: Status,
-    retention: watch::Receiver<Duration>,
     heartbeat: worker::Heartbeat,
     server_alive: Arc<AtomicBool>,
     notifier: Notifier,
@@ -602,7 +608,6 @@ async fn housekeeping(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = Instant::now();
     let mut starving = false;
-    let mut next_purge = Instant::now() + Duration::from_secs(60);
     let mut recount_failing = false;
     loop {
         tokio::select! {
@@ -640,15 +645,6 @@ async fn housekeeping(
             last_status = Instant::now();
             notifier.status(&serving_status(&store, &status).await);
         }
-        if Instant::now() >= next_purge {
-            next_purge = Instant::now() + RETENTION_INTERVAL;
-            let retention = *retention.borrow();
-            match store.purge_synced(retention).await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "deleted synced rows past their retention"),
-                Err(err) => tracing::warn!(error = %err, "could not purge synced rows"),
-            }
-        }
     }
 }
 
@@ -674,7 +670,7 @@ struct Swaps<'a> {
     api_settings: &'a watch::Sender<Arc<api::Settings>>,
     /// Read by the server for each new connection.
     header_timeout: &'a watch::Sender<Duration>,
-    /// Read by the housekeeping task at each purge.
+    /// Read by the retention task at each purge.
     retention: &'a watch::Sender<Duration>,
 }
 

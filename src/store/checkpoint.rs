@@ -10,10 +10,16 @@
 //! steady stream of commits a passive checkpoint rarely catches the WAL's very end, and only a
 //! checkpoint that does lets the next transaction start the WAL over).
 //!
+//! On request (after a purge of synced rows, which writes many pages at once) it also runs a
+//! `TRUNCATE` checkpoint, which copies the whole WAL back and cuts the file to nothing, so that
+//! the disk the purge took in the WAL is given back at once rather than kept at the file's largest
+//! size. It waits at most [`TRUNCATE_BUSY_WAIT`] for readers and writers: while it waits, new
+//! writers wait too, so a busy database keeps its WAL until the next request.
+//!
 //! It knows nothing of the queue: it checkpoints whatever the writer committed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -38,10 +44,29 @@ pub(super) const WRITER_BACKSTOP_PAGES: u32 = 8_000;
 /// than overwriting).
 pub(super) const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
-/// Owner of the checkpointer thread. Dropping it stops the thread after its current checkpoint.
+/// How long a `TRUNCATE` checkpoint waits for other connections: new writes wait behind it
+/// meanwhile, so it is kept short.
+const TRUNCATE_BUSY_WAIT: Duration = Duration::from_millis(100);
+
+/// Told the outcome of a `TRUNCATE` checkpoint: whether it completed (the WAL is now empty).
+pub(super) type TruncateDone = Box<dyn FnOnce(rusqlite::Result<bool>) + Send>;
+
+/// What the writer asks of the thread.
+enum Signal {
+    /// The WAL has grown.
+    Committed,
+    /// Checkpoint all of the WAL and cut the file, then say how it went.
+    Truncate(TruncateDone),
+}
+
+/// Owner of the checkpointer thread. Dropping it stops the thread after its current checkpoint,
+/// answering any truncation still asked for.
 pub(super) struct Checkpointer {
-    /// Capacity one: signals sent while one is waiting fold into it.
-    signal: Option<mpsc::SyncSender<()>>,
+    /// Unbounded, so the writer never waits on it; `Committed` is sent only when none is waiting
+    /// (`committed_waiting`), so a burst of commits folds into one signal.
+    signal: Option<mpsc::Sender<Signal>>,
+    /// Set by the writer when it sends `Committed`, cleared by the thread when it takes it.
+    committed_waiting: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -49,23 +74,46 @@ impl Checkpointer {
     /// Starts the thread on `conn`, a read-write connection to the writer's database; `runs`
     /// counts the checkpoints it completes.
     pub(super) fn spawn(conn: Connection, runs: Arc<AtomicU64>) -> std::io::Result<Checkpointer> {
-        let (signal, signals) = mpsc::sync_channel(1);
+        // Only the TRUNCATE checkpoint waits on other connections (a PASSIVE one never does).
+        conn.busy_timeout(TRUNCATE_BUSY_WAIT)
+            .map_err(std::io::Error::other)?;
+        let (signal, signals) = mpsc::channel();
+        let committed_waiting = Arc::new(AtomicBool::new(false));
+        let waiting = committed_waiting.clone();
         let thread = std::thread::Builder::new()
             .name("gradata-checkpoint".to_owned())
-            .spawn(move || run(&conn, &signals, &runs))?;
+            .spawn(move || run(&conn, &signals, &waiting, &runs))?;
         Ok(Checkpointer {
             signal: Some(signal),
+            committed_waiting,
             thread: Some(thread),
         })
     }
 
     /// Tells the thread the WAL has grown. Never blocks.
     pub(super) fn committed(&self) {
-        if let Some(signal) = &self.signal {
-            // Full: a checkpoint is already due and will include this commit. Disconnected: the
-            // thread is gone (it panicked), and the writer's backstop still bounds the WAL.
-            let _ = signal.try_send(());
+        if self.committed_waiting.swap(true, Ordering::AcqRel) {
+            return; // a checkpoint is already due and will include this commit
         }
+        if let Some(signal) = &self.signal {
+            // Disconnected: the thread is gone (it panicked), and the writer's backstop still
+            // bounds the WAL.
+            let _ = signal.send(Signal::Committed);
+        }
+    }
+
+    /// Asks the thread for a `TRUNCATE` checkpoint; `done` is told how it went. Never blocks.
+    pub(super) fn truncate(&self, done: TruncateDone) {
+        let unsent = match &self.signal {
+            Some(signal) => match signal.send(Signal::Truncate(done)) {
+                Ok(()) => return,
+                Err(mpsc::SendError(Signal::Truncate(done))) => done,
+                Err(mpsc::SendError(Signal::Committed)) => return,
+            },
+            None => done,
+        };
+        // The thread is gone: the WAL stays as it is, which the writer's backstop bounds.
+        unsent(Ok(false));
     }
 }
 
@@ -79,14 +127,41 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(conn: &Connection, signals: &mpsc::Receiver<()>, runs: &AtomicU64) {
-    // The pause is a sleep, not a wait on the channel: a commit during it fills the channel's one
-    // slot without waking this thread (which would cost a context switch per commit, on the cores
-    // the writer and the request handlers need), and that signal starts the next checkpoint as
-    // soon as the pause is over. Shutdown waits at most one pause.
-    while signals.recv().is_ok() {
-        checkpoint(conn, runs);
-        std::thread::sleep(MIN_INTERVAL);
+fn run(
+    conn: &Connection,
+    signals: &mpsc::Receiver<Signal>,
+    committed_waiting: &AtomicBool,
+    runs: &AtomicU64,
+) {
+    // The pause is a sleep, not a wait on the channel: a commit during it sends at most one
+    // signal without waking this thread (which would cost a context switch per commit, on the
+    // cores the writer and the request handlers need), and that signal starts the next
+    // checkpoint as soon as the pause is over. Shutdown waits at most one pause.
+    while let Ok(signal) = signals.recv() {
+        match signal {
+            Signal::Committed => {
+                committed_waiting.store(false, Ordering::Release);
+                checkpoint(conn, runs);
+                std::thread::sleep(MIN_INTERVAL);
+            }
+            Signal::Truncate(done) => done(truncate(conn, runs)),
+        }
+    }
+}
+
+/// A `TRUNCATE` checkpoint; whether it completed. Busy (another connection kept it from finishing
+/// within [`TRUNCATE_BUSY_WAIT`]) is not an error: the WAL is only left as it was.
+fn truncate(conn: &Connection, runs: &AtomicU64) -> rusqlite::Result<bool> {
+    let outcome = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    });
+    match outcome {
+        Ok(busy) => {
+            runs.fetch_add(1, Ordering::Relaxed);
+            Ok(busy == 0)
+        }
+        Err(err) if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(false),
+        Err(err) => Err(err),
     }
 }
 

@@ -19,6 +19,7 @@ mod checkpoint;
 mod identity;
 mod lock;
 mod read;
+mod retention;
 mod schema;
 mod types;
 mod writer;
@@ -33,6 +34,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use identity::resolve_brain_id;
 pub use lock::INSTANCE_LOCK;
 pub use read::{QueueEntry, Stats};
+pub use retention::PurgeStep;
 pub use types::{
     ClaimFrom, ClaimedRow, EnqueueOutcome, EventId, InvalidEventId, Kind, MAX_EVENT_ID_LEN,
     NewEvent, QueueLimit, RetrySelector, RowId, RowState, Settlement,
@@ -547,18 +549,6 @@ impl Store {
     pub async fn retry(&self, selector: RetrySelector) -> Result<usize, Error> {
         self.writer()?
             .call(|reply| Command::Retry { selector, reply })
-            .await
-    }
-
-    /// Deletes synced rows older than `older_than`; returns how many. Pending and dead rows are
-    /// never touched.
-    pub async fn purge_synced(&self, older_than: Duration) -> Result<usize, Error> {
-        self.writer()?
-            .call(|reply| Command::PurgeSynced {
-                older_than,
-                now: SystemTime::now(),
-                reply,
-            })
             .await
     }
 

@@ -15,4 +15,5 @@ mod journal;
 
 mod cli;
 mod daemon;
+mod retention;
 mod store;

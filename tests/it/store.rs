@@ -1069,14 +1069,22 @@ async fn purge_deletes_only_old_synced_rows() {
         .await
         .unwrap();
 
+    let handle = &store;
+    let purge = |older_than| async move {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        gradata::daemon::retention::purge(handle, older_than, 1000, &cancel)
+            .await
+            .unwrap()
+            .purged
+    };
     assert_eq!(
-        store.purge_synced(Duration::from_secs(3600)).await.unwrap(),
+        purge(Duration::from_secs(3600)).await,
         0,
         "rows synced just now are younger than an hour"
     );
     assert_eq!(support::rows(&dir).len(), 6);
 
-    assert_eq!(store.purge_synced(Duration::ZERO).await.unwrap(), 3);
+    assert_eq!(purge(Duration::ZERO).await, 3);
     let left: Vec<i64> = support::rows(&dir).iter().map(|row| row.id).collect();
     assert_eq!(left, vec![4, 5, 6]);
     let stats = store.stats().unwrap();

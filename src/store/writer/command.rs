@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 
-use crate::store::Error;
 use crate::store::types::{
-    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, Settlement,
+    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, Settlement,
 };
+use crate::store::{Error, PurgeStep};
 
 /// Where a command's answer goes, and the answer itself once the command has run. The answer is
 /// kept beside the command until the group's commit (and, for a durable write, the WAL's fsync)
@@ -83,11 +83,17 @@ pub(in crate::store) enum Command {
         selector: RetrySelector,
         reply: Reply<usize>,
     },
+    /// One step of a purge: the synced rows synced before `cutoff` among the `span` ids from
+    /// the first row after `after`.
     PurgeSynced {
-        older_than: Duration,
-        now: SystemTime,
-        reply: Reply<usize>,
+        cutoff: SystemTime,
+        after: Option<RowId>,
+        span: u32,
+        reply: Reply<PurgeStep>,
     },
+    /// A checkpoint that copies the whole WAL into the database and truncates the file, run by
+    /// the checkpointer thread after the group; no transaction. Answers whether it completed.
+    TruncateWal { reply: Reply<bool> },
     SetMeta {
         key: &'static str,
         value: String,
@@ -113,8 +119,10 @@ impl Command {
             Command::Enqueue { reply, .. } => reply.is_err(),
             Command::Claim { reply, .. } => reply.is_err(),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.is_err(),
-            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.is_err(),
+            Command::Retry { reply, .. } => reply.is_err(),
+            Command::PurgeSynced { reply, .. } => reply.is_err(),
             Command::Recount { reply, .. } => reply.is_err(),
+            Command::TruncateWal { reply } => reply.is_err(),
         }
     }
 
@@ -126,10 +134,10 @@ impl Command {
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => {
                 reply.set(Err(err.for_each_caller()))
             }
-            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => {
-                reply.set(Err(err.for_each_caller()))
-            }
+            Command::Retry { reply, .. } => reply.set(Err(err.for_each_caller())),
+            Command::PurgeSynced { reply, .. } => reply.set(Err(err.for_each_caller())),
             Command::Recount { reply, .. } => reply.set(Err(err.for_each_caller())),
+            Command::TruncateWal { reply } => reply.set(Err(err.for_each_caller())),
         };
     }
 
@@ -138,8 +146,10 @@ impl Command {
             Command::Enqueue { reply, .. } => reply.answer(),
             Command::Claim { reply, .. } => reply.answer(),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.answer(),
-            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.answer(),
+            Command::Retry { reply, .. } => reply.answer(),
+            Command::PurgeSynced { reply, .. } => reply.answer(),
             Command::Recount { reply, .. } => reply.answer(),
+            Command::TruncateWal { reply } => reply.answer(),
         }
     }
 
@@ -148,8 +158,10 @@ impl Command {
             Command::Enqueue { reply, .. } => reply.fail(err),
             Command::Claim { reply, .. } => reply.fail(err),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.fail(err),
-            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.fail(err),
+            Command::Retry { reply, .. } => reply.fail(err),
+            Command::PurgeSynced { reply, .. } => reply.fail(err),
             Command::Recount { reply, .. } => reply.fail(err),
+            Command::TruncateWal { reply } => reply.fail(err),
         }
     }
 }

@@ -199,7 +199,8 @@ fn run(
             group.drain(..).for_each(|command| command.fail(&err));
             continue;
         }
-        if unchanged_since_count(&conn, &mut group, &exact) {
+        hand_over_truncations(&mut group, &checkpointer);
+        if group.is_empty() || unchanged_since_count(&conn, &mut group, &exact) {
             continue;
         }
         let started = Instant::now();
@@ -213,6 +214,30 @@ fn run(
     drop(durability);
     drop(checkpointer);
     drop(conn);
+}
+
+/// Takes the [`Command::TruncateWal`] requests out of `group` and hands them to the checkpointer,
+/// which answers them: a checkpoint cannot run inside the group's transaction, and the writer does
+/// not wait for one.
+fn hand_over_truncations(group: &mut Vec<Command>, checkpointer: &Checkpointer) {
+    if !group
+        .iter()
+        .any(|command| matches!(command, Command::TruncateWal { .. }))
+    {
+        return;
+    }
+    let (truncations, rest): (Vec<Command>, Vec<Command>) = group
+        .drain(..)
+        .partition(|command| matches!(command, Command::TruncateWal { .. }));
+    group.extend(rest);
+    for command in truncations {
+        if let Command::TruncateWal { mut reply } = command {
+            checkpointer.truncate(Box::new(move |outcome| {
+                reply.set(outcome.map_err(Error::from));
+                reply.answer();
+            }));
+        }
+    }
 }
 
 /// Answers a group that is only the daemon's periodic [`Command::Recount`] when no other
@@ -522,10 +547,14 @@ fn execute(
         } => reply.set(settle(conn, settlements, *lease_until, *now, delta)),
         Command::Retry { selector, reply } => reply.set(retry(conn, selector, delta)),
         Command::PurgeSynced {
-            older_than,
-            now,
+            cutoff,
+            after,
+            span,
             reply,
-        } => reply.set(purge_synced(conn, *older_than, *now)),
+        } => reply.set(purge_synced(conn, *cutoff, *after, *span)),
+        // Handed to the checkpointer before the group runs (`hand_over_truncations`); should one
+        // get here, the WAL is only left as it is.
+        Command::TruncateWal { reply } => reply.set(Ok(false)),
         Command::SetMeta {
             key,
             value,
