@@ -291,7 +291,7 @@ async fn serve(
         sync_worker.abort();
     }
     housekeeping.abort();
-    // A step in flight still commits; the next purge starts where this one stopped.
+    // A step in flight still commits; the next start purges what this one left.
     purges.abort();
     if !hurry.is_cancelled() {
         notifier.status("stopping: final drain");
