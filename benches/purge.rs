@@ -112,6 +112,20 @@ fn main() {
         .max()
         .unwrap_or_default();
 
+    // Where the purge's slowest probes fell, for whoever tunes it.
+    let mut slowest: Vec<(Duration, Duration)> = samples
+        .iter()
+        .filter(|(due, _)| *due >= purge_started.0 && *due <= purge_ended)
+        .map(|(due, latency)| (*latency, *due - purge_started.0))
+        .collect();
+    slowest.sort_unstable_by(|a, b| b.cmp(a));
+    for (latency, at) in slowest.iter().take(5) {
+        eprintln!(
+            "slow during the purge: {:.1} ms, {:.2} s after it started",
+            latency.as_secs_f64() * 1000.0,
+            at.as_secs_f64()
+        );
+    }
     let base = Summary::of(baseline);
     let purge = Summary::of(during);
     let ratio = purge.p999.as_secs_f64() / base.p999.as_secs_f64();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{self, Store};
+use crate::store::{self, Store, WalReset};
 
 /// How often synced rows past their retention are purged.
 pub const INTERVAL: Duration = Duration::from_secs(3600);
@@ -23,6 +23,10 @@ pub const FIRST_AFTER: Duration = Duration::from_secs(60);
 /// of the writer's time, which is what a write arriving during it may wait; a million rows then
 /// take about a thousand steps.
 pub const STEP_IDS: u32 = 1000;
+/// Steps between two restarts of the WAL: a step writes about 90 pages, so the WAL stays near
+/// 3,000 pages (12 MiB), well short of the writer's backstop checkpoint at 8,000 (which would copy
+/// them all inside a commit and hold every write meanwhile).
+const STEPS_PER_WAL_RESTART: usize = 32;
 /// Test hook: when set to a number of seconds, the first purge runs that long after the start
 /// instead of [`FIRST_AFTER`], so tests and benchmarks need not wait a minute. Never set in
 /// production.
@@ -44,8 +48,9 @@ pub struct PurgeReport {
 }
 
 /// Deletes the rows synced more than `older_than` ago, in steps of `step_ids` ids, resting between
-/// steps as long as the step took; stops between two steps once `cancel` fires. When it deleted
-/// anything, the WAL is then truncated ([`Store::truncate_wal`]).
+/// steps as long as the step took, and starting the WAL over every [`STEPS_PER_WAL_RESTART`]
+/// steps; stops between two steps once `cancel` fires. When it deleted anything, the WAL is then
+/// cut back ([`Store::reset_wal`]).
 pub async fn purge(
     store: &Store,
     older_than: Duration,
@@ -62,6 +67,9 @@ pub async fn purge(
         report.largest_step = report.largest_step.max(step.deleted);
         let Some(next) = step.next else { break };
         after = Some(next);
+        if report.steps % STEPS_PER_WAL_RESTART == 0 {
+            store.reset_wal(WalReset::Restart).await?;
+        }
         // The rest lets the writes that queued during the step commit in groups of their own,
         // instead of with the next step's deletions.
         tokio::select! {
@@ -73,7 +81,7 @@ pub async fn purge(
         }
     }
     if report.purged > 0 {
-        report.wal_truncated = store.truncate_wal().await?;
+        report.wal_truncated = store.reset_wal(WalReset::Truncate).await?;
     }
     Ok(report)
 }

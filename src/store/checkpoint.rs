@@ -10,11 +10,14 @@
 //! steady stream of commits a passive checkpoint rarely catches the WAL's very end, and only a
 //! checkpoint that does lets the next transaction start the WAL over).
 //!
-//! On request (after a purge of synced rows, which writes many pages at once) it also runs a
-//! `TRUNCATE` checkpoint, which copies the whole WAL back and cuts the file to nothing, so that
-//! the disk the purge took in the WAL is given back at once rather than kept at the file's largest
-//! size. It waits at most [`TRUNCATE_BUSY_WAIT`] for readers and writers: while it waits, new
-//! writers wait too, so a busy database keeps its WAL until the next request.
+//! On request (during and after a purge of synced rows, which writes many pages) it also starts
+//! the WAL over: a passive checkpoint copies what it can, then a `RESTART` one copies the rest and
+//! makes the next commit write from the WAL's start (`TRUNCATE`: and cuts the file to nothing, so
+//! that the disk the purge took is given back at once rather than kept at the file's largest
+//! size). Under a stream of commits passive checkpoints alone rarely catch the WAL's end, and the
+//! writer's backstop would then copy 8,000 pages inside a commit, holding every write for a
+//! quarter of a second. The restart waits at most [`RESET_BUSY_WAIT`] for readers and writers:
+//! while it waits, new writers wait too, so a busy database keeps its WAL until the next request.
 //!
 //! It knows nothing of the queue: it checkpoints whatever the writer committed.
 
@@ -25,6 +28,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
+
+use super::WalReset;
 
 /// Shortest time between two checkpoints. Each one fsyncs the database file, and that fsync
 /// competes with the WAL's: small, frequent checkpoints keep each one short. Measured under the
@@ -44,19 +49,19 @@ pub(super) const WRITER_BACKSTOP_PAGES: u32 = 8_000;
 /// than overwriting).
 pub(super) const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
-/// How long a `TRUNCATE` checkpoint waits for other connections: new writes wait behind it
-/// meanwhile, so it is kept short.
-const TRUNCATE_BUSY_WAIT: Duration = Duration::from_millis(100);
+/// How long a `RESTART` or `TRUNCATE` checkpoint waits for other connections: new writes wait
+/// behind it meanwhile, so it is kept short.
+const RESET_BUSY_WAIT: Duration = Duration::from_millis(100);
 
-/// Told the outcome of a `TRUNCATE` checkpoint: whether it completed (the WAL is now empty).
-pub(super) type TruncateDone = Box<dyn FnOnce(rusqlite::Result<bool>) + Send>;
+/// Told the outcome of a reset of the WAL: whether it completed (the WAL starts over).
+pub(super) type ResetDone = Box<dyn FnOnce(rusqlite::Result<bool>) + Send>;
 
 /// What the writer asks of the thread.
 enum Signal {
     /// The WAL has grown.
     Committed,
-    /// Checkpoint all of the WAL and cut the file, then say how it went.
-    Truncate(TruncateDone),
+    /// Checkpoint all of the WAL and start it over, then say how it went.
+    Reset(WalReset, ResetDone),
 }
 
 /// Owner of the checkpointer thread. Dropping it stops the thread after its current checkpoint,
@@ -74,8 +79,8 @@ impl Checkpointer {
     /// Starts the thread on `conn`, a read-write connection to the writer's database; `runs`
     /// counts the checkpoints it completes.
     pub(super) fn spawn(conn: Connection, runs: Arc<AtomicU64>) -> std::io::Result<Checkpointer> {
-        // Only the TRUNCATE checkpoint waits on other connections (a PASSIVE one never does).
-        conn.busy_timeout(TRUNCATE_BUSY_WAIT)
+        // Only a reset waits on other connections (a PASSIVE checkpoint never does).
+        conn.busy_timeout(RESET_BUSY_WAIT)
             .map_err(std::io::Error::other)?;
         let (signal, signals) = mpsc::channel();
         let committed_waiting = Arc::new(AtomicBool::new(false));
@@ -102,12 +107,12 @@ impl Checkpointer {
         }
     }
 
-    /// Asks the thread for a `TRUNCATE` checkpoint; `done` is told how it went. Never blocks.
-    pub(super) fn truncate(&self, done: TruncateDone) {
+    /// Asks the thread to start the WAL over; `done` is told how it went. Never blocks.
+    pub(super) fn reset(&self, how: WalReset, done: ResetDone) {
         let unsent = match &self.signal {
-            Some(signal) => match signal.send(Signal::Truncate(done)) {
+            Some(signal) => match signal.send(Signal::Reset(how, done)) {
                 Ok(()) => return,
-                Err(mpsc::SendError(Signal::Truncate(done))) => done,
+                Err(mpsc::SendError(Signal::Reset(_, done))) => done,
                 Err(mpsc::SendError(Signal::Committed)) => return,
             },
             None => done,
@@ -144,17 +149,22 @@ fn run(
                 checkpoint(conn, runs);
                 std::thread::sleep(MIN_INTERVAL);
             }
-            Signal::Truncate(done) => done(truncate(conn, runs)),
+            Signal::Reset(how, done) => done(reset(conn, how, runs)),
         }
     }
 }
 
-/// A `TRUNCATE` checkpoint; whether it completed. Busy (another connection kept it from finishing
-/// within [`TRUNCATE_BUSY_WAIT`]) is not an error: the WAL is only left as it was.
-fn truncate(conn: &Connection, runs: &AtomicU64) -> rusqlite::Result<bool> {
-    let outcome = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-        row.get::<_, i64>(0)
-    });
+/// A `RESTART` or `TRUNCATE` checkpoint; whether it completed. Busy (another connection kept it
+/// from finishing within [`RESET_BUSY_WAIT`]) is not an error: the WAL is only left as it was.
+fn reset(conn: &Connection, how: WalReset, runs: &AtomicU64) -> rusqlite::Result<bool> {
+    // A passive checkpoint first copies what it can without holding anyone up, so that the
+    // resetting one, during which writers wait, has little left to copy.
+    checkpoint(conn, runs);
+    let pragma = match how {
+        WalReset::Restart => "PRAGMA wal_checkpoint(RESTART)",
+        WalReset::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+    };
+    let outcome = conn.query_row(pragma, [], |row| row.get::<_, i64>(0));
     match outcome {
         Ok(busy) => {
             runs.fetch_add(1, Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! Retention of synced rows, in bounded steps: [`Store::purge_synced`] deletes the expired synced
 //! rows among a few thousand ids, one writer command (one transaction) per step, so that a purge
-//! of millions of rows never stalls writes for longer than a step; [`Store::truncate_wal`] gives
-//! the WAL's disk back afterwards.
+//! of millions of rows never stalls writes for longer than a step; [`Store::reset_wal`] keeps the
+//! WAL short meanwhile and gives its disk back afterwards.
 //!
 //! It knows nothing of pacing or schedules: the caller (the daemon's retention task) decides when
 //! to take the next step and how long to rest between steps.
@@ -11,6 +11,16 @@ use std::time::{Duration, SystemTime};
 use super::types::RowId;
 use super::writer::Command;
 use super::{Error, Store};
+
+/// How [`Store::reset_wal`] leaves the WAL file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalReset {
+    /// The next commit writes from the start of the file, which keeps its size: for use while
+    /// writes go on (overwriting costs a commit's fsync less than extending the file).
+    Restart,
+    /// The file is cut to nothing: once a purge is over, to give its disk back.
+    Truncate,
+}
 
 /// What one step of a purge did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,13 +56,13 @@ impl Store {
             .await
     }
 
-    /// Copies the whole WAL back into the database and cuts the file to nothing (a `TRUNCATE`
-    /// checkpoint, on the checkpointer's connection). Returns whether it completed: other
-    /// connections reading or writing at the time can keep it from finishing, which leaves the WAL
-    /// as it was.
-    pub async fn truncate_wal(&self) -> Result<bool, Error> {
+    /// Copies the whole WAL back into the database and starts it over, as `how` says (a
+    /// `RESTART` or `TRUNCATE` checkpoint, on the checkpointer's connection, after a passive one).
+    /// Writes wait while it finishes, briefly. Returns whether it completed: other connections
+    /// reading or writing at the time can keep it from finishing, which leaves the WAL as it was.
+    pub async fn reset_wal(&self, how: WalReset) -> Result<bool, Error> {
         self.writer()?
-            .call(|reply| Command::TruncateWal { reply })
+            .call(|reply| Command::ResetWal { how, reply })
             .await
     }
 }

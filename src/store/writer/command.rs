@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use crate::store::types::{
     ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, Settlement,
 };
-use crate::store::{Error, PurgeStep};
+use crate::store::{Error, PurgeStep, WalReset};
 
 /// Where a command's answer goes, and the answer itself once the command has run. The answer is
 /// kept beside the command until the group's commit (and, for a durable write, the WAL's fsync)
@@ -91,9 +91,10 @@ pub(in crate::store) enum Command {
         span: u32,
         reply: Reply<PurgeStep>,
     },
-    /// A checkpoint that copies the whole WAL into the database and truncates the file, run by
-    /// the checkpointer thread after the group; no transaction. Answers whether it completed.
-    TruncateWal { reply: Reply<bool> },
+    /// A checkpoint that copies the whole WAL into the database and starts it over (`how` says
+    /// whether the file is also cut), run by the checkpointer thread; no transaction. Answers
+    /// whether it completed.
+    ResetWal { how: WalReset, reply: Reply<bool> },
     SetMeta {
         key: &'static str,
         value: String,
@@ -122,7 +123,7 @@ impl Command {
             Command::Retry { reply, .. } => reply.is_err(),
             Command::PurgeSynced { reply, .. } => reply.is_err(),
             Command::Recount { reply, .. } => reply.is_err(),
-            Command::TruncateWal { reply } => reply.is_err(),
+            Command::ResetWal { reply, .. } => reply.is_err(),
         }
     }
 
@@ -137,7 +138,7 @@ impl Command {
             Command::Retry { reply, .. } => reply.set(Err(err.for_each_caller())),
             Command::PurgeSynced { reply, .. } => reply.set(Err(err.for_each_caller())),
             Command::Recount { reply, .. } => reply.set(Err(err.for_each_caller())),
-            Command::TruncateWal { reply } => reply.set(Err(err.for_each_caller())),
+            Command::ResetWal { reply, .. } => reply.set(Err(err.for_each_caller())),
         };
     }
 
@@ -149,7 +150,7 @@ impl Command {
             Command::Retry { reply, .. } => reply.answer(),
             Command::PurgeSynced { reply, .. } => reply.answer(),
             Command::Recount { reply, .. } => reply.answer(),
-            Command::TruncateWal { reply } => reply.answer(),
+            Command::ResetWal { reply, .. } => reply.answer(),
         }
     }
 
@@ -161,7 +162,7 @@ impl Command {
             Command::Retry { reply, .. } => reply.fail(err),
             Command::PurgeSynced { reply, .. } => reply.fail(err),
             Command::Recount { reply, .. } => reply.fail(err),
-            Command::TruncateWal { reply } => reply.fail(err),
+            Command::ResetWal { reply, .. } => reply.fail(err),
         }
     }
 }

@@ -211,7 +211,7 @@ fn run(
             group.drain(..).for_each(|command| command.fail(&err));
             continue;
         }
-        hand_over_truncations(&mut group, &checkpointer);
+        hand_over_resets(&mut group, &checkpointer);
         if group.is_empty() || unchanged_since_count(&conn, &mut group, &exact) {
             continue;
         }
@@ -226,26 +226,29 @@ fn run(
     drop(conn);
 }
 
-/// Takes the [`Command::TruncateWal`] requests out of `group` and hands them to the checkpointer,
+/// Takes the [`Command::ResetWal`] requests out of `group` and hands them to the checkpointer,
 /// which answers them: a checkpoint cannot run inside the group's transaction, and the writer does
 /// not wait for one.
-fn hand_over_truncations(group: &mut Vec<Command>, checkpointer: &Checkpointer) {
+fn hand_over_resets(group: &mut Vec<Command>, checkpointer: &Checkpointer) {
     if !group
         .iter()
-        .any(|command| matches!(command, Command::TruncateWal { .. }))
+        .any(|command| matches!(command, Command::ResetWal { .. }))
     {
         return;
     }
-    let (truncations, rest): (Vec<Command>, Vec<Command>) = group
+    let (resets, rest): (Vec<Command>, Vec<Command>) = group
         .drain(..)
-        .partition(|command| matches!(command, Command::TruncateWal { .. }));
+        .partition(|command| matches!(command, Command::ResetWal { .. }));
     group.extend(rest);
-    for command in truncations {
-        if let Command::TruncateWal { mut reply } = command {
-            checkpointer.truncate(Box::new(move |outcome| {
-                reply.set(outcome.map_err(Error::from));
-                reply.answer();
-            }));
+    for command in resets {
+        if let Command::ResetWal { how, mut reply } = command {
+            checkpointer.reset(
+                how,
+                Box::new(move |outcome| {
+                    reply.set(outcome.map_err(Error::from));
+                    reply.answer();
+                }),
+            );
         }
     }
 }
@@ -562,9 +565,9 @@ fn execute(
             span,
             reply,
         } => reply.set(purge_synced(conn, *cutoff, *after, *span)),
-        // Handed to the checkpointer before the group runs (`hand_over_truncations`); should one
-        // get here, the WAL is only left as it is.
-        Command::TruncateWal { reply } => reply.set(Ok(false)),
+        // Handed to the checkpointer before the group runs (`hand_over_resets`); should one get
+        // here, the WAL is only left as it is.
+        Command::ResetWal { reply, .. } => reply.set(Ok(false)),
         Command::SetMeta {
             key,
             value,
