@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{self, Store, WalReset};
+use crate::store::{self, Store, WalCheckpoint};
 
 /// How often synced rows past their retention are purged.
 pub const INTERVAL: Duration = Duration::from_secs(3600);
@@ -23,10 +23,15 @@ pub const FIRST_AFTER: Duration = Duration::from_secs(60);
 /// of the writer's time, which is what a write arriving during it may wait; a million rows then
 /// take about a thousand steps.
 pub const STEP_IDS: u32 = 1000;
-/// Steps between two restarts of the WAL: a step writes about 90 pages, so the WAL stays near
-/// 3,000 pages (12 MiB), well short of the writer's backstop checkpoint at 8,000 (which would copy
-/// them all inside a commit and hold every write meanwhile).
-const STEPS_PER_WAL_RESTART: usize = 32;
+/// Steps between two pauses until the WAL is checkpointed to its end (after which the next commit
+/// starts it over): a step writes about 90 pages, so the WAL stays near 3,000 pages (12 MiB), well
+/// short of the writer's backstop checkpoint at 8,000 (which would copy them all inside a commit
+/// and hold every write meanwhile).
+const STEPS_PER_CATCH_UP: usize = 32;
+/// How many checkpoints a pause tries before the purge goes on anyway, and the rest between them
+/// (the writes of others, committed meanwhile, are what keeps a checkpoint from the end).
+const CATCH_UP_TRIES: u32 = 20;
+const CATCH_UP_REST: Duration = Duration::from_millis(5);
 /// Test hook: when set to a number of seconds, the first purge runs that long after the start
 /// instead of [`FIRST_AFTER`], so tests and benchmarks need not wait a minute. Never set in
 /// production.
@@ -48,9 +53,9 @@ pub struct PurgeReport {
 }
 
 /// Deletes the rows synced more than `older_than` ago, in steps of `step_ids` ids, resting between
-/// steps as long as the step took, and starting the WAL over every [`STEPS_PER_WAL_RESTART`]
-/// steps; stops between two steps once `cancel` fires. When it deleted anything, the WAL is then
-/// cut back ([`Store::reset_wal`]).
+/// steps as long as the step took, and every [`STEPS_PER_CATCH_UP`] steps until the WAL is
+/// checkpointed to its end; stops between two steps once `cancel` fires. When it deleted anything,
+/// the WAL is then cut back ([`Store::checkpoint_wal`]).
 pub async fn purge(
     store: &Store,
     older_than: Duration,
@@ -67,8 +72,8 @@ pub async fn purge(
         report.largest_step = report.largest_step.max(step.deleted);
         let Some(next) = step.next else { break };
         after = Some(next);
-        if report.steps % STEPS_PER_WAL_RESTART == 0 {
-            store.reset_wal(WalReset::Restart).await?;
+        if report.steps % STEPS_PER_CATCH_UP == 0 {
+            catch_up(store).await?;
         }
         // The rest lets the writes that queued during the step commit in groups of their own,
         // instead of with the next step's deletions.
@@ -81,9 +86,21 @@ pub async fn purge(
         }
     }
     if report.purged > 0 {
-        report.wal_truncated = store.reset_wal(WalReset::Truncate).await?;
+        catch_up(store).await?;
+        report.wal_truncated = store.checkpoint_wal(WalCheckpoint::Truncate).await?;
     }
     Ok(report)
+}
+
+/// Runs passive checkpoints until one reaches the WAL's end, a few at most.
+async fn catch_up(store: &Store) -> Result<(), store::Error> {
+    for _ in 0..CATCH_UP_TRIES {
+        if store.checkpoint_wal(WalCheckpoint::CatchUp).await? {
+            break;
+        }
+        tokio::time::sleep(CATCH_UP_REST).await;
+    }
+    Ok(())
 }
 
 /// Purges every [`INTERVAL`] (the first time after [`FIRST_AFTER`], or the test hook's delay),

@@ -10,14 +10,15 @@
 //! steady stream of commits a passive checkpoint rarely catches the WAL's very end, and only a
 //! checkpoint that does lets the next transaction start the WAL over).
 //!
-//! On request (during and after a purge of synced rows, which writes many pages) it also starts
-//! the WAL over: a passive checkpoint copies what it can, then a `RESTART` one copies the rest and
-//! makes the next commit write from the WAL's start (`TRUNCATE`: and cuts the file to nothing, so
-//! that the disk the purge took is given back at once rather than kept at the file's largest
-//! size). Under a stream of commits passive checkpoints alone rarely catch the WAL's end, and the
-//! writer's backstop would then copy 8,000 pages inside a commit, holding every write for a
-//! quarter of a second. The restart waits at most [`RESET_BUSY_WAIT`] for readers and writers:
-//! while it waits, new writers wait too, so a busy database keeps its WAL until the next request.
+//! On request it also runs a checkpoint and says whether it reached the WAL's end, for a purge of
+//! synced rows (which writes many pages): under the purge's stream of commits the periodic
+//! checkpoints rarely catch the WAL's end, and the writer's backstop would then copy 8,000 pages
+//! inside a commit, holding every write for a quarter of a second. So the purge pauses every few
+//! steps until a passive checkpoint has caught up, after which the next commit starts the WAL
+//! over, without anyone waiting on a lock. After the purge a `TRUNCATE` checkpoint cuts the file
+//! to nothing, so that the disk the purge took is given back at once rather than kept at the
+//! file's largest size; it waits at most [`RESET_BUSY_WAIT`] for readers and writers, and new
+//! writers wait meanwhile, so a busy database keeps its WAL until the next request.
 //!
 //! It knows nothing of the queue: it checkpoints whatever the writer committed.
 
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::WalReset;
+use super::WalCheckpoint;
 
 /// Shortest time between two checkpoints. Each one fsyncs the database file, and that fsync
 /// competes with the WAL's: small, frequent checkpoints keep each one short. Measured under the
@@ -49,19 +50,19 @@ pub(super) const WRITER_BACKSTOP_PAGES: u32 = 8_000;
 /// than overwriting).
 pub(super) const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
-/// How long a `RESTART` or `TRUNCATE` checkpoint waits for other connections: new writes wait
+/// How long a `TRUNCATE` checkpoint waits for other connections: new writes wait
 /// behind it meanwhile, so it is kept short.
 const RESET_BUSY_WAIT: Duration = Duration::from_millis(100);
 
-/// Told the outcome of a reset of the WAL: whether it completed (the WAL starts over).
+/// Told the outcome of a requested checkpoint: whether it reached the WAL's end.
 pub(super) type ResetDone = Box<dyn FnOnce(rusqlite::Result<bool>) + Send>;
 
 /// What the writer asks of the thread.
 enum Signal {
     /// The WAL has grown.
     Committed,
-    /// Checkpoint all of the WAL and start it over, then say how it went.
-    Reset(WalReset, ResetDone),
+    /// Checkpoint as asked, then say whether the WAL's end was reached.
+    Reset(WalCheckpoint, ResetDone),
 }
 
 /// Owner of the checkpointer thread. Dropping it stops the thread after its current checkpoint,
@@ -107,8 +108,9 @@ impl Checkpointer {
         }
     }
 
-    /// Asks the thread to start the WAL over; `done` is told how it went. Never blocks.
-    pub(super) fn reset(&self, how: WalReset, done: ResetDone) {
+    /// Asks the thread for a checkpoint; `done` is told whether it reached the WAL's end. Never
+    /// blocks.
+    pub(super) fn reset(&self, how: WalCheckpoint, done: ResetDone) {
         let unsent = match &self.signal {
             Some(signal) => match signal.send(Signal::Reset(how, done)) {
                 Ok(()) => return,
@@ -154,17 +156,19 @@ fn run(
     }
 }
 
-/// A `RESTART` or `TRUNCATE` checkpoint; whether it completed. Busy (another connection kept it
-/// from finishing within [`RESET_BUSY_WAIT`]) is not an error: the WAL is only left as it was.
-fn reset(conn: &Connection, how: WalReset, runs: &AtomicU64) -> rusqlite::Result<bool> {
-    // A passive checkpoint first copies what it can without holding anyone up, so that the
-    // resetting one, during which writers wait, has little left to copy.
-    checkpoint(conn, runs);
-    let pragma = match how {
-        WalReset::Restart => "PRAGMA wal_checkpoint(RESTART)",
-        WalReset::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
-    };
-    let outcome = conn.query_row(pragma, [], |row| row.get::<_, i64>(0));
+/// The checkpoint `how` asks for; whether it reached the WAL's end. Busy (another connection
+/// kept it from finishing, within [`RESET_BUSY_WAIT`] for a `TRUNCATE`) is not an error: the WAL
+/// is only left as it was.
+fn reset(conn: &Connection, how: WalCheckpoint, runs: &AtomicU64) -> rusqlite::Result<bool> {
+    // A passive checkpoint first copies what it can without holding anyone up, so that a
+    // truncating one, during which writers wait, has little left to copy.
+    let caught_up = passive(conn, runs)?;
+    if how == WalCheckpoint::CatchUp {
+        return Ok(caught_up);
+    }
+    let outcome = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    });
     match outcome {
         Ok(busy) => {
             runs.fetch_add(1, Ordering::Relaxed);
@@ -176,19 +180,31 @@ fn reset(conn: &Connection, how: WalReset, runs: &AtomicU64) -> rusqlite::Result
 }
 
 fn checkpoint(conn: &Connection, runs: &AtomicU64) {
-    // PASSIVE copies what it can without waiting for readers or the writer. Busy only means
-    // another connection (another process's drain) is checkpointing right now; the next signal
-    // tries again.
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        row.get::<_, i64>(0)
-    }) {
-        Ok(_busy) => {
-            runs.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(err) if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
-        Err(err) => tracing::warn!(
+    if let Err(err) = passive(conn, runs) {
+        tracing::warn!(
             error = %err,
             "WAL checkpoint failed; the writer's own checkpoint still bounds the WAL"
-        ),
+        );
+    }
+}
+
+/// A `PASSIVE` checkpoint: copies what it can without waiting for readers or the writer. Returns
+/// whether it copied every frame (the next commit then starts the WAL over). Busy only means
+/// another connection (another process's drain) is checkpointing right now; the next signal tries
+/// again.
+fn passive(conn: &Connection, runs: &AtomicU64) -> rusqlite::Result<bool> {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    }) {
+        Ok((busy, frames, copied)) => {
+            runs.fetch_add(1, Ordering::Relaxed);
+            Ok(busy == 0 && frames == copied)
+        }
+        Err(err) if err.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(false),
+        Err(err) => Err(err),
     }
 }

@@ -34,7 +34,7 @@ use rusqlite::{Connection, OpenFlags};
 pub use identity::resolve_brain_id;
 pub use lock::INSTANCE_LOCK;
 pub use read::{QueueEntry, Stats};
-pub use retention::{PurgeStep, WalReset};
+pub use retention::{PurgeStep, WalCheckpoint};
 pub use types::{
     ClaimFrom, ClaimedRow, EnqueueOutcome, EventId, InvalidEventId, Kind, MAX_EVENT_ID_LEN,
     NewEvent, QueueLimit, RetrySelector, RowId, RowState, Settlement,

@@ -1,6 +1,6 @@
 //! Retention of synced rows, in bounded steps: [`Store::purge_synced`] deletes the expired synced
 //! rows among a few thousand ids, one writer command (one transaction) per step, so that a purge
-//! of millions of rows never stalls writes for longer than a step; [`Store::reset_wal`] keeps the
+//! of millions of rows never stalls writes for longer than a step; [`Store::checkpoint_wal`] keeps the
 //! WAL short meanwhile and gives its disk back afterwards.
 //!
 //! It knows nothing of pacing or schedules: the caller (the daemon's retention task) decides when
@@ -12,13 +12,15 @@ use super::types::RowId;
 use super::writer::Command;
 use super::{Error, Store};
 
-/// How [`Store::reset_wal`] leaves the WAL file.
+/// The checkpoint [`Store::checkpoint_wal`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WalReset {
-    /// The next commit writes from the start of the file, which keeps its size: for use while
-    /// writes go on (overwriting costs a commit's fsync less than extending the file).
-    Restart,
-    /// The file is cut to nothing: once a purge is over, to give its disk back.
+pub enum WalCheckpoint {
+    /// A passive one, which holds nobody up: once it reaches the WAL's end, the next commit
+    /// writes from the start of the file (which keeps its size: overwriting costs a commit's
+    /// fsync less than extending the file).
+    CatchUp,
+    /// A passive one, then a `TRUNCATE` one that cuts the file to nothing, writes waiting
+    /// meanwhile: once a purge is over, to give its disk back.
     Truncate,
 }
 
@@ -56,11 +58,10 @@ impl Store {
             .await
     }
 
-    /// Copies the whole WAL back into the database and starts it over, as `how` says (a
-    /// `RESTART` or `TRUNCATE` checkpoint, on the checkpointer's connection, after a passive one).
-    /// Writes wait while it finishes, briefly. Returns whether it completed: other connections
-    /// reading or writing at the time can keep it from finishing, which leaves the WAL as it was.
-    pub async fn reset_wal(&self, how: WalReset) -> Result<bool, Error> {
+    /// Runs the checkpoint `how` names, on the checkpointer's connection. Returns whether it
+    /// reached the WAL's end: commits, reads or another process at the time can keep it from
+    /// doing so, which leaves the WAL as it was.
+    pub async fn checkpoint_wal(&self, how: WalCheckpoint) -> Result<bool, Error> {
         self.writer()?
             .call(|reply| Command::ResetWal { how, reply })
             .await

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use crate::store::types::{
     ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, Settlement,
 };
-use crate::store::{Error, PurgeStep, WalReset};
+use crate::store::{Error, PurgeStep, WalCheckpoint};
 
 /// Where a command's answer goes, and the answer itself once the command has run. The answer is
 /// kept beside the command until the group's commit (and, for a durable write, the WAL's fsync)
@@ -91,10 +91,12 @@ pub(in crate::store) enum Command {
         span: u32,
         reply: Reply<PurgeStep>,
     },
-    /// A checkpoint that copies the whole WAL into the database and starts it over (`how` says
-    /// whether the file is also cut), run by the checkpointer thread; no transaction. Answers
-    /// whether it completed.
-    ResetWal { how: WalReset, reply: Reply<bool> },
+    /// A checkpoint of the WAL, run by the checkpointer thread; no transaction. Answers whether
+    /// it reached the WAL's end.
+    ResetWal {
+        how: WalCheckpoint,
+        reply: Reply<bool>,
+    },
     SetMeta {
         key: &'static str,
         value: String,
