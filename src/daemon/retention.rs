@@ -27,7 +27,7 @@ pub const STEP_IDS: u32 = 1000;
 /// starts it over): a step writes about 90 pages, so the WAL stays near 3,000 pages (12 MiB), well
 /// short of the writer's backstop checkpoint at 8,000 (which would copy them all inside a commit
 /// and hold every write meanwhile).
-const STEPS_PER_CATCH_UP: usize = 32;
+pub const STEPS_PER_CATCH_UP: usize = 32;
 /// How many checkpoints a pause tries before the purge goes on anyway, and the rest between them
 /// (the writes of others, committed meanwhile, are what keeps a checkpoint from the end).
 const CATCH_UP_TRIES: u32 = 20;
