@@ -7,6 +7,8 @@
 //! Invariant: `READY=1` is sent only after every fallible startup step has succeeded, and only
 //! after the startup drain, so systemd holds early connections and dependent units until then.
 
+pub mod retention;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,8 +27,6 @@ use crate::systemd::notify::{self, Notifier};
 
 /// How often `STATUS=` is refreshed while serving.
 const STATUS_REFRESH: Duration = Duration::from_secs(10);
-/// How often synced rows past their retention are purged.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// Minimum time between two `STATUS=` progress lines during a drain.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Slack added to the drain budget when asking systemd for more start time.
@@ -35,6 +35,9 @@ const TIMEOUT_SLACK: Duration = Duration::from_secs(15);
 /// microseconds (about 71.6 minutes), so a longer phase is covered by asking again, every half of
 /// this, before the last extension runs out.
 const MAX_EXTENSION: Duration = Duration::from_secs(3600);
+/// How long the server gets to drop its connections once the grace period is over. Closing a
+/// connection is a drop, so this is only a guard against a server that does not return.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long the sync worker gets to finish its pass at shutdown before it is aborted.
 const WORKER_STOP_WAIT: Duration = Duration::from_secs(5);
 /// Test hook: when set to a number of seconds, the sync worker wedges itself after that long, so
@@ -195,7 +198,11 @@ async fn serve(
         started,
         settings: api_settings_updates,
     });
-    let serving = stop.child_token();
+    // `finish` is cancelled with `stop`; `close` only when the grace period is over.
+    let serving = api::Shutdown {
+        finish: stop.child_token(),
+        close: CancellationToken::new(),
+    };
     let server_alive = Arc::new(AtomicBool::new(true));
     let (header_timeout, header_timeout_updates) = watch::channel(config.header_timeout);
     let mut server = tokio::spawn(run_server(
@@ -218,14 +225,18 @@ async fn serve(
         heartbeat.clone(),
         stop.child_token(),
     ));
-    let (retention, retention_updates) = watch::channel(config.synced_retention);
     let housekeeping = tokio::spawn(housekeeping(
         store.clone(),
         status.clone(),
-        retention_updates,
         heartbeat,
         server_alive,
         notifier,
+        stop.child_token(),
+    ));
+    let (retention, retention_updates) = watch::channel(config.synced_retention);
+    let purges = tokio::spawn(retention::run(
+        store.clone(),
+        retention_updates,
         stop.child_token(),
     ));
 
@@ -273,12 +284,19 @@ async fn serve(
                 "requests still running after the grace period; closing them"
             );
         }
-        server.abort();
+        // Aborting the server's task alone would leave its connections running: each is a task
+        // of its own. Closing them ends the server; the abort is for a server that does not.
+        serving.close.cancel();
+        if tokio::time::timeout(CLOSE_WAIT, &mut server).await.is_err() {
+            server.abort();
+        }
     }
     if !finished_within(&mut sync_worker, WORKER_STOP_WAIT, &hurry).await {
         sync_worker.abort();
     }
     housekeeping.abort();
+    // A step in flight still commits; the next start purges what this one left.
+    purges.abort();
     if !hurry.is_cancelled() {
         notifier.status("stopping: final drain");
         let engine = engines.borrow().clone();
@@ -540,7 +558,7 @@ async fn run_server(
     listeners: Vec<api::Listener>,
     router: axum::Router,
     header_timeout: watch::Receiver<Duration>,
-    shutdown: CancellationToken,
+    shutdown: api::Shutdown,
     alive: Arc<AtomicBool>,
 ) {
     api::serve(listeners, router, header_timeout, shutdown).await;
@@ -571,12 +589,12 @@ async fn run_worker(
     cancel.cancelled().await;
 }
 
-/// Feeds the watchdog while the worker and the server are alive, refreshes `STATUS=`, and purges
-/// synced rows past their retention (as a reload last set it).
+/// Feeds the watchdog while the worker and the server are alive, and refreshes `STATUS=`.
+/// Nothing here may take long: a tick that does not return delays the watchdog's next ping (the
+/// retention purge runs in a task of its own for that reason).
 async fn housekeeping(
     store: Store,
     status: Status,
-    retention: watch::Receiver<Duration>,
     heartbeat: worker::Heartbeat,
     server_alive: Arc<AtomicBool>,
     notifier: Notifier,
@@ -594,7 +612,6 @@ async fn housekeeping(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = Instant::now();
     let mut starving = false;
-    let mut next_purge = Instant::now() + Duration::from_secs(60);
     let mut recount_failing = false;
     loop {
         tokio::select! {
@@ -632,15 +649,6 @@ async fn housekeeping(
             last_status = Instant::now();
             notifier.status(&serving_status(&store, &status).await);
         }
-        if Instant::now() >= next_purge {
-            next_purge = Instant::now() + RETENTION_INTERVAL;
-            let retention = *retention.borrow();
-            match store.purge_synced(retention).await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "deleted synced rows past their retention"),
-                Err(err) => tracing::warn!(error = %Causes(&err), "could not purge synced rows"),
-            }
-        }
     }
 }
 
@@ -665,7 +673,7 @@ struct Swaps<'a> {
     api_settings: &'a watch::Sender<Arc<api::Settings>>,
     /// Read by the server for each new connection.
     header_timeout: &'a watch::Sender<Duration>,
-    /// Read by the housekeeping task at each purge.
+    /// Read by the retention task at each purge.
     retention: &'a watch::Sender<Duration>,
 }
 

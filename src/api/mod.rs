@@ -39,7 +39,7 @@ use tokio::sync::watch;
 pub use body::{BodyLimits, BodyRoom};
 pub use error::ApiError;
 pub use guard::Guards;
-pub use server::serve;
+pub use server::{Shutdown, serve};
 
 use crate::metrics::Metrics;
 use crate::store::Store;

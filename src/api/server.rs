@@ -9,7 +9,9 @@
 //! minute while it lasts, and when connections are accepted again.
 //!
 //! At shutdown it stops accepting, asks every connection to finish the request in flight and
-//! close, and returns once they have (the daemon bounds that wait with its grace period).
+//! close, and returns once they have. The daemon bounds that wait with its grace period: when the
+//! grace runs out it fires the `close` token, and every connection still open is dropped at once
+//! (its socket closed, its request abandoned), so nothing a client does can hold the process.
 //!
 //! It knows nothing of routes or the outbox: it is given a [`Router`] and its listeners.
 
@@ -32,15 +34,27 @@ use super::episode::{Episode, Line};
 /// How long to wait before accepting again after an accept failed.
 const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
-/// Serves `router` on every listener until `shutdown` fires, then stops accepting and waits for
-/// the connections in flight to finish their requests and close. `header_timeout` bounds how long
-/// a connection may take to send a request's headers (see the module's documentation); each new
-/// connection takes the value current when it is accepted (a reload changes it).
+/// The two steps of the server's shutdown, each a token the daemon cancels.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    /// Cancelled first: stop accepting, let each connection finish its request in flight, then
+    /// close it.
+    pub finish: CancellationToken,
+    /// Cancelled when the grace period is over: close every connection still open, whatever it is
+    /// doing. Invariant: once both are cancelled, [`serve`] returns without waiting on any client.
+    pub close: CancellationToken,
+}
+
+/// Serves `router` on every listener until `shutdown.finish` fires, then stops accepting and
+/// waits for the connections in flight to finish their requests and close, or for
+/// `shutdown.close`. `header_timeout` bounds how long a connection may take to send a request's
+/// headers (see the module's documentation); each new connection takes the value current when it
+/// is accepted (a reload changes it).
 pub async fn serve(
     listeners: Vec<Listener>,
     router: Router,
     header_timeout: watch::Receiver<Duration>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) {
     let connections = TaskTracker::new();
     let mut acceptors = tokio::task::JoinSet::new();
@@ -50,7 +64,8 @@ pub async fn serve(
             header_timeout: header_timeout.clone(),
             shutdown: shutdown.clone(),
         };
-        let (connections, shutdown) = (connections.clone(), shutdown.clone());
+        let shutdown = shutdown.finish.clone();
+        let connections = connections.clone();
         match listener {
             Listener::Tcp(listener) => {
                 acceptors.spawn(accept(listener, connection, connections, shutdown));
@@ -160,12 +175,12 @@ fn log_accept_failure(err: &io::Error, message: &str, failures: u64) {
 struct Connection {
     router: Router,
     header_timeout: watch::Receiver<Duration>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 }
 
 impl Connection {
-    /// Speaks HTTP on `io` until the client closes, a deadline passes, or shutdown lets the
-    /// request in flight finish.
+    /// Speaks HTTP on `io` until the client closes, a deadline passes, shutdown lets the request
+    /// in flight finish, or the grace period is over (dropping the connection closes its socket).
     async fn serve<I>(self, io: I)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -185,12 +200,18 @@ impl Connection {
         let mut connection = pin!(builder.serve_connection(TokioIo::new(io), service));
         // A connection that ends in an error (a reset, a deadline, garbage) concerns its client
         // only; the client has been answered where HTTP allows it.
-        tokio::select! {
-            _ = connection.as_mut() => {}
-            () = self.shutdown.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
+        let finish = async {
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = self.shutdown.finish.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.as_mut().await;
+                }
             }
+        };
+        tokio::select! {
+            () = finish => {}
+            () = self.shutdown.close.cancelled() => {}
         }
     }
 }

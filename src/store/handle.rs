@@ -181,18 +181,6 @@ impl Store {
             .await
     }
 
-    /// Deletes synced rows older than `older_than`; returns how many. Pending and dead rows are
-    /// never touched.
-    pub async fn purge_synced(&self, older_than: Duration) -> Result<usize, Error> {
-        self.writer()?
-            .call(|reply| Command::PurgeSynced {
-                older_than,
-                now: SystemTime::now(),
-                reply,
-            })
-            .await
-    }
-
     /// Stores a small status value (e.g. the sync state) for `gradata status` to read.
     pub async fn set_meta(&self, key: &'static str, value: String) -> Result<(), Error> {
         self.writer()?
@@ -338,7 +326,7 @@ impl Store {
         query(&conn)
     }
 
-    fn writer(&self) -> Result<&Writer, Error> {
+    pub(super) fn writer(&self) -> Result<&Writer, Error> {
         self.shared.writer.as_ref().ok_or(Error::ReadOnly)
     }
 }

@@ -32,6 +32,7 @@ mod identity;
 mod lock;
 mod open;
 mod read;
+mod retention;
 mod schema;
 mod types;
 mod writer;
@@ -44,6 +45,7 @@ pub use handle::Store;
 pub use identity::resolve_brain_id;
 pub use lock::INSTANCE_LOCK;
 pub use read::{QueueEntry, Stats};
+pub use retention::{PurgeStep, WalCheckpoint};
 pub use types::{
     ClaimFrom, ClaimedRow, EnqueueOutcome, EventId, InvalidEventId, Kind, MAX_EVENT_ID_LEN,
     NewEvent, QueueLimit, RetrySelector, RowId, RowState, Settlement,

@@ -416,6 +416,97 @@ fn sigterm_lets_a_request_in_flight_finish() {
     assert_eq!(code, 0, "stderr:\n{}", daemon.stderr());
 }
 
+/// The grace period is enforced: a request that is still open when it runs out (here a body that
+/// is never finished, on a keep-alive connection) is closed by the service, which then goes on to
+/// its final drain and exits 0 with the drain's record. The connection is closed while the final
+/// drain is still to come, not merely when the process exits: the one row is not due for minutes
+/// (so the worker leaves it), the final drain posts it anyway, and the ingest takes 3 s to answer.
+#[test]
+fn the_grace_period_closes_requests_that_outlast_it() {
+    use std::io::Read;
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 1);
+    let conn = rusqlite::Connection::open(dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    conn.execute(
+        "UPDATE sync_queue SET next_attempt_at = unixepoch('now') + 240",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let ingest_delay = Duration::from_secs(3);
+    let server = FakeIngest::replying(Reply::ok().delay(ingest_delay));
+    let mut daemon = Spec::new(&dir)
+        .syncing_to(&server.url("/ingest"))
+        .env("GRADATA_SYNC_STARTUP_DRAIN_MAX_SECS", "0")
+        .env("GRADATA_API_SHUTDOWN_GRACE_SECS", "1")
+        .env("GRADATA_API_BODY_TIMEOUT_SECS", "600")
+        .spawn();
+    daemon.expect_ready();
+
+    let mut stream = daemon::connect(daemon.addr());
+    stream
+        .write_all(
+            b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+              Connection: keep-alive\r\nContent-Length: 1000\r\n\r\n{\"kind\": \"event\"",
+        )
+        .unwrap();
+    let client = stream.local_addr().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while !daemon::server_has_read_everything(daemon.addr(), client) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never read the request"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    daemon.sigterm();
+    let signalled = Instant::now();
+    daemon
+        .notify()
+        .expect("STOPPING=1", |m| m.has("STOPPING=1"), PATIENCE);
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut answer = Vec::new();
+    let closed = stream.read_to_end(&mut answer);
+    assert!(
+        closed.is_ok()
+            || closed
+                .as_ref()
+                .is_err_and(|err| err.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection was not closed: {closed:?}"
+    );
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    let stderr = daemon.stderr();
+    assert!(
+        !stderr.contains("sync queue drained at shutdown"),
+        "the connection stayed open until the final drain was over:\n{stderr}"
+    );
+    assert!(
+        daemon.wait(Duration::ZERO).is_none(),
+        "the connection stayed open until the service exited"
+    );
+    assert!(
+        stderr.contains("requests still running after the grace period"),
+        "{stderr}"
+    );
+
+    let code = daemon.exit_code(PATIENCE);
+    assert_eq!(code, 0, "stderr:\n{}", daemon.stderr());
+    let record = daemon.wait_for_log("sync queue drained at shutdown: 1 rows", Duration::ZERO);
+    assert_eq!(
+        log_field(&record, "reason").as_deref(),
+        Some("done"),
+        "{record}"
+    );
+    // Only a guard against a hang: the grace, the final drain's one slow post, and slack.
+    let bound = Duration::from_secs(1) + ingest_delay + Duration::from_secs(10);
+    assert!(
+        signalled.elapsed() < bound,
+        "took {:?}",
+        signalled.elapsed()
+    );
+}
+
 /// With `WATCHDOG_USEC`, a healthy service keeps pinging.
 #[test]
 fn watchdog_is_fed_while_healthy() {

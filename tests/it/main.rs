@@ -15,5 +15,6 @@ mod journal;
 
 mod cli;
 mod daemon;
+mod retention;
 mod store;
 mod worker;

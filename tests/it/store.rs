@@ -1076,14 +1076,22 @@ async fn purge_deletes_only_old_synced_rows() {
         .await
         .unwrap();
 
+    let handle = &store;
+    let purge = |older_than| async move {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        gradata::daemon::retention::purge(handle, older_than, 1000, &cancel)
+            .await
+            .unwrap()
+            .purged
+    };
     assert_eq!(
-        store.purge_synced(Duration::from_secs(3600)).await.unwrap(),
+        purge(Duration::from_secs(3600)).await,
         0,
         "rows synced just now are younger than an hour"
     );
     assert_eq!(support::rows(&dir).len(), 6);
 
-    assert_eq!(store.purge_synced(Duration::ZERO).await.unwrap(), 3);
+    assert_eq!(purge(Duration::ZERO).await, 3);
     let left: Vec<i64> = support::rows(&dir).iter().map(|row| row.id).collect();
     assert_eq!(left, vec![4, 5, 6]);
     let stats = store.stats().await.unwrap();
@@ -1795,7 +1803,12 @@ async fn status_counts_stay_right_whoever_writes_the_queue() {
     other
         .execute_batch("UPDATE sync_queue SET synced_at = 1.0 WHERE id IN (2, 4)")
         .unwrap();
-    let purged = store.purge_synced(Duration::from_secs(3600)).await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let purged =
+        gradata::daemon::retention::purge(&store, Duration::from_secs(3600), 1000, &cancel)
+            .await
+            .unwrap()
+            .purged;
     assert_eq!(purged, 3);
     let stats = check(&store, "purge").await;
     assert_eq!((stats.pending, stats.dead, stats.synced), (3, 0, 1));

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 
-use crate::store::Error;
 use crate::store::types::{
-    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, Settlement,
+    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, Settlement,
 };
+use crate::store::{Error, PurgeStep, WalCheckpoint};
 
 /// Where a command's answer goes, and the answer itself once the command has run. The answer is
 /// kept beside the command until the group's commit (and, for a durable write, the WAL's fsync)
@@ -83,10 +83,19 @@ pub(in crate::store) enum Command {
         selector: RetrySelector,
         reply: Reply<usize>,
     },
+    /// One step of a purge: the synced rows synced before `cutoff` among the `span` ids from
+    /// the first row after `after`.
     PurgeSynced {
-        older_than: Duration,
-        now: SystemTime,
-        reply: Reply<usize>,
+        cutoff: SystemTime,
+        after: Option<RowId>,
+        span: u32,
+        reply: Reply<PurgeStep>,
+    },
+    /// A checkpoint of the WAL, run by the checkpointer thread; no transaction. Answers whether
+    /// it reached the WAL's end.
+    ResetWal {
+        how: WalCheckpoint,
+        reply: Reply<bool>,
     },
     SetMeta {
         key: &'static str,
@@ -113,8 +122,10 @@ impl Command {
             Command::Enqueue { reply, .. } => reply.is_err(),
             Command::Claim { reply, .. } => reply.is_err(),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.is_err(),
-            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.is_err(),
+            Command::Retry { reply, .. } => reply.is_err(),
+            Command::PurgeSynced { reply, .. } => reply.is_err(),
             Command::Recount { reply, .. } => reply.is_err(),
+            Command::ResetWal { reply, .. } => reply.is_err(),
         }
     }
 
@@ -126,10 +137,10 @@ impl Command {
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => {
                 reply.set(Err(err.for_each_caller()))
             }
-            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => {
-                reply.set(Err(err.for_each_caller()))
-            }
+            Command::Retry { reply, .. } => reply.set(Err(err.for_each_caller())),
+            Command::PurgeSynced { reply, .. } => reply.set(Err(err.for_each_caller())),
             Command::Recount { reply, .. } => reply.set(Err(err.for_each_caller())),
+            Command::ResetWal { reply, .. } => reply.set(Err(err.for_each_caller())),
         };
     }
 
@@ -138,8 +149,10 @@ impl Command {
             Command::Enqueue { reply, .. } => reply.answer(),
             Command::Claim { reply, .. } => reply.answer(),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.answer(),
-            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.answer(),
+            Command::Retry { reply, .. } => reply.answer(),
+            Command::PurgeSynced { reply, .. } => reply.answer(),
             Command::Recount { reply, .. } => reply.answer(),
+            Command::ResetWal { reply, .. } => reply.answer(),
         }
     }
 
@@ -148,8 +161,10 @@ impl Command {
             Command::Enqueue { reply, .. } => reply.fail(err),
             Command::Claim { reply, .. } => reply.fail(err),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.fail(err),
-            Command::Retry { reply, .. } | Command::PurgeSynced { reply, .. } => reply.fail(err),
+            Command::Retry { reply, .. } => reply.fail(err),
+            Command::PurgeSynced { reply, .. } => reply.fail(err),
             Command::Recount { reply, .. } => reply.fail(err),
+            Command::ResetWal { reply, .. } => reply.fail(err),
         }
     }
 }

@@ -1,16 +1,27 @@
 //! How a committed group becomes durable before its callers hear "yes" under `synchronous=FULL`:
-//! the [`Syncer`] fsyncs the WAL itself, on the writer's thread or its own, and the
+//! the writer fsyncs the WAL itself ([`WalSync`]), once per group, on its own thread, and the
 //! [`DurabilityAlarm`] remembers the first fsync that failed, after which nothing is promised.
+//!
+//! Invariant: one fsync of the WAL's handle at a time, and every command waiting on an fsync
+//! hears its outcome. The kernel reports a write-back error once per open file: of two fsyncs
+//! running at once on one handle, one can see the EIO and the other return success for pages that
+//! never reached the disk. Here only the writer's thread fsyncs, through [`WalSync::flush`], which
+//! takes `&mut self`: a second fsync cannot start before the first has returned and, if it failed,
+//! raised the alarm, after which no fsync runs and every later group fails.
+//!
+//! An fsync thread that flushed long groups while the writer ran the next one was tried and
+//! removed: a benchmark of `Store::enqueue` from 64 concurrent tasks, with and without it in one
+//! run on the project's two-core machine (`benches/fsync.rs`, removed with the thread), found it
+//! did not pay (events/s with the thread over inline, medians of three rounds, two runs: 0.82 and
+//! 0.93 for single events, 0.94 and 1.06 for batches of 100), while it needed a lock to keep its
+//! fsyncs from overlapping the writer's.
 //!
 //! It knows nothing of the queue or its SQL: it is handed committed groups of commands to answer.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::Connection;
 use tokio::sync::watch;
@@ -30,16 +41,16 @@ fn set_synchronous(conn: &Connection, synchronous: Synchronous) -> rusqlite::Res
 pub(super) enum Durability {
     /// SQLite syncs (or not) inside the commit, as `synchronous` says; nothing else to do.
     Sqlite,
-    /// `synchronous=FULL` done by the [`Syncer`]: the connection commits with NORMAL (which in WAL
-    /// mode differs from FULL only by the fsync of the WAL at commit) and the syncer performs that
-    /// fsync before the durable commands of the group are answered.
-    Syncer(Syncer),
+    /// `synchronous=FULL` done by the writer: the connection commits with NORMAL (which in WAL
+    /// mode differs from FULL only by the fsync of the WAL at commit) and [`WalSync`] performs
+    /// that fsync before the durable commands of the group are answered, once for the group.
+    Wal(WalSync),
 }
 
 impl Durability {
-    /// Sets the connection up for `synchronous`. With FULL the WAL file is opened for the syncer;
-    /// if it cannot be (it always exists once the store is open in WAL mode), SQLite's own FULL is
-    /// kept: slower, equally safe.
+    /// Sets the connection up for `synchronous`. With FULL the WAL file is opened for the writer to
+    /// fsync; if it cannot be (it always exists once the store is open in WAL mode), SQLite's own
+    /// FULL is kept: slower, equally safe.
     pub(super) fn new(
         conn: &Connection,
         database_path: &Path,
@@ -60,35 +71,12 @@ impl Durability {
             return sqlite(Synchronous::Full);
         };
         set_synchronous(conn, Synchronous::Normal).map_err(std::io::Error::other)?;
-        Ok(Durability::Syncer(Syncer::spawn(wal, alarm)?))
+        Ok(Durability::Wal(WalSync::new(Box::new(wal), alarm)))
     }
 }
 
-/// Fsyncs the WAL for durable groups, then answers their callers: on its own thread, so that the
-/// writer can commit the next group meanwhile, or on the writer's thread when that is quicker.
-///
-/// Handing a group over costs two thread wake-ups, each of which can wait for a CPU (measured on
-/// two busy cores: about 270 µs after each fsync). That pays when the writer has a long group to
-/// write meanwhile (batches: 15–20% more events per second than fsyncing on the writer), and does
-/// not when the group took less to write than an fsync takes (single events: 15% fewer). So a group
-/// that was written in less time than the last fsync took is flushed by the writer itself, and a
-/// longer one is handed over ([`Syncer::flush`]).
-///
-/// The hand-over channel is a rendezvous: the writer hands over a committed group only when the
-/// previous fsync has finished, so at most one group is being flushed while the writer builds the
-/// next one. If an fsync fails, what the kernel kept of the WAL is unknown (a later fsync may
-/// succeed without the lost pages), so every later write fails too, until the service is
-/// restarted and SQLite recovers the WAL from what is really on disk. The first failure is
-/// announced ([`DurabilityAlarm`]) so that the service stops for that restart instead of refusing
-/// every write until an operator notices.
-pub(super) struct Syncer {
-    groups: Option<mpsc::SyncSender<Vec<Command>>>,
-    thread: Option<JoinHandle<()>>,
-    wal: Arc<WalFile>,
-}
-
 /// Whether writes can still be made durable. Raised by the first failed fsync of the WAL, the
-/// [`Syncer`]'s own or SQLite's inside a commit, and never lowered: what the kernel kept of the WAL
+/// [`WalSync`]'s or SQLite's inside a commit, and never lowered: what the kernel kept of the WAL
 /// is unknown from then on, so the writer refuses every command, and [`super::Writer::durability_lost`]
 /// tells the service, which stops so that a fresh open recovers the WAL from the disk. The death
 /// of the writer thread (a bug) raises it too: nothing can be written after that either.
@@ -131,102 +119,63 @@ pub(super) fn is_failed_fsync(err: &rusqlite::Error) -> bool {
     )
 }
 
-/// The WAL file, and what its fsyncs have shown so far.
-struct WalFile {
-    file: File,
+/// What is fsynced: the WAL's open file; a stand-in in tests, to inject failures and count calls.
+pub(super) trait SyncData: Send {
+    fn sync_data(&self) -> std::io::Result<()>;
+}
+
+impl SyncData for File {
+    fn sync_data(&self) -> std::io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// The WAL file, fsynced by the writer for each group that promises durability. Owned by the
+/// writer's loop alone (see the module's invariant). If an fsync fails, what the kernel kept of the
+/// WAL is unknown (a later fsync may succeed without the lost pages), so every later write fails
+/// too, until the service is restarted and SQLite recovers the WAL from what is really on disk.
+/// The first failure is announced ([`DurabilityAlarm`]) so that the service stops for that restart
+/// instead of refusing every write until an operator notices.
+pub(super) struct WalSync {
+    file: Box<dyn SyncData>,
     /// Raised by a failed fsync; once raised, nothing written since can be promised durable.
     alarm: Arc<DurabilityAlarm>,
-    /// How long the last fsync took, in microseconds.
-    last_fsync_micros: AtomicU64,
 }
 
-impl WalFile {
-    /// Fsyncs the WAL, then answers `group`: its outcomes if the fsync succeeded, the error if not.
-    fn flush(&self, group: Vec<Command>) {
-        let started = Instant::now();
-        let outcome = if self.alarm.raised() {
-            Err(Error::SyncFailed(
-                "an earlier fsync of the WAL failed".to_owned(),
-            ))
-        } else {
-            self.file
-                .sync_data()
-                .map_err(|err| Error::SyncFailed(format!("fsync of the WAL: {err}")))
-        };
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.last_fsync_micros.store(micros, Ordering::Relaxed);
-        match outcome {
+impl WalSync {
+    pub(super) fn new(file: Box<dyn SyncData>, alarm: Arc<DurabilityAlarm>) -> WalSync {
+        WalSync { file, alarm }
+    }
+
+    /// Fsyncs the WAL, then answers `group`: its outcomes if the fsync succeeded, the error if
+    /// not. Every command of the group hears the same outcome.
+    pub(super) fn flush(&mut self, group: Vec<Command>) {
+        match self.sync() {
             Ok(()) => group.into_iter().for_each(Command::answer),
-            Err(err) => {
-                self.alarm.raise(&err);
-                group.into_iter().for_each(|command| command.fail(&err));
-            }
+            Err(err) => group.into_iter().for_each(|command| command.fail(&err)),
         }
     }
-}
 
-impl Syncer {
-    fn spawn(wal: File, alarm: Arc<DurabilityAlarm>) -> std::io::Result<Syncer> {
-        let (groups, receiver) = mpsc::sync_channel::<Vec<Command>>(0);
-        let wal = Arc::new(WalFile {
-            file: wal,
-            alarm,
-            last_fsync_micros: AtomicU64::new(0),
-        });
-        let thread_wal = wal.clone();
-        let thread = std::thread::Builder::new()
-            .name("gradata-fsync".to_owned())
-            .spawn(move || {
-                while let Ok(group) = receiver.recv() {
-                    thread_wal.flush(group);
-                }
-            })?;
-        Ok(Syncer {
-            groups: Some(groups),
-            thread: Some(thread),
-            wal,
+    /// One fsync, unless an earlier one failed; a failure raises the alarm before returning, so
+    /// no later fsync is asked of the kernel.
+    fn sync(&mut self) -> Result<(), Error> {
+        if self.alarm.raised() {
+            return Err(Error::SyncFailed(
+                "an earlier fsync of the WAL failed".to_owned(),
+            ));
+        }
+        self.file.sync_data().map_err(|err| {
+            let err = Error::SyncFailed(format!("fsync of the WAL: {err}"));
+            self.alarm.raise(&err);
+            err
         })
-    }
-
-    /// Makes a committed group durable and answers it, on this thread or the syncer's (see
-    /// [`Syncer`]); `written_in` is how long the writer took to run and commit it.
-    pub(super) fn flush(&self, group: Vec<Command>, written_in: Duration) {
-        let last_fsync = Duration::from_micros(self.wal.last_fsync_micros.load(Ordering::Relaxed));
-        if written_in < last_fsync {
-            self.wal.flush(group);
-        } else {
-            self.send(group);
-        }
-    }
-
-    /// Hands durable commands over; they are answered after the next fsync.
-    fn send(&self, group: Vec<Command>) {
-        let unsent = match &self.groups {
-            Some(groups) => match groups.send(group) {
-                Ok(()) => return,
-                Err(mpsc::SendError(group)) => group,
-            },
-            None => group,
-        };
-        // The syncer thread is gone (it panicked): nothing can be promised durable.
-        let err = Error::SyncFailed("the fsync thread is gone".to_owned());
-        self.wal.alarm.raise(&err);
-        unsent.into_iter().for_each(|command| command.fail(&err));
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        // Let the thread flush and answer what it holds before the connection closes.
-        drop(self.groups.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use std::sync::atomic::AtomicUsize;
+
     use tokio::sync::oneshot;
 
     use super::*;
@@ -245,85 +194,99 @@ mod tests {
         (command, receiver)
     }
 
-    fn syncer(dir: &Path, last_fsync: Duration) -> Syncer {
-        let wal = File::create(dir.join("wal")).unwrap();
-        let syncer = Syncer::spawn(wal, DurabilityAlarm::new().0).unwrap();
-        let micros = u64::try_from(last_fsync.as_micros()).unwrap();
-        syncer
-            .wal
-            .last_fsync_micros
-            .store(micros, Ordering::Relaxed);
-        syncer
+    /// A WAL that counts its fsyncs and fails one of them with EIO (the kernel reports a
+    /// write-back error once per open file, so later ones would succeed).
+    /// It also records the most fsyncs it ever saw running at once.
+    #[derive(Default)]
+    pub(in crate::store::writer) struct FakeWal {
+        pub(in crate::store::writer) calls: AtomicUsize,
+        pub(in crate::store::writer) fail_call: usize,
+        pub(in crate::store::writer) in_flight: AtomicUsize,
+        pub(in crate::store::writer) most_in_flight: AtomicUsize,
     }
 
-    /// A group written in less time than the last fsync took is fsynced and answered before
-    /// `flush` returns, on the caller's (the writer's) thread.
-    #[test]
-    fn a_quickly_written_group_is_flushed_by_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let syncer = syncer(dir.path(), Duration::from_secs(3600));
-        let (command, mut answer) = ran_retry();
-        syncer.flush(vec![command], Duration::from_millis(1));
-        assert_eq!(answer.try_recv().unwrap().unwrap(), 1);
-        // It was timed: the next decision compares against this fsync, not the hour set above.
-        assert!(syncer.wal.last_fsync_micros.load(Ordering::Relaxed) < 3_600_000_000);
+    impl SyncData for Arc<FakeWal> {
+        fn sync_data(&self) -> std::io::Result<()> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let running = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(running, Ordering::SeqCst);
+            // Takes a little while, as an fsync does, so that overlapping calls would show.
+            for _ in 0..50 {
+                std::thread::yield_now();
+            }
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if call == self.fail_call {
+                Err(std::io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                Ok(())
+            }
+        }
     }
 
-    /// A group that took longer to write than the last fsync goes to the fsync thread, which
-    /// answers it after its own fsync.
-    #[test]
-    fn a_long_group_is_flushed_by_the_fsync_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let syncer = syncer(dir.path(), Duration::ZERO);
-        let (command, answer) = ran_retry();
-        syncer.flush(vec![command], Duration::from_millis(1));
-        assert_eq!(answer.blocking_recv().unwrap().unwrap(), 1);
+    /// Flushes a group of `size` commands; returns their answers.
+    fn flush(wal: &mut WalSync, size: usize) -> Vec<Result<usize, Error>> {
+        let (group, answers): (Vec<_>, Vec<_>) = (0..size).map(|_| ran_retry()).unzip();
+        wal.flush(group);
+        answers
+            .into_iter()
+            .map(|mut answer| answer.try_recv().unwrap())
+            .collect()
     }
 
-    /// A failed fsync fails its group and raises the alarm with its reason; later groups fail
-    /// without another fsync, and the first reason stays the one reported.
+    /// An fsync that fails reaches every command of its group, and of every group after it,
+    /// though the kernel would let the next fsync succeed: no fsync runs after the failed one. The
+    /// groups before it were acknowledged. The alarm says why, once.
     #[test]
-    fn a_failed_fsync_raises_the_alarm_once() {
+    fn an_injected_fsync_error_reaches_every_waiter() {
+        let fake = Arc::new(FakeWal {
+            fail_call: 2,
+            ..FakeWal::default()
+        });
         let (alarm, mut lost) = DurabilityAlarm::new();
-        // Linux refuses to fsync /dev/null (EINVAL), as a failing disk refuses with EIO.
-        let wal = File::open("/dev/null").unwrap();
-        let syncer = Syncer::spawn(wal, alarm.clone()).unwrap();
+        let mut wal = WalSync::new(Box::new(fake.clone()), alarm.clone());
+        assert!(flush(&mut wal, 3).iter().all(Result::is_ok));
         assert!(lost.borrow().is_none());
-        let (command, answer) = ran_retry();
-        syncer.flush(vec![command], Duration::from_millis(1));
-        let Err(Error::SyncFailed(first)) = answer.blocking_recv().unwrap() else {
-            panic!("acknowledged after a failed fsync");
-        };
-        assert!(first.starts_with("fsync of the WAL: "), "{first}");
+
+        let failed = flush(&mut wal, 5);
+        assert_eq!(failed.len(), 5);
+        for answer in &failed {
+            let Err(Error::SyncFailed(why)) = answer else {
+                panic!("acknowledged after a failed fsync: {answer:?}");
+            };
+            assert!(why.starts_with("fsync of the WAL: "), "{why}");
+        }
         assert!(alarm.raised());
         let reason = lost.borrow_and_update().clone().unwrap();
-        assert!(reason.ends_with(&first), "{reason}");
+        assert!(reason.contains("fsync of the WAL: "), "{reason}");
 
-        let (command, answer) = ran_retry();
-        syncer.flush(vec![command], Duration::from_millis(1));
-        let Err(Error::SyncFailed(later)) = answer.blocking_recv().unwrap() else {
-            panic!("acknowledged after a failed fsync");
-        };
-        assert_eq!(later, "an earlier fsync of the WAL failed");
+        for answer in flush(&mut wal, 4) {
+            let Err(Error::SyncFailed(why)) = answer else {
+                panic!("acknowledged after a failed fsync: {answer:?}");
+            };
+            assert_eq!(why, "an earlier fsync of the WAL failed");
+        }
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            2,
+            "an fsync after the failed one"
+        );
         assert!(!lost.has_changed().unwrap(), "the reason was replaced");
     }
 
-    /// After a failed fsync nothing is promised durable, on either path.
+    /// A real file: Linux refuses to fsync /dev/null (EINVAL), as a failing disk refuses with EIO.
     #[test]
-    fn after_a_failed_fsync_every_flush_fails() {
+    fn a_file_that_cannot_be_fsynced_fails_the_group() {
+        let (alarm, _lost) = DurabilityAlarm::new();
+        let mut wal = WalSync::new(Box::new(File::open("/dev/null").unwrap()), alarm);
+        assert!(
+            flush(&mut wal, 2)
+                .iter()
+                .all(|answer| matches!(answer, Err(Error::SyncFailed(_))))
+        );
         let dir = tempfile::tempdir().unwrap();
-        for last_fsync in [Duration::from_secs(3600), Duration::ZERO] {
-            let syncer = syncer(dir.path(), last_fsync);
-            syncer
-                .wal
-                .alarm
-                .raise(&Error::SyncFailed("test".to_owned()));
-            let (command, answer) = ran_retry();
-            syncer.flush(vec![command], Duration::from_millis(1));
-            assert!(
-                matches!(answer.blocking_recv().unwrap(), Err(Error::SyncFailed(_))),
-                "last fsync {last_fsync:?}"
-            );
-        }
+        let (alarm, _lost) = DurabilityAlarm::new();
+        let file = File::create(dir.path().join("wal")).unwrap();
+        let mut wal = WalSync::new(Box::new(file), alarm);
+        assert!(flush(&mut wal, 2).iter().all(Result::is_ok));
     }
 }

@@ -12,12 +12,11 @@
 //! rolled back and the group run again with each command in its own savepoint, where a failure
 //! rolls back to it and gets its own error while the others still commit.
 //!
-//! Durability under `synchronous=FULL` ([`durability::Syncer`]): the connection commits without syncing and the
-//! WAL file is fsynced before the callers that were promised durability are answered. SQLite's
-//! FULL does exactly that fsync, inside every commit; done here, groups of only leases and
-//! settlements (which promise nothing) are answered without waiting for any fsync, and a group
-//! that took long to write is fsynced on a second thread while the writer runs and commits the
-//! next one (at most one group ahead of the flush, so groups stay large).
+//! Durability under `synchronous=FULL` ([`durability::WalSync`]): the connection commits without
+//! syncing and the writer fsyncs the WAL file before the callers that were promised durability are
+//! answered. SQLite's FULL does exactly that fsync, inside every commit; done here, groups of only
+//! leases and settlements (which promise nothing) are answered without waiting for any fsync. Only
+//! this thread fsyncs the WAL's handle, one fsync at a time (see `durability`).
 //!
 //! The reply channels are tokio oneshots, which work without a runtime: the thread never blocks on
 //! a caller, and a caller that went away simply drops its receiver.
@@ -36,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
@@ -89,6 +88,19 @@ impl Writer {
         synchronous: Synchronous,
         pending: Arc<PendingGauge>,
     ) -> std::io::Result<Writer> {
+        Writer::spawn_with(conn, checkpoint_conn, pending, |conn, alarm| {
+            Durability::new(conn, database_path, synchronous, alarm)
+        })
+    }
+
+    /// [`Writer::spawn`], with the durability `durability` sets the connection up for (a test
+    /// passes a stand-in WAL).
+    fn spawn_with(
+        conn: Connection,
+        checkpoint_conn: Connection,
+        pending: Arc<PendingGauge>,
+        durability: impl FnOnce(&Connection, Arc<DurabilityAlarm>) -> std::io::Result<Durability>,
+    ) -> std::io::Result<Writer> {
         let (commands, receiver) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
@@ -106,7 +118,7 @@ impl Writer {
             .map_err(std::io::Error::other)?;
         let checkpointer = Checkpointer::spawn(checkpoint_conn, checkpoints.clone())?;
         let (alarm, durability_lost) = DurabilityAlarm::new();
-        let durability = Durability::new(&conn, database_path, synchronous, alarm.clone())?;
+        let durability = durability(&conn, alarm.clone())?;
         let thread = std::thread::Builder::new()
             .name("gradata-store".to_owned())
             .spawn(move || {
@@ -178,7 +190,7 @@ fn raise_if_it_panics(alarm: &DurabilityAlarm, writer: impl FnOnce()) {
 
 fn run(
     mut conn: Connection,
-    durability: Durability,
+    mut durability: Durability,
     alarm: &DurabilityAlarm,
     checkpointer: Checkpointer,
     receiver: &mpsc::Receiver<Command>,
@@ -199,20 +211,46 @@ fn run(
             group.drain(..).for_each(|command| command.fail(&err));
             continue;
         }
-        if unchanged_since_count(&conn, &mut group, &exact) {
+        hand_over_resets(&mut group, &checkpointer);
+        if group.is_empty() || unchanged_since_count(&conn, &mut group, &exact) {
             continue;
         }
-        let started = Instant::now();
         if commit_group(&mut conn, &mut group, alarm, counters, &mut exact) {
             checkpointer.committed();
-            answer_group(&mut group, &durability, started.elapsed());
+            answer_group(&mut group, &mut durability);
         }
     }
-    // The syncer answers what it holds before the connection (then the WAL) is closed, and the
-    // writer's connection closes last, so it is the one that checkpoints the WAL away.
+    // The writer's connection closes last, so it is the one that checkpoints the WAL away.
     drop(durability);
     drop(checkpointer);
     drop(conn);
+}
+
+/// Takes the [`Command::ResetWal`] requests out of `group` and hands them to the checkpointer,
+/// which answers them: a checkpoint cannot run inside the group's transaction, and the writer does
+/// not wait for one.
+fn hand_over_resets(group: &mut Vec<Command>, checkpointer: &Checkpointer) {
+    if !group
+        .iter()
+        .any(|command| matches!(command, Command::ResetWal { .. }))
+    {
+        return;
+    }
+    let (resets, rest): (Vec<Command>, Vec<Command>) = group
+        .drain(..)
+        .partition(|command| matches!(command, Command::ResetWal { .. }));
+    group.extend(rest);
+    for command in resets {
+        if let Command::ResetWal { how, mut reply } = command {
+            checkpointer.reset(
+                how,
+                Box::new(move |outcome| {
+                    reply.set(outcome.map_err(Error::from));
+                    reply.answer();
+                }),
+            );
+        }
+    }
 }
 
 /// Answers a group that is only the daemon's periodic [`Command::Recount`] when no other
@@ -240,18 +278,18 @@ fn unchanged_since_count(conn: &Connection, group: &mut Vec<Command>, exact: &Ex
     }
 }
 
-/// Answers the callers of a committed group. Under the syncer, the commands that promise
-/// durability wait for the WAL's fsync; leases and settlements may be lost on power failure at no
-/// cost but a re-send the cloud dedupes (at-least-once), so they are answered at once.
-fn answer_group(group: &mut Vec<Command>, durability: &Durability, written_in: Duration) {
+/// Answers the callers of a committed group. When the writer fsyncs the WAL, the commands that
+/// promise durability wait for that fsync; leases and settlements may be lost on power failure at
+/// no cost but a re-send the cloud dedupes (at-least-once), so they are answered first.
+fn answer_group(group: &mut Vec<Command>, durability: &mut Durability) {
     match durability {
-        Durability::Syncer(syncer) if group.iter().any(Command::promises_durability) => {
+        Durability::Wal(wal) if group.iter().any(Command::promises_durability) => {
             let (durable, rest): (Vec<Command>, Vec<Command>) = group
                 .drain(..)
                 .partition(|command| command.promises_durability() && !command.is_err());
             rest.into_iter().for_each(Command::answer);
             if !durable.is_empty() {
-                syncer.flush(durable, written_in);
+                wal.flush(durable);
             }
         }
         _ => group.drain(..).for_each(Command::answer),
@@ -522,10 +560,14 @@ fn execute(
         } => reply.set(settle(conn, settlements, *lease_until, *now, delta)),
         Command::Retry { selector, reply } => reply.set(retry(conn, selector, delta)),
         Command::PurgeSynced {
-            older_than,
-            now,
+            cutoff,
+            after,
+            span,
             reply,
-        } => reply.set(purge_synced(conn, *older_than, *now)),
+        } => reply.set(purge_synced(conn, *cutoff, *after, *span)),
+        // Handed to the checkpointer before the group runs (`hand_over_resets`); should one get
+        // here, the WAL is only left as it is.
+        Command::ResetWal { reply, .. } => reply.set(Ok(false)),
         Command::SetMeta {
             key,
             value,
@@ -538,6 +580,104 @@ fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use crate::store::types::{EnqueueOutcome, EventId, Kind};
+    use durability::WalSync;
+    use durability::tests::FakeWal;
+
+    /// The real writer under eight concurrent callers, fsyncing a stand-in WAL that fails its
+    /// twentieth fsync: never two fsyncs at once; none after the failed one; every caller whose
+    /// group waited on it, and every later one, hears `SyncFailed`; and the alarm is raised.
+    #[test]
+    fn one_fsync_at_a_time_and_a_failure_reaches_every_waiter() {
+        const CALLERS: usize = 8;
+        const WRITES: usize = 50;
+        let dir = tempfile::tempdir().unwrap();
+        // The schema, as the store creates it.
+        drop(crate::store::Store::open(&crate::store::Options::new(dir.path())).unwrap());
+        let path = dir.path().join(crate::store::DATABASE_FILE);
+        let open = || {
+            let conn = Connection::open(&path).unwrap();
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            conn
+        };
+        let fake = Arc::new(FakeWal {
+            fail_call: 20,
+            ..FakeWal::default()
+        });
+        let wal = fake.clone();
+        let writer = Writer::spawn_with(
+            open(),
+            open(),
+            Arc::new(PendingGauge::default()),
+            |conn, alarm| {
+                conn.pragma_update(None, "synchronous", "NORMAL")
+                    .map_err(std::io::Error::other)?;
+                Ok(Durability::Wal(WalSync::new(Box::new(wal), alarm)))
+            },
+        )
+        .unwrap();
+        let mut lost = writer.durability_lost();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .build()
+            .unwrap();
+        let writer = Arc::new(writer);
+        let answers: Vec<Result<Vec<EnqueueOutcome>, Error>> = runtime.block_on(async {
+            let callers: Vec<_> = (0..CALLERS)
+                .map(|_| {
+                    let writer = writer.clone();
+                    tokio::spawn(async move {
+                        let mut answers = Vec::new();
+                        for _ in 0..WRITES {
+                            let event = NewEvent::new(
+                                "brain-test",
+                                EventId::generate(),
+                                Kind::Event,
+                                &serde_json::json!({}),
+                            );
+                            answers.push(
+                                writer
+                                    .call(|reply| Command::Enqueue {
+                                        events: vec![event],
+                                        limit: None,
+                                        now: std::time::SystemTime::now(),
+                                        reply,
+                                    })
+                                    .await,
+                            );
+                        }
+                        answers
+                    })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for caller in callers {
+                answers.extend(caller.await.unwrap());
+            }
+            answers
+        });
+        assert_eq!(fake.most_in_flight.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            20,
+            "an fsync after the failed one"
+        );
+        assert!(lost.borrow_and_update().is_some());
+        let acknowledged = answers.iter().filter(|answer| answer.is_ok()).count();
+        // At least one write per group fsynced before the failure; none after it.
+        assert!(
+            (19..CALLERS * WRITES).contains(&acknowledged),
+            "{acknowledged}"
+        );
+        assert!(
+            answers
+                .iter()
+                .filter_map(|answer| answer.as_ref().err())
+                .all(|err| matches!(err, Error::SyncFailed(_)))
+        );
+    }
 
     /// A writer loop that panics raises the alarm (so the service stops and starts again); one
     /// that returns does not.

@@ -594,18 +594,36 @@ pub(super) fn set_meta(
 
 pub(super) fn purge_synced(
     conn: &Connection,
-    older_than: Duration,
-    now: SystemTime,
-) -> Result<usize, Error> {
-    let cutoff = to_unix(
-        now.checked_sub(older_than)
-            .unwrap_or(SystemTime::UNIX_EPOCH),
-    );
+    cutoff: SystemTime,
+    after: Option<RowId>,
+    span: u32,
+) -> Result<crate::store::PurgeStep, Error> {
+    use crate::store::PurgeStep;
+    // The step covers the `span` ids from the first row after the cursor, found through the
+    // rowid b-tree: it reads and deletes at most `span` rows, whatever the table holds, and a
+    // stretch of ids already purged costs one seek.
+    let first: Option<i64> = conn.query_row(
+        "SELECT MIN(id) FROM sync_queue WHERE id > ?1",
+        [after.map_or(i64::MIN, |id| id.0)],
+        |row| row.get(0),
+    )?;
+    let Some(first) = first else {
+        return Ok(PurgeStep {
+            deleted: 0,
+            next: None,
+        });
+    };
+    let last = first.saturating_add(i64::from(span.max(1)) - 1);
     // Invariant: only synced rows are ever deleted.
-    Ok(conn.execute(
-        "DELETE FROM sync_queue WHERE synced_at IS NOT NULL AND synced_at < ?1",
-        [cutoff],
-    )?)
+    let deleted = conn.execute(
+        "DELETE FROM sync_queue WHERE id BETWEEN ?1 AND ?2
+           AND synced_at IS NOT NULL AND synced_at < ?3",
+        params![first, last, to_unix(cutoff)],
+    )?;
+    Ok(PurgeStep {
+        deleted,
+        next: (last < i64::MAX).then_some(RowId(last)),
+    })
 }
 
 fn truncate(error: &str) -> String {
