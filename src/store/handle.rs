@@ -34,6 +34,7 @@ impl Store {
     }
 }
 
+/// What every clone of a [`Store`] shares; `open.rs` builds it.
 pub(super) struct Shared {
     /// Read-only queries. A std mutex: held only for one short query, never across `.await`.
     /// Declared (so dropped) before the writer: the last connection to close checkpoints the WAL
