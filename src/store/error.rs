@@ -5,9 +5,11 @@
 //!
 //! Every error that has a cause keeps it as its [`source`](std::error::Error::source), typed (the
 //! SQLite error, the I/O error, the task's join error), and its own message does not repeat it:
-//! whoever reports an error prints the chain of causes, each once (`gradata: <path>: sqlite:
-//! attempt to write a readonly database`). The causes are shared (`Arc`) so that every caller of a
-//! failed group commit gets the same error.
+//! whoever reports an error prints the chain of causes, each once (`gradata: <path>: disk full:
+//! database or disk is full`). The causes are shared (`Arc`) so that every caller of a
+//! failed group commit gets the same error. An SQLite error that is only that ([`Error::Sqlite`])
+//! is SQLite's own, transparently: its message is SQLite's words, which callers that show only the
+//! message (a drain's `last_error`) then still show.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,15 +43,19 @@ pub enum Error {
     /// A file in the data directory could not be created or opened.
     #[error("{0}")]
     Io(PathBuf, #[source] std::io::Error),
-    /// Any other SQLite error, with what to check where SQLite's words do not say it.
-    #[error("sqlite{}", hint.map(|hint| format!(" ({hint})")).unwrap_or_default())]
-    Sqlite {
-        /// What to check, for the errors whose cause is usually the file's permissions.
-        hint: Option<&'static str>,
+    /// SQLite could not open or write the file: usually its permissions or its directory's, which
+    /// `hint` says what to check of.
+    #[error("{hint}")]
+    Access {
+        /// What to check.
+        hint: &'static str,
         /// SQLite's error.
         #[source]
         source: Arc<SqliteError>,
     },
+    /// Any other SQLite error: it is SQLite's own (its message, and its cause if any).
+    #[error(transparent)]
+    Sqlite(Arc<SqliteError>),
     /// A read of the outbox did not finish: its task panicked (a bug) or was cancelled because the
     /// runtime is shutting down.
     #[error("a read of the outbox did not finish")]
@@ -134,21 +140,17 @@ impl From<rusqlite::Error> for Error {
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
                 Error::Corrupt(source)
             }
-            Some(rusqlite::ErrorCode::ReadOnly) => Error::Sqlite {
-                hint: Some(
-                    "this user cannot write the file, or the directory that holds it, where \
-                     SQLite keeps the -wal and -shm files",
-                ),
+            Some(rusqlite::ErrorCode::ReadOnly) => Error::Access {
+                hint: "this user cannot write the file, or the directory that holds it, where \
+                       SQLite keeps the -wal and -shm files",
                 source,
             },
-            Some(rusqlite::ErrorCode::CannotOpen) => Error::Sqlite {
-                hint: Some(
-                    "check that this user may read and write the file and the directory that \
-                     holds it",
-                ),
+            Some(rusqlite::ErrorCode::CannotOpen) => Error::Access {
+                hint: "check that this user may read and write the file and the directory that \
+                       holds it",
                 source,
             },
-            _ => Error::Sqlite { hint: None, source },
+            _ => Error::Sqlite(source),
         }
     }
 }
@@ -159,14 +161,15 @@ impl Error {
     pub(super) fn in_database(self, options: &Options) -> Error {
         let path = options.database_path();
         match self {
-            Error::Sqlite { ref source, .. }
+            Error::Sqlite(ref source) | Error::Access { ref source, .. }
                 if source.to_string().contains(&*path.to_string_lossy()) =>
             {
                 self
             }
             Error::DiskFull(_)
             | Error::Busy(_)
-            | Error::Sqlite { .. }
+            | Error::Access { .. }
+            | Error::Sqlite(_)
             | Error::Corrupt(_)
             | Error::ReadTask(_) => Error::InDatabase {
                 path,
@@ -189,10 +192,11 @@ impl Error {
                 path.clone(),
                 std::io::Error::new(err.kind(), err.to_string()),
             ),
-            Error::Sqlite { hint, source } => Error::Sqlite {
-                hint: *hint,
+            Error::Access { hint, source } => Error::Access {
+                hint,
                 source: source.clone(),
             },
+            Error::Sqlite(source) => Error::Sqlite(source.clone()),
             Error::ReadTask(err) => Error::ReadTask(err.clone()),
             Error::Closed => Error::Closed,
             Error::SyncFailed(message) => Error::SyncFailed(message.clone()),
@@ -241,9 +245,9 @@ mod tests {
                     "attempt to write a readonly database",
                 ))
                 .in_database(&options),
-                "/data/system.db: sqlite (this user cannot write the file, or the directory that \
-                 holds it, where SQLite keeps the -wal and -shm files): attempt to write a \
-                 readonly database",
+                "/data/system.db: this user cannot write the file, or the directory that holds \
+                 it, where SQLite keeps the -wal and -shm files: attempt to write a readonly \
+                 database",
             ),
             (
                 Error::from(sqlite(
@@ -251,6 +255,13 @@ mod tests {
                     "database or disk is full",
                 )),
                 "disk full: database or disk is full",
+            ),
+            (
+                Error::from(sqlite(
+                    rusqlite::ffi::SQLITE_ERROR,
+                    "no such table: sync_queue",
+                )),
+                "no such table: sync_queue",
             ),
             (
                 Error::Io(
@@ -262,16 +273,22 @@ mod tests {
         ] {
             let copy = err.for_each_caller();
             for err in [err, copy] {
-                assert!(std::error::Error::source(&err).is_some(), "{err:?}");
                 assert_eq!(Causes(&err).to_string(), expected);
             }
         }
-        let corrupt = Error::from(sqlite(
-            rusqlite::ffi::SQLITE_NOTADB,
-            "file is not a database",
-        ));
-        assert!(matches!(corrupt, Error::Corrupt(_)));
-        let source = std::error::Error::source(&corrupt).unwrap();
-        assert!(source.is::<Arc<SqliteError>>(), "{source:?}");
+        // The cause is kept typed, as the source, wherever the message is the store's own.
+        for (code, message) in [
+            (rusqlite::ffi::SQLITE_NOTADB, "file is not a database"),
+            (rusqlite::ffi::SQLITE_BUSY, "database is locked"),
+            (
+                rusqlite::ffi::SQLITE_READONLY,
+                "attempt to write a readonly database",
+            ),
+        ] {
+            let err = Error::from(sqlite(code, message));
+            let source = std::error::Error::source(&err).unwrap();
+            assert!(source.is::<Arc<SqliteError>>(), "{source:?}");
+            assert_eq!(source.to_string(), message);
+        }
     }
 }
