@@ -16,7 +16,11 @@
 //! callers, group commit, as the service's writer runs them), on a fresh outbox with the counting
 //! triggers and on one whose triggers were dropped, alternately in one run, with
 //! `synchronous=full` (the default, where the fsync dominates) and `synchronous=normal` (where the
-//! writer's CPU does). Reported as a ratio; no target (the issue asks that the cost be stated).
+//! writer's CPU does). And the same through the service: single-event `POST /v1/events` loaded by
+//! `wrk` (64 keep-alive connections, 5 s, as the API benchmark's scenario 1) on a fresh service,
+//! and on one whose triggers were dropped by another connection once it was ready (skipped when
+//! `wrk` is not installed; `$WRK` names it elsewhere). Reported as ratios; no target (the issue
+//! asks that the cost be stated).
 //!
 //! Run: `cargo bench --bench status` (release profile). Results go to stdout as Markdown tables.
 
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
     }
     drop((empty, full));
     trigger_cost();
+    http_trigger_cost();
     if missed.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -395,4 +400,106 @@ async fn enqueue_rate(synchronous: Synchronous, triggers: bool) -> f64 {
     let pending = store.stats().await.unwrap().pending;
     assert_eq!(pending, EVENTS as u64, "triggers: {triggers}");
     rate
+}
+
+/// `wrk`'s script: POSTs the body in `$WRK_BODY_FILE`, and prints a JSON summary line.
+const WRK_SCRIPT: &str = r#"
+local body = io.open(os.getenv("WRK_BODY_FILE"), "rb")
+wrk.method = "POST"
+wrk.body = body:read("*a")
+body:close()
+wrk.headers["Content-Type"] = "application/json"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"errors":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration,
+    e.status + e.connect + e.read + e.write + e.timeout, latency:percentile(99)))
+end
+"#;
+
+/// Prints single-event `POST /v1/events` rates and p99 with and without the counting triggers.
+fn http_trigger_cost() {
+    let wrk = std::env::var_os("WRK").map_or_else(|| std::path::PathBuf::from("wrk"), Into::into);
+    if Command::new(&wrk).arg("-v").output().is_err() {
+        eprintln!("wrk not found: the API's trigger cost is not measured");
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let (script, body) = (
+        scratch.path().join("post.lua"),
+        scratch.path().join("body.json"),
+    );
+    std::fs::write(&script, WRK_SCRIPT).unwrap();
+    let event = serde_json::json!({
+        "kind": "correction",
+        "data": {
+            "old_string": "The quick brown fox jumps over the lazy dog.",
+            "new_string": "The quick brown cat jumps over the lazy dog.",
+        },
+    });
+    std::fs::write(&body, event.to_string()).unwrap();
+    let load = |triggers: bool| -> (f64, f64) {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let service = Service::start(dir.path(), &data_dir);
+        if !triggers {
+            rusqlite::Connection::open(data_dir.join(store::DATABASE_FILE))
+                .unwrap()
+                .execute_batch(
+                    "DROP TRIGGER gradata_queue_counts_insert;
+                     DROP TRIGGER gradata_queue_counts_update;
+                     DROP TRIGGER gradata_queue_counts_delete;",
+                )
+                .unwrap();
+        }
+        let output = Command::new(&wrk)
+            .env("WRK_BODY_FILE", &body)
+            .args(["--threads", "1", "--timeout", "10s", "--connections=64"])
+            .args(["--duration=5s", "--script"])
+            .arg(&script)
+            .arg(format!("http://{}/v1/events", service.addr))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "wrk failed: {stdout}");
+        let summary: serde_json::Value = stdout
+            .lines()
+            .rev()
+            .find_map(|line| serde_json::from_str(line).ok())
+            .unwrap_or_else(|| panic!("no summary line in wrk's output: {stdout}"));
+        let count = |key: &str| summary[key].as_u64().unwrap();
+        assert_eq!(count("errors"), 0, "{stdout}");
+        (
+            count("requests") as f64 / (count("duration_us") as f64 / 1e6),
+            count("p99_us") as f64 / 1000.0,
+        )
+    };
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        with.push(load(true));
+        without.push(load(false));
+    }
+    let median = |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (rate_with, rate_without) = (median(&with, |r| r.0), median(&without, |r| r.0));
+    let (p99_with, p99_without) = (median(&with, |r| r.1), median(&without, |r| r.1));
+    println!();
+    println!(
+        "| single-event POST /v1/events, 64 connections, 5 s | with triggers | without | with / without |"
+    );
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| events/s | {rate_with:.0} | {rate_without:.0} | {:.2} |",
+        rate_with / rate_without
+    );
+    println!(
+        "| p99 | {p99_with:.2} ms | {p99_without:.2} ms | {:.2} |",
+        p99_with / p99_without
+    );
 }
