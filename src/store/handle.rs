@@ -266,8 +266,9 @@ impl Store {
     /// The pending rows now, including those written by other processes, from the counts the
     /// database's triggers keep. Blocking (one row is read): a shim for the sync engine's
     /// `spawn_blocking` call sites until they move to the async read path.
-    pub fn count_pending(&self) -> Result<u64, Error> {
-        self.read_blocking(|conn| read::pending(conn).map(|(rows, _)| rows))
+    pub async fn count_pending(&self) -> Result<u64, Error> {
+        self.read(|conn| read::pending(conn).map(|(rows, _)| rows))
+            .await
     }
 
     /// Counts by state, the live leases and the oldest pending row's age, in time that does not
@@ -289,8 +290,8 @@ impl Store {
 
     /// When the earliest pending row becomes due (a few index lookups). Blocking: a shim for the
     /// sync worker's `spawn_blocking` call site until it moves to the async read path.
-    pub fn next_due_at(&self) -> Result<Option<SystemTime>, Error> {
-        self.read_blocking(read::next_due_at)
+    pub async fn next_due_at(&self) -> Result<Option<SystemTime>, Error> {
+        self.read(read::next_due_at).await
     }
 
     /// SQLite's `PRAGMA data_version` of the read connection: a number that changes exactly when

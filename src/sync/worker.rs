@@ -503,11 +503,7 @@ async fn data_version(engine: &Engine) -> Option<i64> {
 
 /// When the earliest waiting row becomes due, as an `Instant`.
 async fn next_due(engine: &Engine) -> Option<Instant> {
-    let store = engine.store().clone();
-    let due = tokio::task::spawn_blocking(move || store.next_due_at())
-        .await
-        .ok()?
-        .ok()??;
+    let due = engine.store().next_due_at().await.ok()??;
     // A timer further off than any retry can be set means the wall clock went back; the pass then
     // claims such rows as due. Waiting at most that long also keeps a row leased far ahead by a
     // long drain elsewhere from being polled for in a loop.

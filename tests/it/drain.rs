@@ -127,7 +127,7 @@ async fn a_drain_posts_every_row_once_with_its_own_key() {
     let report = drain(&engine, Trigger::Startup, budget()).await;
     assert_eq!((report.delivered, report.reason), (1000, StopReason::Done));
     assert_eq!(server.counted(), (1000, 1000), "(requests, distinct keys)");
-    assert_eq!(store.count_pending().unwrap(), 0);
+    assert_eq!(store.count_pending().await.unwrap(), 0);
 }
 
 /// Rows the cloud failed, then could not be reached for (nothing listening), are delivered once it
@@ -158,12 +158,12 @@ async fn rows_survive_failures_and_refused_connections_until_the_server_is_back(
 
     let refused = drain(&engine, Trigger::Manual, budget()).await;
     assert_eq!(refused.delivered, 0, "{refused:?}");
-    assert_eq!(store.count_pending().unwrap(), 200 - first.delivered);
+    assert_eq!(store.count_pending().await.unwrap(), 200 - first.delivered);
 
     let back = FakeIngest::counting_with(KEY, Some(addr), |_| Reply::ok());
     let last = drain(&engine, Trigger::Manual, budget()).await;
     assert_eq!(last.delivered, 200 - first.delivered, "{last:?}");
-    assert_eq!(store.count_pending().unwrap(), 0);
+    assert_eq!(store.count_pending().await.unwrap(), 0);
     delivered.extend(back.delivered_keys());
     let expected: std::collections::HashSet<Vec<u8>> =
         ids.into_iter().map(String::into_bytes).collect();

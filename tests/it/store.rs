@@ -386,7 +386,7 @@ async fn a_wal_grown_behind_a_long_read_is_cut_back_once_checkpoints_catch_up() 
             .unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(store.count_pending().unwrap(), 1 + n + k);
+    assert_eq!(store.count_pending().await.unwrap(), 1 + n + k);
 }
 
 /// Committed pages reach the database file while the store is open, copied by the checkpointer
@@ -427,7 +427,7 @@ async fn the_wal_is_checkpointed_in_the_background() {
         .enqueue(vec![event("CKPT-after", serde_json::json!({}))])
         .await
         .unwrap();
-    assert_eq!(store.count_pending().unwrap(), 4001);
+    assert_eq!(store.count_pending().await.unwrap(), 4001);
 }
 
 /// The writer skips the original DDL's `kind` check (its events are typed), but the check stays in
@@ -1625,7 +1625,7 @@ async fn settlements_are_fenced_by_the_lease_they_were_claimed_with() {
         .unwrap();
     assert!(row(&dir, RowId(3)).synced_at.is_some());
     assert_eq!(store.pending().0, 3, "the dead row was counted out twice");
-    assert_eq!(store.count_pending().unwrap(), 3);
+    assert_eq!(store.count_pending().await.unwrap(), 3);
 }
 
 /// A due claim takes a row whose timer lies further off than any retry can be set (the wall clock
@@ -1703,7 +1703,7 @@ async fn a_due_claim_finds_the_few_due_rows_among_many_dead_and_waiting() {
         drop(insert);
         tx.commit().unwrap();
         assert_eq!(
-            store.next_due_at().unwrap(),
+            store.next_due_at().await.unwrap(),
             Some(SystemTime::UNIX_EPOCH),
             "rows never tried are due now"
         );
@@ -1711,7 +1711,7 @@ async fn a_due_claim_finds_the_few_due_rows_among_many_dead_and_waiting() {
         assert_eq!(ids(&claimed), due);
     }
     let earliest_timer = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(now + 600.0);
-    let next = store.next_due_at().unwrap().unwrap();
+    let next = store.next_due_at().await.unwrap().unwrap();
     let apart = next
         .duration_since(earliest_timer)
         .unwrap_or_else(|err| err.duration());

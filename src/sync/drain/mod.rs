@@ -315,10 +315,6 @@ impl Engine {
         if !trigger.is_explicit() {
             return Some(self.store.pending().0);
         }
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.count_pending()).await {
-            Ok(Ok(rows)) => Some(rows),
-            _ => None,
-        }
+        self.store.count_pending().await.ok()
     }
 }

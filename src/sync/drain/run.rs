@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::outage::{Answer, Down, OutageWatch, PROBE_ROWS, ProbeAt};
 use super::{Budget, DrainReport, Engine, Progress, StopReason, Trigger};
+use crate::logging::Causes;
 use crate::metrics::Outcome;
 use crate::store::{self, ClaimFrom, ClaimedRow, RowId, Settlement};
 use crate::sync::classify::Disposition;
@@ -315,7 +316,7 @@ impl<'a> Run<'a> {
             Ok(claimed) => claimed,
             Err(err) => {
                 self.stop.get_or_insert(StopReason::StoreError);
-                self.detail = Some(err.to_string());
+                self.detail = Some(Causes(&err).to_string());
                 return;
             }
         };
@@ -561,7 +562,7 @@ impl<'a> Run<'a> {
     fn settled(&mut self, joined: Result<Result<(), store::Error>, tokio::task::JoinError>) {
         if let Ok(Err(err)) = joined {
             self.stop.get_or_insert(StopReason::StoreError);
-            self.detail = Some(err.to_string());
+            self.detail = Some(Causes(&err).to_string());
         }
     }
 
