@@ -224,6 +224,7 @@ async fn serve(
         wake,
         heartbeat.clone(),
         stop.child_token(),
+        report,
     ));
     let housekeeping = tokio::spawn(housekeeping(
         store.clone(),
@@ -565,24 +566,28 @@ async fn run_server(
     alive.store(false, Ordering::Relaxed);
 }
 
+/// Runs the worker, which carries on from the startup drain's `startup` report (an outage it
+/// found goes on being probed).
 async fn run_worker(
     engines: watch::Receiver<Engine>,
     wake: worker::Wake,
     heartbeat: worker::Heartbeat,
     cancel: CancellationToken,
+    startup: sync::DrainReport,
 ) {
+    let startup = Some(startup);
     let stall_after = std::env::var(STALL_WORKER_HOOK)
         .ok()
         .and_then(|s| s.parse::<f64>().ok());
     let Some(seconds) = stall_after.filter(|s| s.is_finite() && *s >= 0.0) else {
-        worker::run(engines, wake, heartbeat, cancel).await;
+        worker::run(engines, wake, heartbeat, cancel, startup).await;
         return;
     };
     tracing::warn!(
         "{STALL_WORKER_HOOK} is set: the sync worker will wedge itself after {seconds} s"
     );
     tokio::select! {
-        () = worker::run(engines, wake, heartbeat, cancel.clone()) => return,
+        () = worker::run(engines, wake, heartbeat, cancel.clone(), startup) => return,
         () = tokio::time::sleep(Duration::from_secs_f64(seconds)) => {}
     }
     // Wedged: alive as a task, but never beating again.

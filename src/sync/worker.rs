@@ -165,11 +165,17 @@ struct Worker {
 
 /// Runs the worker until `cancel` fires. The engine comes from a `watch` so that a reload swaps it
 /// between passes, never during one.
+///
+/// `startup` is the report of the startup drain, when one ran. If it found the ingest down, the
+/// worker begins in the outage's probes: the rows that drain tried now wait on backoff timers,
+/// and a worker that had only those timers to go by would let every row wait its own out after
+/// the ingest returned, instead of releasing the backlog at the first answered probe.
 pub async fn run(
     mut engines: watch::Receiver<Engine>,
     wake: Wake,
     heartbeat: Heartbeat,
     cancel: CancellationToken,
+    startup: Option<DrainReport>,
 ) {
     let mut worker = Worker {
         heartbeat,
@@ -181,6 +187,9 @@ pub async fn run(
         last_look: Instant::now(),
         probed_at: Instant::now(),
     };
+    if let Some(report) = startup.filter(fails_everything) {
+        worker.outage_begins(&report, RowId(0));
+    }
     loop {
         worker.heartbeat.beat();
         if worker.cancel.is_cancelled() {

@@ -1158,6 +1158,7 @@ async fn worker_delivers_on_wake_and_retries_after_backoff() {
         wake.clone(),
         heartbeat.clone(),
         cancel.clone(),
+        None,
     ));
 
     support::fill(&store, 1).await;
@@ -1201,6 +1202,7 @@ async fn an_idle_worker_notices_rows_made_pending_elsewhere() {
         sync::worker::Wake::new(),
         sync::worker::Heartbeat::default(),
         cancel.clone(),
+        None,
     ));
     // The worker's first pass (on an empty queue) is over once it saved its status.
     let until = Instant::now() + Duration::from_secs(20);
@@ -1255,6 +1257,7 @@ async fn a_store_error_in_the_worker_is_shown_and_warned_once_per_episode() {
         wake.clone(),
         sync::worker::Heartbeat::default(),
         cancel.clone(),
+        None,
     ));
     let conn = rusqlite::Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();

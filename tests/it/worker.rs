@@ -304,3 +304,58 @@ fn during_an_outage_a_new_event_is_probed_within_a_second() {
         posted.elapsed()
     );
 }
+
+/// A restart during an outage: the startup drain finds the ingest down, and every row waits on a
+/// long timer (those it tried, and those an earlier run left). The worker carries the outage on
+/// and probes, so when the ingest returns the rows flow at once instead of waiting their timers
+/// out. With backoffs of up to an hour, a worker that went by the timers alone would deliver
+/// almost nothing within the guard.
+#[test]
+fn an_outage_found_by_the_startup_drain_is_probed_by_the_worker() {
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 100);
+    execute(
+        &dir,
+        &format!(
+            "UPDATE sync_queue SET attempts = 3, next_attempt_at = {}, last_error = 'http 503'",
+            now_unix() + 3600.0
+        ),
+    );
+    let up = Arc::new(AtomicBool::new(false));
+    let server = {
+        let up = up.clone();
+        FakeIngest::with_plan(move |_, _| {
+            if up.load(Ordering::SeqCst) {
+                Reply::ok()
+            } else {
+                Reply::status(503)
+            }
+        })
+    };
+    let daemon = Spec::new(&dir)
+        .syncing_to(&server.url("/ingest"))
+        .env("GRADATA_SYNC_CONCURRENCY", "1")
+        .env("GRADATA_SYNC_BACKOFF_BASE_SECS", "3600")
+        .env("GRADATA_SYNC_BACKOFF_CAP_SECS", "3600")
+        .spawn();
+    daemon.expect_ready();
+    assert!(
+        daemon.stderr().contains("no_progress"),
+        "the startup drain should have found the ingest down\nstderr:\n{}",
+        daemon.stderr()
+    );
+    wait_until(
+        &daemon,
+        Duration::from_secs(10),
+        "the worker carries the startup drain's outage on (it probes)",
+        || daemon.stderr().contains("sending only probes"),
+    );
+    up.store(true, Ordering::SeqCst);
+    // A probe comes within 15 s of the last one, then the catch-up takes every row.
+    wait_until(
+        &daemon,
+        Duration::from_secs(40),
+        "every row delivered after the ingest came back",
+        || pending_rows(&dir).is_empty(),
+    );
+}
