@@ -34,6 +34,8 @@ mod open;
 mod read;
 mod retention;
 mod schema;
+#[cfg(test)]
+mod test_db;
 mod types;
 mod writer;
 

@@ -356,27 +356,7 @@ fn count(value: i64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema;
-
-    /// A fresh database with the original table and every migration.
-    fn migrated() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(schema::BASE_DDL).unwrap();
-        schema::migrate(&mut conn, false).unwrap();
-        conn
-    }
-
-    /// SQLite's plan for `sql`, one step a line.
-    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
-        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        // Parameters left unbound (NULL): the plan does not depend on their values.
-        let mut rows = statement.raw_query();
-        let mut steps = Vec::new();
-        while let Some(row) = rows.next().unwrap() {
-            steps.push(row.get::<_, String>(3).unwrap());
-        }
-        steps
-    }
+    use crate::store::test_db::{migrated, plan};
 
     #[test]
     fn stats_reads_the_table_only_through_the_partial_indexes() {

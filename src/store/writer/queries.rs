@@ -633,27 +633,7 @@ fn truncate(error: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema;
-
-    /// A fresh database with the original table and every migration.
-    fn migrated() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(schema::BASE_DDL).unwrap();
-        schema::migrate(&mut conn, false).unwrap();
-        conn
-    }
-
-    /// SQLite's plan for `sql`, one step a line. The parameters are left unbound (NULL): the plan
-    /// does not depend on their values.
-    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
-        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let mut rows = statement.raw_query();
-        let mut steps = Vec::new();
-        while let Some(row) = rows.next().unwrap() {
-            steps.push(row.get::<_, String>(3).unwrap());
-        }
-        steps
-    }
+    use crate::store::test_db::{migrated, plan};
 
     /// Asserts that `sql` reads `sync_queue` only by searching `index` (and the rows it finds by
     /// their id), never by walking the table or a whole index.
