@@ -9,6 +9,7 @@ mod classify;
 mod client;
 mod drain;
 mod retry;
+mod stale_leases;
 mod status;
 pub mod worker;
 

@@ -35,12 +35,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::drain::{Budget, DrainReport, Engine, StopReason, Trigger};
+use super::stale_leases::LeaseObserver;
 use crate::store::RowId;
 
 /// Longest the worker sleeps without beating its heartbeat.
@@ -161,6 +162,10 @@ struct Worker {
     last_look: Instant,
     /// When the last probe (or the pass that began the outage) was sent.
     probed_at: Instant,
+    /// Other drainers' leases as last seen, to free those their holder stopped renewing.
+    leases: LeaseObserver,
+    /// When to look at the leases next.
+    next_lease_look: Instant,
 }
 
 /// Runs the worker until `cancel` fires. The engine comes from a `watch` so that a reload swaps it
@@ -180,6 +185,8 @@ pub async fn run(
         seen_version: None,
         last_look: Instant::now(),
         probed_at: Instant::now(),
+        leases: LeaseObserver::default(),
+        next_lease_look: Instant::now(),
     };
     loop {
         worker.heartbeat.beat();
@@ -187,6 +194,9 @@ pub async fn run(
             return;
         }
         let engine = engines.borrow_and_update().clone();
+        if worker.next_lease_look <= Instant::now() {
+            worker.observe_leases(&engine).await;
+        }
         if worker.next_pass.is_some_and(|at| at <= Instant::now()) {
             worker.step(&engine).await;
             if worker.next_pass.is_some_and(|at| at <= Instant::now()) {
@@ -403,6 +413,48 @@ impl Worker {
         report
     }
 
+    /// Looks at the leases held in the outbox and frees those whose token has not changed for a
+    /// whole lease period on this process's monotonic clock: their holder (another process, or a
+    /// drain of this one) would have renewed them every third of that period, so it is gone. The
+    /// next look is when the next lease watched could become stale, or a lease period from now,
+    /// which bounds how long a dead holder's rows wait to about two lease periods.
+    async fn observe_leases(&mut self, engine: &Engine) {
+        let lease = engine.settings().lease;
+        let now = Instant::now();
+        self.next_lease_look = now + lease;
+        let leases = match engine.store().leases().await {
+            Ok(leases) => leases,
+            Err(err) => {
+                tracing::debug!(error = %err, "could not read the outbox's leases");
+                return;
+            }
+        };
+        let verdict = self.leases.observe(&leases, lease, now);
+        if let Some(at) = verdict.next_look {
+            self.next_lease_look = at;
+        }
+        if verdict.stale.is_empty() {
+            return;
+        }
+        match engine.store().release_stale_leases(verdict.stale).await {
+            Ok(0) => {}
+            Ok(freed) => {
+                tracing::info!(
+                    rows = freed,
+                    lease_seconds = lease.as_secs_f64(),
+                    "freed rows whose lease was not renewed for a whole lease period; the drainer \
+                     that held them is gone"
+                );
+                if self.phase == Phase::Flowing {
+                    self.next_pass = Some(Instant::now());
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not free stale leases: {err}");
+            }
+        }
+    }
+
     /// Whether it is time to check for rows made pending by another process: only while rows
     /// flow and nothing is due sooner anyway.
     fn may_look(&self, engine: &Engine) -> bool {
@@ -512,7 +564,7 @@ async fn next_due(engine: &Engine) -> Option<Instant> {
     // claims such rows as due. Waiting at most that long also keeps a row leased far ahead by a
     // long drain elsewhere from being polled for in a loop.
     let wait = due
-        .duration_since(SystemTime::now())
+        .duration_since(crate::clock::now())
         .unwrap_or(Duration::ZERO)
         .min(engine.longest_retry_wait());
     Some(Instant::now() + wait)

@@ -269,10 +269,23 @@ impl Engine {
     /// request timeout, as the configuration checks) covers that and the settlement. So a held
     /// row's lease never runs out, however long the drain or the queue ahead of the row.
     fn lease_until(&self, deadline: Instant) -> SystemTime {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let left = deadline.saturating_duration_since(Instant::now());
         now.checked_add(left.saturating_add(self.settings.lease))
             .unwrap_or(now + self.settings.lease)
+    }
+
+    /// The token a batch leased with `held` is renewed to: the lease as [`Engine::lease_until`]
+    /// gives it now, made different from `held` (a wall clock stepped back could give the same
+    /// value), since a renewal shows that the holder is alive only by changing the token.
+    fn renewed_lease(&self, held: SystemTime, deadline: Instant) -> SystemTime {
+        let renewed = self.lease_until(deadline);
+        if crate::store::to_unix(renewed) == crate::store::to_unix(held) {
+            held.checked_add(Duration::from_millis(1))
+                .unwrap_or(renewed)
+        } else {
+            renewed
+        }
     }
 
     /// Sets the sync state a drain leaves, from why it stopped and whether rows failed.
