@@ -109,9 +109,9 @@ impl Store {
             .await
     }
 
-    /// Like [`Store::claim_batch`], with the lease's end given: the drain leases each batch until
-    /// its own deadline plus the lease, so that no row's lease runs out while the drain holds it.
-    /// `lease_until` is stored exactly as given (it should lie in the future), and
+    /// Like [`Store::claim_batch`], with the lease's token given. A lease is a token, not a
+    /// deadline: no claim takes a leased row, whatever its value, and the holder keeps it by
+    /// renewing it ([`Store::renew_leases`]). `lease_until` is stored exactly as given, and
     /// [`Store::settle_leased`] takes it back as the token that proves the rows are still this
     /// drainer's.
     ///

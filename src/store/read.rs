@@ -96,11 +96,13 @@ pub(super) fn stats(conn: &Connection) -> Result<Stats, Error> {
     })
 }
 
-/// Pending rows whose lease is live, from the index of leased rows alone.
+/// Pending rows under a lease, from the index of leased rows alone. A lease is a token, not a
+/// deadline: every one counts, whatever its value next to this clock (the range from the lowest
+/// REAL only keeps the read a search of the index).
 const LEASED_SQL: &str = "
 SELECT COUNT(*) FROM sync_queue INDEXED BY idx_sync_queue_leased
  WHERE lease_until IS NOT NULL AND synced_at IS NULL AND dead_at IS NULL
-   AND lease_until > unixepoch('subsec')";
+   AND lease_until >= -1.7976931348623157e308";
 
 /// When the lowest pending id was enqueued: one step into the index of claimable rows (the range
 /// `id >= ?1`, bound to the lowest id there can be, makes it a search rather than a walk).
@@ -181,7 +183,7 @@ fn stats_sql(indexed: bool) -> String {
             COALESCE(SUM(CASE WHEN {pending} THEN 1 ELSE 0 END), 0),
             COALESCE(SUM(CASE WHEN {dead} THEN 1 ELSE 0 END), 0),
             (SELECT COUNT(*) FROM sync_queue {delivered_index} WHERE {synced}),
-            COALESCE(SUM(CASE WHEN {pending} AND lease_until > unixepoch('subsec') THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN {pending} AND lease_until IS NOT NULL THEN 1 ELSE 0 END), 0),
             COALESCE(SUM(CASE WHEN {pending} THEN length(CAST(payload_json AS BLOB)) ELSE 0 END), 0),
             MIN(CASE WHEN {pending} THEN enqueued_at END)
          FROM sync_queue {undelivered_index} WHERE synced_at IS NULL"

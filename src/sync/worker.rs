@@ -29,6 +29,13 @@
 //! `pause_probe_interval` or on reload, so a revoked key costs one request every five minutes
 //! rather than one per event.
 //!
+//! It also frees the rows of drainers that are gone: it reads the leases held (a few entries of
+//! `idx_sync_queue_leased`) and frees, fenced by the token, each lease it has seen unchanged for a
+//! whole `sync.lease_secs` on its monotonic clock, since a live drainer renews its leases more
+//! often than that (see [`super::stale_leases`]). It looks when the next lease watched could turn
+//! stale, and otherwise once a lease period, so such rows flow again within about two periods,
+//! whatever any wall clock did.
+//!
 //! It beats a [`Heartbeat`] on every loop turn (at least once per [`HEARTBEAT_TICK`]); the daemon's
 //! watchdog pings systemd only while the beat is fresh, so a wedged worker gets the service
 //! restarted.

@@ -729,10 +729,16 @@ impl<'a> Run<'a> {
 }
 
 /// How often a drain renews its leases: three times a lease period, so that an observer, which
-/// frees a lease unchanged for a whole period, always sees a live holder's token change.
+/// frees a lease unchanged for a whole period, always sees a live holder's token change; and at
+/// least once a second, so that an observer whose own `sync.lease_secs` is shorter (another
+/// process, configured apart) does too, down to a lease of two seconds. A renewal is one small
+/// update per batch in hand.
 fn renewal_period(lease: Duration) -> Duration {
-    (lease / 3).max(Duration::from_millis(100))
+    (lease / 3).clamp(Duration::from_millis(100), RENEWAL_PERIOD_CAP)
 }
+
+/// The longest time between two renewals of a drain's leases.
+const RENEWAL_PERIOD_CAP: Duration = Duration::from_secs(1);
 
 /// The outstanding claim's answer; never ready without one (the branch is guarded).
 async fn next_claim(claiming: &mut Option<Pin<Box<ClaimFuture>>>) -> (Purpose, Claimed) {
