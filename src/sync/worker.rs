@@ -32,7 +32,7 @@
 //! It also frees the rows of drainers that are gone: it reads the leases held (a few entries of
 //! `idx_sync_queue_leased`) and frees, fenced by the token, each lease it has seen unchanged for a
 //! whole `sync.lease_secs` on its monotonic clock, since a live drainer renews its leases more
-//! often than that (see [`super::stale_leases`]). It looks when the next lease watched could turn
+//! often than that (see `stale_leases`). It looks when the next lease watched could turn
 //! stale, and otherwise once a lease period, so such rows flow again within about two periods,
 //! whatever any wall clock did.
 //!
