@@ -568,8 +568,8 @@ async fn next_due(engine: &Engine) -> Option<Instant> {
         .ok()?
         .ok()??;
     // A timer further off than any retry can be set means the wall clock went back; the pass then
-    // claims such rows as due. Waiting at most that long also keeps a row leased far ahead by a
-    // long drain elsewhere from being polled for in a loop.
+    // claims such rows as due, so the wait is capped there too: the worker never sleeps on a
+    // stored time for longer than any retry can be given.
     let wait = due
         .duration_since(crate::clock::now())
         .unwrap_or(Duration::ZERO)
