@@ -567,14 +567,22 @@ async fn next_due(engine: &Engine) -> Option<Instant> {
         .await
         .ok()?
         .ok()??;
-    // A timer further off than any retry can be set means the wall clock went back; the pass then
-    // claims such rows as due, so the wait is capped there too: the worker never sleeps on a
-    // stored time for longer than any retry can be given.
-    let wait = due
+    let ahead = due
         .duration_since(crate::clock::now())
-        .unwrap_or(Duration::ZERO)
-        .min(engine.longest_retry_wait());
-    Some(Instant::now() + wait)
+        .unwrap_or(Duration::ZERO);
+    Some(Instant::now() + wait_for_timer(ahead, engine.longest_retry_wait()))
+}
+
+/// How long to sleep for a timer `ahead` of now, when no retry is ever set further off than
+/// `longest_wait`. A timer beyond that means the wall clock went back since it was set, and a due
+/// claim takes such a row as due now (its horizon clause): so the worker does not wait at all,
+/// rather than for as long as the clock jumped (or as long as the longest wait).
+fn wait_for_timer(ahead: Duration, longest_wait: Duration) -> Duration {
+    if ahead > longest_wait {
+        Duration::ZERO
+    } else {
+        ahead
+    }
 }
 
 #[cfg(test)]
@@ -592,6 +600,19 @@ mod tests {
             detail: None,
             last_answered: None,
         }
+    }
+
+    #[test]
+    fn a_timer_beyond_any_retry_is_due_now() {
+        let longest = Duration::from_secs(3600);
+        assert_eq!(wait_for_timer(Duration::ZERO, longest), Duration::ZERO);
+        assert_eq!(
+            wait_for_timer(Duration::from_secs(5), longest),
+            Duration::from_secs(5)
+        );
+        assert_eq!(wait_for_timer(longest, longest), longest);
+        assert_eq!(wait_for_timer(longest * 2, longest), Duration::ZERO);
+        assert_eq!(wait_for_timer(Duration::MAX, longest), Duration::ZERO);
     }
 
     #[test]

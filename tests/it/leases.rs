@@ -237,3 +237,42 @@ fn a_drain_longer_than_its_lease_keeps_its_rows_by_renewing_them() {
     assert!(posts.values().all(|n| *n == 1), "posted twice: {posts:?}");
     assert!(all_synced(&dir));
 }
+
+/// A backoff timer set before the wall clock went back lies further off than any retry can be
+/// given: the idle worker sends the row at once (it notices another process's commit within its
+/// idle poll) rather than sleeping on the timer for the longest retry wait, an hour.
+#[test]
+fn the_worker_does_not_sleep_on_a_timer_beyond_any_retry() {
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 0);
+    let server = FakeIngest::replying(Reply::ok());
+    let daemon = Spec::new(&dir).syncing_to(&server.url("/ingest")).spawn();
+    daemon.expect_ready();
+    // One event through the API, delivered: the worker has had a pass and is now idle, with
+    // nothing due.
+    let response = crate::support::daemon::post_json(
+        daemon.addr(),
+        "/v1/events",
+        &serde_json::json!({"kind": "correction", "event_id": "first-1", "data": {"n": 1}}),
+    );
+    assert_eq!(response.status, 200, "{:?}", response.json());
+    wait_until(&daemon, PATIENCE, "the first event delivered", || {
+        all_synced(&dir) && !support::rows(&dir).is_empty()
+    });
+    execute(
+        &dir,
+        &format!(
+            "INSERT INTO sync_queue (payload_json, kind, enqueued_at, attempts, event_id, next_attempt_at)
+             VALUES ('{{\"event_id\":\"back-1\"}}', 'event', {now}, 3, 'back-1', {due})",
+            now = now_unix(),
+            due = now_unix() + STEP_SECS
+        ),
+    );
+    wait_until(
+        &daemon,
+        Duration::from_secs(20),
+        "the row timed beyond any retry sent",
+        || all_synced(&dir),
+    );
+    assert_eq!(posts_to(&server.received(), "/ingest").len(), 2);
+}
