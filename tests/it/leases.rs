@@ -276,3 +276,60 @@ fn the_worker_does_not_sleep_on_a_timer_beyond_any_retry() {
     );
     assert_eq!(posts_to(&server.received(), "/ingest").len(), 2);
 }
+
+/// The same with a real drainer: a `gradata drain` whose wall clock runs two hours ahead is
+/// killed with SIGKILL while it holds rows, beside a running service. Its leases say two hours
+/// from now; the service frees them after a few lease periods and delivers every row.
+#[test]
+fn a_killed_drain_whose_clock_ran_ahead_does_not_hold_its_rows_for_hours() {
+    let (_guard, dir) = support::temp_dir();
+    let ids = prepare(&dir, 12);
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(800)));
+    let lease = [
+        ("GRADATA_SYNC_LEASE_SECS", "2"),
+        ("GRADATA_SYNC_REQUEST_TIMEOUT_SECS", "1"),
+    ];
+    let mut ahead = drain(&dir, &server.url("/ahead"))
+        .envs(lease)
+        .env("GRADATA_SYNC_CONCURRENCY", "1")
+        .env("GRADATA_SYNC_MAX_CONCURRENCY", "1")
+        .env("GRADATA_TEST_CLOCK_OFFSET_SECS", STEP_SECS.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(server.wait_for(1, PATIENCE), "the drain never sent");
+    // Started while the drain holds its rows: not alone with the store, so it keeps the leases.
+    let mut spec = Spec::new(&dir)
+        .syncing_to(&server.url("/worker"))
+        .env("GRADATA_SYNC_STARTUP_DRAIN_MAX_ROWS", "0");
+    for (name, value) in lease {
+        spec = spec.env(name, value);
+    }
+    let daemon = spec.spawn();
+    daemon.expect_ready();
+    ahead.kill().unwrap();
+    ahead.wait().unwrap();
+    let leases_ahead = support::rows(&dir)
+        .iter()
+        .filter(|row| {
+            row.lease_until
+                .is_some_and(|t| t > now_unix() + STEP_SECS / 2.0)
+        })
+        .count();
+    assert!(
+        leases_ahead > 0,
+        "the killed drain left no lease two hours ahead"
+    );
+
+    wait_until(
+        &daemon,
+        Duration::from_secs(30),
+        "the killed drain's rows delivered",
+        || all_synced(&dir),
+    );
+    // The killed drain's batch was never settled: the worker sends every row, each once.
+    let posts = posts_to(&server.received(), "/worker");
+    assert_eq!(posts.len(), ids.len(), "{posts:?}");
+    assert!(posts.values().all(|n| *n == 1), "posted twice: {posts:?}");
+}

@@ -2,7 +2,8 @@
 //! in the queue), sends them with bounded concurrency ([`Run::dispatch`]), settles each batch in
 //! one transaction when its last row is answered ([`Run::answered`]), gives back or times out
 //! what is left when it stops ([`Run::wind_down`]), and names why it stopped
-//! ([`Run::stop_reason`]).
+//! ([`Run::stop_reason`]). Meanwhile it renews the leases of the batches in hand
+//! ([`Run::renew`]), so that no observer takes them however long their requests take.
 //!
 //! It does not decide what a response means (that is [`crate::sync::classify()`]) nor whether the
 //! ingest is down (that is [`OutageWatch`]); it acts on their answers. The module documentation
