@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //!
+//! - [`clock`]: the wall-clock times that are stored (a leaf; in-process waits use `Instant`).
 //! - [`config`]: one validated `Config` from defaults, file, environment and flags; the API key.
 //! - [`store`]: the outbox. Schema and migrations, group-commit enqueue, claim under lease,
 //!   settle, stats, retention. Knows nothing of HTTP.
@@ -17,10 +18,11 @@
 //! - [`cli`]: the subcommands; `main.rs` only parses and maps errors to exit codes.
 //!
 //! Dependencies point one way: `api → store`, `sync → store`, `daemon → everything`, `cli →
-//! everything`; `store` and `systemd` depend on nothing of ours.
+//! everything`; `store` and `systemd` depend on nothing of ours but the leaf `clock`.
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod logging;

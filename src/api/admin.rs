@@ -2,8 +2,6 @@
 //! `GET /v1/queue` and `POST /v1/queue/retry` (the `gradata queue` commands over HTTP), and
 //! `GET /metrics` (Prometheus text).
 
-use std::time::SystemTime;
-
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
@@ -125,7 +123,7 @@ pub(super) async fn metrics(
         dead: stats.dead,
         synced: stats.synced,
         pending_bytes: stats.pending_bytes,
-        oldest_pending_age: stats.oldest_pending_age(SystemTime::now()),
+        oldest_pending_age: stats.oldest_pending_age(crate::clock::now()),
     };
     let all: Vec<&str> = SyncState::ALL.iter().map(|s| s.as_str()).collect();
     let metrics = state.metrics();

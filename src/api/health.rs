@@ -3,8 +3,6 @@
 //! oldest pending row is older than `api.degraded_after_secs`, or writes are being refused (a full
 //! disk or queue: from the refusal until the next write is accepted).
 
-use std::time::SystemTime;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -45,7 +43,7 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
     };
     match stats {
         Ok(stats) => {
-            let oldest = stats.oldest_pending_age(SystemTime::now());
+            let oldest = stats.oldest_pending_age(crate::clock::now());
             let stale = oldest.is_some_and(|age| age > state.limits().degraded_after);
             // Sending stopped until someone acts: a refused key, a wrong URL, a failing outbox.
             let paused = matches!(

@@ -3,8 +3,6 @@
 //! disturbs a running service. A database gradata has not migrated yet (the original daemon's,
 //! which may still be writing to it) is counted from its original columns and left as it is.
 
-use std::time::SystemTime;
-
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
@@ -45,7 +43,7 @@ pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<Outcome>
         }
         Err(err) => return Err(err).context("opening the queue"),
     };
-    let now = SystemTime::now();
+    let now = crate::clock::now();
     let (stats, sync) = match &store {
         Some(store) => {
             let runtime = super::runtime()?;

@@ -150,7 +150,7 @@ impl Validator<'_> {
         )?;
         let lease = self.seconds("sync.lease_secs", s.lease_secs, 1.0, 86_400.0)?;
         if lease <= request_timeout {
-            return Err(self.invalid("sync.lease_secs", "must be longer than sync.request_timeout_secs: a drain's rows stay leased until its deadline plus this long, which must cover a request still in flight at the deadline and its settlement"));
+            return Err(self.invalid("sync.lease_secs", "must be longer than sync.request_timeout_secs: a lease not renewed for this long is freed, and a drain must be able to renew its leases between the answers of its requests"));
         }
         let settings = sync::Settings {
             ingest_url,

@@ -10,14 +10,14 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::Connection;
 
-use super::Error;
 use super::lock::LockFile;
 use super::read::{self, QueueEntry, Stats};
 use super::types::{
-    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowState,
+    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, RowState,
     Settlement, lease_until,
 };
 use super::writer::{Command, PendingGauge, Writer};
+use super::{Error, to_unix};
 
 /// Handle to the outbox. Clones share one writer thread and one read connection.
 #[derive(Clone)]
@@ -72,7 +72,7 @@ impl Store {
             .call(|reply| Command::Enqueue {
                 events,
                 limit: None,
-                now: SystemTime::now(),
+                now: crate::clock::now(),
                 reply,
             })
             .await
@@ -90,7 +90,7 @@ impl Store {
             .call(|reply| Command::Enqueue {
                 events,
                 limit: Some(limit),
-                now: SystemTime::now(),
+                now: crate::clock::now(),
                 reply,
             })
             .await
@@ -104,14 +104,14 @@ impl Store {
         from: ClaimFrom,
         lease: Duration,
     ) -> Result<Vec<ClaimedRow>, Error> {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         self.claim_batch_until(limit, from, lease_until(now, lease), Duration::MAX)
             .await
     }
 
-    /// Like [`Store::claim_batch`], with the lease's end given: the drain leases each batch until
-    /// its own deadline plus the lease, so that no row's lease runs out while the drain holds it.
-    /// `lease_until` is stored exactly as given (it should lie in the future), and
+    /// Like [`Store::claim_batch`], with the lease's token given. A lease is a token, not a
+    /// deadline: no claim takes a leased row, whatever its value, and the holder keeps it by
+    /// renewing it ([`Store::renew_leases`]). `lease_until` is stored exactly as given, and
     /// [`Store::settle_leased`] takes it back as the token that proves the rows are still this
     /// drainer's.
     ///
@@ -126,7 +126,7 @@ impl Store {
         lease_until: SystemTime,
         longest_wait: Duration,
     ) -> Result<Vec<ClaimedRow>, Error> {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         self.writer()?
             .call(|reply| Command::Claim {
                 limit,
@@ -168,7 +168,42 @@ impl Store {
             .call(|reply| Command::Settle {
                 settlements,
                 lease_until,
-                now: SystemTime::now(),
+                now: crate::clock::now(),
+                reply,
+            })
+            .await
+    }
+
+    /// Every lease held on a pending row, as `(id, token)` (a few index entries: the rows in
+    /// drainers' hands). For the observer of stale leases.
+    pub async fn leases(&self) -> Result<Vec<(RowId, f64)>, Error> {
+        self.read(read::leases).await
+    }
+
+    /// Renews the lease of `rows`, claimed (or last renewed) with `held`, to `renewed`, a
+    /// different value: an observer that saw `held` then sees a lease still in use. Rows that no
+    /// longer hold `held` are left alone. Returns how many were renewed.
+    pub async fn renew_leases(
+        &self,
+        rows: &[RowId],
+        held: SystemTime,
+        renewed: SystemTime,
+    ) -> Result<usize, Error> {
+        let held = to_unix(held);
+        let rows = rows.iter().map(|id| (*id, held)).collect();
+        let to = Some(to_unix(renewed));
+        self.writer()?
+            .call(|reply| Command::Relet { rows, to, reply })
+            .await
+    }
+
+    /// Frees the leases of `stale` rows, each `(id, token)`: only a row that still holds the
+    /// token observed is freed, so a lease renewed meanwhile stays. Returns how many were freed.
+    pub async fn release_stale_leases(&self, stale: Vec<(RowId, f64)>) -> Result<usize, Error> {
+        self.writer()?
+            .call(|reply| Command::Relet {
+                rows: stale,
+                to: None,
                 reply,
             })
             .await
@@ -187,7 +222,7 @@ impl Store {
             .call(|reply| Command::SetMeta {
                 key,
                 value,
-                now: SystemTime::now(),
+                now: crate::clock::now(),
                 reply,
             })
             .await

@@ -96,11 +96,13 @@ pub(super) fn stats(conn: &Connection) -> Result<Stats, Error> {
     })
 }
 
-/// Pending rows whose lease is live, from the index of leased rows alone.
+/// Pending rows under a lease, from the index of leased rows alone. A lease is a token, not a
+/// deadline: every one counts, whatever its value next to this clock (the range from the lowest
+/// REAL only keeps the read a search of the index).
 const LEASED_SQL: &str = "
 SELECT COUNT(*) FROM sync_queue INDEXED BY idx_sync_queue_leased
  WHERE lease_until IS NOT NULL AND synced_at IS NULL AND dead_at IS NULL
-   AND lease_until > unixepoch('subsec')";
+   AND lease_until >= -1.7976931348623157e308";
 
 /// When the lowest pending id was enqueued: one step into the index of claimable rows (the range
 /// `id >= ?1`, bound to the lowest id there can be, makes it a search rather than a walk).
@@ -181,7 +183,7 @@ fn stats_sql(indexed: bool) -> String {
             COALESCE(SUM(CASE WHEN {pending} THEN 1 ELSE 0 END), 0),
             COALESCE(SUM(CASE WHEN {dead} THEN 1 ELSE 0 END), 0),
             (SELECT COUNT(*) FROM sync_queue {delivered_index} WHERE {synced}),
-            COALESCE(SUM(CASE WHEN {pending} AND lease_until > unixepoch('subsec') THEN 1 ELSE 0 END), 0),
+            COALESCE(SUM(CASE WHEN {pending} AND lease_until IS NOT NULL THEN 1 ELSE 0 END), 0),
             COALESCE(SUM(CASE WHEN {pending} THEN length(CAST(payload_json AS BLOB)) ELSE 0 END), 0),
             MIN(CASE WHEN {pending} THEN enqueued_at END)
          FROM sync_queue {undelivered_index} WHERE synced_at IS NULL"
@@ -310,15 +312,42 @@ pub(super) fn meta(conn: &Connection, key: &str) -> Result<Option<String>, Error
         .optional()?)
 }
 
+/// Every lease held on a pending row, as `(id, token)`: read from `idx_sync_queue_leased`
+/// alone, which holds only those rows (a drain's batches in flight, and leases left by a drainer
+/// that died), so the observer of stale leases costs nothing while no one drains.
+pub(super) fn leases(conn: &Connection) -> Result<Vec<(RowId, f64)>, Error> {
+    let mut statement = conn.prepare_cached(LEASES_SQL)?;
+    let mut rows = statement.query([])?;
+    let mut leases = Vec::new();
+    while let Some(row) = rows.next()? {
+        // Only a number can be matched again by the fenced update that frees it; gradata and
+        // the original store nothing else here.
+        if let ValueRef::Integer(_) | ValueRef::Real(_) = row.get_ref(1)? {
+            if let Some(token) = lenient_real(row.get_ref(1)?) {
+                leases.push((RowId(row.get(0)?), token));
+            }
+        }
+    }
+    Ok(leases)
+}
+
+/// The query of [`leases`]. The range on `lease_until` (from the lowest REAL: every number)
+/// keeps it a search of the partial index, which the plan test checks.
+const LEASES_SQL: &str = "
+SELECT id, lease_until FROM sync_queue INDEXED BY idx_sync_queue_leased
+ WHERE lease_until IS NOT NULL AND synced_at IS NULL AND dead_at IS NULL
+   AND lease_until >= -1.7976931348623157e308";
+
 /// When the earliest pending row becomes due: now (the epoch) when a row never tried is free,
-/// else the earliest retry timer of a free row, or the end of a drainer's lease (a leased row is
-/// due again only once its lease runs out, and no earlier than its timer).
+/// else the earliest retry timer of a free row. A leased row is never due by a wall clock: its
+/// holder settles or renews it, and a stale lease is freed by the service's observer on its
+/// monotonic clock (a lease's end compared with the wall clock would make a stepped clock spin
+/// the worker, or hold the row for as long as the step).
 ///
-/// Three lookups, none of which visits a row waiting behind the one it returns: the first row
+/// Two lookups, neither of which visits a row waiting behind the one it returns: the first row
 /// never tried and the earliest timer are the heads of two ranges of `idx_sync_queue_due` (only
-/// leased rows, which are few, are stepped over), and the leases come from
-/// `idx_sync_queue_leased`, which holds only leased rows. The worker asks after every pass, so
-/// this must not grow with the rows waiting in backoff.
+/// leased rows, which are few, are stepped over). The worker asks after every pass, so this must
+/// not grow with the rows waiting in backoff.
 pub(super) fn next_due_at(conn: &Connection) -> Result<Option<SystemTime>, Error> {
     let due: Option<f64> = conn
         .prepare_cached(NEXT_DUE_SQL)?
@@ -339,11 +368,7 @@ SELECT MIN(due) FROM (
         SELECT next_attempt_at FROM sync_queue INDEXED BY idx_sync_queue_due
          WHERE synced_at IS NULL AND dead_at IS NULL
            AND next_attempt_at IS NOT NULL AND lease_until IS NULL
-         ORDER BY next_attempt_at LIMIT 1)
-    UNION ALL
-    SELECT MAX(COALESCE(next_attempt_at, 0.0), lease_until)
-      FROM sync_queue INDEXED BY idx_sync_queue_leased
-     WHERE synced_at IS NULL AND dead_at IS NULL AND lease_until IS NOT NULL)";
+         ORDER BY next_attempt_at LIMIT 1))";
 
 pub(super) fn data_version(conn: &Connection) -> Result<i64, Error> {
     Ok(conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
@@ -438,10 +463,30 @@ mod tests {
         for step in [
             "SEARCH sync_queue USING INDEX idx_sync_queue_due (next_attempt_at=?)",
             "SEARCH sync_queue USING INDEX idx_sync_queue_due (next_attempt_at>?)",
-            "SEARCH sync_queue USING INDEX idx_sync_queue_leased (lease_until>?)",
         ] {
             assert!(steps.iter().any(|s| s == step), "no {step}: {steps:#?}");
         }
+    }
+
+    #[test]
+    fn leases_are_read_from_their_index_alone() {
+        let conn = migrated();
+        let steps = searches(&conn, LEASES_SQL);
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("idx_sync_queue_leased (lease_until>?)")),
+            "{steps:#?}"
+        );
+        for (lease, synced) in [(Some(5.5), None), (None, None), (Some(7.0), Some(1.0))] {
+            conn.execute(
+                "INSERT INTO sync_queue (payload_json, kind, enqueued_at, lease_until, synced_at)
+                 VALUES ('{}', 'event', 1.0, ?1, ?2)",
+                rusqlite::params![lease, synced],
+            )
+            .unwrap();
+        }
+        assert_eq!(leases(&conn).unwrap(), vec![(RowId(1), 5.5)]);
     }
 
     #[test]
@@ -468,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn next_due_at_is_the_earliest_free_row_or_lease_end() {
+    fn next_due_at_is_the_earliest_free_row_and_never_a_lease() {
         let conn = migrated();
         let insert = |next_attempt_at: Option<f64>,
                       lease_until: Option<f64>,
@@ -486,10 +531,11 @@ mod tests {
         insert(Some(500.0), None, None);
         insert(Some(300.0), None, None);
         assert_eq!(next_due_at(&conn).unwrap(), Some(from_unix(300.0)));
-        // A leased row is due when its lease ends, and not before its timer.
+        // A leased row is not due, whatever its lease says next to a wall clock: its holder or
+        // the observer of stale leases frees it.
         insert(None, Some(200.0), None);
         insert(Some(250.0), Some(100.0), None);
-        assert_eq!(next_due_at(&conn).unwrap(), Some(from_unix(200.0)));
+        assert_eq!(next_due_at(&conn).unwrap(), Some(from_unix(300.0)));
         insert(None, None, None);
         assert_eq!(
             next_due_at(&conn).unwrap(),

@@ -45,7 +45,7 @@ impl Store {
         after: Option<RowId>,
         span: u32,
     ) -> Result<PurgeStep, Error> {
-        let cutoff = SystemTime::now()
+        let cutoff = crate::clock::now()
             .checked_sub(older_than)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         self.writer()?

@@ -9,6 +9,7 @@ mod classify;
 mod client;
 mod drain;
 mod retry;
+mod stale_leases;
 mod status;
 pub mod worker;
 
@@ -40,7 +41,8 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 32;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default request timeout (DESIGN §5).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Default lease past a drain's deadline: longer than a request in flight at the deadline can take.
+/// Default lease period: a lease whose token no one has renewed for this long (on the observer's
+/// monotonic clock) is freed by the service's worker.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// How often a paused worker (`auth_failed`, `config_error`) probes again (DESIGN §5).
 pub const DEFAULT_PAUSE_PROBE_INTERVAL: Duration = Duration::from_secs(300);
@@ -70,7 +72,8 @@ pub struct Settings {
     /// Time allowed until the response's status and headers; its body is then read under a short
     /// bound of its own, within this.
     pub request_timeout: Duration,
-    /// How long a claimed row stays reserved past the deadline of the drain that claimed it.
+    /// The lease period: a drain renews its leases at least every third of it, and the service's
+    /// worker frees a lease it has seen unchanged for this long.
     pub lease: Duration,
     /// Backoff base.
     pub backoff_base: Duration,

@@ -29,18 +29,26 @@
 //! `pause_probe_interval` or on reload, so a revoked key costs one request every five minutes
 //! rather than one per event.
 //!
+//! It also frees the rows of drainers that are gone: it reads the leases held (a few entries of
+//! `idx_sync_queue_leased`) and frees, fenced by the token, each lease it has seen unchanged for a
+//! whole `sync.lease_secs` on its monotonic clock, since a live drainer renews its leases more
+//! often than that (see `stale_leases`). It looks when the next lease watched could turn
+//! stale, and otherwise once a lease period, so such rows flow again within about two periods,
+//! whatever any wall clock did.
+//!
 //! It beats a [`Heartbeat`] on every loop turn (at least once per [`HEARTBEAT_TICK`]); the daemon's
 //! watchdog pings systemd only while the beat is fresh, so a wedged worker gets the service
 //! restarted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::drain::{Budget, DrainReport, Engine, StopReason, Trigger};
+use super::stale_leases::LeaseObserver;
 use crate::store::RowId;
 
 /// Longest the worker sleeps without beating its heartbeat.
@@ -161,6 +169,10 @@ struct Worker {
     last_look: Instant,
     /// When the last probe (or the pass that began the outage) was sent.
     probed_at: Instant,
+    /// Other drainers' leases as last seen, to free those their holder stopped renewing.
+    leases: LeaseObserver,
+    /// When to look at the leases next.
+    next_lease_look: Instant,
 }
 
 /// Runs the worker until `cancel` fires. The engine comes from a `watch` so that a reload swaps it
@@ -186,6 +198,8 @@ pub async fn run(
         seen_version: None,
         last_look: Instant::now(),
         probed_at: Instant::now(),
+        leases: LeaseObserver::default(),
+        next_lease_look: Instant::now(),
     };
     if let Some(report) = startup.filter(fails_everything) {
         worker.outage_begins(&report, RowId(0));
@@ -196,6 +210,9 @@ pub async fn run(
             return;
         }
         let engine = engines.borrow_and_update().clone();
+        if worker.next_lease_look <= Instant::now() {
+            worker.observe_leases(&engine).await;
+        }
         if worker.next_pass.is_some_and(|at| at <= Instant::now()) {
             worker.step(&engine).await;
             if worker.next_pass.is_some_and(|at| at <= Instant::now()) {
@@ -412,6 +429,48 @@ impl Worker {
         report
     }
 
+    /// Looks at the leases held in the outbox and frees those whose token has not changed for a
+    /// whole lease period on this process's monotonic clock: their holder (another process, or a
+    /// drain of this one) would have renewed them every third of that period, so it is gone. The
+    /// next look is when the next lease watched could become stale, or a lease period from now,
+    /// which bounds how long a dead holder's rows wait to about two lease periods.
+    async fn observe_leases(&mut self, engine: &Engine) {
+        let lease = engine.settings().lease;
+        let now = Instant::now();
+        self.next_lease_look = now + lease;
+        let leases = match engine.store().leases().await {
+            Ok(leases) => leases,
+            Err(err) => {
+                tracing::debug!(error = %err, "could not read the outbox's leases");
+                return;
+            }
+        };
+        let verdict = self.leases.observe(&leases, lease, now);
+        if let Some(at) = verdict.next_look {
+            self.next_lease_look = at;
+        }
+        if verdict.stale.is_empty() {
+            return;
+        }
+        match engine.store().release_stale_leases(verdict.stale).await {
+            Ok(0) => {}
+            Ok(freed) => {
+                tracing::info!(
+                    rows = freed,
+                    lease_seconds = lease.as_secs_f64(),
+                    "freed rows whose lease was not renewed for a whole lease period; the drainer \
+                     that held them is gone"
+                );
+                if self.phase == Phase::Flowing {
+                    self.next_pass = Some(Instant::now());
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not free stale leases: {err}");
+            }
+        }
+    }
+
     /// Whether it is time to check for rows made pending by another process: only while rows
     /// flow and nothing is due sooner anyway.
     fn may_look(&self, engine: &Engine) -> bool {
@@ -513,14 +572,22 @@ async fn data_version(engine: &Engine) -> Option<i64> {
 /// When the earliest waiting row becomes due, as an `Instant`.
 async fn next_due(engine: &Engine) -> Option<Instant> {
     let due = engine.store().next_due_at().await.ok()??;
-    // A timer further off than any retry can be set means the wall clock went back; the pass then
-    // claims such rows as due. Waiting at most that long also keeps a row leased far ahead by a
-    // long drain elsewhere from being polled for in a loop.
-    let wait = due
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
-        .min(engine.longest_retry_wait());
-    Some(Instant::now() + wait)
+    let ahead = due
+        .duration_since(crate::clock::now())
+        .unwrap_or(Duration::ZERO);
+    Some(Instant::now() + wait_for_timer(ahead, engine.longest_retry_wait()))
+}
+
+/// How long to sleep for a timer `ahead` of now, when no retry is ever set further off than
+/// `longest_wait`. A timer beyond that means the wall clock went back since it was set, and a due
+/// claim takes such a row as due now (its horizon clause): so the worker does not wait at all,
+/// rather than for as long as the clock jumped (or as long as the longest wait).
+fn wait_for_timer(ahead: Duration, longest_wait: Duration) -> Duration {
+    if ahead > longest_wait {
+        Duration::ZERO
+    } else {
+        ahead
+    }
 }
 
 #[cfg(test)]
@@ -538,6 +605,19 @@ mod tests {
             detail: None,
             last_answered: None,
         }
+    }
+
+    #[test]
+    fn a_timer_beyond_any_retry_is_due_now() {
+        let longest = Duration::from_secs(3600);
+        assert_eq!(wait_for_timer(Duration::ZERO, longest), Duration::ZERO);
+        assert_eq!(
+            wait_for_timer(Duration::from_secs(5), longest),
+            Duration::from_secs(5)
+        );
+        assert_eq!(wait_for_timer(longest, longest), longest);
+        assert_eq!(wait_for_timer(longest * 2, longest), Duration::ZERO);
+        assert_eq!(wait_for_timer(Duration::MAX, longest), Duration::ZERO);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod support;
 mod api;
 mod drain;
 mod journal;
+mod leases;
 
 mod cli;
 mod daemon;

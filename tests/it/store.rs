@@ -1522,8 +1522,8 @@ async fn pending_gauge_tracks_enqueue_settle_and_retry() {
     assert_eq!(store.recount_pending().await.unwrap().0, 5);
 }
 
-/// Settlements are fenced by the lease they were claimed with. A drainer whose lease ran out and
-/// whose rows another drainer claimed cannot release the new holder's lease, count an attempt on
+/// Settlements are fenced by the lease they were claimed with. A drainer whose lease was freed as
+/// stale (it stopped renewing it) and whose rows another drainer claimed cannot release the new holder's lease, count an attempt on
 /// it, or overwrite what made a row dead; its delivery still counts, but a row that was already
 /// dead is not counted out of the pending gauge twice.
 #[tokio::test]
@@ -1531,13 +1531,16 @@ async fn settlements_are_fenced_by_the_lease_they_were_claimed_with() {
     let (_guard, dir) = support::temp_dir();
     let store = support::open_store(&dir);
     support::fill(&store, 4).await;
-    // The stale drainer: its lease is already over.
+    // The stale drainer: an observer freed its leases, fenced by the token it saw.
     let stale_lease = SystemTime::now() - Duration::from_secs(1);
     let stale = store
         .claim_batch_until(4, ClaimFrom::After(RowId(0)), stale_lease, LEASE)
         .await
         .unwrap();
     assert_eq!(ids(&stale), vec![1, 2, 3, 4]);
+    let held = store.leases().await.unwrap();
+    assert_eq!(held.len(), 4, "{held:?}");
+    assert_eq!(store.release_stale_leases(held).await.unwrap(), 4);
     // The live drainer takes the rows over.
     let live_lease = SystemTime::now() + LEASE;
     let live = store

@@ -83,6 +83,13 @@ pub(in crate::store) enum Command {
         selector: RetrySelector,
         reply: Reply<usize>,
     },
+    /// Renews (`to`: the new token) or frees (`None`) the leases of rows, each given with the
+    /// token it must still hold; answers how many changed.
+    Relet {
+        rows: Vec<(RowId, f64)>,
+        to: Option<f64>,
+        reply: Reply<usize>,
+    },
     /// One step of a purge: the synced rows synced before `cutoff` among the `span` ids from
     /// the first row after `after`.
     PurgeSynced {
@@ -123,6 +130,7 @@ impl Command {
             Command::Claim { reply, .. } => reply.is_err(),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.is_err(),
             Command::Retry { reply, .. } => reply.is_err(),
+            Command::Relet { reply, .. } => reply.is_err(),
             Command::PurgeSynced { reply, .. } => reply.is_err(),
             Command::Recount { reply, .. } => reply.is_err(),
             Command::ResetWal { reply, .. } => reply.is_err(),
@@ -138,6 +146,7 @@ impl Command {
                 reply.set(Err(err.for_each_caller()))
             }
             Command::Retry { reply, .. } => reply.set(Err(err.for_each_caller())),
+            Command::Relet { reply, .. } => reply.set(Err(err.for_each_caller())),
             Command::PurgeSynced { reply, .. } => reply.set(Err(err.for_each_caller())),
             Command::Recount { reply, .. } => reply.set(Err(err.for_each_caller())),
             Command::ResetWal { reply, .. } => reply.set(Err(err.for_each_caller())),
@@ -150,6 +159,7 @@ impl Command {
             Command::Claim { reply, .. } => reply.answer(),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.answer(),
             Command::Retry { reply, .. } => reply.answer(),
+            Command::Relet { reply, .. } => reply.answer(),
             Command::PurgeSynced { reply, .. } => reply.answer(),
             Command::Recount { reply, .. } => reply.answer(),
             Command::ResetWal { reply, .. } => reply.answer(),
@@ -162,6 +172,7 @@ impl Command {
             Command::Claim { reply, .. } => reply.fail(err),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.fail(err),
             Command::Retry { reply, .. } => reply.fail(err),
+            Command::Relet { reply, .. } => reply.fail(err),
             Command::PurgeSynced { reply, .. } => reply.fail(err),
             Command::Recount { reply, .. } => reply.fail(err),
             Command::ResetWal { reply, .. } => reply.fail(err),

@@ -49,8 +49,8 @@ use super::{Error, Synchronous};
 use durability::{Durability, DurabilityAlarm, is_failed_fsync};
 use pending::{ExactCount, PendingDelta};
 use queries::{
-    claim, count_pending, data_version, enqueue, enqueue_run, payload_bytes, purge_synced, retry,
-    set_meta, settle, within,
+    claim, count_pending, data_version, enqueue, enqueue_run, payload_bytes, purge_synced, relet,
+    retry, set_meta, settle, within,
 };
 
 /// Most commands folded into one transaction. Bounds the latency a burst can add to its first
@@ -559,6 +559,7 @@ fn execute(
             reply,
         } => reply.set(settle(conn, settlements, *lease_until, *now, delta)),
         Command::Retry { selector, reply } => reply.set(retry(conn, selector, delta)),
+        Command::Relet { rows, to, reply } => reply.set(relet(conn, rows, *to)),
         Command::PurgeSynced {
             cutoff,
             after,

@@ -214,9 +214,14 @@ pub(super) fn enqueue(
     Ok(outcomes)
 }
 
-/// The lease filter of every claim: a row another drainer holds is skipped. Leased rows are few
-/// (a drain's batches in flight), so checking it row by row costs little.
-const NOT_LEASED: &str = "(lease_until IS NULL OR lease_until <= :now)";
+/// The lease filter of every claim: a row another drainer holds is skipped, whatever its lease
+/// says. A stored lease is a token, never a deadline compared with this process's wall clock: a
+/// clock stepped forward would expire every lease (and post rows another drainer has in flight),
+/// one stepped back would hold a dead drainer's rows for as long as the step. A lease is freed by
+/// its holder, by the service's observer once it has seen the same token for the lease period on
+/// its monotonic clock ([`relet`]), or at open by a process alone with the store. Leased rows are
+/// few (a drain's batches in flight), so checking it row by row costs little.
+const NOT_LEASED: &str = "lease_until IS NULL";
 
 /// Leases the pending rows of an explicit drain: every pending row above the cursor, whatever its
 /// timer says, in id order, read as one range of `idx_sync_queue_claimable`.
@@ -295,8 +300,8 @@ pub(super) fn claim(
     // A row that cannot be posted is made dead on its own, and the statement runs again for as
     // many rows as it took the place of: one bad row neither fails the claim (which would stop
     // every row behind it, the claim always taking the lowest ids) nor shortens the batch. The
-    // rows already leased here are not claimable again (a lease is at least a second), nor the
-    // dead ones, so each run takes new rows.
+    // rows already leased here are not claimable again, nor the dead ones, so each run takes new
+    // rows.
     loop {
         let wanted = limit.saturating_sub(i64::try_from(rows.len()).unwrap_or(i64::MAX));
         let mut query = match from {
@@ -304,7 +309,7 @@ pub(super) fn claim(
                 ":lease_until": lease_until, ":now": now_unix, ":limit": wanted, ":horizon": horizon,
             })?,
             ClaimFrom::After(_) => statement.query(rusqlite::named_params! {
-                ":lease_until": lease_until, ":now": now_unix, ":limit": wanted, ":after": after,
+                ":lease_until": lease_until, ":limit": wanted, ":after": after,
             })?,
         };
         let mut unreadable = Vec::new();
@@ -528,6 +533,25 @@ fn settle_synced(
     Ok(())
 }
 
+/// Changes the leases of `rows`, each `(id, token)`, to `to` (a renewal) or frees them (`None`):
+/// only a row that still holds exactly the token given is changed, so a renewal never takes back
+/// a row its holder lost, and an observer that found a lease stale never frees one its holder
+/// renewed meanwhile. Returns how many rows changed.
+pub(super) fn relet(
+    conn: &Connection,
+    rows: &[(RowId, f64)],
+    to: Option<f64>,
+) -> Result<usize, Error> {
+    let mut statement = conn.prepare_cached(
+        "UPDATE sync_queue SET lease_until = ?3 WHERE id = ?1 AND lease_until = ?2",
+    )?;
+    let mut changed = 0;
+    for (id, token) in rows {
+        changed += statement.execute(params![id.0, token, to])?;
+    }
+    Ok(changed)
+}
+
 pub(super) fn retry(
     conn: &Connection,
     selector: &RetrySelector,
@@ -721,6 +745,40 @@ mod tests {
                 .collect::<Vec<_>>(),
             fresh[..25]
         );
+    }
+
+    /// A lease is a token: however far in the past its value lies next to this clock (a holder
+    /// whose clock runs behind, or this one stepped forward), no claim takes the row; only a
+    /// renewal or release fenced by the exact token changes it.
+    #[test]
+    fn a_leased_row_is_never_claimed_whatever_its_lease_says() {
+        let conn = migrated();
+        let now = SystemTime::now();
+        let ids = insert(&conn, 2, None);
+        conn.execute("UPDATE sync_queue SET lease_until = 1.0", [])
+            .unwrap();
+        assert_eq!(claim_due(&conn, 50, now), Vec::<i64>::new());
+        let after = claim(
+            &conn,
+            50,
+            ClaimFrom::After(RowId(0)),
+            (now + Duration::from_secs(60), Duration::from_secs(3600)),
+            now,
+            &mut PendingDelta::default(),
+        )
+        .unwrap();
+        assert!(after.is_empty(), "{after:?}");
+        // A stale token changes nothing; the exact one renews, then frees.
+        let (first, second) = (RowId(ids[0]), RowId(ids[1]));
+        assert_eq!(relet(&conn, &[(first, 2.0)], None).unwrap(), 0);
+        assert_eq!(relet(&conn, &[(first, 1.0)], Some(5.0)).unwrap(), 1);
+        assert_eq!(
+            relet(&conn, &[(first, 1.0), (second, 1.0)], None).unwrap(),
+            1
+        );
+        assert_eq!(claim_due(&conn, 50, now), vec![ids[1]]);
+        assert_eq!(relet(&conn, &[(first, 5.0)], None).unwrap(), 1);
+        assert_eq!(claim_due(&conn, 50, now), vec![ids[0]]);
     }
 
     #[test]

@@ -28,11 +28,14 @@
 //!
 //! Invariants: a claimed row is always settled or released before the drain returns (or, if the
 //! process dies, its lease expires or is recovered at the next open); no retryable row is ever
-//! marked dead or synced. A row's lease never runs out while the drain holds it: each batch is
-//! leased until the drain's deadline plus `Settings::lease`, which is longer than a request still
-//! in flight at the deadline can take (DESIGN §4: two drainers never post the same row at once).
-//! Settlements other than a delivery are fenced by that lease, so a drainer that somehow lost its
-//! rows cannot undo what the new holder does. No arithmetic on a stored value can panic: an
+//! marked dead or synced. A stored lease is a token, never compared with a wall clock: a claim
+//! takes only rows with no lease, and a drain renews (changes) the token of every batch it holds
+//! at least every third of `Settings::lease` on its monotonic clock, so the service's observer
+//! (the worker), which frees only a token it has seen unchanged for a whole lease period on its
+//! own monotonic clock, never frees a row a live drain holds (DESIGN §4: two drainers never post
+//! the same row at once), and a clock stepped either way changes nothing. Settlements other than
+//! a delivery are fenced by the current token, so a drainer that somehow lost its rows cannot undo
+//! what the new holder does. No arithmetic on a stored value can panic: an
 //! attempt count saturates.
 
 mod outage;
@@ -264,15 +267,27 @@ impl Engine {
         self.settings.backoff_cap.max(super::RETRY_AFTER_CAP)
     }
 
-    /// When a batch claimed now is leased until: the drain sends nothing after its deadline, a
-    /// request then in flight ends within the request timeout, and the lease (longer than the
-    /// request timeout, as the configuration checks) covers that and the settlement. So a held
-    /// row's lease never runs out, however long the drain or the queue ahead of the row.
+    /// The token a batch claimed now is leased with: a wall-clock time (from [`crate::clock`]),
+    /// the drain's deadline plus the lease, which is only a value no other lease is likely to
+    /// have. No gradata process compares it with a clock; what keeps the row is the renewal.
     fn lease_until(&self, deadline: Instant) -> SystemTime {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let left = deadline.saturating_duration_since(Instant::now());
         now.checked_add(left.saturating_add(self.settings.lease))
             .unwrap_or(now + self.settings.lease)
+    }
+
+    /// The token a batch leased with `held` is renewed to: the lease as [`Engine::lease_until`]
+    /// gives it now, made different from `held` (a wall clock stepped back could give the same
+    /// value), since a renewal shows that the holder is alive only by changing the token.
+    fn renewed_lease(&self, held: SystemTime, deadline: Instant) -> SystemTime {
+        let renewed = self.lease_until(deadline);
+        if crate::store::to_unix(renewed) == crate::store::to_unix(held) {
+            held.checked_add(Duration::from_millis(1))
+                .unwrap_or(renewed)
+        } else {
+            renewed
+        }
     }
 
     /// Sets the sync state a drain leaves, from why it stopped and whether rows failed.

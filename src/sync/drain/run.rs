@@ -2,7 +2,8 @@
 //! in the queue), sends them with bounded concurrency ([`Run::dispatch`]), settles each batch in
 //! one transaction when its last row is answered ([`Run::answered`]), gives back or times out
 //! what is left when it stops ([`Run::wind_down`]), and names why it stopped
-//! ([`Run::stop_reason`]).
+//! ([`Run::stop_reason`]). Meanwhile it renews the leases of the batches in hand
+//! ([`Run::renew`]), so that no observer takes them however long their requests take.
 //!
 //! It does not decide what a response means (that is [`crate::sync::classify()`]) nor whether the
 //! ingest is down (that is [`OutageWatch`]); it acts on their answers. The module documentation
@@ -48,8 +49,11 @@ type SendFuture = dyn Future<Output = (ClaimedRow, usize, Attempt)> + Send;
 
 /// A batch's bookkeeping while its rows are in flight.
 struct BatchTally {
-    /// The lease its rows hold, and the token that fences their settlements.
+    /// The lease its rows hold, and the token that fences their settlements; renewed (changed)
+    /// every third of the lease period while the batch has rows not yet answered.
     lease_until: SystemTime,
+    /// Every row the batch leased, answered or not: none is settled before the whole batch is.
+    rows: Vec<RowId>,
     purpose: Purpose,
     /// Rows sent and not yet answered.
     outstanding: usize,
@@ -62,14 +66,20 @@ struct BatchTally {
 
 impl BatchTally {
     /// A batch of `rows` to send, just claimed under `lease_until`, none answered yet.
-    fn claimed(lease_until: SystemTime, purpose: Purpose, rows: usize) -> BatchTally {
+    fn claimed(
+        lease_until: SystemTime,
+        purpose: Purpose,
+        rows: Vec<RowId>,
+        outstanding: usize,
+    ) -> BatchTally {
         BatchTally {
             lease_until,
+            rows,
             purpose,
-            outstanding: rows,
+            outstanding,
             progressed: false,
             clean: true,
-            settlements: Vec::with_capacity(rows),
+            settlements: Vec::with_capacity(outstanding),
         }
     }
 }
@@ -132,6 +142,9 @@ pub(super) struct Run<'a> {
     /// Explicit drains only: the worker's pass stops at a batch without progress instead.
     watch: Option<OutageWatch>,
     past_deadline: bool,
+    /// When the leases of the batches in hand are renewed next (every third of the lease
+    /// period, on the monotonic clock).
+    next_renewal: Instant,
     /// The highest id answered so far (see [`DrainReport::last_answered`]).
     last_answered: Option<RowId>,
 }
@@ -184,6 +197,7 @@ impl<'a> Run<'a> {
             settling: JoinSet::new(),
             watch: explicit.then(|| OutageWatch::new(engine.settings.batch_size)),
             past_deadline: false,
+            next_renewal: started + renewal_period(engine.settings.lease),
             last_answered: None,
         }
     }
@@ -222,6 +236,12 @@ impl<'a> Run<'a> {
                     if self.trigger.is_explicit() {
                         break;
                     }
+                }
+                // Awaited here, between answers: no settlement of a batch in hand is in flight
+                // (a batch settles only once all its rows are answered, and then leaves), so none
+                // can carry the token being replaced.
+                () = tokio::time::sleep_until(self.next_renewal.into()) => {
+                    self.renew().await;
                 }
                 (purpose, claim) = next_claim(&mut self.claiming), if self.claiming.is_some() => {
                     self.claiming = None;
@@ -344,7 +364,8 @@ impl<'a> Run<'a> {
         }
         let batch = self.next_batch;
         self.next_batch += 1;
-        let mut tally = BatchTally::claimed(lease_until, purpose, fresh.len());
+        let leased = again.iter().chain(&fresh).map(|row| row.id).collect();
+        let mut tally = BatchTally::claimed(lease_until, purpose, leased, fresh.len());
         let releases = again.iter().map(|row| Settlement::Release {
             id: row.id,
             status: None,
@@ -458,7 +479,7 @@ impl<'a> Run<'a> {
     fn settlement(&mut self, row: &ClaimedRow, attempt: &Attempt) -> Settlement {
         let engine = self.engine;
         let metrics = engine.status.metrics();
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         // Saturating: `attempts` comes from a column anyone may have written.
         let attempts = row.attempts.saturating_add(1);
         match attempt.disposition {
@@ -549,6 +570,26 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Renews the lease of every batch in hand to a new token, fenced by the old one, so that an
+    /// observer of stale leases (the service's worker) sees that this drain is alive and never
+    /// frees rows it holds, however long their requests take. A renewal that fails leaves the
+    /// batch on its old token; it is tried again at the next renewal.
+    async fn renew(&mut self) {
+        let engine = self.engine;
+        self.next_renewal = Instant::now() + renewal_period(engine.settings.lease);
+        for tally in self.batches.values_mut() {
+            let renewed = engine.renewed_lease(tally.lease_until, self.deadline);
+            match engine
+                .store
+                .renew_leases(&tally.rows, tally.lease_until, renewed)
+                .await
+            {
+                Ok(_) => tally.lease_until = renewed,
+                Err(err) => tracing::debug!(error = %err, "could not renew a batch's lease"),
+            }
+        }
+    }
+
     /// Takes in the settlements the store has finished: a finished task keeps its memory until
     /// joined, and a drain of a million rows settles twenty thousand batches. A failed one stops
     /// the drain.
@@ -584,9 +625,10 @@ impl<'a> Run<'a> {
             if let (_, Ok((rows, lease_until))) = claim.await {
                 let batch = self.next_batch;
                 self.next_batch += 1;
+                let leased = rows.iter().map(|row| row.id).collect();
                 self.batches.insert(
                     batch,
-                    BatchTally::claimed(lease_until, Purpose::Walk, rows.len()),
+                    BatchTally::claimed(lease_until, Purpose::Walk, leased, rows.len()),
                 );
                 self.abandoned
                     .extend(rows.iter().map(|row| (row.id, batch)));
@@ -604,7 +646,7 @@ impl<'a> Run<'a> {
         // Only an explicit drain leaves the loop at its deadline with requests in flight; the
         // worker leaves with some only when cancelled.
         let timed_out = self.past_deadline && self.trigger.is_explicit();
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         for (id, (batch, attempts)) in std::mem::take(&mut self.in_flight_ids) {
             if !timed_out {
                 self.abandoned.push((id, batch));
@@ -687,6 +729,18 @@ impl<'a> Run<'a> {
         }
     }
 }
+
+/// How often a drain renews its leases: three times a lease period, so that an observer, which
+/// frees a lease unchanged for a whole period, always sees a live holder's token change; and at
+/// least once a second, so that an observer whose own `sync.lease_secs` is shorter (another
+/// process, configured apart) does too, down to a lease of two seconds. A renewal is one small
+/// update per batch in hand.
+fn renewal_period(lease: Duration) -> Duration {
+    (lease / 3).clamp(Duration::from_millis(100), RENEWAL_PERIOD_CAP)
+}
+
+/// The longest time between two renewals of a drain's leases.
+const RENEWAL_PERIOD_CAP: Duration = Duration::from_secs(1);
 
 /// The outstanding claim's answer; never ready without one (the branch is guarded).
 async fn next_claim(claiming: &mut Option<Pin<Box<ClaimFuture>>>) -> (Purpose, Claimed) {
