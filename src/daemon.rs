@@ -261,11 +261,18 @@ async fn serve(
                 config = reload_config(config, &reload, swaps, &store, &status).await;
                 notifier.ready(&serving_status(&store, &status).await);
             }
-            joined = &mut server => break Err(match joined {
-                Ok(()) => Error::Server("it stopped accepting connections".to_owned()),
-                Err(err) => Error::Server(err.to_string()),
-            }),
-            _ = &mut sync_worker => break Err(Error::Task("sync worker")),
+            // The server and the worker end on `stop` too, on other threads: a stop that lands
+            // after this select polled `stop` but before it polled them is still a stop.
+            joined = &mut server => break match joined {
+                _ if stop.is_cancelled() => Ok(()),
+                Ok(()) => Err(Error::Server("it stopped accepting connections".to_owned())),
+                Err(err) => Err(Error::Server(err.to_string())),
+            },
+            _ = &mut sync_worker => break if stop.is_cancelled() {
+                Ok(())
+            } else {
+                Err(Error::Task("sync worker"))
+            },
             reason = &mut outbox_failed => break Err(Error::OutboxFailed(reason)),
         }
     };
