@@ -610,6 +610,8 @@ fn sync_now_delivers_rows_waiting_on_a_backoff_timer() {
     let report = ok("/sync", &response);
     assert_eq!(report["status"], "ok", "{report}");
     assert_eq!(report["delivered"], 1, "{report}");
+    assert_eq!(report["pushed"], 1, "the original's name for it: {report}");
+    assert!(report["last_sync_at"].is_string(), "{report}");
     assert_eq!(report["dead"], 0, "{report}");
     assert_eq!(report["pending"], 0, "{report}");
     assert_eq!(report["state"], "idle", "{report}");
@@ -633,6 +635,56 @@ fn sync_now_delivers_rows_waiting_on_a_backoff_timer() {
         let series = format!(r#"gradata_deliveries_total{{outcome="{outcome}"}}"#);
         assert_eq!(metric(&metrics, &series), count, "{series}:\n{metrics}");
     }
+}
+
+/// `POST /sync` answers in the original daemon's shape too: `pushed` and `last_sync_at` when it
+/// did what it could; a 502 with `status: "error"` and why, when rows are left because the ingest
+/// does not take them or because no API key is configured (then in the original's words).
+#[test]
+fn sync_now_answers_502_when_rows_are_left_behind_a_down_ingest_or_without_a_key() {
+    let event = json!({"kind": "lesson", "data": {}});
+    let server = FakeIngest::replying(Reply::status(503));
+    let service = Service::start(|spec| spec.syncing_to(&server.url("/ingest")));
+    ok("event", &service.post("/v1/events", &event));
+    // The worker's own attempt first, so that the sync's drain finds the row free.
+    service.wait_for_rows("the worker's attempt settled", |rows| {
+        rows[0].attempts == Some(1) && rows[0].lease_until.is_none()
+    });
+    let response = request(service.addr(), "POST", "/sync", &[], b"");
+    assert_eq!(response.status, 502, "{response:?}");
+    let body = response.json();
+    assert_eq!(body["status"], "error", "{body}");
+    assert_eq!(body["pushed"], 0, "{body}");
+    assert_eq!(body["pending"], 1, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("503")),
+        "{body}"
+    );
+    assert_eq!(body.get("last_sync_at"), None, "{body}");
+
+    let service = Service::start(|spec| spec);
+    let nothing_pending = ok("sync", &request(service.addr(), "POST", "/sync", &[], b""));
+    assert_eq!(nothing_pending["status"], "ok", "{nothing_pending}");
+    assert_eq!(nothing_pending["pushed"], 0, "{nothing_pending}");
+    assert!(
+        nothing_pending["last_sync_at"]
+            .as_str()
+            .is_some_and(|at| at.ends_with('Z')),
+        "{nothing_pending}"
+    );
+    ok("event", &service.post("/v1/events", &event));
+    let response = request(service.addr(), "POST", "/sync", &[], b"");
+    assert_eq!(response.status, 502, "{response:?}");
+    let body = response.json();
+    assert_eq!(body["status"], "error", "{body}");
+    assert_eq!(
+        body["error"],
+        "No Gradata API key found. Set GRADATA_API_KEY, write ~/.gradata/key, or pass --api-key to the daemon.",
+        "{body}"
+    );
+    assert_eq!(service.rows().len(), 1, "the row stays queued");
 }
 
 /// The drain `POST /sync` starts is finished even if its client resets the connection while it
