@@ -796,7 +796,9 @@ fn sighup_applies_the_token_hosts_limits_and_brain_id() {
     let manual_drains = |daemon: &Daemon, token: &str| {
         let bearer = format!("Bearer {token}");
         let answer = daemon::post_bytes(addr, "/sync", &[("Authorization", &bearer)], b"");
-        assert_eq!(answer.status, 200);
+        // No API key here: 200 while nothing is pending, 502 once events wait (the original's
+        // answer to a sync without a key). Either way the token was accepted and a drain ran.
+        assert!(matches!(answer.status, 200 | 502), "{answer:?}");
         daemon.stderr().matches("sync queue drained:").count()
     };
     assert_eq!(manual_drains(&daemon, "token-a"), 1);
