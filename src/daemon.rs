@@ -109,7 +109,9 @@ impl Error {
             err if err.is_configuration() => Some(libc::EINVAL),
             Error::Listeners(listeners::Error::Bind { cause, .. }) => cause.raw_os_error(),
             Error::Socket { cause, .. } | Error::Signals(cause) => cause.raw_os_error(),
-            Error::Store(store::Error::Locked(_)) => Some(libc::EAGAIN),
+            Error::Store(store::Error::Locked(_) | store::Error::BrainLocked(_)) => {
+                Some(libc::EAGAIN)
+            }
             Error::Store(store::Error::Io(_, cause)) => cause.raw_os_error().or_else(|| {
                 (cause.kind() == std::io::ErrorKind::NotADirectory).then_some(libc::ENOTDIR)
             }),

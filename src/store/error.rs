@@ -32,6 +32,11 @@ pub enum Error {
     /// Another `gradata serve` holds the data directory.
     #[error("{0}: another gradata service holds this data directory (stop it first)")]
     Locked(PathBuf),
+    /// Another daemon (the Python Gradata daemon) holds the brain's instance lock.
+    #[error(
+        "{0}: another Gradata daemon serves this brain (the Python SDK's `gradata daemon`?); stop it first"
+    )]
+    BrainLocked(PathBuf),
     /// The disk is full; nothing was written.
     #[error("disk full")]
     DiskFull(#[source] Arc<SqliteError>),
@@ -186,6 +191,7 @@ impl Error {
             Error::NotFound(path) => Error::NotFound(path.clone()),
             Error::NoQueueTable(path) => Error::NoQueueTable(path.clone()),
             Error::Locked(path) => Error::Locked(path.clone()),
+            Error::BrainLocked(path) => Error::BrainLocked(path.clone()),
             Error::DiskFull(source) => Error::DiskFull(source.clone()),
             Error::Busy(source) => Error::Busy(source.clone()),
             Error::Io(path, err) => Error::Io(

@@ -47,8 +47,15 @@ pub(super) struct Shared {
     pub(super) pending: Arc<PendingGauge>,
     pub(super) database_path: PathBuf,
     /// Held for the life of the store; released after the writer has closed its connection.
-    pub(super) _instance_lock: Option<LockFile>,
+    pub(super) _instance_lock: Option<InstanceLocks>,
     pub(super) _leases_lock: Option<LockFile>,
+}
+
+/// The two instance locks a service holds: gradata's own and the Python daemon's (`lock.rs`).
+#[derive(Debug)]
+pub(super) struct InstanceLocks {
+    pub(super) _own: LockFile,
+    pub(super) _brain: LockFile,
 }
 
 impl std::fmt::Debug for Store {

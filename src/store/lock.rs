@@ -1,8 +1,11 @@
 //! Advisory `flock` locks in the data directory.
 //!
-//! Two locks with two jobs:
+//! Three locks with three jobs:
 //! - `.gradata.lock`, exclusive, held by `gradata serve` for its whole life, so a second service on
 //!   the same data directory fails fast instead of racing the first.
+//! - `.brain.lock`, the Python Gradata daemon's own instance lock, taken the way it takes it
+//!   (exclusive, the holder's PID in the file) and held beside `.gradata.lock`, so that the two
+//!   daemons never serve one brain at once, whichever starts first.
 //! - `.gradata.leases.lock`, shared, held by every process with the store open. A process that can
 //!   take it exclusively knows no other process is alive, so every unexpired lease in the queue was
 //!   left by a process that died (`SIGKILL`, power loss) and can be released at once.
@@ -18,6 +21,8 @@ use nix::fcntl::{Flock, FlockArg};
 
 /// File name of the single-instance lock.
 pub const INSTANCE_LOCK: &str = ".gradata.lock";
+/// File name of the Python Gradata daemon's instance lock, in a brain directory.
+pub const BRAIN_LOCK: &str = ".brain.lock";
 /// File name of the lease-liveness lock.
 pub(crate) const LEASES_LOCK: &str = ".gradata.leases.lock";
 
@@ -46,6 +51,20 @@ impl LockFile {
             Err((_, Errno::EWOULDBLOCK)) => Err(LockError::Held(path)),
             Err((_, errno)) => Err(LockError::Io(path, errno.into())),
         }
+    }
+
+    /// Takes the Python daemon's instance lock (`.brain.lock`) without waiting, and writes this
+    /// process's PID into it as that daemon does (its tools read the holder from the file).
+    pub(crate) fn brain(data_dir: &Path) -> Result<LockFile, LockError> {
+        let path = data_dir.join(BRAIN_LOCK);
+        let file = open(&path)?;
+        let mut flock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(flock) => flock,
+            Err((_, Errno::EWOULDBLOCK)) => return Err(LockError::Held(path)),
+            Err((_, errno)) => return Err(LockError::Io(path, errno.into())),
+        };
+        write_pid(&mut flock).map_err(|err| LockError::Io(path, err))?;
+        Ok(LockFile { _flock: flock })
     }
 
     /// Takes the shared lease-liveness lock. If this process is the only one with the store open,
@@ -77,6 +96,15 @@ impl LockFile {
         }
         Ok((LockFile { _flock: flock }, alone))
     }
+}
+
+/// Replaces the file's content with this process's PID, durably.
+fn write_pid(file: &mut File) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    file.sync_all()
 }
 
 fn open(path: &Path) -> Result<File, LockError> {
@@ -123,6 +151,23 @@ mod tests {
         ));
         drop(first);
         LockFile::instance(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn the_brain_lock_is_exclusive_and_holds_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(BRAIN_LOCK), "a much longer stale pid").unwrap();
+        let first = LockFile::brain(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(BRAIN_LOCK)).unwrap(),
+            std::process::id().to_string()
+        );
+        assert!(matches!(
+            LockFile::brain(dir.path()),
+            Err(LockError::Held(_))
+        ));
+        drop(first);
+        LockFile::brain(dir.path()).unwrap();
     }
 
     fn nothing_to_release() -> Result<(), LockError> {

@@ -45,7 +45,7 @@ use std::time::{Duration, SystemTime};
 pub use error::{Error, SqliteError};
 pub use handle::Store;
 pub use identity::resolve_brain_id;
-pub use lock::INSTANCE_LOCK;
+pub use lock::{BRAIN_LOCK, INSTANCE_LOCK};
 pub use read::{QueueEntry, Stats};
 pub use retention::{PurgeStep, WalCheckpoint};
 pub use types::{

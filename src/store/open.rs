@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::handle::Shared;
-use super::lock::{self, LockFile};
+use super::handle::{InstanceLocks, Shared};
+use super::lock::{self, LockError, LockFile};
 use super::writer::{PendingGauge, Writer};
 use super::{Create, Error, InstanceLock, Options, Stats, Store, Synchronous, read, schema};
 
@@ -43,7 +43,13 @@ impl Store {
         // Invariant: the instance lock is taken before anything else touches the database, so a
         // second service fails before it has done any work (the original's bug 10.19).
         let instance_lock = match options.instance_lock {
-            InstanceLock::Exclusive => Some(LockFile::instance(&options.data_dir)?),
+            InstanceLock::Exclusive => Some(InstanceLocks {
+                _own: LockFile::instance(&options.data_dir)?,
+                _brain: LockFile::brain(&options.data_dir).map_err(|err| match err {
+                    LockError::Held(path) => Error::BrainLocked(path),
+                    other => other.into(),
+                })?,
+            }),
             InstanceLock::None => None,
         };
 

@@ -627,6 +627,50 @@ fn a_second_service_on_the_same_data_dir_fails_fast() {
     stop_cleanly(&mut first);
 }
 
+/// The service holds the Python Gradata daemon's instance lock (`.brain.lock`) as that daemon
+/// does, PID inside: while it runs, the lock cannot be taken; a brain whose lock another daemon
+/// holds is refused at start, naming the lock, before anything touches the database.
+#[test]
+fn the_service_and_the_python_daemon_never_serve_one_brain_at_once() {
+    use nix::fcntl::{Flock, FlockArg};
+    let (_guard, dir) = support::temp_dir();
+    let lock_path = dir.join(gradata::store::BRAIN_LOCK);
+    let mut service = Spec::new(&dir).spawn();
+    service.expect_ready();
+    assert_eq!(
+        std::fs::read_to_string(&lock_path).unwrap(),
+        service.pid().to_string()
+    );
+    let file = std::fs::File::open(&lock_path).unwrap();
+    assert!(
+        Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err(),
+        "a Python daemon could take the brain gradata serves"
+    );
+    stop_cleanly(&mut service);
+
+    // Now the Python daemon holds it.
+    let file = std::fs::File::open(&lock_path).unwrap();
+    let held = Flock::lock(file, FlockArg::LockExclusiveNonblock).unwrap();
+    let database = dir.join(gradata::store::DATABASE_FILE);
+    let before = std::fs::read(&database).unwrap();
+    let mut refused = Spec::new(&dir).spawn();
+    let code = refused.exit_code(Duration::from_secs(10));
+    assert_ne!(code, 0);
+    let stderr = refused.stderr();
+    assert!(
+        stderr.contains(".brain.lock")
+            && stderr.contains("another Gradata daemon serves this brain"),
+        "{stderr}"
+    );
+    assert!(!refused.notify().all().iter().any(|m| m.has("READY=1")));
+    assert_eq!(
+        std::fs::read(&database).unwrap(),
+        before,
+        "the database was touched"
+    );
+    drop(held);
+}
+
 /// Without passed sockets the service binds `--listen` itself.
 #[test]
 fn listen_flag_binds_without_passed_sockets() {
