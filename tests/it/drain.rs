@@ -13,7 +13,7 @@ use gradata::sync::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{self, FakeIngest, Reply, logs};
+use crate::support::{self, FakeIngest, Reply, logs, now_unix};
 
 const KEY: &str = "gk_test_key";
 
@@ -40,13 +40,6 @@ async fn drain(engine: &Engine, trigger: Trigger, budget: Budget) -> DrainReport
     engine
         .drain(trigger, budget, &CancellationToken::new(), &mut |_| {})
         .await
-}
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 /// The one startup record in `captured`, which must exist exactly once.

@@ -6,12 +6,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use gradata::store;
-
-use crate::support::daemon::{Daemon, PATIENCE, Spec, prepare};
-use crate::support::{self, FakeIngest, Received, Reply};
+use crate::support::daemon::{PATIENCE, Spec, prepare};
+use crate::support::{self, FakeIngest, Received, Reply, execute, now_unix, wait_until};
 
 const KEY: &str = "gk_test_0123456789";
 
@@ -46,33 +44,6 @@ fn posts_to(received: &[Received], path: &str) -> HashMap<String, usize> {
             .or_insert(0) += 1;
     }
     posts
-}
-
-/// Runs `sql` with a connection of the test's own: another process, as the daemon sees it.
-fn execute(dir: &Path, sql: &str) {
-    let conn = rusqlite::Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.execute_batch(sql).unwrap();
-}
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// Waits until `done` holds, failing with `what` (and the daemon's log) after `guard`.
-fn wait_until(daemon: &Daemon, guard: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + guard;
-    while !done() {
-        assert!(
-            Instant::now() < until,
-            "{what} within {guard:?}\nstderr:\n{}",
-            daemon.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn all_synced(dir: &Path) -> bool {

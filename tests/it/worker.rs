@@ -12,12 +12,12 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use gradata::store;
 
 use crate::support::daemon::{Daemon, PATIENCE, Spec, prepare};
-use crate::support::{self, FakeIngest, Reply};
+use crate::support::{self, FakeIngest, Reply, execute, now_unix, wait_until};
 
 /// A daemon syncing to `server` whose startup drain sends nothing.
 fn worker_only(dir: &Path, server: &FakeIngest) -> Daemon {
@@ -27,34 +27,6 @@ fn worker_only(dir: &Path, server: &FakeIngest) -> Daemon {
         .spawn();
     daemon.expect_ready();
     daemon
-}
-
-/// Runs `sql` on the database with a connection of the test's own (another process, as far as
-/// the daemon can tell).
-fn execute(dir: &Path, sql: &str) {
-    let conn = rusqlite::Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.execute_batch(sql).unwrap();
-}
-
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// Waits until `done` holds, failing with `what` (and the daemon's log) after `guard`.
-fn wait_until(daemon: &Daemon, guard: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + guard;
-    while !done() {
-        assert!(
-            Instant::now() < until,
-            "{what} within {guard:?}\nstderr:\n{}",
-            daemon.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Rows not delivered yet.

@@ -9,7 +9,7 @@ pub mod logs;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use gradata::store::{self, EventId, Kind, NewEvent, Store};
 use gradata::sync::{ApiKey, Concurrency, Engine, RetryPolicy, Settings, Status, SyncState};
@@ -273,4 +273,38 @@ pub fn fsync_fault_library() -> PathBuf {
             library
         })
         .clone()
+}
+
+/// Runs `sql` on the outbox with a connection of the test's own: another process, as the daemon
+/// sees it.
+pub fn execute(dir: &Path, sql: &str) {
+    let conn = Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+/// The wall clock as the outbox's REAL columns hold it.
+pub fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Waits until `done` holds, failing with `what` (and the daemon's log) after `guard`.
+pub fn wait_until(
+    daemon: &daemon::Daemon,
+    guard: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) {
+    let until = Instant::now() + guard;
+    while !done() {
+        assert!(
+            Instant::now() < until,
+            "{what} within {guard:?}\nstderr:\n{}",
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
