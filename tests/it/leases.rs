@@ -144,13 +144,17 @@ fn leases_left_by_a_holder_that_is_gone_are_freed_within_a_few_lease_periods() {
 /// A live drain keeps its rows however long it runs: one whose requests, one at a time, take
 /// several lease periods renews its batch's lease, so the service's observer never frees those
 /// rows and a second drain started meanwhile finds them `leased`; each row is posted once.
+///
+/// The lease is 3 s, renewed every second: a renewal is a commit, and on a loaded test machine
+/// one fsync has been seen to take over a second, so a 2 s lease left too little margin for the
+/// test to be deterministic (the service's default is far longer).
 #[test]
 fn a_drain_longer_than_its_lease_keeps_its_rows_by_renewing_them() {
     let (_guard, dir) = support::temp_dir();
     prepare(&dir, 0);
-    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(600)));
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(450)));
     let lease = [
-        ("GRADATA_SYNC_LEASE_SECS", "2"),
+        ("GRADATA_SYNC_LEASE_SECS", "3"),
         ("GRADATA_SYNC_REQUEST_TIMEOUT_SECS", "1"),
     ];
     let mut spec = Spec::new(&dir).syncing_to(&server.url("/worker"));
@@ -161,7 +165,7 @@ fn a_drain_longer_than_its_lease_keeps_its_rows_by_renewing_them() {
     daemon.expect_ready();
     // Rows the worker leaves alone: their timers are well inside the backoff cap, so not due; an
     // explicit drain takes them whatever their timer.
-    let rows = 16;
+    let rows = 20;
     let mut sql = String::from("BEGIN;");
     for n in 0..rows {
         sql.push_str(&format!(
@@ -180,17 +184,22 @@ fn a_drain_longer_than_its_lease_keeps_its_rows_by_renewing_them() {
         .env("GRADATA_SYNC_CONCURRENCY", "1")
         .env("GRADATA_SYNC_MAX_CONCURRENCY", "1");
     let first = std::thread::spawn(move || report_of(&mut first));
-    // Nine answers of 0.6 s each, one at a time: the batch has been held for over two lease
+    // Fourteen answers of 0.45 s each, one at a time: the batch has been held for over two lease
     // periods, long enough for an observer to free a lease that was not renewed.
-    wait_until(&daemon, PATIENCE, "the first drain's ninth request", || {
-        posts_to(&server.received(), "/first")
-            .values()
-            .sum::<usize>()
-            >= 9
-    });
+    wait_until(
+        &daemon,
+        PATIENCE,
+        "the first drain's fourteenth request",
+        || {
+            posts_to(&server.received(), "/first")
+                .values()
+                .sum::<usize>()
+                >= 14
+        },
+    );
     let second = report_of(drain(&dir, &server.url("/second")).envs(lease));
-    assert_eq!(second["delivered"], 0, "{second}");
-    assert_eq!(second["reason"], "leased", "{second}");
+    assert_eq!(second["delivered"], 0, "{second}\n{}", daemon.stderr());
+    assert_eq!(second["reason"], "leased", "{second}\n{}", daemon.stderr());
 
     let first = first.join().unwrap();
     assert_eq!(first["delivered"], rows, "{first}");
