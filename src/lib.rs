@@ -21,6 +21,7 @@
 //! everything`; `store` and `systemd` depend on nothing of ours but the leaf `clock`.
 
 pub mod api;
+pub mod brain;
 pub mod cli;
 pub mod clock;
 pub mod config;
