@@ -10,6 +10,7 @@
 mod support;
 
 mod api;
+mod brain;
 mod drain;
 mod journal;
 mod leases;
