@@ -4,3 +4,4 @@
 
 pub mod lessons;
 pub mod pytext;
+pub mod rule_id;
