@@ -3,5 +3,6 @@
 //! here: the API turns requests into calls on this module and its answers into responses.
 
 pub mod lessons;
+pub mod mode;
 pub mod pytext;
 pub mod rule_id;
