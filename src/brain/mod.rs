@@ -6,3 +6,4 @@ pub mod lessons;
 pub mod mode;
 pub mod pytext;
 pub mod rule_id;
+pub mod rules;

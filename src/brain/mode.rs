@@ -144,11 +144,8 @@ pub fn classify(text: &str) -> ModeGuess {
     let Some((mode, score, n_patterns)) = best else {
         return chat;
     };
-    // Python computes count / (n * 0.3) in floats; the same operations give the same value.
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "pattern counts are below 20, exact in an f64"
-    )]
+    // Python computes count / (n * 0.3) in floats; the same operations give the same value
+    // (both counts are below 20, exact in an f64).
     let confidence = (score as f64 / (n_patterns as f64 * 0.3)).min(1.0);
     ModeGuess {
         mode,
