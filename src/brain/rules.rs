@@ -759,6 +759,7 @@ mod tests {
 
     #[test]
     fn ten_rules_shut_patterns_out_and_the_cap_is_ten() {
+        // As in 0.6.0: ten RULEs and a PATTERN at 0.99 answer the ten RULEs.
         let categories = |applied: &Applied| -> Vec<String> {
             applied
                 .rules
@@ -913,6 +914,7 @@ mod tests {
 
     #[test]
     fn the_task_type_is_guessed_from_the_first_matching_group() {
+        // 0.6.0 guessed the same for each prompt (seen through lessons scoped to each task type).
         let cases = [
             ("Draft a reply", Some("email")),
             ("prepare the demo deck", Some("demo_prep")),
