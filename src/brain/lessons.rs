@@ -1,0 +1,946 @@
+//! The lesson model and the `lessons.md` reader.
+//!
+//! `lessons.md` is shared with the Python SDK, which writes it; this module reads it the way the
+//! SDK does (brain spec §3.2): lines as Python's `splitlines` cuts them, each stripped and tried
+//! against the header grammar `[DATE] [STATE(:CONF)?] CATEGORY: DESCRIPTION`, followed by a block
+//! of continuation lines indented by two spaces. Every field the SDK keeps is kept here, so a
+//! writer can put a lesson back as it found it.
+//!
+//! One deliberate difference: the SDK fails the whole file on one malformed value (a confidence
+//! such as `0.9.1`). Here that lesson is still read, with the value's default, and a [`Problem`]
+//! names the line and what was wrong, for the caller to log. [`parse`] never fails.
+//!
+//! Pure: no file access and no locking here (the caller reads the file under `.lessons.lock`).
+//!
+//! Known gap: Python's `\w` and `\d` and Rust's differ on rare characters (`²` is a word
+//! character in Python only; a confidence written in non-ASCII digits, which Python's `float`
+//! accepts, is reported as a problem here).
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+
+use super::pytext;
+
+/// A lesson's place in the graduation ladder, as the header's state word names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Newly learned, not yet applied.
+    Instinct,
+    /// Seen often enough to be applied below the rules.
+    Pattern,
+    /// Graduated: applied first.
+    Rule,
+    /// Idle too long to be tested.
+    Untestable,
+    /// Disproved; the SDK drops it on the next write.
+    Killed,
+    /// Retired; the SDK drops it on the next write.
+    Archived,
+}
+
+impl State {
+    /// The state for a header's state word (already upper-cased), if it is one of the six.
+    pub fn from_word(word: &str) -> Option<State> {
+        match word {
+            "INSTINCT" => Some(State::Instinct),
+            "PATTERN" => Some(State::Pattern),
+            "RULE" => Some(State::Rule),
+            "UNTESTABLE" => Some(State::Untestable),
+            "KILLED" => Some(State::Killed),
+            "ARCHIVED" => Some(State::Archived),
+            _ => None,
+        }
+    }
+
+    /// The word `lessons.md` and the routes use for this state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Instinct => "INSTINCT",
+            State::Pattern => "PATTERN",
+            State::Rule => "RULE",
+            State::Untestable => "UNTESTABLE",
+            State::Killed => "KILLED",
+            State::Archived => "ARCHIVED",
+        }
+    }
+
+    /// The confidence a header without one gets (§3.2).
+    pub fn default_confidence(self) -> f64 {
+        match self {
+            State::Rule => 0.90,
+            State::Pattern => 0.70,
+            State::Untestable | State::Killed => 0.0,
+            State::Instinct | State::Archived => 0.50,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many sessions a RULE may go without firing before it counts as a PATTERN (§6.2 step 3).
+pub const RULE_TTL_SESSIONS: u64 = 50;
+
+/// The Beta distribution kept per lesson (`Beta params:`), 1.0 each when absent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BetaParams {
+    /// Successes plus one.
+    pub alpha: f64,
+    /// Failures plus one.
+    pub beta: f64,
+}
+
+impl Default for BetaParams {
+    fn default() -> Self {
+        BetaParams {
+            alpha: 1.0,
+            beta: 1.0,
+        }
+    }
+}
+
+/// The escalation record kept per lesson (`Climb:`), zeros when absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Climb {
+    /// How many times the lesson climbed.
+    pub count: i64,
+    /// The session of the last climb.
+    pub last_session: i64,
+    /// The level reached.
+    pub level: i64,
+}
+
+/// The descriptive record kept per lesson (`Metadata:`), with the SDK's defaults when absent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    /// What the lesson is about.
+    pub what: String,
+    /// Why it was learned.
+    pub why: String,
+    /// Who it came from.
+    pub who: String,
+    /// When it was created.
+    pub when_created: String,
+    /// When it was last validated.
+    pub when_validated: String,
+    /// Where it applies.
+    pub where_scope: String,
+    /// How it is enforced: `"injected"` unless the file says otherwise.
+    pub how_enforced: String,
+    /// Usefulness in [0, 1], rounded to 2 places.
+    pub utility_score: f64,
+    /// Safety in [0, 1], rounded to 2 places.
+    pub safety_score: f64,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata {
+            what: String::new(),
+            why: String::new(),
+            who: String::new(),
+            when_created: String::new(),
+            when_validated: String::new(),
+            where_scope: String::new(),
+            how_enforced: "injected".to_owned(),
+            utility_score: 0.5,
+            safety_score: 0.5,
+        }
+    }
+}
+
+/// One lesson of `lessons.md`. Text fields are empty when the file does not set them, as the
+/// SDK keeps them (it writes an optional line only when its value is non-empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lesson {
+    /// The 1-based line number of the header, for messages.
+    pub line: usize,
+    /// `YYYY-MM-DD` as written.
+    pub date: String,
+    /// The state the file says; see [`Lesson::effective_state`] for the one the routes use.
+    pub state: State,
+    /// In [0, 1], rounded to 2 places as Python's `round` does.
+    pub confidence: f64,
+    /// Upper-cased.
+    pub category: String,
+    /// The header's text, without a trailing `Root cause:` part.
+    pub description: String,
+    /// From the header's `Root cause:` part, or else the first `Root cause:` line.
+    pub root_cause: String,
+    /// How often the lesson was applied.
+    pub fire_count: u64,
+    /// Sessions since it was last applied.
+    pub sessions_since_fire: u64,
+    /// How often it was applied and then corrected.
+    pub misfires: u64,
+    /// `Agent:`.
+    pub agent: String,
+    /// `Kill reason:`.
+    pub kill_reason: String,
+    /// `Corrections:`: the ids of the correction events behind the lesson, as written.
+    pub corrections: Vec<String>,
+    /// `Pending approval: yes`.
+    pub pending_approval: bool,
+    /// `Parent meta-rule:`.
+    pub parent_meta_rule: String,
+    /// `Memory links:`.
+    pub memory_links: Vec<String>,
+    /// `Scope:`: the JSON text verbatim, as the SDK keeps it; read by [`Lesson::scope_fields`].
+    pub scope: String,
+    /// `Beta params:`.
+    pub beta: BetaParams,
+    /// `Domain scores:`: the JSON object's text verbatim, empty when absent, invalid or `{}`.
+    pub domain_scores: String,
+    /// `Path:`.
+    pub path: String,
+    /// `Secondary categories:`.
+    pub secondary_categories: Vec<String>,
+    /// `Climb:`.
+    pub climb: Climb,
+    /// `Metadata:`.
+    pub metadata: Metadata,
+}
+
+impl Lesson {
+    /// The state the routes act on: a RULE idle for [`RULE_TTL_SESSIONS`] sessions or more counts
+    /// as a PATTERN. The file is not changed. (0.6.0 applies this view only in `/apply-rules`; it
+    /// is applied everywhere here, brain spec §13 #19.)
+    pub fn effective_state(&self) -> State {
+        if self.state == State::Rule && self.sessions_since_fire >= RULE_TTL_SESSIONS {
+            State::Pattern
+        } else {
+            self.state
+        }
+    }
+
+    /// The `Scope:` JSON as an object, or `None` when there is no scope or it is not a JSON
+    /// object (the SDK then treats the lesson as unscoped).
+    pub fn scope_fields(&self) -> Option<serde_json::Map<String, Value>> {
+        match serde_json::from_str(&self.scope) {
+            Ok(Value::Object(fields)) => Some(fields),
+            _ => None,
+        }
+    }
+
+    fn new(line: usize, date: &str, state: State, category: String) -> Lesson {
+        Lesson {
+            line,
+            date: date.to_owned(),
+            state,
+            confidence: state.default_confidence(),
+            category,
+            description: String::new(),
+            root_cause: String::new(),
+            fire_count: 0,
+            sessions_since_fire: 0,
+            misfires: 0,
+            agent: String::new(),
+            kill_reason: String::new(),
+            corrections: Vec::new(),
+            pending_approval: false,
+            parent_meta_rule: String::new(),
+            memory_links: Vec::new(),
+            scope: String::new(),
+            beta: BetaParams::default(),
+            domain_scores: String::new(),
+            path: String::new(),
+            secondary_categories: Vec::new(),
+            climb: Climb::default(),
+            metadata: Metadata::default(),
+        }
+    }
+}
+
+/// Something in the file that could not be read as written. The lesson it belongs to is still
+/// read, with the default for that value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line number.
+    pub line: usize,
+    /// What was wrong, lowercase, naming the value.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// What [`parse`] read: the lessons in file order, and what it had to skip.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parsed {
+    /// In file order.
+    pub lessons: Vec<Lesson>,
+    /// In line order.
+    pub problems: Vec<Problem>,
+}
+
+/// Python's `\s` also matches the separators `\x1c`–`\x1f`, which Rust's `\s` does not.
+macro_rules! py_space {
+    () => {
+        r"[\s\x1c-\x1f]"
+    };
+}
+
+/// The header grammar of §3.2, anchored at the start of the stripped line. The category is lazy
+/// so that it ends at the first `:` followed by whitespace.
+static HEADER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"^\[(\d{4}-\d{2}-\d{2})\]",
+        py_space!(),
+        r"+\[(\w+)(?::([\d.]*))?\]",
+        py_space!(),
+        r"+(\w[\w/]*?):",
+        py_space!(),
+        r"+(.+)"
+    ))
+    .expect("the header pattern is a valid regex")
+});
+
+/// The counters line, found anywhere in a continuation line.
+static COUNTERS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"Fire count:",
+        py_space!(),
+        r"*(\d+)",
+        py_space!(),
+        r"*\|",
+        py_space!(),
+        r"*Sessions since fire:",
+        py_space!(),
+        r"*(\d+)",
+        py_space!(),
+        r"*\|",
+        py_space!(),
+        r"*Misfires:",
+        py_space!(),
+        r"*(\d+)"
+    ))
+    .expect("the counters pattern is a valid regex")
+});
+
+const ROOT_CAUSE: &str = "Root cause:";
+
+/// Reads `lessons.md` text. Never fails: see the module doc.
+pub fn parse(text: &str) -> Parsed {
+    let mut parsed = Parsed::default();
+    let lines = pytext::splitlines(text);
+    let mut at = 0;
+    while at < lines.len() {
+        let line_no = at + 1;
+        at += 1;
+        let Some(mut lesson) = read_header(pytext::strip(lines[at - 1]), line_no, &mut parsed)
+        else {
+            continue;
+        };
+        // The block is the raw lines that start with two spaces; it ends at the first that does
+        // not (a blank line, a tab-indented line, a header).
+        while at < lines.len() && lines[at].starts_with("  ") {
+            read_continuation(&mut lesson, lines[at], at + 1, &mut parsed.problems);
+            at += 1;
+        }
+        parsed.lessons.push(lesson);
+    }
+    parsed
+}
+
+fn read_header(line: &str, line_no: usize, parsed: &mut Parsed) -> Option<Lesson> {
+    let caps = HEADER.captures(line)?;
+    let group = |index: usize| caps.get(index).map_or("", |m| m.as_str());
+    let problem = |message: String| Problem {
+        line: line_no,
+        message,
+    };
+
+    let word = group(2).to_uppercase();
+    let state = State::from_word(&word).unwrap_or_else(|| {
+        parsed
+            .problems
+            .push(problem(format!("unknown state {word:?}, read as INSTINCT")));
+        State::Instinct
+    });
+    let mut lesson = Lesson::new(line_no, group(1), state, group(4).to_uppercase());
+
+    let written = group(3);
+    if !written.is_empty() {
+        match written.parse::<f64>() {
+            Ok(confidence) => lesson.confidence = confidence,
+            Err(_) => parsed.problems.push(problem(format!(
+                "confidence {written:?} is not a number, read as {}",
+                state.default_confidence()
+            ))),
+        }
+    }
+    lesson.confidence = pytext::round(lesson.confidence.clamp(0.0, 1.0), 2);
+
+    let text = group(5);
+    match text.split_once(ROOT_CAUSE) {
+        Some((description, root_cause)) => {
+            lesson.description = pytext::strip(description).to_owned();
+            lesson.root_cause = pytext::strip(root_cause).to_owned();
+        }
+        None => lesson.description = pytext::strip(text).to_owned(),
+    }
+    Some(lesson)
+}
+
+fn read_continuation(lesson: &mut Lesson, raw: &str, line_no: usize, problems: &mut Vec<Problem>) {
+    let line = pytext::strip(raw);
+    let mut problem = |message: String| {
+        problems.push(Problem {
+            line: line_no,
+            message,
+        })
+    };
+
+    if let Some(caps) = COUNTERS.captures(line) {
+        let counters = [1, 2, 3].map(|index| caps[index].parse::<u64>());
+        match counters {
+            [Ok(fires), Ok(idle), Ok(misfires)] => {
+                lesson.fire_count = fires;
+                lesson.sessions_since_fire = idle;
+                lesson.misfires = misfires;
+            }
+            _ => problem(format!(
+                "counters out of range or not ASCII digits: {line:?}"
+            )),
+        }
+    }
+
+    let field = |prefix: &str| line.strip_prefix(prefix).map(pytext::strip);
+    if let Some(value) = field(ROOT_CAUSE) {
+        if lesson.root_cause.is_empty() {
+            lesson.root_cause = value.to_owned();
+        }
+    } else if let Some(value) = field("Agent:") {
+        lesson.agent = value.to_owned();
+    } else if let Some(value) = field("Kill reason:") {
+        lesson.kill_reason = value.to_owned();
+    } else if let Some(value) = field("Corrections:") {
+        lesson.corrections = comma_list(value);
+    } else if let Some(value) = field("Pending approval:") {
+        lesson.pending_approval = value.to_lowercase() == "yes";
+    } else if let Some(value) = field("Parent meta-rule:") {
+        lesson.parent_meta_rule = value.to_owned();
+    } else if let Some(value) = field("Memory links:") {
+        lesson.memory_links = comma_list(value);
+    } else if let Some(value) = field("Scope:") {
+        lesson.scope = value.to_owned();
+    } else if let Some(value) = field("Beta params:") {
+        match json_object(value, "beta params") {
+            Ok(fields) => match read_beta(&fields) {
+                Ok(beta) => lesson.beta = beta,
+                Err(message) => problem(message),
+            },
+            Err(message) => problem(message),
+        }
+    } else if let Some(value) = field("Domain scores:") {
+        match json_object(value, "domain scores") {
+            Ok(fields) if fields.is_empty() => lesson.domain_scores.clear(),
+            Ok(_) => lesson.domain_scores = value.to_owned(),
+            Err(message) => problem(message),
+        }
+    } else if let Some(value) = field("Path:") {
+        lesson.path = value.to_owned();
+    } else if let Some(value) = field("Secondary categories:") {
+        lesson.secondary_categories = comma_list(value);
+    } else if let Some(value) = field("Climb:") {
+        match json_object(value, "climb").and_then(|fields| read_climb(&fields)) {
+            Ok(climb) => lesson.climb = climb,
+            Err(message) => problem(message),
+        }
+    } else if let Some(value) = field("Metadata:") {
+        match json_object(value, "metadata").and_then(|fields| read_metadata(&fields)) {
+            Ok(metadata) => lesson.metadata = metadata,
+            Err(message) => problem(message),
+        }
+    }
+}
+
+/// A comma list as the SDK keeps it: items stripped, empty items dropped.
+fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(pytext::strip)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn json_object(value: &str, what: &str) -> Result<serde_json::Map<String, Value>, String> {
+    match serde_json::from_str(value) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(format!("{what} is not a JSON object: {value:?}")),
+        Err(err) => Err(format!("{what} is not valid JSON ({err}): {value:?}")),
+    }
+}
+
+fn number(fields: &serde_json::Map<String, Value>, key: &str, default: f64) -> Result<f64, String> {
+    match fields.get(key) {
+        None => Ok(default),
+        Some(value) => value
+            .as_f64()
+            .ok_or_else(|| format!("{key} is not a number: {value}")),
+    }
+}
+
+fn read_beta(fields: &serde_json::Map<String, Value>) -> Result<BetaParams, String> {
+    Ok(BetaParams {
+        alpha: number(fields, "alpha", 1.0)?,
+        beta: number(fields, "beta", 1.0)?,
+    })
+}
+
+fn read_climb(fields: &serde_json::Map<String, Value>) -> Result<Climb, String> {
+    let integer = |key: &str| match fields.get(key) {
+        None => Ok(0),
+        Some(value) => value
+            .as_i64()
+            .ok_or_else(|| format!("climb {key} is not an integer: {value}")),
+    };
+    Ok(Climb {
+        count: integer("count")?,
+        last_session: integer("last_session")?,
+        level: integer("level")?,
+    })
+}
+
+fn read_metadata(fields: &serde_json::Map<String, Value>) -> Result<Metadata, String> {
+    let defaults = Metadata::default();
+    let text = |key: &str, default: &str| match fields.get(key) {
+        None | Some(Value::Null) => Ok(default.to_owned()),
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(value) => Err(format!("metadata {key} is not a string: {value}")),
+    };
+    let score = |key: &str| {
+        number(fields, key, 0.5)
+            .map(|score| pytext::round(score.clamp(0.0, 1.0), 2))
+            .map_err(|message| format!("metadata {message}"))
+    };
+    Ok(Metadata {
+        what: text("what", &defaults.what)?,
+        why: text("why", &defaults.why)?,
+        who: text("who", &defaults.who)?,
+        when_created: text("when_created", &defaults.when_created)?,
+        when_validated: text("when_validated", &defaults.when_validated)?,
+        where_scope: text("where_scope", &defaults.where_scope)?,
+        how_enforced: text("how_enforced", &defaults.how_enforced)?,
+        utility_score: score("utility_score")?,
+        safety_score: score("safety_score")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (header line, state, confidence, category, description, root cause)
+    type HeaderCase = (
+        &'static str,
+        State,
+        f64,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+
+    #[test]
+    fn the_spec_example_reads_as_three_lessons() {
+        let text = "# Team brain: lessons\n\
+            [2026-04-02] [RULE:0.94] TONE: Never open client emails with small talk\n  \
+            Root cause: user deleted greeting paragraphs\n  \
+            Fire count: 12 | Sessions since fire: 1 | Misfires: 0\n  \
+            Corrections: 41,57\n\
+            \n\
+            [2026-04-09] [PATTERN:0.71] CODE: Prefer explicit error types over strings\n  \
+            Fire count: 4 | Sessions since fire: 0 | Misfires: 1\n  \
+            Scope: {\"task_type\": \"code\"}\n\
+            \n\
+            [2026-04-20] [INSTINCT] DOCS: Link the runbook in incident summaries\n";
+        let parsed = parse(text);
+        assert_eq!(parsed.problems, []);
+        let [tone, code, docs] = parsed.lessons.as_slice() else {
+            panic!("three lessons expected: {:?}", parsed.lessons);
+        };
+        assert_eq!((tone.line, tone.date.as_str()), (2, "2026-04-02"));
+        assert_eq!((tone.state, tone.confidence), (State::Rule, 0.94));
+        assert_eq!(tone.category, "TONE");
+        assert_eq!(tone.description, "Never open client emails with small talk");
+        assert_eq!(tone.root_cause, "user deleted greeting paragraphs");
+        assert_eq!(
+            (tone.fire_count, tone.sessions_since_fire, tone.misfires),
+            (12, 1, 0)
+        );
+        assert_eq!(tone.corrections, ["41", "57"]);
+        assert_eq!(
+            (code.state, code.confidence, code.misfires),
+            (State::Pattern, 0.71, 1)
+        );
+        assert_eq!(code.scope, r#"{"task_type": "code"}"#);
+        assert_eq!(code.root_cause, "");
+        assert_eq!((docs.state, docs.confidence), (State::Instinct, 0.5));
+        assert_eq!(docs.description, "Link the runbook in incident summaries");
+        assert_eq!(docs.metadata, Metadata::default());
+        assert_eq!(docs.beta, BetaParams::default());
+    }
+
+    #[test]
+    fn headers_read_as_the_sdk_reads_them() {
+        let cases: [HeaderCase; 14] = [
+            (
+                "[2026-04-02] [rule] code/x: lower case",
+                State::Rule,
+                0.9,
+                "CODE/X",
+                "lower case",
+                "",
+            ),
+            (
+                "[2026-04-02] [PATTERN:] CAT: empty confidence",
+                State::Pattern,
+                0.7,
+                "CAT",
+                "empty confidence",
+                "",
+            ),
+            (
+                "[2026-04-02]  [PATTERN:1.]  CAT:  spaced   out  ",
+                State::Pattern,
+                1.0,
+                "CAT",
+                "spaced   out",
+                "",
+            ),
+            (
+                "[2026-04-02] [RULE:5] C: clamped",
+                State::Rule,
+                1.0,
+                "C",
+                "clamped",
+                "",
+            ),
+            (
+                "[2026-04-02] [RULE:.285] C: half even on the binary value",
+                State::Rule,
+                0.28,
+                "C",
+                "half even on the binary value",
+                "",
+            ),
+            (
+                "[2026-04-02] [UNTESTABLE] C: d",
+                State::Untestable,
+                0.0,
+                "C",
+                "d",
+                "",
+            ),
+            (
+                "[2026-04-02] [KILLED] C: d",
+                State::Killed,
+                0.0,
+                "C",
+                "d",
+                "",
+            ),
+            (
+                "[2026-04-02] [ARCHIVED] C: d",
+                State::Archived,
+                0.5,
+                "C",
+                "d",
+                "",
+            ),
+            (
+                "[2026-04-02] [INSTINCT:0.33] C: d",
+                State::Instinct,
+                0.33,
+                "C",
+                "d",
+                "",
+            ),
+            (
+                "  [2026-04-02] [RULE:0.8] A_B: indented but not after a lesson",
+                State::Rule,
+                0.8,
+                "A_B",
+                "indented but not after a lesson",
+                "",
+            ),
+            (
+                "[2026-04-02] [RULE] C: say it   Root cause:   it was deleted  ",
+                State::Rule,
+                0.9,
+                "C",
+                "say it",
+                "it was deleted",
+            ),
+            (
+                "[2026-04-02] [RULE] C: a: b",
+                State::Rule,
+                0.9,
+                "C",
+                "a: b",
+                "",
+            ),
+            (
+                "[2026-04-02] [RULE] C:\u{1f}separator counts as space",
+                State::Rule,
+                0.9,
+                "C",
+                "separator counts as space",
+                "",
+            ),
+            (
+                "[2026-04-02] [RULE] straße: upper-cased as Python does",
+                State::Rule,
+                0.9,
+                "STRASSE",
+                "upper-cased as Python does",
+                "",
+            ),
+        ];
+        for (line, state, confidence, category, description, root_cause) in cases {
+            let parsed = parse(line);
+            assert_eq!(parsed.problems, [], "{line}");
+            let [lesson] = parsed.lessons.as_slice() else {
+                panic!("one lesson expected from {line:?}: {:?}", parsed.lessons);
+            };
+            assert_eq!(lesson.state, state, "{line}");
+            assert_eq!(lesson.confidence, confidence, "{line}");
+            assert_eq!(lesson.category, category, "{line}");
+            assert_eq!(lesson.description, description, "{line}");
+            assert_eq!(lesson.root_cause, root_cause, "{line}");
+        }
+    }
+
+    #[test]
+    fn lines_that_are_not_headers_are_skipped_silently() {
+        let not_headers = [
+            "# heading",
+            "[2026-04-02] [RULE:0.9] a:b: the first colon is not followed by a space",
+            "[2026-04-02] [RULE:0.9] :C: category starts with a word character",
+            "[2026-4-02] [RULE] C: short month",
+            "[2026-04-02][RULE] C: no space after the date",
+            "[2026-04-02] [RULE] C:",
+            "[2026-04-02] [RULE-X] C: state is one word",
+            "text [2026-04-02] [RULE] C: anchored at the start",
+        ];
+        for line in not_headers {
+            assert_eq!(parse(line), Parsed::default(), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_value_keeps_the_lesson_with_its_default_and_names_the_line() {
+        let text = "[2026-04-02] [RULE:0.9.1] TONE: bad confidence\n\
+            [2026-04-02] [MAYBE:0.4] TONE: unknown state\n\
+            [2026-04-02] [PATTERN:.] TONE: a lone dot\n";
+        let parsed = parse(text);
+        let read: Vec<(State, f64)> = parsed
+            .lessons
+            .iter()
+            .map(|lesson| (lesson.state, lesson.confidence))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (State::Rule, 0.9),
+                (State::Instinct, 0.4),
+                (State::Pattern, 0.7)
+            ]
+        );
+        let lines: Vec<usize> = parsed.problems.iter().map(|problem| problem.line).collect();
+        assert_eq!(lines, [1, 2, 3]);
+        assert!(
+            parsed.problems[0].message.contains("\"0.9.1\""),
+            "{:?}",
+            parsed.problems
+        );
+        assert!(
+            parsed.problems[1].message.contains("MAYBE"),
+            "{:?}",
+            parsed.problems
+        );
+    }
+
+    #[test]
+    fn every_continuation_field_is_kept() {
+        let text = "[2026-04-02] [KILLED:0.10] CODE: Use pathlib\n  \
+            Root cause: first\n  \
+            Root cause: second is ignored\n  \
+            Fire count:3|Sessions since fire:  7 |  Misfires: 2\n  \
+            Agent: reviewer\n  \
+            Kill reason: contradicted twice\n  \
+            Corrections: 4, ,5 ,x\n  \
+            Pending approval: YES\n  \
+            Parent meta-rule: META:1\n  \
+            Memory links: m1,m2\n  \
+            Scope: {\"task_type\":\"code\", \"correction_scope\": 1}\n  \
+            Beta params: {\"alpha\": 3.0, \"beta\": 2}\n  \
+            Domain scores: {\"python\": 0.7}\n  \
+            Path: src/a.py\n  \
+            Secondary categories: STYLE, TONE\n  \
+            Climb: {\"count\": 2, \"last_session\": 9, \"level\": 1}\n  \
+            Metadata: {\"what\": \"w\", \"why\": \"y\", \"who\": \"u\", \"when_created\": \"c\", \"when_validated\": \"v\", \"where_scope\": \"s\", \"how_enforced\": \"hook\", \"utility_score\": 1.7, \"safety_score\": 0.125}\n  \
+            Unknown: ignored\n";
+        let parsed = parse(text);
+        assert_eq!(parsed.problems, []);
+        let [lesson] = parsed.lessons.as_slice() else {
+            panic!("one lesson expected: {:?}", parsed.lessons);
+        };
+        assert_eq!((lesson.state, lesson.confidence), (State::Killed, 0.1));
+        assert_eq!(lesson.root_cause, "first");
+        assert_eq!(
+            (
+                lesson.fire_count,
+                lesson.sessions_since_fire,
+                lesson.misfires
+            ),
+            (3, 7, 2)
+        );
+        assert_eq!(lesson.agent, "reviewer");
+        assert_eq!(lesson.kill_reason, "contradicted twice");
+        assert_eq!(lesson.corrections, ["4", "5", "x"]);
+        assert!(lesson.pending_approval);
+        assert_eq!(lesson.parent_meta_rule, "META:1");
+        assert_eq!(lesson.memory_links, ["m1", "m2"]);
+        assert_eq!(
+            lesson.scope,
+            r#"{"task_type":"code", "correction_scope": 1}"#
+        );
+        let scope = lesson.scope_fields().expect("the scope is an object");
+        assert_eq!(scope.get("task_type"), Some(&Value::from("code")));
+        assert_eq!(
+            lesson.beta,
+            BetaParams {
+                alpha: 3.0,
+                beta: 2.0
+            }
+        );
+        assert_eq!(lesson.domain_scores, r#"{"python": 0.7}"#);
+        assert_eq!(lesson.path, "src/a.py");
+        assert_eq!(lesson.secondary_categories, ["STYLE", "TONE"]);
+        assert_eq!(
+            lesson.climb,
+            Climb {
+                count: 2,
+                last_session: 9,
+                level: 1
+            }
+        );
+        let metadata = Metadata {
+            what: "w".into(),
+            why: "y".into(),
+            who: "u".into(),
+            when_created: "c".into(),
+            when_validated: "v".into(),
+            where_scope: "s".into(),
+            how_enforced: "hook".into(),
+            utility_score: 1.0,
+            safety_score: 0.12,
+        };
+        assert_eq!(lesson.metadata, metadata);
+    }
+
+    #[test]
+    fn bad_json_fields_keep_their_defaults_and_are_reported() {
+        let text = "[2026-04-02] [RULE] C: d\n  \
+            Beta params: {\"alpha\": 2\n  \
+            Domain scores: [1]\n  \
+            Climb: {\"count\": 1.5}\n  \
+            Metadata: {\"what\": 3}\n  \
+            Pending approval: no\n  \
+            Scope: not json\n  \
+            Fire count: 99999999999999999999 | Sessions since fire: 1 | Misfires: 0\n";
+        let parsed = parse(text);
+        let [lesson] = parsed.lessons.as_slice() else {
+            panic!("one lesson expected: {:?}", parsed.lessons);
+        };
+        assert_eq!(lesson.beta, BetaParams::default());
+        assert_eq!(lesson.domain_scores, "");
+        assert_eq!(lesson.climb, Climb::default());
+        assert_eq!(lesson.metadata, Metadata::default());
+        assert!(!lesson.pending_approval);
+        assert_eq!(lesson.scope, "not json");
+        assert_eq!(lesson.scope_fields(), None);
+        assert_eq!((lesson.fire_count, lesson.sessions_since_fire), (0, 0));
+        let lines: Vec<usize> = parsed.problems.iter().map(|problem| problem.line).collect();
+        assert_eq!(lines, [2, 3, 4, 5, 8]);
+    }
+
+    #[test]
+    fn the_block_ends_where_the_sdk_ends_it() {
+        let text = "[2026-04-02] [RULE] A: first\n  \
+            Agent: kept\n    \
+            [2026-04-02] [RULE] B: an indented header right after a lesson is swallowed\n\
+            \t[2026-04-02] [RULE] C: a tab-indented header starts a lesson\n  \
+            Agent: of C\n\
+            \n  \
+            Agent: after a blank line, belongs to nobody\n\
+            [2026-04-02] [RULE] D: last\r  Agent: a carriage return is a line break\u{2028}  Path: so is U+2028";
+        let parsed = parse(text);
+        assert_eq!(parsed.problems, []);
+        let read: Vec<(&str, &str, &str, usize)> = parsed
+            .lessons
+            .iter()
+            .map(|l| {
+                (
+                    l.category.as_str(),
+                    l.agent.as_str(),
+                    l.path.as_str(),
+                    l.line,
+                )
+            })
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("A", "kept", "", 1),
+                ("C", "of C", "", 4),
+                ("D", "a carriage return is a line break", "so is U+2028", 8),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rule_idle_for_fifty_sessions_counts_as_a_pattern() {
+        let cases = [
+            (State::Rule, 0, State::Rule),
+            (State::Rule, 49, State::Rule),
+            (State::Rule, 50, State::Pattern),
+            (State::Rule, 900, State::Pattern),
+            (State::Pattern, 50, State::Pattern),
+            (State::Instinct, 50, State::Instinct),
+            (State::Killed, 50, State::Killed),
+        ];
+        for (state, idle, effective) in cases {
+            let mut lesson = Lesson::new(1, "2026-04-02", state, "C".into());
+            lesson.sessions_since_fire = idle;
+            assert_eq!(lesson.effective_state(), effective, "{state} idle {idle}");
+            assert_eq!(lesson.state, state);
+        }
+    }
+
+    #[test]
+    fn state_words_round_trip() {
+        for state in [
+            State::Instinct,
+            State::Pattern,
+            State::Rule,
+            State::Untestable,
+            State::Killed,
+            State::Archived,
+        ] {
+            assert_eq!(State::from_word(state.as_str()), Some(state));
+        }
+        assert_eq!(State::from_word("rule"), None);
+    }
+}
