@@ -38,7 +38,8 @@ class Response:
     """What a daemon answered: a status and a parsed JSON body, or no answer at all.
 
     ``status`` is None when the connection closed without a response (what 0.6.0 does on bad
-    input); ``body`` is the parsed JSON, or ``{"<text>": ...}`` when the body is not JSON."""
+    input), a string saying why when there was no connection or the answer timed out, else the
+    HTTP status; ``body`` is the parsed JSON, or ``{"<text>": ...}`` when the body is not JSON."""
 
     def __init__(self, status, body):
         self.status = status
@@ -54,12 +55,17 @@ def call(port, method, path, body=None, raw=None):
     try:
         payload = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         headers = {"Content-Type": "application/json"} if payload is not None else {}
-        conn.request(method, path, body=payload, headers=headers)
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+        except OSError as err:
+            return Response(f"no connection: {err.__class__.__name__}", None)
         try:
             resp = conn.getresponse()
             data = resp.read()
         except (http.client.RemoteDisconnected, ConnectionResetError, http.client.BadStatusLine):
             return Response(None, None)
+        except OSError as err:  # a timeout: the daemon hangs on this request
+            return Response(f"no answer: {err.__class__.__name__}", None)
         try:
             parsed = json.loads(data.decode("utf-8")) if data else None
         except (UnicodeDecodeError, json.JSONDecodeError):
@@ -86,7 +92,8 @@ class Daemon:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} at startup; "
+                self._log.close()
+                raise DaemonExited(f"{self.name} exited with {self.proc.returncode} at startup; "
                                    f"log: {self.log_path}\n{self.log_tail()}")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
@@ -121,11 +128,19 @@ class Daemon:
         self._log.close()
 
 
-def start_python(python, brain, home, log_path):
-    port = free_port()
-    argv = [python, "-m", "gradata.daemon", "--brain-dir", brain, "--port", str(port)]
-    return Daemon("python", argv, base_env(home), brain, port, log_path,
-                  cwd=os.path.dirname(brain))
+def start_on_free_port(make, attempts=3):
+    """Starts a daemon on a port picked free; another process may take that port before the
+    daemon binds it, so a daemon that exits at startup is tried again on a new port."""
+    for attempt in range(attempts):
+        try:
+            return make(free_port())
+        except DaemonExited:
+            if attempt == attempts - 1:
+                raise
+
+
+class DaemonExited(RuntimeError):
+    pass
 
 
 class PythonDaemon:
@@ -137,7 +152,11 @@ class PythonDaemon:
         self.python = python
 
     def start(self, brain, home, log_path):
-        d = start_python(self.python, brain, home, log_path)
+        def make(port):
+            argv = [self.python, "-m", "gradata.daemon", "--brain-dir", brain, "--port", str(port)]
+            return Daemon("python", argv, base_env(home), brain, port, log_path,
+                          cwd=os.path.dirname(brain))
+        d = start_on_free_port(make)
         d.stop_signal = signal.SIGKILL
         return d
 
@@ -151,7 +170,11 @@ class GradataDaemon:
         self.binary = binary
 
     def start(self, brain, home, log_path):
-        port = free_port()
+        d = start_on_free_port(lambda port: self._make(brain, home, log_path, port))
+        d.stop_signal = signal.SIGTERM
+        return d
+
+    def _make(self, brain, home, log_path, port):
         env = base_env(home)
         env.update({
             "GRADATA_CONFIG": "",
@@ -161,7 +184,5 @@ class GradataDaemon:
             "GRADATA_SYNC_API_KEY_FILE": os.path.join(home, "no-such-key"),
             "GRADATA_LOG_FORMAT": "text",
         })
-        d = Daemon("gradata", [self.binary, "serve"], env, brain, port, log_path,
-                   cwd=os.path.dirname(brain))
-        d.stop_signal = signal.SIGTERM
-        return d
+        return Daemon("gradata", [self.binary, "serve"], env, brain, port, log_path,
+                      cwd=os.path.dirname(brain))
