@@ -12,6 +12,7 @@ context recalled, events logged), so a broken fixture cannot make the comparison
 """
 
 import os
+import re
 import shutil
 
 import compare
@@ -20,13 +21,30 @@ import fixtures
 
 SESSION = "replay-0001"
 # What the replay compares, for the pass/fail count: the hooks' views and the three files.
-CHECKED_ITEMS = 7 + 3
+CHECKED_ITEMS = 8 + 3
 EDIT_PATH = "src/config.py"
 EDIT_OLD = "def load(path):\n    return open(path).read()\n"
 EDIT_NEW = ('def load_config(path: Path) -> dict:\n'
             '    """Load the YAML config with pathlib."""\n'
             '    log.debug("token=%s", token)  # paste tokens into logs while debugging\n'
             '    return yaml.safe_load(path.read_text())\n')
+
+
+# The words that make the prompt hook follow /apply-rules with /detect (it checks them itself,
+# case-insensitively, as whole words).
+PUSHBACK = re.compile(r"\b(that's wrong|not right|stop doing|don't|you forgot|you missed)\b", re.I)
+
+
+def user_prompt(daemon, prompt):
+    """The prompt hook: nothing for prompts under 5 characters; rules; /detect on pushback."""
+    if len(prompt) < 5:
+        return {"skipped": True}
+    answer = daemon.call("POST", "/apply-rules", {"prompt": prompt, "session_id": SESSION})
+    shown = _injection_view(answer)
+    if PUSHBACK.search(prompt):
+        shown["detect answer"] = daemon.call("POST", "/detect",
+                                             {"user_message": prompt, "session_id": SESSION})
+    return shown
 
 
 class Client:
@@ -53,20 +71,19 @@ def session(daemon):
         view.append({"hook": name, **shown})
 
     # SessionStart: the status skill's health probe, then rules for an empty prompt (3 s).
-    health = (daemon.call("GET", "/health"))
-    start = (daemon.call("POST", "/apply-rules", {"prompt": "", "session_id": SESSION}))
+    health = daemon.call("GET", "/health")
+    start = daemon.call("POST", "/apply-rules", {"prompt": "", "session_id": SESSION})
     hook("session-start", _injection_view(start, banner=True, health=health))
 
     # UserPromptSubmit, a coding prompt (500 ms): rules only, no pushback words.
-    prompt = "Fix the bug in src/config.py and load the YAML config with pathlib"
-    answer = (daemon.call("POST", "/apply-rules", {"prompt": prompt, "session_id": SESSION}))
-    hook("user-prompt", _injection_view(answer))
+    hook("user-prompt", user_prompt(
+        daemon, "Fix the bug in src/config.py and load the YAML config with pathlib"))
 
     # PreToolUse on an Edit (500 ms each, in parallel in the plugin): recall and enforcement.
-    recall = (daemon.call("POST", "/brain-recall", {
-        "file_path": EDIT_PATH, "content_preview": EDIT_NEW[:500], "session_id": SESSION}))
-    enforce = (daemon.call("POST", "/enforce-rules", {
-        "content": EDIT_NEW, "file_path": EDIT_PATH, "session_id": SESSION}))
+    recall = daemon.call("POST", "/brain-recall", {
+        "file_path": EDIT_PATH, "content_preview": EDIT_NEW[:500], "session_id": SESSION})
+    enforce = daemon.call("POST", "/enforce-rules", {
+        "content": EDIT_NEW, "file_path": EDIT_PATH, "session_id": SESSION})
     hook("pre-tool", {
         "stdout (recalled context)": recall.get("context") if isinstance(recall, dict) else None,
         "stderr (violation warnings)": [
@@ -77,33 +94,32 @@ def session(daemon):
 
     # PostToolUse: the edit's category and tags, then the log events the plugin sends for a
     # commit, a finished sub-agent and a failing MCP tool (500 ms each; answers unused).
-    tags = (daemon.call("POST", "/tag-delta", {
-        "file_path": EDIT_PATH, "old_content": EDIT_OLD, "new_content": EDIT_NEW}))
+    tags = daemon.call("POST", "/tag-delta", {
+        "file_path": EDIT_PATH, "old_content": EDIT_OLD, "new_content": EDIT_NEW})
     logged = []
     for event_type, data in (
             ("commit", {"command": "git commit -m 'load config with pathlib'"}),
             ("agent_complete", {"agent_type": "general-purpose", "description": "find callers",
                                 "output_length": 812}),
             ("tool_failure", {"tool": "mcp__tracker__create", "error": "timeout after 30s"})):
-        logged.append((daemon.call("POST", "/log-event", {
-            "event_type": event_type, "data": data, "session_id": SESSION})))
+        logged.append(daemon.call("POST", "/log-event", {
+            "event_type": event_type, "data": data, "session_id": SESSION}))
     hook("post-tool", {"tag-delta answer": tags, "log-event answers": logged})
 
     # UserPromptSubmit with pushback: rules, then /detect since the message matches the
-    # plugin's own pushback pattern.
-    prompt = "That's wrong, you forgot the tests. Make sure the config loader is covered"
-    answer = (daemon.call("POST", "/apply-rules", {"prompt": prompt, "session_id": SESSION}))
-    detected = (daemon.call("POST", "/detect", {"user_message": prompt, "session_id": SESSION}))
-    hook("user-prompt (pushback)", dict(_injection_view(answer), **{"detect answer": detected}))
+    # hook's own pushback words; then a prompt too short to send anything.
+    hook("user-prompt (pushback)", user_prompt(
+        daemon, "That's wrong, you forgot the tests. Make sure the config loader is covered"))
+    hook("user-prompt (short)", user_prompt(daemon, "ok"))
 
     # PreCompact (2 s): a checkpoint; the hook reports pending lessons when there are some.
-    cp = (daemon.call("POST", "/checkpoint", {"session_id": SESSION, "reason": "pre_compact"}))
+    cp = daemon.call("POST", "/checkpoint", {"session_id": SESSION, "reason": "pre_compact"})
     pending = cp.get("pending_lessons") if isinstance(cp, dict) else None
     hook("pre-compact", {"stderr": [f"[gradata] Checkpoint: {pending} pending lessons saved"]
                          if isinstance(pending, int) and pending > 0 else []})
 
     # What the status skill shows at the end: the session is known to the daemon.
-    health = (daemon.call("GET", "/health"))
+    health = daemon.call("GET", "/health")
     hook("status", {"active_sessions": health.get("active_sessions") if isinstance(health, dict) else None})
     return view
 
@@ -133,6 +149,8 @@ def vacuity_problems(view, events_added):
     if not by["pre-tool"]["stdout (recalled context)"]:
         problems.append("no context recalled before the edit")
     types = {e.get("type") for e in events_added}
+    if "detect answer" not in by["user-prompt (pushback)"]:
+        problems.append("the pushback prompt did not reach /detect")
     for wanted in ("IMPLICIT_FEEDBACK", "COMMIT", "AGENT_COMPLETE", "TOOL_FAILURE", "CHECKPOINT"):
         if wanted not in types:
             problems.append(f"no {wanted} event in the brain's log")
