@@ -69,20 +69,14 @@ def copy_brain(src, dst):
     return dst
 
 
-def report(title, mismatches, left_label, right_label, limit_per_brain=400):
+def report(title, mismatches, left_label, right_label):
+    """Prints every mismatch: where, the request, the JSON path, both values."""
     print(f"\n== {title}: {len(mismatches)} mismatch(es)")
-    shown = {}
     for m in mismatches:
-        shown[m.brain] = shown.get(m.brain, 0) + 1
-        if shown[m.brain] > limit_per_brain:
-            continue
         print(f"MISMATCH [{m.brain}] {m.where}  request: {m.request}")
         print(f"    path: {m.path}")
         print(f"    {left_label:>13}: {short(m.left)}")
         print(f"    {right_label:>13}: {short(m.right)}")
-    for brain, count in shown.items():
-        if count > limit_per_brain:
-            print(f"... [{brain}] {count - limit_per_brain} more not shown")
 
 
 def summary_by_route(mismatches):
@@ -129,13 +123,14 @@ def main():
     self_check, versus = [], []
     ok = False
     try:
+        # 1. 0.6.0 against itself, on every brain and the replay: must be clean.
+        prepared = []
         for name in brains:
             source = os.path.join(work, "fixtures", name)
             fixtures.write(name, source)
             ctx = {"stale_rules": fixtures.stale_rules(source)}
             py_a = copy_brain(source, os.path.join(work, name, "python-a"))
             py_b = copy_brain(source, os.path.join(work, name, "python-b"))
-            gr = copy_brain(source, os.path.join(work, name, "gradata"))
             t = time.monotonic()
             answers_a = run_scenario(python, py_a, work, f"{name}-python-a")
             answers_b = run_scenario(python, py_b, work, f"{name}-python-b")
@@ -143,29 +138,33 @@ def main():
             self_check += compare_files(name, py_a, py_b)
             print(f"-- [{name}] 0.6.0 twice: {len(scenario.STEPS)} requests each,"
                   f" {time.monotonic() - t:.1f} s")
-            if args.self_check_only:
-                continue
+            prepared.append((name, source, ctx, py_a, answers_a))
+        session = replay.Replay(work)
+        self_check += session.self_check(python)
+        report("self-check: 0.6.0 against itself", self_check, "python run 1", "python run 2")
+        if self_check:
+            print("\nFAIL: 0.6.0 does not compare clean with itself: the masks or the harness are wrong")
+            return 2
+        if args.self_check_only:
+            ok = True
+            return 0
+
+        # 2. gradata against 0.6.0's first run, then the replay.
+        for name, source, ctx, py_a, answers_a in prepared:
+            gr = copy_brain(source, os.path.join(work, name, "gradata"))
             t = time.monotonic()
             answers_g = run_scenario(gradata, gr, work, f"{name}-gradata")
             versus += compare_answers(name, ctx, answers_a, answers_g, right_is_reference=False)
             versus += compare_files(name, py_a, gr)
             print(f"-- [{name}] gradata: {time.monotonic() - t:.1f} s")
+        versus += session.versus(gradata)
 
-        replay_self, replay_versus = replay.run(python, None if args.self_check_only else gradata, work)
-        self_check += replay_self
-        versus += replay_versus
-
-        report("self-check: 0.6.0 against itself", self_check, "python run 1", "python run 2")
-        if self_check:
-            print("\nFAIL: 0.6.0 does not compare clean with itself: the masks or the harness are wrong")
-            return 2
-        if not args.self_check_only:
-            report("gradata against 0.6.0", versus, "python 0.6.0", "gradata")
-            if versus:
-                print("\nmismatches by brain and route:")
-                summary_by_route(versus)
-            passed, failed = tally(versus, brains)
-            print(f"\ndiff: {passed} passed, {failed} failed")
+        report("gradata against 0.6.0", versus, "python 0.6.0", "gradata")
+        if versus:
+            print("\nmismatches by brain and route:")
+            summary_by_route(versus)
+        passed, failed = tally(versus, brains)
+        print(f"\ndiff: {passed} passed, {failed} failed")
         ok = not versus
         return 0 if ok else 1
     finally:

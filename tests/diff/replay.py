@@ -157,40 +157,48 @@ def vacuity_problems(view, events_added):
     return problems
 
 
-def run(python, gradata, work):
-    """Replays the session on copies of the small brain: 0.6.0 twice, then gradata."""
-    source = os.path.join(work, "replay", "fixture")
-    fixtures.write("small", source)
-    ctx = {"stale_rules": fixtures.stale_rules(source)}
-    before = len(compare.events_rows(source))
-    views = {}
-    runs = [("python-a", python), ("python-b", python)] + ([("gradata", gradata)] if gradata else [])
-    for tag, factory in runs:
-        brain = os.path.join(work, "replay", tag)
-        shutil.copytree(source, brain)
-        home = os.path.join(work, "replay", f"home-{tag}")
+class Replay:
+    """The session on copies of the small brain: 0.6.0 twice (the self-check), then gradata."""
+
+    def __init__(self, work):
+        self.dir = os.path.join(work, "replay")
+        self.source = os.path.join(self.dir, "fixture")
+        fixtures.write("small", self.source)
+        self.ctx = {"stale_rules": fixtures.stale_rules(self.source)}
+        self.views = {}
+
+    def _play(self, tag, factory):
+        brain = os.path.join(self.dir, tag)
+        shutil.copytree(self.source, brain)
+        home = os.path.join(self.dir, f"home-{tag}")
         os.makedirs(home)
-        daemon = factory.start(brain, home, os.path.join(work, "replay", f"{tag}.log"))
+        daemon = factory.start(brain, home, os.path.join(self.dir, f"{tag}.log"))
         try:
-            views[tag] = session(Client(daemon, ctx, reference=tag != "gradata"))
+            self.views[tag] = session(Client(daemon, self.ctx, reference=tag != "gradata"))
         finally:
             daemon.stop(daemon.stop_signal)
+        return brain
 
-    self_check, versus = [], []
-    replayed = os.path.join(work, "replay")
-    added = compare.events_rows(os.path.join(replayed, "python-a"))[before:]
-    for problem in vacuity_problems(views["python-a"], added):
-        self_check.append(compare.Mismatch("replay", "0.6.0 session", "fixture", problem,
-                                           "expected", "missing"))
-    self_check += view_mismatches(views["python-a"], views["python-b"])
-    self_check += compare.compare_files("replay", os.path.join(replayed, "python-a"),
-                                        os.path.join(replayed, "python-b"), "event log")
-    if gradata:
-        versus += view_mismatches(views["python-a"], views["gradata"])
-        versus += compare.compare_files("replay", os.path.join(replayed, "python-a"),
-                                        os.path.join(replayed, "gradata"), "event log")
-    print(f"-- [replay] one plugin session against {len(runs)} daemons")
-    return self_check, versus
+    def self_check(self, python):
+        """0.6.0 twice: the views and event logs must agree, and must not be empty."""
+        a, b = self._play("python-a", python), self._play("python-b", python)
+        found = []
+        added = compare.events_rows(a)[len(compare.events_rows(self.source)):]
+        for problem in vacuity_problems(self.views["python-a"], added):
+            found.append(compare.Mismatch("replay", "0.6.0 session", "fixture", problem,
+                                          "expected", "missing"))
+        found += view_mismatches(self.views["python-a"], self.views["python-b"])
+        found += compare.compare_files("replay", a, b, "event log")
+        print("-- [replay] one plugin session against 0.6.0, twice")
+        return found
+
+    def versus(self, gradata):
+        """gradata against the first 0.6.0 session."""
+        g = self._play("gradata", gradata)
+        found = view_mismatches(self.views["python-a"], self.views["gradata"])
+        found += compare.compare_files("replay", os.path.join(self.dir, "python-a"), g, "event log")
+        print("-- [replay] one plugin session against gradata")
+        return found
 
 
 def view_mismatches(left, right):
