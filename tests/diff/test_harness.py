@@ -36,7 +36,7 @@ class JsonDiff(unittest.TestCase):
 
     def test_reports_key_order_only_when_values_agree(self):
         self.assertEqual(compare.json_diff({"a": 1, "b": 2}, {"b": 2, "a": 1}),
-                         [("$ (key order)", ["a", "b"], ["b", "a"])])
+                         [("$ (key order only)", ["a", "b"], ["b", "a"])])
 
     def test_int_and_float_compare_by_value_but_bool_does_not(self):
         self.assertEqual(compare.json_diff(1, 1.0), [])
