@@ -5,7 +5,8 @@
 #
 # 1. a virtualenv with gradata==0.6.0 in target/diff-venv (reused when it already has it);
 # 2. the gradata binary: $GRADATA_BIN if set, else `cargo build --locked` (debug);
-# 3. the harness's own unit tests (test_harness.py);
+# 3. the harness's own unit tests (test_harness.py), and one run of diff.py against
+#    conforming_proxy.py (0.6.0 with the listed fixes), which must compare clean;
 # 4. diff.py: 0.6.0 against itself first (must be clean), then gradata against 0.6.0, then the
 #    plugin's session replay. Exit status non-zero on any mismatch not in differences.py.
 #
@@ -46,4 +47,11 @@ fi
 echo "diff: gradata binary: $bin ($("$bin" --version))"
 
 python3 tests/diff/test_harness.py
+if ! python3 tests/diff/diff.py --python "$venv/bin/python" --gradata tests/diff/conforming_proxy.py \
+        --brains small >target/diff-harness-check.log 2>&1; then
+    cat target/diff-harness-check.log
+    echo "diff: the harness finds mismatches in 0.6.0 with the listed fixes: differences.py is wrong"
+    exit 2
+fi
+echo "diff: harness check: 0.6.0 with the listed fixes compares clean"
 exec python3 tests/diff/diff.py --python "$venv/bin/python" --gradata "$bin" "$@"
