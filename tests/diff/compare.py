@@ -14,7 +14,8 @@ KEY_ORDER = " (key order only)"
 
 
 def short(value):
-    text = json.dumps(value, ensure_ascii=False, sort_keys=False) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    """A value as one line of JSON, cut to SHOW characters."""
+    text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= SHOW else text[:SHOW] + f"... ({len(text)} chars)"
 
 
