@@ -12,6 +12,7 @@
 #
 # Runs without standard input; installs python3-venv with apt-get when venv is missing.
 set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in the source tree
 cd "$(dirname "$0")/../.."
 
 venv=target/diff-venv
