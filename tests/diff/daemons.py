@@ -25,6 +25,7 @@ def base_env(home):
         "TZ": "UTC",
         "LANG": "C.UTF-8",
         "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
     }
 
 
