@@ -6,3 +6,4 @@ pub mod category;
 pub mod enforce;
 pub mod feedback;
 pub mod pytext;
+pub mod tag_delta;
