@@ -5,5 +5,6 @@
 pub mod category;
 pub mod enforce;
 pub mod feedback;
+pub mod pyrepr;
 pub mod pytext;
 pub mod tag_delta;
