@@ -7,4 +7,5 @@ pub mod enforce;
 pub mod feedback;
 pub mod pyrepr;
 pub mod pytext;
+pub mod recall;
 pub mod tag_delta;
