@@ -310,6 +310,20 @@ pub fn recall(
     Ok(rank(rows, mode, today))
 }
 
+/// Whether the SQLite library behind `connection` has FTS5 compiled in (`PRAGMA
+/// compile_options` lists `ENABLE_FTS5`): without it every recall finds nothing, so the daemon
+/// checks once at startup and says so.
+pub fn fts5_compiled_in(connection: &Connection) -> rusqlite::Result<bool> {
+    let mut statement = connection.prepare("PRAGMA compile_options")?;
+    let options = statement.query_map([], |row| row.get::<_, String>(0))?;
+    for option in options {
+        if option? == "ENABLE_FTS5" {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Today's date in the system's time zone, the date recency is measured against (0.6.0 uses
 /// the local date both when indexing and when searching).
 pub fn local_today() -> Date {
@@ -856,6 +870,12 @@ mod tests {
             .execute_batch("CREATE TABLE brain_fts(x)")
             .expect("plain table");
         assert_eq!(search(&connection, "\"linter\"").expect("no match"), []);
+    }
+
+    #[test]
+    fn the_bundled_sqlite_has_fts5() {
+        let connection = Connection::open_in_memory().expect("in-memory database");
+        assert!(fts5_compiled_in(&connection).expect("compile options readable"));
     }
 
     #[test]
