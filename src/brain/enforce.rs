@@ -47,6 +47,25 @@ pub struct Violation {
     pub severity: &'static str,
 }
 
+/// The route's answer, serialised with 0.6.0's keys in its order: `{"violations": [...],
+/// "pass": bool}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enforcement {
+    /// The violated rules, in the order they were given.
+    pub violations: Vec<Violation>,
+    /// Whether nothing was violated.
+    pub pass: bool,
+}
+
+/// [`violations`] of `content` against `rules`, with the `pass` verdict.
+pub fn enforce(content: &str, rules: &[RuleText<'_>]) -> Enforcement {
+    let violations = violations(content, rules);
+    Enforcement {
+        pass: violations.is_empty(),
+        violations,
+    }
+}
+
 /// The rules of `rules` that `content` violates, in the order of `rules`. Empty content
 /// violates nothing.
 pub fn violations(content: &str, rules: &[RuleText<'_>]) -> Vec<Violation> {
@@ -167,6 +186,14 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&found[1]).expect("plain data"),
             r#"{"rule_id":"FORMAT:b8c910b5","description":"Never wrap short answers in markdown headers","severity":"warn"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&enforce("no headers here", &rules[2..])).expect("plain data"),
+            r#"{"violations":[{"rule_id":"FORMAT:b8c910b5","description":"Never wrap short answers in markdown headers","severity":"warn"}],"pass":false}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&enforce("", &rules)).expect("plain data"),
+            r#"{"violations":[],"pass":true}"#
         );
         assert!(violations("", &rules).is_empty());
         assert!(violations("plain text", &rules).is_empty());
