@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::body::{parse_json, read_text};
-use super::correction::{Category, Severity};
+use super::correction::Severity;
 use super::error::ApiError;
+use crate::brain::category::Category;
 use crate::store::{EnqueueOutcome, EventId, Kind, NewEvent, QueueLimit};
 
 /// `POST /correct` body (the original daemon's fields).

@@ -1,5 +1,5 @@
-//! What `POST /correct` derives from an edit: the `category` of the file (the original daemon's
-//! extension table) and the `severity` of the change (how much of the text changed).
+//! What `POST /correct` derives from an edit: the `severity` of the change (how much of the text
+//! changed). The file's `category` is the brain's (`brain::category::Category`).
 //!
 //! Pure functions, no I/O, so the thresholds are tested directly.
 //!
@@ -23,52 +23,6 @@ use std::time::{Duration, Instant};
 
 /// Longest a severity computation may spend on the diff.
 const DIFF_DEADLINE: Duration = Duration::from_millis(50);
-
-/// The original daemon's file categories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Category {
-    /// Source code.
-    Code,
-    /// Prose and documentation.
-    Content,
-    /// Configuration files.
-    Config,
-    /// Web front-end files.
-    Frontend,
-    /// Anything else.
-    General,
-}
-
-impl Category {
-    /// The category of `file_path`, by extension (case-insensitive).
-    pub fn of(file_path: &str) -> Category {
-        let extension = std::path::Path::new(file_path)
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .unwrap_or_default();
-        match extension.as_str() {
-            "py" | "js" | "ts" | "tsx" | "jsx" | "rs" | "go" | "java" | "rb" | "c" | "cpp"
-            | "h" | "cs" | "swift" | "kt" => Category::Code,
-            "md" | "txt" | "rst" => Category::Content,
-            "json" | "yaml" | "yml" | "toml" | "ini" | "env" => Category::Config,
-            "html" | "css" | "scss" | "vue" | "svelte" => Category::Frontend,
-            _ => Category::General,
-        }
-    }
-
-    /// The upper-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Code => "CODE",
-            Category::Content => "CONTENT",
-            Category::Config => "CONFIG",
-            Category::Frontend => "FRONTEND",
-            Category::General => "GENERAL",
-        }
-    }
-}
 
 /// How much an edit changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -273,23 +227,6 @@ fn common_suffix_len(old: &str, new: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn categories_follow_the_original_table() {
-        for (path, category) in [
-            ("src/main.rs", Category::Code),
-            ("a/b/App.TSX", Category::Code),
-            ("notes.md", Category::Content),
-            ("config/app.yaml", Category::Config),
-            (".env", Category::General),
-            ("prod.env", Category::Config),
-            ("site.scss", Category::Frontend),
-            ("Makefile", Category::General),
-            ("", Category::General),
-        ] {
-            assert_eq!(Category::of(path), category, "{path:?}");
-        }
-    }
 
     #[test]
     fn severity_grows_with_the_change() {

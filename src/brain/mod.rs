@@ -2,8 +2,14 @@
 //! `events.jsonl`, the salt and lock files), and what the brain routes decide from it. No HTTP
 //! here: the API turns requests into calls on this module and its answers into responses.
 
+pub mod category;
+pub mod enforce;
+pub mod feedback;
 pub mod lessons;
 pub mod mode;
+pub mod pyrepr;
 pub mod pytext;
+pub mod recall;
 pub mod rule_id;
 pub mod rules;
+pub mod tag_delta;
