@@ -3,4 +3,5 @@
 //! here: the API turns requests into calls on this module and its answers into responses.
 
 pub mod lessons_file;
+pub mod pyjson;
 pub mod pytext;
