@@ -10,6 +10,7 @@
 mod support;
 
 mod api;
+mod brain_events;
 mod drain;
 mod journal;
 mod leases;
