@@ -6,3 +6,4 @@ pub mod events;
 pub mod lessons_file;
 pub mod pyjson;
 pub mod pytext;
+pub mod sessions;
