@@ -4,12 +4,16 @@
 
 pub mod category;
 pub mod enforce;
+pub mod events;
 pub mod feedback;
 pub mod lessons;
+pub mod lessons_file;
 pub mod mode;
+pub mod pyjson;
 pub mod pyrepr;
 pub mod pytext;
 pub mod recall;
 pub mod rule_id;
 pub mod rules;
+pub mod sessions;
 pub mod tag_delta;

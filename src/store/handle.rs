@@ -13,8 +13,8 @@ use rusqlite::Connection;
 use super::lock::LockFile;
 use super::read::{self, QueueEntry, Stats};
 use super::types::{
-    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, RowState,
-    Settlement, lease_until,
+    BrainEventRow, ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, OutboxEntry, QueueLimit,
+    RecordedEvent, RetrySelector, RowId, RowState, Settlement, lease_until,
 };
 use super::writer::{Command, PendingGauge, Writer};
 use super::{Error, to_unix};
@@ -100,6 +100,33 @@ impl Store {
                 now: crate::clock::now(),
                 reply,
             })
+            .await
+    }
+
+    /// Commits a row of the brain's `events` table and, if given, an outbox row, in one
+    /// transaction, answered once it is durable. The outbox row never costs the brain its event:
+    /// when the queue is at the entry's limit it is skipped, and when its insert fails it alone
+    /// is rolled back ([`crate::store::OutboxOutcome`] says which). When the event's insert fails,
+    /// nothing is written.
+    pub async fn record_brain_event(
+        &self,
+        event: BrainEventRow,
+        outbox: Option<OutboxEntry>,
+    ) -> Result<RecordedEvent, Error> {
+        self.writer()?
+            .call(|reply| Command::Record {
+                event: Box::new(event),
+                outbox,
+                now: crate::clock::now(),
+                reply,
+            })
+            .await
+    }
+
+    /// The highest integer `session` in the brain's `events` table, `None` when there is none
+    /// (or no table): where the brain's session numbering starts again after a restart.
+    pub async fn max_event_session(&self) -> Result<Option<i64>, Error> {
+        self.read(|conn| Ok(super::schema::max_event_session(conn)?))
             .await
     }
 

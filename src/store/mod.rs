@@ -20,6 +20,11 @@
 //! the counting triggers), `read.rs` (read-only queries), `writer/` (the writer thread, group
 //! commit and the SQL of each change), `checkpoint.rs`, `lock.rs`, `identity.rs`, `types.rs`.
 //!
+//! The store also owns the one write connection to the brain's `events` table, which lives in the
+//! same database: it creates the table when missing (as the Python SDK 0.6.0 does) and commits a
+//! brain event with the outbox row a route sends beside it in one transaction
+//! ([`Store::record_brain_event`]); what goes into the row is the brain's business.
+//!
 //! Boundary: this module knows nothing of HTTP or of the sync protocol's status codes; it stores
 //! what [`crate::sync`] tells it. Of tokio it uses only reply channels and the blocking pool its
 //! reads run on. Invariants: a pending row is never deleted; every state change is one
@@ -49,8 +54,9 @@ pub use lock::{BRAIN_LOCK, INSTANCE_LOCK};
 pub use read::{QueueEntry, Stats};
 pub use retention::{PurgeStep, WalCheckpoint};
 pub use types::{
-    ClaimFrom, ClaimedRow, EnqueueOutcome, EventId, InvalidEventId, Kind, MAX_EVENT_ID_LEN,
-    NewEvent, QueueLimit, RetrySelector, RowId, RowState, Settlement,
+    BrainEventRow, ClaimFrom, ClaimedRow, EnqueueOutcome, EventId, EventRowId, InvalidEventId,
+    Kind, MAX_EVENT_ID_LEN, NewEvent, OutboxEntry, OutboxOutcome, QueueLimit, RecordedEvent,
+    RetrySelector, RowId, RowState, Settlement,
 };
 
 pub(crate) use open::PRIVATE_FILE_MODE;

@@ -1,4 +1,5 @@
-//! The `sync_queue` schema and its additive migrations (DESIGN §4).
+//! The `sync_queue` schema and its additive migrations (DESIGN §4), and the brain's `events`
+//! table, which the service creates beside it when missing.
 //!
 //! The base DDL is the original Python daemon's, byte for byte, so a brain's existing `system.db`
 //! opens unchanged. Everything gradata needs beyond it is added with `ALTER TABLE … ADD COLUMN` and
@@ -161,6 +162,61 @@ UPDATE OR IGNORE sync_queue INDEXED BY idx_sync_queue_without_event_id
    AND json_valid(payload_json)
    AND json_type(payload_json, '$.event_id') = 'text'";
 
+/// The brain's event log as the Python SDK 0.6.0 creates it (`reference/brain-spec.md` §2): the
+/// table and its three indexes. Created when missing, in the same migration as the queue; an
+/// existing table (a brain the SDK wrote, possibly with more columns than these) is left as it
+/// is, but for [`EVENTS_ADDED_COLUMNS`].
+const EVENTS_DDL: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    session INTEGER,
+    type TEXT NOT NULL,
+    source TEXT,
+    data_json TEXT,
+    tags_json TEXT,
+    valid_from TEXT,
+    valid_until TEXT,
+    scope TEXT DEFAULT 'local'
+);
+CREATE INDEX IF NOT EXISTS idx_events_session ON events(session);
+CREATE INDEX IF NOT EXISTS idx_events_type ON events(type);
+CREATE INDEX IF NOT EXISTS idx_events_session_type ON events(session, type);
+";
+
+/// The columns the SDK adds to an older `events` table when they are missing, with its types.
+const EVENTS_ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("valid_from", "TEXT"),
+    ("valid_until", "TEXT"),
+    ("scope", "TEXT DEFAULT 'local'"),
+];
+
+/// Creates the brain's `events` table and indexes when missing, and adds the SDK's three later
+/// columns to an older table that lacks them. Nothing else of an existing table is changed.
+fn ensure_events_table(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(EVENTS_DDL)?;
+    let existing = table_columns(conn, "events")?;
+    for (name, sql_type) in EVENTS_ADDED_COLUMNS {
+        if !existing.iter().any(|column| column == name) {
+            conn.execute_batch(&format!("ALTER TABLE events ADD COLUMN {name} {sql_type}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The highest session number in the brain's event log, over the rows whose `session` is stored
+/// as an integer (the SDK also writes other types there); `None` when there is none, or no table.
+pub(crate) fn max_event_session(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    if table_columns(conn, "events")?.is_empty() {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT MAX(session) FROM events WHERE typeof(session) = 'integer'",
+        [],
+        |row| row.get(0),
+    )
+}
+
 /// Whether the queue table exists in this database.
 pub(crate) fn has_queue_table(conn: &Connection) -> rusqlite::Result<bool> {
     conn.query_row(
@@ -198,6 +254,9 @@ pub(crate) fn migrate(conn: &mut Connection, create_table: bool) -> rusqlite::Re
     }
     tx.execute_batch(ADDED_INDEXES)?;
     add_counting_triggers(&tx)?;
+    if create_table {
+        ensure_events_table(&tx)?;
+    }
     // Backfill from the payload. OR IGNORE leaves a second row with an already-used event_id at
     // NULL instead of failing the migration: both rows are still delivered, the cloud dedupes.
     tx.execute(BACKFILL_EVENT_IDS, [])?;
@@ -235,8 +294,13 @@ pub(crate) fn has_counting_triggers(conn: &Connection) -> rusqlite::Result<bool>
 }
 
 fn column_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut statement = conn.prepare("SELECT name FROM pragma_table_info('sync_queue')")?;
-    let names = statement.query_map([], |row| row.get::<_, String>(0))?;
+    table_columns(conn, "sync_queue")
+}
+
+/// The columns of `table`, in order; empty if there is no such table.
+fn table_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    let names = statement.query_map([table], |row| row.get::<_, String>(0))?;
     names.collect()
 }
 

@@ -194,6 +194,74 @@ pub enum EnqueueOutcome {
     Duplicate(RowId),
 }
 
+/// Primary key of a row of the brain's `events` table (the id the Python SDK returns for an event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct EventRowId(pub i64);
+
+impl fmt::Display for EventRowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A row of the brain's `events` table, its columns as text already (the brain formats them as
+/// the Python SDK does; the store only inserts them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrainEventRow {
+    /// `ts`: ISO 8601 UTC.
+    pub ts: String,
+    /// `session`.
+    pub session: i64,
+    /// `type`.
+    pub event_type: String,
+    /// `source`.
+    pub source: String,
+    /// `data_json`: a JSON object.
+    pub data_json: String,
+    /// `tags_json`: a JSON array of strings.
+    pub tags_json: String,
+    /// `valid_from`.
+    pub valid_from: String,
+    /// `valid_until`; `None` is NULL.
+    pub valid_until: Option<String>,
+}
+
+/// An outbox row to commit with a brain event, and the queue limit it must fit in.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    /// The event for the cloud.
+    pub event: NewEvent,
+    /// The queue limit; `None` for none. When the event does not fit, it is skipped and the
+    /// brain event still commits.
+    pub limit: Option<QueueLimit>,
+}
+
+/// What became of the outbox half of [`crate::store::Store::record_brain_event`].
+#[derive(Debug)]
+pub enum OutboxOutcome {
+    /// No outbox row was asked for.
+    NotAsked,
+    /// Committed as a new pending row.
+    Queued(RowId),
+    /// A row with this `event_id` was already there; nothing was written.
+    Duplicate(RowId),
+    /// The queue was at its limit; nothing was written to it.
+    SkippedQueueFull,
+    /// The insert failed (and was rolled back alone); the brain event committed all the same.
+    Failed(super::Error),
+}
+
+/// The answer of [`crate::store::Store::record_brain_event`], given once the transaction is
+/// durable.
+#[derive(Debug)]
+pub struct RecordedEvent {
+    /// The `events` row.
+    pub row: EventRowId,
+    /// The outbox row's fate.
+    pub outbox: OutboxOutcome,
+}
+
 /// Which pending rows a claim may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimFrom {

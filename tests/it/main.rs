@@ -11,6 +11,7 @@ mod support;
 
 mod api;
 mod brain;
+mod brain_events;
 mod drain;
 mod journal;
 mod leases;

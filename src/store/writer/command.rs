@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 
 use crate::store::types::{
-    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, Settlement,
+    BrainEventRow, ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, OutboxEntry, QueueLimit,
+    RecordedEvent, RetrySelector, RowId, Settlement,
 };
 use crate::store::{Error, PurgeStep, WalCheckpoint};
 
@@ -61,6 +62,15 @@ pub(in crate::store) enum Command {
         limit: Option<QueueLimit>,
         now: SystemTime,
         reply: Reply<Vec<EnqueueOutcome>>,
+    },
+    /// A row of the brain's `events` table and, optionally, an outbox row, in one transaction;
+    /// the outbox row in a savepoint of its own, skipped when the queue is full.
+    Record {
+        /// Boxed: a row is several strings, and every command moves through the channel.
+        event: Box<BrainEventRow>,
+        outbox: Option<OutboxEntry>,
+        now: SystemTime,
+        reply: Reply<RecordedEvent>,
     },
     Claim {
         limit: usize,
@@ -121,12 +131,16 @@ pub(in crate::store) enum Command {
 impl Command {
     /// Whether a caller is told "it is on disk" when this command commits.
     pub(super) fn promises_durability(&self) -> bool {
-        matches!(self, Command::Enqueue { .. } | Command::Retry { .. })
+        matches!(
+            self,
+            Command::Enqueue { .. } | Command::Record { .. } | Command::Retry { .. }
+        )
     }
 
     pub(super) fn is_err(&self) -> bool {
         match self {
             Command::Enqueue { reply, .. } => reply.is_err(),
+            Command::Record { reply, .. } => reply.is_err(),
             Command::Claim { reply, .. } => reply.is_err(),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.is_err(),
             Command::Retry { reply, .. } => reply.is_err(),
@@ -141,6 +155,7 @@ impl Command {
     pub(super) fn set_err(&mut self, err: &Error) {
         let _failed = match self {
             Command::Enqueue { reply, .. } => reply.set(Err(err.for_each_caller())),
+            Command::Record { reply, .. } => reply.set(Err(err.for_each_caller())),
             Command::Claim { reply, .. } => reply.set(Err(err.for_each_caller())),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => {
                 reply.set(Err(err.for_each_caller()))
@@ -156,6 +171,7 @@ impl Command {
     pub(super) fn answer(self) {
         match self {
             Command::Enqueue { reply, .. } => reply.answer(),
+            Command::Record { reply, .. } => reply.answer(),
             Command::Claim { reply, .. } => reply.answer(),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.answer(),
             Command::Retry { reply, .. } => reply.answer(),
@@ -169,6 +185,7 @@ impl Command {
     pub(super) fn fail(self, err: &Error) {
         match self {
             Command::Enqueue { reply, .. } => reply.fail(err),
+            Command::Record { reply, .. } => reply.fail(err),
             Command::Claim { reply, .. } => reply.fail(err),
             Command::Settle { reply, .. } | Command::SetMeta { reply, .. } => reply.fail(err),
             Command::Retry { reply, .. } => reply.fail(err),

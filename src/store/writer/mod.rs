@@ -44,13 +44,15 @@ pub(super) use command::{Command, Reply};
 pub(super) use pending::PendingGauge;
 
 use super::checkpoint::{Checkpointer, WAL_SIZE_LIMIT_BYTES, WRITER_BACKSTOP_PAGES};
-use super::types::{NewEvent, QueueLimit};
+use super::types::{
+    BrainEventRow, EnqueueOutcome, NewEvent, OutboxEntry, OutboxOutcome, QueueLimit, RecordedEvent,
+};
 use super::{Error, Synchronous};
 use durability::{Durability, DurabilityAlarm, is_failed_fsync};
 use pending::{ExactCount, PendingDelta};
 use queries::{
-    claim, count_pending, data_version, enqueue, enqueue_run, payload_bytes, purge_synced, relet,
-    retry, set_meta, settle, within,
+    claim, count_pending, data_version, enqueue, enqueue_run, insert_brain_event, payload_bytes,
+    purge_synced, relet, retry, set_meta, settle, within,
 };
 
 /// Most commands folded into one transaction. Bounds the latency a burst can add to its first
@@ -524,6 +526,20 @@ fn execute(
             .and_then(|()| enqueue(conn, events, *now, delta));
             reply.set(result)
         }
+        Command::Record {
+            event,
+            outbox,
+            now,
+            reply,
+        } => reply.set(record(
+            conn,
+            event,
+            outbox.as_ref(),
+            *now,
+            delta,
+            pending,
+            limits,
+        )),
         Command::Recount {
             only_if_changed,
             reply,
@@ -576,6 +592,61 @@ fn execute(
             reply,
         } => reply.set(set_meta(conn, key, value, *now)),
     }
+}
+
+/// Inserts a brain event and then, in a savepoint of its own, its outbox row: a full queue skips
+/// the outbox row and a failed insert rolls back only that row, so neither ever costs the brain
+/// its event. A failed event insert fails the command before the outbox row is tried.
+fn record(
+    conn: &Connection,
+    event: &BrainEventRow,
+    outbox: Option<&OutboxEntry>,
+    now: std::time::SystemTime,
+    delta: &mut PendingDelta,
+    pending: PendingDelta,
+    limits: &mut Limits<'_>,
+) -> Result<RecordedEvent, Error> {
+    let row = insert_brain_event(conn, event)?;
+    let Some(entry) = outbox else {
+        return Ok(RecordedEvent {
+            row,
+            outbox: OutboxOutcome::NotAsked,
+        });
+    };
+    let events = std::slice::from_ref(&entry.event);
+    if let Some(limit) = entry.limit {
+        match check_limit(conn, limit, pending, events, limits) {
+            Ok(()) => {}
+            Err(Error::QueueFull { .. }) => {
+                return Ok(RecordedEvent {
+                    row,
+                    outbox: OutboxOutcome::SkippedQueueFull,
+                });
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    conn.execute_batch("SAVEPOINT outbox")?;
+    let mut added = PendingDelta::default();
+    let outcome = match enqueue(conn, events, now, &mut added) {
+        Ok(outcomes) => {
+            conn.execute_batch("RELEASE outbox")?;
+            delta.add(added);
+            match outcomes.first() {
+                Some(EnqueueOutcome::Inserted(id)) => OutboxOutcome::Queued(*id),
+                Some(EnqueueOutcome::Duplicate(id)) => OutboxOutcome::Duplicate(*id),
+                None => OutboxOutcome::NotAsked,
+            }
+        }
+        Err(err) => {
+            conn.execute_batch("ROLLBACK TO outbox; RELEASE outbox")?;
+            OutboxOutcome::Failed(err)
+        }
+    };
+    Ok(RecordedEvent {
+        row,
+        outbox: outcome,
+    })
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use super::command::Command;
 use super::pending::PendingDelta;
 use crate::store::read::lenient_integer;
 use crate::store::types::{
-    ClaimFrom, ClaimedRow, EnqueueOutcome, NewEvent, QueueLimit, RetrySelector, RowId, Settlement,
+    BrainEventRow, ClaimFrom, ClaimedRow, EnqueueOutcome, EventRowId, NewEvent, QueueLimit,
+    RetrySelector, RowId, Settlement,
 };
 use crate::store::{Error, to_unix};
 
@@ -146,6 +147,29 @@ fn insert_one(
     } else {
         EnqueueOutcome::Duplicate(existing_row(conn, id)?)
     })
+}
+
+/// Inserts a row into the brain's `events` table, naming its columns: a table the SDK created may
+/// have more, which keep their defaults.
+pub(super) fn insert_brain_event(
+    conn: &Connection,
+    event: &BrainEventRow,
+) -> Result<EventRowId, Error> {
+    conn.prepare_cached(
+        "INSERT INTO events (ts, session, type, source, data_json, tags_json, valid_from, \
+         valid_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        event.ts,
+        event.session,
+        event.event_type,
+        event.source,
+        event.data_json,
+        event.tags_json,
+        event.valid_from,
+        event.valid_until,
+    ])?;
+    Ok(EventRowId(conn.last_insert_rowid()))
 }
 
 /// The row already queued under `event_id`.
