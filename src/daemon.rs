@@ -107,7 +107,9 @@ impl Error {
             // As for any configuration error (`cli` sends the same): the unit is wrong, not the
             // system.
             err if err.is_configuration() => Some(libc::EINVAL),
-            Error::Listeners(listeners::Error::Bind { cause, .. }) => cause.raw_os_error(),
+            Error::Listeners(
+                listeners::Error::Bind { cause, .. } | listeners::Error::InUse { cause, .. },
+            ) => cause.raw_os_error(),
             Error::Socket { cause, .. } | Error::Signals(cause) => cause.raw_os_error(),
             Error::Store(store::Error::Locked(_) | store::Error::BrainLocked(_)) => {
                 Some(libc::EAGAIN)
@@ -870,7 +872,7 @@ mod tests {
             name: "http".to_owned(),
         });
         assert!(not_listening.is_configuration());
-        let taken = Error::Listeners(listeners::Error::Bind {
+        let taken = Error::Listeners(listeners::Error::InUse {
             address: "127.0.0.1:8765".to_owned(),
             cause: std::io::Error::from_raw_os_error(libc::EADDRINUSE),
         });

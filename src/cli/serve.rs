@@ -12,7 +12,7 @@ use crate::systemd::listeners::Passed;
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Address to listen on when systemd passes no socket: host:port, or an absolute path for a
-    /// unix socket; repeatable [default: 127.0.0.1:8765]
+    /// unix socket; repeatable [default: 127.0.0.1:7342 (the plugin's) and 127.0.0.1:8765]
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Vec<String>,
 }

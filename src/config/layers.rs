@@ -237,6 +237,9 @@ pub(super) struct RawLog {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawApi {
+    /// A list, or one string: config files written when the setting was a single address stay
+    /// valid.
+    #[serde(deserialize_with = "one_or_many")]
     pub(super) listen: Vec<String>,
     pub(super) shutdown_grace_secs: f64,
     pub(super) allowed_hosts: Vec<String>,
@@ -293,7 +296,10 @@ impl Default for RawLog {
 impl Default for RawApi {
     fn default() -> RawApi {
         RawApi {
-            listen: vec![DEFAULT_LISTEN.to_owned()],
+            listen: DEFAULT_LISTEN
+                .iter()
+                .map(|&address| address.to_owned())
+                .collect(),
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
             allowed_hosts: Vec::new(),
             cors_origins: vec![crate::api::guard::DEFAULT_CORS_ORIGIN.to_owned()],
@@ -341,6 +347,34 @@ impl Default for RawSync {
             shutdown_drain_max_secs: DEFAULT_SHUTDOWN_DRAIN_SECS,
         }
     }
+}
+
+/// A list of strings, or a single string taken as a list of one.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct OneOrMany;
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an address or a list of addresses")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, address: &str) -> Result<Vec<String>, E> {
+            Ok(vec![address.to_owned()])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut addresses = Vec::new();
+            while let Some(address) = seq.next_element::<String>()? {
+                addresses.push(address);
+            }
+            Ok(addresses)
+        }
+    }
+    deserializer.deserialize_any(OneOrMany)
 }
 
 pub(super) fn parse_file(path: &Path, text: &str) -> Result<toml::Table, Error> {

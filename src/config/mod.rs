@@ -38,8 +38,14 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/gradata/gradata.toml";
 pub const DEFAULT_API_KEY_FILE: &str = "/etc/gradata/api-key";
 /// Name of the key inside `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=api-key:…`).
 pub const CREDENTIAL_NAME: &str = "api-key";
-/// Default listen address (DESIGN §2).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
+/// The address the Gradata plugin calls by default (its `GRADATA_DAEMON_HOST` and
+/// `GRADATA_DAEMON_PORT` unset).
+pub const PLUGIN_LISTEN: &str = "127.0.0.1:7342";
+/// The address the Python daemon's installer, container image and dashboard use.
+pub const DASHBOARD_LISTEN: &str = "127.0.0.1:8765";
+/// Default listen addresses: both, so that the plugin and the dashboard reach the service with no
+/// configuration (DESIGN §2).
+pub const DEFAULT_LISTEN: [&str; 2] = [PLUGIN_LISTEN, DASHBOARD_LISTEN];
 /// Default age after which synced rows are deleted.
 pub const DEFAULT_SYNCED_RETENTION_DAYS: f64 = 7.0;
 /// Default time requests in flight get to finish at shutdown.

@@ -84,7 +84,7 @@ fn defaults_without_any_file() {
         config.data_dir,
         PathBuf::from("/home/test/.local/state/gradata")
     );
-    assert_eq!(config.listen, vec![DEFAULT_LISTEN]);
+    assert_eq!(config.listen, ["127.0.0.1:7342", "127.0.0.1:8765"]);
     assert_eq!(config.synchronous, store::Synchronous::Full);
     assert_eq!(config.sync.ingest_url.as_str(), sync::DEFAULT_INGEST_URL);
     assert_eq!(
@@ -95,6 +95,44 @@ fn defaults_without_any_file() {
         }
     );
     assert!(config.sync.api_key.is_none());
+}
+
+/// `api.listen` is a list; a single string (config files written before it was one) is a list of
+/// one, and `GRADATA_LISTEN` splits on commas.
+#[test]
+fn listen_takes_a_list_or_one_address() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in [
+        (
+            "[api]\nlisten = \"127.0.0.1:9000\"\n",
+            vec!["127.0.0.1:9000"],
+        ),
+        (
+            "[api]\nlisten = [\"127.0.0.1:9000\", \"/run/g.sock\"]\n",
+            vec!["127.0.0.1:9000", "/run/g.sock"],
+        ),
+    ] {
+        let file = write(dir.path(), "g.toml", text);
+        let config = Config::load(&flags_with_config(&file), &env(&[])).unwrap();
+        assert_eq!(config.listen, expected, "{text}");
+    }
+    let file = write(dir.path(), "g.toml", "[api]\nlisten = 9000\n");
+    let err = Config::load(&flags_with_config(&file), &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("api.listen") && err.contains("an address or a list of addresses"),
+        "{err}"
+    );
+    let config = Config::load(
+        &Flags::default(),
+        &env(&[
+            ("GRADATA_CONFIG", ""),
+            ("GRADATA_LISTEN", "127.0.0.1:9000, 127.0.0.1:9001"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.listen, ["127.0.0.1:9000", "127.0.0.1:9001"]);
 }
 
 #[test]
@@ -389,8 +427,8 @@ fn file_errors_are_one_line_with_the_key_first() {
         ("colour = 1\n", "colour: unknown field `colour`"),
         ("[sync]\nbatch_size = = 3\n", "line 2, column 14: "),
         (
-            "[api]\nlisten = \"127.0.0.1:1\"\n",
-            "api.listen: invalid type: string",
+            "[api]\nlisten = 1\n",
+            "api.listen: invalid type: integer `1`, expected an address or a list of addresses",
         ),
     ] {
         let file = write(dir.path(), "bad.toml", text);

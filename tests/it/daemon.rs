@@ -741,7 +741,9 @@ fn listen_on_a_taken_address_fails_naming_it() {
     assert_ne!(code, 0);
     let stderr = daemon.stderr();
     assert!(
-        stderr.contains(&format!("cannot listen on {address}")),
+        stderr.contains(&format!(
+            "cannot listen on {address}: it is in use by another process (a Python Gradata daemon"
+        )),
         "{stderr}"
     );
     let all = daemon.notify().all();
@@ -1143,4 +1145,73 @@ fn health_reports_the_documented_fields() {
     assert_eq!(health["sync"]["state"], "disabled", "{health}");
     assert!(health["sync"]["last_success_at"].is_null(), "{health}");
     stop_cleanly(&mut daemon);
+}
+
+/// Polls `GET /health` on `addr` until it answers, failing if `child` exits first.
+fn health_once_up(
+    addr: std::net::SocketAddr,
+    child: &mut std::process::Child,
+) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match daemon::try_get_health(addr) {
+            Ok(response) => {
+                assert_eq!(response.status, 200, "{response:?}");
+                return response.json();
+            }
+            Err(err) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "/health never answered on {addr}: {err}"
+                );
+                assert!(child.try_wait().unwrap().is_none(), "the service exited");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// The socket unit passes two listening sockets (the plugin's port and the dashboard's): both
+/// are adopted and served.
+#[test]
+fn every_passed_socket_is_served() {
+    use command_fds::{CommandFdExt, FdMapping};
+    use std::os::fd::AsFd;
+    let (_guard, dir) = support::temp_dir();
+    let plugin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dashboard = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addresses = [
+        plugin.local_addr().unwrap(),
+        dashboard.local_addr().unwrap(),
+    ];
+    let mut command = support::gradata(&dir);
+    command
+        .args(["--log-format", "text", "serve"])
+        .env("LISTEN_FDS", "2")
+        .env("LISTEN_FDNAMES", "plugin:dashboard")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .fd_mappings(vec![
+            FdMapping {
+                parent_fd: plugin.as_fd().try_clone_to_owned().unwrap(),
+                child_fd: 3,
+            },
+            FdMapping {
+                parent_fd: dashboard.as_fd().try_clone_to_owned().unwrap(),
+                child_fd: 4,
+            },
+        ])
+        .unwrap();
+    let mut child = command.spawn().unwrap();
+    drop(command);
+    // The test's own copies would let the kernel hand connections to nobody once the service
+    // exits; the service holds its copies.
+    drop((plugin, dashboard));
+    for addr in addresses {
+        let health = health_once_up(addr, &mut child);
+        assert_eq!(health["status"], "ok", "{addr}: {health}");
+    }
+    support::run(std::process::Command::new("kill").arg(child.id().to_string()));
+    assert!(child.wait().unwrap().success());
 }
