@@ -265,6 +265,9 @@ mod tests {
         for needle in [
             "gradata serve",
             "\\-\\-listen",
+            "gradata daemon",
+            "\\-\\-port",
+            "\\-\\-pid\\-file",
             "gradata drain",
             "\\-\\-max\\-rows",
             "\\-\\-max\\-seconds",

@@ -110,6 +110,8 @@ pub struct Flags {
     pub listen: Vec<String>,
     /// `--log-format`.
     pub log_format: Option<String>,
+    /// `--pid-file` of `serve` and `daemon`.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Where a value came from, for error messages.
@@ -193,6 +195,9 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Where the outbox lives.
     pub data_dir: PathBuf,
+    /// Where the service writes its pid file once ready: `--pid-file`, else
+    /// `<data_dir>/daemon.pid`, where the Python daemon's tools look.
+    pub pid_file: PathBuf,
     /// Log output format.
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax).
@@ -368,6 +373,8 @@ pub const OTHER_VARIABLES: [&str; 4] = [
     "GRADATA_API_KEY_FILE",
     "GRADATA_CLOUD_SYNC_DISABLE",
 ];
+/// The pid file's name in the data directory when `--pid-file` is not given.
+pub const PID_FILE_NAME: &str = "daemon.pid";
 /// Variables under this prefix are test hooks, read where they act, never documented for users.
 const TEST_HOOK_PREFIX: &str = "GRADATA_TEST_";
 

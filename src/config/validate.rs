@@ -224,8 +224,13 @@ impl Validator<'_> {
                 format!("must be at least api.max_body_bytes ({max_body_bytes}): a body of the largest size allowed would never be read"),
             ));
         }
+        let pid_file = flags
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(super::PID_FILE_NAME));
         Ok(Config {
             config_file,
+            pid_file,
             data_dir,
             log_format,
             log_filter: raw.log.filter,

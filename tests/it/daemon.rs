@@ -1215,3 +1215,117 @@ fn every_passed_socket_is_served() {
     support::run(std::process::Command::new("kill").arg(child.id().to_string()));
     assert!(child.wait().unwrap().success());
 }
+
+/// Reads the pid file at `path` once it exists (it is written just after `READY=1`).
+fn pid_file_once_written(path: &std::path::Path) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return serde_json::from_str(&text)
+                .unwrap_or_else(|err| panic!("{} is not JSON ({err}): {text:?}", path.display()));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `gradata serve` writes `<data_dir>/daemon.pid` once ready, with the original's fields and the
+/// passed socket's port, and removes it at a clean stop.
+#[test]
+fn serve_writes_the_pid_file_and_removes_it_at_a_clean_stop() {
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir).spawn();
+    daemon.expect_ready();
+    let path = dir.join("daemon.pid");
+    let pid_file = pid_file_once_written(&path);
+    assert_eq!(pid_file["port"], daemon.addr().port(), "{pid_file}");
+    assert_eq!(pid_file["pid"], daemon.pid(), "{pid_file}");
+    assert_eq!(
+        pid_file["brain_dir"],
+        dir.display().to_string(),
+        "{pid_file}"
+    );
+    assert_eq!(
+        pid_file["sdk_version"],
+        env!("CARGO_PKG_VERSION"),
+        "{pid_file}"
+    );
+    let started_at = pid_file["started_at"].as_str().unwrap();
+    assert!(
+        started_at.ends_with("+00:00")
+            && started_at.len() == "2026-12-07T17:00:09.123456+00:00".len(),
+        "{started_at}"
+    );
+    stop_cleanly(&mut daemon);
+    assert!(!path.exists(), "the pid file outlived a clean stop");
+}
+
+/// The original daemon's command line: `gradata daemon --brain-dir DIR --port N --pid-file F`
+/// serves DIR on 127.0.0.1:N and writes F. A crash (SIGKILL) leaves the pid file behind, stale;
+/// the next start replaces it.
+#[test]
+fn the_original_command_line_serves_the_brain() {
+    let (_guard, dir) = support::temp_dir();
+    let pid_path = dir.join("run").join("gradata.pid");
+    std::fs::create_dir(dir.join("run")).unwrap();
+    let brain = dir.join("brain");
+    std::fs::create_dir(&brain).unwrap();
+    let start = || {
+        let port = daemon::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gradata"))
+            .env_clear()
+            .env("HOME", &dir)
+            .env("GRADATA_CONFIG", "")
+            .env("GRADATA_SYNC_API_KEY_FILE", dir.join("no-such-key"))
+            .args(["daemon", "--brain-dir"])
+            .arg(&brain)
+            .args(["--port", &port.to_string(), "--pid-file"])
+            .arg(&pid_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        (port, child)
+    };
+    let (port, mut first) = start();
+    let health = health_once_up(([127, 0, 0, 1], port).into(), &mut first);
+    assert_eq!(health["data_dir"], brain.display().to_string(), "{health}");
+    assert!(brain.join("system.db").exists());
+    let pid_file = pid_file_once_written(&pid_path);
+    assert_eq!(pid_file["port"], port, "{pid_file}");
+    assert_eq!(pid_file["pid"], first.id(), "{pid_file}");
+    assert_eq!(
+        pid_file["brain_dir"],
+        brain.display().to_string(),
+        "{pid_file}"
+    );
+    assert!(
+        !brain.join("daemon.pid").exists(),
+        "--pid-file was not used"
+    );
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let stale = pid_file_once_written(&pid_path);
+    assert_eq!(stale["pid"], first.id(), "a crash removed the pid file");
+
+    let (port, mut second) = start();
+    health_once_up(([127, 0, 0, 1], port).into(), &mut second);
+    let deadline = Instant::now() + PATIENCE;
+    while pid_file_once_written(&pid_path)["pid"] != second.id() {
+        assert!(
+            Instant::now() < deadline,
+            "the stale pid file was never replaced"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(pid_file_once_written(&pid_path)["port"], port);
+    support::run(std::process::Command::new("kill").arg(second.id().to_string()));
+    assert!(second.wait().unwrap().success());
+    assert!(!pid_path.exists(), "the pid file outlived a clean stop");
+}
