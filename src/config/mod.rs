@@ -16,6 +16,7 @@
 //! Invariants: no I/O beyond reading the config file and the credential files; the API key is
 //! never printed (it lives in [`crate::sync::ApiKey`], whose `Debug` redacts it).
 
+mod compat;
 mod credentials;
 mod layers;
 mod validate;
@@ -291,6 +292,7 @@ impl Config {
                 );
             }
         }
+        compat::apply(env, &mut merged, &mut sources)?;
         if non_empty(env, "GRADATA_LOG").is_none() {
             if let Some(filter) = non_empty(env, "RUST_LOG") {
                 insert(
@@ -365,14 +367,21 @@ impl Config {
     }
 }
 
-/// The `GRADATA_*` variables read outside the options' table: the config file, the key sources
-/// and the kill switch. The man page documents each.
-pub const OTHER_VARIABLES: [&str; 4] = [
+/// The `GRADATA_*` variables read outside the options' table: the config file, the key sources,
+/// the kill switch, and the variables of the Python daemon and the plugin that gradata honours
+/// (`compat`). The man page documents each.
+pub const OTHER_VARIABLES: [&str; 9] = [
     "GRADATA_CONFIG",
     "GRADATA_API_KEY",
     "GRADATA_API_KEY_FILE",
     "GRADATA_CLOUD_SYNC_DISABLE",
+    "GRADATA_DAEMON_HOST",
+    "GRADATA_DAEMON_PORT",
+    "GRADATA_BRAIN_DIR",
+    "GRADATA_DISABLE_WRITE_THROUGH",
+    "GRADATA_HOME",
 ];
+pub use compat::IGNORED_VARIABLES;
 /// The pid file's name in the data directory when `--pid-file` is not given.
 pub const PID_FILE_NAME: &str = "daemon.pid";
 /// Variables under this prefix are test hooks, read where they act, never documented for users.
@@ -392,18 +401,24 @@ pub struct UnknownVariable {
 /// stop a command from running because of a stranger's environment, while the config file,
 /// which is written for gradata alone, refuses unknown keys.
 pub fn unknown_variables(env: &Environment) -> Vec<UnknownVariable> {
-    let known = || {
+    // Only variables gradata acts on are suggested; those it accepts and ignores are not unknown.
+    let honoured = || {
         OPTIONS
             .iter()
             .map(|option| option.env)
             .chain(OTHER_VARIABLES)
     };
+    let ignored = |name: &str| {
+        IGNORED_VARIABLES
+            .iter()
+            .any(|(ignored, _)| *ignored == name)
+    };
     env.keys()
         .filter(|name| name.starts_with("GRADATA_") && !name.starts_with(TEST_HOOK_PREFIX))
-        .filter(|name| !known().any(|known| known == name.as_str()))
+        .filter(|name| !honoured().any(|known| known == name.as_str()) && !ignored(name))
         .map(|name| UnknownVariable {
             name: name.clone(),
-            suggestion: closest(name, known()),
+            suggestion: closest(name, honoured()),
         })
         .collect()
 }

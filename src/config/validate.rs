@@ -233,7 +233,7 @@ impl Validator<'_> {
             pid_file,
             data_dir,
             log_format,
-            log_filter: raw.log.filter,
+            log_filter: super::compat::log_filter(raw.log.filter),
             listen: raw.api.listen,
             shutdown_grace: self.seconds(
                 "api.shutdown_grace_secs",

@@ -1329,3 +1329,42 @@ fn the_original_command_line_serves_the_brain() {
     assert!(second.wait().unwrap().success());
     assert!(!pid_path.exists(), "the pid file outlived a clean stop");
 }
+
+/// The environment of a shell set up for the Python daemon and the plugin starts the service
+/// without a single unknown-variable warning.
+#[test]
+fn the_originals_environment_gets_no_warning() {
+    let (_guard, dir) = support::temp_dir();
+    let mut spec = Spec::new(&dir);
+    for name in gradata::config::OTHER_VARIABLES {
+        spec = spec.env(name, "1");
+    }
+    for (name, _) in gradata::config::IGNORED_VARIABLES {
+        spec = spec.env(name, "1");
+    }
+    let mut daemon = spec
+        .env("GRADATA_DAEMON_PORT", "7342")
+        .env("GRADATA_DAEMON_HOST", "127.0.0.1")
+        .env(
+            "GRADATA_BRAIN_DIR",
+            dir.join("ignored-as-data-dir-is-given"),
+        )
+        .env("GRADATA_HOME", dir.join("home"))
+        .env("GRADATA_API_KEY", "")
+        .env("GRADATA_API_KEY_FILE", "")
+        .env("GRADATA_CONFIG", "")
+        .spawn();
+    daemon.expect_ready();
+    stop_cleanly(&mut daemon);
+    let stderr = daemon.stderr();
+    assert!(!stderr.contains("unknown environment variable"), "{stderr}");
+    // Sanity: the same start with a misspelt variable does warn.
+    let mut warned = Spec::new(&dir).env("GRADATA_DAEMON_PROT", "1").spawn();
+    warned.expect_ready();
+    stop_cleanly(&mut warned);
+    assert!(
+        warned.stderr().contains("unknown environment variable"),
+        "{}",
+        warned.stderr()
+    );
+}
