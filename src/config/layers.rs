@@ -14,8 +14,8 @@ use super::{
     DEFAULT_API_KEY_FILE, DEFAULT_BODY_TIMEOUT_SECS, DEFAULT_DEGRADED_AFTER_SECS,
     DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_EVENTS_PER_REQUEST, DEFAULT_MAX_PENDING_BYTES,
-    DEFAULT_MAX_PENDING_ROWS, DEFAULT_SHUTDOWN_DRAIN_SECS, DEFAULT_SHUTDOWN_GRACE_SECS,
-    DEFAULT_SYNCED_RETENTION_DAYS, Error, Source,
+    DEFAULT_MAX_PENDING_ROWS, DEFAULT_MAX_PENDING_ROWS_WITHOUT_KEY, DEFAULT_SHUTDOWN_DRAIN_SECS,
+    DEFAULT_SHUTDOWN_GRACE_SECS, DEFAULT_SYNCED_RETENTION_DAYS, Error, Source,
 };
 use crate::{store, sync};
 
@@ -199,6 +199,11 @@ pub(super) const OPTIONS: &[OptionDecl] = &[
         value_type: ValueType::Float,
     },
     OptionDecl {
+        key: "sync.max_pending_rows_without_key",
+        env: "GRADATA_SYNC_MAX_PENDING_ROWS_WITHOUT_KEY",
+        value_type: ValueType::Int,
+    },
+    OptionDecl {
         key: "sync.startup_drain_max_rows",
         env: "GRADATA_SYNC_STARTUP_DRAIN_MAX_ROWS",
         value_type: ValueType::Int,
@@ -279,6 +284,7 @@ pub(super) struct RawSync {
     pub(super) backoff_base_secs: f64,
     pub(super) backoff_cap_secs: f64,
     pub(super) pause_probe_secs: f64,
+    pub(super) max_pending_rows_without_key: u64,
     pub(super) startup_drain_max_rows: u64,
     pub(super) startup_drain_max_secs: f64,
     pub(super) shutdown_drain_max_secs: f64,
@@ -342,6 +348,7 @@ impl Default for RawSync {
             backoff_base_secs: sync::DEFAULT_BACKOFF_BASE.as_secs_f64(),
             backoff_cap_secs: sync::DEFAULT_BACKOFF_CAP.as_secs_f64(),
             pause_probe_secs: sync::DEFAULT_PAUSE_PROBE_INTERVAL.as_secs_f64(),
+            max_pending_rows_without_key: DEFAULT_MAX_PENDING_ROWS_WITHOUT_KEY,
             startup_drain_max_rows: sync::DEFAULT_MAX_ROWS as u64,
             startup_drain_max_secs: sync::DEFAULT_MAX_TIME.as_secs_f64(),
             shutdown_drain_max_secs: DEFAULT_SHUTDOWN_DRAIN_SECS,

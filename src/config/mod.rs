@@ -66,6 +66,11 @@ pub const DEFAULT_HEADER_TIMEOUT_SECS: f64 = 60.0;
 pub const DEFAULT_DEGRADED_AFTER_SECS: f64 = 3600.0;
 /// Default most pending rows before writes get 503 (one million).
 pub const DEFAULT_MAX_PENDING_ROWS: u64 = 1_000_000;
+/// Default most pending rows while no API key is configured (local use, common with the plugin).
+/// Nothing leaves the outbox then, so without a bound of its own it would grow for good. Ten
+/// thousand rows is days of a busy plugin (a few events per tool call) kept for a key added later,
+/// and about ten megabytes of disk at the plugin's event sizes.
+pub const DEFAULT_MAX_PENDING_ROWS_WITHOUT_KEY: u64 = 10_000;
 /// Default most pending payload bytes before writes get 503 (1 GiB).
 pub const DEFAULT_MAX_PENDING_BYTES: u64 = 1024 * 1024 * 1024;
 /// Default time budget of the final drain at shutdown.
@@ -230,6 +235,9 @@ pub struct Config {
     pub max_pending_rows: u64,
     /// Most pending payload bytes before writes are refused with 503.
     pub max_pending_bytes: u64,
+    /// Most pending rows while no API key is configured (the lower of this and
+    /// `max_pending_rows` applies then; see [`Config::pending_row_limit`]).
+    pub max_pending_rows_without_key: u64,
     /// The `brain_id` put in every payload; `None` means derive it from the data directory.
     pub brain_id: Option<String>,
     /// SQLite `synchronous`.
@@ -353,6 +361,16 @@ impl Config {
             message: layers::one_line(&err, None),
         })?;
         Validator { sources: &sources }.build(raw, file_read, flags, env)
+    }
+
+    /// The most pending rows the outbox may hold: `max_pending_rows`, or while no API key is
+    /// configured the lower `max_pending_rows_without_key`, since nothing leaves the outbox then.
+    pub fn pending_row_limit(&self) -> u64 {
+        if self.sync.api_key.is_none() {
+            self.max_pending_rows.min(self.max_pending_rows_without_key)
+        } else {
+            self.max_pending_rows
+        }
     }
 
     /// Store options for the service: create what is missing, single instance.

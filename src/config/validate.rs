@@ -274,6 +274,10 @@ impl Validator<'_> {
                 .positive("store.max_pending_rows", raw.store.max_pending_rows)?,
             max_pending_bytes: self
                 .positive("store.max_pending_bytes", raw.store.max_pending_bytes)?,
+            max_pending_rows_without_key: self.positive(
+                "sync.max_pending_rows_without_key",
+                raw.sync.max_pending_rows_without_key,
+            )?,
             brain_id: self.brain_id(raw.sync.brain_id)?,
             synchronous,
             busy_timeout,

@@ -1368,3 +1368,75 @@ fn the_originals_environment_gets_no_warning() {
         warned.stderr()
     );
 }
+
+/// Local use, without an API key: `/health` stays `ok` with sync `disabled` however old the
+/// pending rows grow, and the outbox holds at most `sync.max_pending_rows_without_key` of them;
+/// with a key the same service takes more.
+#[test]
+fn local_use_without_a_key_is_healthy_and_bounded() {
+    let event = |n: usize| serde_json::json!({"kind": "event", "event_id": format!("local-{n}"), "data": {}});
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir)
+        .env("GRADATA_API_DEGRADED_AFTER_SECS", "1")
+        .env("GRADATA_SYNC_MAX_PENDING_ROWS_WITHOUT_KEY", "3")
+        .spawn();
+    daemon.expect_ready();
+    for n in 0..3 {
+        let response = daemon::post_json(daemon.addr(), "/v1/events", &event(n));
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    let refused = daemon::post_json(daemon.addr(), "/v1/events", &event(3));
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(pending(&dir), 3);
+    // The refusal marks /health degraded until a write is accepted; what matters here is the age.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, health) = daemon::get_health(daemon.addr());
+        assert_eq!(status, 200, "{health}");
+        assert_eq!(health["sync"]["state"], "disabled", "{health}");
+        if health["queue"]["oldest_pending_age_seconds"].as_f64() >= Some(2.0) {
+            assert_eq!(health["writes"]["refused"], true, "{health}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{health}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_cleanly(&mut daemon);
+
+    // Without a refusal in the way, an old row leaves /health ok.
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir)
+        .env("GRADATA_API_DEGRADED_AFTER_SECS", "1")
+        .spawn();
+    daemon.expect_ready();
+    assert_eq!(
+        daemon::post_json(daemon.addr(), "/v1/events", &event(0)).status,
+        200
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, health) = daemon::get_health(daemon.addr());
+        assert_eq!(health["status"], "ok", "{health}");
+        assert_eq!(health["sync"]["state"], "disabled", "{health}");
+        if health["queue"]["oldest_pending_age_seconds"].as_f64() >= Some(2.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{health}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_cleanly(&mut daemon);
+
+    // With a key (to an ingest that answers 500, so rows stay pending) the bound is lifted.
+    let server = FakeIngest::replying(Reply::status(500));
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir)
+        .syncing_to(&server.url("/ingest"))
+        .env("GRADATA_SYNC_MAX_PENDING_ROWS_WITHOUT_KEY", "3")
+        .spawn();
+    daemon.expect_ready();
+    for n in 0..5 {
+        let response = daemon::post_json(daemon.addr(), "/v1/events", &event(n));
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    stop_cleanly(&mut daemon);
+}
