@@ -95,6 +95,7 @@ pub fn process_environment() -> Environment {
                         | "XDG_STATE_HOME"
                         | "HOME"
                         | "CREDENTIALS_DIRECTORY"
+                        | "XDG_RUNTIME_DIR"
                         | "RUST_LOG"
                 )
         })

@@ -508,3 +508,68 @@ fn the_originals_ignored_variables_are_not_unknown() {
         }]
     );
 }
+
+/// A user's instance (`XDG_RUNTIME_DIR` set) reads the SDK's key file, `$GRADATA_HOME/key` or
+/// `~/.gradata/key`, after every other source; the system service (no `XDG_RUNTIME_DIR`) never
+/// does.
+#[test]
+fn a_users_instance_reads_the_sdks_key_file_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".gradata")).unwrap();
+    write(&home.join(".gradata"), "key", "gk_live_home\n");
+    let gradata_home = dir.path().join("gradata-home");
+    std::fs::create_dir(&gradata_home).unwrap();
+    write(&gradata_home, "key", "gk_live_gradata_home\n");
+    let home = home.to_str().unwrap();
+    let load = |extra: &[(&str, &str)]| {
+        let mut pairs = vec![("GRADATA_CONFIG", ""), ("HOME", home)];
+        pairs.extend_from_slice(extra);
+        Config::load(&Flags::default(), &env(&pairs)).unwrap().sync
+    };
+    let user = [("XDG_RUNTIME_DIR", "/run/user/1000")];
+    let found = load(&user);
+    assert_eq!(found.api_key, ApiKey::new("gk_live_home"));
+    assert!(
+        found.api_key_source.contains(".gradata/key"),
+        "{}",
+        found.api_key_source
+    );
+
+    let system = load(&[]);
+    assert_eq!(system.api_key, None);
+    assert!(
+        system.api_key_source.contains("XDG_RUNTIME_DIR unset"),
+        "{}",
+        system.api_key_source
+    );
+
+    let relocated = load(&[
+        ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ("GRADATA_HOME", gradata_home.to_str().unwrap()),
+    ]);
+    assert_eq!(relocated.api_key, ApiKey::new("gk_live_gradata_home"));
+
+    let from_env = load(&[
+        ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ("GRADATA_API_KEY", "from-env"),
+    ]);
+    assert_eq!(from_env.api_key, ApiKey::new("from-env"));
+
+    // A bad key in it is an error naming the file, as for every key file.
+    write(&gradata_home, "key", "gk_live\n# comment\n");
+    let err = Config::load(
+        &Flags::default(),
+        &env(&[
+            ("GRADATA_CONFIG", ""),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("GRADATA_HOME", gradata_home.to_str().unwrap()),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("gradata-home/key") && err.contains("more than one line"),
+        "{err}"
+    );
+}

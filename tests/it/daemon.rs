@@ -1440,3 +1440,36 @@ fn local_use_without_a_key_is_healthy_and_bounded() {
     }
     stop_cleanly(&mut daemon);
 }
+
+/// A user's instance (what the user unit runs: `XDG_RUNTIME_DIR` set, no key configured) sends
+/// with the key the Python SDK keeps in `~/.gradata/key`, and with the user unit's
+/// `GRADATA_SYNC_STARTUP_DRAIN_MAX_SECS=1` it is ready within the plugin's 3 s session-start
+/// timeout even when the ingest API hangs.
+#[test]
+fn a_users_instance_uses_the_sdks_key_and_a_short_startup_drain() {
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 20);
+    let home = dir.join("home");
+    std::fs::create_dir_all(home.join(".gradata")).unwrap();
+    std::fs::write(home.join(".gradata/key"), "gk_live_from_home\n").unwrap();
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_secs(20)));
+    let daemon = Spec::new(&dir)
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", &dir)
+        .env("GRADATA_CLOUD_INGEST_URL", server.url("/ingest"))
+        .env("GRADATA_SYNC_STARTUP_DRAIN_MAX_SECS", "1")
+        .spawn();
+    let ready = daemon.expect_ready();
+    let took = ready.last().unwrap().at - daemon.spawned();
+    assert!(took < Duration::from_secs(3), "READY=1 after {took:?}");
+    let deadline = Instant::now() + PATIENCE;
+    while server.count() == 0 {
+        assert!(Instant::now() < deadline, "nothing was sent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let authorization = server.received()[0]
+        .headers
+        .get("authorization")
+        .map(|value| value.to_str().unwrap().to_owned());
+    assert_eq!(authorization.as_deref(), Some("Bearer gk_live_from_home"));
+}
