@@ -7,6 +7,7 @@
 //! Invariant: `READY=1` is sent only after every fallible startup step has succeeded, and only
 //! after the startup drain, so systemd holds early connections and dependent units until then.
 
+pub mod pid_file;
 pub mod retention;
 
 use std::sync::Arc;
@@ -107,7 +108,9 @@ impl Error {
             // As for any configuration error (`cli` sends the same): the unit is wrong, not the
             // system.
             err if err.is_configuration() => Some(libc::EINVAL),
-            Error::Listeners(listeners::Error::Bind { cause, .. }) => cause.raw_os_error(),
+            Error::Listeners(
+                listeners::Error::Bind { cause, .. } | listeners::Error::InUse { cause, .. },
+            ) => cause.raw_os_error(),
             Error::Socket { cause, .. } | Error::Signals(cause) => cause.raw_os_error(),
             Error::Store(store::Error::Locked(_) | store::Error::BrainLocked(_)) => {
                 Some(libc::EAGAIN)
@@ -139,6 +142,7 @@ async fn serve(
     notifier: Notifier,
 ) -> Result<(), Error> {
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     // 1. Signals first, so a stop during the drain is never missed (DESIGN §2.1).
     let stop = CancellationToken::new();
     // Cancelled by a second stop signal: whoever sent it will not wait for the grace period or
@@ -206,6 +210,10 @@ async fn serve(
         close: CancellationToken::new(),
     };
     let server_alive = Arc::new(AtomicBool::new(true));
+    let served_port = listeners.iter().find_map(|listener| match listener {
+        api::Listener::Tcp(tcp) => tcp.local_addr().ok().map(|address| address.port()),
+        api::Listener::Unix(_) => None,
+    });
     let (header_timeout, header_timeout_updates) = watch::channel(config.header_timeout);
     let mut server = tokio::spawn(run_server(
         listeners,
@@ -217,6 +225,7 @@ async fn serve(
     let pending = report.remaining.unwrap_or(0);
     notifier.ready(&format!("serving; {pending} pending"));
     tracing::info!(pending, elapsed_ms = millis(started.elapsed()), "ready");
+    let pid_file = write_pid_file(&config, served_port, started_at);
 
     // 6. Background work.
     let heartbeat = worker::Heartbeat::default();
@@ -320,9 +329,33 @@ async fn serve(
             )
             .await;
     }
+    if let Some(pid_file) = pid_file {
+        let path = pid_file.path().to_path_buf();
+        if let Err(err) = pid_file.remove() {
+            tracing::warn!(path = %path.display(), error = %err, "could not remove the pid file");
+        }
+    }
     signals.abort();
     tracing::info!("stopped");
     outcome
+}
+
+/// Writes the pid file once the service is ready (see [`pid_file`]). It is for tools that look
+/// for a running daemon, not for the service itself, so a failure is a warning, not a stop.
+fn write_pid_file(
+    config: &Config,
+    port: Option<u16>,
+    started_at: std::time::SystemTime,
+) -> Option<pid_file::PidFile> {
+    // The original always listened on TCP; served over a unix socket alone, 0 says "no port".
+    let contents = pid_file::Contents::new(port.unwrap_or(0), &config.data_dir, started_at);
+    match pid_file::PidFile::write(&config.pid_file, &contents) {
+        Ok(written) => Some(written),
+        Err(err) => {
+            tracing::warn!(path = %config.pid_file.display(), error = %err, "could not write the pid file");
+            None
+        }
+    }
 }
 
 /// Whether `task` ends within `within`, waiting no longer once `hurry` is cancelled.
@@ -488,7 +521,7 @@ fn api_limits(config: &Config) -> api::Limits {
             timeout: config.body_timeout,
         },
         max_events_per_request: config.max_events_per_request,
-        max_pending_rows: config.max_pending_rows,
+        max_pending_rows: config.pending_row_limit(),
         max_pending_bytes: config.max_pending_bytes,
         degraded_after: config.degraded_after,
         manual_drain: config.startup_drain,
@@ -784,6 +817,8 @@ fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> 
     // someone decides whether a reload applies it.
     let Config {
         config_file: _,
+        // Follows `data_dir` or a flag, neither of which a reload changes.
+        pid_file: _,
         data_dir,
         log_format,
         log_filter: _,
@@ -800,6 +835,7 @@ fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> 
         degraded_after: _,
         max_pending_rows: _,
         max_pending_bytes: _,
+        max_pending_rows_without_key: _,
         brain_id: _,
         synchronous,
         busy_timeout,
@@ -870,7 +906,7 @@ mod tests {
             name: "http".to_owned(),
         });
         assert!(not_listening.is_configuration());
-        let taken = Error::Listeners(listeners::Error::Bind {
+        let taken = Error::Listeners(listeners::Error::InUse {
             address: "127.0.0.1:8765".to_owned(),
             cause: std::io::Error::from_raw_os_error(libc::EADDRINUSE),
         });

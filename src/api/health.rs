@@ -1,7 +1,7 @@
 //! `GET /health`: liveness plus the queue, sync and write state, for monitors and operators.
 //! `status` is `degraded` while sync is paused for an operator (`auth_failed`, `config_error`), the
-//! oldest pending row is older than `api.degraded_after_secs`, or writes are being refused (a full
-//! disk or queue: from the refusal until the next write is accepted).
+//! oldest pending row is older than `api.degraded_after_secs` while sync is enabled, or writes are
+//! being refused (a full disk or queue: from the refusal until the next write is accepted).
 
 use axum::Json;
 use axum::extract::State;
@@ -44,7 +44,10 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
     match stats {
         Ok(stats) => {
             let oldest = stats.oldest_pending_age(crate::clock::now());
-            let stale = oldest.is_some_and(|age| age > state.limits().degraded_after);
+            // With sync disabled (no key, or switched off) no row is expected to leave, so age
+            // says nothing is wrong: local use reports ok.
+            let stale = sync.state != SyncState::Disabled
+                && oldest.is_some_and(|age| age > state.limits().degraded_after);
             // Sending stopped until someone acts: a refused key, a wrong URL, a failing outbox.
             let paused = matches!(
                 sync.state,

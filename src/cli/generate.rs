@@ -42,7 +42,7 @@ pub(crate) fn run(command: &GenerateCommand) -> anyhow::Result<Outcome> {
 }
 
 /// The variables read besides each option's own (see [`config::option_keys`]).
-const OTHER_VARIABLES: [(&str, &str); 9] = [
+const OTHER_VARIABLES: [(&str, &str); 14] = [
     (
         "GRADATA_CONFIG",
         "The config file to read instead of /etc/gradata/gradata.toml; empty: no config file.",
@@ -58,6 +58,26 @@ const OTHER_VARIABLES: [(&str, &str); 9] = [
     (
         "GRADATA_CLOUD_SYNC_DISABLE",
         "1 (or true, yes, on): keep events in the outbox and send nothing.",
+    ),
+    (
+        "GRADATA_DAEMON_HOST, GRADATA_DAEMON_PORT",
+        "The Gradata plugin's: when GRADATA_LISTEN is unset, listen on HOST:PORT (default 127.0.0.1:7342) and 127.0.0.1:8765.",
+    ),
+    (
+        "GRADATA_BRAIN_DIR",
+        "The Gradata SDK's: the data directory, when GRADATA_DATA_DIR is unset.",
+    ),
+    (
+        "GRADATA_DISABLE_WRITE_THROUGH",
+        "The Gradata SDK's: 1 does what GRADATA_CLOUD_SYNC_DISABLE=1 does.",
+    ),
+    (
+        "GRADATA_HOME",
+        "The Gradata plugin's home (default ~/.gradata): its file key holds the cloud API key of a user's instance.",
+    ),
+    (
+        "Other variables of the Python daemon and the plugin",
+        "Accepted without a warning and ignored; docs/compatibility.md lists each with the reason.",
     ),
     ("RUST_LOG", "The log filter, when GRADATA_LOG is unset."),
     (
@@ -265,6 +285,9 @@ mod tests {
         for needle in [
             "gradata serve",
             "\\-\\-listen",
+            "gradata daemon",
+            "\\-\\-port",
+            "\\-\\-pid\\-file",
             "gradata drain",
             "\\-\\-max\\-rows",
             "\\-\\-max\\-seconds",

@@ -64,6 +64,9 @@ struct GlobalArgs {
 enum Command {
     /// Run the service: drain the backlog, then serve the local API (systemd starts this)
     Serve(serve::ServeArgs),
+    /// Run the service with the Python Gradata daemon's options (--brain-dir DIR, --port N,
+    /// --pid-file PATH), as gradata serve
+    Daemon(serve::DaemonArgs),
     /// Deliver pending events now, within a row and time budget
     Drain(drain::DrainArgs),
     /// Show queue counts, the sync state and the last error
@@ -86,7 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     // Sockets passed by systemd are taken before anything else can start a thread: taking them
     // edits the environment.
     let sockets = match &cli.command {
-        Command::Serve(_) => Passed::take_from_env(),
+        Command::Serve(_) | Command::Daemon(_) => Passed::take_from_env(),
         // Generated from the command definition alone: no configuration is read.
         Command::Generate(command) => return generate::run(command),
         _ => Passed::none(),
@@ -99,7 +102,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         ingest_url: cli.global.ingest_url.clone(),
         listen: match &cli.command {
             Command::Serve(args) => args.listen.clone(),
+            Command::Daemon(args) => args.listen(),
             _ => Vec::new(),
+        },
+        pid_file: match &cli.command {
+            Command::Serve(args) => args.pid_file.clone(),
+            Command::Daemon(args) => args.pid_file.clone(),
+            _ => None,
         },
         log_format: cli.global.log_format.clone(),
     };
@@ -127,7 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
     }
     match cli.command {
-        Command::Serve(_) => serve::run(config, sockets, flags, env),
+        Command::Serve(_) | Command::Daemon(_) => serve::run(config, sockets, flags, env),
         Command::Drain(args) => drain::run(&config, &args),
         Command::Status(args) => status::run(&config, &args),
         Command::Queue(command) => queue::run(&config, &command),

@@ -1,5 +1,7 @@
 //! `gradata serve`: runs the service (see [`crate::daemon`]) on a multi-threaded runtime.
 
+use std::path::PathBuf;
+
 use anyhow::Context;
 use clap::Args;
 
@@ -12,9 +14,37 @@ use crate::systemd::listeners::Passed;
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Address to listen on when systemd passes no socket: host:port, or an absolute path for a
-    /// unix socket; repeatable [default: 127.0.0.1:8765]
+    /// unix socket; repeatable [default: 127.0.0.1:7342 (the plugin's) and 127.0.0.1:8765]
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Vec<String>,
+    /// Where to write the pid file once ready, removed at a clean stop [default:
+    /// DATA_DIR/daemon.pid]
+    #[arg(long, value_name = "PATH")]
+    pub(crate) pid_file: Option<PathBuf>,
+}
+
+/// Arguments of `gradata daemon`, the Python Gradata daemon's command line: `gradata daemon
+/// --brain-dir DIR --port N --pid-file F` runs the service as `gradata serve` would, so container
+/// entrypoints and units written for the original keep working.
+#[derive(Debug, Args)]
+pub(crate) struct DaemonArgs {
+    /// Listen on 127.0.0.1:PORT only (0: a port the system picks, written to the pid file)
+    /// [default: the addresses of gradata serve]
+    #[arg(long, value_name = "PORT")]
+    pub(crate) port: Option<u16>,
+    /// Where to write the pid file once ready, removed at a clean stop [default:
+    /// DATA_DIR/daemon.pid]
+    #[arg(long, value_name = "PATH")]
+    pub(crate) pid_file: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    /// The addresses `--port` stands for: the original always bound loopback.
+    pub(crate) fn listen(&self) -> Vec<String> {
+        self.port
+            .map(|port| vec![format!("127.0.0.1:{port}")])
+            .unwrap_or_default()
+    }
 }
 
 pub(crate) fn run(

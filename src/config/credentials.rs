@@ -39,7 +39,8 @@ pub(super) fn resolve_data_dir(
 }
 
 /// Finds the API key: `--api-key-file`/`GRADATA_API_KEY_FILE` > `GRADATA_API_KEY` >
-/// `$CREDENTIALS_DIRECTORY/api-key` > `sync.api_key_file`. Returns the key (if any) and a
+/// `$CREDENTIALS_DIRECTORY/api-key` > `sync.api_key_file` > for a user's instance only, the
+/// SDK's key file (see [`user_key_file`]). Returns the key (if any) and a
 /// description of where it came from, or of every place searched.
 pub(super) fn resolve_api_key(
     flags: &Flags,
@@ -101,26 +102,57 @@ pub(super) fn resolve_api_key(
     // The key file is root-only by design (the service gets the key as a credential), so a CLI
     // run as an ordinary user cannot read it: that is noted, not fatal; sync is then disabled.
     match read_optional_key_file(configured_file, configured_source) {
-        Ok(Some(key)) => Ok((
-            Some(key),
-            format!(
-                "file {} (sync.api_key_file, {configured_source})",
-                configured_file.display()
-            ),
-        )),
-        Ok(None) => {
-            looked.push(format!("{} is missing or empty", configured_file.display()));
-            Ok((None, format!("looked at: {}", looked.join("; "))))
-        }
-        Err(Error::Io { err, .. }) => {
-            looked.push(format!(
-                "{} is unreadable ({err})",
-                configured_file.display()
+        Ok(Some(key)) => {
+            return Ok((
+                Some(key),
+                format!(
+                    "file {} (sync.api_key_file, {configured_source})",
+                    configured_file.display()
+                ),
             ));
-            Ok((None, format!("looked at: {}", looked.join("; "))))
         }
-        Err(other) => Err(other),
+        Ok(None) => looked.push(format!("{} is missing or empty", configured_file.display())),
+        Err(Error::Io { err, .. }) => looked.push(format!(
+            "{} is unreadable ({err})",
+            configured_file.display()
+        )),
+        Err(other) => return Err(other),
     }
+    match user_key_file(env) {
+        Some((path, named_by)) => match read_optional_key_file(&path, &named_by) {
+            Ok(Some(key)) => {
+                return Ok((
+                    Some(key),
+                    format!("file {} (the Gradata SDK's key)", path.display()),
+                ));
+            }
+            Ok(None) => looked.push(format!("{} is missing or empty", path.display())),
+            Err(Error::Io { err, .. }) => {
+                looked.push(format!("{} is unreadable ({err})", path.display()))
+            }
+            Err(other) => return Err(other),
+        },
+        None => looked.push(
+            "not a user's instance (XDG_RUNTIME_DIR unset), so ~/.gradata/key was not read"
+                .to_owned(),
+        ),
+    }
+    Ok((None, format!("looked at: {}", looked.join("; "))))
+}
+
+/// The key file the Python SDK keeps (`gradata cloud enable` writes it), for a user's instance:
+/// `$GRADATA_HOME/key`, else `~/.gradata/key`. A user's instance is a process with
+/// `XDG_RUNTIME_DIR` set, which systemd's user manager gives its services and a login session its
+/// shells, and which the system manager never gives a system service: the system service must
+/// not pick up whatever key its user's home directory happens to hold.
+fn user_key_file(env: &Environment) -> Option<(PathBuf, Source)> {
+    env.get("XDG_RUNTIME_DIR")
+        .filter(|dir| !dir.trim().is_empty())?;
+    if let Some(home) = env.get("GRADATA_HOME").filter(|dir| !dir.trim().is_empty()) {
+        return Some((Path::new(home).join("key"), Source::Env("GRADATA_HOME")));
+    }
+    let home = env.get("HOME").filter(|dir| !dir.trim().is_empty())?;
+    Some((Path::new(home).join(".gradata/key"), Source::Env("HOME")))
 }
 
 fn read_key_file(path: &Path, named_by: &Source) -> Result<Option<ApiKey>, Error> {

@@ -14,8 +14,8 @@ use super::{
     DEFAULT_API_KEY_FILE, DEFAULT_BODY_TIMEOUT_SECS, DEFAULT_DEGRADED_AFTER_SECS,
     DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_BUFFERED_BODY_BYTES, DEFAULT_MAX_EVENTS_PER_REQUEST, DEFAULT_MAX_PENDING_BYTES,
-    DEFAULT_MAX_PENDING_ROWS, DEFAULT_SHUTDOWN_DRAIN_SECS, DEFAULT_SHUTDOWN_GRACE_SECS,
-    DEFAULT_SYNCED_RETENTION_DAYS, Error, Source,
+    DEFAULT_MAX_PENDING_ROWS, DEFAULT_MAX_PENDING_ROWS_WITHOUT_KEY, DEFAULT_SHUTDOWN_DRAIN_SECS,
+    DEFAULT_SHUTDOWN_GRACE_SECS, DEFAULT_SYNCED_RETENTION_DAYS, Error, Source,
 };
 use crate::{store, sync};
 
@@ -199,6 +199,11 @@ pub(super) const OPTIONS: &[OptionDecl] = &[
         value_type: ValueType::Float,
     },
     OptionDecl {
+        key: "sync.max_pending_rows_without_key",
+        env: "GRADATA_SYNC_MAX_PENDING_ROWS_WITHOUT_KEY",
+        value_type: ValueType::Int,
+    },
+    OptionDecl {
         key: "sync.startup_drain_max_rows",
         env: "GRADATA_SYNC_STARTUP_DRAIN_MAX_ROWS",
         value_type: ValueType::Int,
@@ -237,6 +242,9 @@ pub(super) struct RawLog {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawApi {
+    /// A list, or one string: config files written when the setting was a single address stay
+    /// valid.
+    #[serde(deserialize_with = "one_or_many")]
     pub(super) listen: Vec<String>,
     pub(super) shutdown_grace_secs: f64,
     pub(super) allowed_hosts: Vec<String>,
@@ -276,6 +284,7 @@ pub(super) struct RawSync {
     pub(super) backoff_base_secs: f64,
     pub(super) backoff_cap_secs: f64,
     pub(super) pause_probe_secs: f64,
+    pub(super) max_pending_rows_without_key: u64,
     pub(super) startup_drain_max_rows: u64,
     pub(super) startup_drain_max_secs: f64,
     pub(super) shutdown_drain_max_secs: f64,
@@ -293,7 +302,10 @@ impl Default for RawLog {
 impl Default for RawApi {
     fn default() -> RawApi {
         RawApi {
-            listen: vec![DEFAULT_LISTEN.to_owned()],
+            listen: DEFAULT_LISTEN
+                .iter()
+                .map(|&address| address.to_owned())
+                .collect(),
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
             allowed_hosts: Vec::new(),
             cors_origins: vec![crate::api::guard::DEFAULT_CORS_ORIGIN.to_owned()],
@@ -336,11 +348,40 @@ impl Default for RawSync {
             backoff_base_secs: sync::DEFAULT_BACKOFF_BASE.as_secs_f64(),
             backoff_cap_secs: sync::DEFAULT_BACKOFF_CAP.as_secs_f64(),
             pause_probe_secs: sync::DEFAULT_PAUSE_PROBE_INTERVAL.as_secs_f64(),
+            max_pending_rows_without_key: DEFAULT_MAX_PENDING_ROWS_WITHOUT_KEY,
             startup_drain_max_rows: sync::DEFAULT_MAX_ROWS as u64,
             startup_drain_max_secs: sync::DEFAULT_MAX_TIME.as_secs_f64(),
             shutdown_drain_max_secs: DEFAULT_SHUTDOWN_DRAIN_SECS,
         }
     }
+}
+
+/// A list of strings, or a single string taken as a list of one.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct OneOrMany;
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an address or a list of addresses")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, address: &str) -> Result<Vec<String>, E> {
+            Ok(vec![address.to_owned()])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut addresses = Vec::new();
+            while let Some(address) = seq.next_element::<String>()? {
+                addresses.push(address);
+            }
+            Ok(addresses)
+        }
+    }
+    deserializer.deserialize_any(OneOrMany)
 }
 
 pub(super) fn parse_file(path: &Path, text: &str) -> Result<toml::Table, Error> {

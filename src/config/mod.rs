@@ -16,6 +16,7 @@
 //! Invariants: no I/O beyond reading the config file and the credential files; the API key is
 //! never printed (it lives in [`crate::sync::ApiKey`], whose `Debug` redacts it).
 
+mod compat;
 mod credentials;
 mod layers;
 mod validate;
@@ -38,8 +39,14 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/gradata/gradata.toml";
 pub const DEFAULT_API_KEY_FILE: &str = "/etc/gradata/api-key";
 /// Name of the key inside `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=api-key:…`).
 pub const CREDENTIAL_NAME: &str = "api-key";
-/// Default listen address (DESIGN §2).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
+/// The address the Gradata plugin calls by default (its `GRADATA_DAEMON_HOST` and
+/// `GRADATA_DAEMON_PORT` unset).
+pub const PLUGIN_LISTEN: &str = "127.0.0.1:7342";
+/// The address the Python daemon's installer, container image and dashboard use.
+pub const DASHBOARD_LISTEN: &str = "127.0.0.1:8765";
+/// Default listen addresses: both, so that the plugin and the dashboard reach the service with no
+/// configuration (DESIGN §2).
+pub const DEFAULT_LISTEN: [&str; 2] = [PLUGIN_LISTEN, DASHBOARD_LISTEN];
 /// Default age after which synced rows are deleted.
 pub const DEFAULT_SYNCED_RETENTION_DAYS: f64 = 7.0;
 /// Default time requests in flight get to finish at shutdown.
@@ -59,6 +66,11 @@ pub const DEFAULT_HEADER_TIMEOUT_SECS: f64 = 60.0;
 pub const DEFAULT_DEGRADED_AFTER_SECS: f64 = 3600.0;
 /// Default most pending rows before writes get 503 (one million).
 pub const DEFAULT_MAX_PENDING_ROWS: u64 = 1_000_000;
+/// Default most pending rows while no API key is configured (local use, common with the plugin).
+/// Nothing leaves the outbox then, so without a bound of its own it would grow for good. Ten
+/// thousand rows is days of a busy plugin (a few events per tool call) kept for a key added later,
+/// and about ten megabytes of disk at the plugin's event sizes.
+pub const DEFAULT_MAX_PENDING_ROWS_WITHOUT_KEY: u64 = 10_000;
 /// Default most pending payload bytes before writes get 503 (1 GiB).
 pub const DEFAULT_MAX_PENDING_BYTES: u64 = 1024 * 1024 * 1024;
 /// Default time budget of the final drain at shutdown.
@@ -83,6 +95,7 @@ pub fn process_environment() -> Environment {
                         | "XDG_STATE_HOME"
                         | "HOME"
                         | "CREDENTIALS_DIRECTORY"
+                        | "XDG_RUNTIME_DIR"
                         | "RUST_LOG"
                 )
         })
@@ -104,6 +117,8 @@ pub struct Flags {
     pub listen: Vec<String>,
     /// `--log-format`.
     pub log_format: Option<String>,
+    /// `--pid-file` of `serve` and `daemon`.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Where a value came from, for error messages.
@@ -187,6 +202,9 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Where the outbox lives.
     pub data_dir: PathBuf,
+    /// Where the service writes its pid file once ready: `--pid-file`, else
+    /// `<data_dir>/daemon.pid`, where the Python daemon's tools look.
+    pub pid_file: PathBuf,
     /// Log output format.
     pub log_format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax).
@@ -218,6 +236,9 @@ pub struct Config {
     pub max_pending_rows: u64,
     /// Most pending payload bytes before writes are refused with 503.
     pub max_pending_bytes: u64,
+    /// Most pending rows while no API key is configured (the lower of this and
+    /// `max_pending_rows` applies then; see [`Config::pending_row_limit`]).
+    pub max_pending_rows_without_key: u64,
     /// The `brain_id` put in every payload; `None` means derive it from the data directory.
     pub brain_id: Option<String>,
     /// SQLite `synchronous`.
@@ -280,6 +301,7 @@ impl Config {
                 );
             }
         }
+        compat::apply(env, &mut merged, &mut sources)?;
         if non_empty(env, "GRADATA_LOG").is_none() {
             if let Some(filter) = non_empty(env, "RUST_LOG") {
                 insert(
@@ -342,6 +364,16 @@ impl Config {
         Validator { sources: &sources }.build(raw, file_read, flags, env)
     }
 
+    /// The most pending rows the outbox may hold: `max_pending_rows`, or while no API key is
+    /// configured the lower `max_pending_rows_without_key`, since nothing leaves the outbox then.
+    pub fn pending_row_limit(&self) -> u64 {
+        if self.sync.api_key.is_none() {
+            self.max_pending_rows.min(self.max_pending_rows_without_key)
+        } else {
+            self.max_pending_rows
+        }
+    }
+
     /// Store options for the service: create what is missing, single instance.
     pub fn store_options(&self) -> store::Options {
         store::Options {
@@ -354,14 +386,23 @@ impl Config {
     }
 }
 
-/// The `GRADATA_*` variables read outside the options' table: the config file, the key sources
-/// and the kill switch. The man page documents each.
-pub const OTHER_VARIABLES: [&str; 4] = [
+/// The `GRADATA_*` variables read outside the options' table: the config file, the key sources,
+/// the kill switch, and the variables of the Python daemon and the plugin that gradata honours
+/// (`compat`). The man page documents each.
+pub const OTHER_VARIABLES: [&str; 9] = [
     "GRADATA_CONFIG",
     "GRADATA_API_KEY",
     "GRADATA_API_KEY_FILE",
     "GRADATA_CLOUD_SYNC_DISABLE",
+    "GRADATA_DAEMON_HOST",
+    "GRADATA_DAEMON_PORT",
+    "GRADATA_BRAIN_DIR",
+    "GRADATA_DISABLE_WRITE_THROUGH",
+    "GRADATA_HOME",
 ];
+pub use compat::IGNORED_VARIABLES;
+/// The pid file's name in the data directory when `--pid-file` is not given.
+pub const PID_FILE_NAME: &str = "daemon.pid";
 /// Variables under this prefix are test hooks, read where they act, never documented for users.
 const TEST_HOOK_PREFIX: &str = "GRADATA_TEST_";
 
@@ -379,18 +420,24 @@ pub struct UnknownVariable {
 /// stop a command from running because of a stranger's environment, while the config file,
 /// which is written for gradata alone, refuses unknown keys.
 pub fn unknown_variables(env: &Environment) -> Vec<UnknownVariable> {
-    let known = || {
+    // Only variables gradata acts on are suggested; those it accepts and ignores are not unknown.
+    let honoured = || {
         OPTIONS
             .iter()
             .map(|option| option.env)
             .chain(OTHER_VARIABLES)
     };
+    let ignored = |name: &str| {
+        IGNORED_VARIABLES
+            .iter()
+            .any(|(ignored, _)| *ignored == name)
+    };
     env.keys()
         .filter(|name| name.starts_with("GRADATA_") && !name.starts_with(TEST_HOOK_PREFIX))
-        .filter(|name| !known().any(|known| known == name.as_str()))
+        .filter(|name| !honoured().any(|known| known == name.as_str()) && !ignored(name))
         .map(|name| UnknownVariable {
             name: name.clone(),
-            suggestion: closest(name, known()),
+            suggestion: closest(name, honoured()),
         })
         .collect()
 }

@@ -84,7 +84,7 @@ fn defaults_without_any_file() {
         config.data_dir,
         PathBuf::from("/home/test/.local/state/gradata")
     );
-    assert_eq!(config.listen, vec![DEFAULT_LISTEN]);
+    assert_eq!(config.listen, ["127.0.0.1:7342", "127.0.0.1:8765"]);
     assert_eq!(config.synchronous, store::Synchronous::Full);
     assert_eq!(config.sync.ingest_url.as_str(), sync::DEFAULT_INGEST_URL);
     assert_eq!(
@@ -95,6 +95,44 @@ fn defaults_without_any_file() {
         }
     );
     assert!(config.sync.api_key.is_none());
+}
+
+/// `api.listen` is a list; a single string (config files written before it was one) is a list of
+/// one, and `GRADATA_LISTEN` splits on commas.
+#[test]
+fn listen_takes_a_list_or_one_address() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in [
+        (
+            "[api]\nlisten = \"127.0.0.1:9000\"\n",
+            vec!["127.0.0.1:9000"],
+        ),
+        (
+            "[api]\nlisten = [\"127.0.0.1:9000\", \"/run/g.sock\"]\n",
+            vec!["127.0.0.1:9000", "/run/g.sock"],
+        ),
+    ] {
+        let file = write(dir.path(), "g.toml", text);
+        let config = Config::load(&flags_with_config(&file), &env(&[])).unwrap();
+        assert_eq!(config.listen, expected, "{text}");
+    }
+    let file = write(dir.path(), "g.toml", "[api]\nlisten = 9000\n");
+    let err = Config::load(&flags_with_config(&file), &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("api.listen") && err.contains("an address or a list of addresses"),
+        "{err}"
+    );
+    let config = Config::load(
+        &Flags::default(),
+        &env(&[
+            ("GRADATA_CONFIG", ""),
+            ("GRADATA_LISTEN", "127.0.0.1:9000, 127.0.0.1:9001"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.listen, ["127.0.0.1:9000", "127.0.0.1:9001"]);
 }
 
 #[test]
@@ -389,8 +427,8 @@ fn file_errors_are_one_line_with_the_key_first() {
         ("colour = 1\n", "colour: unknown field `colour`"),
         ("[sync]\nbatch_size = = 3\n", "line 2, column 14: "),
         (
-            "[api]\nlisten = \"127.0.0.1:1\"\n",
-            "api.listen: invalid type: string",
+            "[api]\nlisten = 1\n",
+            "api.listen: invalid type: integer `1`, expected an address or a list of addresses",
         ),
     ] {
         let file = write(dir.path(), "bad.toml", text);
@@ -404,4 +442,134 @@ fn file_errors_are_one_line_with_the_key_first() {
         let expected = format!("{}: {expected}", file.display());
         assert!(message.starts_with(&expected), "{text:?}: {message}");
     }
+}
+
+/// The variables of the Python daemon and the plugin that gradata honours act as the environment
+/// layer of their setting: above the file, below gradata's own variable.
+#[test]
+fn the_originals_variables_map_to_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "g.toml",
+        "data_dir = \"/from/file\"\n[api]\nlisten = \"127.0.0.1:1\"\n",
+    );
+    let load = |pairs: &[(&str, &str)]| Config::load(&flags_with_config(&file), &env(pairs));
+    let config = load(&[
+        ("GRADATA_BRAIN_DIR", "/home/dev/.gradata/brain"),
+        ("GRADATA_DAEMON_PORT", "9000"),
+        ("GRADATA_API_KEY", "k"),
+        ("GRADATA_DISABLE_WRITE_THROUGH", "1"),
+    ])
+    .unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/home/dev/.gradata/brain"));
+    assert_eq!(config.listen, ["127.0.0.1:9000", "127.0.0.1:8765"]);
+    assert!(!config.sync.enabled);
+    assert!(config.sync.disabled_reason().is_some());
+
+    let config = load(&[
+        ("GRADATA_BRAIN_DIR", "/home/dev/.gradata/brain"),
+        ("GRADATA_DATA_DIR", "/from/env"),
+        ("GRADATA_DISABLE_WRITE_THROUGH", "0"),
+        ("GRADATA_API_KEY", "k"),
+    ])
+    .unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/from/env"));
+    assert_eq!(config.listen, ["127.0.0.1:1"]);
+    assert!(config.sync.enabled);
+
+    // A host beyond loopback needs the token, and the error names the plugin's variable.
+    let err = load(&[("GRADATA_DAEMON_HOST", "0.0.0.0")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("environment variable GRADATA_DAEMON_HOST: api.listen: 0.0.0.0:7342"),
+        "{err}"
+    );
+    // The SDK's level names work in GRADATA_LOG.
+    let config = load(&[("GRADATA_LOG", "WARNING")]).unwrap();
+    assert_eq!(config.log_filter, "warn");
+}
+
+/// Every variable of the original that gradata ignores is accepted without a warning.
+#[test]
+fn the_originals_ignored_variables_are_not_unknown() {
+    let pairs: Vec<(&str, &str)> = IGNORED_VARIABLES
+        .iter()
+        .map(|(name, _)| (*name, "1"))
+        .chain(OTHER_VARIABLES.iter().map(|name| (*name, "1")))
+        .collect();
+    assert_eq!(unknown_variables(&env(&pairs)), []);
+    assert_eq!(
+        unknown_variables(&env(&[("GRADATA_TELEMETRI", "1")])),
+        [UnknownVariable {
+            name: "GRADATA_TELEMETRI".to_owned(),
+            suggestion: None,
+        }]
+    );
+}
+
+/// A user's instance (`XDG_RUNTIME_DIR` set) reads the SDK's key file, `$GRADATA_HOME/key` or
+/// `~/.gradata/key`, after every other source; the system service (no `XDG_RUNTIME_DIR`) never
+/// does.
+#[test]
+fn a_users_instance_reads_the_sdks_key_file_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".gradata")).unwrap();
+    write(&home.join(".gradata"), "key", "gk_live_home\n");
+    let gradata_home = dir.path().join("gradata-home");
+    std::fs::create_dir(&gradata_home).unwrap();
+    write(&gradata_home, "key", "gk_live_gradata_home\n");
+    let home = home.to_str().unwrap();
+    let load = |extra: &[(&str, &str)]| {
+        let mut pairs = vec![("GRADATA_CONFIG", ""), ("HOME", home)];
+        pairs.extend_from_slice(extra);
+        Config::load(&Flags::default(), &env(&pairs)).unwrap().sync
+    };
+    let user = [("XDG_RUNTIME_DIR", "/run/user/1000")];
+    let found = load(&user);
+    assert_eq!(found.api_key, ApiKey::new("gk_live_home"));
+    assert!(
+        found.api_key_source.contains(".gradata/key"),
+        "{}",
+        found.api_key_source
+    );
+
+    let system = load(&[]);
+    assert_eq!(system.api_key, None);
+    assert!(
+        system.api_key_source.contains("XDG_RUNTIME_DIR unset"),
+        "{}",
+        system.api_key_source
+    );
+
+    let relocated = load(&[
+        ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ("GRADATA_HOME", gradata_home.to_str().unwrap()),
+    ]);
+    assert_eq!(relocated.api_key, ApiKey::new("gk_live_gradata_home"));
+
+    let from_env = load(&[
+        ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ("GRADATA_API_KEY", "from-env"),
+    ]);
+    assert_eq!(from_env.api_key, ApiKey::new("from-env"));
+
+    // A bad key in it is an error naming the file, as for every key file.
+    write(&gradata_home, "key", "gk_live\n# comment\n");
+    let err = Config::load(
+        &Flags::default(),
+        &env(&[
+            ("GRADATA_CONFIG", ""),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("GRADATA_HOME", gradata_home.to_str().unwrap()),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("gradata-home/key") && err.contains("more than one line"),
+        "{err}"
+    );
 }

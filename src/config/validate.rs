@@ -224,11 +224,16 @@ impl Validator<'_> {
                 format!("must be at least api.max_body_bytes ({max_body_bytes}): a body of the largest size allowed would never be read"),
             ));
         }
+        let pid_file = flags
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(super::PID_FILE_NAME));
         Ok(Config {
             config_file,
+            pid_file,
             data_dir,
             log_format,
-            log_filter: raw.log.filter,
+            log_filter: super::compat::log_filter(raw.log.filter),
             listen: raw.api.listen,
             shutdown_grace: self.seconds(
                 "api.shutdown_grace_secs",
@@ -269,6 +274,10 @@ impl Validator<'_> {
                 .positive("store.max_pending_rows", raw.store.max_pending_rows)?,
             max_pending_bytes: self
                 .positive("store.max_pending_bytes", raw.store.max_pending_bytes)?,
+            max_pending_rows_without_key: self.positive(
+                "sync.max_pending_rows_without_key",
+                raw.sync.max_pending_rows_without_key,
+            )?,
             brain_id: self.brain_id(raw.sync.brain_id)?,
             synchronous,
             busy_timeout,

@@ -77,6 +77,18 @@ pub enum Error {
         /// Its `LISTEN_FDNAMES` entry.
         name: String,
     },
+    /// Another process listens on the address already: most often a Python Gradata daemon still
+    /// running, or a second gradata.
+    #[error(
+        "cannot listen on {address}: it is in use by another process (a Python Gradata daemon, or another gradata?); stop that process, or listen elsewhere (api.listen, GRADATA_LISTEN or --listen)"
+    )]
+    InUse {
+        /// The address.
+        address: String,
+        /// The bind error (`EADDRINUSE`).
+        #[source]
+        cause: io::Error,
+    },
     /// Binding an address failed.
     #[error("cannot listen on {address}: {cause}")]
     Bind {
@@ -99,7 +111,7 @@ impl Error {
     pub fn is_configuration(&self) -> bool {
         match self {
             Error::Unusable { .. } | Error::NotListening { .. } | Error::BadAddress(_) => true,
-            Error::Bind { .. } => false,
+            Error::Bind { .. } | Error::InUse { .. } => false,
         }
     }
 }
@@ -205,9 +217,13 @@ pub fn bind(addresses: &[String]) -> Result<Vec<Socket>, Error> {
 }
 
 fn bind_one(address: &str) -> Result<Socket, Error> {
-    let bind_error = |cause| Error::Bind {
-        address: address.to_owned(),
-        cause,
+    let bind_error = |cause: io::Error| {
+        let address = address.to_owned();
+        if cause.kind() == io::ErrorKind::AddrInUse {
+            Error::InUse { address, cause }
+        } else {
+            Error::Bind { address, cause }
+        }
     };
     if address.starts_with('/') {
         let path = PathBuf::from(address);
@@ -260,9 +276,11 @@ mod tests {
     fn a_taken_port_is_a_clear_error() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = taken.local_addr().unwrap().to_string();
-        let err = bind(std::slice::from_ref(&address))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(&address), "{err}");
+        let err = bind(&["127.0.0.1:0".to_owned(), address.clone()]).unwrap_err();
+        assert!(matches!(err, Error::InUse { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains(&address), "{message}");
+        assert!(message.contains("Python Gradata daemon"), "{message}");
+        assert!(message.contains("api.listen"), "{message}");
     }
 }

@@ -741,7 +741,9 @@ fn listen_on_a_taken_address_fails_naming_it() {
     assert_ne!(code, 0);
     let stderr = daemon.stderr();
     assert!(
-        stderr.contains(&format!("cannot listen on {address}")),
+        stderr.contains(&format!(
+            "cannot listen on {address}: it is in use by another process (a Python Gradata daemon"
+        )),
         "{stderr}"
     );
     let all = daemon.notify().all();
@@ -1143,4 +1145,331 @@ fn health_reports_the_documented_fields() {
     assert_eq!(health["sync"]["state"], "disabled", "{health}");
     assert!(health["sync"]["last_success_at"].is_null(), "{health}");
     stop_cleanly(&mut daemon);
+}
+
+/// Polls `GET /health` on `addr` until it answers, failing if `child` exits first.
+fn health_once_up(
+    addr: std::net::SocketAddr,
+    child: &mut std::process::Child,
+) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match daemon::try_get_health(addr) {
+            Ok(response) => {
+                assert_eq!(response.status, 200, "{response:?}");
+                return response.json();
+            }
+            Err(err) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "/health never answered on {addr}: {err}"
+                );
+                assert!(child.try_wait().unwrap().is_none(), "the service exited");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// The socket unit passes two listening sockets (the plugin's port and the dashboard's): both
+/// are adopted and served.
+#[test]
+fn every_passed_socket_is_served() {
+    use command_fds::{CommandFdExt, FdMapping};
+    use std::os::fd::AsFd;
+    let (_guard, dir) = support::temp_dir();
+    let plugin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dashboard = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addresses = [
+        plugin.local_addr().unwrap(),
+        dashboard.local_addr().unwrap(),
+    ];
+    let mut command = support::gradata(&dir);
+    command
+        .args(["--log-format", "text", "serve"])
+        .env("LISTEN_FDS", "2")
+        .env("LISTEN_FDNAMES", "plugin:dashboard")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .fd_mappings(vec![
+            FdMapping {
+                parent_fd: plugin.as_fd().try_clone_to_owned().unwrap(),
+                child_fd: 3,
+            },
+            FdMapping {
+                parent_fd: dashboard.as_fd().try_clone_to_owned().unwrap(),
+                child_fd: 4,
+            },
+        ])
+        .unwrap();
+    let mut child = command.spawn().unwrap();
+    drop(command);
+    // The test's own copies would let the kernel hand connections to nobody once the service
+    // exits; the service holds its copies.
+    drop((plugin, dashboard));
+    for addr in addresses {
+        let health = health_once_up(addr, &mut child);
+        assert_eq!(health["status"], "ok", "{addr}: {health}");
+    }
+    support::run(std::process::Command::new("kill").arg(child.id().to_string()));
+    assert!(child.wait().unwrap().success());
+}
+
+/// Reads the pid file at `path` once it exists (it is written just after `READY=1`).
+fn pid_file_once_written(path: &std::path::Path) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return serde_json::from_str(&text)
+                .unwrap_or_else(|err| panic!("{} is not JSON ({err}): {text:?}", path.display()));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `gradata serve` writes `<data_dir>/daemon.pid` once ready, with the original's fields and the
+/// passed socket's port, and removes it at a clean stop.
+#[test]
+fn serve_writes_the_pid_file_and_removes_it_at_a_clean_stop() {
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir).spawn();
+    daemon.expect_ready();
+    let path = dir.join("daemon.pid");
+    let pid_file = pid_file_once_written(&path);
+    assert_eq!(pid_file["port"], daemon.addr().port(), "{pid_file}");
+    assert_eq!(pid_file["pid"], daemon.pid(), "{pid_file}");
+    assert_eq!(
+        pid_file["brain_dir"],
+        dir.display().to_string(),
+        "{pid_file}"
+    );
+    assert_eq!(
+        pid_file["sdk_version"],
+        env!("CARGO_PKG_VERSION"),
+        "{pid_file}"
+    );
+    let started_at = pid_file["started_at"].as_str().unwrap();
+    assert!(
+        started_at.ends_with("+00:00")
+            && started_at.len() == "2026-12-07T17:00:09.123456+00:00".len(),
+        "{started_at}"
+    );
+    stop_cleanly(&mut daemon);
+    assert!(!path.exists(), "the pid file outlived a clean stop");
+}
+
+/// The original daemon's command line: `gradata daemon --brain-dir DIR --port N --pid-file F`
+/// serves DIR on 127.0.0.1:N and writes F. A crash (SIGKILL) leaves the pid file behind, stale;
+/// the next start replaces it.
+#[test]
+fn the_original_command_line_serves_the_brain() {
+    let (_guard, dir) = support::temp_dir();
+    let pid_path = dir.join("run").join("gradata.pid");
+    std::fs::create_dir(dir.join("run")).unwrap();
+    let brain = dir.join("brain");
+    std::fs::create_dir(&brain).unwrap();
+    let start = || {
+        let port = daemon::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gradata"))
+            .env_clear()
+            .env("HOME", &dir)
+            .env("GRADATA_CONFIG", "")
+            .env("GRADATA_SYNC_API_KEY_FILE", dir.join("no-such-key"))
+            .args(["daemon", "--brain-dir"])
+            .arg(&brain)
+            .args(["--port", &port.to_string(), "--pid-file"])
+            .arg(&pid_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        (port, child)
+    };
+    let (port, mut first) = start();
+    let health = health_once_up(([127, 0, 0, 1], port).into(), &mut first);
+    assert_eq!(health["data_dir"], brain.display().to_string(), "{health}");
+    assert!(brain.join("system.db").exists());
+    let pid_file = pid_file_once_written(&pid_path);
+    assert_eq!(pid_file["port"], port, "{pid_file}");
+    assert_eq!(pid_file["pid"], first.id(), "{pid_file}");
+    assert_eq!(
+        pid_file["brain_dir"],
+        brain.display().to_string(),
+        "{pid_file}"
+    );
+    assert!(
+        !brain.join("daemon.pid").exists(),
+        "--pid-file was not used"
+    );
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let stale = pid_file_once_written(&pid_path);
+    assert_eq!(stale["pid"], first.id(), "a crash removed the pid file");
+
+    let (port, mut second) = start();
+    health_once_up(([127, 0, 0, 1], port).into(), &mut second);
+    let deadline = Instant::now() + PATIENCE;
+    while pid_file_once_written(&pid_path)["pid"] != second.id() {
+        assert!(
+            Instant::now() < deadline,
+            "the stale pid file was never replaced"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(pid_file_once_written(&pid_path)["port"], port);
+    support::run(std::process::Command::new("kill").arg(second.id().to_string()));
+    assert!(second.wait().unwrap().success());
+    assert!(!pid_path.exists(), "the pid file outlived a clean stop");
+}
+
+/// The environment of a shell set up for the Python daemon and the plugin starts the service
+/// without a single unknown-variable warning.
+#[test]
+fn the_originals_environment_gets_no_warning() {
+    let (_guard, dir) = support::temp_dir();
+    let mut spec = Spec::new(&dir);
+    for name in gradata::config::OTHER_VARIABLES {
+        spec = spec.env(name, "1");
+    }
+    for (name, _) in gradata::config::IGNORED_VARIABLES {
+        spec = spec.env(name, "1");
+    }
+    let mut daemon = spec
+        .env("GRADATA_DAEMON_PORT", "7342")
+        .env("GRADATA_DAEMON_HOST", "127.0.0.1")
+        .env(
+            "GRADATA_BRAIN_DIR",
+            dir.join("ignored-as-data-dir-is-given"),
+        )
+        .env("GRADATA_HOME", dir.join("home"))
+        .env("GRADATA_API_KEY", "")
+        .env("GRADATA_API_KEY_FILE", "")
+        .env("GRADATA_CONFIG", "")
+        .spawn();
+    daemon.expect_ready();
+    stop_cleanly(&mut daemon);
+    let stderr = daemon.stderr();
+    assert!(!stderr.contains("unknown environment variable"), "{stderr}");
+    // Sanity: the same start with a misspelt variable does warn.
+    let mut warned = Spec::new(&dir).env("GRADATA_DAEMON_PROT", "1").spawn();
+    warned.expect_ready();
+    stop_cleanly(&mut warned);
+    assert!(
+        warned.stderr().contains("unknown environment variable"),
+        "{}",
+        warned.stderr()
+    );
+}
+
+/// Local use, without an API key: `/health` stays `ok` with sync `disabled` however old the
+/// pending rows grow, and the outbox holds at most `sync.max_pending_rows_without_key` of them;
+/// with a key the same service takes more.
+#[test]
+fn local_use_without_a_key_is_healthy_and_bounded() {
+    let event = |n: usize| serde_json::json!({"kind": "event", "event_id": format!("local-{n}"), "data": {}});
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir)
+        .env("GRADATA_API_DEGRADED_AFTER_SECS", "1")
+        .env("GRADATA_SYNC_MAX_PENDING_ROWS_WITHOUT_KEY", "3")
+        .spawn();
+    daemon.expect_ready();
+    for n in 0..3 {
+        let response = daemon::post_json(daemon.addr(), "/v1/events", &event(n));
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    let refused = daemon::post_json(daemon.addr(), "/v1/events", &event(3));
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(pending(&dir), 3);
+    // The refusal marks /health degraded until a write is accepted; what matters here is the age.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, health) = daemon::get_health(daemon.addr());
+        assert_eq!(status, 200, "{health}");
+        assert_eq!(health["sync"]["state"], "disabled", "{health}");
+        if health["queue"]["oldest_pending_age_seconds"].as_f64() >= Some(2.0) {
+            assert_eq!(health["writes"]["refused"], true, "{health}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{health}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_cleanly(&mut daemon);
+
+    // Without a refusal in the way, an old row leaves /health ok.
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir)
+        .env("GRADATA_API_DEGRADED_AFTER_SECS", "1")
+        .spawn();
+    daemon.expect_ready();
+    assert_eq!(
+        daemon::post_json(daemon.addr(), "/v1/events", &event(0)).status,
+        200
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, health) = daemon::get_health(daemon.addr());
+        assert_eq!(health["status"], "ok", "{health}");
+        assert_eq!(health["sync"]["state"], "disabled", "{health}");
+        if health["queue"]["oldest_pending_age_seconds"].as_f64() >= Some(2.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{health}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_cleanly(&mut daemon);
+
+    // With a key (to an ingest that answers 500, so rows stay pending) the bound is lifted.
+    let server = FakeIngest::replying(Reply::status(500));
+    let (_guard, dir) = support::temp_dir();
+    let mut daemon = Spec::new(&dir)
+        .syncing_to(&server.url("/ingest"))
+        .env("GRADATA_SYNC_MAX_PENDING_ROWS_WITHOUT_KEY", "3")
+        .spawn();
+    daemon.expect_ready();
+    for n in 0..5 {
+        let response = daemon::post_json(daemon.addr(), "/v1/events", &event(n));
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    stop_cleanly(&mut daemon);
+}
+
+/// A user's instance (what the user unit runs: `XDG_RUNTIME_DIR` set, no key configured) sends
+/// with the key the Python SDK keeps in `~/.gradata/key`, and with the user unit's
+/// `GRADATA_SYNC_STARTUP_DRAIN_MAX_SECS=1` it is ready within the plugin's 3 s session-start
+/// timeout even when the ingest API hangs.
+#[test]
+fn a_users_instance_uses_the_sdks_key_and_a_short_startup_drain() {
+    let (_guard, dir) = support::temp_dir();
+    prepare(&dir, 20);
+    let home = dir.join("home");
+    std::fs::create_dir_all(home.join(".gradata")).unwrap();
+    std::fs::write(home.join(".gradata/key"), "gk_live_from_home\n").unwrap();
+    let server = FakeIngest::replying(Reply::ok().delay(Duration::from_secs(20)));
+    let daemon = Spec::new(&dir)
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", &dir)
+        .env("GRADATA_CLOUD_INGEST_URL", server.url("/ingest"))
+        .env("GRADATA_SYNC_STARTUP_DRAIN_MAX_SECS", "1")
+        .spawn();
+    let ready = daemon.expect_ready();
+    let took = ready.last().unwrap().at - daemon.spawned();
+    assert!(took < Duration::from_secs(3), "READY=1 after {took:?}");
+    let deadline = Instant::now() + PATIENCE;
+    while server.count() == 0 {
+        assert!(Instant::now() < deadline, "nothing was sent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let authorization = server.received()[0]
+        .headers
+        .get("authorization")
+        .map(|value| value.to_str().unwrap().to_owned());
+    assert_eq!(authorization.as_deref(), Some("Bearer gk_live_from_home"));
 }
