@@ -6,6 +6,7 @@ pub mod category;
 pub mod enforce;
 pub mod events;
 pub mod feedback;
+mod handle;
 pub mod lessons;
 pub mod lessons_file;
 pub mod mode;
@@ -17,3 +18,5 @@ pub mod rule_id;
 pub mod rules;
 pub mod sessions;
 pub mod tag_delta;
+
+pub use handle::{Brain, Error, Served};
