@@ -1,5 +1,5 @@
 //! The brain's event log: the `events` table of `system.db` and `<brain>/events.jsonl`, written as
-//! the Python SDK 0.6.0 writes them (`reference/brain-spec.md` §4), so that the SDK and the
+//! the Python SDK 0.6.0 writes them, so that the SDK and the
 //! plugin's tools read gradata's events as their own.
 //!
 //! [`BrainEvent`] is one event, built purely ([`BrainEvent::new`]): the timestamp in Python's

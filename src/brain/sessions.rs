@@ -1,4 +1,4 @@
-//! The brain routes' in-memory session state (`reference/brain-spec.md` §1.1): the number each
+//! The brain routes' in-memory session state, as 0.6.0 keeps it: the number each
 //! client session id gets, and the rules `/apply-rules` last fired in each session with the token
 //! sets of their instructions. Lost on restart, as in 0.6.0: numbering starts again after the
 //! highest integer session in the event log.

@@ -162,7 +162,7 @@ UPDATE OR IGNORE sync_queue INDEXED BY idx_sync_queue_without_event_id
    AND json_valid(payload_json)
    AND json_type(payload_json, '$.event_id') = 'text'";
 
-/// The brain's event log as the Python SDK 0.6.0 creates it (`reference/brain-spec.md` §2): the
+/// The brain's event log as the Python SDK 0.6.0 creates it: the
 /// table and its three indexes. Created when missing, in the same migration as the queue; an
 /// existing table (a brain the SDK wrote, possibly with more columns than these) is left as it
 /// is, but for [`EVENTS_ADDED_COLUMNS`].

@@ -317,3 +317,30 @@ async fn the_highest_integer_session_is_found() {
         .unwrap();
     assert_eq!(store.max_event_session().await.unwrap(), Some(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_records_append_whole_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::new(open(dir.path()), dir.path());
+    let long = "x".repeat(64 * 1024);
+    let tasks: Vec<_> = (0..32)
+        .map(|n| {
+            let log = log.clone();
+            let event = brain_event("LOG", &format!(r#"{{"n": {n}, "pad": "{long}"}}"#));
+            tokio::spawn(async move { log.record(&event, None).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().jsonl_appended);
+    }
+    let text = std::fs::read_to_string(dir.path().join(EVENTS_JSONL)).unwrap();
+    let mut seen: Vec<i64> = text
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            value["data"]["n"].as_i64().unwrap()
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..32).collect::<Vec<_>>());
+}
