@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
+use crate::brain::Brain;
+use crate::brain::events::PlatformEnv;
 use crate::config::{self, Config};
 use crate::logging::Causes;
 use crate::store::{self, Store};
@@ -73,6 +75,9 @@ pub enum Error {
     /// The outbox could not be opened.
     #[error("cannot open the outbox")]
     Store(#[from] store::Error),
+    /// The brain could not be opened.
+    #[error(transparent)]
+    Brain(#[from] crate::brain::Error),
     /// The HTTP client for the ingest API could not be built.
     #[error("cannot set up cloud sync")]
     Sync(#[from] sync::ClientError),
@@ -164,6 +169,7 @@ async fn serve(
     // 3. The store: single-instance lock, open, migrate.
     let store = open_store(&config).await?;
     let brain_id = brain_id(&config).await?;
+    let brain = Brain::open(&config.data_dir, store.clone(), PlatformEnv::from_process()).await?;
     let status = Status::new(SyncState::Idle);
     let engine = Engine::new(store.clone(), config.sync.clone(), status.clone())?;
     if let Some(reason) = config.sync.disabled_reason() {
@@ -198,6 +204,7 @@ async fn serve(
         watch::channel(Arc::new(api_settings(&config, brain_id, None)));
     let state = api::State::new(api::Shared {
         store: store.clone(),
+        brain: Arc::new(brain),
         engines: engine_updates.clone(),
         wake: wake.clone(),
         data_dir: config.data_dir.clone(),

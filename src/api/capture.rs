@@ -1,14 +1,15 @@
-//! The write routes: the original daemon's `POST /correct`, `POST /log-event`, `POST /checkpoint`,
-//! and the native `POST /v1/events` (one object or an array, all committed together or not at
-//! all). Every one ends in [`commit`]: queue limits, group-committed enqueue, worker wake-up; a 2xx
-//! is sent only after the rows are durable.
+//! The outbox's write routes: the original daemon's `POST /correct`, and the native
+//! `POST /v1/events` (one object or an array, all committed together or not at all). Every one
+//! ends in [`commit`]: queue limits, group-committed enqueue, worker wake-up; a 2xx is sent only
+//! after the rows are durable. (`/log-event` and `/checkpoint` write the brain's log first: see
+//! `brain_log`.)
 
 use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::{Request, State};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::body::{parse_json, read_text};
 use super::correction::Severity;
@@ -28,26 +29,6 @@ struct CorrectRequest {
     event_id: Option<String>,
 }
 
-/// `POST /log-event` body.
-#[derive(Debug, Deserialize)]
-struct LogEventRequest {
-    event_type: String,
-    #[serde(default = "empty_object")]
-    data: Value,
-    #[serde(default)]
-    session_id: String,
-    event_id: Option<String>,
-}
-
-/// `POST /checkpoint` body.
-#[derive(Debug, Deserialize)]
-struct CheckpointRequest {
-    session_id: String,
-    #[serde(default = "manual")]
-    reason: String,
-    event_id: Option<String>,
-}
-
 /// One event of `POST /v1/events`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,14 +36,6 @@ struct EventRequest {
     kind: Kind,
     event_id: Option<String>,
     data: Map<String, Value>,
-}
-
-fn empty_object() -> Value {
-    Value::Object(Map::new())
-}
-
-fn manual() -> String {
-    "manual".to_owned()
 }
 
 /// The data of the `correction` event `POST /correct` stores. The fields are in alphabetical
@@ -150,58 +123,6 @@ async fn severity_of(body: CorrectRequest) -> Result<(CorrectRequest, Severity),
     })
     .await
     .map_err(|e| ApiError::internal(format!("measuring the edit failed: {e}")))
-}
-
-/// `POST /log-event`.
-pub(super) async fn log_event(
-    State(state): State<super::State>,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (body, _share): (LogEventRequest, _) = state.read_json(request).await?;
-    if body.event_type.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "event_type must not be empty",
-        ));
-    }
-    let event_id = event_id(body.event_id.as_deref())?;
-    let data = json!({
-        "event_type": body.event_type,
-        "data": body.data,
-        "session_id": body.session_id,
-        "timestamp": timestamp(),
-    });
-    let event = NewEvent::new(
-        &state.settings().brain_id,
-        event_id.clone(),
-        Kind::Event,
-        &data,
-    );
-    commit(&state, vec![event]).await?;
-    Ok(Json(json!({ "logged": true, "event_id": event_id })))
-}
-
-/// `POST /checkpoint`.
-pub(super) async fn checkpoint(
-    State(state): State<super::State>,
-    request: Request,
-) -> Result<Json<Value>, ApiError> {
-    let (body, _share): (CheckpointRequest, _) = state.read_json(request).await?;
-    let event_id = event_id(body.event_id.as_deref())?;
-    let data = json!({
-        "event_type": "CHECKPOINT",
-        "session_id": body.session_id,
-        "reason": body.reason,
-        "timestamp": timestamp(),
-    });
-    let event = NewEvent::new(
-        &state.settings().brain_id,
-        event_id.clone(),
-        Kind::Event,
-        &data,
-    );
-    commit(&state, vec![event]).await?;
-    Ok(Json(json!({ "checkpointed": true, "event_id": event_id })))
 }
 
 /// `POST /v1/events` answer.
@@ -298,7 +219,7 @@ fn parse_events(text: &str, limit: usize) -> Result<Vec<EventRequest>, ApiError>
 }
 
 /// Validates a client's `event_id`, or makes a ULID.
-fn event_id(given: Option<&str>) -> Result<EventId, ApiError> {
+pub(super) fn event_id(given: Option<&str>) -> Result<EventId, ApiError> {
     match given {
         None => Ok(EventId::generate()),
         Some(id) => EventId::parse(id)
@@ -346,6 +267,6 @@ pub(super) async fn commit(
     Ok(outcomes)
 }
 
-fn timestamp() -> String {
+pub(super) fn timestamp() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }

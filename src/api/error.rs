@@ -20,6 +20,9 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<Duration>,
+    /// A flag of the route's own answer the body keeps beside the error, as in
+    /// `{"logged": false, "error": …}`: a client that reads only that flag still learns the truth.
+    flag: Option<(&'static str, bool)>,
 }
 
 impl ApiError {
@@ -29,6 +32,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            flag: None,
         }
     }
 
@@ -97,13 +101,13 @@ impl ApiError {
         )
     }
 
-    /// 501: a route of the original daemon that the system service does not provide.
+    /// 501: a route of the original daemon that gradata does not run yet.
     pub fn not_provided(path: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not_provided",
             format!(
-                "{path} is a Gradata brain route; the gradata system service only captures and syncs events (use the SDK's daemon for brain routes)"
+                "{path} is a learning route of the Gradata brain, which this version of gradata does not run yet: lessons are read and served, and corrections are captured, but not yet turned into lessons"
             ),
         )
     }
@@ -135,6 +139,14 @@ impl ApiError {
     /// 500: the store failed for another reason; nothing was acknowledged.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// The same error, with the route's `key: value` flag in its body.
+    pub fn with_flag(self, key: &'static str, value: bool) -> ApiError {
+        ApiError {
+            flag: Some((key, value)),
+            ..self
+        }
     }
 
     /// What is wrong, for a person.
@@ -191,7 +203,11 @@ impl From<store::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({ "error": self.message, "code": self.code }));
+        let mut body = serde_json::json!({ "error": self.message, "code": self.code });
+        if let (Some((key, value)), Some(fields)) = (self.flag, body.as_object_mut()) {
+            fields.insert(key.to_owned(), value.into());
+        }
+        let body = Json(body);
         let mut response = (self.status, body).into_response();
         if let Some(after) = self.retry_after {
             let seconds = after.as_secs().max(1).to_string();

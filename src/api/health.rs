@@ -1,4 +1,5 @@
-//! `GET /health`: liveness plus the queue, sync and write state, for monitors and operators.
+//! `GET /health`: liveness, the brain's counts as the Python daemon reports them (for the plugin's
+//! status and doctor), plus the queue, sync and write state, for monitors and operators.
 //! `status` is `degraded` while sync is paused for an operator (`auth_failed`, `config_error`), the
 //! oldest pending row is older than `api.degraded_after_secs` while sync is enabled, or writes are
 //! being refused (a full disk or queue: from the refusal until the next write is accepted).
@@ -17,6 +18,9 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
     let sync = state.status().snapshot();
     let uptime = state.inner.started.elapsed().as_secs_f64();
     let refusing = state.refusals().current();
+    let brain = state.brain();
+    // A lessons file that cannot be read shows as null counts; the routes that need it say why.
+    let lessons = brain.lessons().await.ok();
     let writes = match &refusing {
         None => json!({ "refused": false }),
         Some(ongoing) => json!({
@@ -29,8 +33,13 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
     let body = |queue: Value, status: &str| {
         json!({
             "status": status,
-            "version": env!("CARGO_PKG_VERSION"),
+            "sdk_version": env!("CARGO_PKG_VERSION"),
+            "brain_dir": brain.dir(),
             "uptime_seconds": (uptime * 100.0).round() / 100.0,
+            "active_sessions": brain.active_sessions(),
+            "rules_count": lessons.as_ref().map(|served| served.rules_count()),
+            "lessons_count": lessons.as_ref().map(|served| served.lessons.len()),
+            "version": env!("CARGO_PKG_VERSION"),
             "data_dir": state.inner.data_dir,
             "queue": queue,
             "sync": {

@@ -2,19 +2,24 @@
 //! router on listeners it is given (never addresses: socket activation and port-0 tests need no
 //! extra code) until a shutdown token fires, then lets requests in flight finish.
 //!
-//! Layout: `capture` (the write routes), `admin` (sync now, queue, metrics), `health`, `guard`
+//! Layout: `brain` (the brain's read routes: rules, feedback, enforcement, tags, recall),
+//! `brain_log` (`/log-event` and `/checkpoint`: the brain's event log and the outbox at once),
+//! `capture` (the write routes), `admin` (sync now, queue, metrics), `health`, `guard`
 //! (Host, Origin, token, CORS), `body` (reading JSON safely, in bounded memory), `error` (every
 //! failure as JSON), `correction` (category and severity of an edit), `refusals` (refused writes,
 //! in the journal), `server` (connections: hyper, the header deadline, accept errors, graceful
 //! stop), `episode` (a run of failures, logged when it starts and ends: refused writes, accept
 //! failures, bodies with no room).
 //!
-//! Boundary: talks to the outbox through [`crate::store`], reads the sync status and asks the
+//! Boundary: asks [`crate::brain`] for every brain decision, talks to the outbox through
+//! [`crate::store`], reads the sync status and asks the
 //! current sync engine for a drain on `POST /sync`; it never posts to the cloud itself.
 //! Invariants: a 2xx to a write is sent only after the commit; bad input writes nothing.
 
 mod admin;
 mod body;
+mod brain;
+mod brain_log;
 mod capture;
 pub mod correction;
 mod episode;
@@ -46,16 +51,8 @@ use crate::store::Store;
 use crate::sync::{self, Engine, worker::Wake};
 use refusals::Refusals;
 
-/// The original daemon's brain routes, answered with 501 by the system service.
-const BRAIN_ROUTES: [&str; 7] = [
-    "/apply-rules",
-    "/detect",
-    "/end-session",
-    "/brain-recall",
-    "/enforce-rules",
-    "/maintain",
-    "/tag-delta",
-];
+/// The original daemon's learning routes, answered with 501 until the brain learns natively.
+const LEARNING_ROUTES: [&str; 2] = ["/end-session", "/maintain"];
 
 /// Limits on what clients may send and queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +98,8 @@ pub struct Shared {
     pub wake: Wake,
     /// Where the outbox lives, for `/health`.
     pub data_dir: PathBuf,
+    /// The brain the brain routes serve (the same directory).
+    pub brain: Arc<crate::brain::Brain>,
     /// When the service started, for `/health`.
     pub started: Instant,
     /// The reloadable settings. The daemon holds the sender and replaces the value on a reload;
@@ -130,6 +129,10 @@ impl State {
 
     fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    fn brain(&self) -> &crate::brain::Brain {
+        &self.inner.brain
     }
 
     fn engine(&self) -> Engine {
@@ -186,14 +189,19 @@ pub fn router(state: State) -> Router {
     let mut router = Router::new()
         .route("/health", get(health::get))
         .route("/correct", post(capture::correct))
-        .route("/log-event", post(capture::log_event))
-        .route("/checkpoint", post(capture::checkpoint))
+        .route("/log-event", post(brain_log::log_event))
+        .route("/checkpoint", post(brain_log::checkpoint))
+        .route("/apply-rules", post(brain::apply_rules))
+        .route("/detect", post(brain::detect))
+        .route("/enforce-rules", post(brain::enforce_rules))
+        .route("/tag-delta", post(brain::tag_delta))
+        .route("/brain-recall", post(brain::brain_recall))
         .route("/v1/events", post(capture::events))
         .route("/sync", post(admin::sync_now))
         .route("/v1/queue", get(admin::list))
         .route("/v1/queue/retry", post(admin::retry))
         .route("/metrics", get(admin::metrics));
-    for path in BRAIN_ROUTES {
+    for path in LEARNING_ROUTES {
         router = router.route(path, post(not_provided).get(not_provided));
     }
     let front_door = FrontDoor {

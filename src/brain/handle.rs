@@ -101,6 +101,13 @@ impl Brain {
     pub async fn open(dir: &Path, store: Store, platform: PlatformEnv) -> Result<Brain, Error> {
         let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let max_session = store.max_event_session().await?;
+        if !store
+            .read_brain(recall::fts5_compiled_in)
+            .await?
+            .unwrap_or(false)
+        {
+            tracing::warn!("this SQLite has no FTS5: /brain-recall will recall nothing");
+        }
         let lessons = LessonsFile::new(&dir, lessons_file::override_from_env(), Served::parse);
         Ok(Brain {
             lessons: Arc::new(lessons),
@@ -175,7 +182,14 @@ impl Brain {
         let signals = feedback::scan(message);
         if let Some(FeedbackEvent { data, tags }) = FeedbackEvent::for_signals(message, &signals) {
             let mut object = Object::new();
-            let texts = |items: &[&str]| Value::from(items.iter().map(|&item| Value::from(item)).collect::<Vec<_>>());
+            let texts = |items: &[&str]| {
+                Value::from(
+                    items
+                        .iter()
+                        .map(|&item| Value::from(item))
+                        .collect::<Vec<_>>(),
+                )
+            };
             object.insert("signals".to_owned(), texts(&data.signals));
             object.insert("markers".to_owned(), texts(&data.markers));
             object.insert("snippet".to_owned(), Value::from(data.snippet));

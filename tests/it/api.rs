@@ -965,20 +965,12 @@ fn metrics_are_prometheus_text_and_move_after_writes() {
     );
 }
 
-/// The original daemon's brain routes answer 501 with a JSON reason, for GET and POST, and write
-/// nothing.
+/// The learning routes of the original daemon (`/end-session`, `/maintain`) answer 501 with a
+/// JSON reason, for GET and POST, and write nothing.
 #[test]
-fn brain_routes_answer_501_json() {
+fn learning_routes_answer_501_json() {
     let service = Service::start(|spec| spec);
-    for path in [
-        "/apply-rules",
-        "/detect",
-        "/end-session",
-        "/brain-recall",
-        "/enforce-rules",
-        "/maintain",
-        "/tag-delta",
-    ] {
+    for path in ["/end-session", "/maintain"] {
         let response = service.post(path, &json!({"session_id": "s1"}));
         service.expect_refused(path, &response, 501, "not_provided", 0);
         assert!(

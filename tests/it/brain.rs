@@ -8,7 +8,8 @@ use std::path::Path;
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::support::{self, Daemon, Spec, post_bytes, post_json};
+use crate::support;
+use crate::support::daemon::{Daemon, Spec, get_health, post_bytes, post_json};
 
 /// A small brain: RULEs with and without fires, a RULE idle for 60 sessions (served as PATTERN),
 /// a scoped RULE and PATTERN, an INSTINCT, a KILLED lesson and a heading that is not a lesson.
@@ -77,7 +78,7 @@ impl Brain {
     }
 
     fn health(&self) -> Value {
-        let (status, health) = support::get_health(self.daemon.addr());
+        let (status, health) = get_health(self.daemon.addr());
         assert_eq!(status, 200, "{health}");
         health
     }
@@ -377,17 +378,17 @@ fn detect_logs_implicit_feedback_in_the_brain() {
 #[test]
 fn checkpoint_counts_pending_lessons_and_logs_the_event() {
     let brain = Brain::start();
-    let answer = brain.ok(
-        "/checkpoint",
-        json!({"session_id": "s2", "reason": "auto"}),
-    );
+    let answer = brain.ok("/checkpoint", json!({"session_id": "s2", "reason": "auto"}));
     assert_eq!(answer["checkpointed"], true, "{answer}");
     assert_eq!(answer["pending_lessons"], 3);
     assert_eq!(answer["unsaved_corrections"], 0);
     let events = brain.events();
     assert_eq!(events.len(), 1);
     let (session, kind, source, data) = &events[0];
-    assert_eq!((*session, kind.as_str(), source.as_str()), (0, "CHECKPOINT", "plugin.pre_compact"));
+    assert_eq!(
+        (*session, kind.as_str(), source.as_str()),
+        (0, "CHECKPOINT", "plugin.pre_compact")
+    );
     assert_eq!(data["session_id"], "s2");
     assert_eq!(data["reason"], "auto");
     assert_eq!(data["pending_lessons"], 3);
@@ -454,7 +455,11 @@ fn tag_delta_tags_edits() {
         (json!({}), json!({"tags": ["edit"], "category": "GENERAL"})),
     ];
     for (request, expected) in cases {
-        assert_eq!(brain.ok("/tag-delta", request.clone()), expected, "{request}");
+        assert_eq!(
+            brain.ok("/tag-delta", request.clone()),
+            expected,
+            "{request}"
+        );
     }
 }
 
@@ -537,7 +542,11 @@ fn brain_recall_searches_an_existing_index() {
     let lines: Vec<&str> = hybrid["context"].as_str().unwrap().lines().collect();
     assert!(lines.len() >= 2, "{hybrid}");
     assert!(lines[0].starts_with("{'rowid': 1, "), "{hybrid}");
-    assert!(lines.iter().all(|line| line.contains("'retrieval_mode': 'hybrid'")));
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.contains("'retrieval_mode': 'hybrid'"))
+    );
     drop(guard);
 }
 
@@ -586,7 +595,13 @@ fn bad_input_to_brain_routes_gets_a_json_400_and_changes_nothing() {
     }
     let response = post_bytes(brain.daemon.addr(), "/apply-rules", &[], b"{not json");
     assert_eq!(response.status, 400);
-    for path in ["/apply-rules", "/detect", "/enforce-rules", "/tag-delta", "/checkpoint"] {
+    for path in [
+        "/apply-rules",
+        "/detect",
+        "/enforce-rules",
+        "/tag-delta",
+        "/checkpoint",
+    ] {
         let response = post_bytes(brain.daemon.addr(), path, &[], b"");
         assert_eq!(response.status, 200, "{path}: {:?}", response.json());
     }
@@ -607,7 +622,10 @@ fn today() -> String {
 /// `x` as Python's `repr` prints a float below 1e-4: the shortest digits that read back as `x`,
 /// in exponent form with a sign and at least two exponent digits (`9.9e-07`).
 fn python_float(x: f64) -> String {
-    assert!(x > 0.0 && x < 1e-4, "{x} is not in the range this helper prints");
+    assert!(
+        x > 0.0 && x < 1e-4,
+        "{x} is not in the range this helper prints"
+    );
     let shortest = format!("{x:e}");
     let (digits, exponent) = shortest.split_once('e').unwrap();
     let exponent: i32 = exponent.parse().unwrap();
