@@ -173,13 +173,22 @@ async fn record(
     data: Object,
     outbox: OutboxEntry,
 ) -> Result<bool, ApiError> {
-    let logged = state
+    let logged = match state
         .brain()
         .record(event_type, source, 0, data, Vec::new(), Some(outbox))
         .await
-        .map_err(brain_failed)?;
+    {
+        Ok(logged) => logged,
+        Err(crate::brain::Error::Store(err)) => {
+            state.refusals().refused(&err);
+            return Err(err.into());
+        }
+        Err(err) => return Err(brain_failed(err)),
+    };
+    // Only a queued row ends an episode of refused writes: a full outbox is still full.
     let queued = match logged.outbox {
         OutboxOutcome::Queued(_) => {
+            state.refusals().accepted();
             state.metrics().events_accepted(Kind::Event.as_str(), 1);
             state.wake();
             true
