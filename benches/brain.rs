@@ -20,7 +20,9 @@
 //! and then gradata with `wrk` (one load thread, as many connections as clients, a fixed duration)
 //! and records requests/s, p50 and p99 latency, non-2xx answers and socket errors. The Python
 //! daemon answers in HTTP/1.0 and closes every connection, so `wrk` reconnects for each of its
-//! requests; gradata keeps connections alive.
+//! requests; gradata keeps connections alive unless `GRADATA_BENCH_CONNECTION_CLOSE=1`. `wrk`
+//! times a request from writing it to the end of its answer, so a new connection's handshake
+//! counts in the rate but not in the latency.
 //!
 //! Results go to stdout as a Markdown table, followed by the targets: gradata at least 10x the
 //! throughput of 0.6.0 at 16 clients, and gradata's p99 under 2 ms on the 10,000-lesson brain. The
@@ -36,6 +38,8 @@
 //!   `GRADATA_BENCH_ROUTES=apply-rules,detect` (route names without the slash),
 //!   `GRADATA_BENCH_SECONDS=5`: pick what runs;
 //! - `GRADATA_BENCH_DAEMONS=0.6.0` or `gradata`: load only one of the two (no ratios then);
+//! - `GRADATA_BENCH_CONNECTION_CLOSE=1`: a new connection per request to gradata as well, as the
+//!   plugin's hooks make them (each hook call is a new process);
 //! - `GRADATA_BIN=<path>`: another build of gradata.
 
 #![allow(
@@ -84,7 +88,12 @@ fn main() -> ExitCode {
     let version = Command::new(&wrk).arg("-v").output().unwrap();
     eprintln!(
         "load generator: {} ({})",
-        String::from_utf8_lossy(&version.stdout).trim(),
+        // `wrk -v` prints its version line, then its usage.
+        String::from_utf8_lossy(&version.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim(),
         wrk.display()
     );
     if plan.daemons.contains(&Daemon::Python) {
@@ -100,8 +109,14 @@ fn main() -> ExitCode {
     for &lessons in &plan.sizes {
         let fixture = work.path().join(format!("brain-{lessons}"));
         let corrections = write_brain(&fixture, lessons);
-        eprintln!("brain of {lessons} lessons and {corrections} indexed corrections");
-        let servers: Vec<Server> = plan
+        let size = |name: &str| std::fs::metadata(fixture.join(name)).unwrap().len() / 1024;
+        eprintln!(
+            "brain of {lessons} lessons (lessons.md {} KiB) and {corrections} indexed corrections \
+             (system.db {} KiB)",
+            size("lessons.md"),
+            size("system.db")
+        );
+        let mut servers: Vec<Server> = plan
             .daemons
             .iter()
             .map(|&daemon| {
@@ -111,12 +126,21 @@ fn main() -> ExitCode {
             })
             .collect();
         for route in &plan.routes {
-            for server in &servers {
-                let done = preflight(server, route);
-                eprintln!("  {} {}: {done}", server.daemon.name(), route.path);
+            let work: Vec<String> = servers
+                .iter()
+                .map(|server| {
+                    let done = preflight(server, route);
+                    eprintln!("  {} {}: {done}", server.daemon.name(), route.path);
+                    done
+                })
+                .collect();
+            // Not a failure (the differential tests judge the answers), but figures of answers
+            // that differ in size compare different work.
+            if work.windows(2).any(|pair| pair[0] != pair[1]) {
+                eprintln!("  note: the two daemons' answers to {} differ", route.path);
             }
             for &clients in &plan.clients {
-                for server in &servers {
+                for server in &mut servers {
                     let load = Load::run(&wrk, server, route, clients, plan.seconds);
                     server.check_alive();
                     eprintln!(
@@ -139,7 +163,7 @@ fn main() -> ExitCode {
         }
     }
     let elapsed = started.elapsed();
-    print_table(&rows);
+    print_table(&rows, &plan);
     let all_met = print_targets(&rows, &plan);
     println!();
     println!(
@@ -652,19 +676,14 @@ impl Server {
     }
 
     /// Panics with the daemon's log if it has exited.
-    fn check_alive(&self) {
-        // `try_wait` needs `&mut`; a signal-0 probe of the pid does not, and a zombie (exited,
-        // not yet reaped) still counts as alive, which the next load run would reveal anyway.
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let alive = nix::sys::signal::kill(pid, None).is_ok()
-            && !std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-                .is_ok_and(|stat| stat.contains(") Z "));
-        assert!(
-            alive,
-            "{} exited; its log:\n{}",
-            self.daemon.name(),
-            self.log_text()
-        );
+    fn check_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "{} exited ({status}); its log:\n{}",
+                self.daemon.name(),
+                self.log_text()
+            );
+        }
     }
 
     fn log_text(&self) -> String {
@@ -722,6 +741,9 @@ wrk.method = "POST"
 wrk.body = body:read("*a")
 body:close()
 wrk.headers["Content-Type"] = "application/json"
+if os.getenv("WRK_CONNECTION_CLOSE") then
+  wrk.headers["Connection"] = "close"
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -740,7 +762,11 @@ impl Load {
         let (script, body_file) = (dir.path().join("post.lua"), dir.path().join("body.json"));
         std::fs::write(&script, WRK_SCRIPT).unwrap();
         std::fs::write(&body_file, &route.body).unwrap();
-        let output = Command::new(wrk)
+        let mut command = Command::new(wrk);
+        if connection_close() {
+            command.env("WRK_CONNECTION_CLOSE", "1");
+        }
+        let output = command
             .env("WRK_BODY_FILE", &body_file)
             .args(["--threads", "1", "--timeout", "10s"])
             .arg(format!("--connections={clients}"))
@@ -777,6 +803,13 @@ impl Load {
     }
 }
 
+/// `GRADATA_BENCH_CONNECTION_CLOSE=1`: a new connection for every request to gradata too, as
+/// each of the plugin's hooks (a new process per call) opens one; 0.6.0 closes every connection
+/// anyway.
+fn connection_close() -> bool {
+    std::env::var("GRADATA_BENCH_CONNECTION_CLOSE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Results.
 
@@ -788,34 +821,67 @@ struct Row {
     load: Load,
 }
 
-fn print_table(rows: &[Row]) {
+/// One line per route, brain and number of clients, the two daemons side by side.
+fn print_table(rows: &[Row], plan: &Plan) {
     println!(
-        "| route | lessons | clients | daemon | req/s | p50 ms | p99 ms | non-2xx | socket errors |"
+        "| route | lessons | clients | 0.6.0 req/s | 0.6.0 p50 / p99 ms | gradata req/s | \
+         gradata p50 / p99 ms | gradata / 0.6.0 | non-2xx, socket errors (0.6.0; gradata) |"
     );
-    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|");
-    for row in rows {
-        let load = &row.load;
-        println!(
-            "| `{}` | {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
-            row.route,
-            thousands(row.lessons),
-            row.clients,
-            row.daemon.name(),
-            load.rate,
-            load.p50_ms,
-            load.p99_ms,
-            load.non_2xx,
-            load.socket_errors
-        );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let dash = || "–".to_owned();
+    for &lessons in &plan.sizes {
+        for route in &plan.routes {
+            for &clients in &plan.clients {
+                let find = |daemon| find_row(rows, route.path, lessons, clients, daemon);
+                let (python, gradata) = (find(Daemon::Python), find(Daemon::Gradata));
+                let rate = |row: Option<&Row>| row.map_or_else(dash, |r| rate_text(r.load.rate));
+                let latency = |row: Option<&Row>| {
+                    row.map_or_else(dash, |r| {
+                        format!("{:.2} / {:.2}", r.load.p50_ms, r.load.p99_ms)
+                    })
+                };
+                let errors = |row: Option<&Row>| {
+                    row.map_or_else(dash, |r| {
+                        format!("{}, {}", r.load.non_2xx, r.load.socket_errors)
+                    })
+                };
+                let ratio = match (python, gradata) {
+                    (Some(p), Some(g)) => format!("{:.1}x", g.load.rate / p.load.rate),
+                    _ => dash(),
+                };
+                println!(
+                    "| `{}` | {} | {} | {} | {} | {} | {} | {ratio} | {}; {} |",
+                    route.path,
+                    thousands(lessons),
+                    clients,
+                    rate(python),
+                    latency(python),
+                    rate(gradata),
+                    latency(gradata),
+                    errors(python),
+                    errors(gradata),
+                );
+            }
+        }
     }
+}
+
+fn find_row<'a>(
+    rows: &'a [Row],
+    route: &str,
+    lessons: usize,
+    clients: usize,
+    daemon: Daemon,
+) -> Option<&'a Row> {
+    rows.iter().find(|r| {
+        r.route == route && r.lessons == lessons && r.clients == clients && r.daemon == daemon
+    })
 }
 
 /// Prints each target with its verdict; true when every measured one is met.
 fn print_targets(rows: &[Row], plan: &Plan) -> bool {
     let find = |route: &str, lessons: usize, clients: usize, daemon: Daemon| {
-        rows.iter().find(|r| {
-            r.route == route && r.lessons == lessons && r.clients == clients && r.daemon == daemon
-        })
+        find_row(rows, route, lessons, clients, daemon)
     };
     let mut all_met = true;
     let mut out = String::new();
@@ -834,9 +900,9 @@ fn print_targets(rows: &[Row], plan: &Plan) -> bool {
                     let met = ratio >= TARGET_RATIO;
                     all_met &= met;
                     format!(
-                        "{ratio:.1}x ({:.0} / {:.0} req/s): {}",
-                        g.load.rate,
-                        p.load.rate,
+                        "{ratio:.1}x ({} / {} req/s): {}",
+                        rate_text(g.load.rate),
+                        rate_text(p.load.rate),
                         verdict(met)
                     )
                 }
@@ -876,6 +942,15 @@ fn print_targets(rows: &[Row], plan: &Plan) -> bool {
 
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**not met**" }
+}
+
+/// Requests/s: whole numbers, and a decimal below 100, where 0.6.0 on the large brain is.
+fn rate_text(rate: f64) -> String {
+    if rate < 100.0 {
+        format!("{rate:.1}")
+    } else {
+        format!("{rate:.0}")
+    }
 }
 
 fn clients_text(clients: usize) -> String {
@@ -1009,16 +1084,16 @@ const UNLESS: [&str; 5] = [
 /// `Never` rules whose keywords (0.6.0 takes the words of more than three characters in the 50
 /// characters after "never") do not occur in `EDITED_FILE`.
 const NEVER_ELSEWHERE: [&str; 10] = [
-    "Never greet clients with small talk in emails",
+    "Never greet clients through small talk in emails",
     "Never sprinkle emoji through customer replies",
     "Never promise delivery dates before engineering agrees",
     "Never wrap short answers in markdown headers",
     "Never force-push to shared release branches",
-    "Never merge without a green pipeline",
+    "Never ship a release lacking a green pipeline",
     "Never invent statistics in research summaries",
     "Never schedule meetings on friday afternoons",
     "Never use em dashes in marketing copy",
-    "Never quote pricing without the latest sheet",
+    "Never quote pricing off an outdated sheet",
 ];
 
 /// `Never` rules that `EDITED_FILE` breaks.
