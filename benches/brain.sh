@@ -31,7 +31,7 @@ if ! "$python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("grad
         apt_install python3-venv
     fi
     echo "creating $venv with gradata==0.6.0 from PyPI" >&2
-    rm -rf "$venv"
+    # Created, or reused as it is: pip replaces another version of gradata in it.
     python3 -m venv "$venv"
     "$python" -m pip install --quiet --disable-pip-version-check --no-input 'gradata==0.6.0'
 fi
