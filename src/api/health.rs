@@ -7,13 +7,33 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
+use std::path::Path;
 
 use crate::logging::Causes;
 use crate::sync::SyncState;
 
+/// The answer: the Python daemon's keys first, in its order, then gradata's own.
+#[derive(Debug, Serialize)]
+struct HealthAnswer<'a> {
+    status: &'static str,
+    sdk_version: &'static str,
+    brain_dir: &'a Path,
+    uptime_seconds: f64,
+    active_sessions: usize,
+    rules_count: Option<usize>,
+    lessons_count: Option<usize>,
+    version: &'static str,
+    data_dir: &'a Path,
+    queue: Value,
+    sync: Value,
+    writes: Value,
+}
+
 /// Answers with status, version, uptime, data directory, queue counts and sync state.
-pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<Value>) {
+pub(super) async fn get(State(state): State<super::State>) -> Response {
     let stats = state.store().stats().await;
     let sync = state.status().snapshot();
     let uptime = state.inner.started.elapsed().as_secs_f64();
@@ -30,24 +50,24 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
             "error": ongoing.error,
         }),
     };
-    let body = |queue: Value, status: &str| {
-        json!({
-            "status": status,
-            "sdk_version": env!("CARGO_PKG_VERSION"),
-            "brain_dir": brain.dir(),
-            "uptime_seconds": (uptime * 100.0).round() / 100.0,
-            "active_sessions": brain.active_sessions(),
-            "rules_count": lessons.as_ref().map(|served| served.rules_count()),
-            "lessons_count": lessons.as_ref().map(|served| served.lessons.len()),
-            "version": env!("CARGO_PKG_VERSION"),
-            "data_dir": state.inner.data_dir,
-            "queue": queue,
-            "sync": {
+    let body = |queue: Value, status: &'static str| {
+        Json(HealthAnswer {
+            status,
+            sdk_version: env!("CARGO_PKG_VERSION"),
+            brain_dir: brain.dir(),
+            uptime_seconds: (uptime * 100.0).round() / 100.0,
+            active_sessions: brain.active_sessions(),
+            rules_count: lessons.as_ref().map(|served| served.rules_count()),
+            lessons_count: lessons.as_ref().map(|served| served.lessons.len()),
+            version: env!("CARGO_PKG_VERSION"),
+            data_dir: &state.inner.data_dir,
+            queue,
+            sync: json!({
                 "state": sync.state.as_str(),
                 "last_success_at": sync.last_success_at,
                 "last_error": sync.last_error,
-            },
-            "writes": writes,
+            }),
+            writes: writes.clone(),
         })
     };
     match stats {
@@ -69,14 +89,13 @@ pub(super) async fn get(State(state): State<super::State>) -> (StatusCode, Json<
                 "oldest_pending_age_seconds": oldest.map(|age| age.as_secs_f64().floor()),
             });
             let degraded = stale || paused || refusing.is_some();
-            (
-                StatusCode::OK,
-                Json(body(queue, if degraded { "degraded" } else { "ok" })),
-            )
+            let status = if degraded { "degraded" } else { "ok" };
+            (StatusCode::OK, body(queue, status)).into_response()
         }
         Err(err) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(body(json!({ "error": Causes(&err).to_string() }), "error")),
-        ),
+            body(json!({ "error": Causes(&err).to_string() }), "error"),
+        )
+            .into_response(),
     }
 }

@@ -234,8 +234,13 @@ DIFFERENCES = [
                "reference", _refused_reference),
     Difference("bad-input-400-shape", "deliberate", ALL_POSTS, "$",
                "the text of a 400's error message is gradata's own", "both", _refused_any),
-    Difference("event-id", "deliberate", "POST /log-event, POST /checkpoint", "$.event_id",
-               "gradata also names the event it queued for the cloud", "both", _drop_keys("event_id")),
+    Difference("outbox-fields", "deliberate", "POST /log-event, POST /checkpoint",
+               "$.event_id, $.queued",
+               "gradata also names the event it queued for the cloud, and says whether the outbox"
+               " took it", "both", _drop_keys("event_id", "queued")),
+    Difference("recall-structured", "deliberate", "POST /brain-recall", "$.relevant_corrections",
+               "0.6.0 always answers []; gradata lists the recalled hits as objects (the context"
+               " text is compared exactly)", "both", _body_key("relevant_corrections")),
     Difference("unknown-route", "deliberate", "GET /nope, POST /health", "$",
                "a path that does not exist is a 404 and a known path with the wrong method a 405,"
                " each with gradata's JSON error; 0.6.0 answers 404 {\"error\": \"not found\"} to both",

@@ -94,7 +94,7 @@ for route in POST_ROUTES:
     STEPS.append(dict(method="POST", path=route, raw=b"[1, 2]", bad=True))
 STEPS += [
     post("/apply-rules", {"prompt": 5}, bad=True),
-    post("/apply-rules", {"prompt": "x", "context": None}, bad=True),
+    post("/apply-rules", {"prompt": "x", "context": "code"}, bad=True),
     post("/detect", {"user_message": 5}, bad=True),
     post("/enforce-rules", {"content": 5}, bad=True),
     post("/tag-delta", {"file_path": 5}, bad=True),
