@@ -144,15 +144,7 @@ impl Brain {
         let served = self.lessons().await?;
         let applied = served.book.apply(request);
         if !session_id.is_empty() {
-            let fired = applied
-                .fired
-                .iter()
-                .map(|rule| sessions::FiredRule {
-                    rule_id: rule.rule_id.clone(),
-                    tokens: rule.tokens.clone(),
-                })
-                .collect();
-            self.sessions.set_fired(session_id, fired);
+            self.sessions.set_fired(session_id, applied.fired.clone());
         }
         Ok(applied)
     }

@@ -87,7 +87,8 @@ impl From<i64> for PyValue {
     }
 }
 
-/// Writes `x` as Python's `repr(float)`.
+/// Writes `x` as Python's `repr(float)`: `nan` and `inf` spelled as repr spells them, finite
+/// values as [`super::pyjson::float_repr`] (json.dumps writes floats with repr).
 fn write_float(out: &mut impl Write, x: f64) -> fmt::Result {
     if x.is_nan() {
         return out.write_str("nan");
@@ -95,50 +96,7 @@ fn write_float(out: &mut impl Write, x: f64) -> fmt::Result {
     if x.is_infinite() {
         return out.write_str(if x > 0.0 { "inf" } else { "-inf" });
     }
-    // Rust's `{:e}` gives the shortest digits that round-trip, the same digits Python's repr
-    // chooses; only the layout differs. It reads `[-]D[.DDD]e[-]N`.
-    let scientific = format!("{x:e}");
-    let (mantissa, exponent) = scientific
-        .split_once('e')
-        .expect("`{:e}` of a finite float always has an exponent");
-    let exponent: i32 = exponent
-        .parse()
-        .expect("`{:e}` writes the exponent as a decimal integer");
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|&c| c != '.').collect();
-    out.write_str(sign)?;
-    // Python places the decimal point after `exponent + 1` digits and switches to scientific
-    // notation when that position is at most -4 or beyond 16.
-    let point = exponent + 1;
-    if point <= -4 || point > 16 {
-        let (first, rest) = digits.split_at(1);
-        out.write_str(first)?;
-        if !rest.is_empty() {
-            write!(out, ".{rest}")?;
-        }
-        let exponent_sign = if exponent < 0 { '-' } else { '+' };
-        return write!(out, "e{exponent_sign}{:02}", exponent.unsigned_abs());
-    }
-    let n_digits = i32::try_from(digits.len()).expect("an f64 has at most 17 significant digits");
-    if point <= 0 {
-        write!(
-            out,
-            "0.{}{digits}",
-            "0".repeat(point.unsigned_abs() as usize)
-        )
-    } else if point >= n_digits {
-        write!(
-            out,
-            "{digits}{}.0",
-            "0".repeat((point - n_digits).unsigned_abs() as usize)
-        )
-    } else {
-        let (whole, fraction) = digits.split_at(point.unsigned_abs() as usize);
-        write!(out, "{whole}.{fraction}")
-    }
+    out.write_str(&super::pyjson::float_repr(x))
 }
 
 /// Writes `text` as Python's `repr(str)`.

@@ -12,7 +12,7 @@
 //! Thread-safe and cheap: one std mutex, held for a map lookup or two, never across an `.await`
 //! (nothing here is async). It knows nothing of HTTP, lessons or the database.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// How many session ids are remembered by default. A session is a conversation of an agent, so a
@@ -20,14 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// fired rules (at most 10 per session).
 pub const DEFAULT_CAPACITY: usize = 4096;
 
-/// One rule `/apply-rules` fired in a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FiredRule {
-    /// The rule's id (`CATEGORY:hash8`).
-    pub rule_id: String,
-    /// The token set of its instruction, for conflict detection in `/correct`.
-    pub tokens: BTreeSet<String>,
-}
+pub use super::rules::FiredRule;
 
 /// What [`Sessions::end`] removed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
