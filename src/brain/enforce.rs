@@ -86,9 +86,16 @@ pub fn violations(content: &str, rules: &[RuleText<'_>]) -> Vec<Violation> {
 
 /// Whether `lowered_content` contains a keyword of the rule `description`.
 fn is_violated(lowered_content: &str, description: &str) -> bool {
+    keywords(description)
+        .iter()
+        .any(|keyword| lowered_content.contains(keyword.as_str()))
+}
+
+/// The keywords of a rule `description`, lower-cased: none without a `never`.
+fn keywords(description: &str) -> Vec<String> {
     let description = description.to_lowercase();
     let Some((_, after_never)) = description.split_once("never") else {
-        return false;
+        return Vec::new();
     };
     let window: String = pytext::strip(after_never)
         .chars()
@@ -96,12 +103,152 @@ fn is_violated(lowered_content: &str, description: &str) -> bool {
         .collect();
     pytext::split_whitespace(&window)
         .filter(|word| word.chars().count() > MIN_KEYWORD_CHARS)
-        .any(|keyword| lowered_content.contains(keyword))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The same decision as [`enforce`], prepared once for a set of rules: every keyword of every
+/// rule in one automaton, so that a request reads its content once however many rules the brain
+/// has (a brain of 10,000 lessons has over a thousand RULEs; checking each keyword in turn read
+/// the content thousands of times per request).
+#[derive(Debug, Clone, Default)]
+pub struct Enforcer {
+    /// `(rule_id, description)`, in the caller's order.
+    rules: Vec<(String, String)>,
+    /// Every distinct keyword; `None` when no rule has one (or the automaton could not be
+    /// built, and [`Enforcer::enforce`] checks rule by rule instead).
+    keywords: Option<aho_corasick::AhoCorasick>,
+    /// For each keyword of the automaton, the rules (indexes into `rules`) that have it.
+    rules_of_keyword: Vec<Vec<usize>>,
+}
+
+impl Enforcer {
+    /// Prepares `rules` (`(rule_id, description)`, in the order violations are reported).
+    pub fn new(rules: Vec<(String, String)>) -> Enforcer {
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut rules_of_keyword: Vec<Vec<usize>> = Vec::new();
+        for (rule, (_, description)) in rules.iter().enumerate() {
+            for keyword in keywords(description) {
+                let next = rules_of_keyword.len();
+                let at = *index.entry(keyword).or_insert(next);
+                if at == next {
+                    rules_of_keyword.push(Vec::new());
+                }
+                if rules_of_keyword[at].last() != Some(&rule) {
+                    rules_of_keyword[at].push(rule);
+                }
+            }
+        }
+        let mut patterns = vec![String::new(); rules_of_keyword.len()];
+        for (keyword, at) in index {
+            patterns[at] = keyword;
+        }
+        let keywords = if patterns.is_empty() {
+            None
+        } else {
+            aho_corasick::AhoCorasick::new(&patterns)
+                .inspect_err(|err| {
+                    tracing::warn!(error = %err, "enforcement falls back to a rule-by-rule check");
+                })
+                .ok()
+        };
+        Enforcer {
+            rules,
+            keywords,
+            rules_of_keyword,
+        }
+    }
+
+    /// The rules `content` violates, with the `pass` verdict: what [`enforce`] answers.
+    pub fn enforce(&self, content: &str) -> Enforcement {
+        let Some(automaton) = self.keywords.as_ref().filter(|_| !content.is_empty()) else {
+            let rules: Vec<RuleText<'_>> = self
+                .rules
+                .iter()
+                .map(|(rule_id, description)| RuleText {
+                    rule_id,
+                    description,
+                })
+                .collect();
+            return enforce(content, &rules);
+        };
+        let lowered = content.to_lowercase();
+        let mut violated = vec![false; self.rules.len()];
+        for found in automaton.find_overlapping_iter(&lowered) {
+            for &rule in &self.rules_of_keyword[found.pattern().as_usize()] {
+                violated[rule] = true;
+            }
+        }
+        let violations: Vec<Violation> = self
+            .rules
+            .iter()
+            .zip(violated)
+            .filter(|(_, violated)| *violated)
+            .map(|((rule_id, description), _)| Violation {
+                rule_id: rule_id.clone(),
+                description: description.clone(),
+                severity: "warn",
+            })
+            .collect();
+        Enforcement {
+            pass: violations.is_empty(),
+            violations,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prepared automaton decides as the rule-by-rule check does, on rules that share
+    /// keywords, overlap, carry punctuation or have none.
+    #[test]
+    fn the_prepared_enforcer_decides_as_the_rule_by_rule_check() {
+        let descriptions = [
+            "Never use em dashes in client emails; keep it plain",
+            "Never wrap short answers in markdown headers",
+            "Whenever possible, prefer markdown",
+            "Never mention internal ticket numbers",
+            "Always add type hints",
+            "never",
+            "Never paste tokens or secrets into logs",
+            "Never say secret",
+            "NEVER Ünïcode wörds here",
+        ];
+        let rules: Vec<(String, String)> = descriptions
+            .iter()
+            .enumerate()
+            .map(|(n, d)| (format!("R:{n}"), (*d).to_owned()))
+            .collect();
+        let enforcer = Enforcer::new(rules.clone());
+        let texts: Vec<RuleText<'_>> = rules
+            .iter()
+            .map(|(rule_id, description)| RuleText {
+                rule_id,
+                description,
+            })
+            .collect();
+        let contents = [
+            "",
+            "plain text",
+            "Use MARKDOWN headers and em dashes; emails; ok",
+            "the ticket numbers and tokens in the secrets logs",
+            "ÜNÏCODE WÖRDS",
+            "keep it plain; client emails; markdownmarkdown",
+        ];
+        for content in contents {
+            assert_eq!(
+                enforcer.enforce(content),
+                enforce(content, &texts),
+                "{content:?}"
+            );
+        }
+        assert_eq!(
+            Enforcer::new(Vec::new()).enforce("anything"),
+            enforce("anything", &[])
+        );
+    }
 
     fn violated(content: &str, description: &str) -> bool {
         let rules = [RuleText {

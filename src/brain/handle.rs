@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::enforce::{self, Enforcement, RuleText};
+use super::enforce::{self, Enforcement, Enforcer};
 use super::events::{BrainEvent, EventLog, Logged, PlatformEnv};
 use super::feedback::{self, FeedbackEvent, Signal};
 use super::lessons::{self, Lesson, State};
@@ -40,9 +40,9 @@ pub struct Served {
     pub lessons: Vec<Lesson>,
     /// `/apply-rules`'s prepared view.
     pub book: RuleBook,
-    /// The lessons served as RULEs (after the idle-rule demotion): `(rule_id, description)`, in
-    /// file order, for enforcement.
-    enforced: Vec<(String, String)>,
+    /// The lessons served as RULEs (after the idle-rule demotion), in file order, prepared for
+    /// enforcement.
+    enforcer: Enforcer,
     /// INSTINCT and PATTERN lessons as written: the lessons still learning.
     pub pending_lessons: usize,
 }
@@ -56,7 +56,7 @@ impl Served {
             tracing::warn!(line = problem.line, "lessons.md: {}", problem.message);
         }
         let lessons = parsed.lessons;
-        let enforced = lessons
+        let enforced: Vec<(String, String)> = lessons
             .iter()
             .filter(|lesson| lesson.effective_state() == State::Rule)
             .map(|lesson| {
@@ -72,7 +72,7 @@ impl Served {
             .count();
         Served {
             book: RuleBook::new(&lessons),
-            enforced,
+            enforcer: Enforcer::new(enforced),
             pending_lessons,
             lessons,
         }
@@ -155,16 +155,7 @@ impl Brain {
         if content.is_empty() {
             return Ok(enforce::enforce(content, &[]));
         }
-        let served = self.lessons().await?;
-        let rules: Vec<RuleText<'_>> = served
-            .enforced
-            .iter()
-            .map(|(rule_id, description)| RuleText {
-                rule_id,
-                description,
-            })
-            .collect();
-        Ok(enforce::enforce(content, &rules))
+        Ok(self.lessons().await?.enforcer.enforce(content))
     }
 
     /// `/detect`: the feedback signals in `message`. A session id is numbered (it becomes an
