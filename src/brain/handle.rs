@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::enforce::{self, Enforcement, Enforcer};
 use super::events::{BrainEvent, EventLog, Logged, PlatformEnv};
 use super::feedback::{self, FeedbackEvent, Signal};
+use super::index::{self, IndexReaders};
 use super::lessons::{self, Lesson, State};
 use super::lessons_file::{self, LessonsFile};
 use super::pyjson::{Object, Value};
@@ -30,6 +31,9 @@ pub enum Error {
     /// The full-text search failed for another reason than a query it cannot parse.
     #[error("searching the brain's full-text index failed")]
     Recall(#[source] recall::SearchError),
+    /// The search could not run.
+    #[error(transparent)]
+    Index(#[from] index::Error),
 }
 
 /// `lessons.md` as the routes serve it: parsed, and prepared for each route, once per change of
@@ -84,6 +88,10 @@ impl Served {
     }
 }
 
+/// Search connections kept open: one per core of the machines gradata is sized for; more
+/// searches at once open more, and close them after.
+const SEARCH_CONNECTIONS: usize = 4;
+
 /// The brain routes' shared state. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Brain {
@@ -92,7 +100,7 @@ pub struct Brain {
     sessions: Sessions,
     events: EventLog,
     platform: PlatformEnv,
-    store: Store,
+    index: Arc<IndexReaders>,
 }
 
 impl Brain {
@@ -101,20 +109,20 @@ impl Brain {
     pub async fn open(dir: &Path, store: Store, platform: PlatformEnv) -> Result<Brain, Error> {
         let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let max_session = store.max_event_session().await?;
-        if !store
-            .read_brain(recall::fts5_compiled_in)
-            .await?
-            .unwrap_or(false)
-        {
+        let index = Arc::new(IndexReaders::new(
+            store.database_path().to_path_buf(),
+            SEARCH_CONNECTIONS,
+        ));
+        if !index.run(recall::fts5_compiled_in).await?.unwrap_or(false) {
             tracing::warn!("this SQLite has no FTS5: /brain-recall will recall nothing");
         }
         let lessons = LessonsFile::new(&dir, lessons_file::override_from_env(), Served::parse);
         Ok(Brain {
             lessons: Arc::new(lessons),
             sessions: Sessions::new(max_session, sessions::DEFAULT_CAPACITY),
-            events: EventLog::new(store.clone(), &dir),
+            events: EventLog::new(store, &dir),
             platform,
-            store,
+            index,
             dir,
         })
     }
@@ -196,8 +204,8 @@ impl Brain {
         let preview = content_preview.to_owned();
         let today = recall::local_today();
         let found = self
-            .store
-            .read_brain(move |conn| recall::recall(conn, &file_path, &preview, today))
+            .index
+            .run(move |conn| recall::recall(conn, &file_path, &preview, today))
             .await?;
         found.map_err(Error::Recall)
     }

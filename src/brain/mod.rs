@@ -7,6 +7,7 @@ pub mod enforce;
 pub mod events;
 pub mod feedback;
 mod handle;
+pub mod index;
 pub mod lessons;
 pub mod lessons_file;
 pub mod mode;

@@ -370,15 +370,6 @@ impl Store {
         self.read(read::data_version).await
     }
 
-    /// Runs `query` on the read connection, on the blocking pool: for the brain's own tables
-    /// (its full-text index), which the store does not interpret.
-    pub async fn read_brain<T: Send + 'static>(
-        &self,
-        query: impl FnOnce(&Connection) -> T + Send + 'static,
-    ) -> Result<T, Error> {
-        self.read(move |conn| Ok(query(conn))).await
-    }
-
     /// The one async read path: runs `query` on the read connection on tokio's blocking pool, so
     /// that neither the query nor the wait for the connection's lock holds an async worker.
     async fn read<T: Send + 'static>(
