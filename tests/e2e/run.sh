@@ -124,6 +124,14 @@ set_ingest_url() {
     c_sh "sed -i 's|^ingest_url = .*|ingest_url = \"$ingest$1\"|' /etc/gradata/gradata.toml"
 }
 file_exists() { test -e "$root$1"; }
+# listening_on PORT...: whether every port is in LISTEN state on 127.0.0.1 inside the container
+# (/proc/net/tcp: 0100007F is 127.0.0.1, the port in hex, 0A is LISTEN).
+listening_on() {
+    local port
+    for port in "$@"; do
+        c_sh "grep -q ' 0100007F:$(printf %04X "$port") 00000000:0000 0A ' /proc/net/tcp" || return 1
+    done
+}
 is_active() { test "$(active "$1")" = "$2"; }
 main_pid_changed() {
     local now
@@ -138,9 +146,8 @@ echo "== [1] dpkg -i"
 check "[1] dpkg -i of the built .deb ($(basename "$deb"))" c_sh "dpkg -i $e2e/gradata.deb >/dev/null"
 check "[1] gradata.socket is enabled and active" \
     test "$(in_c systemctl is-enabled gradata.socket) $(active gradata.socket)" = "enabled active"
-# 0100007F:223D is 127.0.0.1:8765, state 0A is LISTEN.
-check "[1] 127.0.0.1:8765 is listening (held by systemd)" \
-    c_sh 'grep -q " 0100007F:223D 00000000:0000 0A " /proc/net/tcp'
+check "[1] 127.0.0.1:7342 (the plugin's port) and 127.0.0.1:8765 are listening (held by systemd)" \
+    listening_on 7342 8765
 check "[1] gradata.service is not running before the first connection" is_active gradata.service inactive
 check "[1] user and group gradata exist (sysusers)" \
     c_sh 'getent passwd gradata >/dev/null && getent group gradata >/dev/null'
@@ -158,8 +165,10 @@ check "[2] systemctl status shows the STATUS= text (${status_line# *})" \
     grep -q 'Status: "serving; 0 pending' <<<"$status_line"
 pid=$(prop gradata.service MainPID)
 check "[2] the service runs as gradata" test "$(c_sh "stat -c %U /proc/$pid")" = gradata
-check "[2] LISTEN_FDNAMES names both sockets" \
-    c_sh "tr '\0' '\n' </proc/$pid/environ | grep -qE '^LISTEN_FDNAMES=(unix:http|http:unix)$'"
+check "[2] LISTEN_FDNAMES names the three sockets (two TCP ports as http, the unix socket)" \
+    c_sh "tr '\0' '\n' </proc/$pid/environ | grep -qE '^LISTEN_FDNAMES=(unix:http:http|http:http:unix)$'"
+check "[2] GET /health on 127.0.0.1:7342 (the plugin's port) answers too" \
+    test "$(c_sh 'curl -sSf -m 10 http://127.0.0.1:7342/health' | json_eval 'd["status"]' 2>/dev/null)" = ok
 check "[2] the queue is /var/lib/gradata/system.db (drwx------ gradata)" \
     c_sh 'test "$(stat -c "%A %U" /var/lib/gradata)" = "drwx------ gradata" &&
           test "$(stat -c %U /var/lib/gradata/system.db)" = gradata'
