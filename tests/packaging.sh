@@ -123,7 +123,7 @@ check "control: Maintainer" \
     test "$(field Maintainer)" = "Gradata maintainers <maintainers@gradata.ai>"
 check "control: Depends on libc6 (computed by \$auto) and procps (/bin/kill): $(field Depends)" \
     bash -c 'grep -q "libc6 (>= " <<<"$1" && grep -q "procps" <<<"$1"' bash "$(field Depends)"
-for script in postinst prerm postrm; do
+for script in preinst postinst prerm postrm; do
     check "$script is executable (0755) and valid sh" \
         sh -c 'test "$(stat -c %a "$1")" = 755 && sh -n "$1"' sh "$work/deb-control/$script"
 done
@@ -138,8 +138,14 @@ check "postinst never starts or enables gradata.service" \
     sh -c '! grep -vE "^[[:space:]]*#" "$1" | grep -qE "\\b(start|enable)\\b[^#]*gradata\\.service"' \
     sh "$work/deb-control/postinst"
 check "postinst try-restarts the service on upgrade only" \
-    sh -c 'grep -B3 "try-restart gradata.service" "$1" | grep -q "\[ -n \"\$2\" \]"' \
+    sh -c 'sed -n "/if \[ -n \"\$2\" \]; then/,/^    fi\$/p" "$1" | grep -q "try-restart gradata.service"' \
     sh "$work/deb-control/postinst"
+check "preinst notes what the socket units listen on, on upgrade only" \
+    sh -c 'grep -q "\[ \"\$1\" = upgrade \]" "$1" && grep -q "systemctl show -P Listen" "$1"' \
+    sh "$work/deb-control/preinst"
+check "postinst restarts the socket units whose addresses changed, then drops the note" \
+    sh -c 'grep -q "deb-systemd-invoke restart \$changed" "$1" &&
+           grep -q "rm -f \"\$LISTEN_BEFORE\"" "$1"' sh "$work/deb-control/postinst"
 check "prerm stops sockets then service, on remove only" \
     sh -c 'grep -A1 "\"\$1\" = remove \]; then\$" "$1" |
            grep -q "deb-systemd-invoke stop gradata.socket gradata-unix.socket gradata.service"' \
@@ -221,6 +227,12 @@ check "%preun stops sockets and service on erase only (\$1 -eq 0)" \
 check "%postun try-restarts the service on upgrade only (\$1 -ge 1)" \
     bash -c 'grep -q "\"\$1\" -ge 1" <<<"$1" && grep -q "try-restart gradata.service" <<<"$1" &&
            ! grep -q "/var/lib/gradata" <<<"$1"' sh "$(scriptlet postuninstall)"
+check "%pre notes what the socket units listen on, on upgrade only (\$1 -ge 2)" \
+    bash -c 'grep -q "\"\$1\" -ge 2" <<<"$1" && grep -q "systemctl show -P Listen" <<<"$1"' \
+    sh "$(scriptlet preinstall)"
+check "%posttrans restarts the socket units whose addresses changed" \
+    bash -c 'grep -q "systemctl restart \$changed" <<<"$1" &&
+             grep -q "rm -f /run/gradata.listen-before-upgrade" <<<"$1"' sh "$(scriptlet posttrans)"
 rpm -qpR "$rpm" >"$work/rpm-requires"
 check "rpm -qpR: glibc symbols computed from the ELF ($(grep -c 'libc.so.6' "$work/rpm-requires") libc.so.6 entries)" \
     grep -q 'libc.so.6(GLIBC_' "$work/rpm-requires"

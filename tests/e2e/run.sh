@@ -58,6 +58,28 @@ fi
 version=$(cargo pkgid | sed 's/.*[#@]//')
 deb2="$work/gradata_${version}-2.deb"
 cargo deb --no-build --deb-revision 2 --output "$deb2" >/dev/null
+# [14]'s previous-style packages: the same files, but gradata.socket listening on 8765 only (as
+# before 7342 was added) and an older version, to upgrade from.
+prev_src=$work/prev-src
+mkdir -p "$prev_src/docs" "$prev_src/packaging"
+cp -r systemd "$prev_src/"
+cp LICENSE README.md "$prev_src/"
+cp docs/operations.md "$prev_src/docs/"
+cp packaging/gradata.toml "$prev_src/packaging/"
+sed -i '/^ListenStream=127.0.0.1:7342$/d' "$prev_src/systemd/gradata.socket"
+dpkg-deb -R "$deb" "$work/prev-deb"
+cp "$prev_src/systemd/gradata.socket" "$work/prev-deb/usr/lib/systemd/system/gradata.socket"
+sed -i "s/^Version: .*/Version: ${version}-0/" "$work/prev-deb/DEBIAN/control"
+dpkg-deb --root-owner-group -b "$work/prev-deb" "$work/gradata-prev.deb" >/dev/null
+rpmbuild -bb --quiet --define "_topdir $work/prev-rpmbuild" \
+    --define "gradata_version ${version//-/\~}~prev" --define "gradata_src $prev_src" \
+    --define "gradata_bin $work/prev-deb/usr/bin/gradata" --define "gradata_assets $(pwd)/target/assets" \
+    packaging/gradata.spec </dev/null
+cp "$work"/prev-rpmbuild/RPMS/*/gradata-*.rpm "$work/gradata-prev.rpm"
+if grep -q 7342 "$work/prev-deb/usr/lib/systemd/system/gradata.socket" ||
+    ! grep -q 8765 "$work/prev-deb/usr/lib/systemd/system/gradata.socket"; then
+    nok "[14] the previous-style gradata.socket should listen on 8765 only"
+fi
 t_packages=$(ms)
 
 # --- the machine -----------------------------------------------------------------------------
@@ -71,6 +93,7 @@ mkdir -p "$root/root/e2e"
 cp "$deb" "$root/root/e2e/gradata.deb"
 cp "$deb2" "$root/root/e2e/gradata-2.deb"
 cp "$rpm" "$root/root/e2e/gradata.rpm"
+cp "$work/gradata-prev.deb" "$work/gradata-prev.rpm" "$root/root/e2e/"
 cp tests/e2e/fake_ingest.py tests/e2e/clients.py "$root/root/e2e/"
 # [13]'s failing disk: a library that fails fsync of the WAL while a marker file exists, built here
 # (the container has no compiler) and installed where the hardened service can read it.
@@ -445,7 +468,10 @@ c_sh "python3 -c 'import json; print(json.dumps([{\"kind\": \"event\", \"event_i
 check "[11] 200 rows pending while the ingest server answers 503" \
     wait_until 30 at_least 200 pending
 pid=$(prop gradata.service MainPID)
+socket_since=$(prop gradata.socket ActiveEnterTimestampMonotonic)
 check "[11] dpkg -i of revision 2" c_sh "dpkg -i $e2e/gradata-2.deb >/dev/null"
+check "[11] the sockets' addresses did not change, so gradata.socket kept listening (not restarted)" \
+    test "$(prop gradata.socket ActiveEnterTimestampMonotonic)" = "$socket_since"
 check "[11] the package is now ${version}-2" \
     test "$(in_c dpkg-query -W -f='${Version}' gradata)" = "${version}-2"
 check "[11] the upgrade restarted the service" main_pid_changed "$pid"
@@ -475,6 +501,37 @@ check "[12] rpm -e stops sockets and service" \
     sh -c 'nsenter -t "$1" -m -u -i -n -p -C rpm -e --nodeps gradata &&
            test "$(nsenter -t "$1" -m -u -i -n -p -C systemctl is-active gradata.socket gradata.service | sort -u)" = inactive' \
     sh "$CONTAINER_PID1"
+
+t_scenario14=$(ms)
+# --- [14] an upgrade that adds a listening address -------------------------------------------
+echo "== [14] upgrade from a gradata.socket on 8765 only: the socket unit is restarted, 7342 listens"
+# upgrade_adds_7342 TAG INSTALL UPGRADE REMOVE: installs the previous-style package, lets a
+# connection start the service, upgrades, and checks that 7342 now listens and is served.
+listening_on_8765_only() { listening_on 8765 && ! listening_on 7342; }
+upgrade_adds_7342() {
+    local tag=$1 pid since
+    check "[14] $tag: install the previous-style package" c_sh "$2"
+    check "[14] $tag: before the upgrade 8765 listens and 7342 does not" listening_on_8765_only
+    health >/dev/null 2>&1 || true
+    pid=$(prop gradata.service MainPID)
+    since=$(prop gradata.socket ActiveEnterTimestampMonotonic)
+    check "[14] $tag: upgrade" c_sh "$3"
+    check "[14] $tag: gradata.socket was restarted by the package's scripts" \
+        test "$(active gradata.socket)" = active -a "$(prop gradata.socket ActiveEnterTimestampMonotonic)" != "$since"
+    check "[14] $tag: 127.0.0.1:7342 and 127.0.0.1:8765 listen after the upgrade" listening_on 7342 8765
+    check "[14] $tag: the running service was restarted with the new sockets" main_pid_changed "$pid"
+    check "[14] $tag: GET /health on 127.0.0.1:7342 answers" \
+        test "$(c_sh 'curl -sS -m 30 http://127.0.0.1:7342/health' | json_eval 'd["status"]' 2>/dev/null)" = ok
+    check "[14] $tag: nothing noted for the upgrade is left in /run" \
+        c_sh '! test -e /run/gradata.listen-before-upgrade'
+    check "[14] $tag: remove" c_sh "$4"
+}
+upgrade_adds_7342 deb "dpkg -i $e2e/gradata-prev.deb >/dev/null" "dpkg -i $e2e/gradata.deb >/dev/null" \
+    "dpkg -P gradata >/dev/null"
+upgrade_adds_7342 rpm "rpm -i --nodeps $e2e/gradata-prev.rpm" "rpm -U --nodeps $e2e/gradata.rpm" \
+    "rpm -e --nodeps gradata"
+t_scenario14_end=$(ms)
+echo "    [14] took $((t_scenario14_end - t_scenario14)) ms"
 
 t_end=$(ms)
 echo "timing: packages $((t_packages - t_start)) ms, root file system $((t_rootfs - t_packages)) ms," \
