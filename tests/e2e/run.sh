@@ -13,7 +13,8 @@
 #     [1] install  [2] activation  [10] hardening score  [9] the API key  [3] drain before READY
 #     [4] the startup record in the journal  [7] reload  [6] stop with requests in flight
 #     [5] kill -9 mid-drain  [8] watchdog  [13] a failing disk  [11] upgrade, remove, purge
-#     [12] the .rpm
+#     [12] the .rpm  [14] an upgrade that adds a listening address (.deb and .rpm)
+#     [15] the per-user units under a real user manager (loginctl enable-linger)
 # Prints "N passed, N failed" and the time each stage took; on any failure, the container's journal.
 # Needs root. E2E_ROOTFS_CACHE=file.tar.zst keeps the root file system between local runs.
 set -euo pipefail
@@ -76,8 +77,8 @@ rpmbuild -bb --quiet --define "_topdir $work/prev-rpmbuild" \
     --define "gradata_bin $work/prev-deb/usr/bin/gradata" --define "gradata_assets $(pwd)/target/assets" \
     packaging/gradata.spec </dev/null
 cp "$work"/prev-rpmbuild/RPMS/*/gradata-*.rpm "$work/gradata-prev.rpm"
-if grep -q 7342 "$work/prev-deb/usr/lib/systemd/system/gradata.socket" ||
-    ! grep -q 8765 "$work/prev-deb/usr/lib/systemd/system/gradata.socket"; then
+if grep -q '^ListenStream=127.0.0.1:7342$' "$work/prev-deb/usr/lib/systemd/system/gradata.socket" ||
+    ! grep -q '^ListenStream=127.0.0.1:8765$' "$work/prev-deb/usr/lib/systemd/system/gradata.socket"; then
     nok "[14] the previous-style gradata.socket should listen on 8765 only"
 fi
 t_packages=$(ms)
@@ -532,6 +533,92 @@ upgrade_adds_7342 rpm "rpm -i --nodeps $e2e/gradata-prev.rpm" "rpm -U --nodeps $
     "rpm -e --nodeps gradata"
 t_scenario14_end=$(ms)
 echo "    [14] took $((t_scenario14_end - t_scenario14)) ms"
+
+t_scenario15=$(ms)
+# --- [15] the per-user instance under a real user manager ------------------------------------
+echo "== [15] per-user units: systemctl --user enable --now gradata.socket, as a developer would"
+dev_uid=1500
+dev_home=/home/dev
+check "[15] dpkg -i" c_sh "dpkg -i $e2e/gradata.deb >/dev/null"
+# A host runs one of the two instances: the system one goes, as docs/operations.md says.
+check "[15] the system instance is disabled and stopped (systemctl disable --now)" \
+    c_sh 'systemctl disable --now gradata.socket gradata-unix.socket >/dev/null 2>&1 && systemctl stop gradata.service'
+# The system instance's configuration names its own data directory, which dev cannot write: the
+# per-user service must not read that file (its unit sets GRADATA_CONFIG= to none).
+c_sh "sed -i '1i data_dir = \"/var/lib/gradata\"' /etc/gradata/gradata.toml"
+c_sh "useradd --create-home --uid $dev_uid --shell /bin/bash dev"
+# as_dev CMD...: a command as the developer, with the environment a login session would give.
+as_dev() {
+    in_c runuser -u dev -- env HOME=$dev_home XDG_RUNTIME_DIR=/run/user/$dev_uid "$@"
+}
+dev_sh() { as_dev sh -c "$1"; }
+user_active() { as_dev systemctl --user is-active "$1" 2>/dev/null || true; }
+user_prop() { as_dev systemctl --user show -P "$2" "$1"; }
+user_manager_up() { test "$(as_dev systemctl --user is-system-running 2>/dev/null)" = running; }
+check "[15] loginctl enable-linger dev starts the user's manager (user@$dev_uid.service)" \
+    sh -c 'nsenter -t "$1" -m -u -i -n -p -C loginctl enable-linger dev' sh "$CONTAINER_PID1"
+check "[15] the user manager is running" wait_until 30 user_manager_up
+check "[15] as dev: systemctl --user enable --now gradata.socket" \
+    as_dev systemctl --user enable --now gradata.socket
+check "[15] the user's gradata.socket is enabled and active, its service not started yet" \
+    test "$(as_dev systemctl --user is-enabled gradata.socket) $(user_active gradata.socket) $(user_active gradata.service)" = "enabled active inactive"
+check "[15] 127.0.0.1:7342 and 127.0.0.1:8765 are listening (held by the user manager)" listening_on 7342 8765
+out=$(c_sh 'curl -sS -m 10 http://127.0.0.1:7342/health' 2>&1 || true)
+check "[15] GET /health on 127.0.0.1:7342 starts the user's service and answers: $(echo "$out" | head -c 120)" \
+    test "$(user_active gradata.service) $(echo "$out" | json_eval 'd["status"]' 2>/dev/null)" = "active ok"
+pid=$(user_prop gradata.service MainPID)
+check "[15] the service runs as dev, under user@$dev_uid.service" \
+    test "$(c_sh "stat -c %U /proc/$pid") $(c_sh "grep -o 'user@$dev_uid.service' /proc/$pid/cgroup | head -n 1")" = "dev user@$dev_uid.service"
+# brain_is DIR MODE: the user's service serves the brain DIR (what /health says), the directory
+# has MODE and belongs to dev, and system.db is in it, dev's too.
+brain_is() {
+    test "$(c_sh 'curl -sS -m 10 http://127.0.0.1:7342/health' | json_eval 'd["data_dir"]' 2>/dev/null)" = "$1" &&
+        test "$(c_sh "stat -c '%A %U' $1; stat -c %U $1/system.db" | tr '\n' ' ')" = "$2 dev dev "
+}
+check "[15] the brain is dev's ~/.local/state/gradata (drwx------ dev), system.db in it" \
+    brain_is "$dev_home/.local/state/gradata" drwx------
+check "[15] the system instance cannot start beside it: ports taken" \
+    c_sh '! systemctl start gradata.socket 2>/dev/null'
+c_sh 'systemctl reset-failed gradata.socket 2>/dev/null || true'
+
+# The startup drain is bounded by the unit, so the plugin's 3 s session-start hook is answered
+# even when the cloud is slow: 300 rows pending, a key, and an ingest server taking 5 s a request.
+as_dev systemctl --user stop gradata.service
+dev_sh "sqlite3 -cmd '.timeout 10000' $dev_home/.local/state/gradata/system.db \"INSERT INTO sync_queue(payload_json, kind, enqueued_at, event_id)
+     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+     SELECT json_object('brain_id', 'e2e', 'event_id', printf('s15-%06d', i), 'kind', 'event', 'data', json_object('n', i)),
+            'event', (julianday('now') - 2440587.5) * 86400.0, printf('s15-%06d', i) FROM n;\""
+dev_sh "mkdir -p ~/.config/systemd/user/gradata.service.d &&
+        printf '[Service]\nEnvironment=GRADATA_API_KEY=dev-key GRADATA_CLOUD_INGEST_URL=$ingest/ingest-user\n' \
+        >~/.config/systemd/user/gradata.service.d/e2e-ingest.conf"
+as_dev systemctl --user daemon-reload
+fake_control '{"latency_ms": 5000, "status": 200}'
+started=$(ms)
+out=$(c_sh 'curl -sS -m 20 http://127.0.0.1:7342/health' 2>&1 || true)
+took=$(($(ms) - started))
+fake_control '{"latency_ms": 10, "status": 200}'
+check "[15] with 300 rows pending and a 5 s ingest, the first GET /health is answered in ${took} ms (under the plugin's 3 s)" \
+    test "$took" -lt 3000 -a "$(echo "$out" | json_eval 'd["status"]' 2>/dev/null)" = ok
+check "[15] ... because the startup drain stopped at its 1 s budget (rows still pending: $(echo "$out" | json_eval 'd["queue"]["pending"]' 2>/dev/null))" \
+    test "$(echo "$out" | json_eval 'd["queue"]["pending"]' 2>/dev/null)" -gt 0
+check "[15] the rows are delivered afterwards" wait_until 120 equals 300 delivered_with_prefix s15-
+
+# An existing home brain, named in a drop-in as docs/operations.md shows.
+dev_sh "mkdir -p ~/.gradata/brain && rm ~/.config/systemd/user/gradata.service.d/e2e-ingest.conf &&
+        printf '[Service]\nEnvironment=GRADATA_DATA_DIR=%%h/.gradata/brain\n' >~/.config/systemd/user/gradata.service.d/brain.conf"
+as_dev systemctl --user daemon-reload
+as_dev systemctl --user restart gradata.service
+check "[15] with the drop-in GRADATA_DATA_DIR=%h/.gradata/brain, /health answers on 7342" \
+    test "$(c_sh 'curl -sS -m 10 http://127.0.0.1:7342/health' | json_eval 'd["status"]' 2>/dev/null)" = ok
+check "[15] and the brain is ~/.gradata/brain (its mode kept, system.db there)" \
+    brain_is "$dev_home/.gradata/brain" drwxr-xr-x
+as_dev systemctl --user disable --now gradata.socket gradata.service 2>/dev/null || true
+check "[15] systemctl --user disable --now gradata.socket gradata.service: both stopped, 7342 closed" \
+    test "$(user_active gradata.socket) $(user_active gradata.service) $(listening_on 7342 && echo open)" = "inactive inactive "
+in_c loginctl disable-linger dev
+c_sh 'dpkg -P gradata >/dev/null'
+t_scenario15_end=$(ms)
+echo "    [15] took $((t_scenario15_end - t_scenario15)) ms"
 
 t_end=$(ms)
 echo "timing: packages $((t_packages - t_start)) ms, root file system $((t_rootfs - t_packages)) ms," \
