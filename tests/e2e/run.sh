@@ -71,8 +71,9 @@ sed -i '/^ListenStream=127.0.0.1:7342$/d' "$prev_src/systemd/gradata.socket"
 dpkg-deb -R "$deb" "$work/prev-deb"
 cp "$prev_src/systemd/gradata.socket" "$work/prev-deb/usr/lib/systemd/system/gradata.socket"
 sed -i "s/^Version: .*/Version: ${version}-0/" "$work/prev-deb/DEBIAN/control"
-dpkg-deb --root-owner-group -b "$work/prev-deb" "$work/gradata-prev.deb" >/dev/null
-rpmbuild -bb --quiet --define "_topdir $work/prev-rpmbuild" \
+# Uncompressed (-Znone, w0.gzdio): they never leave this run, and compressing takes seconds.
+dpkg-deb --root-owner-group -Znone -b "$work/prev-deb" "$work/gradata-prev.deb" >/dev/null
+rpmbuild -bb --quiet --define "_topdir $work/prev-rpmbuild" --define "_binary_payload w0.gzdio" \
     --define "gradata_version ${version//-/\~}~prev" --define "gradata_src $prev_src" \
     --define "gradata_bin $work/prev-deb/usr/bin/gradata" --define "gradata_assets $(pwd)/target/assets" \
     packaging/gradata.spec </dev/null
