@@ -570,6 +570,8 @@ check "[15] GET /health on 127.0.0.1:7342 starts the user's service and answers:
 pid=$(user_prop gradata.service MainPID)
 check "[15] the service runs as dev, under user@$dev_uid.service" \
     test "$(c_sh "stat -c %U /proc/$pid") $(c_sh "grep -o 'user@$dev_uid.service' /proc/$pid/cgroup | head -n 1")" = "dev user@$dev_uid.service"
+check "[15] the user manager applied the unit's hardening: no new privileges, a seccomp filter" \
+    c_sh "grep -q '^NoNewPrivs:[[:space:]]*1\$' /proc/$pid/status && grep -q '^Seccomp:[[:space:]]*2\$' /proc/$pid/status"
 # brain_is DIR MODE: the user's service serves the brain DIR (what /health says), the directory
 # has MODE and belongs to dev, and system.db is in it, dev's too.
 brain_is() {
