@@ -6,7 +6,8 @@
 #   - file lists with modes and owners, conffiles / %config(noreplace), control fields, the
 #     maintainer scripts and RPM scriptlets, RPM requirements, the same binary in both packages;
 #   - lintian on the .deb reports no error;
-#   - systemd-analyze verify of the packaged units prints nothing at all, and
+#   - systemd-analyze verify of the packaged units (the per-user ones with --user) prints nothing
+#     at all, and
 #     systemd-analyze security rates gradata.service at 2.0 or better. Both run in a private mount
 #     namespace (tmpfs over /run, the package's /usr overlaid on the host's), never against the
 #     host's /run.
@@ -90,6 +91,8 @@ cat >"$work/deb-expected" <<'EOF'
 -rw-r--r-- 0/0 ./usr/lib/systemd/system/gradata-unix.socket
 -rw-r--r-- 0/0 ./usr/lib/systemd/system/gradata.service
 -rw-r--r-- 0/0 ./usr/lib/systemd/system/gradata.socket
+-rw-r--r-- 0/0 ./usr/lib/systemd/user/gradata.service
+-rw-r--r-- 0/0 ./usr/lib/systemd/user/gradata.socket
 -rw-r--r-- 0/0 ./usr/lib/sysusers.d/gradata.conf
 -rw-r--r-- 0/0 ./usr/share/bash-completion/completions/gradata
 -rw-r--r-- 0/0 ./usr/share/doc/gradata/README.md
@@ -123,7 +126,7 @@ check "control: Maintainer" \
     test "$(field Maintainer)" = "Gradata maintainers <maintainers@gradata.ai>"
 check "control: Depends on libc6 (computed by \$auto) and procps (/bin/kill): $(field Depends)" \
     bash -c 'grep -q "libc6 (>= " <<<"$1" && grep -q "procps" <<<"$1"' bash "$(field Depends)"
-for script in postinst prerm postrm; do
+for script in preinst postinst prerm postrm; do
     check "$script is executable (0755) and valid sh" \
         sh -c 'test "$(stat -c %a "$1")" = 755 && sh -n "$1"' sh "$work/deb-control/$script"
 done
@@ -138,8 +141,14 @@ check "postinst never starts or enables gradata.service" \
     sh -c '! grep -vE "^[[:space:]]*#" "$1" | grep -qE "\\b(start|enable)\\b[^#]*gradata\\.service"' \
     sh "$work/deb-control/postinst"
 check "postinst try-restarts the service on upgrade only" \
-    sh -c 'grep -B3 "try-restart gradata.service" "$1" | grep -q "\[ -n \"\$2\" \]"' \
+    sh -c 'sed -n "/if \[ -n \"\$2\" \]; then/,/^    fi\$/p" "$1" | grep -q "try-restart gradata.service"' \
     sh "$work/deb-control/postinst"
+check "preinst notes what the socket units listen on, on upgrade only" \
+    sh -c 'grep -q "\[ \"\$1\" = upgrade \]" "$1" && grep -q "systemctl show -P Listen" "$1"' \
+    sh "$work/deb-control/preinst"
+check "postinst restarts the socket units whose addresses changed, then drops the note" \
+    sh -c 'grep -q "deb-systemd-invoke restart \$changed" "$1" &&
+           grep -q "rm -f \"\$LISTEN_BEFORE\"" "$1"' sh "$work/deb-control/postinst"
 check "prerm stops sockets then service, on remove only" \
     sh -c 'grep -A1 "\"\$1\" = remove \]; then\$" "$1" |
            grep -q "deb-systemd-invoke stop gradata.socket gradata-unix.socket gradata.service"' \
@@ -159,6 +168,12 @@ for unit in gradata.service gradata.socket gradata-unix.socket; do
     check "packaged $unit is systemd/$unit" \
         cmp -s "$work/deb-root/usr/lib/systemd/system/$unit" "systemd/$unit"
 done
+for unit in gradata.service gradata.socket; do
+    check "packaged /usr/lib/systemd/user/$unit is systemd/user/$unit" \
+        cmp -s "$work/deb-root/usr/lib/systemd/user/$unit" "systemd/user/$unit"
+done
+check "the package does not enable the per-user units (no deb-systemd-helper --user, no global enable)" \
+    sh -c '! grep -vhE "^[[:space:]]*#" "$1"/* | grep -qE -- "--(user|global)([[:space:]]|\$)"' sh "$work/deb-control"
 check "man page gradata(8) renders without warnings" \
     sh -c 'out=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$1" 2>&1 >/dev/null) &&
            test -z "$out"' sh "$work/deb-root/usr/share/man/man8/gradata.8.gz"
@@ -184,6 +199,8 @@ cat >"$work/rpm-expected" <<'EOF'
 -rw-r--r-- root:root /usr/lib/systemd/system/gradata-unix.socket
 -rw-r--r-- root:root /usr/lib/systemd/system/gradata.service
 -rw-r--r-- root:root /usr/lib/systemd/system/gradata.socket
+-rw-r--r-- root:root /usr/lib/systemd/user/gradata.service
+-rw-r--r-- root:root /usr/lib/systemd/user/gradata.socket
 -rw-r--r-- root:root /usr/lib/sysusers.d/gradata.conf
 -rw-r--r-- root:root /usr/share/bash-completion/completions/gradata
 -rw-r--r-- root:root /usr/share/doc/gradata/README.md
@@ -221,6 +238,12 @@ check "%preun stops sockets and service on erase only (\$1 -eq 0)" \
 check "%postun try-restarts the service on upgrade only (\$1 -ge 1)" \
     bash -c 'grep -q "\"\$1\" -ge 1" <<<"$1" && grep -q "try-restart gradata.service" <<<"$1" &&
            ! grep -q "/var/lib/gradata" <<<"$1"' sh "$(scriptlet postuninstall)"
+check "%pre notes what the socket units listen on, on upgrade only (\$1 -ge 2)" \
+    bash -c 'grep -q "\"\$1\" -ge 2" <<<"$1" && grep -q "systemctl show -P Listen" <<<"$1"' \
+    sh "$(scriptlet preinstall)"
+check "%posttrans restarts the socket units whose addresses changed" \
+    bash -c 'grep -q "systemctl restart \$changed" <<<"$1" &&
+             grep -q "rm -f /run/gradata.listen-before-upgrade" <<<"$1"' sh "$(scriptlet posttrans)"
 rpm -qpR "$rpm" >"$work/rpm-requires"
 check "rpm -qpR: glibc symbols computed from the ELF ($(grep -c 'libc.so.6' "$work/rpm-requires") libc.so.6 entries)" \
     grep -q 'libc.so.6(GLIBC_' "$work/rpm-requires"
@@ -233,7 +256,8 @@ mkdir "$work/rpm-root"
 (cd "$work/rpm-root" && rpm2cpio "$rpm" | cpio -idm --quiet)
 check "the .deb and the .rpm carry the same binary, config and units" \
     sh -c 'for f in usr/bin/gradata etc/gradata/gradata.toml usr/lib/systemd/system/gradata.service \
-               usr/lib/systemd/system/gradata.socket usr/lib/systemd/system/gradata-unix.socket; do
+               usr/lib/systemd/system/gradata.socket usr/lib/systemd/system/gradata-unix.socket \
+               usr/lib/systemd/user/gradata.service usr/lib/systemd/user/gradata.socket; do
                cmp -s "$1/$f" "$2/$f" || exit 1; done' sh "$work/deb-root" "$work/rpm-root"
 
 # --- systemd-analyze, in a private mount namespace -----------------------------------------
@@ -249,6 +273,12 @@ unshare --mount --propagation private /bin/sh -c '
     cd /
     units="/usr/lib/systemd/system/gradata.socket /usr/lib/systemd/system/gradata-unix.socket /usr/lib/systemd/system/gradata.service"
     systemd-analyze verify $units >"$2/verify.out" 2>&1 && echo 0 >"$2/verify.rc" || echo $? >"$2/verify.rc"
+    # The per-user units, as a user manager loads them (--user: user search paths and
+    # specifiers; it needs a runtime directory, here in the private /run).
+    mkdir -p /run/user/0
+    XDG_RUNTIME_DIR=/run/user/0 systemd-analyze --user verify \
+        /usr/lib/systemd/user/gradata.socket /usr/lib/systemd/user/gradata.service \
+        >"$2/verify-user.out" 2>&1 && echo 0 >"$2/verify-user.rc" || echo $? >"$2/verify-user.rc"
     systemd-analyze security --offline=yes /usr/lib/systemd/system/gradata.service \
         >"$2/security.out" 2>&1 && echo 0 >"$2/security.rc" || echo $? >"$2/security.rc"
 ' sh "$work/deb-root" "$work/analyze" || true
@@ -257,6 +287,12 @@ if [ "$(cat "$work/analyze/verify.rc" 2>/dev/null)" = 0 ] && [ ! -s "$work/analy
 else
     nok "systemd-analyze verify (exit $(cat "$work/analyze/verify.rc" 2>/dev/null)):"
     sed 's/^/    /' "$work/analyze/verify.out" 2>/dev/null || true
+fi
+if [ "$(cat "$work/analyze/verify-user.rc" 2>/dev/null)" = 0 ] && [ ! -s "$work/analyze/verify-user.out" ]; then
+    ok "systemd-analyze --user verify of the per-user units: exit 0, no output"
+else
+    nok "systemd-analyze --user verify (exit $(cat "$work/analyze/verify-user.rc" 2>/dev/null)):"
+    sed 's/^/    /' "$work/analyze/verify-user.out" 2>/dev/null || true
 fi
 exposure=$(sed -n 's/.*Overall exposure level for gradata.service: \([0-9.]*\).*/\1/p' \
     "$work/analyze/security.out" 2>/dev/null)

@@ -35,14 +35,16 @@ container_rootfs() {
         apt-get update -qq </dev/null
         apt-get install -y -qq --no-install-recommends mmdebstrap zstd </dev/null >/dev/null
     fi
-    # procps for /bin/kill (a dependency of the package, which dpkg -i does not fetch); python3
+    # procps for /bin/kill (a dependency of the package, which dpkg -i does not fetch);
+    # libpam-systemd, without which user@.service gets no XDG_RUNTIME_DIR and a user's manager
+    # exits at once (the per-user units are tested under a real one); python3
     # runs the fake ingest server and the clients; sqlite3 fills and reads the queue; rpm for the
     # RPM's scriptlets.
     # A second try if the mirror hiccups: a download error is not what this suite tests.
     local attempt
     for attempt in 1 2; do
         mmdebstrap --quiet --variant=minbase \
-            --include=systemd,systemd-sysv,dbus,procps,curl,sqlite3,python3,rpm \
+            --include=systemd,systemd-sysv,dbus,libpam-systemd,procps,curl,sqlite3,python3,rpm \
             --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
             --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
             bookworm "$root" </dev/null && break

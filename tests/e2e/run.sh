@@ -13,7 +13,8 @@
 #     [1] install  [2] activation  [10] hardening score  [9] the API key  [3] drain before READY
 #     [4] the startup record in the journal  [7] reload  [6] stop with requests in flight
 #     [5] kill -9 mid-drain  [8] watchdog  [13] a failing disk  [11] upgrade, remove, purge
-#     [12] the .rpm
+#     [12] the .rpm  [14] an upgrade that adds a listening address (.deb and .rpm)
+#     [15] the per-user units under a real user manager (loginctl enable-linger)
 # Prints "N passed, N failed" and the time each stage took; on any failure, the container's journal.
 # Needs root. E2E_ROOTFS_CACHE=file.tar.zst keeps the root file system between local runs.
 set -euo pipefail
@@ -58,6 +59,29 @@ fi
 version=$(cargo pkgid | sed 's/.*[#@]//')
 deb2="$work/gradata_${version}-2.deb"
 cargo deb --no-build --deb-revision 2 --output "$deb2" >/dev/null
+# [14]'s previous-style packages: the same files, but gradata.socket listening on 8765 only (as
+# before 7342 was added) and an older version, to upgrade from.
+prev_src=$work/prev-src
+mkdir -p "$prev_src/docs" "$prev_src/packaging"
+cp -r systemd "$prev_src/"
+cp LICENSE README.md "$prev_src/"
+cp docs/operations.md "$prev_src/docs/"
+cp packaging/gradata.toml "$prev_src/packaging/"
+sed -i '/^ListenStream=127.0.0.1:7342$/d' "$prev_src/systemd/gradata.socket"
+dpkg-deb -R "$deb" "$work/prev-deb"
+cp "$prev_src/systemd/gradata.socket" "$work/prev-deb/usr/lib/systemd/system/gradata.socket"
+sed -i "s/^Version: .*/Version: ${version}-0/" "$work/prev-deb/DEBIAN/control"
+# Uncompressed (-Znone, w0.gzdio): they never leave this run, and compressing takes seconds.
+dpkg-deb --root-owner-group -Znone -b "$work/prev-deb" "$work/gradata-prev.deb" >/dev/null
+rpmbuild -bb --quiet --define "_topdir $work/prev-rpmbuild" --define "_binary_payload w0.gzdio" \
+    --define "gradata_version ${version//-/\~}~prev" --define "gradata_src $prev_src" \
+    --define "gradata_bin $work/prev-deb/usr/bin/gradata" --define "gradata_assets $(pwd)/target/assets" \
+    packaging/gradata.spec </dev/null
+cp "$work"/prev-rpmbuild/RPMS/*/gradata-*.rpm "$work/gradata-prev.rpm"
+if grep -q '^ListenStream=127.0.0.1:7342$' "$work/prev-deb/usr/lib/systemd/system/gradata.socket" ||
+    ! grep -q '^ListenStream=127.0.0.1:8765$' "$work/prev-deb/usr/lib/systemd/system/gradata.socket"; then
+    nok "[14] the previous-style gradata.socket should listen on 8765 only"
+fi
 t_packages=$(ms)
 
 # --- the machine -----------------------------------------------------------------------------
@@ -71,6 +95,7 @@ mkdir -p "$root/root/e2e"
 cp "$deb" "$root/root/e2e/gradata.deb"
 cp "$deb2" "$root/root/e2e/gradata-2.deb"
 cp "$rpm" "$root/root/e2e/gradata.rpm"
+cp "$work/gradata-prev.deb" "$work/gradata-prev.rpm" "$root/root/e2e/"
 cp tests/e2e/fake_ingest.py tests/e2e/clients.py "$root/root/e2e/"
 # [13]'s failing disk: a library that fails fsync of the WAL while a marker file exists, built here
 # (the container has no compiler) and installed where the hardened service can read it.
@@ -124,6 +149,14 @@ set_ingest_url() {
     c_sh "sed -i 's|^ingest_url = .*|ingest_url = \"$ingest$1\"|' /etc/gradata/gradata.toml"
 }
 file_exists() { test -e "$root$1"; }
+# listening_on PORT...: whether every port is in LISTEN state on 127.0.0.1 inside the container
+# (/proc/net/tcp: 0100007F is 127.0.0.1, the port in hex, 0A is LISTEN).
+listening_on() {
+    local port
+    for port in "$@"; do
+        c_sh "grep -q ' 0100007F:$(printf %04X "$port") 00000000:0000 0A ' /proc/net/tcp" || return 1
+    done
+}
 is_active() { test "$(active "$1")" = "$2"; }
 main_pid_changed() {
     local now
@@ -138,9 +171,8 @@ echo "== [1] dpkg -i"
 check "[1] dpkg -i of the built .deb ($(basename "$deb"))" c_sh "dpkg -i $e2e/gradata.deb >/dev/null"
 check "[1] gradata.socket is enabled and active" \
     test "$(in_c systemctl is-enabled gradata.socket) $(active gradata.socket)" = "enabled active"
-# 0100007F:223D is 127.0.0.1:8765, state 0A is LISTEN.
-check "[1] 127.0.0.1:8765 is listening (held by systemd)" \
-    c_sh 'grep -q " 0100007F:223D 00000000:0000 0A " /proc/net/tcp'
+check "[1] 127.0.0.1:7342 (the plugin's port) and 127.0.0.1:8765 are listening (held by systemd)" \
+    listening_on 7342 8765
 check "[1] gradata.service is not running before the first connection" is_active gradata.service inactive
 check "[1] user and group gradata exist (sysusers)" \
     c_sh 'getent passwd gradata >/dev/null && getent group gradata >/dev/null'
@@ -158,8 +190,10 @@ check "[2] systemctl status shows the STATUS= text (${status_line# *})" \
     grep -q 'Status: "serving; 0 pending' <<<"$status_line"
 pid=$(prop gradata.service MainPID)
 check "[2] the service runs as gradata" test "$(c_sh "stat -c %U /proc/$pid")" = gradata
-check "[2] LISTEN_FDNAMES names both sockets" \
-    c_sh "tr '\0' '\n' </proc/$pid/environ | grep -qE '^LISTEN_FDNAMES=(unix:http|http:unix)$'"
+check "[2] LISTEN_FDNAMES names the three sockets (two TCP ports as http, the unix socket)" \
+    c_sh "tr '\0' '\n' </proc/$pid/environ | grep -qE '^LISTEN_FDNAMES=(unix:http:http|http:http:unix)$'"
+check "[2] GET /health on 127.0.0.1:7342 (the plugin's port) answers too" \
+    test "$(c_sh 'curl -sSf -m 10 http://127.0.0.1:7342/health' | json_eval 'd["status"]' 2>/dev/null)" = ok
 check "[2] the queue is /var/lib/gradata/system.db (drwx------ gradata)" \
     c_sh 'test "$(stat -c "%A %U" /var/lib/gradata)" = "drwx------ gradata" &&
           test "$(stat -c %U /var/lib/gradata/system.db)" = gradata'
@@ -436,7 +470,10 @@ c_sh "python3 -c 'import json; print(json.dumps([{\"kind\": \"event\", \"event_i
 check "[11] 200 rows pending while the ingest server answers 503" \
     wait_until 30 at_least 200 pending
 pid=$(prop gradata.service MainPID)
+socket_since=$(prop gradata.socket ActiveEnterTimestampMonotonic)
 check "[11] dpkg -i of revision 2" c_sh "dpkg -i $e2e/gradata-2.deb >/dev/null"
+check "[11] the sockets' addresses did not change, so gradata.socket kept listening (not restarted)" \
+    test "$(prop gradata.socket ActiveEnterTimestampMonotonic)" = "$socket_since"
 check "[11] the package is now ${version}-2" \
     test "$(in_c dpkg-query -W -f='${Version}' gradata)" = "${version}-2"
 check "[11] the upgrade restarted the service" main_pid_changed "$pid"
@@ -466,6 +503,125 @@ check "[12] rpm -e stops sockets and service" \
     sh -c 'nsenter -t "$1" -m -u -i -n -p -C rpm -e --nodeps gradata &&
            test "$(nsenter -t "$1" -m -u -i -n -p -C systemctl is-active gradata.socket gradata.service | sort -u)" = inactive' \
     sh "$CONTAINER_PID1"
+
+t_scenario14=$(ms)
+# --- [14] an upgrade that adds a listening address -------------------------------------------
+echo "== [14] upgrade from a gradata.socket on 8765 only: the socket unit is restarted, 7342 listens"
+# upgrade_adds_7342 TAG INSTALL UPGRADE REMOVE: installs the previous-style package, lets a
+# connection start the service, upgrades, and checks that 7342 now listens and is served.
+listening_on_8765_only() { listening_on 8765 && ! listening_on 7342; }
+upgrade_adds_7342() {
+    local tag=$1 pid since
+    check "[14] $tag: install the previous-style package" c_sh "$2"
+    check "[14] $tag: before the upgrade 8765 listens and 7342 does not" listening_on_8765_only
+    health >/dev/null 2>&1 || true
+    pid=$(prop gradata.service MainPID)
+    since=$(prop gradata.socket ActiveEnterTimestampMonotonic)
+    check "[14] $tag: upgrade" c_sh "$3"
+    check "[14] $tag: gradata.socket was restarted by the package's scripts" \
+        test "$(active gradata.socket)" = active -a "$(prop gradata.socket ActiveEnterTimestampMonotonic)" != "$since"
+    check "[14] $tag: 127.0.0.1:7342 and 127.0.0.1:8765 listen after the upgrade" listening_on 7342 8765
+    check "[14] $tag: the running service was restarted with the new sockets" main_pid_changed "$pid"
+    check "[14] $tag: GET /health on 127.0.0.1:7342 answers" \
+        test "$(c_sh 'curl -sS -m 30 http://127.0.0.1:7342/health' | json_eval 'd["status"]' 2>/dev/null)" = ok
+    check "[14] $tag: nothing noted for the upgrade is left in /run" \
+        c_sh '! test -e /run/gradata.listen-before-upgrade'
+    check "[14] $tag: remove" c_sh "$4"
+}
+upgrade_adds_7342 deb "dpkg -i $e2e/gradata-prev.deb >/dev/null" "dpkg -i $e2e/gradata.deb >/dev/null" \
+    "dpkg -P gradata >/dev/null"
+upgrade_adds_7342 rpm "rpm -i --nodeps $e2e/gradata-prev.rpm" "rpm -U --nodeps $e2e/gradata.rpm" \
+    "rpm -e --nodeps gradata"
+t_scenario14_end=$(ms)
+echo "    [14] took $((t_scenario14_end - t_scenario14)) ms"
+
+t_scenario15=$(ms)
+# --- [15] the per-user instance under a real user manager ------------------------------------
+echo "== [15] per-user units: systemctl --user enable --now gradata.socket, as a developer would"
+dev_uid=1500
+dev_home=/home/dev
+check "[15] dpkg -i" c_sh "dpkg -i $e2e/gradata.deb >/dev/null"
+# A host runs one of the two instances: the system one goes, as docs/operations.md says.
+check "[15] the system instance is disabled and stopped (systemctl disable --now)" \
+    c_sh 'systemctl disable --now gradata.socket gradata-unix.socket >/dev/null 2>&1 && systemctl stop gradata.service'
+# The system instance's configuration names its own data directory, which dev cannot write: the
+# per-user service must not read that file (its unit sets GRADATA_CONFIG= to none).
+c_sh "sed -i '1i data_dir = \"/var/lib/gradata\"' /etc/gradata/gradata.toml"
+c_sh "useradd --create-home --uid $dev_uid --shell /bin/bash dev"
+# as_dev CMD...: a command as the developer, with the environment a login session would give.
+as_dev() {
+    in_c runuser -u dev -- env HOME=$dev_home XDG_RUNTIME_DIR=/run/user/$dev_uid "$@"
+}
+dev_sh() { as_dev sh -c "$1"; }
+user_active() { as_dev systemctl --user is-active "$1" 2>/dev/null || true; }
+user_prop() { as_dev systemctl --user show -P "$2" "$1"; }
+user_manager_up() { test "$(as_dev systemctl --user is-system-running 2>/dev/null)" = running; }
+check "[15] loginctl enable-linger dev starts the user's manager (user@$dev_uid.service)" \
+    sh -c 'nsenter -t "$1" -m -u -i -n -p -C loginctl enable-linger dev' sh "$CONTAINER_PID1"
+check "[15] the user manager is running" wait_until 30 user_manager_up
+check "[15] as dev: systemctl --user enable --now gradata.socket" \
+    as_dev systemctl --user enable --now gradata.socket
+check "[15] the user's gradata.socket is enabled and active, its service not started yet" \
+    test "$(as_dev systemctl --user is-enabled gradata.socket) $(user_active gradata.socket) $(user_active gradata.service)" = "enabled active inactive"
+check "[15] 127.0.0.1:7342 and 127.0.0.1:8765 are listening (held by the user manager)" listening_on 7342 8765
+out=$(c_sh 'curl -sS -m 10 http://127.0.0.1:7342/health' 2>&1 || true)
+check "[15] GET /health on 127.0.0.1:7342 starts the user's service and answers: $(echo "$out" | head -c 120)" \
+    test "$(user_active gradata.service) $(echo "$out" | json_eval 'd["status"]' 2>/dev/null)" = "active ok"
+pid=$(user_prop gradata.service MainPID)
+check "[15] the service runs as dev, under user@$dev_uid.service" \
+    test "$(c_sh "stat -c %U /proc/$pid") $(c_sh "grep -o 'user@$dev_uid.service' /proc/$pid/cgroup | head -n 1")" = "dev user@$dev_uid.service"
+check "[15] the user manager applied the unit's hardening: no new privileges, a seccomp filter" \
+    c_sh "grep -q '^NoNewPrivs:[[:space:]]*1\$' /proc/$pid/status && grep -q '^Seccomp:[[:space:]]*2\$' /proc/$pid/status"
+# brain_is DIR MODE: the user's service serves the brain DIR (what /health says), the directory
+# has MODE and belongs to dev, and system.db is in it, dev's too.
+brain_is() {
+    test "$(c_sh 'curl -sS -m 10 http://127.0.0.1:7342/health' | json_eval 'd["data_dir"]' 2>/dev/null)" = "$1" &&
+        test "$(c_sh "stat -c '%A %U' $1; stat -c %U $1/system.db" | tr '\n' ' ')" = "$2 dev dev "
+}
+check "[15] the brain is dev's ~/.local/state/gradata (drwx------ dev), system.db in it" \
+    brain_is "$dev_home/.local/state/gradata" drwx------
+check "[15] the system instance cannot start beside it: ports taken" \
+    c_sh '! systemctl start gradata.socket 2>/dev/null'
+c_sh 'systemctl reset-failed gradata.socket 2>/dev/null || true'
+
+# The startup drain is bounded by the unit, so the plugin's 3 s session-start hook is answered
+# even when the cloud is slow: 300 rows pending, a key, and an ingest server taking 5 s a request.
+as_dev systemctl --user stop gradata.service
+dev_sh "sqlite3 -cmd '.timeout 10000' $dev_home/.local/state/gradata/system.db \"INSERT INTO sync_queue(payload_json, kind, enqueued_at, event_id)
+     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+     SELECT json_object('brain_id', 'e2e', 'event_id', printf('s15-%06d', i), 'kind', 'event', 'data', json_object('n', i)),
+            'event', (julianday('now') - 2440587.5) * 86400.0, printf('s15-%06d', i) FROM n;\""
+dev_sh "mkdir -p ~/.config/systemd/user/gradata.service.d &&
+        printf '[Service]\nEnvironment=GRADATA_API_KEY=dev-key GRADATA_CLOUD_INGEST_URL=$ingest/ingest-user\n' \
+        >~/.config/systemd/user/gradata.service.d/e2e-ingest.conf"
+as_dev systemctl --user daemon-reload
+fake_control '{"latency_ms": 5000, "status": 200}'
+started=$(ms)
+out=$(c_sh 'curl -sS -m 20 http://127.0.0.1:7342/health' 2>&1 || true)
+took=$(($(ms) - started))
+fake_control '{"latency_ms": 10, "status": 200}'
+check "[15] with 300 rows pending and a 5 s ingest, the first GET /health is answered in ${took} ms (under the plugin's 3 s)" \
+    test "$took" -lt 3000 -a "$(echo "$out" | json_eval 'd["status"]' 2>/dev/null)" = ok
+check "[15] ... because the startup drain stopped at its 1 s budget (rows still pending: $(echo "$out" | json_eval 'd["queue"]["pending"]' 2>/dev/null))" \
+    test "$(echo "$out" | json_eval 'd["queue"]["pending"]' 2>/dev/null)" -gt 0
+check "[15] the rows are delivered afterwards" wait_until 120 equals 300 delivered_with_prefix s15-
+
+# An existing home brain, named in a drop-in as docs/operations.md shows.
+dev_sh "mkdir -p ~/.gradata/brain && rm ~/.config/systemd/user/gradata.service.d/e2e-ingest.conf &&
+        printf '[Service]\nEnvironment=GRADATA_DATA_DIR=%%h/.gradata/brain\n' >~/.config/systemd/user/gradata.service.d/brain.conf"
+as_dev systemctl --user daemon-reload
+as_dev systemctl --user restart gradata.service
+check "[15] with the drop-in GRADATA_DATA_DIR=%h/.gradata/brain, /health answers on 7342" \
+    test "$(c_sh 'curl -sS -m 10 http://127.0.0.1:7342/health' | json_eval 'd["status"]' 2>/dev/null)" = ok
+check "[15] and the brain is ~/.gradata/brain (its mode kept, system.db there)" \
+    brain_is "$dev_home/.gradata/brain" drwxr-xr-x
+as_dev systemctl --user disable --now gradata.socket gradata.service 2>/dev/null || true
+check "[15] systemctl --user disable --now gradata.socket gradata.service: both stopped, 7342 closed" \
+    test "$(user_active gradata.socket) $(user_active gradata.service) $(listening_on 7342 && echo open)" = "inactive inactive "
+in_c loginctl disable-linger dev
+c_sh 'dpkg -P gradata >/dev/null'
+t_scenario15_end=$(ms)
+echo "    [15] took $((t_scenario15_end - t_scenario15)) ms"
 
 t_end=$(ms)
 echo "timing: packages $((t_packages - t_start)) ms, root file system $((t_rootfs - t_packages)) ms," \
