@@ -102,6 +102,18 @@ pub fn process_environment() -> Environment {
         .collect()
 }
 
+/// The config file to read, and whether it must exist: `--config`, else `GRADATA_CONFIG` (empty:
+/// no file at all, which the per-user unit uses so that a host's system config never applies to
+/// a user's instance), else the default file if it exists.
+fn config_file(flags: &Flags, env: &Environment) -> Option<(PathBuf, bool)> {
+    match (&flags.config, env.get("GRADATA_CONFIG")) {
+        (Some(path), _) => Some((path.clone(), true)),
+        (None, Some(path)) if path.is_empty() => None,
+        (None, Some(path)) => Some((PathBuf::from(path), true)),
+        (None, None) => Some((PathBuf::from(DEFAULT_CONFIG_FILE), false)),
+    }
+}
+
 /// Values given on the command line (already parsed by clap). `None` means "not given".
 #[derive(Debug, Clone, Default)]
 pub struct Flags {
@@ -261,11 +273,7 @@ impl Config {
         let mut sources: BTreeMap<String, Source> = BTreeMap::new();
         let mut merged = toml::Table::new();
 
-        let config_file = match (&flags.config, env.get("GRADATA_CONFIG")) {
-            (Some(path), _) => Some((path.clone(), true)),
-            (None, Some(path)) if !path.is_empty() => Some((PathBuf::from(path), true)),
-            _ => Some((PathBuf::from(DEFAULT_CONFIG_FILE), false)),
-        };
+        let config_file = config_file(flags, env);
         let mut file_read = None;
         if let Some((path, required)) = config_file {
             match std::fs::read_to_string(&path) {

@@ -78,6 +78,20 @@ fn shipped_example_config_is_every_option_at_its_default() {
 }
 
 #[test]
+fn an_empty_gradata_config_reads_no_file_at_all() {
+    let env_with = |value: &str| env(&[("GRADATA_CONFIG", value)]);
+    assert_eq!(super::config_file(&Flags::default(), &env_with("")), None);
+    assert_eq!(
+        super::config_file(&Flags::default(), &env_with("/x.toml")),
+        Some((PathBuf::from("/x.toml"), true))
+    );
+    assert_eq!(
+        super::config_file(&Flags::default(), &env(&[])),
+        Some((PathBuf::from(DEFAULT_CONFIG_FILE), false))
+    );
+}
+
+#[test]
 fn defaults_without_any_file() {
     let config = Config::load(&Flags::default(), &env(&[("GRADATA_CONFIG", "")])).unwrap();
     assert_eq!(
