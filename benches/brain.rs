@@ -356,6 +356,10 @@ fn gradata_binary() -> PathBuf {
 struct Route {
     path: &'static str,
     body: Vec<u8>,
+    /// A route that reads nothing (`/tag-delta`): not a target, but the floor of the HTTP stack
+    /// and the machine under the same load, measured in the same run, which the other routes'
+    /// tails are read against.
+    floor: bool,
     /// Describes the work the answer shows ("10 rules"), or says why it shows none.
     check: fn(&Value) -> Result<String, String>,
 }
@@ -440,6 +444,7 @@ impl Route {
         vec![
             Route {
                 path: "/apply-rules",
+                floor: false,
                 body: json!({
                     "prompt": "Refactor the settings loader in src/app/config_loader.py so it reads \
                         the YAML document with pathlib, validates the required keys and raises a \
@@ -462,6 +467,7 @@ impl Route {
             },
             Route {
                 path: "/enforce-rules",
+                floor: false,
                 body: json!({"content": EDITED_FILE}).to_string().into_bytes(),
                 check: |answer| match answer["violations"].as_array() {
                     Some(v) if !v.is_empty() && answer["pass"] == json!(false) => {
@@ -472,6 +478,7 @@ impl Route {
             },
             Route {
                 path: "/brain-recall",
+                floor: false,
                 body: json!({
                     "file_path": "src/app/config_loader.py",
                     "content_preview": preview,
@@ -493,6 +500,7 @@ impl Route {
             },
             Route {
                 path: "/detect",
+                floor: false,
                 body: json!({
                     "user_message": "Are you sure that's the right settings path? You forgot the \
                         staging override; make sure the loader reads it before the defaults.",
@@ -508,6 +516,21 @@ impl Route {
                     } else {
                         Err("no implicit feedback detected".to_owned())
                     }
+                },
+            },
+            Route {
+                path: "/tag-delta",
+                floor: true,
+                body: json!({
+                    "file_path": "src/app/config_loader.py",
+                    "old_content": "import os\n",
+                    "new_content": "import os\nimport pathlib\n",
+                })
+                .to_string()
+                .into_bytes(),
+                check: |answer| match answer["tags"].as_array() {
+                    Some(tags) if !tags.is_empty() => Ok(format!("{} tags", tags.len())),
+                    _ => Err("no tags".to_owned()),
                 },
             },
         ]
@@ -890,7 +913,7 @@ fn print_targets(rows: &[Row], plan: &Plan) -> bool {
         "\nThroughput at {TARGET_CLIENTS} clients, gradata / 0.6.0 (target: at least {TARGET_RATIO}x):"
     )
     .unwrap();
-    for route in &plan.routes {
+    for route in plan.routes.iter().filter(|route| !route.floor) {
         for &lessons in &plan.sizes {
             let gradata = find(route.path, lessons, TARGET_CLIENTS, Daemon::Gradata);
             let python = find(route.path, lessons, TARGET_CLIENTS, Daemon::Python);
@@ -926,6 +949,10 @@ fn print_targets(rows: &[Row], plan: &Plan) -> bool {
     for route in &plan.routes {
         for &clients in &plan.clients {
             let line = match find(route.path, CEILING_LESSONS, clients, Daemon::Gradata) {
+                Some(g) if route.floor => format!(
+                    "{:.2} ms (the floor: a route that reads nothing, not a target)",
+                    g.load.p99_ms
+                ),
                 Some(g) => {
                     let met = g.load.p99_ms < P99_CEILING_MS;
                     all_met &= met;
