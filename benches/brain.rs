@@ -16,7 +16,8 @@
 //! answer is a 2xx that did the route's work (rules selected, violations found, context recalled,
 //! feedback detected): a benchmark of fast errors or empty answers would be worthless, so any
 //! other answer stops it there. Then, for each route (`/apply-rules`, `/enforce-rules`,
-//! `/brain-recall`, `/detect`) and each number of clients (1 and 16), it loads the Python daemon
+//! `/brain-recall`, `/detect`, and `/tag-delta`, which reads nothing: the floor of the HTTP stack
+//! under the same load) and each number of clients (1 and 16), it loads the Python daemon
 //! and then gradata with `wrk` (one load thread, as many connections as clients, a fixed duration)
 //! and records requests/s, p50 and p99 latency, non-2xx answers and socket errors. The Python
 //! daemon answers in HTTP/1.0 and closes every connection, so `wrk` reconnects for each of its
