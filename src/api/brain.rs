@@ -235,7 +235,8 @@ struct RecallRequest {
 #[derive(Debug, Serialize)]
 pub(super) struct RecallAnswer {
     context: String,
-    relevant_rules: [(); 0],
+    /// Always empty, as in 0.6.0: rules are injected by `/apply-rules`, not recalled.
+    relevant_rules: Vec<Value>,
     relevant_corrections: Vec<RecallHit>,
 }
 
@@ -255,7 +256,7 @@ pub(super) async fn brain_recall(
         .map_err(brain_failed)?;
     Ok(Json(RecallAnswer {
         context: recall.context(),
-        relevant_rules: [],
+        relevant_rules: Vec::new(),
         relevant_corrections: recall.hits,
     }))
 }
