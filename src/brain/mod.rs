@@ -3,6 +3,7 @@
 //! here: the API turns requests into calls on this module and its answers into responses.
 
 pub mod category;
+pub mod confidence;
 pub mod enforce;
 pub mod events;
 pub mod feedback;
