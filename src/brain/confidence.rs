@@ -8,7 +8,7 @@
 //! same confidence under both.
 //!
 //! What evidence a session holds, which lesson it concerns, and when tiers move are decided
-//! elsewhere (`/correct` finds the lesson; `graduation` sweeps at the end of a session).
+//! elsewhere (`/correct` finds the lesson; [`super::graduation`] sweeps at the end of a session).
 //! This module never changes a lesson's state, text or session counters, and does no I/O: the
 //! caller reads the salt file and hands its text to [`Salt::from_file_text`].
 //!

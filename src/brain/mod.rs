@@ -7,6 +7,7 @@ pub mod confidence;
 pub mod enforce;
 pub mod events;
 pub mod feedback;
+pub mod graduation;
 mod handle;
 pub mod index;
 pub mod lessons;
