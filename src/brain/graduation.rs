@@ -138,6 +138,35 @@ pub struct Sweep {
     pub outcome: Outcome,
 }
 
+/// The data of the SESSION_END event of a sweep, in 0.6.0's key order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SessionEnd {
+    /// The ended session's number (§13 #14: 0.6.0 wrote the highest number in the log).
+    pub session: i64,
+    /// Every lesson the sweep was given, archived ones included (as 0.6.0 counts them).
+    pub total_lessons: u64,
+    /// Lessons that became PATTERN or RULE.
+    pub promotions: u64,
+    /// PATTERNs that fell back to INSTINCT.
+    pub demotions: u64,
+    /// Lessons that became RULE.
+    pub graduated_rules: u64,
+}
+
+impl Sweep {
+    /// The data of the SESSION_END event for this sweep of `session`. Only a sweep whose
+    /// outcome is [`Outcome::Swept`] ends a session; a repeated call should not emit it again.
+    pub fn session_end(&self, session: &SessionEvidence) -> SessionEnd {
+        SessionEnd {
+            session: session.number,
+            total_lessons: (self.lessons.len() + self.archived.len()) as u64,
+            promotions: self.counters.promotions,
+            demotions: self.counters.demotions,
+            graduated_rules: self.counters.graduated,
+        }
+    }
+}
+
 impl SessionType {
     /// The type a request's `session_type` names; unknown ones test everything, as in 0.6.0.
     pub fn from_label(label: &str) -> SessionType {
@@ -1151,6 +1180,34 @@ mod tests {
             cases += 1;
         }
         assert_eq!(cases, 13);
+    }
+
+    /// §13 #14: SESSION_END names the session that ended, and counts what the sweep did.
+    #[test]
+    fn session_end_names_the_ended_session() {
+        use crate::brain::pyjson::{self, Ascii};
+
+        let text = "\
+[2026-01-01] [PATTERN:0.95] TONE: Keep greetings short
+  Fire count: 5 | Sessions since fire: 0 | Misfires: 0
+[2026-01-01] [INSTINCT:0.70] CODE: Prefer iterators
+  Fire count: 5 | Sessions since fire: 0 | Misfires: 0
+[2026-01-01] [KILLED:0.00] CODE: Old one
+";
+        let mut evidence = session("s");
+        evidence.number = 7;
+        let out = sweep(
+            &parse(text),
+            &evidence,
+            &SweptSessions::new(),
+            Thresholds::UNSALTED,
+        );
+        let data = pyjson::to_string(&out.session_end(&evidence), Ascii::Escape).expect("text");
+        assert_eq!(
+            data,
+            "{\"session\": 7, \"total_lessons\": 3, \"promotions\": 2, \"demotions\": 0, \
+             \"graduated_rules\": 1}"
+        );
     }
 
     fn any_lesson() -> impl Strategy<Value = Lesson> {
