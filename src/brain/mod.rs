@@ -3,9 +3,11 @@
 //! here: the API turns requests into calls on this module and its answers into responses.
 
 pub mod category;
+pub mod confidence;
 pub mod enforce;
 pub mod events;
 pub mod feedback;
+pub mod graduation;
 mod handle;
 pub mod index;
 pub mod lessons;
