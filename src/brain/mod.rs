@@ -18,6 +18,7 @@ pub mod recall;
 pub mod rule_id;
 pub mod rules;
 pub mod sessions;
+pub mod severity;
 pub mod tag_delta;
 
 pub use handle::{Brain, Error, Served};
