@@ -15,6 +15,7 @@ pub mod pyjson;
 pub mod pyrepr;
 pub mod pytext;
 pub mod recall;
+pub mod redact;
 pub mod rule_id;
 pub mod rules;
 pub mod sessions;
