@@ -591,6 +591,28 @@ mod tests {
     }
 
     #[test]
+    fn large_texts_full_of_near_misses_are_redacted_in_bounded_time() {
+        // /correct takes up to 100,000 characters; every one of these is a candidate that a
+        // rule refuses or that the next search starts over.
+        let started = std::time::Instant::now();
+        for text in [
+            "7".repeat(100_000),
+            "555-123-45670".repeat(8_000),
+            "a@".repeat(50_000),
+            "password=x(\n".repeat(8_000),
+            "-----BEGIN RSA PRIVATE KEY-----".repeat(3_000),
+        ] {
+            let redacted = redact(&text);
+            assert!(redacted.text.len() <= text.len(), "{:?}", redacted.found);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
     fn multibyte_text_around_secrets_is_kept() {
         check(
             "Café ☕ 555-123-4567 für José: josé@example.com",

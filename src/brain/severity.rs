@@ -162,10 +162,13 @@ pub fn measure(draft: &str, final_text: &str) -> Measure {
 /// `1 − ratio` of the Ratcliff/Obershelp match of the two texts' characters, rounded to 6
 /// decimals: 0 for equal texts, 1 when nothing matches (or one side is empty).
 ///
-/// Exact up to [`EXACT_DISTANCE_MAX_CHARS`] characters. Above, such edits are classed by their
-/// compression distance, so this one is only reported and is estimated within a bounded amount of
-/// work: the unchanged head and tail lines, the rest matched by lines, then by characters inside
-/// small unmatched stretches.
+/// Exact up to [`EXACT_DISTANCE_MAX_CHARS`] characters, unless the match needs more than
+/// [`MATCH_WORK`] steps (texts built to defeat it, such as `aaaa…` against `axax…`): then the
+/// blocks found so far count and the distance is overstated. Under [`COMPRESSION_MIN_CHARS`],
+/// where the distance decides the class, a match never needs that many. Above the exact limit,
+/// such edits are classed by their compression distance, so this one is only reported and is
+/// estimated: the unchanged head and tail lines, the rest matched by lines, then by characters
+/// inside small unmatched stretches.
 pub fn edit_distance(draft: &str, final_text: &str) -> f64 {
     let draft_chars: Vec<char> = draft.chars().collect();
     let final_chars: Vec<char> = final_text.chars().collect();
@@ -174,8 +177,8 @@ pub fn edit_distance(draft: &str, final_text: &str) -> f64 {
         return 0.0;
     }
     let matched = if total <= EXACT_DISTANCE_MAX_CHARS {
-        let mut unlimited = usize::MAX;
-        matched_len(&matching_blocks(&draft_chars, &final_chars, &mut unlimited))
+        let mut budget = MATCH_WORK;
+        matched_len(&matching_blocks(&draft_chars, &final_chars, &mut budget))
     } else {
         estimated_matches(draft, final_text)
     };
@@ -203,6 +206,8 @@ pub fn compression_distance(draft: &str, final_text: &str) -> f64 {
 
 /// Ratcliff/Obershelp similarity of two sequences: twice the number of elements in the matching
 /// blocks over the total length, 1 for two empty sequences.
+///
+/// Unbounded: a search costs up to `a × b` steps and there can be as many searches as blocks.
 pub fn matching_ratio<T: Eq + Hash>(a: &[T], b: &[T]) -> f64 {
     let total = a.len() + b.len();
     if total == 0 {
@@ -213,15 +218,16 @@ pub fn matching_ratio<T: Eq + Hash>(a: &[T], b: &[T]) -> f64 {
     (2 * matched) as f64 / total as f64
 }
 
-/// Most elements of `b` visited while estimating the distance of a large edit: tens of
-/// milliseconds at most, whatever the texts.
-const ESTIMATE_WORK: usize = 20_000_000;
+/// Most steps (elements of `b` visited) one edit distance may take: a few milliseconds, whatever
+/// the texts. Under [`COMPRESSION_MIN_CHARS`] characters a match takes at most
+/// 100 × 100 steps per search and 201 searches, about 2 million, so it is always exact there.
+pub const MATCH_WORK: usize = 5_000_000;
 
 /// About how many characters a Ratcliff/Obershelp match of two large texts keeps: the lines
-/// both texts start and end with count as kept, the rest is matched by lines, then the characters of each pair of unmatched stretches between
-/// matched lines, when both together are small enough to match exactly. Matching stops when
-/// [`ESTIMATE_WORK`] runs out; what is left counts as unmatched, so a cut-short estimate can only
-/// overstate the distance.
+/// both texts start and end with count as kept, the rest is matched by lines, then the characters
+/// of each pair of unmatched stretches between matched lines, when both together are small enough
+/// to match exactly. Matching stops when [`MATCH_WORK`] runs out; what is left counts as
+/// unmatched, so a cut-short estimate can only overstate the distance.
 fn estimated_matches(draft: &str, final_text: &str) -> usize {
     let mut draft_lines: Vec<&str> = draft.split_inclusive('\n').collect();
     let mut final_lines: Vec<&str> = final_text.split_inclusive('\n').collect();
@@ -243,7 +249,7 @@ fn estimated_matches(draft: &str, final_text: &str) -> usize {
     draft_lines.truncate(draft_lines.len() - tail);
     final_lines.truncate(final_lines.len() - tail);
     let (draft_lines, final_lines) = (&draft_lines[head..], &final_lines[head..]);
-    let mut budget = ESTIMATE_WORK;
+    let mut budget = MATCH_WORK;
     let mut blocks = matching_blocks(draft_lines, final_lines, &mut budget);
     blocks.sort_by_key(|block| block.a);
     let end = Block {
@@ -627,6 +633,21 @@ mod tests {
         assert!(interleaved.edit_distance > 0.3, "{interleaved:?}");
         let unbroken = measure(&"ab".repeat(50_000), &"ba".repeat(50_000));
         assert_eq!(unbroken.edit_distance, 1.0, "{unbroken:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn texts_built_to_defeat_the_matcher_cost_bounded_work() {
+        // Each search finds one character: as many searches as characters, each over the rest.
+        // Under 200 characters the match is still exact (the SDK's figure).
+        assert_eq!(edit_distance(&"a".repeat(99), &"ax".repeat(50)), 0.497487);
+        let started = std::time::Instant::now();
+        let measured = measure(&"a".repeat(2_000), &"ax".repeat(1_000));
+        assert!(measured.edit_distance >= 0.333333, "{measured:?}");
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "took {:?}",
