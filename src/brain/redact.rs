@@ -555,6 +555,27 @@ mod tests {
         }
     }
 
+    /// The SDK refuses a phone number only next to another digit; here it must stand alone.
+    /// Each pair: the input, then what the SDK 0.6.0 stored for it (not what we give).
+    #[test]
+    fn phone_numbers_glued_to_words_or_numbers_are_left_alone_unlike_the_sdk() {
+        for (input, sdk) in [
+            ("x555-123-4567 end", "x[REDACTED_PHONE] end"),
+            ("a5551234567 end", "a[REDACTED_PHONE] end"),
+            ("v1.555.123.4567 end", "v[REDACTED_PHONE] end"),
+            ("v 12.345.678.9012 end", "v 12.[REDACTED_PHONE] end"),
+        ] {
+            assert_ne!(redact(input).text, sdk);
+            check(input, input, &[]);
+        }
+        // Where the number stands alone both redact it the same way.
+        check(
+            "id=5551234567 end",
+            "id=[REDACTED_PHONE] end",
+            &[Kind::Phone],
+        );
+    }
+
     #[test]
     fn every_kind_has_its_own_label() {
         let kinds = [
