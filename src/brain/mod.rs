@@ -17,9 +17,11 @@ pub mod pyjson;
 pub mod pyrepr;
 pub mod pytext;
 pub mod recall;
+pub mod redact;
 pub mod rule_id;
 pub mod rules;
 pub mod sessions;
+pub mod severity;
 pub mod tag_delta;
 
 pub use handle::{Brain, Error, Served};
