@@ -8,6 +8,7 @@ pub mod events;
 pub mod feedback;
 mod handle;
 pub mod index;
+pub mod instruction;
 pub mod lessons;
 pub mod lessons_file;
 pub mod mode;
