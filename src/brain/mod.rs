@@ -9,6 +9,7 @@ pub mod feedback;
 mod handle;
 pub mod index;
 pub mod instruction;
+pub mod learn;
 pub mod lessons;
 pub mod lessons_file;
 pub mod mode;
