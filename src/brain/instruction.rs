@@ -219,6 +219,11 @@ const CASUAL_MARKERS: &[&str] = &[
     "asap", "awesome", "btw", "cool", "gonna", "hey", "hi", "lol", "thanks", "wanna", "yeah",
 ];
 
+/// How many register markers must move (added casual ones and removed formal ones, or the
+/// reverse) to call a change of tone: one greeting dropped from a shortened text is a cut, not a
+/// new register (as measured on 0.6.0, which then asks for brevity).
+const MIN_REGISTER_SHIFT: i64 = 2;
+
 /// Below this length ratio (final ÷ draft, in characters) the correction asks for brevity.
 const CONCISE_RATIO: f64 = 0.65;
 
@@ -367,10 +372,12 @@ impl<'a> Pair<'a> {
 
     fn tone(&self) -> Option<String> {
         let shift = register(&self.final_lower) - register(&self.draft_lower);
-        match shift.signum() {
-            1 => Some("Write in a casual tone".to_owned()),
-            -1 => Some("Write in a formal tone".to_owned()),
-            _ => None,
+        if shift >= MIN_REGISTER_SHIFT {
+            Some("Write in a casual tone".to_owned())
+        } else if shift <= -MIN_REGISTER_SHIFT {
+            Some("Write in a formal tone".to_owned())
+        } else {
+            None
         }
     }
 
@@ -732,6 +739,22 @@ mod tests {
             "a g h i j k",
             Archetype::AddedSentence,
             "Always a g h i j k",
+        );
+    }
+
+    #[test]
+    fn one_register_marker_is_not_a_change_of_tone() {
+        check(
+            "Hi! The release is ready and the notes are attached for you today.",
+            "The release is ready and the notes are attached for you today.",
+            Archetype::Omit,
+            "Don't include Hi",
+        );
+        check(
+            "Please send the invoice.",
+            "Kindly send the invoice. Regards, Finance",
+            Archetype::Tone,
+            "Write in a formal tone",
         );
     }
 
