@@ -322,11 +322,9 @@ impl<'a> Pair<'a> {
 
     fn explicit(&self) -> Option<String> {
         let stripped = pytext::strip(self.final_text);
-        let lower = stripped.to_lowercase();
-        let prefix = EXPLICIT_PREFIXES.iter().find(|p| lower.starts_with(**p))?;
-        // The prefixes are ASCII, so their length in the lower-cased text is their length in
-        // the original.
-        let rest = stripped.get(prefix.len()..)?;
+        let rest = EXPLICIT_PREFIXES
+            .iter()
+            .find_map(|prefix| strip_prefix_ascii_case(stripped, prefix))?;
         let rest = first_line(rest);
         actionable(&capitalise(rest)).then(|| capitalise(rest))
     }
@@ -558,15 +556,22 @@ fn register(text: &str) -> i64 {
 /// letter capitalised.
 fn imperative(sentence: &str) -> String {
     let mut text = pytext::strip(sentence);
-    loop {
-        let lower = text.to_lowercase();
-        let Some(lead_in) = LEAD_INS.iter().find(|lead_in| lower.starts_with(**lead_in)) else {
-            break;
-        };
-        // Lead-ins are ASCII: their length is the same in the original text.
-        text = text.get(lead_in.len()..).unwrap_or("");
+    while let Some(rest) = LEAD_INS
+        .iter()
+        .find_map(|lead_in| strip_prefix_ascii_case(text, lead_in))
+    {
+        text = rest;
     }
     capitalise(text)
+}
+
+/// `text` after `prefix` (ASCII, lower-case) when it starts with it in any ASCII case. Compared
+/// on the original bytes, not on a lower-cased copy, whose lengths can differ (the Kelvin sign
+/// lower-cases to a one-byte `k`).
+fn strip_prefix_ascii_case<'t>(text: &'t str, prefix: &str) -> Option<&'t str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
 }
 
 /// Whether `instruction` reads as one: it starts with an action verb, or it is capitalised and
@@ -801,6 +806,75 @@ mod tests {
         assert_eq!(one_line("a\r\nb\u{2028}c\x1cd\t e  ", 200), "a b c d e");
         assert_eq!(one_line(" \n ", 200), FALLBACK_INSTRUCTION);
         assert_eq!(one_line("abcdefghij", 4), "abcd");
+    }
+
+    #[test]
+    fn prefixes_are_matched_on_the_original_text() {
+        // The Kelvin sign lower-cases to a one-byte `k`: "MA\u{212A}E SURE TO" is not the
+        // lead-in, and cutting the lead-in's length off it would split the text wrongly.
+        check(
+            "Merge it.",
+            "MA\u{212A}E SURE TO always merge.",
+            Archetype::Constraint,
+            "MA\u{212A}E SURE TO always merge",
+        );
+        check(
+            "x",
+            "FIX: please Please run the linter",
+            Archetype::Explicit,
+            "Please Please run the linter",
+        );
+        check(
+            "Merge it.",
+            "PLEASE make sure to always merge after review.",
+            Archetype::Constraint,
+            "Always merge after review",
+        );
+    }
+
+    #[test]
+    fn every_instruction_is_one_non_empty_line_within_the_cap() {
+        // Pieces that stress the rules, combined in every pair: line breaks of every kind,
+        // non-ASCII text, very long words and lines, markers, empty texts.
+        let pieces = [
+            "",
+            " ",
+            "a",
+            "Rule:",
+            "Rule: \n\n",
+            "- item\n- item two\r\n* three",
+            "I think it might possibly work.\u{2028}Maybe.",
+            "Always  \t check\x0bthe\x1coutput.",
+            "Zürich ist schön. Ünïcödé wörds everywhere!",
+            "$1,000 on 2026-01-02 at https://example.org/x 50%",
+            "\"\"\"docstring\"\"\"\ndef f(x: int) -> int:\n    return x",
+            &"verylongword".repeat(40),
+            &"Sentence number one is here. ".repeat(30),
+        ];
+        for draft in pieces {
+            for final_text in pieces {
+                if draft == final_text {
+                    continue;
+                }
+                let instruction = extract(draft, final_text);
+                let text = &instruction.text;
+                assert!(!text.is_empty(), "{draft:?} -> {final_text:?}");
+                assert_eq!(
+                    pytext::splitlines(text),
+                    [text.as_str()],
+                    "{draft:?} -> {final_text:?}: one line"
+                );
+                assert!(
+                    text.chars()
+                        .filter(|c| pytext::is_whitespace(*c))
+                        .all(|c| c == ' ')
+                        && !text.contains("  "),
+                    "whitespace collapsed: {text:?}"
+                );
+                assert!(text.chars().count() <= MAX_INSTRUCTION_CHARS, "{text:?}");
+                assert_eq!(text.trim(), text, "trimmed");
+            }
+        }
     }
 
     #[test]
