@@ -2,6 +2,7 @@
 //! `events.jsonl`, the salt and lock files), and what the brain routes decide from it. No HTTP
 //! here: the API turns requests into calls on this module and its answers into responses.
 
+pub mod attribution;
 pub mod category;
 pub mod confidence;
 pub mod enforce;
@@ -10,6 +11,8 @@ pub mod feedback;
 pub mod graduation;
 mod handle;
 pub mod index;
+pub mod instruction;
+pub mod learn;
 pub mod lessons;
 pub mod lessons_file;
 pub mod mode;
