@@ -2,6 +2,8 @@
 //! `events.jsonl`, the salt and lock files), and what the brain routes decide from it. No HTTP
 //! here: the API turns requests into calls on this module and its answers into responses.
 
+pub mod archive;
+pub mod atomic;
 pub mod category;
 pub mod enforce;
 pub mod events;
@@ -10,6 +12,7 @@ mod handle;
 pub mod index;
 pub mod lessons;
 pub mod lessons_file;
+pub mod lessons_write;
 pub mod mode;
 pub mod pyjson;
 pub mod pyrepr;
