@@ -1012,6 +1012,38 @@ mod tests {
     }
 
     #[test]
+    fn pieces_give_back_the_file_and_name_the_unknown_continuation_lines() {
+        let text = "# heading\r\n[2026-04-02] [RULE] A: d\n  Note: mine\n  Agent: x\n  \
+            Root cause: first\n  Root cause: ignored but known\n\u{2028}prose";
+        let (pieces, problems) = parse_pieces(text);
+        assert_eq!(problems, []);
+        let raw: String = pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Other(raw) => raw.as_str(),
+                Piece::Lesson(piece) => piece.raw.as_str(),
+            })
+            .collect();
+        assert_eq!(raw, text);
+        let [
+            Piece::Other(heading),
+            Piece::Lesson(lesson),
+            Piece::Other(blank),
+            Piece::Other(prose),
+        ] = pieces.as_slice()
+        else {
+            panic!("heading, lesson, blank line, prose: {pieces:?}");
+        };
+        assert_eq!(
+            (heading.as_str(), blank.as_str(), prose.as_str()),
+            ("# heading\r\n", "\u{2028}", "prose")
+        );
+        assert_eq!(lesson.extras, ["  Note: mine"]);
+        assert_eq!(lesson.lesson.agent, "x");
+        assert_eq!(parse(text).lessons, std::slice::from_ref(&lesson.lesson));
+    }
+
+    #[test]
     fn state_words_round_trip() {
         for state in [
             State::Instinct,
