@@ -174,6 +174,28 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_another_owner_keeps_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lessons.md");
+        std::fs::write(&path, "old").unwrap();
+        // Only root may give a file away; another user can only check its own files stay its own
+        // (the test above).
+        let owner = if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+            (65534, 65534)
+        } else {
+            let meta = std::fs::metadata(&path).unwrap();
+            (meta.uid(), meta.gid())
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        replace(&path, b"new").unwrap();
+        let after = std::fs::metadata(&path).unwrap();
+        assert_eq!((after.uid(), after.gid()), owner);
+        assert_eq!(after.mode() & 0o7777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+    }
+
+    #[test]
     fn a_missing_file_is_created_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lessons.md");

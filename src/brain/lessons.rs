@@ -10,6 +10,10 @@
 //! such as `0.9.1`). Here that lesson is still read, with the value's default, and a [`Problem`]
 //! names the line and what was wrong, for the caller to log. [`parse`] never fails.
 //!
+//! [`parse_pieces`] reads the same way and also keeps what the lessons are not: every other line
+//! and each lesson's raw text, so that the writer (`lessons_write`) can put back what it did not
+//! change, byte for byte.
+//!
 //! Pure: no file access and no locking here (the caller reads the file under `.lessons.lock`).
 //!
 //! Known gap: Python's `\w` and `\d` and Rust's differ on rare characters (`²` is a word
