@@ -209,12 +209,12 @@ impl Document {
                     retired.push(entry.lesson.clone());
                 }
                 _ if !kept[index] => {}
-                Part::Other(raw) => text.push_str(raw),
+                Part::Other(raw) => append(&mut text, raw),
                 Part::Lesson(entry) => match &entry.original {
                     Some(original)
                         if layout == Layout::KeepUnchanged && original.lesson == entry.lesson =>
                     {
-                        text.push_str(&original.raw);
+                        append(&mut text, &original.raw);
                     }
                     _ => {
                         if entry.original.is_none() {
@@ -295,6 +295,17 @@ pub fn clean_description(text: &str) -> String {
     clean
 }
 
+/// Appends `piece` to `text`. A `\r` ending `text` and a `\n` starting `piece` would read as one
+/// line break: that happens only where a removed lesson stood between them, and the line after
+/// would then join the line before (a blank line lost, or an indented line joining a lesson's
+/// block), so the `\r` is made a `\r\n` first.
+fn append(text: &mut String, piece: &str) {
+    if text.ends_with('\r') && piece.starts_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(piece);
+}
+
 /// Ends the text's last line, if it has no line break, before a generated block.
 fn end_line(text: &mut String) {
     // A line break alone is one empty line to `splitlines`; any other character is a line of its
@@ -304,7 +315,7 @@ fn end_line(text: &mut String) {
         .next_back()
         .is_some_and(|last| pytext::splitlines(last.encode_utf8(&mut [0; 4])).first() == Some(&""));
     if !text.is_empty() && !ends_line {
-        text.push('\n');
+        append(text, "\n");
     }
 }
 
@@ -319,7 +330,7 @@ fn separate(text: &mut String) {
         .last()
         .is_some_and(|line| pytext::strip(line).is_empty());
     if !ends_blank {
-        text.push('\n');
+        append(text, "\n");
     }
 }
 
@@ -832,6 +843,23 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_lesson_between_a_carriage_return_and_a_line_feed_keeps_the_lines_apart() {
+        let text =
+            "[2026-04-02] [RULE] A: a\r[2026-04-02] [KILLED] B: b\n\n  Parent meta-rule: X\n";
+        let (document, _) = Document::parse(text);
+        let rendered = document.render().unwrap();
+        assert_eq!(
+            rendered.text,
+            "[2026-04-02] [RULE] A: a\r\n\n  Parent meta-rule: X\n"
+        );
+        let [kept] = lessons_of(&rendered.text).try_into().unwrap();
+        assert_eq!(
+            kept.parent_meta_rule, "",
+            "the orphan line joined the lesson"
+        );
+    }
+
+    #[test]
     fn counters_mentioned_in_a_later_field_are_written_last() {
         let mut lesson = Lesson::with_defaults("2026-05-01", State::Rule, "C", "d");
         lesson.path = "Fire count: 9 | Sessions since fire: 9 | Misfires: 9".into();
@@ -938,6 +966,20 @@ mod tests {
             // What the writer wrote, it writes back byte for byte.
             prop_assert_eq!(again.render().unwrap().text, written.clone());
             prop_assert_eq!(again.render_as(Layout::Serialise).unwrap().text, written);
+        }
+
+        #[test]
+        fn a_clean_description_is_one_capped_line_that_reads_back_as_it_is(
+            text in "(\\PC|[\n\r\t\u{2028}\u{85}\u{1c}]|Root cause:| ){0,400}",
+        ) {
+            let clean = clean_description(&text);
+            prop_assert_eq!(clean_description(&clean), clean.clone());
+            prop_assert!(clean.chars().count() <= DESCRIPTION_CAP);
+            prop_assert_eq!(pytext::splitlines(&clean).len(), usize::from(!clean.is_empty()));
+            if !clean.is_empty() {
+                let lesson = Lesson::with_defaults("2026-05-01", State::Rule, "C", &clean);
+                prop_assert_eq!(lessons_of(&block(&lesson).unwrap()), [lesson]);
+            }
         }
 
         #[test]
