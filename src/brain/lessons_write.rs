@@ -1,5 +1,5 @@
 //! The `lessons.md` writer: a [`Document`] that keeps the file as it was read and puts it back
-//! with the caller's changes, and [`save`], which writes it safely under `.lessons.lock`.
+//! with the caller's changes, and [`WriteLock::save`], which writes it safely under `.lessons.lock`.
 //!
 //! The document keeps everything the grammar does not use (headings, prose, blank lines, unknown
 //! continuation lines) where it was, and each lesson's own text: a lesson the caller did not
@@ -9,7 +9,7 @@
 //! all of these on every write (spec §13 #13).
 //!
 //! KILLED and ARCHIVED lessons are not kept in `lessons.md` (the SDK skips them too) and not
-//! dropped either: [`Document::render`] hands them back in [`Rendered::retired`], and [`save`]
+//! dropped either: [`Document::render`] hands them back in [`Rendered::retired`], and [`WriteLock::save`]
 //! appends them to `lessons-archive.md` (see `archive`) before it replaces `lessons.md`.
 //!
 //! Descriptions (spec §13 #7): a changed or new description is collapsed to one line and capped
@@ -26,7 +26,7 @@
 //! `{"a": 1}`), and `Beta params:` integers are written as floats (`3.0`), the reader keeping
 //! them as floats.
 //!
-//! The rendering is pure; the file work (lock, temporary file, rename, fsync) is in [`save`] and
+//! The rendering is pure; the file work (lock, temporary file, rename, fsync) is in [`WriteLock::save`] and
 //! `atomic`.
 
 use std::fmt::Write as _;
@@ -68,7 +68,7 @@ pub struct InvalidLesson {
     pub reason: String,
 }
 
-/// Why [`save`] wrote nothing (or, for [`SaveError::Archive`], only the archive).
+/// Why [`WriteLock::save`] wrote nothing (or, for [`SaveError::Archive`], only the archive).
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
     /// A lesson cannot be written; nothing was written.
@@ -544,10 +544,13 @@ fn finite(value: f64, name: &str) -> Result<f64, String> {
 
 /// The exclusive hold on `<brain>/.lessons.lock` that every `lessons.md` writer takes: the
 /// Python SDK, this module, and (shared) the reader in `lessons_file`. Hold it across the read,
-/// the change and [`save`], so that no other writer's change is lost in between. Dropping it
+/// the change and [`WriteLock::save`], so that no other writer's change is lost in between.
+/// Reading and saving are methods of the lock, so that neither happens without it. Dropping it
 /// releases the lock.
 #[derive(Debug)]
 pub struct WriteLock {
+    /// The brain whose lock this is; its archive receives the retired lessons.
+    brain_dir: PathBuf,
     /// The open lock file; the kernel drops the lock when it is closed.
     _flock: Flock<File>,
 }
@@ -576,7 +579,12 @@ impl WriteLock {
         let mut pause = Duration::from_millis(1);
         loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(flock) => return Ok(WriteLock { _flock: flock }),
+                Ok(flock) => {
+                    return Ok(WriteLock {
+                        brain_dir: brain_dir.to_path_buf(),
+                        _flock: flock,
+                    });
+                }
                 Err((back, Errno::EWOULDBLOCK | Errno::EINTR)) => file = back,
                 Err((_, errno)) => return Err(lock_error(errno.into())),
             }
@@ -591,45 +599,45 @@ impl WriteLock {
             pause = (pause * 2).min(LONGEST_LOCK_PAUSE);
         }
     }
-}
 
-/// Reads the lessons file at `path` into a [`Document`] under the caller's lock; a missing file
-/// is an empty document. Invalid UTF-8 is read as U+FFFD, as the reader does.
-pub fn read(_lock: &WriteLock, path: &Path) -> Result<(Document, Vec<Problem>), SaveError> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Document::parse(&String::from_utf8_lossy(&bytes))),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Document::parse("")),
-        Err(source) => Err(SaveError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
+    /// Reads the lessons file at `path` (`lessons_file::resolve` says which) into a
+    /// [`Document`]; a missing file is an empty document. Invalid UTF-8 is read as U+FFFD, as
+    /// the reader does (such a file is then not written back byte for byte).
+    pub fn read(&self, path: &Path) -> Result<(Document, Vec<Problem>), SaveError> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(Document::parse(&String::from_utf8_lossy(&bytes))),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Document::parse("")),
+            Err(source) => Err(SaveError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
     }
-}
 
-/// Writes `document` to the lessons file at `path` under the caller's lock: renders it (an
-/// invalid lesson writes nothing), appends the retired lessons to `<brain_dir>/lessons-archive.md`
-/// under a heading naming `retired_at`, then replaces `path` safely ([`atomic::replace`]: same
-/// directory, fsync, rename, directory fsync; mode and owner kept; a link written through).
-/// Returns the retired lessons.
-///
-/// Invariant: the archive is written before `lessons.md`, so that after a crash at any moment
-/// every lesson is in one of the two files (in both if the crash fell between the two writes;
-/// a lesson found in both is the archived one).
-pub fn save(
-    _lock: &WriteLock,
-    brain_dir: &Path,
-    path: &Path,
-    document: &Document,
-    retired_at: &str,
-) -> Result<Vec<Lesson>, SaveError> {
-    let rendered = document.render()?;
-    archive::append(
-        &brain_dir.join(archive::ARCHIVE_FILE),
-        &rendered.retired,
-        retired_at,
-    )?;
-    atomic::replace(path, rendered.text.as_bytes())?;
-    Ok(rendered.retired)
+    /// Writes `document` to the lessons file at `path`: renders it (an invalid lesson writes
+    /// nothing), appends the retired lessons to `<brain>/lessons-archive.md` under a heading
+    /// naming `retired_at`, then replaces `path` safely ([`atomic::replace`]: same directory,
+    /// fsync, rename, directory fsync; mode and owner kept; a link written through). Returns
+    /// the retired lessons.
+    ///
+    /// Invariant: the archive is written before `lessons.md`, so that after a crash at any
+    /// moment every lesson is in one of the two files (in both if the crash fell between the
+    /// two writes; a lesson found in both is the archived one).
+    pub fn save(
+        &self,
+        path: &Path,
+        document: &Document,
+        retired_at: &str,
+    ) -> Result<Vec<Lesson>, SaveError> {
+        let rendered = document.render()?;
+        archive::append(
+            &self.brain_dir.join(archive::ARCHIVE_FILE),
+            &rendered.retired,
+            retired_at,
+        )?;
+        atomic::replace(path, rendered.text.as_bytes())?;
+        Ok(rendered.retired)
+    }
 }
 
 #[cfg(test)]
@@ -1024,8 +1032,8 @@ mod tests {
         let dir = brain_with(HAND_WRITTEN);
         let path = dir.path().join(LESSONS_FILE);
         let lock = WriteLock::acquire(dir.path(), Duration::from_secs(1)).unwrap();
-        let (document, _) = read(&lock, &path).unwrap();
-        let retired = save(&lock, dir.path(), &path, &document, "2026-05-01T10:00:00Z").unwrap();
+        let (document, _) = lock.read(&path).unwrap();
+        let retired = lock.save(&path, &document, "2026-05-01T10:00:00Z").unwrap();
         drop(lock);
 
         let text = std::fs::read_to_string(&path).unwrap();
@@ -1046,9 +1054,9 @@ mod tests {
         let dir = brain_with(HAND_WRITTEN);
         let path = dir.path().join(LESSONS_FILE);
         let lock = WriteLock::acquire(dir.path(), Duration::from_secs(1)).unwrap();
-        let (mut document, _) = read(&lock, &path).unwrap();
+        let (mut document, _) = lock.read(&path).unwrap();
         document.push(Lesson::with_defaults("someday", State::Rule, "C", "d"));
-        let err = save(&lock, dir.path(), &path, &document, "now").unwrap_err();
+        let err = lock.save(&path, &document, "now").unwrap_err();
         assert!(matches!(err, SaveError::Invalid(_)), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), HAND_WRITTEN);
         assert!(!dir.path().join(archive::ARCHIVE_FILE).exists());
