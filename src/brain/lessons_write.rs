@@ -1,5 +1,5 @@
 //! The `lessons.md` writer: a [`Document`] that keeps the file as it was read and puts it back
-//! with the caller's changes, and [`WriteLock::save`], which writes it safely under `.lessons.lock`.
+//! with the caller's changes, and [`WriteLock`], under which it is read and written safely.
 //!
 //! The document keeps everything the grammar does not use (headings, prose, blank lines, unknown
 //! continuation lines) where it was, and each lesson's own text: a lesson the caller did not
@@ -9,8 +9,9 @@
 //! all of these on every write (spec §13 #13).
 //!
 //! KILLED and ARCHIVED lessons are not kept in `lessons.md` (the SDK skips them too) and not
-//! dropped either: [`Document::render`] hands them back in [`Rendered::retired`], and [`WriteLock::save`]
-//! appends them to `lessons-archive.md` (see `archive`) before it replaces `lessons.md`.
+//! dropped either: [`Document::render`] hands them back in [`Rendered::retired`], and
+//! [`WriteLock::save`] appends them to `lessons-archive.md` (see `archive`) before it replaces
+//! `lessons.md`.
 //!
 //! Descriptions (spec §13 #7): a changed or new description is collapsed to one line and capped
 //! at [`DESCRIPTION_CAP`] characters by [`clean_description`], so text taken from a diff cannot
@@ -26,8 +27,8 @@
 //! `{"a": 1}`), and `Beta params:` integers are written as floats (`3.0`), the reader keeping
 //! them as floats.
 //!
-//! The rendering is pure; the file work (lock, temporary file, rename, fsync) is in [`WriteLock::save`] and
-//! `atomic`.
+//! The rendering is pure; the file work (lock, temporary file, rename, fsync) is in
+//! [`WriteLock::save`] and `atomic`.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -242,7 +243,10 @@ impl Document {
     /// spaces: without it, that line would join the block of the lesson before.
     fn kept_parts(&self) -> Vec<bool> {
         let mut kept = vec![true; self.parts.len()];
-        let is_blank = |index: usize| matches!(self.parts.get(index), Some(Part::Other(raw)) if pytext::strip(raw).is_empty());
+        let is_blank = |index: usize| match self.parts.get(index) {
+            Some(Part::Other(raw)) => pytext::strip(raw).is_empty(),
+            _ => false,
+        };
         let indented = |index: usize| match self.parts.get(index) {
             Some(Part::Other(raw)) => raw.starts_with("  "),
             Some(Part::Lesson(entry)) => entry
