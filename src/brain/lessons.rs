@@ -10,6 +10,10 @@
 //! such as `0.9.1`). Here that lesson is still read, with the value's default, and a [`Problem`]
 //! names the line and what was wrong, for the caller to log. [`parse`] never fails.
 //!
+//! [`parse_pieces`] reads the same way and also keeps what the lessons are not: every other line
+//! and each lesson's raw text, so that the writer (`lessons_write`) can put back what it did not
+//! change, byte for byte.
+//!
 //! Pure: no file access and no locking here (the caller reads the file under `.lessons.lock`).
 //!
 //! Known gap: Python's `\w` and `\d` and Rust's differ on rare characters (`²` is a word
@@ -228,6 +232,15 @@ impl Lesson {
         }
     }
 
+    /// A lesson not read from a file (its [`Lesson::line`] is 0), with every other field at the
+    /// value a header without continuation lines gives: the state's default confidence, no
+    /// counters, the default [`BetaParams`], [`Climb`] and [`Metadata`].
+    pub fn with_defaults(date: &str, state: State, category: &str, description: &str) -> Lesson {
+        let mut lesson = Lesson::new(0, date, state, category.to_owned());
+        lesson.description = description.to_owned();
+        lesson
+    }
+
     fn new(line: usize, date: &str, state: State, category: String) -> Lesson {
         Lesson {
             line,
@@ -326,32 +339,94 @@ static COUNTERS: LazyLock<Regex> = LazyLock::new(|| {
     .expect("the counters pattern is a valid regex")
 });
 
-const ROOT_CAUSE: &str = "Root cause:";
+/// The marker that ends a header's description (§3.2).
+pub(crate) const ROOT_CAUSE: &str = "Root cause:";
+
+/// Whether `text` holds the counters, which the reader takes from any continuation line.
+pub(crate) fn mentions_counters(text: &str) -> bool {
+    COUNTERS.is_match(text)
+}
 
 /// Reads `lessons.md` text. Never fails: see the module doc.
 pub fn parse(text: &str) -> Parsed {
-    let mut parsed = Parsed::default();
+    let (pieces, problems) = parse_pieces(text);
+    let lessons = pieces
+        .into_iter()
+        .filter_map(|piece| match piece {
+            Piece::Lesson(piece) => Some(piece.lesson),
+            Piece::Other(_) => None,
+        })
+        .collect();
+    Parsed { lessons, problems }
+}
+
+/// One stretch of `lessons.md` as the reader cut it. Concatenated in order, the pieces' raw texts
+/// give back the file byte for byte, so a writer can keep what it did not change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// A line that belongs to no lesson (a heading, prose, a blank line, a line the grammar
+    /// rejects), with its line break as written.
+    Other(String),
+    /// A lesson: its header and continuation lines.
+    Lesson(Box<LessonPiece>),
+}
+
+/// A lesson with the text it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LessonPiece {
+    /// What the lines say.
+    pub lesson: Lesson,
+    /// The header and continuation lines with their line breaks, exactly as written.
+    pub raw: String,
+    /// The continuation lines the reader took nothing from (no known field prefix and no
+    /// counters), without their line breaks, in order: notes a person added, fields of a later
+    /// SDK. A writer that rewrites the lesson keeps them at the end of its block.
+    pub extras: Vec<String>,
+}
+
+/// Reads `lessons.md` text into [`Piece`]s, the lessons as [`parse`] reads them. Never fails.
+pub fn parse_pieces(text: &str) -> (Vec<Piece>, Vec<Problem>) {
+    let mut pieces = Vec::new();
+    let mut problems = Vec::new();
     let lines = pytext::splitlines(text);
+    // Each line's raw text runs from its start to the next line's start, so that it keeps its
+    // own line break (`\n`, `\r\n`, U+2028, ...). `splitlines` gives slices of `text`.
+    let starts: Vec<usize> = lines
+        .iter()
+        .map(|line| line.as_ptr() as usize - text.as_ptr() as usize)
+        .collect();
+    let raw = |from: usize, to: usize| {
+        let end = starts.get(to).copied().unwrap_or(text.len());
+        text[starts[from]..end].to_owned()
+    };
     let mut at = 0;
     while at < lines.len() {
-        let line_no = at + 1;
+        let first = at;
         at += 1;
-        let Some(mut lesson) = read_header(pytext::strip(lines[at - 1]), line_no, &mut parsed)
+        let Some(mut lesson) = read_header(pytext::strip(lines[first]), first + 1, &mut problems)
         else {
+            pieces.push(Piece::Other(raw(first, at)));
             continue;
         };
+        let mut extras = Vec::new();
         // The block is the raw lines that start with two spaces; it ends at the first that does
         // not (a blank line, a tab-indented line, a header).
         while at < lines.len() && lines[at].starts_with("  ") {
-            read_continuation(&mut lesson, lines[at], at + 1, &mut parsed.problems);
+            if !read_continuation(&mut lesson, lines[at], at + 1, &mut problems) {
+                extras.push(lines[at].to_owned());
+            }
             at += 1;
         }
-        parsed.lessons.push(lesson);
+        pieces.push(Piece::Lesson(Box::new(LessonPiece {
+            lesson,
+            raw: raw(first, at),
+            extras,
+        })));
     }
-    parsed
+    (pieces, problems)
 }
 
-fn read_header(line: &str, line_no: usize, parsed: &mut Parsed) -> Option<Lesson> {
+fn read_header(line: &str, line_no: usize, problems: &mut Vec<Problem>) -> Option<Lesson> {
     let caps = HEADER.captures(line)?;
     let group = |index: usize| caps.get(index).map_or("", |m| m.as_str());
     let problem = |message: String| Problem {
@@ -361,9 +436,7 @@ fn read_header(line: &str, line_no: usize, parsed: &mut Parsed) -> Option<Lesson
 
     let word = group(2).to_uppercase();
     let state = State::from_word(&word).unwrap_or_else(|| {
-        parsed
-            .problems
-            .push(problem(format!("unknown state {word:?}, read as INSTINCT")));
+        problems.push(problem(format!("unknown state {word:?}, read as INSTINCT")));
         State::Instinct
     });
     let mut lesson = Lesson::new(line_no, group(1), state, group(4).to_uppercase());
@@ -372,7 +445,7 @@ fn read_header(line: &str, line_no: usize, parsed: &mut Parsed) -> Option<Lesson
     if !written.is_empty() {
         match written.parse::<f64>() {
             Ok(confidence) => lesson.confidence = confidence,
-            Err(_) => parsed.problems.push(problem(format!(
+            Err(_) => problems.push(problem(format!(
                 "confidence {written:?} is not a number, read as {}",
                 state.default_confidence()
             ))),
@@ -391,7 +464,15 @@ fn read_header(line: &str, line_no: usize, parsed: &mut Parsed) -> Option<Lesson
     Some(lesson)
 }
 
-fn read_continuation(lesson: &mut Lesson, raw: &str, line_no: usize, problems: &mut Vec<Problem>) {
+/// Reads one continuation line into `lesson`. Returns whether the line is one the reader
+/// recognises (a known field prefix, or the counters anywhere in it), whether or not its value
+/// could be used.
+fn read_continuation(
+    lesson: &mut Lesson,
+    raw: &str,
+    line_no: usize,
+    problems: &mut Vec<Problem>,
+) -> bool {
     let line = pytext::strip(raw);
     let mut problem = |message: String| {
         problems.push(Problem {
@@ -400,7 +481,9 @@ fn read_continuation(lesson: &mut Lesson, raw: &str, line_no: usize, problems: &
         })
     };
 
+    let mut recognised = false;
     if let Some(caps) = COUNTERS.captures(line) {
+        recognised = true;
         let counters = [1, 2, 3].map(|index| caps[index].parse::<u64>());
         match counters {
             [Ok(fires), Ok(idle), Ok(misfires)] => {
@@ -461,7 +544,10 @@ fn read_continuation(lesson: &mut Lesson, raw: &str, line_no: usize, problems: &
             Ok(metadata) => lesson.metadata = metadata,
             Err(message) => problem(message),
         }
+    } else {
+        return recognised;
     }
+    true
 }
 
 /// A comma list as the SDK keeps it: items stripped, empty items dropped.
@@ -927,6 +1013,38 @@ mod tests {
             assert_eq!(lesson.effective_state(), effective, "{state} idle {idle}");
             assert_eq!(lesson.state, state);
         }
+    }
+
+    #[test]
+    fn pieces_give_back_the_file_and_name_the_unknown_continuation_lines() {
+        let text = "# heading\r\n[2026-04-02] [RULE] A: d\n  Note: mine\n  Agent: x\n  \
+            Root cause: first\n  Root cause: ignored but known\n\u{2028}prose";
+        let (pieces, problems) = parse_pieces(text);
+        assert_eq!(problems, []);
+        let raw: String = pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Other(raw) => raw.as_str(),
+                Piece::Lesson(piece) => piece.raw.as_str(),
+            })
+            .collect();
+        assert_eq!(raw, text);
+        let [
+            Piece::Other(heading),
+            Piece::Lesson(lesson),
+            Piece::Other(blank),
+            Piece::Other(prose),
+        ] = pieces.as_slice()
+        else {
+            panic!("heading, lesson, blank line, prose: {pieces:?}");
+        };
+        assert_eq!(
+            (heading.as_str(), blank.as_str(), prose.as_str()),
+            ("# heading\r\n", "\u{2028}", "prose")
+        );
+        assert_eq!(lesson.extras, ["  Note: mine"]);
+        assert_eq!(lesson.lesson.agent, "x");
+        assert_eq!(parse(text).lessons, std::slice::from_ref(&lesson.lesson));
     }
 
     #[test]

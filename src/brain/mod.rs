@@ -2,6 +2,8 @@
 //! `events.jsonl`, the salt and lock files), and what the brain routes decide from it. No HTTP
 //! here: the API turns requests into calls on this module and its answers into responses.
 
+pub mod archive;
+pub mod atomic;
 pub mod attribution;
 pub mod category;
 pub mod confidence;
@@ -15,6 +17,7 @@ pub mod instruction;
 pub mod learn;
 pub mod lessons;
 pub mod lessons_file;
+pub mod lessons_write;
 pub mod mode;
 pub mod pyjson;
 pub mod pyrepr;
