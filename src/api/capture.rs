@@ -15,6 +15,7 @@ use super::body::{parse_json, read_text};
 use super::correction::Severity;
 use super::error::ApiError;
 use crate::brain::category::Category;
+use crate::brain::redact::redact;
 use crate::store::{EnqueueOutcome, EventId, Kind, NewEvent, QueueLimit};
 
 /// `POST /correct` body (the original daemon's fields).
@@ -80,7 +81,7 @@ pub(super) async fn correct(
     }
     let event_id = event_id(body.event_id.as_deref())?;
     let category = Category::of(&body.file_path).as_str();
-    let (body, severity) = severity_of(body).await?;
+    let (body, severity) = measure(body).await?;
     let severity = severity.as_str();
     let data = CorrectionData {
         category,
@@ -110,19 +111,24 @@ pub(super) async fn correct(
 /// Edits larger than this (both texts together, in bytes) are measured on the blocking pool.
 const INLINE_DIFF_LIMIT: usize = 16 * 1024;
 
-/// The severity of `body`'s edit, and the body back. A large edit's diff may run up to its
+/// The severity of `body`'s edit, and the body back with its texts redacted: secrets and the
+/// personal data `brain::redact` knows never reach the outbox, so never the cloud. The severity
+/// is measured on the texts as the user edited them. A large edit's diff may run up to its
 /// deadline, which on a runtime worker would stall every connection that worker serves.
-async fn severity_of(body: CorrectRequest) -> Result<(CorrectRequest, Severity), ApiError> {
-    if body.old_string.len() + body.new_string.len() <= INLINE_DIFF_LIMIT {
+async fn measure(body: CorrectRequest) -> Result<(CorrectRequest, Severity), ApiError> {
+    let measure = move |mut body: CorrectRequest| {
         let severity = Severity::of(&body.old_string, &body.new_string);
-        return Ok((body, severity));
-    }
-    tokio::task::spawn_blocking(move || {
-        let severity = Severity::of(&body.old_string, &body.new_string);
+        body.old_string = redact(&body.old_string).text;
+        body.new_string = redact(&body.new_string).text;
+        body.file_path = redact(&body.file_path).text;
         (body, severity)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("measuring the edit failed: {e}")))
+    };
+    if body.old_string.len() + body.new_string.len() <= INLINE_DIFF_LIMIT {
+        return Ok(measure(body));
+    }
+    tokio::task::spawn_blocking(move || measure(body))
+        .await
+        .map_err(|e| ApiError::internal(format!("measuring the edit failed: {e}")))
 }
 
 /// `POST /v1/events` answer.

@@ -631,3 +631,76 @@ fn python_float(x: f64) -> String {
     let exponent: i32 = exponent.parse().unwrap();
     format!("{digits}e-{:02}", -exponent)
 }
+
+/// Secrets stay on the host: an edit of a `.env` file and of a source file holding an API key
+/// is captured, delivered to the cloud, and neither the ingest server nor any file of the brain
+/// ever holds the secrets; the placeholders say what was there.
+#[test]
+fn secrets_in_a_correction_never_leave_the_host_nor_reach_the_outbox() {
+    use crate::support::{FakeIngest, Reply};
+    let secrets = [
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "sk-proj-4f9Qe7Lz2Rk8Vt1Xw3Yb6Nc0Md5Pa9Hs",
+        "hunter2-but-longer",
+    ];
+    let server = FakeIngest::replying(Reply::ok());
+    let (_guard, dir) = support::temp_dir();
+    let daemon = Spec::new(&dir).syncing_to(&server.url("/ingest")).spawn();
+    daemon.expect_ready();
+    let edits = [
+        (
+            ".env",
+            format!("AWS_ACCESS_KEY_ID={}\nDB_PASSWORD=old\n", secrets[0]),
+            format!(
+                "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nDB_PASSWORD={}\n",
+                secrets[0], secrets[1], secrets[3]
+            ),
+        ),
+        (
+            "src/client.py",
+            "client = OpenAI()\n".to_owned(),
+            format!("client = OpenAI(api_key=\"{}\")\n", secrets[2]),
+        ),
+    ];
+    for (file, old, new) in &edits {
+        let response = post_json(
+            daemon.addr(),
+            "/correct",
+            &json!({"old_string": old, "new_string": new, "file_path": file, "session_id": "s1"}),
+        );
+        assert_eq!(response.status, 200, "{:?}", response.json());
+    }
+    assert!(
+        server.wait_for(2, support::daemon::PATIENCE),
+        "the corrections were not delivered"
+    );
+    let delivered: Vec<String> = server
+        .received()
+        .iter()
+        .map(|received| String::from_utf8_lossy(&received.body).into_owned())
+        .collect();
+    let all = delivered.join("\n");
+    assert!(all.contains("[REDACTED_"), "nothing was redacted: {all}");
+    for secret in secrets {
+        assert!(
+            !all.contains(secret),
+            "{secret} reached the ingest server: {all}"
+        );
+    }
+    drop(daemon);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            for secret in secrets {
+                assert!(
+                    !text.contains(secret),
+                    "{secret} is stored in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
