@@ -95,12 +95,12 @@ const SEARCH_CONNECTIONS: usize = 4;
 /// The brain routes' shared state. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Brain {
-    dir: PathBuf,
-    lessons: Arc<LessonsFile<Served>>,
-    sessions: Sessions,
-    events: EventLog,
-    platform: PlatformEnv,
-    index: Arc<IndexReaders>,
+    pub(super) dir: PathBuf,
+    pub(super) lessons: Arc<LessonsFile<Served>>,
+    pub(super) sessions: Sessions,
+    pub(super) events: EventLog,
+    pub(super) platform: PlatformEnv,
+    pub(super) index: Arc<IndexReaders>,
 }
 
 impl Brain {
