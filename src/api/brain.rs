@@ -27,10 +27,20 @@ pub(super) async fn read_request<T: DeserializeOwned + Default>(
 ) -> Result<T, ApiError> {
     let settings = state.settings();
     let (text, _share) = read_text(request, settings.limits.body, &settings.body_room).await?;
-    if text.trim().is_empty() {
+    let body = text.trim_start();
+    if body.is_empty() {
         return Ok(T::default());
     }
-    parse_json(&text)
+    // serde reads a JSON array into a struct's fields in order; 0.6.0 wanted an object.
+    if !body.starts_with('{') {
+        // Not JSON at all is "malformed"; other JSON is the wrong shape.
+        parse_json::<Value>(body)?;
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the body must be a JSON object",
+        ));
+    }
+    parse_json(body)
 }
 
 /// `POST /apply-rules` body.

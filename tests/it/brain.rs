@@ -579,6 +579,11 @@ fn bad_input_to_brain_routes_gets_a_json_400_and_changes_nothing() {
         ("/apply-rules", json!({"prompt": 5})),
         ("/apply-rules", json!({"context": "code"})),
         ("/apply-rules", json!([1])),
+        (
+            "/apply-rules",
+            json!(["a prompt that would fill the first field"]),
+        ),
+        ("/tag-delta", json!(["a.py", "x", "y"])),
         ("/detect", json!({"user_message": ["a"]})),
         ("/enforce-rules", json!({"content": 1})),
         ("/tag-delta", json!({"old_content": {}})),
