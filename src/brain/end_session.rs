@@ -414,3 +414,74 @@ fn all_corrections(conn: &Connection) -> rusqlite::Result<Vec<convergence::Corre
     })?;
     found.collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_unusable_salt_is_created_and_a_good_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SALT_FILE);
+        let created = brain_salt(dir.path()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.len(), 64);
+        assert!(
+            text.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_eq!(created.as_str(), text);
+        assert_eq!(
+            brain_salt(dir.path()).unwrap(),
+            created,
+            "a good salt is kept"
+        );
+
+        let kept = "a".repeat(64);
+        std::fs::write(&path, format!("{kept}\n")).unwrap();
+        assert_eq!(brain_salt(dir.path()).unwrap().as_str(), kept);
+
+        std::fs::write(&path, "short").unwrap();
+        let replaced = brain_salt(dir.path()).unwrap();
+        assert_eq!(replaced.as_str().len(), 64);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), replaced.as_str());
+    }
+
+    #[test]
+    fn corrections_and_session_changes_are_read_from_the_log() {
+        let conn = Connection::open_in_memory().unwrap();
+        assert_eq!(
+            session_log(&conn, "s", 1).unwrap().corrections,
+            0,
+            "no table"
+        );
+        conn.execute_batch(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, session, type, data_json);
+             INSERT INTO events (session, type, data_json) VALUES
+               (3, 'CORRECTION', '{\"category\": \"tone\", \"severity\": \"major\"}'),
+               (3, 'CORRECTION', '{\"category\": \"TONE\", \"severity\": \"minor\"}'),
+               (3, 'CORRECTION', 'not json'),
+               (4, 'CORRECTION', '{\"category\": \"CODE\"}'),
+               (3, 'LESSON_CHANGE', '{\"action\": \"created\"}'),
+               (3, 'LESSON_CHANGE', '{\"action\": \"reinforced\", \"lesson_category\": \"CODE\",
+                                      \"lesson_description\": \"Use rg\"}'),
+               (9, 'SESSION_END', '{\"session\": 9, \"session_id\": \"old\"}');",
+        )
+        .unwrap();
+        let log = session_log(&conn, "s", 3).unwrap();
+        assert_eq!(log.corrections, 3);
+        assert_eq!(log.created, 1);
+        assert!(!log.swept);
+        assert_eq!(
+            log.corrected,
+            BTreeMap::from([("TONE".to_owned(), Severity::from_label("minor"))]),
+            "the session's last severity per category"
+        );
+        assert_eq!(log.reinforced, BTreeSet::from([rule_id("CODE", "Use rg")]));
+        assert!(session_log(&conn, "old", 9).unwrap().swept);
+        let all = all_corrections(&conn).unwrap();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[2].category, None, "unreadable data is no category");
+        assert_eq!(all[0].category.as_deref(), Some("tone"));
+    }
+}

@@ -966,7 +966,7 @@ fn metrics_are_prometheus_text_and_move_after_writes() {
 }
 
 /// The learning route the service does not provide yet (`/maintain`) answers 501 with a
-/// JSON reason, for GET and POST, and write nothing.
+/// JSON reason, for GET and POST, and writes nothing.
 #[test]
 fn learning_routes_answer_501_json() {
     let service = Service::start(|spec| spec);

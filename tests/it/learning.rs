@@ -118,6 +118,14 @@ fn header<'a>(lessons: &'a str, category: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {category} lesson in:\n{lessons}"))
 }
 
+/// The confidence in the header of the lesson of `category`.
+fn confidence(lessons: &str, category: &str) -> f64 {
+    let line = header(lessons, category);
+    let start = line.find(':').unwrap() + 1;
+    let end = line[start..].find(']').unwrap() + start;
+    line[start..end].parse().unwrap()
+}
+
 fn idle(lessons: &str, category: &str) -> String {
     let mut lines = lessons
         .lines()
@@ -292,4 +300,59 @@ fn bad_input_to_end_session_gets_a_json_400_and_changes_nothing() {
     assert!(response.json()["error"].is_string());
     assert_eq!(brain.lessons(), LESSONS);
     assert!(events(&brain.dir, "SESSION_END").is_empty());
+}
+
+/// The session's evidence comes from the brain's event log: its CORRECTION events (as `/correct`
+/// records them) are counted, their categories decide which lessons survived the session, and
+/// the convergence covers them; the lessons of a corrected category get no survival bonus.
+#[test]
+fn the_session_s_corrections_are_counted_and_reward_the_lessons_that_held() {
+    let brain = Brain::with_lessons(LESSONS);
+    // A new session in an empty log is session 1.
+    brain.ok(
+        "/detect",
+        json!({"user_message": "hello", "session_id": "c"}),
+    );
+    let conn = Connection::open(brain.dir.join(gradata::store::DATABASE_FILE)).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let rows = [
+        (
+            1,
+            "CORRECTION",
+            json!({"category": "TONE", "severity": "major", "edit_distance": 0.4}),
+        ),
+        (
+            1,
+            "CORRECTION",
+            json!({"category": "tone", "severity": "minor", "edit_distance": 0.2}),
+        ),
+        (
+            1,
+            "LESSON_CHANGE",
+            json!({"action": "created", "lesson_category": "TONE"}),
+        ),
+        (
+            7,
+            "CORRECTION",
+            json!({"category": "DOCS", "severity": "major"}),
+        ),
+    ];
+    for (session, kind, data) in rows {
+        conn.execute(
+            "INSERT INTO events (ts, session, type, source, data_json, tags_json) \
+             VALUES ('2026-12-07T10:00:00+00:00', ?1, ?2, 'brain.correct', ?3, '[]')",
+            rusqlite::params![session, kind, data.to_string()],
+        )
+        .unwrap();
+    }
+    let answer = brain.ok("/end-session", json!({"session_id": "c"}));
+    assert_eq!(answer["corrections_captured"], 2, "{answer}");
+    assert_eq!(answer["instructions_extracted"], 1, "{answer}");
+    assert_eq!(answer["convergence"]["total_corrections"], 3, "{answer}");
+    assert_eq!(answer["convergence"]["sessions"], json!([1, 7]), "{answer}");
+    let lessons = brain.lessons();
+    // TONE was corrected in the session: no bonus. DOCS held while TONE was corrected: bonus.
+    assert_eq!(confidence(&lessons, "TONE"), 0.95, "{lessons}");
+    assert!(confidence(&lessons, "DOCS") > 0.40, "{lessons}");
+    assert_eq!(events(&brain.dir, "SESSION_END")[0].0, 1);
 }
