@@ -355,7 +355,8 @@ fn session_log(conn: &Connection, session_id: &str, number: i64) -> rusqlite::Re
            CASE WHEN json_valid(data_json) THEN json_extract(data_json, '$.action') END, \
            CASE WHEN json_valid(data_json) THEN json_extract(data_json, '$.lesson_category') END, \
            CASE WHEN json_valid(data_json) \
-             THEN json_extract(data_json, '$.lesson_description') END \
+             THEN json_extract(data_json, '$.lesson_description') END, \
+           CASE WHEN json_valid(data_json) THEN json_extract(data_json, '$.lesson_id') END \
          FROM events WHERE session = ?1 AND type IN ('CORRECTION', 'LESSON_CHANGE') ORDER BY id",
     )?;
     let mut found = rows.query([number])?;
@@ -380,7 +381,11 @@ fn session_log(conn: &Connection, session_id: &str, number: i64) -> rusqlite::Re
             match text(3)?.as_deref() {
                 Some("created") => log.created += 1,
                 Some("reinforced") => {
-                    if let (Some(category), Some(description)) = (text(4)?, text(5)?) {
+                    // The lesson's id when the event names it; else made from the (possibly
+                    // cut) description, as 0.6.0's events only carry that.
+                    if let Some(id) = text(6)? {
+                        log.reinforced.insert(id);
+                    } else if let (Some(category), Some(description)) = (text(4)?, text(5)?) {
                         log.reinforced.insert(rule_id(&category, &description));
                     }
                 }
@@ -465,6 +470,7 @@ mod tests {
                (3, 'LESSON_CHANGE', '{\"action\": \"created\"}'),
                (3, 'LESSON_CHANGE', '{\"action\": \"reinforced\", \"lesson_category\": \"CODE\",
                                       \"lesson_description\": \"Use rg\"}'),
+               (3, 'LESSON_CHANGE', '{\"action\": \"reinforced\", \"lesson_id\": \"TONE:1\"}'),
                (9, 'SESSION_END', '{\"session\": 9, \"session_id\": \"old\"}');",
         )
         .unwrap();
@@ -477,7 +483,10 @@ mod tests {
             BTreeMap::from([("TONE".to_owned(), Severity::from_label("minor"))]),
             "the session's last severity per category"
         );
-        assert_eq!(log.reinforced, BTreeSet::from([rule_id("CODE", "Use rg")]));
+        assert_eq!(
+            log.reinforced,
+            BTreeSet::from([rule_id("CODE", "Use rg"), "TONE:1".to_owned()])
+        );
         assert!(session_log(&conn, "old", 9).unwrap().swept);
         let all = all_corrections(&conn).unwrap();
         assert_eq!(all.len(), 4);
