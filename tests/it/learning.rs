@@ -356,3 +356,31 @@ fn the_session_s_corrections_are_counted_and_reward_the_lessons_that_held() {
     assert!(confidence(&lessons, "DOCS") > 0.40, "{lessons}");
     assert_eq!(events(&brain.dir, "SESSION_END")[0].0, 1);
 }
+
+/// Stop hooks of one conversation that overlap (a slow turn, a retry) still sweep it once.
+#[test]
+fn concurrent_calls_for_one_session_sweep_it_once() {
+    let brain = Brain::with_lessons(LESSONS);
+    let addr = brain.daemon.addr();
+    let graduated: u64 = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(move || {
+                    let response = post_json(addr, "/end-session", &json!({"session_id": "x"}));
+                    assert_eq!(response.status, 200);
+                    response.json()["lessons_graduated"].as_u64().unwrap()
+                })
+            })
+            .collect();
+        calls.into_iter().map(|call| call.join().unwrap()).sum()
+    });
+    assert_eq!(graduated, 1);
+    assert_eq!(events(&brain.dir, "SESSION_END").len(), 1);
+    let lessons = brain.lessons();
+    assert!(header(&lessons, "TONE").contains("[PATTERN:"), "{lessons}");
+    assert_eq!(
+        idle(&lessons, "DOCS"),
+        "Sessions since fire: 1",
+        "{lessons}"
+    );
+}
