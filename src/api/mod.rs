@@ -3,6 +3,7 @@
 //! extra code) until a shutdown token fires, then lets requests in flight finish.
 //!
 //! Layout: `brain` (the brain's read routes: rules, feedback, enforcement, tags, recall),
+//! `learning` (`/end-session`: the graduation sweep),
 //! `brain_log` (`/log-event` and `/checkpoint`: the brain's event log and the outbox at once),
 //! `capture` (the write routes), `admin` (sync now, queue, metrics), `health`, `guard`
 //! (Host, Origin, token, CORS), `body` (reading JSON safely, in bounded memory), `error` (every
@@ -26,6 +27,7 @@ mod episode;
 mod error;
 pub mod guard;
 mod health;
+mod learning;
 mod refusals;
 mod server;
 
@@ -51,8 +53,8 @@ use crate::store::Store;
 use crate::sync::{self, Engine, worker::Wake};
 use refusals::Refusals;
 
-/// The original daemon's learning routes, answered with 501 until the brain learns natively.
-const LEARNING_ROUTES: [&str; 2] = ["/end-session", "/maintain"];
+/// The original daemon's learning routes still answered with 501: the brain does not maintain itself yet.
+const LEARNING_ROUTES: [&str; 1] = ["/maintain"];
 
 /// Limits on what clients may send and queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +198,7 @@ pub fn router(state: State) -> Router {
         .route("/enforce-rules", post(brain::enforce_rules))
         .route("/tag-delta", post(brain::tag_delta))
         .route("/brain-recall", post(brain::brain_recall))
+        .route("/end-session", post(learning::end_session))
         .route("/v1/events", post(capture::events))
         .route("/sync", post(admin::sync_now))
         .route("/v1/queue", get(admin::list))

@@ -7,6 +7,7 @@ pub mod atomic;
 pub mod attribution;
 pub mod category;
 pub mod confidence;
+pub mod end_session;
 pub mod enforce;
 pub mod events;
 pub mod feedback;
