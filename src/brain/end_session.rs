@@ -64,6 +64,17 @@ pub enum EndSessionError {
     /// The session's events could not be read.
     #[error("cannot read the session's events")]
     Query(#[source] rusqlite::Error),
+    /// `$BRAIN_LESSONS_PATH` names a file outside the brain directory, which gradata never
+    /// writes (the Python daemon's `/end-session` wrote wherever it had read the lessons).
+    #[error(
+        "{}: the lessons are read from outside the brain directory ($BRAIN_LESSONS_PATH), and \
+         gradata writes only inside it; unset BRAIN_LESSONS_PATH or point it into the brain",
+        path.display()
+    )]
+    OutsideBrain {
+        /// The lessons file.
+        path: PathBuf,
+    },
     /// The blocking work did not finish (the runtime is shutting down).
     #[error("the end of the session did not finish")]
     Interrupted(#[source] tokio::task::JoinError),
@@ -169,6 +180,13 @@ impl Brain {
         }
         let dir = self.dir.clone();
         let path = self.lessons.path();
+        let resolved = path
+            .parent()
+            .and_then(|parent| parent.canonicalize().ok())
+            .unwrap_or_else(|| path.clone());
+        if !resolved.starts_with(&dir) {
+            return Err(EndSessionError::OutsideBrain { path });
+        }
         let session = evidence.clone();
         let (lock, sweep, moved) = blocking(move || -> Result<_, EndSessionError> {
             let thresholds = Thresholds::salted(&brain_salt(&dir)?);

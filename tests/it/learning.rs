@@ -384,3 +384,24 @@ fn concurrent_calls_for_one_session_sweep_it_once() {
         "{lessons}"
     );
 }
+
+/// Lessons read from outside the brain (`$BRAIN_LESSONS_PATH`) are served but never written:
+/// `/end-session` refuses with an error naming the variable, and the file stays as it was (the
+/// Python daemon rewrote it where it found it).
+#[test]
+fn lessons_outside_the_brain_are_never_written() {
+    let (_guard, dir) = support::temp_dir();
+    let (_outside_guard, outside) = support::temp_dir();
+    let lessons = outside.join("lessons.md");
+    std::fs::write(&lessons, LESSONS).unwrap();
+    let daemon = Spec::new(&dir).env("BRAIN_LESSONS_PATH", &lessons).spawn();
+    daemon.expect_ready();
+    let served = post_json(daemon.addr(), "/apply-rules", &json!({}));
+    assert_eq!(served.status, 200);
+    let response = post_json(daemon.addr(), "/end-session", &json!({"session_id": "s1"}));
+    assert_eq!(response.status, 500, "{:?}", response.json());
+    let error = response.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("BRAIN_LESSONS_PATH"), "{error}");
+    assert_eq!(std::fs::read_to_string(&lessons).unwrap(), LESSONS);
+    assert!(!dir.join("lessons.md").exists());
+}
