@@ -14,6 +14,7 @@ mod brain;
 mod brain_events;
 mod drain;
 mod journal;
+mod learning_correct;
 mod leases;
 
 mod cli;
