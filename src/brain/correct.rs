@@ -15,8 +15,9 @@
 //! 1. the CORRECTION event, with the outbox row for the cloud in the same transaction
 //!    (`Brain::record`); its `events` row id is the correction id the lesson records;
 //! 2. `lessons.md`, under `.lessons.lock`: read, learn, confidence, atomic save;
-//! 3. the LESSON_CHANGE event (created or reinforced), only once the file is saved;
-//! 4. the full-text index row.
+//! 3. the LESSON_CHANGE event (created or reinforced), only once the file is saved, then
+//!    RULE_FAILURE when a confident RULE of the category did not prevent the correction;
+//! 4. the full-text index row (a failure to write it is logged: the correction stands).
 //!
 //! A crash after 1 leaves a CORRECTION that taught nothing (it is still recalled once the index
 //! is rebuilt from CORRECTION events); a crash after 2 leaves a lesson change without its
@@ -44,7 +45,7 @@ use super::events::Logged;
 use super::handle::{Brain, Error as BrainError};
 use super::instruction::{self, Instruction};
 use super::learn::{self, Learned};
-use super::lessons::Lesson;
+use super::lessons::{Lesson, State};
 use super::lessons_file::DEFAULT_LOCK_TIMEOUT;
 use super::lessons_write::{SaveError, WriteLock};
 use super::pyjson::{Object, Value};
@@ -68,6 +69,13 @@ pub const CORRECTION_EVENT: &str = "CORRECTION";
 pub const LESSON_CHANGE_EVENT: &str = "LESSON_CHANGE";
 /// The source of both events.
 pub const SOURCE: &str = "brain.correct";
+/// Recorded when a correction lands in a category a confident RULE governs: the rule did not
+/// prevent it (0.6.0's self-healing detection; nothing is healed).
+pub const RULE_FAILURE_EVENT: &str = "RULE_FAILURE";
+/// See [`RULE_FAILURE_EVENT`].
+pub const RULE_FAILURE_SOURCE: &str = "brain.correct:self_healing";
+/// The confidence from which a RULE counts as failed by a correction of its category.
+pub const RULE_FAILURE_CONFIDENCE: f64 = 0.80;
 
 /// How long the index insert waits for another writer of the database.
 const INDEX_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,9 +98,6 @@ pub enum Error {
     /// `lessons.md` could not be read or written.
     #[error("learning from the correction failed")]
     Lessons(#[source] SaveError),
-    /// The full-text index row could not be written (the correction and lesson stand).
-    #[error("indexing the correction for recall failed")]
-    Index(#[source] rusqlite::Error),
     /// A blocking task did not finish (the runtime is shutting down).
     #[error("the correction's work did not finish")]
     Interrupted(#[source] tokio::task::JoinError),
@@ -219,7 +224,7 @@ impl Brain {
         let severity_label = prepared.measure.severity.as_str();
         let learn_category = category.clone();
         let learn_id = correction_id.clone();
-        let (lesson_created, lesson) = tokio::task::spawn_blocking(move || {
+        let (lesson_created, lesson, failed_rule) = tokio::task::spawn_blocking(move || {
             learn_under_lock(
                 &dir,
                 &path,
@@ -241,13 +246,31 @@ impl Brain {
         let (data, tags) = lesson_change_event(lesson_created, &lesson, &correction_id);
         self.record(LESSON_CHANGE_EVENT, SOURCE, session, data, tags, None)
             .await?;
+        if let Some(rule) = &failed_rule {
+            let (data, tags) = rule_failure_event(rule, &category, &prepared, &correction_id);
+            self.record(
+                RULE_FAILURE_EVENT,
+                RULE_FAILURE_SOURCE,
+                session,
+                data,
+                tags,
+                None,
+            )
+            .await?;
+        }
 
         let row = index_text(&category, &prepared);
         let database = self.learning.database.clone();
-        tokio::task::spawn_blocking(move || index_correction(&database, &row))
-            .await
-            .map_err(Error::Interrupted)?
-            .map_err(Error::Index)?;
+        // The correction and its lesson stand without their index row: a failure here is
+        // logged, not answered as an error the client would retry (and learn twice from).
+        match tokio::task::spawn_blocking(move || index_correction(&database, &row)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(
+                error = %crate::logging::Causes(&err),
+                "a correction was learned but could not be indexed for recall"
+            ),
+            Err(err) => return Err(Error::Interrupted(err)),
+        }
 
         Ok(Corrected {
             measure: prepared.measure,
@@ -289,12 +312,13 @@ fn prepare(correction: Correction) -> Prepared {
 
 /// Reads `lessons.md` under the lock, learns from `correction`, applies the confidence
 /// evidence to the lesson concerned and saves the file. Answers whether a lesson was created,
-/// and that lesson as saved.
+/// that lesson as saved, and the first RULE of the correction's category at
+/// [`RULE_FAILURE_CONFIDENCE`] or more after the save, if any.
 fn learn_under_lock(
     brain_dir: &std::path::Path,
     path: &std::path::Path,
     correction: &learn::Correction<'_>,
-) -> Result<(bool, Lesson), SaveError> {
+) -> Result<(bool, Lesson, Option<Lesson>), SaveError> {
     let lock = WriteLock::acquire(brain_dir, DEFAULT_LOCK_TIMEOUT)?;
     let (mut document, _problems) = lock.read(path)?;
     let lessons: Vec<Lesson> = document.lessons().cloned().collect();
@@ -325,7 +349,15 @@ fn learn_under_lock(
         }
     };
     lock.save(path, &document, correction.date)?;
-    Ok((created, lesson))
+    let failed_rule = document
+        .lessons()
+        .find(|l| {
+            l.category == correction.category
+                && l.state == State::Rule
+                && l.confidence >= RULE_FAILURE_CONFIDENCE
+        })
+        .cloned();
+    Ok((created, lesson, failed_rule))
 }
 
 /// Applies `evidence` to `lesson` unless it waits for approval. The reinforcement's fire was
@@ -449,6 +481,43 @@ fn lesson_change_event(
         format!("category:{}", lesson.category),
         "provenance".to_owned(),
     ];
+    (data, tags)
+}
+
+/// The RULE_FAILURE event for `rule`, which the correction of `category` got past.
+fn rule_failure_event(
+    rule: &Lesson,
+    category: &str,
+    prepared: &Prepared,
+    correction_id: &str,
+) -> (Object, Vec<String>) {
+    let mut data = Object::new();
+    data.insert(
+        "failed_rule_category".to_owned(),
+        Value::from(rule.category.as_str()),
+    );
+    data.insert(
+        "failed_rule_description".to_owned(),
+        Value::from(rule.description.as_str()),
+    );
+    data.insert(
+        "failed_rule_confidence".to_owned(),
+        Value::from(rule.confidence),
+    );
+    data.insert(
+        "failed_rule_fire_count".to_owned(),
+        Value::from(rule.fire_count),
+    );
+    data.insert(
+        "correction_description".to_owned(),
+        Value::from(prepared.instruction.text.as_str()),
+    );
+    data.insert("correction_event_id".to_owned(), Value::from(correction_id));
+    data.insert(
+        "correction_severity".to_owned(),
+        Value::from(prepared.measure.severity.as_str()),
+    );
+    let tags = vec![format!("category:{category}"), "self_healing".to_owned()];
     (data, tags)
 }
 

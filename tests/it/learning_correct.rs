@@ -169,6 +169,20 @@ fn a_rules_text_is_never_rewritten() {
     assert_eq!(code[0].description, "Always use pathlib for file handling");
     assert_eq!(code[0].state, State::Rule);
     assert!(!service.lessons_text().contains(longer));
+    // The confident RULE did not prevent the correction: said, never healed.
+    let data: String = service
+        .db()
+        .query_row(
+            "SELECT data_json FROM events WHERE type = 'RULE_FAILURE'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let data: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(
+        data["failed_rule_description"], "Always use pathlib for file handling",
+        "{data}"
+    );
 }
 
 #[test]
