@@ -12,11 +12,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::body::{parse_json, read_text};
+use super::brain::brain_failed;
 use super::correction::Severity;
 use super::error::ApiError;
 use crate::brain::category::Category;
+use crate::brain::correct::{Correction, MAX_CORRECTION_CHARS};
 use crate::brain::redact::redact;
-use crate::store::{EnqueueOutcome, EventId, Kind, NewEvent, QueueLimit};
+use crate::brain::severity::Severity as BrainSeverity;
+use crate::brain::{self, attribution::AdditionLesson, attribution::CorrectionConflict};
+use crate::store::{
+    EnqueueOutcome, EventId, Kind, NewEvent, OutboxEntry, OutboxOutcome, QueueLimit,
+};
 
 /// `POST /correct` body (the original daemon's fields).
 #[derive(Debug, Deserialize)]
@@ -52,22 +58,41 @@ struct CorrectionData<'a> {
     timestamp: String,
 }
 
-/// `POST /correct` answer.
+/// `POST /correct` answer: 0.6.0's keys, filled from what the brain learned, plus the outbox's.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub(super) enum CorrectAnswer {
     /// The original's answer to a correction that changes nothing: not an error, nothing stored.
-    NoChange { captured: bool, error: &'static str },
-    Captured {
+    NoChange {
         captured: bool,
-        event_id: EventId,
-        category: &'static str,
-        severity: &'static str,
-        queued: bool,
+        error: &'static str,
     },
+    Captured(Box<Captured>),
 }
 
-/// `POST /correct`.
+/// A learned correction.
+#[derive(Debug, Serialize)]
+pub(super) struct Captured {
+    captured: bool,
+    /// The brain's severity (`as-is` … `discarded`); the outbox payload keeps the cloud's.
+    severity: &'static str,
+    instruction_extracted: String,
+    lesson_created: bool,
+    /// The state of the lesson created or reinforced; `None` when nothing was learned.
+    lesson_state: Option<&'static str>,
+    misfired_rules: Vec<String>,
+    accepted_rules: Vec<String>,
+    addition_detected: bool,
+    addition_lesson: Option<AdditionLesson>,
+    correction_conflict: Option<CorrectionConflict>,
+    event_id: EventId,
+    category: &'static str,
+    queued: bool,
+}
+
+/// `POST /correct`: the brain learns from the correction (`Brain::correct`), and the redacted
+/// correction is queued for the cloud in the same transaction as its CORRECTION event. When the
+/// queue is full the brain still learns and the answer says `queued: false`.
 pub(super) async fn correct(
     State(state): State<super::State>,
     request: Request,
@@ -81,15 +106,108 @@ pub(super) async fn correct(
     }
     let event_id = event_id(body.event_id.as_deref())?;
     let category = Category::of(&body.file_path).as_str();
-    let (body, severity) = measure(body).await?;
-    let severity = severity.as_str();
+    let chars = body.old_string.chars().count() + body.new_string.chars().count();
+    if chars > MAX_CORRECTION_CHARS {
+        return queue_unlearned(&state, body, event_id, category).await;
+    }
+    let learning = Correction {
+        old: body.old_string.clone(),
+        new: body.new_string.clone(),
+        file_path: body.file_path.clone(),
+        session_id: body.session_id.clone(),
+        category: category.to_owned(),
+    };
+    let (body, severity, _) = measure(body, false).await?;
     let data = CorrectionData {
         category,
         file_path: &body.file_path,
         new_string: &body.new_string,
         old_string: &body.old_string,
         session_id: &body.session_id,
-        severity,
+        severity: severity.as_str(),
+        timestamp: timestamp(),
+    };
+    let limits = state.limits();
+    let outbox = OutboxEntry {
+        event: NewEvent::new(
+            &state.settings().brain_id,
+            event_id.clone(),
+            Kind::Correction,
+            &data,
+        ),
+        limit: Some(QueueLimit {
+            max_rows: limits.max_pending_rows,
+            max_bytes: limits.max_pending_bytes,
+        }),
+    };
+    let corrected = match state.brain().correct(learning, Some(outbox)).await {
+        Ok(corrected) => corrected,
+        Err(brain::correct::Error::Invalid(message)) => {
+            return Err(ApiError::bad_request("invalid_correction", message));
+        }
+        Err(brain::correct::Error::Brain(brain::Error::Store(err))) => {
+            state.refusals().refused(&err);
+            return Err(err.into());
+        }
+        Err(brain::correct::Error::Brain(err)) => return Err(brain_failed(err)),
+        Err(err) => {
+            return Err(ApiError::internal(crate::logging::Causes(&err).to_string()));
+        }
+    };
+    let queued = match &corrected.logged.outbox {
+        OutboxOutcome::Queued(_) => {
+            state.refusals().accepted();
+            state
+                .metrics()
+                .events_accepted(Kind::Correction.as_str(), 1);
+            state.wake();
+            true
+        }
+        OutboxOutcome::Duplicate(_) => true,
+        OutboxOutcome::NotAsked | OutboxOutcome::SkippedQueueFull => false,
+        OutboxOutcome::Failed(err) => {
+            tracing::warn!(
+                error = %crate::logging::Causes(err),
+                "a correction was learned but could not be queued for the cloud"
+            );
+            false
+        }
+    };
+    let attribution = corrected.attribution;
+    Ok(Json(CorrectAnswer::Captured(Box::new(Captured {
+        captured: true,
+        severity: corrected.measure.severity.as_str(),
+        instruction_extracted: corrected.instruction.text,
+        lesson_created: corrected.lesson_created,
+        lesson_state: Some(corrected.lesson.state.as_str()),
+        misfired_rules: attribution.misfired_rules,
+        accepted_rules: attribution.accepted_rules,
+        addition_detected: attribution.addition_detected,
+        addition_lesson: attribution.addition_lesson,
+        correction_conflict: attribution.correction_conflict,
+        event_id,
+        category,
+        queued,
+    }))))
+}
+
+/// A correction too large to learn from (an edit of more than [`MAX_CORRECTION_CHARS`]
+/// characters, usually a whole file replaced): queued for the cloud as before, redacted, but
+/// the brain learns nothing from it, as 0.6.0's brain refuses it.
+async fn queue_unlearned(
+    state: &super::State,
+    body: CorrectRequest,
+    event_id: EventId,
+    category: &'static str,
+) -> Result<Json<CorrectAnswer>, ApiError> {
+    let (body, severity, brain_severity) = measure(body, true).await?;
+    let data = CorrectionData {
+        category,
+        file_path: &body.file_path,
+        new_string: &body.new_string,
+        old_string: &body.old_string,
+        session_id: &body.session_id,
+        severity: severity.as_str(),
         timestamp: timestamp(),
     };
     let event = NewEvent::new(
@@ -98,30 +216,44 @@ pub(super) async fn correct(
         Kind::Correction,
         &data,
     );
-    commit(&state, vec![event]).await?;
-    Ok(Json(CorrectAnswer::Captured {
+    commit(state, vec![event]).await?;
+    Ok(Json(CorrectAnswer::Captured(Box::new(Captured {
         captured: true,
+        severity: brain_severity.map_or(severity.as_str(), BrainSeverity::as_str),
+        instruction_extracted: String::new(),
+        lesson_created: false,
+        lesson_state: None,
+        misfired_rules: Vec::new(),
+        accepted_rules: Vec::new(),
+        addition_detected: false,
+        addition_lesson: None,
+        correction_conflict: None,
         event_id,
         category,
-        severity,
         queued: true,
-    }))
+    }))))
 }
 
 /// Edits larger than this (both texts together, in bytes) are measured on the blocking pool.
 const INLINE_DIFF_LIMIT: usize = 16 * 1024;
 
-/// The severity of `body`'s edit, and the body back with its texts redacted: secrets and the
+/// The severity of `body`'s edit (and on the brain's scale too when `brain_scale`), and the
+/// body back with its texts redacted: secrets and the
 /// personal data `brain::redact` knows never reach the outbox, so never the cloud. The severity
 /// is measured on the texts as the user edited them. A large edit's diff may run up to its
 /// deadline, which on a runtime worker would stall every connection that worker serves.
-async fn measure(body: CorrectRequest) -> Result<(CorrectRequest, Severity), ApiError> {
+async fn measure(
+    body: CorrectRequest,
+    brain_scale: bool,
+) -> Result<(CorrectRequest, Severity, Option<BrainSeverity>), ApiError> {
     let measure = move |mut body: CorrectRequest| {
         let severity = Severity::of(&body.old_string, &body.new_string);
+        let brain_severity = brain_scale
+            .then(|| brain::severity::measure(&body.old_string, &body.new_string).severity);
         body.old_string = redact(&body.old_string).text;
         body.new_string = redact(&body.new_string).text;
         body.file_path = redact(&body.file_path).text;
-        (body, severity)
+        (body, severity, brain_severity)
     };
     if body.old_string.len() + body.new_string.len() <= INLINE_DIFF_LIMIT {
         return Ok(measure(body));

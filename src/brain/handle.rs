@@ -101,6 +101,7 @@ pub struct Brain {
     pub(super) events: EventLog,
     pub(super) platform: PlatformEnv,
     pub(super) index: Arc<IndexReaders>,
+    pub(super) learning: super::correct::Learning,
 }
 
 impl Brain {
@@ -118,6 +119,7 @@ impl Brain {
         }
         let lessons = LessonsFile::new(&dir, lessons_file::override_from_env(), Served::parse);
         Ok(Brain {
+            learning: super::correct::Learning::new(store.database_path().to_path_buf()),
             lessons: Arc::new(lessons),
             sessions: Sessions::new(max_session, sessions::DEFAULT_CAPACITY),
             events: EventLog::new(store, &dir),

@@ -7,6 +7,7 @@ pub mod atomic;
 pub mod attribution;
 pub mod category;
 pub mod confidence;
+pub mod correct;
 pub mod end_session;
 pub mod enforce;
 pub mod events;

@@ -15,6 +15,7 @@ mod brain_events;
 mod drain;
 mod journal;
 mod learning;
+mod learning_correct;
 mod leases;
 
 mod cli;

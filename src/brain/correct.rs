@@ -1,0 +1,631 @@
+//! `/correct`'s learning: one correction becomes a CORRECTION event, a new or reinforced lesson
+//! in `lessons.md`, a row of the full-text index `/brain-recall` searches, and the attribution
+//! 0.6.0 reports (misfired rules, additions, conflicts). The pure decisions are the modules
+//! beside this one (`redact`, `severity`, `instruction`, `learn`, `confidence`, `attribution`);
+//! this file orders the writes. It knows nothing of HTTP: the API builds the outbox row and maps
+//! the [`Corrected`] answer onto its response.
+//!
+//! Everything stored is redacted first: the texts, the file path, the instruction (extracted
+//! from the redacted texts). The severity is measured on the texts as the user edited them, as
+//! 0.6.0 measures it and as the outbox's cloud severity is measured; a number reveals no secret.
+//!
+//! The order of the writes, so that after a crash at any moment every lesson's correction id
+//! exists as an event and every LESSON_CHANGE event is reflected in `lessons.md`:
+//!
+//! 1. the CORRECTION event, with the outbox row for the cloud in the same transaction
+//!    (`Brain::record`); its `events` row id is the correction id the lesson records;
+//! 2. `lessons.md`, under `.lessons.lock`: read, learn, confidence, atomic save;
+//! 3. the LESSON_CHANGE event (created or reinforced), only once the file is saved, then
+//!    RULE_FAILURE when a confident RULE of the category did not prevent the correction;
+//! 4. the full-text index row (a failure to write it is logged: the correction stands).
+//!
+//! A crash after 1 leaves a CORRECTION that taught nothing (it is still recalled once the index
+//! is rebuilt from CORRECTION events); a crash after 2 leaves a lesson change without its
+//! LESSON_CHANGE event, never the reverse.
+//!
+//! The index row is written on a connection of its own, opened for the one insert on the
+//! blocking pool (with a busy timeout, as any second writer of a WAL database), not through the
+//! store's writer: the index is the brain's, shared with the Python SDK, and its tables are
+//! created here, exactly as the SDK creates them, when missing. The searches stay read-only.
+//!
+//! Confidence: only the lesson the correction created or reinforced receives the evidence (0.6.0
+//! applied it to every lesson, spec §13 #5); a reinforced lesson's session age starts again
+//! (§13 #4). A lesson waiting for approval keeps its confidence. Misfires and conflicts are
+//! reported, never applied (§13 #9).
+
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::attribution::{Attribution, Edit, Trackers};
+use super::confidence::{self, Evidence};
+use super::events::Logged;
+use super::handle::{Brain, Error as BrainError};
+use super::instruction::{self, Instruction};
+use super::learn::{self, Learned};
+use super::lessons::{Lesson, State};
+use super::lessons_file::DEFAULT_LOCK_TIMEOUT;
+use super::lessons_write::{SaveError, WriteLock};
+use super::pyjson::{Object, Value};
+use super::recall;
+use super::redact::redact;
+use super::severity::{self, Measure};
+use crate::store::OutboxEntry;
+
+/// The most code points both texts may hold together (0.6.0's limit).
+pub const MAX_CORRECTION_CHARS: usize = 100_000;
+
+/// The most characters of each text the CORRECTION event keeps.
+pub const EVENT_TEXT_CHARS: usize = 2_000;
+
+/// The most characters of the final text an index row keeps.
+pub const INDEX_TEXT_CHARS: usize = 500;
+
+/// The event types and sources this module records.
+pub const CORRECTION_EVENT: &str = "CORRECTION";
+/// See [`CORRECTION_EVENT`].
+pub const LESSON_CHANGE_EVENT: &str = "LESSON_CHANGE";
+/// The source of both events.
+pub const SOURCE: &str = "brain.correct";
+/// Recorded when a correction lands in a category a confident RULE governs: the rule did not
+/// prevent it (0.6.0's self-healing detection; nothing is healed).
+pub const RULE_FAILURE_EVENT: &str = "RULE_FAILURE";
+/// See [`RULE_FAILURE_EVENT`].
+pub const RULE_FAILURE_SOURCE: &str = "brain.correct:self_healing";
+/// The confidence from which a RULE counts as failed by a correction of its category.
+pub const RULE_FAILURE_CONFIDENCE: f64 = 0.80;
+
+/// How long the index insert waits for another writer of the database.
+const INDEX_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The index tables, as the Python SDK creates them (brain spec §2).
+const CREATE_INDEX: &str = "CREATE TABLE IF NOT EXISTS brain_fts_content(\
+        id INTEGER PRIMARY KEY AUTOINCREMENT, source, file_type, text, embed_date);
+    CREATE VIRTUAL TABLE IF NOT EXISTS brain_fts USING fts5(source, file_type, text, embed_date, \
+        content='brain_fts_content', content_rowid='id', tokenize='porter unicode61');";
+
+/// Why a correction was not learned.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The correction is refused as it is; nothing was written.
+    #[error("{0}")]
+    Invalid(String),
+    /// The event log failed.
+    #[error(transparent)]
+    Brain(#[from] BrainError),
+    /// `lessons.md` could not be read or written.
+    #[error("learning from the correction failed")]
+    Lessons(#[source] SaveError),
+    /// A blocking task did not finish (the runtime is shutting down).
+    #[error("the correction's work did not finish")]
+    Interrupted(#[source] tokio::task::JoinError),
+}
+
+/// One correction as the client sent it (unredacted).
+#[derive(Debug, Clone)]
+pub struct Correction {
+    /// The text before the edit.
+    pub old: String,
+    /// The text after it.
+    pub new: String,
+    /// The file edited, or empty.
+    pub file_path: String,
+    /// The client's session id, or empty.
+    pub session_id: String,
+    /// Upper-case category (`Category::of` the path).
+    pub category: String,
+}
+
+/// What one correction did.
+#[derive(Debug)]
+pub struct Corrected {
+    /// The brain's measures of the edit.
+    pub measure: Measure,
+    /// The instruction extracted (one line, from the redacted texts).
+    pub instruction: Instruction,
+    /// Whether a new lesson was created (else one was reinforced).
+    pub lesson_created: bool,
+    /// The created or reinforced lesson, as saved.
+    pub lesson: Lesson,
+    /// Misfires, additions and conflicts, as 0.6.0 reports them.
+    pub attribution: Attribution,
+    /// The CORRECTION event and the fate of its outbox row.
+    pub logged: Logged,
+}
+
+/// The learning state a [`Brain`] keeps between corrections: the attribution trackers (bounded,
+/// in memory only, as in 0.6.0) and where the index rows go.
+#[derive(Debug)]
+pub struct Learning {
+    trackers: Mutex<Trackers>,
+    database: PathBuf,
+}
+
+impl Learning {
+    /// Fresh trackers; index rows go to the database at `database`.
+    pub fn new(database: PathBuf) -> Learning {
+        Learning {
+            trackers: Mutex::new(Trackers::default()),
+            database,
+        }
+    }
+}
+
+/// What the blocking part hands back.
+struct Prepared {
+    old: String,
+    new: String,
+    file_path: String,
+    redacted_kinds: Vec<&'static str>,
+    measure: Measure,
+    instruction: Instruction,
+}
+
+impl Brain {
+    /// Learns from `correction` (see the module doc for what is written, in which order).
+    /// `outbox` is queued for the cloud in the CORRECTION event's transaction; its payload is
+    /// the caller's, and must already be redacted. An `Error::Invalid` wrote nothing.
+    pub async fn correct(
+        &self,
+        correction: Correction,
+        outbox: Option<OutboxEntry>,
+    ) -> Result<Corrected, Error> {
+        let chars = correction.old.chars().count() + correction.new.chars().count();
+        if chars > MAX_CORRECTION_CHARS {
+            return Err(Error::Invalid(format!(
+                "the correction holds {chars} characters; at most {MAX_CORRECTION_CHARS} are learned"
+            )));
+        }
+        if correction.old == correction.new {
+            return Err(Error::Invalid("the correction changes nothing".to_owned()));
+        }
+        let category = correction.category.to_uppercase();
+        let session_id = correction.session_id.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(correction))
+            .await
+            .map_err(Error::Interrupted)?;
+
+        // Attribution first: it needs only the session's fired rules and the redacted texts, and
+        // it counts in memory only.
+        let fired = self.sessions.fired(&session_id);
+        let attributed = {
+            let mut trackers = self
+                .learning
+                .trackers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            trackers.attribute(
+                fired.as_deref().unwrap_or(&[]),
+                &Edit {
+                    category: &category,
+                    file_path: &prepared.file_path,
+                    old: &prepared.old,
+                    new: &prepared.new,
+                    session_id: &session_id,
+                },
+            )
+        };
+        if fired.is_some() {
+            self.sessions.set_fired(&session_id, attributed.untested);
+        }
+
+        let session = self.sessions.number(&session_id);
+        let (data, tags) = correction_event(&prepared, &category, self.platform.platform_source());
+        let logged = self
+            .record(CORRECTION_EVENT, SOURCE, session, data, tags, outbox)
+            .await?;
+        let correction_id = logged.row.0.to_string();
+
+        let path = self.lessons.path();
+        let dir = self.dir.clone();
+        let instruction_text = prepared.instruction.text.clone();
+        let severity_label = prepared.measure.severity.as_str();
+        let learn_category = category.clone();
+        let learn_id = correction_id.clone();
+        let (lesson_created, lesson, failed_rule) = tokio::task::spawn_blocking(move || {
+            learn_under_lock(
+                &dir,
+                &path,
+                &learn::Correction {
+                    category: &learn_category,
+                    severity: severity_label,
+                    instruction: &instruction_text,
+                    correction_id: &learn_id,
+                    session: (session > 0).then_some(session),
+                    date: &recall::local_today().to_string(),
+                    approval_required: false,
+                },
+            )
+        })
+        .await
+        .map_err(Error::Interrupted)?
+        .map_err(Error::Lessons)?;
+
+        let (data, tags) = lesson_change_event(lesson_created, &lesson, &correction_id);
+        self.record(LESSON_CHANGE_EVENT, SOURCE, session, data, tags, None)
+            .await?;
+        if let Some(rule) = &failed_rule {
+            let (data, tags) = rule_failure_event(rule, &category, &prepared, &correction_id);
+            self.record(
+                RULE_FAILURE_EVENT,
+                RULE_FAILURE_SOURCE,
+                session,
+                data,
+                tags,
+                None,
+            )
+            .await?;
+        }
+
+        let row = index_text(&category, &prepared);
+        let database = self.learning.database.clone();
+        // The correction and its lesson stand without their index row: a failure here is
+        // logged, not answered as an error the client would retry (and learn twice from).
+        match tokio::task::spawn_blocking(move || index_correction(&database, &row)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(
+                error = %crate::logging::Causes(&err),
+                "a correction was learned but could not be indexed for recall"
+            ),
+            Err(err) => return Err(Error::Interrupted(err)),
+        }
+
+        Ok(Corrected {
+            measure: prepared.measure,
+            instruction: prepared.instruction,
+            lesson_created,
+            lesson,
+            attribution: attributed.attribution,
+            logged,
+        })
+    }
+}
+
+/// The heavy, pure part: the measures on the texts as edited, then everything redacted, then
+/// the instruction from the redacted texts.
+fn prepare(correction: Correction) -> Prepared {
+    let measure = severity::measure(&correction.old, &correction.new);
+    let old = redact(&correction.old);
+    let new = redact(&correction.new);
+    let file_path = redact(&correction.file_path);
+    let mut kinds: Vec<&'static str> = old
+        .found
+        .iter()
+        .chain(&new.found)
+        .chain(&file_path.found)
+        .map(|kind| kind.label())
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let instruction = instruction::extract(&old.text, &new.text);
+    Prepared {
+        old: old.text,
+        new: new.text,
+        file_path: file_path.text,
+        redacted_kinds: kinds,
+        measure,
+        instruction,
+    }
+}
+
+/// Reads `lessons.md` under the lock, learns from `correction`, applies the confidence
+/// evidence to the lesson concerned and saves the file. Answers whether a lesson was created,
+/// that lesson as saved, and the first RULE of the correction's category at
+/// [`RULE_FAILURE_CONFIDENCE`] or more after the save, if any.
+fn learn_under_lock(
+    brain_dir: &std::path::Path,
+    path: &std::path::Path,
+    correction: &learn::Correction<'_>,
+) -> Result<(bool, Lesson, Option<Lesson>), SaveError> {
+    let lock = WriteLock::acquire(brain_dir, DEFAULT_LOCK_TIMEOUT)?;
+    let (mut document, _problems) = lock.read(path)?;
+    let lessons: Vec<Lesson> = document.lessons().cloned().collect();
+    let learned = learn::learn(&lessons, correction);
+    let evidence = Evidence::Reinforcing(confidence::Severity::from_label(correction.severity));
+    let (created, lesson) = match learned {
+        Learned::Created(lesson) => {
+            let mut lesson = *lesson;
+            give_evidence(&mut lesson, &evidence);
+            document.push(lesson.clone());
+            (true, lesson)
+        }
+        Learned::Reinforced { index, .. } => {
+            let mut single = vec![lessons[index].clone()];
+            // `learn` decided on the lesson at `index`, so it is the one its decision applies to.
+            let decided = match learned {
+                Learned::Reinforced { evidence, .. } => Learned::Reinforced { index: 0, evidence },
+                created @ Learned::Created(_) => created,
+            };
+            decided.apply(&mut single);
+            let mut lesson = single.remove(0);
+            lesson.sessions_since_fire = 0;
+            give_evidence(&mut lesson, &evidence);
+            if let Some(target) = document.lessons_mut().nth(index) {
+                *target = lesson.clone();
+            }
+            (false, lesson)
+        }
+    };
+    lock.save(path, &document, correction.date)?;
+    let failed_rule = document
+        .lessons()
+        .find(|l| {
+            l.category == correction.category
+                && l.state == State::Rule
+                && l.confidence >= RULE_FAILURE_CONFIDENCE
+        })
+        .cloned();
+    Ok((created, lesson, failed_rule))
+}
+
+/// Applies `evidence` to `lesson` unless it waits for approval. The reinforcement's fire was
+/// counted by `Learned::apply` (a new lesson has none), so the engine's count is not added.
+fn give_evidence(lesson: &mut Lesson, evidence: &Evidence) {
+    if lesson.pending_approval {
+        return;
+    }
+    let fires = lesson.fire_count;
+    confidence::apply(lesson, evidence);
+    lesson.fire_count = fires;
+}
+
+/// The CORRECTION event's data and tags (brain spec §6.9 step 6; the classifier's summary is
+/// the extracted instruction).
+fn correction_event(prepared: &Prepared, category: &str, platform: &str) -> (Object, Vec<String>) {
+    let severity = prepared.measure.severity;
+    let major = severity.is_major_edit();
+    let text = |s: &str| Value::from(s.chars().take(EVENT_TEXT_CHARS).collect::<String>());
+    let mut scope = Object::new();
+    scope.insert("correction_scope".to_owned(), Value::from("domain"));
+    let mut data = Object::new();
+    data.insert("draft_text".to_owned(), text(&prepared.old));
+    data.insert("final_text".to_owned(), text(&prepared.new));
+    data.insert(
+        "edit_distance".to_owned(),
+        Value::from(prepared.measure.edit_distance),
+    );
+    data.insert("severity".to_owned(), Value::from(severity.as_str()));
+    data.insert("outcome".to_owned(), Value::from(severity.as_str()));
+    data.insert("major_edit".to_owned(), Value::from(major));
+    data.insert("category".to_owned(), Value::from(category));
+    data.insert(
+        "summary".to_owned(),
+        Value::from(prepared.instruction.text.as_str()),
+    );
+    data.insert(
+        "instruction".to_owned(),
+        Value::from(prepared.instruction.text.as_str()),
+    );
+    data.insert(
+        "file_path".to_owned(),
+        Value::from(prepared.file_path.as_str()),
+    );
+    data.insert(
+        "lines_added".to_owned(),
+        Value::from(line_count(&prepared.new) as u64),
+    );
+    data.insert(
+        "lines_removed".to_owned(),
+        Value::from(line_count(&prepared.old) as u64),
+    );
+    data.insert("correction_scope".to_owned(), Value::from("domain"));
+    data.insert("source_kind".to_owned(), Value::from("user_edit"));
+    data.insert("requires_review".to_owned(), Value::from(false));
+    data.insert(
+        "redacted".to_owned(),
+        Value::from(
+            prepared
+                .redacted_kinds
+                .iter()
+                .map(|&kind| Value::from(kind))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    data.insert("scope".to_owned(), Value::from(scope));
+    data.insert("platform_source".to_owned(), Value::from(platform));
+    let mut tags = vec![
+        format!("category:{category}"),
+        format!("severity:{}", severity.as_str()),
+    ];
+    if major {
+        tags.push("major_edit:true".to_owned());
+    }
+    tags.push("source_kind:user_edit".to_owned());
+    (data, tags)
+}
+
+/// Lines of a text, as the event's line counts give them (the whole old text is removed and
+/// the whole new one added: a coarse count, the line diff is not kept).
+fn line_count(text: &str) -> usize {
+    super::pytext::splitlines(text).len()
+}
+
+/// The LESSON_CHANGE event for the lesson the correction created or reinforced.
+fn lesson_change_event(
+    created: bool,
+    lesson: &Lesson,
+    correction_id: &str,
+) -> (Object, Vec<String>) {
+    let mut data = Object::new();
+    data.insert(
+        "action".to_owned(),
+        Value::from(if created { "created" } else { "reinforced" }),
+    );
+    // The lesson's id in full: the description below is cut, and `/end-session` counts the
+    // lessons reinforced in a session by this id.
+    data.insert(
+        "lesson_id".to_owned(),
+        Value::from(super::rule_id::rule_id(
+            &lesson.category,
+            &lesson.description,
+        )),
+    );
+    data.insert(
+        "lesson_category".to_owned(),
+        Value::from(lesson.category.as_str()),
+    );
+    data.insert(
+        "lesson_description".to_owned(),
+        Value::from(lesson.description.chars().take(200).collect::<String>()),
+    );
+    data.insert(
+        "lesson_state".to_owned(),
+        Value::from(lesson.state.as_str()),
+    );
+    data.insert("confidence".to_owned(), Value::from(lesson.confidence));
+    data.insert("fire_count".to_owned(), Value::from(lesson.fire_count));
+    data.insert(
+        "source_correction_id".to_owned(),
+        Value::from(correction_id),
+    );
+    if created {
+        data.insert(
+            "initial_confidence".to_owned(),
+            Value::from(learn::INITIAL_CONFIDENCE),
+        );
+    }
+    let tags = vec![
+        format!("category:{}", lesson.category),
+        "provenance".to_owned(),
+    ];
+    (data, tags)
+}
+
+/// The RULE_FAILURE event for `rule`, which the correction of `category` got past.
+fn rule_failure_event(
+    rule: &Lesson,
+    category: &str,
+    prepared: &Prepared,
+    correction_id: &str,
+) -> (Object, Vec<String>) {
+    let mut data = Object::new();
+    data.insert(
+        "failed_rule_category".to_owned(),
+        Value::from(rule.category.as_str()),
+    );
+    data.insert(
+        "failed_rule_description".to_owned(),
+        Value::from(rule.description.as_str()),
+    );
+    data.insert(
+        "failed_rule_confidence".to_owned(),
+        Value::from(rule.confidence),
+    );
+    data.insert(
+        "failed_rule_fire_count".to_owned(),
+        Value::from(rule.fire_count),
+    );
+    data.insert(
+        "correction_description".to_owned(),
+        Value::from(prepared.instruction.text.as_str()),
+    );
+    data.insert("correction_event_id".to_owned(), Value::from(correction_id));
+    data.insert(
+        "correction_severity".to_owned(),
+        Value::from(prepared.measure.severity.as_str()),
+    );
+    let tags = vec![format!("category:{category}"), "self_healing".to_owned()];
+    (data, tags)
+}
+
+/// One row of the recall index.
+#[derive(Debug, Clone)]
+struct IndexRow {
+    text: String,
+    embed_date: String,
+}
+
+/// The index row of a correction: `"<CATEGORY>: <summary> - <final text>"` (§6.8).
+fn index_text(category: &str, prepared: &Prepared) -> IndexRow {
+    let summary = if prepared.instruction.text.is_empty() {
+        prepared.measure.severity.as_str()
+    } else {
+        prepared.instruction.text.as_str()
+    };
+    let final_text: String = prepared.new.chars().take(INDEX_TEXT_CHARS).collect();
+    IndexRow {
+        text: format!("{category}: {summary} - {final_text}"),
+        embed_date: recall::local_today().to_string(),
+    }
+}
+
+/// Inserts `row` in the index of the database at `database`, creating the tables if missing.
+fn index_correction(database: &std::path::Path, row: &IndexRow) -> rusqlite::Result<()> {
+    let mut connection = Connection::open(database)?;
+    connection.busy_timeout(INDEX_BUSY_TIMEOUT)?;
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    transaction.execute_batch(CREATE_INDEX)?;
+    transaction.execute(
+        "INSERT INTO brain_fts_content(source, file_type, text, embed_date) \
+         VALUES ('corrections', 'correction', ?1, ?2)",
+        (&row.text, &row.embed_date),
+    )?;
+    let id = transaction.last_insert_rowid();
+    transaction.execute(
+        "INSERT INTO brain_fts(rowid, source, file_type, text, embed_date) \
+         VALUES (?1, 'corrections', 'correction', ?2, ?3)",
+        (id, &row.text, &row.embed_date),
+    )?;
+    transaction.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_row_is_searchable_and_the_tables_are_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("system.db");
+        for text in [
+            "CODE: Use pathlib - from pathlib import Path",
+            "TONE: Be direct - no",
+        ] {
+            index_correction(
+                &database,
+                &IndexRow {
+                    text: text.to_owned(),
+                    embed_date: "2026-12-07".to_owned(),
+                },
+            )
+            .unwrap();
+        }
+        let connection = Connection::open(&database).unwrap();
+        let found: Vec<String> = connection
+            .prepare("SELECT text FROM brain_fts WHERE brain_fts MATCH 'pathlib'")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(found, ["CODE: Use pathlib - from pathlib import Path"]);
+    }
+
+    #[test]
+    fn stored_texts_are_redacted_and_the_severity_is_measured_on_the_edit() {
+        let key = "sk-proj-4f9Qe7Lz2Rk8Vt1Xw3Yb6Nc0Md5Pa9Hs";
+        let prepared = prepare(Correction {
+            old: "client = OpenAI()".to_owned(),
+            new: format!("client = OpenAI(api_key=\"{key}\")"),
+            file_path: "src/app.py".to_owned(),
+            session_id: String::new(),
+            category: "CODE".to_owned(),
+        });
+        assert!(!prepared.new.contains(key), "{}", prepared.new);
+        assert!(!prepared.instruction.text.contains(key));
+        assert_eq!(
+            prepared.measure,
+            severity::measure(
+                "client = OpenAI()",
+                &format!("client = OpenAI(api_key=\"{key}\")")
+            )
+        );
+        let (data, _) = correction_event(&prepared, "CODE", "raw-python");
+        let text = format!("{data:?}");
+        assert!(!text.contains(key), "{text}");
+        assert!(!prepared.redacted_kinds.is_empty());
+    }
+}
