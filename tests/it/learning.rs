@@ -405,3 +405,55 @@ fn lessons_outside_the_brain_are_never_written() {
     assert_eq!(std::fs::read_to_string(&lessons).unwrap(), LESSONS);
     assert!(!dir.join("lessons.md").exists());
 }
+
+/// What a user sees: ten corrections of the same kind over three sessions (each ended by the
+/// plugin's Stop hook, twice, as Claude Code calls it after every turn) make a lesson that
+/// `/apply-rules` then injects as a RULE; `lessons.md` before and after is printed for the record.
+#[test]
+fn ten_corrections_over_three_sessions_become_an_injected_rule() {
+    let (_guard, dir) = support::temp_dir();
+    let before = "# My brain\n";
+    std::fs::write(dir.join("lessons.md"), before).unwrap();
+    std::fs::write(dir.join(".brain_salt"), SALT).unwrap();
+    let daemon = Spec::new(&dir).spawn();
+    daemon.expect_ready();
+    let post = |path: &str, body: Value| {
+        let response = post_json(daemon.addr(), path, &body);
+        assert_eq!(response.status, 200, "{path}: {:?}", response.json());
+        response.json()
+    };
+    let mut n = 0;
+    for (session, corrections) in [("s1", 4), ("s2", 3), ("s3", 3)] {
+        post(
+            "/apply-rules",
+            json!({"prompt": "write the release notes", "session_id": session}),
+        );
+        for _ in 0..corrections {
+            n += 1;
+            post(
+                "/correct",
+                json!({
+                    "old_string": format!("Release {n} is out!!! Enjoy the new stuff!!!"),
+                    "new_string": format!("Rule: Never use exclamation marks in release notes\nRelease {n} is out."),
+                    "file_path": "notes/release.md",
+                    "session_id": session,
+                }),
+            );
+        }
+        for _turn in 0..2 {
+            post("/end-session", json!({"session_id": session}));
+        }
+    }
+    let after = std::fs::read_to_string(dir.join("lessons.md")).unwrap();
+    println!("lessons.md before:\n{before}\nlessons.md after:\n{after}");
+    let applied = post("/apply-rules", json!({"prompt": "", "session_id": "s4"}));
+    let rules = applied["rules"].as_array().unwrap();
+    assert!(
+        rules.iter().any(|rule| rule["tier"] == "RULE"
+            && rule["instruction"]
+                .as_str()
+                .is_some_and(|text| text.to_lowercase().contains("exclamation"))),
+        "{applied}\n{after}"
+    );
+    assert!(after.starts_with("# My brain\n"), "{after}");
+}
