@@ -79,6 +79,7 @@ const QUICK_RUN_SECONDS: u32 = 2;
 const TARGET_RATIO: f64 = 10.0;
 const TARGET_CLIENTS: usize = 16;
 const P99_CEILING_MS: f64 = 2.0;
+const LEARNING_P99_CEILING_MS: f64 = 50.0;
 const CEILING_LESSONS: usize = 10_000;
 /// How long a daemon may take to answer `/health` after it is started.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -354,13 +355,26 @@ fn gradata_binary() -> PathBuf {
 // The routes and their requests.
 
 /// One measured route: its request, and what its answer must show to count as the route's work.
-struct Route {
-    path: &'static str,
-    body: Vec<u8>,
+/// What a route is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A read route of the plugin's hot path: at least `TARGET_RATIO` times 0.6.0's rate at
+    /// `TARGET_CLIENTS`, and a p99 under `P99_CEILING_MS` on the large brain.
+    Read,
+    /// A route that learns (writes `lessons.md`): a p99 under `LEARNING_P99_CEILING_MS` on the
+    /// large brain, well inside the plugin's 1 s timeout.
+    Learning,
     /// A route that reads nothing (`/tag-delta`): not a target, but the floor of the HTTP stack
     /// and the machine under the same load, measured in the same run, which the other routes'
     /// tails are read against.
-    floor: bool,
+    Floor,
+}
+
+struct Route {
+    path: &'static str,
+    body: Vec<u8>,
+    /// Which targets the route has.
+    kind: Kind,
     /// Describes the work the answer shows ("10 rules"), or says why it shows none.
     check: fn(&Value) -> Result<String, String>,
 }
@@ -445,7 +459,7 @@ impl Route {
         vec![
             Route {
                 path: "/apply-rules",
-                floor: false,
+                kind: Kind::Read,
                 body: json!({
                     "prompt": "Refactor the settings loader in src/app/config_loader.py so it reads \
                         the YAML document with pathlib, validates the required keys and raises a \
@@ -468,7 +482,7 @@ impl Route {
             },
             Route {
                 path: "/enforce-rules",
-                floor: false,
+                kind: Kind::Read,
                 body: json!({"content": EDITED_FILE}).to_string().into_bytes(),
                 check: |answer| match answer["violations"].as_array() {
                     Some(v) if !v.is_empty() && answer["pass"] == json!(false) => {
@@ -479,7 +493,7 @@ impl Route {
             },
             Route {
                 path: "/brain-recall",
-                floor: false,
+                kind: Kind::Read,
                 body: json!({
                     "file_path": "src/app/config_loader.py",
                     "content_preview": preview,
@@ -501,7 +515,7 @@ impl Route {
             },
             Route {
                 path: "/detect",
-                floor: false,
+                kind: Kind::Read,
                 body: json!({
                     "user_message": "Are you sure that's the right settings path? You forgot the \
                         staging override; make sure the loader reads it before the defaults.",
@@ -519,9 +533,33 @@ impl Route {
                     }
                 },
             },
+            // Last of the routes that touch the brain: each request learns (reinforces one lesson
+            // and rewrites lessons.md), so the brain the other routes read is the one written.
+            Route {
+                path: "/correct",
+                kind: Kind::Learning,
+                body: json!({
+                    "old_string": "print(\"loading settings from\", path)\nsettings = load(path)",
+                    "new_string": "logger.debug(\"loading settings from %s\", path)\nsettings = load(path)",
+                    "file_path": "src/app/config_loader.py",
+                    "session_id": "s1",
+                })
+                .to_string()
+                .into_bytes(),
+                check: |answer| {
+                    if answer["captured"] == json!(true) {
+                        Ok(format!(
+                            "captured, lesson state {}",
+                            answer["lesson_state"].as_str().unwrap_or("unknown")
+                        ))
+                    } else {
+                        Err("the correction was not captured".to_owned())
+                    }
+                },
+            },
             Route {
                 path: "/tag-delta",
-                floor: true,
+                kind: Kind::Floor,
                 body: json!({
                     "file_path": "src/app/config_loader.py",
                     "old_content": "import os\n",
@@ -914,7 +952,7 @@ fn print_targets(rows: &[Row], plan: &Plan) -> bool {
         "\nThroughput at {TARGET_CLIENTS} clients, gradata / 0.6.0 (target: at least {TARGET_RATIO}x):"
     )
     .unwrap();
-    for route in plan.routes.iter().filter(|route| !route.floor) {
+    for route in plan.routes.iter().filter(|route| route.kind == Kind::Read) {
         for &lessons in &plan.sizes {
             let gradata = find(route.path, lessons, TARGET_CLIENTS, Daemon::Gradata);
             let python = find(route.path, lessons, TARGET_CLIENTS, Daemon::Python);
@@ -943,19 +981,25 @@ fn print_targets(rows: &[Row], plan: &Plan) -> bool {
     }
     writeln!(
         out,
-        "\ngradata's p99 on {} lessons (ceiling: {P99_CEILING_MS} ms):",
+        "\ngradata's p99 on {} lessons (ceiling: {P99_CEILING_MS} ms; {LEARNING_P99_CEILING_MS} ms \
+         for a route that learns):",
         thousands(CEILING_LESSONS)
     )
     .unwrap();
     for route in &plan.routes {
         for &clients in &plan.clients {
             let line = match find(route.path, CEILING_LESSONS, clients, Daemon::Gradata) {
-                Some(g) if route.floor => format!(
+                Some(g) if route.kind == Kind::Floor => format!(
                     "{:.2} ms (the floor: a route that reads nothing, not a target)",
                     g.load.p99_ms
                 ),
                 Some(g) => {
-                    let met = g.load.p99_ms < P99_CEILING_MS;
+                    let ceiling = if route.kind == Kind::Learning {
+                        LEARNING_P99_CEILING_MS
+                    } else {
+                        P99_CEILING_MS
+                    };
+                    let met = g.load.p99_ms < ceiling;
                     all_met &= met;
                     format!("{:.2} ms: {}", g.load.p99_ms, verdict(met))
                 }
