@@ -12,7 +12,7 @@ use super::brain::{brain_failed, read_request};
 use super::capture::{event_id, timestamp};
 use super::error::ApiError;
 use crate::brain::pyjson::{Object, Value};
-use crate::store::{EventId, Kind, NewEvent, OutboxEntry, OutboxOutcome, QueueLimit};
+use crate::store::{EventId, Kind, NewEvent, OutboxEntry, OutboxOutcome};
 
 /// `POST /log-event` body.
 #[derive(Debug, Default, Deserialize)]
@@ -68,7 +68,7 @@ pub(super) async fn log_event(
         "session_id": body.session_id.unwrap_or_default(),
         "timestamp": timestamp(),
     });
-    let outbox = outbox_entry(&state, &event_id, &payload);
+    let outbox = outbox_entry(&state, &event_id, Kind::Event, &payload);
     let queued = record(
         &state,
         &event_type.to_uppercase(),
@@ -129,7 +129,7 @@ pub(super) async fn checkpoint(
         "pending_lessons": pending_lessons,
         "timestamp": timestamp(),
     });
-    let outbox = outbox_entry(&state, &event_id, &payload);
+    let outbox = outbox_entry(&state, &event_id, Kind::Event, &payload);
     let mut data = Object::new();
     data.insert("session_id".to_owned(), Value::from(session_id));
     data.insert("reason".to_owned(), Value::from(reason));
@@ -148,19 +148,38 @@ pub(super) async fn checkpoint(
 }
 
 /// The outbox row for `payload`, within the current queue limits.
-fn outbox_entry(
+pub(super) fn outbox_entry(
     state: &super::State,
     event_id: &EventId,
-    payload: &serde_json::Value,
+    kind: Kind,
+    payload: &impl serde::Serialize,
 ) -> OutboxEntry {
-    let settings = state.settings();
-    let limits = settings.limits;
     OutboxEntry {
-        event: NewEvent::new(&settings.brain_id, event_id.clone(), Kind::Event, payload),
-        limit: Some(QueueLimit {
-            max_rows: limits.max_pending_rows,
-            max_bytes: limits.max_pending_bytes,
-        }),
+        event: NewEvent::new(&state.settings().brain_id, event_id.clone(), kind, payload),
+        limit: Some(state.queue_limit()),
+    }
+}
+
+/// Whether the outbox row of a brain write was queued, with what a queued row implies: the
+/// acceptance counted, the worker woken, an episode of refused writes ended (only a queued row
+/// ends one: a full outbox is still full).
+pub(super) fn queued(state: &super::State, kind: Kind, outcome: &OutboxOutcome) -> bool {
+    match outcome {
+        OutboxOutcome::Queued(_) => {
+            state.refusals().accepted();
+            state.metrics().events_accepted(kind.as_str(), 1);
+            state.wake();
+            true
+        }
+        OutboxOutcome::Duplicate(_) => true,
+        OutboxOutcome::NotAsked | OutboxOutcome::SkippedQueueFull => false,
+        OutboxOutcome::Failed(err) => {
+            tracing::warn!(
+                error = %crate::logging::Causes(err),
+                "an event was logged in the brain but could not be queued for the cloud"
+            );
+            false
+        }
     }
 }
 
@@ -185,23 +204,6 @@ async fn record(
         }
         Err(err) => return Err(brain_failed(err)),
     };
-    // Only a queued row ends an episode of refused writes: a full outbox is still full.
-    let queued = match logged.outbox {
-        OutboxOutcome::Queued(_) => {
-            state.refusals().accepted();
-            state.metrics().events_accepted(Kind::Event.as_str(), 1);
-            state.wake();
-            true
-        }
-        OutboxOutcome::Duplicate(_) => true,
-        OutboxOutcome::NotAsked | OutboxOutcome::SkippedQueueFull => false,
-        OutboxOutcome::Failed(err) => {
-            tracing::warn!(
-                error = %crate::logging::Causes(&err),
-                "an event was logged in the brain but could not be queued for the cloud"
-            );
-            false
-        }
-    };
+    let queued = queued(state, Kind::Event, &logged.outbox);
     Ok(queued)
 }

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::body::{parse_json, read_text};
 use super::brain::brain_failed;
+use super::brain_log::{outbox_entry, queued};
 use super::correction::Severity;
 use super::error::ApiError;
 use crate::brain::category::Category;
@@ -20,9 +21,7 @@ use crate::brain::correct::{Correction, MAX_CORRECTION_CHARS};
 use crate::brain::redact::redact;
 use crate::brain::severity::Severity as BrainSeverity;
 use crate::brain::{self, attribution::AdditionLesson, attribution::CorrectionConflict};
-use crate::store::{
-    EnqueueOutcome, EventId, Kind, NewEvent, OutboxEntry, OutboxOutcome, QueueLimit,
-};
+use crate::store::{EnqueueOutcome, EventId, Kind, NewEvent};
 
 /// `POST /correct` body (the original daemon's fields).
 #[derive(Debug, Deserialize)]
@@ -127,19 +126,7 @@ pub(super) async fn correct(
         severity: severity.as_str(),
         timestamp: timestamp(),
     };
-    let limits = state.limits();
-    let outbox = OutboxEntry {
-        event: NewEvent::new(
-            &state.settings().brain_id,
-            event_id.clone(),
-            Kind::Correction,
-            &data,
-        ),
-        limit: Some(QueueLimit {
-            max_rows: limits.max_pending_rows,
-            max_bytes: limits.max_pending_bytes,
-        }),
-    };
+    let outbox = outbox_entry(&state, &event_id, Kind::Correction, &data);
     let corrected = match state.brain().correct(learning, Some(outbox)).await {
         Ok(corrected) => corrected,
         Err(brain::correct::Error::Invalid(message)) => {
@@ -154,25 +141,7 @@ pub(super) async fn correct(
             return Err(ApiError::internal(crate::logging::Causes(&err).to_string()));
         }
     };
-    let queued = match &corrected.logged.outbox {
-        OutboxOutcome::Queued(_) => {
-            state.refusals().accepted();
-            state
-                .metrics()
-                .events_accepted(Kind::Correction.as_str(), 1);
-            state.wake();
-            true
-        }
-        OutboxOutcome::Duplicate(_) => true,
-        OutboxOutcome::NotAsked | OutboxOutcome::SkippedQueueFull => false,
-        OutboxOutcome::Failed(err) => {
-            tracing::warn!(
-                error = %crate::logging::Causes(err),
-                "a correction was learned but could not be queued for the cloud"
-            );
-            false
-        }
-    };
+    let queued = queued(&state, Kind::Correction, &corrected.logged.outbox);
     let attribution = corrected.attribution;
     Ok(Json(CorrectAnswer::Captured(Box::new(Captured {
         captured: true,
@@ -370,11 +339,7 @@ pub(super) async fn commit(
     state: &super::State,
     events: Vec<NewEvent>,
 ) -> Result<Vec<EnqueueOutcome>, ApiError> {
-    let limits = state.limits();
-    let limit = QueueLimit {
-        max_rows: limits.max_pending_rows,
-        max_bytes: limits.max_pending_bytes,
-    };
+    let limit = state.queue_limit();
     let kinds: Vec<Kind> = events.iter().map(NewEvent::kind).collect();
     let outcomes = match state.store().enqueue_within(events, limit).await {
         Ok(outcomes) => outcomes,

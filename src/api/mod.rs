@@ -49,7 +49,7 @@ pub use guard::Guards;
 pub use server::{Shutdown, serve};
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{QueueLimit, Store};
 use crate::sync::{self, Engine, worker::Wake};
 use refusals::Refusals;
 
@@ -160,6 +160,15 @@ impl State {
 
     fn limits(&self) -> Limits {
         self.inner.settings.borrow().limits
+    }
+
+    /// The outbox's limit for a write now: pending rows and bytes.
+    fn queue_limit(&self) -> QueueLimit {
+        let limits = self.limits();
+        QueueLimit {
+            max_rows: limits.max_pending_rows,
+            max_bytes: limits.max_pending_bytes,
+        }
     }
 
     /// Reads and parses the body of `request` as `T`, under the settings current when it arrived.

@@ -234,15 +234,21 @@ async fn a_full_queue_skips_the_outbox_row_and_keeps_the_event() {
     assert_eq!(count(&conn, "sync_queue"), 1);
 }
 
+/// Makes every insert into `table` fail, as a full or broken table would (`DROP TRIGGER refuse`
+/// undoes it).
+fn refuse_inserts(dir: &Path, table: &str) {
+    db(dir)
+        .execute_batch(&format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'no'); END"
+        ))
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_failing_outbox_insert_does_not_lose_the_event() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    db(dir.path())
-        .execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON sync_queue BEGIN SELECT RAISE(ABORT, 'no'); END",
-        )
-        .unwrap();
+    refuse_inserts(dir.path(), "sync_queue");
     let recorded = store
         .record_brain_event(brain_event("LOG", "{}").row(), Some(outbox("E1", None)))
         .await
@@ -261,11 +267,7 @@ async fn a_failing_outbox_insert_does_not_lose_the_event() {
 async fn a_failing_event_insert_writes_no_outbox_row() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    db(dir.path())
-        .execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'no'); END",
-        )
-        .unwrap();
+    refuse_inserts(dir.path(), "events");
     let result = store
         .record_brain_event(brain_event("LOG", "{}").row(), Some(outbox("E1", None)))
         .await;
