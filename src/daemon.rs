@@ -170,6 +170,8 @@ async fn serve(
     let store = open_store(&config).await?;
     let brain_id = brain_id(&config).await?;
     let brain = Brain::open(&config.data_dir, store.clone(), PlatformEnv::from_process()).await?;
+    // Before anyone is answered: what a crash left between the brain's writes (brain::repair).
+    repair_brain(&brain).await;
     let status = Status::new(SyncState::Idle);
     let engine = Engine::new(store.clone(), config.sync.clone(), status.clone())?;
     if let Some(reason) = config.sync.disabled_reason() {
@@ -483,6 +485,37 @@ fn open_listeners(
             }
         })
         .collect()
+}
+
+/// Repairs what a crash may have left in the brain, logging each repair. A failed repair is
+/// logged and the service starts all the same: the brain stays as usable as the crash left it,
+/// and the next start tries again.
+async fn repair_brain(brain: &Brain) {
+    match brain.repair().await {
+        Ok(repaired) => {
+            for path in &repaired.temp_files {
+                tracing::warn!(path = %path.display(), "removed a temporary file an interrupted write left behind");
+            }
+            for lesson in &repaired.moves_completed {
+                tracing::warn!(lesson = %lesson, "completed an interrupted move to the lessons archive: the lesson left lessons.md");
+            }
+            if repaired.lines_restored > 0 {
+                tracing::warn!(
+                    lines = repaired.lines_restored,
+                    "restored events.jsonl lines that an interrupted append lost"
+                );
+            }
+            if repaired.rows_unrestorable > 0 {
+                tracing::warn!(
+                    rows = repaired.rows_unrestorable,
+                    "events rows without their events.jsonl line could not be written as lines"
+                );
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %Causes(&err), "could not repair the brain after a crash; starting all the same")
+        }
+    }
 }
 
 /// The configured brain id, else the data directory's (created once).

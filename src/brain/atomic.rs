@@ -132,6 +132,16 @@ fn temp_name(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.{}.{unique}.tmp", std::process::id()))
 }
 
+/// The name of the file a temporary file named `name` was written for, when `name` is one that
+/// [`replace`] makes (`.<file>.<pid>.<n>.tmp`): what a crash may leave behind.
+pub fn temp_file_target(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (rest, counter) = rest.rsplit_once('.')?;
+    let (file, pid) = rest.rsplit_once('.')?;
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    (digits(counter) && digits(pid) && !file.is_empty()).then_some(file)
+}
+
 fn error(path: &Path, action: &'static str, source: std::io::Error) -> Error {
     Error {
         path: path.to_path_buf(),
@@ -151,6 +161,27 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_temporary_name_says_which_file_it_was_for() {
+        let made = temp_name(Path::new("/brain/lessons.md"));
+        let name = made.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_file_target(name), Some("lessons.md"));
+        assert_eq!(
+            temp_file_target(".brain_salt.12.0.tmp"),
+            Some(".brain_salt")
+        );
+        for other in [
+            "lessons.md",
+            ".lessons.md.tmp",
+            ".lessons.md.12.tmp",
+            ".lessons.md.x.0.tmp",
+            "..12.0.tmp",
+            "lessons.md.12.0.tmp",
+        ] {
+            assert_eq!(temp_file_target(other), None, "{other}");
+        }
     }
 
     #[test]

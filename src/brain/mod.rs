@@ -26,6 +26,7 @@ pub mod pyrepr;
 pub mod pytext;
 pub mod recall;
 pub mod redact;
+pub mod repair;
 pub mod rule_id;
 pub mod rules;
 pub mod sessions;
