@@ -114,10 +114,28 @@ fn post(addr: SocketAddr, path: &str, body: &Value) -> Option<(u16, Value)> {
     Some((status, response.json()))
 }
 
-/// Runs a burst of round `round` and kills the service (SIGKILL) as soon as `kill_after` calls
-/// were answered; returns every 2xx answer received, before or after that moment (the service
-/// wrote all it answered before it died).
-fn burst_and_kill(daemon: &mut Daemon, round: usize, kill_after: usize) -> Vec<Answered> {
+/// When a round kills the service.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// As soon as this many calls were answered.
+    AfterAnswers(usize),
+    /// After this many answers, as soon as a `lessons.md` write is seen in progress (its
+    /// temporary file exists): the kill then falls inside a save, between a correction's events.
+    DuringLessonsWrite(usize),
+}
+
+/// Whether `dir` holds a temporary file of an atomic replace in progress.
+fn write_in_progress(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let name = entry.unwrap().file_name();
+        gradata::brain::atomic::temp_file_target(&name.to_string_lossy()) == Some("lessons.md")
+    })
+}
+
+/// Runs a burst of round `round` on the brain in `dir` and kills the service (SIGKILL) at
+/// `moment`; returns every 2xx answer received, before or after that moment (the service wrote
+/// all it answered before it died).
+fn burst_and_kill(daemon: &mut Daemon, dir: &Path, round: usize, moment: Moment) -> Vec<Answered> {
     let addr = daemon.addr();
     let (sender, answers) = mpsc::channel::<Answered>();
     let clients: Vec<_> = (0..CLIENTS)
@@ -144,12 +162,29 @@ fn burst_and_kill(daemon: &mut Daemon, round: usize, kill_after: usize) -> Vec<A
         })
         .collect();
     drop(sender);
+    let (after, in_a_write) = match moment {
+        Moment::AfterAnswers(n) => (n, false),
+        Moment::DuringLessonsWrite(n) => (n, true),
+    };
     let mut received = Vec::new();
-    while received.len() < kill_after {
+    while received.len() < after {
         match answers.recv_timeout(Duration::from_secs(30)) {
             Ok(answered) => received.push(answered),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => panic!("no answer for 30 s"),
+        }
+    }
+    if in_a_write {
+        // Watch the directory without pausing: a save lasts a few fsyncs.
+        loop {
+            if write_in_progress(dir) {
+                break;
+            }
+            match answers.try_recv() {
+                Ok(answered) => received.push(answered),
+                Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
         }
     }
     daemon.signal("KILL");
@@ -317,15 +352,30 @@ fn fresh_brain() -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn a_brain_killed_in_a_burst_of_corrections_holds_together_after_a_restart() {
-    // Each round kills after a different number of answers, from the first to most of them.
-    let kill_points = [1, 4, 9, 15, 22, 30, 38, 50];
+    // Each round kills at a different moment: after a different number of answers, from the
+    // first to most of them, and half of the rounds inside a write of lessons.md.
+    let moments = [
+        Moment::AfterAnswers(1),
+        Moment::DuringLessonsWrite(0),
+        Moment::AfterAnswers(9),
+        Moment::DuringLessonsWrite(5),
+        Moment::AfterAnswers(22),
+        Moment::DuringLessonsWrite(14),
+        Moment::AfterAnswers(38),
+        Moment::DuringLessonsWrite(30),
+        Moment::AfterAnswers(50),
+        Moment::DuringLessonsWrite(45),
+    ];
     let mut answered_total = 0;
-    for (round, &kill_after) in kill_points.iter().enumerate() {
+    let mut cut_writes = 0;
+    for (round, &moment) in moments.iter().enumerate() {
         let (_guard, dir) = fresh_brain();
         let mut daemon = Spec::new(&dir).spawn();
         daemon.expect_ready();
-        let answered = burst_and_kill(&mut daemon, round, kill_after);
-        assert!(answered.len() >= kill_after.min(CLIENTS * CALLS));
+        let answered = burst_and_kill(&mut daemon, &dir, round, moment);
+        if write_in_progress(&dir) {
+            cut_writes += 1;
+        }
 
         let restarted = Spec::new(&dir).spawn();
         restarted.expect_ready();
