@@ -398,6 +398,7 @@ fn a_brain_killed_in_a_burst_of_corrections_holds_together_after_a_restart() {
         answered_total > 0,
         "no correction was answered in any round"
     );
+    assert!(cut_writes > 0, "no kill fell inside a write of lessons.md");
 }
 
 #[test]
