@@ -169,7 +169,7 @@ mod tests {
         let name = made.file_name().unwrap().to_str().unwrap();
         assert_eq!(temp_file_target(name), Some("lessons.md"));
         assert_eq!(
-            temp_file_target(".brain_salt.12.0.tmp"),
+            temp_file_target("..brain_salt.12.0.tmp"),
             Some(".brain_salt")
         );
         for other in [
