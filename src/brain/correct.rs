@@ -17,7 +17,9 @@
 //! 2. `lessons.md`, under `.lessons.lock`: read, learn, confidence, atomic save;
 //! 3. the LESSON_CHANGE event (created or reinforced), only once the file is saved, then
 //!    RULE_FAILURE when a confident RULE of the category did not prevent the correction;
-//! 4. the full-text index row (a failure to write it is logged: the correction stands).
+//! 4. the `pending_approvals` row of a new lesson held for review (below), when the SDK created
+//!    that table, then the full-text index row (a failure to write either is logged: the
+//!    correction stands).
 //!
 //! A crash after 1 leaves a CORRECTION that taught nothing (it is still recalled once the index
 //! is rebuilt from CORRECTION events); a crash after 2 leaves a lesson change without its
@@ -27,6 +29,10 @@
 //! blocking pool (with a busy timeout, as any second writer of a WAL database), not through the
 //! store's writer: the index is the brain's, shared with the Python SDK, and its tables are
 //! created here, exactly as the SDK creates them, when missing. The searches stay read-only.
+//!
+//! Review: a correction whose texts hold an adversarial phrase (`adversarial`) requires review:
+//! its new lesson waits for approval (confidence 0.0, `Pending approval: yes`), and its
+//! CORRECTION event says so (`requires_review`, `adversarial_hits`, two tags), as in 0.6.0.
 //!
 //! Confidence: only the lesson the correction created or reinforced receives the evidence (0.6.0
 //! applied it to every lesson, spec §13 #5); a reinforced lesson's session age starts again
@@ -39,6 +45,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::adversarial;
 use super::attribution::{Attribution, Edit, Trackers};
 use super::confidence::{self, Evidence};
 use super::events::Logged;
@@ -161,6 +168,15 @@ struct Prepared {
     redacted_kinds: Vec<&'static str>,
     measure: Measure,
     instruction: Instruction,
+    /// The adversarial phrases of the texts: any makes the correction need review.
+    adversarial_hits: Vec<&'static str>,
+}
+
+impl Prepared {
+    /// Whether a person must approve what the correction teaches (§6.9 step 5).
+    fn requires_review(&self) -> bool {
+        !self.adversarial_hits.is_empty()
+    }
 }
 
 impl Brain {
@@ -224,6 +240,7 @@ impl Brain {
         let severity_label = prepared.measure.severity.as_str();
         let learn_category = category.clone();
         let learn_id = correction_id.clone();
+        let approval_required = prepared.requires_review();
         let (lesson_created, lesson, failed_rule) = tokio::task::spawn_blocking(move || {
             learn_under_lock(
                 &dir,
@@ -235,7 +252,7 @@ impl Brain {
                     correction_id: &learn_id,
                     session: (session > 0).then_some(session),
                     date: &recall::local_today().to_string(),
-                    approval_required: false,
+                    approval_required,
                 },
             )
         })
@@ -257,6 +274,29 @@ impl Brain {
                 None,
             )
             .await?;
+        }
+
+        if lesson_created && prepared.requires_review() {
+            let database = self.learning.database.clone();
+            let review = ReviewRow {
+                category: lesson.category.clone(),
+                description: lesson.description.chars().take(500).collect(),
+                draft: prepared.old.chars().take(EVENT_TEXT_CHARS).collect(),
+                fin: prepared.new.chars().take(EVENT_TEXT_CHARS).collect(),
+                severity: prepared.measure.severity.as_str(),
+                correction_id: correction_id.clone(),
+                created: recall::local_today().to_string(),
+            };
+            // The lesson already waits for approval in lessons.md; the row only lists it for
+            // the SDK's review tools, so a failure is logged, not answered.
+            match tokio::task::spawn_blocking(move || queue_for_review(&database, &review)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::error!(
+                    error = %crate::logging::Causes(&err),
+                    "a lesson waiting for approval could not be listed in pending_approvals"
+                ),
+                Err(err) => return Err(Error::Interrupted(err)),
+            }
         }
 
         let row = index_text(&category, &prepared);
@@ -300,7 +340,9 @@ fn prepare(correction: Correction) -> Prepared {
     kinds.sort_unstable();
     kinds.dedup();
     let instruction = instruction::extract(&old.text, &new.text);
+    let adversarial_hits = adversarial::scan_correction(&correction.old, &correction.new);
     Prepared {
+        adversarial_hits,
         old: old.text,
         new: new.text,
         file_path: file_path.text,
@@ -412,7 +454,20 @@ fn correction_event(prepared: &Prepared, category: &str, platform: &str) -> (Obj
     );
     data.insert("correction_scope".to_owned(), Value::from("domain"));
     data.insert("source_kind".to_owned(), Value::from("user_edit"));
-    data.insert("requires_review".to_owned(), Value::from(false));
+    data.insert(
+        "requires_review".to_owned(),
+        Value::from(prepared.requires_review()),
+    );
+    data.insert(
+        "adversarial_hits".to_owned(),
+        Value::from(
+            prepared
+                .adversarial_hits
+                .iter()
+                .map(|&hit| Value::from(hit))
+                .collect::<Vec<_>>(),
+        ),
+    );
     data.insert(
         "redacted".to_owned(),
         Value::from(
@@ -432,7 +487,13 @@ fn correction_event(prepared: &Prepared, category: &str, platform: &str) -> (Obj
     if major {
         tags.push("major_edit:true".to_owned());
     }
+    if prepared.requires_review() {
+        tags.push("requires_review:true".to_owned());
+    }
     tags.push("source_kind:user_edit".to_owned());
+    if !prepared.adversarial_hits.is_empty() {
+        tags.push("adversarial_phrase:true".to_owned());
+    }
     (data, tags)
 }
 
@@ -549,6 +610,48 @@ fn index_text(category: &str, prepared: &Prepared) -> IndexRow {
         text: format!("{category}: {summary} - {final_text}"),
         embed_date: recall::local_today().to_string(),
     }
+}
+
+/// A new lesson waiting for approval, as the SDK's `pending_approvals` table lists it.
+#[derive(Debug, Clone)]
+struct ReviewRow {
+    category: String,
+    description: String,
+    draft: String,
+    fin: String,
+    severity: &'static str,
+    correction_id: String,
+    created: String,
+}
+
+/// Lists `row` in the `pending_approvals` table of the database at `database` when the SDK has
+/// created that table (gradata does not create it); answers whether it was listed.
+fn queue_for_review(database: &std::path::Path, row: &ReviewRow) -> rusqlite::Result<bool> {
+    let connection = Connection::open(database)?;
+    connection.busy_timeout(INDEX_BUSY_TIMEOUT)?;
+    let exists: i64 = connection.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'pending_approvals'",
+        [],
+        |found| found.get(0),
+    )?;
+    if exists == 0 {
+        return Ok(false);
+    }
+    connection.execute(
+        "INSERT INTO pending_approvals (lesson_category, lesson_description, draft_text, \
+         final_text, severity, correction_event_id, agent_type, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', ?7)",
+        (
+            &row.category,
+            &row.description,
+            &row.draft,
+            &row.fin,
+            row.severity,
+            &row.correction_id,
+            &row.created,
+        ),
+    )?;
+    Ok(true)
 }
 
 /// Inserts `row` in the index of the database at `database`, creating the tables if missing.

@@ -2,6 +2,7 @@
 //! `events.jsonl`, the salt and lock files), and what the brain routes decide from it. No HTTP
 //! here: the API turns requests into calls on this module and its answers into responses.
 
+pub mod adversarial;
 pub mod archive;
 pub mod atomic;
 pub mod attribution;

@@ -22,5 +22,6 @@ mod leases;
 mod cli;
 mod daemon;
 mod retention;
+mod review;
 mod store;
 mod worker;
