@@ -148,7 +148,10 @@ pub(super) async fn correct(
         severity: corrected.measure.severity.as_str(),
         instruction_extracted: corrected.instruction.text,
         lesson_created: corrected.lesson_created,
-        lesson_state: Some(corrected.lesson.state.as_str()),
+        lesson_state: corrected
+            .lesson
+            .as_ref()
+            .map(|lesson| lesson.state.as_str()),
         misfired_rules: attribution.misfired_rules,
         accepted_rules: attribution.accepted_rules,
         addition_detected: attribution.addition_detected,

@@ -14,15 +14,17 @@
 //!
 //! 1. the CORRECTION event, with the outbox row for the cloud in the same transaction
 //!    (`Brain::record`); its `events` row id is the correction id the lesson records;
-//! 2. `lessons.md`, under `.lessons.lock`: read, learn, confidence, atomic save;
-//! 3. the LESSON_CHANGE event (created or reinforced), only once the file is saved, then
+//! 2. the `observation_dedup` sighting (`dedup`): a correction seen within the window skips
+//!    3 and 4, teaching nothing (0.6.0 skips the same steps);
+//! 3. `lessons.md`, under `.lessons.lock`: read, learn, confidence, atomic save;
+//! 4. the LESSON_CHANGE event (created or reinforced), only once the file is saved, then
 //!    RULE_FAILURE when a confident RULE of the category did not prevent the correction;
-//! 4. the `pending_approvals` row of a new lesson held for review (below), when the SDK created
+//! 5. the `pending_approvals` row of a new lesson held for review (below), when the SDK created
 //!    that table, then the full-text index row (a failure to write either is logged: the
 //!    correction stands).
 //!
-//! A crash after 1 leaves a CORRECTION that taught nothing (it is still recalled once the index
-//! is rebuilt from CORRECTION events); a crash after 2 leaves a lesson change without its
+//! A crash after 1 or 2 leaves a CORRECTION that taught nothing (it is still recalled once the
+//! index is rebuilt from CORRECTION events); a crash after 3 leaves a lesson change without its
 //! LESSON_CHANGE event, never the reverse.
 //!
 //! The index row is written on a connection of its own, opened for the one insert on the
@@ -48,6 +50,7 @@ use rusqlite::Connection;
 use super::adversarial;
 use super::attribution::{Attribution, Edit, Trackers};
 use super::confidence::{self, Evidence};
+use super::dedup;
 use super::events::Logged;
 use super::handle::{Brain, Error as BrainError};
 use super::instruction::{self, Instruction};
@@ -132,10 +135,11 @@ pub struct Corrected {
     pub measure: Measure,
     /// The instruction extracted (one line, from the redacted texts).
     pub instruction: Instruction,
-    /// Whether a new lesson was created (else one was reinforced).
+    /// Whether a new lesson was created (else one was reinforced, or none for a duplicate).
     pub lesson_created: bool,
-    /// The created or reinforced lesson, as saved.
-    pub lesson: Lesson,
+    /// The created or reinforced lesson, as saved; `None` when the correction was a duplicate
+    /// observation (it taught nothing new).
+    pub lesson: Option<Lesson>,
     /// Misfires, additions and conflicts, as 0.6.0 reports them.
     pub attribution: Attribution,
     /// The CORRECTION event and the fate of its outbox row.
@@ -234,6 +238,91 @@ impl Brain {
             .await?;
         let correction_id = logged.row.0.to_string();
 
+        // §6.9 step 7: the same correction seen again within the window is one observation;
+        // it creates and reinforces nothing.
+        let duplicate = self.seen_before(&category, &prepared, session).await?;
+        let (lesson_created, lesson) = if duplicate {
+            (false, None)
+        } else {
+            let (created, lesson) = self
+                .learn_lesson(&category, &prepared, session, &correction_id)
+                .await?;
+            (created, Some(lesson))
+        };
+
+        let row = index_text(&category, &prepared);
+        let database = self.learning.database.clone();
+        // The correction and its lesson stand without their index row: a failure here is
+        // logged, not answered as an error the client would retry (and learn twice from).
+        match tokio::task::spawn_blocking(move || index_correction(&database, &row)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(
+                error = %crate::logging::Causes(&err),
+                "a correction was learned but could not be indexed for recall"
+            ),
+            Err(err) => return Err(Error::Interrupted(err)),
+        }
+
+        Ok(Corrected {
+            measure: prepared.measure,
+            instruction: prepared.instruction,
+            lesson_created,
+            lesson,
+            attribution: attributed.attribution,
+            logged,
+        })
+    }
+
+    /// Records the sighting of this correction in `observation_dedup` and answers whether it
+    /// was seen within the window before (brain spec §6.9 step 7). A failure to read or write
+    /// the table is logged and counts as a first sighting, as in 0.6.0: the dedup must not stop
+    /// a correction from being learned.
+    async fn seen_before(
+        &self,
+        category: &str,
+        prepared: &Prepared,
+        session: i64,
+    ) -> Result<bool, Error> {
+        let database = self.learning.database.clone();
+        let fingerprint = dedup::fingerprint(category, &prepared.old, &prepared.new);
+        let category = category.to_owned();
+        let now = super::events::python_utc_isoformat(std::time::SystemTime::now());
+        let sighting = tokio::task::spawn_blocking(move || {
+            let mut connection = Connection::open(&database)?;
+            connection.busy_timeout(INDEX_BUSY_TIMEOUT)?;
+            dedup::sight(
+                &mut connection,
+                &fingerprint,
+                &category,
+                (session > 0).then_some(session),
+                &now,
+            )
+        })
+        .await
+        .map_err(Error::Interrupted)?;
+        Ok(match sighting {
+            Ok(sighting) => sighting.duplicate,
+            Err(err) => {
+                tracing::error!(
+                    error = %crate::logging::Causes(&err),
+                    "the correction's observation could not be checked for a duplicate"
+                );
+                false
+            }
+        })
+    }
+
+    /// Creates or reinforces the correction's lesson under the lock, then records its events
+    /// (see the module doc for the order); answers whether it was created, and the lesson.
+    async fn learn_lesson(
+        &self,
+        category: &str,
+        prepared: &Prepared,
+        session: i64,
+        correction_id: &str,
+    ) -> Result<(bool, Lesson), Error> {
+        let category = category.to_owned();
+        let correction_id = correction_id.to_owned();
         let path = self.lessons.path();
         let dir = self.dir.clone();
         let instruction_text = prepared.instruction.text.clone();
@@ -264,7 +353,7 @@ impl Brain {
         self.record(LESSON_CHANGE_EVENT, SOURCE, session, data, tags, None)
             .await?;
         if let Some(rule) = &failed_rule {
-            let (data, tags) = rule_failure_event(rule, &category, &prepared, &correction_id);
+            let (data, tags) = rule_failure_event(rule, &category, prepared, &correction_id);
             self.record(
                 RULE_FAILURE_EVENT,
                 RULE_FAILURE_SOURCE,
@@ -298,28 +387,7 @@ impl Brain {
                 Err(err) => return Err(Error::Interrupted(err)),
             }
         }
-
-        let row = index_text(&category, &prepared);
-        let database = self.learning.database.clone();
-        // The correction and its lesson stand without their index row: a failure here is
-        // logged, not answered as an error the client would retry (and learn twice from).
-        match tokio::task::spawn_blocking(move || index_correction(&database, &row)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(
-                error = %crate::logging::Causes(&err),
-                "a correction was learned but could not be indexed for recall"
-            ),
-            Err(err) => return Err(Error::Interrupted(err)),
-        }
-
-        Ok(Corrected {
-            measure: prepared.measure,
-            instruction: prepared.instruction,
-            lesson_created,
-            lesson,
-            attribution: attributed.attribution,
-            logged,
-        })
+        Ok((lesson_created, lesson))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod attribution;
 pub mod category;
 pub mod confidence;
 pub mod correct;
+pub mod dedup;
 pub mod end_session;
 pub mod enforce;
 pub mod events;

@@ -13,6 +13,7 @@ mod api;
 mod brain;
 mod brain_events;
 mod crash;
+mod dedup;
 mod drain;
 mod journal;
 mod learning;

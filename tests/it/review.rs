@@ -50,8 +50,10 @@ fn an_injected_correction_teaches_a_lesson_that_waits_for_approval_and_is_never_
     });
 
     for session in ["s1", "s2", "s3"] {
+        // Each a new edit: the same one repeated would be one observation (dedup).
         let mut body = injected.clone();
         body["session_id"] = json!(session);
+        body["old_string"] = json!(format!("Reply to the customer of {session}."));
         let response = post_json(daemon.addr(), "/correct", &body);
         assert_eq!(response.status, 200, "{}", response.json());
         assert_eq!(response.json()["lesson_state"], "INSTINCT");
