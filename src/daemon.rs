@@ -30,6 +30,7 @@ use crate::brain::Brain;
 use crate::brain::events::PlatformEnv;
 use crate::config::{self, Config};
 use crate::logging::Causes;
+use crate::metrics::Metrics;
 use crate::store::{self, Store};
 use crate::sync::{self, Engine, Status, SyncState, Trigger, worker};
 use crate::systemd::listeners::Passed;
@@ -90,7 +91,13 @@ async fn serve(
     let brain_id = brain_id(&config).await?;
     let brain = Brain::open(&config.data_dir, store.clone(), PlatformEnv::from_process()).await?;
     let status = Status::new(SyncState::Idle);
-    let engine = Engine::new(store.clone(), config.sync.clone(), status.clone())?;
+    let metrics = Metrics::new();
+    let engine = Engine::new(
+        store.clone(),
+        config.sync.clone(),
+        status.clone(),
+        metrics.clone(),
+    )?;
     if let Some(reason) = config.sync.disabled_reason() {
         tracing::warn!(reason = %reason, "cloud sync is disabled; events are kept in the outbox until it is enabled");
     } else {
@@ -128,6 +135,7 @@ async fn serve(
         wake: wake.clone(),
         data_dir: config.data_dir.clone(),
         started,
+        metrics,
         settings: api_settings_updates,
     });
     // `finish` is cancelled with `stop`; `close` only when the grace period is over.

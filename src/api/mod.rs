@@ -104,6 +104,8 @@ pub struct Shared {
     pub brain: Arc<crate::brain::Brain>,
     /// When the service started, for `/health`.
     pub started: Instant,
+    /// The service's metrics registry (the sync engine records in it too).
+    pub metrics: Metrics,
     /// The reloadable settings. The daemon holds the sender and replaces the value on a reload;
     /// if the sender is dropped the routes keep the last value.
     pub settings: watch::Receiver<Arc<Settings>>,
@@ -146,7 +148,7 @@ impl State {
     }
 
     fn metrics(&self) -> Metrics {
-        self.status().metrics().clone()
+        self.inner.metrics.clone()
     }
 
     fn wake(&self) {

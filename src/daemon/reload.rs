@@ -57,6 +57,7 @@ pub(super) async fn apply(
         store.clone(),
         new.sync.clone(),
         status.clone(),
+        old_engine.metrics().clone(),
         concurrency,
         policy,
     ) {
