@@ -13,6 +13,7 @@ mod api;
 mod brain;
 mod brain_events;
 mod drain;
+mod durability;
 mod journal;
 mod learning;
 mod learning_correct;
