@@ -123,6 +123,7 @@ const HEDGES: &[&str] = &[
     "i guess",
     "i think",
     "it seems",
+    "just",
     "kind of",
     "maybe",
     "might",
@@ -760,6 +761,25 @@ mod tests {
             "Kindly send the invoice. Regards, Finance",
             Archetype::Tone,
             "Write in a formal tone",
+        );
+    }
+
+    #[test]
+    fn a_dropped_just_is_a_dropped_hedge() {
+        // "just" softens a request as the other hedges do (spec §6.9 lists it among them), and
+        // 0.6.0 reads dropping it as dropping a hedge, before any change of tone: a rewrite of
+        // a casual note that also loses "just" teaches the hedging lesson, not a tone lesson.
+        check(
+            "Hey team, just wanted to quickly say thanks btw for the help asap!",
+            "Dear team, thank you for your help. Kind regards.",
+            Archetype::DropHedges,
+            "Avoid hedging words such as 'just'",
+        );
+        check(
+            "It is just right.",
+            "It is right.",
+            Archetype::DropHedges,
+            "Avoid hedging words such as 'just'",
         );
     }
 
