@@ -128,12 +128,39 @@ def _sequence_c():
     return steps
 
 
+def _sequence_d():
+    """One correction per session that teaches what lessons of the small brain already say
+    (pathlib over os.path, a CODE PATTERN; secrets out of YAML files, a CONFIG RULE): the
+    corrections reinforce the fixture's lessons, by their positions."""
+    rows = [
+        ("src/files.py", "p = os.path.join(root, name)\n",
+         "# Always prefer pathlib over os.path for file handling.\np = Path(root) / name\n"),
+        ("config/app.yaml", "db_password: hunter2\n",
+         "# Never keep secrets in YAML config files; use the vault.\ndb_password: !vault db\n"),
+        ("src/paths.py", "base = os.path.dirname(path)\n",
+         "# Always prefer pathlib over os.path when handling file paths.\nbase = Path(path).parent\n"),
+        ("deploy/values.yaml", "api_key: abc123\n",
+         "# Never commit secrets to YAML config files.\napi_key: !vault api\n"),
+        ("src/walk.py", "for f in os.listdir(d):\n",
+         "# Always prefer pathlib over os.path for file handling in new code.\nfor f in Path(d).iterdir():\n"),
+        ("ci/pipeline.yml", "token: t0k3n\n",
+         "# Never keep secrets or tokens in YAML config files.\ntoken: !vault ci\n"),
+    ]
+    steps = []
+    for n, (path, old, new) in enumerate(rows, 1):
+        session = f"learn-d-{n}"
+        steps.append(correct(n, session, path, old, new))
+        steps.append(end(session))
+    return steps
+
+
 # (name, brain fixture, steps)
 SEQUENCES = [
     ("a-mixed", "empty", _sequence_a()),
     ("a-mixed", "small", _sequence_a()),
     ("b-one-per-session", "empty", _sequence_b()),
     ("c-stop-hook", "small", _sequence_c()),
+    ("d-fixture-lessons", "small", _sequence_d()),
 ]
 
 
@@ -487,7 +514,8 @@ EXPECTED = [
         'tier-moves-at-session-end', 'deliberate',
         '0.6.0 moves a lesson between INSTINCT, PATTERN and RULE inside /correct as soon as '
         'its confidence crosses a threshold (two tiers in one session happen), and every '
-        'correction lifts the lessons of other categories; gradata moves tiers only in the '
+        'correction moves the confidence of every lesson (a penalty for those of its category '
+        'it does not reinforce, a bonus for the others); gradata moves tiers only in the '
         "session's sweep at /end-session, at most one step per lesson per session "
         '(docs/compatibility.md, /correct and /end-session; brain-spec 8.2, 13 #5)'
         ,[
@@ -523,6 +551,15 @@ EXPECTED = [
             ('c-stop-hook/small', 13, '$.state', 'RULE', 'INSTINCT'),  # correct #5 (learn-c-3, notes/turn5.md)
             ('c-stop-hook/small', 14, '$.changed.c1', '<absent>', 'INSTINCT -> PATTERN'),  # end-session learn-c-3
             ('c-stop-hook/small', 15, '$.state', 'RULE', 'PATTERN'),  # correct #6 (learn-c-3, notes/turn6.md)
+            ('d-fixture-lessons/small', 1, '$.others changed.fixture 7', 'PATTERN -> INSTINCT', '<absent>'),  # correct #1 (learn-d-1, src/files.py)
+            ('d-fixture-lessons/small', 1, '$.others changed.fixture 8', 'PATTERN -> INSTINCT', '<absent>'),  # correct #1 (learn-d-1, src/files.py)
+            ('d-fixture-lessons/small', 1, '$.others changed.fixture 9', 'PATTERN -> INSTINCT', '<absent>'),  # correct #1 (learn-d-1, src/files.py)
+            ('d-fixture-lessons/small', 3, '$.others changed.fixture 7', 'INSTINCT -> PATTERN', '<absent>'),  # correct #2 (learn-d-2, config/app.yaml)
+            ('d-fixture-lessons/small', 3, '$.others changed.fixture 11', 'PATTERN -> RULE', '<absent>'),  # correct #2 (learn-d-2, config/app.yaml)
+            ('d-fixture-lessons/small', 4, '$.changed.fixture 7', '<absent>', 'PATTERN -> RULE'),  # end-session learn-d-2
+            ('d-fixture-lessons/small', 4, '$.changed.fixture 11', '<absent>', 'PATTERN -> RULE'),  # end-session learn-d-2
+            ('d-fixture-lessons/small', 5, '$.others changed.fixture 7', 'PATTERN -> INSTINCT', '<absent>'),  # correct #3 (learn-d-3, src/paths.py)
+            ('d-fixture-lessons/small', 7, '$.others changed.fixture 7', 'INSTINCT -> PATTERN', '<absent>'),  # correct #4 (learn-d-4, deploy/values.yaml)
         ]),
     LearningDifference(
         'aging-per-session', 'deliberate',
@@ -558,6 +595,15 @@ EXPECTED = [
             ('b-one-per-session/empty', 8, '$.changed.c1', 'INSTINCT -> UNTESTABLE', 'INSTINCT -> PATTERN'),  # end-session learn-b-4
             ('b-one-per-session/empty', 13, '$.state', 'UNTESTABLE', 'RULE'),  # correct #7 (learn-b-7, notes/day7.md)
             ('b-one-per-session/empty', 14, '$.changed.c1', 'UNTESTABLE -> absent', '<absent>'),  # end-session learn-b-7
+            ('d-fixture-lessons/small', 8, '$.changed.fixture 7', 'PATTERN -> UNTESTABLE', '<absent>'),  # end-session learn-d-4
+            ('d-fixture-lessons/small', 8, '$.changed.fixture 8', 'INSTINCT -> UNTESTABLE', '<absent>'),  # end-session learn-d-4
+            ('d-fixture-lessons/small', 8, '$.changed.fixture 9', 'INSTINCT -> UNTESTABLE', '<absent>'),  # end-session learn-d-4
+            ('d-fixture-lessons/small', 8, '$.changed.fixture 10', 'PATTERN -> UNTESTABLE', '<absent>'),  # end-session learn-d-4
+            ('d-fixture-lessons/small', 8, '$.changed.fixture 12', 'PATTERN -> UNTESTABLE', '<absent>'),  # end-session learn-d-4
+            ('d-fixture-lessons/small', 8, '$.changed.fixture 13', 'PATTERN -> UNTESTABLE', '<absent>'),  # end-session learn-d-4
+            ('d-fixture-lessons/small', 8, '$.changed.fixture 14', 'INSTINCT -> UNTESTABLE', '<absent>'),  # end-session learn-d-4
+            ('d-fixture-lessons/small', 8, '$.changed.fixture 15', 'INSTINCT -> UNTESTABLE', '<absent>'),  # end-session learn-d-4
+            ('d-fixture-lessons/small', 12, '$.changed.fixture 8', 'UNTESTABLE -> absent', '<absent>'),  # end-session learn-d-6
         ]),
     LearningDifference(
         'killed-archived', 'deliberate',
@@ -566,6 +612,7 @@ EXPECTED = [
         ,[
             ('a-mixed/small', 1, '$.others changed.fixture 16', 'KILLED -> absent', '<absent>'),  # correct #1 (learn-a-1, notes.md)
             ('c-stop-hook/small', 1, '$.others changed.fixture 16', 'KILLED -> absent', '<absent>'),  # correct #1 (learn-c-1, notes/turn1.md)
+            ('d-fixture-lessons/small', 1, '$.others changed.fixture 16', 'KILLED -> absent', '<absent>'),  # correct #1 (learn-d-1, src/files.py)
         ]),
     LearningDifference(
         'stop-hook-session', 'deliberate',
@@ -588,6 +635,27 @@ EXPECTED = [
             ('c-stop-hook/small', 14, '$.changed.fixture 13', 'UNTESTABLE -> absent', '<absent>'),  # end-session learn-c-3
             ('c-stop-hook/small', 14, '$.changed.fixture 14', 'UNTESTABLE -> absent', '<absent>'),  # end-session learn-c-3
             ('c-stop-hook/small', 14, '$.changed.fixture 15', 'UNTESTABLE -> absent', '<absent>'),  # end-session learn-c-3
+        ]),
+    LearningDifference(
+        'comment-instruction', 'deliberate',
+        "a rule the user writes as a code comment ('# Always prefer pathlib ...') fails "
+        "0.6.0's check that an instruction starts with a verb or a capital, so its lesson "
+        "gets the classifier's summary ('Behavioral/process correction (added: always)') and "
+        "reinforces nothing; gradata takes the comment's sentence without its marker, which "
+        'reinforces the lesson that says the same (docs/compatibility.md, /correct)'
+        ,[
+            ('d-fixture-lessons/small', 1, '$.decision', 'created c1', 'reinforced fixture 7'),  # correct #1 (learn-d-1, src/files.py)
+            ('d-fixture-lessons/small', 1, '$.state', 'INSTINCT', 'PATTERN'),  # correct #1 (learn-d-1, src/files.py)
+            ('d-fixture-lessons/small', 3, '$.decision', 'created c2', 'reinforced fixture 5'),  # correct #2 (learn-d-2, config/app.yaml)
+            ('d-fixture-lessons/small', 3, '$.state', 'INSTINCT', 'RULE'),  # correct #2 (learn-d-2, config/app.yaml)
+            ('d-fixture-lessons/small', 5, '$.decision', 'reinforced c1', 'reinforced fixture 7'),  # correct #3 (learn-d-3, src/paths.py)
+            ('d-fixture-lessons/small', 5, '$.state', 'PATTERN', 'RULE'),  # correct #3 (learn-d-3, src/paths.py)
+            ('d-fixture-lessons/small', 6, '$.changed.c1', 'PATTERN -> RULE', '<absent>'),  # end-session learn-d-3
+            ('d-fixture-lessons/small', 7, '$.decision', 'reinforced c2', 'reinforced fixture 5'),  # correct #4 (learn-d-4, deploy/values.yaml)
+            ('d-fixture-lessons/small', 7, '$.state', 'PATTERN', 'RULE'),  # correct #4 (learn-d-4, deploy/values.yaml)
+            ('d-fixture-lessons/small', 8, '$.changed.c2', 'PATTERN -> RULE', '<absent>'),  # end-session learn-d-4
+            ('d-fixture-lessons/small', 9, '$.decision', 'reinforced c1', 'reinforced fixture 7'),  # correct #5 (learn-d-5, src/walk.py)
+            ('d-fixture-lessons/small', 11, '$.decision', 'reinforced c2', 'reinforced fixture 5'),  # correct #6 (learn-d-6, ci/pipeline.yml)
         ]),
     LearningDifference(
         'convergence-gate', 'todo',
