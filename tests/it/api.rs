@@ -970,22 +970,6 @@ fn metrics_are_prometheus_text_and_move_after_writes() {
     );
 }
 
-/// The learning route the service does not provide yet (`/maintain`) answers 501 with a
-/// JSON reason, for GET and POST, and writes nothing.
-#[test]
-fn learning_routes_answer_501_json() {
-    let service = Service::start(|spec| spec);
-    let path = "/maintain";
-    let response = service.post(path, &json!({"session_id": "s1"}));
-    service.expect_refused(path, &response, 501, "not_provided", 0);
-    assert!(
-        response.json()["error"].as_str().unwrap().contains(path),
-        "{response:?}"
-    );
-    let response = service.get(path);
-    service.expect_refused(path, &response, 501, "not_provided", 0);
-}
-
 /// `/health` says `degraded` while sync is paused for an operator: a 401 (`auth_failed`) or a
 /// 404 (`config_error`, a wrong ingest URL). The row stays pending, and `/metrics` shows the state
 /// and the refused delivery.
