@@ -45,8 +45,12 @@ pub(super) async fn maintain(
 /// The task names `body` asks for, or why they are refused.
 fn tasks_of(body: &serde_json::Map<String, Value>) -> Result<Vec<String>, ApiError> {
     let refused = |message: String| ApiError::bad_request("invalid_request", message);
-    let Some(tasks) = body.get("tasks") else {
-        return Ok(DEFAULT_TASKS.iter().map(|&task| task.to_owned()).collect());
+    // `null` reads as the default, as a `null` field does on every brain route.
+    let tasks = match body.get("tasks") {
+        None | Some(Value::Null) => {
+            return Ok(DEFAULT_TASKS.iter().map(|&task| task.to_owned()).collect());
+        }
+        Some(tasks) => tasks,
     };
     let Value::Array(tasks) = tasks else {
         return Err(refused(format!(
@@ -107,6 +111,7 @@ mod tests {
     #[test]
     fn tasks_default_to_the_manifest_and_keep_their_order() {
         assert_eq!(tasks(json!({})).unwrap(), ["manifest"]);
+        assert_eq!(tasks(json!({"tasks": null})).unwrap(), ["manifest"]);
         assert_eq!(
             tasks(json!({"tasks": ["patterns", "bogus", "manifest"]})).unwrap(),
             ["patterns", "bogus", "manifest"]
@@ -118,7 +123,7 @@ mod tests {
     fn a_string_a_non_string_task_or_too_many_tasks_are_refused() {
         for body in [
             json!({"tasks": "manifest"}),
-            json!({"tasks": null}),
+            json!({"tasks": true}),
             json!({"tasks": {"manifest": true}}),
             json!({"tasks": ["manifest", 1]}),
             json!({"tasks": vec!["patterns"; MAX_TASKS + 1]}),

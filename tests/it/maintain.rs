@@ -271,7 +271,9 @@ fn bad_input_is_refused_and_changes_nothing() {
         b"{\"tasks\": ".to_vec(),
         json!({"tasks": "manifest"}).to_string().into_bytes(),
         json!({"tasks": ["manifest", 7]}).to_string().into_bytes(),
-        json!({"tasks": null}).to_string().into_bytes(),
+        json!({"tasks": {"manifest": true}})
+            .to_string()
+            .into_bytes(),
         json!({"tasks": too_many}).to_string().into_bytes(),
     ];
     for body in bodies {
