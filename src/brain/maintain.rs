@@ -215,7 +215,7 @@ const CREATE_INDEX: &str = "CREATE TABLE IF NOT EXISTS brain_fts_content(\
 /// Rebuilds the recall index of the database at `database` from its CORRECTION events, in one
 /// transaction, creating the tables if missing:
 ///
-/// 1. the correction rows the events call for are computed (`"<CATEGORY>: <summary or
+/// 1. the correction rows `/correct`'s events call for are computed (`"<CATEGORY>: <summary or
 ///    severity> - <final text, 500 chars>"`, dated by the event's day, as `/correct` writes
 ///    them);
 /// 2. the content table's correction rows are matched against them: a row that is right keeps
@@ -280,8 +280,10 @@ struct IndexRow {
     embed_date: String,
 }
 
-/// The index rows of every CORRECTION event, in event order. Events whose data is not a JSON
-/// object are skipped (nothing to index); no `events` table means no rows.
+/// The index rows of every CORRECTION event `/correct` recorded (source `brain.correct`, in 0.6.0
+/// as here), in event order. A CORRECTION logged by other means (`/log-event`) was never indexed
+/// and is not; events whose data is not a JSON object are skipped; no `events` table means no
+/// rows.
 fn correction_rows(conn: &Connection) -> rusqlite::Result<Vec<IndexRow>> {
     let has_events: bool = conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events')",
@@ -297,11 +299,11 @@ fn correction_rows(conn: &Connection) -> rusqlite::Result<Vec<IndexRow>> {
            coalesce(json_extract(data_json, '$.summary'), ''), \
            coalesce(json_extract(data_json, '$.severity'), ''), \
            coalesce(json_extract(data_json, '$.final_text'), '') \
-         FROM events WHERE type = 'CORRECTION' AND json_valid(data_json) \
+         FROM events WHERE type = 'CORRECTION' AND source = ?1 AND json_valid(data_json) \
            AND json_type(data_json) = 'object' \
          ORDER BY id",
     )?;
-    let found = rows.query_map([], |row| {
+    let found = rows.query_map([super::correct::SOURCE], |row| {
         let text = |i| -> rusqlite::Result<String> {
             Ok(match row.get_ref(i)? {
                 rusqlite::types::ValueRef::Text(bytes) => String::from_utf8_lossy(bytes).into(),
@@ -333,7 +335,8 @@ mod tests {
     use super::*;
 
     /// A database with an `events` table holding `corrections` as (category, summary,
-    /// severity, final text) CORRECTION events, and one event of another type.
+    /// severity, final text) CORRECTION events of `/correct`, one event of another type, and a
+    /// CORRECTION logged through `/log-event` (never indexed).
     fn database_with(
         corrections: &[(&str, &str, &str, &str)],
     ) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -344,7 +347,10 @@ mod tests {
             "CREATE TABLE events(id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, \
              session INTEGER, type TEXT NOT NULL, source TEXT, data_json TEXT, tags_json TEXT);
              INSERT INTO events(ts, session, type, data_json) \
-               VALUES ('2026-12-01T10:00:00+00:00', 1, 'OUTPUT', '{\"category\": \"CODE\"}');",
+               VALUES ('2026-12-01T10:00:00+00:00', 1, 'OUTPUT', '{\"category\": \"CODE\"}');
+             INSERT INTO events(ts, session, type, source, data_json) \
+               VALUES ('2026-12-01T10:00:00+00:00', 0, 'CORRECTION', 'plugin.hook', \
+               '{\"category\": \"tone\", \"summary\": \"logged\", \"final_text\": \"x\"}');",
         )
         .unwrap();
         for (category, summary, severity, final_text) in corrections {
@@ -353,8 +359,8 @@ mod tests {
                 "final_text": final_text,
             });
             conn.execute(
-                "INSERT INTO events(ts, session, type, data_json) \
-                 VALUES ('2026-12-02T09:30:00.123456+00:00', 1, 'CORRECTION', ?1)",
+                "INSERT INTO events(ts, session, type, source, data_json) \
+                 VALUES ('2026-12-02T09:30:00.123456+00:00', 1, 'CORRECTION', 'brain.correct', ?1)",
                 [data.to_string()],
             )
             .unwrap();
