@@ -35,17 +35,15 @@ pub const MAX_TAG_VALUES: usize = 100;
 /// more, as 0.6.0 counts them).
 const RATE_SESSIONS: u32 = 10;
 
-/// The files 0.6.0's `memory_composition` counts: `*.md` files in these subdirectories of the
-/// brain, per memory kind.
-const MEMORY_DIRS: [(&str, &[&str]); 4] = [
-    ("episodic", &["sessions", "metrics", "pipeline", "demos"]),
-    (
-        "semantic",
-        &["prospects", "personas", "competitors", "objections"],
-    ),
-    ("procedural", &["emails", "messages", "templates"]),
-    ("strategic", &["learnings", "vault"]),
-];
+/// The subdirectories of the brain whose `*.md` files 0.6.0's `memory_composition` counts, per
+/// memory kind.
+const EPISODIC_DIRS: [&str; 4] = ["sessions", "metrics", "pipeline", "demos"];
+/// See [`EPISODIC_DIRS`].
+const SEMANTIC_DIRS: [&str; 4] = ["prospects", "personas", "competitors", "objections"];
+/// See [`EPISODIC_DIRS`].
+const PROCEDURAL_DIRS: [&str; 3] = ["emails", "messages", "templates"];
+/// See [`EPISODIC_DIRS`].
+const STRATEGIC_DIRS: [&str; 2] = ["learnings", "vault"];
 
 /// What this service can do for a brain, as `sdk_capabilities` and the agent card list them.
 const CAPABILITIES: [&str; 10] = [
@@ -234,7 +232,7 @@ pub struct Manifest {
     schema_version: &'static str,
     metadata: Metadata,
     quality: Quality,
-    memory_composition: BTreeMap<&'static str, u64>,
+    memory_composition: MemoryComposition,
     database: Database,
     rag: Rag,
     behavioral_contract: BehavioralContract,
@@ -317,6 +315,26 @@ impl LessonDistribution {
             *count += 1;
         }
         counts
+    }
+}
+
+/// `*.md` files per memory kind, in 0.6.0's order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+struct MemoryComposition {
+    episodic: u64,
+    semantic: u64,
+    procedural: u64,
+    strategic: u64,
+}
+
+impl MemoryComposition {
+    fn of(brain_dir: &Path) -> MemoryComposition {
+        MemoryComposition {
+            episodic: markdown_files(brain_dir, &EPISODIC_DIRS),
+            semantic: markdown_files(brain_dir, &SEMANTIC_DIRS),
+            procedural: markdown_files(brain_dir, &PROCEDURAL_DIRS),
+            strategic: markdown_files(brain_dir, &STRATEGIC_DIRS),
+        }
     }
 }
 
@@ -563,7 +581,7 @@ impl Manifest {
                 corrections_total,
                 corrections_by_severity: db.corrections_by_severity.clone(),
             },
-            memory_composition: memory_composition(sources.brain_dir),
+            memory_composition: MemoryComposition::of(sources.brain_dir),
             database: Database {
                 engine: "sqlite",
                 path: "system.db",
@@ -627,23 +645,17 @@ impl Manifest {
     }
 }
 
-/// 0.6.0's memory composition: the `*.md` files of the subdirectories it names.
-fn memory_composition(brain_dir: &Path) -> BTreeMap<&'static str, u64> {
-    MEMORY_DIRS
-        .iter()
-        .map(|&(kind, dirs)| {
-            let files = dirs
-                .iter()
-                .filter_map(|dir| std::fs::read_dir(brain_dir.join(dir)).ok())
-                .flat_map(|entries| entries.filter_map(Result::ok))
-                .filter(|entry| {
-                    entry.path().extension().is_some_and(|ext| ext == "md")
-                        && entry.file_type().is_ok_and(|t| t.is_file())
-                })
-                .count() as u64;
-            (kind, files)
+/// The regular `*.md` files directly in the subdirectories `dirs` of `brain_dir` (a missing or
+/// unreadable one counts none).
+fn markdown_files(brain_dir: &Path, dirs: &[&str]) -> u64 {
+    dirs.iter()
+        .filter_map(|dir| std::fs::read_dir(brain_dir.join(dir)).ok())
+        .flat_map(|entries| entries.filter_map(Result::ok))
+        .filter(|entry| {
+            entry.path().extension().is_some_and(|ext| ext == "md")
+                && entry.file_type().is_ok_and(|t| t.is_file())
         })
-        .collect()
+        .count() as u64
 }
 
 /// Writes `manifest` to `<brain_dir>/brain.manifest.json` atomically (pretty-printed, with a

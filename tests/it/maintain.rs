@@ -298,3 +298,27 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(status, 200);
     assert!(brain.manifest_path().exists());
 }
+
+#[test]
+fn the_tasks_wait_for_the_lessons_lock_and_a_timeout_changes_nothing() {
+    use nix::fcntl::{Flock, FlockArg};
+
+    let brain = Brain::start();
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(brain.dir.join(".lessons.lock"))
+        .unwrap();
+    // Another writer of `lessons.md` (the Python SDK, say) holds the lock throughout.
+    let held = Flock::lock(lock, FlockArg::LockExclusiveNonblock).unwrap();
+    let (status, answer) = brain.post("/maintain", json!({"tasks": ["manifest"]}));
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["code"], "lessons_locked", "{answer}");
+    assert!(!brain.manifest_path().exists());
+
+    drop(held);
+    brain.ok("/maintain", json!({"tasks": ["manifest"]}));
+    assert!(brain.manifest_path().exists());
+}
