@@ -38,7 +38,9 @@ pub(super) async fn maintain(
     Ok(Json(MaintainAnswer {
         completed: done.completed,
         failed: done.failed,
-        duration_ms: u64::try_from(done.duration.as_millis()).unwrap_or(u64::MAX),
+        // Rounded, as 0.6.0 rounds it.
+        duration_ms: u64::try_from(done.duration.as_micros().saturating_add(500) / 1000)
+            .unwrap_or(u64::MAX),
     }))
 }
 

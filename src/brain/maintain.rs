@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -102,11 +103,14 @@ impl Brain {
     pub async fn maintain(&self, tasks: &[String]) -> Result<Maintained, MaintainError> {
         let started = Instant::now();
         let dir = self.dir.clone();
-        let lock =
-            tokio::task::spawn_blocking(move || WriteLock::acquire(&dir, DEFAULT_LOCK_TIMEOUT))
-                .await
-                .map_err(MaintainError::Interrupted)?
-                .map_err(MaintainError::Lock)?;
+        // Shared with the blocking tasks that read under it; released when the last holder
+        // (this call, at its end) lets go.
+        let lock = tokio::task::spawn_blocking(move || {
+            WriteLock::acquire(&dir, DEFAULT_LOCK_TIMEOUT).map(Arc::new)
+        })
+        .await
+        .map_err(MaintainError::Interrupted)?
+        .map_err(MaintainError::Lock)?;
         let mut done = Maintained {
             completed: Vec::new(),
             failed: Vec::new(),
@@ -142,9 +146,9 @@ impl Brain {
     }
 
     /// Runs one task; `lock` is held by the caller for the whole run.
-    async fn run_task(&self, task: Task, lock: &WriteLock) -> Result<(), TaskError> {
+    async fn run_task(&self, task: Task, lock: &Arc<WriteLock>) -> Result<(), TaskError> {
         match task {
-            Task::Manifest => self.write_manifest(lock).await,
+            Task::Manifest => self.write_manifest(Arc::clone(lock)).await,
             Task::FtsRebuild => {
                 let database = self.learning.database().to_path_buf();
                 let rebuilt = tokio::task::spawn_blocking(move || rebuild_index(&database))
@@ -165,14 +169,18 @@ impl Brain {
 
     /// Builds the manifest from `lessons.md` (read under `lock`) and the database, and writes it
     /// atomically into the brain directory.
-    async fn write_manifest(&self, lock: &WriteLock) -> Result<(), TaskError> {
+    async fn write_manifest(&self, lock: Arc<WriteLock>) -> Result<(), TaskError> {
         let path = self.lessons.path();
-        let lessons: Vec<_> = {
-            let (document, _problems) = lock.read(&path).map_err(ManifestError::Lessons)?;
-            document.lessons().cloned().collect()
-        };
-        let brain_dir = self.dir.clone();
         let lessons_path = path.clone();
+        let lessons: Vec<_> = tokio::task::spawn_blocking(move || {
+            lock.read(&lessons_path)
+                .map(|(document, _problems)| document.lessons().cloned().collect())
+        })
+        .await
+        .map_err(TaskError::Interrupted)?
+        .map_err(ManifestError::Lessons)?;
+        let brain_dir = self.dir.clone();
+        let lessons_path = path;
         let facts = self
             .index
             .run(manifest::DatabaseFacts::read)
