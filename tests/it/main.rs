@@ -18,6 +18,7 @@ mod journal;
 mod learning;
 mod learning_correct;
 mod leases;
+mod maintain;
 
 mod cli;
 mod daemon;

@@ -1,6 +1,5 @@
 //! The capture routes (`/correct`, `/log-event`, `/checkpoint`, `/v1/events`): what a 2xx stores,
-//! committed before the answer, and the worker woken after it; and the learning routes not
-//! served yet.
+//! committed before the answer, and the worker woken after it.
 
 use std::time::{Duration, Instant};
 
@@ -391,20 +390,4 @@ fn a_write_wakes_the_worker() {
     // Still exactly one request once the worker has settled.
     service.wait_for_health("sync idle again", |h| h["sync"]["state"] == "idle");
     assert_eq!(server.count(), 1, "the event was posted more than once");
-}
-
-/// The learning route the service does not provide yet (`/maintain`) answers 501 with a
-/// JSON reason, for GET and POST, and writes nothing.
-#[test]
-fn learning_routes_answer_501_json() {
-    let service = Service::start(|spec| spec);
-    let path = "/maintain";
-    let response = service.post(path, &json!({"session_id": "s1"}));
-    service.expect_refused(path, &response, 501, "not_provided", 0);
-    assert!(
-        response.json()["error"].as_str().unwrap().contains(path),
-        "{response:?}"
-    );
-    let response = service.get(path);
-    service.expect_refused(path, &response, 501, "not_provided", 0);
 }
