@@ -206,7 +206,13 @@ async fn engine_drain(
     let mut settings = Settings::new(url.parse().unwrap(), ApiKey::new("bench-key"));
     settings.concurrency = concurrency;
     settings.max_concurrency = max_concurrency;
-    let engine = Engine::new(store, settings, Status::new(SyncState::Idle)).unwrap();
+    let engine = Engine::new(
+        store,
+        settings,
+        Status::new(SyncState::Idle),
+        gradata::metrics::Metrics::new(),
+    )
+    .unwrap();
     let budget = Budget {
         max_rows: BACKLOG,
         max_time: Duration::from_secs(120),

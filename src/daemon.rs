@@ -7,14 +7,21 @@
 //! Invariant: `READY=1` is sent only after every fallible startup step has succeeded, and only
 //! after the startup drain, so systemd holds early connections and dependent units until then.
 
+mod error;
+mod housekeeping;
+mod listen;
 pub mod pid_file;
+mod progress;
+mod reload;
 pub mod retention;
+mod signals;
+
+pub use error::Error;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -23,21 +30,14 @@ use crate::brain::Brain;
 use crate::brain::events::PlatformEnv;
 use crate::config::{self, Config};
 use crate::logging::Causes;
+use crate::metrics::Metrics;
 use crate::store::{self, Store};
 use crate::sync::{self, Engine, Status, SyncState, Trigger, worker};
-use crate::systemd::listeners::{self, Passed, Socket};
-use crate::systemd::notify::{self, Notifier};
+use crate::systemd::listeners::Passed;
+use crate::systemd::notify::Notifier;
 
-/// How often `STATUS=` is refreshed while serving.
-const STATUS_REFRESH: Duration = Duration::from_secs(10);
-/// Minimum time between two `STATUS=` progress lines during a drain.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Slack added to the drain budget when asking systemd for more start time.
 const TIMEOUT_SLACK: Duration = Duration::from_secs(15);
-/// The longest extension asked of systemd at once. `EXTEND_TIMEOUT_USEC=` is a u32 of
-/// microseconds (about 71.6 minutes), so a longer phase is covered by asking again, every half of
-/// this, before the last extension runs out.
-const MAX_EXTENSION: Duration = Duration::from_secs(3600);
 /// How long the server gets to drop its connections once the grace period is over. Closing a
 /// connection is a drop, so this is only a guard against a server that does not return.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -49,86 +49,6 @@ pub const STALL_WORKER_HOOK: &str = "GRADATA_TEST_STALL_WORKER_AFTER_SECS";
 
 /// Reloads the configuration from the same sources as at start (SIGHUP).
 pub type Reload = Box<dyn Fn() -> Result<Config, config::Error> + Send + Sync>;
-
-/// Why the service could not start or had to stop.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Signal handlers could not be installed.
-    #[error("cannot install signal handlers")]
-    Signals(#[source] std::io::Error),
-    /// A listener could not be adopted or bound.
-    #[error(transparent)]
-    Listeners(#[from] listeners::Error),
-    /// A passed socket listens beyond loopback while no local token guards writes.
-    #[error(
-        "socket {0} listens on a non-loopback address, and api.token_file is not set: anyone on the network could write events; set a token or listen on loopback"
-    )]
-    Exposed(String),
-    /// A bound socket could not be handed to the runtime.
-    #[error("cannot use socket {name}: {cause}")]
-    Socket {
-        /// The socket.
-        name: String,
-        /// Why.
-        cause: std::io::Error,
-    },
-    /// The outbox could not be opened.
-    #[error("cannot open the outbox")]
-    Store(#[from] store::Error),
-    /// The brain could not be opened.
-    #[error(transparent)]
-    Brain(#[from] crate::brain::Error),
-    /// The HTTP client for the ingest API could not be built.
-    #[error("cannot set up cloud sync")]
-    Sync(#[from] sync::ClientError),
-    /// The HTTP server stopped on its own.
-    #[error("the HTTP server failed: {0}")]
-    Server(String),
-    /// A blocking step of startup did not finish: it panicked (a bug).
-    #[error("{0} did not finish")]
-    Blocking(&'static str, #[source] tokio::task::JoinError),
-    /// A background task ended unexpectedly.
-    #[error("the {0} stopped unexpectedly")]
-    Task(&'static str),
-    /// An fsync of the outbox failed, or its writer died, so no write can be acknowledged until it
-    /// is opened again.
-    #[error("{0}; stopping, so that the service starts again on what the disk holds")]
-    OutboxFailed(String),
-}
-
-impl Error {
-    /// Whether the cause is configuration that a restart cannot fix (exit 78): a passed socket the
-    /// service cannot use, or an address that is not one.
-    pub fn is_configuration(&self) -> bool {
-        match self {
-            Error::Listeners(err) => err.is_configuration(),
-            Error::Exposed(_) => true,
-            _ => false,
-        }
-    }
-
-    /// The `ERRNO=` sent to systemd before exiting.
-    fn errno(&self) -> u32 {
-        let raw = match self {
-            // As for any configuration error (`cli` sends the same): the unit is wrong, not the
-            // system.
-            err if err.is_configuration() => Some(libc::EINVAL),
-            Error::Listeners(
-                listeners::Error::Bind { cause, .. } | listeners::Error::InUse { cause, .. },
-            ) => cause.raw_os_error(),
-            Error::Socket { cause, .. } | Error::Signals(cause) => cause.raw_os_error(),
-            Error::Store(store::Error::Locked(_) | store::Error::BrainLocked(_)) => {
-                Some(libc::EAGAIN)
-            }
-            Error::Store(store::Error::Io(_, cause)) => cause.raw_os_error().or_else(|| {
-                (cause.kind() == std::io::ErrorKind::NotADirectory).then_some(libc::ENOTDIR)
-            }),
-            _ => None,
-        };
-        raw.and_then(|errno| u32::try_from(errno).ok())
-            .unwrap_or(libc::EIO.unsigned_abs())
-    }
-}
 
 /// Runs the service until it is told to stop. Returns `Ok` on a clean stop.
 pub async fn run(config: Config, sockets: Passed, reload: Reload) -> Result<(), Error> {
@@ -154,9 +74,9 @@ async fn serve(
     // the final drain. Rows the drain had not delivered stay pending, so nothing is lost.
     let hurry = CancellationToken::new();
     let (reload_requests, mut reloads) = mpsc::channel(4);
-    let signals = tokio::spawn(watch_signals(
-        install_signals()?,
-        Stops {
+    let signals = tokio::spawn(signals::watch(
+        signals::install()?,
+        signals::Stops {
             stop: stop.clone(),
             hurry: hurry.clone(),
         },
@@ -164,7 +84,7 @@ async fn serve(
     ));
 
     // 2. Listeners: adopted or bound, not accepted from yet.
-    let listeners = open_listeners(sockets, &config.listen, config.api_token.is_some())?;
+    let listeners = listen::open(sockets, &config.listen, config.api_token.is_some())?;
 
     // 3. The store: single-instance lock, open, migrate.
     let store = open_store(&config).await?;
@@ -173,7 +93,13 @@ async fn serve(
     // Before anyone is answered: what a crash left between the brain's writes (brain::repair).
     repair_brain(&brain).await;
     let status = Status::new(SyncState::Idle);
-    let engine = Engine::new(store.clone(), config.sync.clone(), status.clone())?;
+    let metrics = Metrics::new();
+    let engine = Engine::new(
+        store.clone(),
+        config.sync.clone(),
+        status.clone(),
+        metrics.clone(),
+    )?;
     if let Some(reason) = config.sync.disabled_reason() {
         tracing::warn!(reason = %reason, "cloud sync is disabled; events are kept in the outbox until it is enabled");
     } else {
@@ -182,8 +108,8 @@ async fn serve(
 
     // 4. The bounded startup drain, with progress for `systemctl status`.
     let startup_extension =
-        keep_timeout_extended(notifier, config.startup_drain.max_time + TIMEOUT_SLACK);
-    let report = drain_with_progress(
+        progress::keep_timeout_extended(notifier, config.startup_drain.max_time + TIMEOUT_SLACK);
+    let report = progress::drain_with_progress(
         &engine,
         Trigger::Startup,
         config.startup_drain,
@@ -203,7 +129,7 @@ async fn serve(
     let (engines, engine_updates) = watch::channel(engine);
     let wake = worker::Wake::new();
     let (api_settings, api_settings_updates) =
-        watch::channel(Arc::new(api_settings(&config, brain_id, None)));
+        watch::channel(Arc::new(reload::api_settings(&config, brain_id, None)));
     let state = api::State::new(api::Shared {
         store: store.clone(),
         brain: Arc::new(brain),
@@ -211,6 +137,7 @@ async fn serve(
         wake: wake.clone(),
         data_dir: config.data_dir.clone(),
         started,
+        metrics,
         settings: api_settings_updates,
     });
     // `finish` is cancelled with `stop`; `close` only when the grace period is over.
@@ -246,7 +173,7 @@ async fn serve(
         stop.child_token(),
         report,
     ));
-    let housekeeping = tokio::spawn(housekeeping(
+    let housekeeping = tokio::spawn(housekeeping::run(
         store.clone(),
         status.clone(),
         heartbeat,
@@ -272,14 +199,14 @@ async fn serve(
             () = stop.cancelled() => break Ok(()),
             Some(()) = reloads.recv() => {
                 notifier.reloading();
-                let swaps = Swaps {
+                let swaps = reload::Swaps {
                     engines: &engines,
                     api_settings: &api_settings,
                     header_timeout: &header_timeout,
                     retention: &retention,
                 };
-                config = reload_config(config, &reload, swaps, &store, &status).await;
-                notifier.ready(&serving_status(&store, &status).await);
+                config = reload::apply(config, &reload, swaps, &store, &status).await;
+                notifier.ready(&housekeeping::serving_status(&store, &status).await);
             }
             // The server and the worker end on `stop` too, on other threads: a stop that lands
             // after this select polled `stop` but before it polled them is still a stop.
@@ -299,7 +226,7 @@ async fn serve(
 
     // Shutdown: stop accepting, let requests finish, final drain, close.
     let grace = config.shutdown_grace;
-    let _shutdown_extension = keep_timeout_extended(
+    let _shutdown_extension = progress::keep_timeout_extended(
         notifier,
         grace + WORKER_STOP_WAIT + config.shutdown_drain.max_time + TIMEOUT_SLACK,
     );
@@ -380,113 +307,6 @@ async fn finished_within(
         }
 }
 
-/// The signal streams, created once and kept for the life of the service.
-struct Signals {
-    terminate: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-    hangup: tokio::signal::unix::Signal,
-}
-
-fn install_signals() -> Result<Signals, Error> {
-    Ok(Signals {
-        terminate: signal(SignalKind::terminate()).map_err(Error::Signals)?,
-        interrupt: signal(SignalKind::interrupt()).map_err(Error::Signals)?,
-        hangup: signal(SignalKind::hangup()).map_err(Error::Signals)?,
-    })
-}
-
-/// The tokens stop signals cancel. `serve` holds the other clones and waits on them.
-struct Stops {
-    /// Cancelled by the first SIGTERM/SIGINT: stop accepting, then shut down in order.
-    stop: CancellationToken,
-    /// Cancelled by a second one: skip what is left of the grace period and the final drain.
-    hurry: CancellationToken,
-}
-
-impl Stops {
-    fn signalled(&self, name: &str) {
-        if self.stop.is_cancelled() {
-            tracing::warn!(
-                signal = name,
-                "second stop signal: skipping the grace period and the final drain"
-            );
-            self.hurry.cancel();
-        } else {
-            tracing::info!("{name} received, shutting down");
-            self.stop.cancel();
-        }
-    }
-}
-
-/// Turns signals into cancelled tokens (SIGTERM, SIGINT: see [`Stops`]) or a reload request
-/// (SIGHUP).
-async fn watch_signals(mut signals: Signals, stops: Stops, reloads: mpsc::Sender<()>) {
-    loop {
-        tokio::select! {
-            _ = signals.terminate.recv() => stops.signalled("SIGTERM"),
-            _ = signals.interrupt.recv() => stops.signalled("SIGINT"),
-            _ = signals.hangup.recv() => {
-                tracing::info!("SIGHUP received, reloading configuration");
-                // A full channel already holds a pending reload; one is enough.
-                let _ = reloads.try_send(());
-            }
-        }
-    }
-}
-
-/// Adopts the passed sockets, or binds `addresses` when there are none. A TCP socket beyond
-/// loopback is refused without a local token (configuration checks `api.listen` the same way;
-/// this catches a socket unit's `ListenStream=`), and logged as a warning with one.
-fn open_listeners(
-    sockets: Passed,
-    addresses: &[String],
-    token_set: bool,
-) -> Result<Vec<api::Listener>, Error> {
-    let sockets = if sockets.is_empty() {
-        listeners::bind(addresses)?
-    } else {
-        sockets.adopt()?
-    };
-    sockets
-        .into_iter()
-        .map(|socket| {
-            let name = socket.describe();
-            let exposed = match &socket {
-                Socket::Tcp { listener, .. } => listener
-                    .local_addr()
-                    .is_ok_and(|address| !address.ip().is_loopback()),
-                Socket::Unix { .. } => false,
-            };
-            if exposed && !token_set {
-                return Err(Error::Exposed(name));
-            }
-            if exposed {
-                tracing::warn!(socket = %name, "listening beyond loopback: writes need the local token, but reads (/health, /v1/queue, /metrics) are open to the network");
-            } else {
-                tracing::info!(socket = %name, "listening");
-            }
-            let wrap = |cause| Error::Socket {
-                name: name.clone(),
-                cause,
-            };
-            match socket {
-                Socket::Tcp { listener, .. } => {
-                    listener.set_nonblocking(true).map_err(wrap)?;
-                    tokio::net::TcpListener::from_std(listener)
-                        .map(api::Listener::Tcp)
-                        .map_err(wrap)
-                }
-                Socket::Unix { listener, .. } => {
-                    listener.set_nonblocking(true).map_err(wrap)?;
-                    tokio::net::UnixListener::from_std(listener)
-                        .map(api::Listener::Unix)
-                        .map_err(wrap)
-                }
-            }
-        })
-        .collect()
-}
-
 /// Repairs what a crash may have left in the brain, logging each repair. A failed repair is
 /// logged and the service starts all the same: the brain stays as usable as the crash left it,
 /// and the next start tries again.
@@ -531,110 +351,12 @@ async fn brain_id(config: &Config) -> Result<String, Error> {
     }
 }
 
-/// The API's reloadable settings, from the configuration and the resolved `brain_id`. The body
-/// room in force is kept when its size did not change, so that the shares requests hold in it
-/// still count; a new size takes a new room (requests in flight finish in the old one).
-fn api_settings(
-    config: &Config,
-    brain_id: String,
-    running_room: Option<Arc<api::BodyRoom>>,
-) -> api::Settings {
-    let body_room = running_room
-        .filter(|room| room.bytes() == config.max_buffered_body_bytes)
-        .unwrap_or_else(|| Arc::new(api::BodyRoom::new(config.max_buffered_body_bytes)));
-    api::Settings {
-        brain_id,
-        limits: api_limits(config),
-        guards: api::Guards {
-            allowed_hosts: config.allowed_hosts.clone(),
-            cors_origins: config.cors_origins.clone(),
-            token: config.api_token.clone(),
-        },
-        body_room,
-    }
-}
-
-fn api_limits(config: &Config) -> api::Limits {
-    api::Limits {
-        body: api::BodyLimits {
-            max_bytes: config.max_body_bytes,
-            timeout: config.body_timeout,
-        },
-        max_events_per_request: config.max_events_per_request,
-        max_pending_rows: config.pending_row_limit(),
-        max_pending_bytes: config.max_pending_bytes,
-        degraded_after: config.degraded_after,
-        manual_drain: config.startup_drain,
-    }
-}
-
 async fn open_store(config: &Config) -> Result<Store, Error> {
     let options = config.store_options();
     match tokio::task::spawn_blocking(move || Store::open(&options)).await {
         Ok(result) => Ok(result?),
         Err(join) => Err(Error::Blocking("opening the outbox", join)),
     }
-}
-
-/// Asks systemd for `needed` more time before its start (or stop) timeout, in extensions systemd
-/// can take (see [`MAX_EXTENSION`]): the first at once, the rest from a task that the returned
-/// handle aborts when dropped, i.e. when the phase is over. `None` when one extension covers it.
-fn keep_timeout_extended(
-    notifier: Notifier,
-    needed: Duration,
-) -> Option<tokio_util::task::AbortOnDropHandle<()>> {
-    let mut schedule = extension_schedule(needed, MAX_EXTENSION).into_iter();
-    let (_, first) = schedule.next()?;
-    notifier.extend_timeout(first);
-    let rest: Vec<(Duration, Duration)> = schedule.collect();
-    if rest.is_empty() {
-        return None;
-    }
-    let started = tokio::time::Instant::now();
-    Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-        async move {
-            for (at, extension) in rest {
-                tokio::time::sleep_until(started + at).await;
-                notifier.extend_timeout(extension);
-            }
-        },
-    )))
-}
-
-/// When to ask for how much (from the start of the phase) so that `needed` is covered without
-/// asking for more than `max` at once: every `max / 2`, each extension reaching past the next
-/// request, the last one ending exactly at `needed`.
-fn extension_schedule(needed: Duration, max: Duration) -> Vec<(Duration, Duration)> {
-    let step = max / 2;
-    let mut schedule = Vec::new();
-    let mut at = Duration::ZERO;
-    loop {
-        let remaining = needed.saturating_sub(at);
-        schedule.push((at, remaining.min(max)));
-        if remaining <= max || step.is_zero() {
-            return schedule;
-        }
-        at += step;
-    }
-}
-
-/// Runs a drain, sending `STATUS=draining sync queue: done/total rows` at most every 250 ms.
-async fn drain_with_progress(
-    engine: &Engine,
-    trigger: Trigger,
-    budget: sync::Budget,
-    cancel: &CancellationToken,
-    notifier: Notifier,
-) -> sync::DrainReport {
-    notifier.status("draining sync queue");
-    let mut last = Instant::now();
-    let mut progress = |p: sync::Progress| {
-        if last.elapsed() >= PROGRESS_INTERVAL || p.done == p.total {
-            last = Instant::now();
-            notifier.status(&format!("draining sync queue: {}/{} rows", p.done, p.total));
-        }
-    };
-    engine.drain(trigger, budget, cancel, &mut progress).await
 }
 
 async fn run_server(
@@ -676,313 +398,6 @@ async fn run_worker(
     cancel.cancelled().await;
 }
 
-/// Feeds the watchdog while the worker and the server are alive, and refreshes `STATUS=`.
-/// Nothing here may take long: a tick that does not return delays the watchdog's next ping (the
-/// retention purge runs in a task of its own for that reason).
-async fn housekeeping(
-    store: Store,
-    status: Status,
-    heartbeat: worker::Heartbeat,
-    server_alive: Arc<AtomicBool>,
-    notifier: Notifier,
-    cancel: CancellationToken,
-) {
-    let watchdog = notify::watchdog_interval();
-    let tick = watchdog.map_or(STATUS_REFRESH, |interval| {
-        (interval / 2).min(STATUS_REFRESH)
-    });
-    // The worker beats only once per `HEARTBEAT_TICK` when idle, so with a `WatchdogSec=` shorter
-    // than that a healthy worker would look wedged between beats: never call it silent sooner
-    // than two ticks.
-    let silent_after = watchdog.map(|interval| interval.max(2 * worker::HEARTBEAT_TICK));
-    let mut ticks = tokio::time::interval(tick);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_status = Instant::now();
-    let mut starving = false;
-    let mut recount_failing = false;
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        // Another process (`gradata drain` or `gradata queue retry` from the CLI, an SDK sharing
-        // the database) changes the pending rows behind the gauge the queue limits use; the store
-        // counts them again when SQLite says another connection committed.
-        match store.refresh_pending().await {
-            Ok(_) => recount_failing = false,
-            // Once per episode: the same error every tick adds nothing.
-            Err(err) if !recount_failing => {
-                recount_failing = true;
-                tracing::warn!(error = %Causes(&err), "could not count the pending rows again");
-            }
-            Err(_) => {}
-        }
-        if let Some(silent_after) = silent_after {
-            // Invariant: the watchdog is fed only while both loops show signs of life, so a wedged
-            // worker or a dead server gets the service restarted.
-            let healthy = heartbeat.age() < silent_after && server_alive.load(Ordering::Relaxed);
-            if healthy {
-                notifier.watchdog();
-            } else if !starving {
-                // Said once per episode: systemd is about to act, a line per tick adds nothing.
-                tracing::error!(
-                    worker_silent_ms = millis(heartbeat.age()),
-                    "sync worker or HTTP server unresponsive; not feeding the watchdog"
-                );
-            }
-            starving = !healthy;
-        }
-        if last_status.elapsed() >= STATUS_REFRESH {
-            last_status = Instant::now();
-            notifier.status(&serving_status(&store, &status).await);
-        }
-    }
-}
-
-/// `serving; N pending` plus the sync state when it is not the usual one.
-async fn serving_status(store: &Store, status: &Status) -> String {
-    let pending = match store.stats().await {
-        Ok(stats) => stats.pending.to_string(),
-        Err(_) => "?".to_owned(),
-    };
-    match status.state() {
-        SyncState::Idle | SyncState::Sending | SyncState::Backoff => {
-            format!("serving; {pending} pending")
-        }
-        other => format!("serving; {pending} pending; sync {}", other.as_str()),
-    }
-}
-
-/// Where a reload puts what it built. The daemon holds both senders; the worker and the routes
-/// hold the receivers.
-struct Swaps<'a> {
-    engines: &'a watch::Sender<Engine>,
-    api_settings: &'a watch::Sender<Arc<api::Settings>>,
-    /// Read by the server for each new connection.
-    header_timeout: &'a watch::Sender<Duration>,
-    /// Read by the retention task at each purge.
-    retention: &'a watch::Sender<Duration>,
-}
-
-/// Builds and validates the new configuration, then swaps the sync engine and the API's settings
-/// (token, hosts, origins, limits, `brain_id`), the header deadline of new connections and the
-/// retention of synced rows; on any error keeps the old configuration in force
-/// and says why. A changed `log.filter` replaces the running one. Every changed key that only a
-/// restart applies is named in a warning.
-async fn reload_config(
-    current: Config,
-    reload: &Reload,
-    swaps: Swaps<'_>,
-    store: &Store,
-    status: &Status,
-) -> Config {
-    let rejected = |err: &dyn std::fmt::Display| {
-        tracing::error!(error = %err, "configuration reload rejected; the running configuration stays in force");
-    };
-    let new = match reload() {
-        Ok(new) => new,
-        Err(err) => {
-            rejected(&err);
-            return current;
-        }
-    };
-    let old_engine = swaps.engines.borrow().clone();
-    let concurrency = if new.sync.max_concurrency == current.sync.max_concurrency {
-        old_engine.concurrency().clone()
-    } else {
-        sync::Concurrency::new(new.sync.concurrency, new.sync.max_concurrency)
-    };
-    let policy = sync::RetryPolicy::new(new.sync.backoff_base, new.sync.backoff_cap);
-    let engine = match Engine::with_parts(
-        store.clone(),
-        new.sync.clone(),
-        status.clone(),
-        concurrency,
-        policy,
-    ) {
-        Ok(engine) => engine,
-        Err(err) => {
-            rejected(&err);
-            return current;
-        }
-    };
-    // The data directory is not reloaded, so a derived brain id is the one read at start.
-    let brain_id = match brain_id(&Config {
-        data_dir: current.data_dir.clone(),
-        ..new.clone()
-    })
-    .await
-    {
-        Ok(id) => id,
-        Err(err) => {
-            rejected(&err);
-            return current;
-        }
-    };
-    for key in changes_needing_restart(&current, &new) {
-        tracing::warn!(
-            key,
-            "changed setting not applied: it takes effect only at the next restart"
-        );
-    }
-    swaps.engines.send_replace(engine);
-    swaps.header_timeout.send_replace(new.header_timeout);
-    swaps.retention.send_replace(new.synced_retention);
-    let running_room = Arc::clone(&swaps.api_settings.borrow().body_room);
-    swaps
-        .api_settings
-        .send_replace(Arc::new(api_settings(&new, brain_id, Some(running_room))));
-
-    match new.sync.disabled_reason() {
-        Some(reason) => {
-            tracing::warn!(reason = %reason, "configuration reloaded; cloud sync is disabled")
-        }
-        None => tracing::info!(key_source = %new.sync.api_key_source, "configuration reloaded"),
-    }
-    // Last, so that the records above still pass the filter the operator had when asking.
-    if new.log_filter != current.log_filter {
-        if let Err(err) = crate::logging::set_filter(&new.log_filter) {
-            tracing::warn!(error = %err, "log filter not replaced; the old one stays in force");
-        }
-    }
-    new
-}
-
-/// The keys whose value changed from `running` to `new` but which this process applies only when
-/// it starts again: what was bound, opened or installed at start. Everything else a reload applies
-/// (the sync engine, the API's settings, the header deadline, the retention; the shutdown budgets
-/// are read from the configuration in force when the stop comes).
-fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
-    // Destructured without `..` on purpose: a field added to `Config` does not compile here until
-    // someone decides whether a reload applies it.
-    let Config {
-        config_file: _,
-        // Follows `data_dir` or a flag, neither of which a reload changes.
-        pid_file: _,
-        data_dir,
-        log_format,
-        log_filter: _,
-        listen,
-        shutdown_grace: _,
-        allowed_hosts: _,
-        cors_origins: _,
-        api_token: _,
-        max_body_bytes: _,
-        max_buffered_body_bytes: _,
-        max_events_per_request: _,
-        body_timeout: _,
-        header_timeout: _,
-        degraded_after: _,
-        max_pending_rows: _,
-        max_pending_bytes: _,
-        max_pending_rows_without_key: _,
-        brain_id: _,
-        synchronous,
-        busy_timeout,
-        synced_retention: _,
-        sync: _,
-        startup_drain: _,
-        shutdown_drain: _,
-    } = running;
-    [
-        ("data_dir", *data_dir != new.data_dir),
-        ("log.format", *log_format != new.log_format),
-        ("api.listen", *listen != new.listen),
-        ("store.synchronous", *synchronous != new.synchronous),
-        ("store.busy_timeout_secs", *busy_timeout != new.busy_timeout),
-    ]
-    .into_iter()
-    .filter_map(|(key, changed)| changed.then_some(key))
-    .collect()
-}
-
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config_with(pairs: &[(&str, &str)]) -> Config {
-        let mut env: crate::config::Environment = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        for (name, value) in [
-            ("GRADATA_CONFIG", ""),
-            ("GRADATA_DATA_DIR", "/nonexistent/data"),
-            ("GRADATA_SYNC_API_KEY_FILE", "/nonexistent/api-key"),
-        ] {
-            env.insert(name.to_owned(), value.to_owned());
-        }
-        Config::load(&crate::config::Flags::default(), &env).unwrap()
-    }
-
-    /// A reload keeps the body room in force, with the shares requests hold in it, unless its
-    /// size changed.
-    #[test]
-    fn a_reload_keeps_the_body_room_unless_its_size_changed() {
-        let config = config_with(&[]);
-        let first = api_settings(&config, "b".to_owned(), None);
-        assert_eq!(first.body_room.bytes(), 64 << 20);
-        let same = api_settings(&config, "b".to_owned(), Some(Arc::clone(&first.body_room)));
-        assert!(Arc::ptr_eq(&first.body_room, &same.body_room));
-        let larger = config_with(&[("GRADATA_API_MAX_BUFFERED_BODY_BYTES", "134217728")]);
-        let resized = api_settings(&larger, "b".to_owned(), Some(Arc::clone(&first.body_room)));
-        assert!(!Arc::ptr_eq(&first.body_room, &resized.body_room));
-        assert_eq!(resized.body_room.bytes(), 128 << 20);
-    }
-
-    /// A passed socket the service cannot use, or one exposed without a token, is the unit's
-    /// mistake (exit 78, `ERRNO=EINVAL`); an address already taken is not.
-    #[test]
-    fn socket_unit_mistakes_are_configuration_errors() {
-        let exposed = Error::Exposed("http (0.0.0.0:8765)".to_owned());
-        assert!(exposed.is_configuration());
-        assert_eq!(exposed.errno(), libc::EINVAL.unsigned_abs());
-        let not_listening = Error::Listeners(listeners::Error::NotListening {
-            index: 0,
-            name: "http".to_owned(),
-        });
-        assert!(not_listening.is_configuration());
-        let taken = Error::Listeners(listeners::Error::InUse {
-            address: "127.0.0.1:8765".to_owned(),
-            cause: std::io::Error::from_raw_os_error(libc::EADDRINUSE),
-        });
-        assert!(!taken.is_configuration());
-        assert_eq!(taken.errno(), libc::EADDRINUSE.unsigned_abs());
-    }
-
-    /// Each extension fits `EXTEND_TIMEOUT_USEC=` (u32 microseconds), each request comes before
-    /// the previous extension runs out, and together they cover exactly what is needed, even for
-    /// the longest budgets the configuration accepts.
-    #[test]
-    fn extensions_fit_the_notification_and_cover_the_budget() {
-        let hours = |h: u64| Duration::from_secs(h * 3600);
-        for needed in [
-            Duration::from_secs(45),
-            MAX_EXTENSION,
-            MAX_EXTENSION + Duration::from_secs(1),
-            hours(2) + TIMEOUT_SLACK,
-            hours(24) + TIMEOUT_SLACK,
-            hours(2) + WORKER_STOP_WAIT + TIMEOUT_SLACK,
-        ] {
-            let schedule = extension_schedule(needed, MAX_EXTENSION);
-            assert_eq!(schedule[0].0, Duration::ZERO, "{needed:?}");
-            for &(_, extension) in &schedule {
-                assert!(u32::try_from(extension.as_micros()).is_ok(), "{needed:?}");
-            }
-            for pair in schedule.windows(2) {
-                let ((at, extension), (next_at, _)) = (pair[0], pair[1]);
-                assert!(next_at < at + extension, "{needed:?}: a gap at {next_at:?}");
-            }
-            let &(last_at, last) = schedule.last().unwrap();
-            assert_eq!(last_at + last, needed, "{needed:?}");
-        }
-        assert_eq!(
-            extension_schedule(Duration::from_secs(45), MAX_EXTENSION).len(),
-            1
-        );
-    }
 }

@@ -2,8 +2,8 @@
 //!
 //! Counters are recorded where things happen (the drain engine counts deliveries, the API counts
 //! requests and accepted events); queue gauges are read from the store at scrape time, so they are
-//! exact, not sampled. [`Metrics`] is a cheap-clone handle; the sync [`crate::sync::Status`] carries
-//! one, which is how every part of the service reaches the same registry.
+//! exact, not sampled. [`Metrics`] is a cheap-clone handle: the daemon creates the registry and
+//! hands it to those who record (the API's state and each sync engine, across reloads).
 
 use std::fmt::Write as _;
 use std::sync::Arc;

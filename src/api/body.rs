@@ -8,9 +8,8 @@
 //! clients posting large bodies at once are read in turn, not all into memory together. A request
 //! that finds no room within the body timeout gets 503 unread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
@@ -18,7 +17,7 @@ use axum::http::header;
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-use super::episode::{Episode, Line};
+use super::episode::{Line, SharedEpisode};
 use super::error::ApiError;
 
 /// Bounds on request bodies.
@@ -37,10 +36,8 @@ pub struct BodyLimits {
 pub struct BodyRoom {
     kib: Arc<Semaphore>,
     bytes: usize,
-    /// Set while requests are being refused for want of room: a request that finds room then
-    /// costs one load when all is well.
-    refusing: AtomicBool,
-    episode: Mutex<Option<Episode>>,
+    /// Requests refused for want of room, from the first to the next that finds room.
+    refusals: SharedEpisode,
 }
 
 /// A request's share of the [`BodyRoom`], given back when it is dropped.
@@ -56,8 +53,7 @@ impl BodyRoom {
         BodyRoom {
             kib: Arc::new(Semaphore::new(kib(bytes) as usize)),
             bytes,
-            refusing: AtomicBool::new(false),
-            episode: Mutex::new(None),
+            refusals: SharedEpisode::default(),
         }
     }
 
@@ -113,10 +109,7 @@ impl BodyRoom {
     }
 
     fn refused(&self) {
-        let mut episode = self.episode.lock().unwrap_or_else(PoisonError::into_inner);
-        let line = Episode::failure(&mut episode, Instant::now());
-        self.refusing.store(true, Ordering::Relaxed);
-        let (message, refused) = match line {
+        let (message, refused) = match self.refusals.failure(()) {
             Some(Line::Started) => ("request bodies are refused: their memory is full", 1),
             Some(Line::Still(unlogged)) => ("request bodies are still refused", unlogged),
             None => return,
@@ -129,17 +122,7 @@ impl BodyRoom {
     }
 
     fn found_room(&self) {
-        if !self.refusing.load(Ordering::Relaxed) {
-            return;
-        }
-        let ended = {
-            // The flag is lowered under the lock, as `refused` raises it: a refusal on another
-            // thread meanwhile is never left without its flag.
-            let mut episode = self.episode.lock().unwrap_or_else(PoisonError::into_inner);
-            self.refusing.store(false, Ordering::Relaxed);
-            episode.take()
-        };
-        if let Some(episode) = ended {
+        if let Some(episode) = self.refusals.success() {
             tracing::info!(
                 refused = episode.count(),
                 lasted_secs = episode.lasted().as_secs_f64(),
@@ -275,7 +258,7 @@ mod tests {
         waiting.await.unwrap().unwrap();
         drop(empty);
         assert_eq!(room.available(), 4096);
-        assert!(!room.refusing.load(Ordering::Relaxed));
+        assert!(room.refusals.ongoing().is_none());
     }
 
     #[tokio::test]
@@ -294,13 +277,15 @@ mod tests {
             "{}",
             refused.message()
         );
-        assert!(room.refusing.load(Ordering::Relaxed));
+        assert_eq!(
+            room.refusals.ongoing().map(|ongoing| ongoing.failures),
+            Some(1)
+        );
         // The refused request holds nothing.
         drop(held);
         assert_eq!(room.available(), 4096);
         let _share = room.take(4096, Duration::ZERO).await.unwrap();
-        assert!(!room.refusing.load(Ordering::Relaxed));
-        assert!(room.episode.lock().unwrap().is_none());
+        assert!(room.refusals.ongoing().is_none());
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! gets one line when it starts, at most one every [`REPEAT_EVERY`] while it lasts, and one when
 //! it ends, however many requests or connections it touches.
 //!
-//! It only counts and times; what the lines say belongs to its users.
+//! [`SharedEpisode`] is the form its users hold: safe to share between requests, and one atomic
+//! load on the common path where nothing is failing. It only counts and times; what the lines say
+//! belongs to its users.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Shortest time between two lines about the same episode.
@@ -75,6 +79,74 @@ impl Episode {
     }
 }
 
+/// An episode shared by every request that may fail or succeed, with the latest failure's detail
+/// (`D`, e.g. why a write was refused).
+#[derive(Debug, Default)]
+pub(super) struct SharedEpisode<D = ()> {
+    /// Set while an episode lasts, so a success costs one load when all is well. It is raised and
+    /// lowered under the lock: a failure on another thread is never left without its flag.
+    going_on: AtomicBool,
+    current: Mutex<Current<D>>,
+}
+
+#[derive(Debug, Default)]
+struct Current<D> {
+    episode: Option<Episode>,
+    /// The latest failure's; meaningful while `episode` is some.
+    detail: D,
+}
+
+/// What is known of an episode that is still going on.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Ongoing<D> {
+    /// Failures since it started.
+    pub failures: u64,
+    /// How long ago it started.
+    pub lasted: Duration,
+    /// The latest failure's detail.
+    pub detail: D,
+}
+
+impl<D: Clone + Default> SharedEpisode<D> {
+    /// Counts a failure now, keeping `detail` as the latest; returns the line due, if any.
+    pub(super) fn failure(&self, detail: D) -> Option<Line> {
+        let mut current = self.lock();
+        current.detail = detail;
+        let line = Episode::failure(&mut current.episode, Instant::now());
+        self.going_on.store(true, Ordering::Relaxed);
+        line
+    }
+
+    /// A success: ends the episode going on, if any, and returns it for its closing line.
+    pub(super) fn success(&self) -> Option<Episode> {
+        if !self.going_on.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut current = self.lock();
+        self.going_on.store(false, Ordering::Relaxed);
+        current.detail = D::default();
+        current.episode.take()
+    }
+
+    /// The episode going on, if any.
+    pub(super) fn ongoing(&self) -> Option<Ongoing<D>> {
+        if !self.going_on.load(Ordering::Relaxed) {
+            return None;
+        }
+        let current = self.lock();
+        current.episode.as_ref().map(|episode| Ongoing {
+            failures: episode.count(),
+            lasted: episode.lasted(),
+            detail: current.detail.clone(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Current<D>> {
+        // The guarded value is counters, instants and a detail, consistent after any panic.
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +163,20 @@ mod tests {
         assert_eq!(at(REPEAT_EVERY), None);
         assert_eq!(at(2 * REPEAT_EVERY), Some(Line::Still(2)));
         assert_eq!(current.map(|episode| episode.count()), Some(6));
+    }
+
+    #[test]
+    fn a_shared_episode_lasts_from_the_first_failure_to_the_next_success() {
+        let shared = SharedEpisode::<String>::default();
+        assert!(shared.success().is_none());
+        assert_eq!(shared.ongoing(), None);
+        assert_eq!(shared.failure("full".to_owned()), Some(Line::Started));
+        assert_eq!(shared.failure("busy".to_owned()), None);
+        let ongoing = shared.ongoing().unwrap();
+        assert_eq!((ongoing.failures, ongoing.detail.as_str()), (2, "busy"));
+        assert_eq!(shared.success().map(|episode| episode.count()), Some(2));
+        assert_eq!(shared.ongoing(), None);
+        assert!(shared.success().is_none());
+        assert_eq!(shared.failure("full".to_owned()), Some(Line::Started));
     }
 }

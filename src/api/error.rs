@@ -101,17 +101,6 @@ impl ApiError {
         )
     }
 
-    /// 501: a route of the original daemon that gradata does not run yet.
-    pub fn not_provided(path: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_provided",
-            format!(
-                "{path} is a learning route of the Gradata brain, which this version of gradata does not run yet: lessons are read and served, and corrections are captured, but not yet turned into lessons"
-            ),
-        )
-    }
-
     /// 503 with `Retry-After`: the queue is full or the disk is; nothing was written.
     pub fn unavailable(
         code: &'static str,

@@ -3,7 +3,7 @@
 //! extra code) until a shutdown token fires, then lets requests in flight finish.
 //!
 //! Layout: `brain` (the brain's read routes: rules, feedback, enforcement, tags, recall),
-//! `learning` (`/end-session`: the graduation sweep),
+//! `learning` (`/end-session`: the graduation sweep), `maintain` (`/maintain`: upkeep tasks),
 //! `brain_log` (`/log-event` and `/checkpoint`: the brain's event log and the outbox at once),
 //! `capture` (the write routes), `admin` (sync now, queue, metrics), `health`, `guard`
 //! (Host, Origin, token, CORS), `body` (reading JSON safely, in bounded memory), `error` (every
@@ -28,6 +28,7 @@ mod error;
 pub mod guard;
 mod health;
 mod learning;
+mod maintain;
 mod refusals;
 mod server;
 
@@ -52,9 +53,6 @@ use crate::metrics::Metrics;
 use crate::store::{QueueLimit, Store};
 use crate::sync::{self, Engine, worker::Wake};
 use refusals::Refusals;
-
-/// The original daemon's learning routes still answered with 501: the brain does not maintain itself yet.
-const LEARNING_ROUTES: [&str; 1] = ["/maintain"];
 
 /// Limits on what clients may send and queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +102,8 @@ pub struct Shared {
     pub brain: Arc<crate::brain::Brain>,
     /// When the service started, for `/health`.
     pub started: Instant,
+    /// The service's metrics registry (the sync engine records in it too).
+    pub metrics: Metrics,
     /// The reloadable settings. The daemon holds the sender and replaces the value on a reload;
     /// if the sender is dropped the routes keep the last value.
     pub settings: watch::Receiver<Arc<Settings>>,
@@ -146,7 +146,7 @@ impl State {
     }
 
     fn metrics(&self) -> Metrics {
-        self.status().metrics().clone()
+        self.inner.metrics.clone()
     }
 
     fn wake(&self) {
@@ -197,7 +197,7 @@ pub enum Listener {
 
 /// The routes, behind the guards and the request counter.
 pub fn router(state: State) -> Router {
-    let mut router = Router::new()
+    let router = Router::new()
         .route("/health", get(health::get))
         .route("/correct", post(capture::correct))
         .route("/log-event", post(brain_log::log_event))
@@ -208,14 +208,12 @@ pub fn router(state: State) -> Router {
         .route("/tag-delta", post(brain::tag_delta))
         .route("/brain-recall", post(brain::brain_recall))
         .route("/end-session", post(learning::end_session))
+        .route("/maintain", post(maintain::maintain))
         .route("/v1/events", post(capture::events))
         .route("/sync", post(admin::sync_now))
         .route("/v1/queue", get(admin::list))
         .route("/v1/queue/retry", post(admin::retry))
         .route("/metrics", get(admin::metrics));
-    for path in LEARNING_ROUTES {
-        router = router.route(path, post(not_provided).get(not_provided));
-    }
     let front_door = FrontDoor {
         settings: state.inner.settings.clone(),
         metrics: state.metrics(),
@@ -273,10 +271,6 @@ async fn not_found(uri: Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::method_not_allowed(method.as_str(), uri.path())
-}
-
-async fn not_provided(uri: Uri) -> impl IntoResponse {
-    ApiError::not_provided(uri.path())
 }
 
 #[cfg(test)]

@@ -9,28 +9,16 @@
 //!
 //! It knows nothing of HTTP: the capture routes report how each enqueue ended.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::episode::{Episode, Line};
+use super::episode::{Line, SharedEpisode};
 use crate::logging::Causes;
 use crate::store;
 
-/// The current episode of refused writes, if any.
+/// The current episode of refused writes, if any, with why the latest was refused.
 #[derive(Debug, Default)]
 pub(super) struct Refusals {
-    /// Set while an episode lasts: an accepted write then costs one load when all is well.
-    refusing: AtomicBool,
-    state: Mutex<Refusing>,
-}
-
-/// The episode of refused writes going on, if any, and why the latest was refused.
-#[derive(Debug, Default)]
-struct Refusing {
-    episode: Option<Episode>,
-    /// Meaningful while `episode` is some.
-    error: String,
+    episode: SharedEpisode<String>,
 }
 
 /// What `/health` shows of an episode that is still going on.
@@ -51,14 +39,9 @@ impl Refusals {
         if matches!(err, store::Error::Closed) {
             return;
         }
-        let mut state = self.state();
         // The reason can change within an episode (a full queue, then a full disk).
-        state.error = err.to_string();
-        match Episode::failure(&mut state.episode, Instant::now()) {
-            Some(Line::Started) => {
-                log_refusal(err, "writes are refused", 1);
-                self.refusing.store(true, Ordering::Relaxed);
-            }
+        match self.episode.failure(err.to_string()) {
+            Some(Line::Started) => log_refusal(err, "writes are refused", 1),
             Some(Line::Still(unlogged)) => log_refusal(err, "writes are still refused", unlogged),
             None => {}
         }
@@ -66,11 +49,7 @@ impl Refusals {
 
     /// Records a write the store accepted, which ends an episode.
     pub(super) fn accepted(&self) {
-        if !self.refusing.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Some(episode) = self.state().episode.take() {
-            self.refusing.store(false, Ordering::Relaxed);
+        if let Some(episode) = self.episode.success() {
             tracing::info!(
                 refused = episode.count(),
                 lasted_secs = episode.lasted().as_secs_f64(),
@@ -81,20 +60,11 @@ impl Refusals {
 
     /// The episode going on, if writes are being refused: it ends with the next accepted write.
     pub(super) fn current(&self) -> Option<Ongoing> {
-        if !self.refusing.load(Ordering::Relaxed) {
-            return None;
-        }
-        let state = self.state();
-        state.episode.as_ref().map(|episode| Ongoing {
-            refused: episode.count(),
-            lasted: episode.lasted(),
-            error: state.error.clone(),
+        self.episode.ongoing().map(|ongoing| Ongoing {
+            refused: ongoing.failures,
+            lasted: ongoing.lasted,
+            error: ongoing.detail,
         })
-    }
-
-    fn state(&self) -> MutexGuard<'_, Refusing> {
-        // The guarded value is plain counters and a message, consistent after any panic.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -128,7 +98,6 @@ mod tests {
     fn an_episode_counts_its_refusals_until_a_write_is_accepted() {
         let refusals = Refusals::default();
         refusals.accepted();
-        assert!(refusals.state().episode.is_none());
         assert_eq!(refusals.current(), None);
         for _ in 0..3 {
             refusals.refused(&disk_full());
@@ -137,8 +106,6 @@ mod tests {
         assert_eq!(ongoing.refused, 3);
         assert_eq!(ongoing.error, disk_full().to_string());
         refusals.accepted();
-        assert!(refusals.state().episode.is_none());
-        assert!(!refusals.refusing.load(Ordering::Relaxed));
         assert_eq!(refusals.current(), None);
     }
 
@@ -154,7 +121,6 @@ mod tests {
     fn shutting_down_is_not_an_episode() {
         let refusals = Refusals::default();
         refusals.refused(&store::Error::Closed);
-        assert!(refusals.state().episode.is_none());
-        assert!(!refusals.refusing.load(Ordering::Relaxed));
+        assert_eq!(refusals.current(), None);
     }
 }

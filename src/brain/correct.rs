@@ -162,6 +162,11 @@ impl Learning {
             database,
         }
     }
+
+    /// The database the index rows go to (the brain's `system.db`).
+    pub(super) fn database(&self) -> &std::path::Path {
+        &self.database
+    }
 }
 
 /// What the blocking part hands back.

@@ -415,7 +415,7 @@ fn session_log(conn: &Connection, session_id: &str, number: i64) -> rusqlite::Re
 }
 
 /// Every CORRECTION event of an integer session above 0, for the convergence.
-fn all_corrections(conn: &Connection) -> rusqlite::Result<Vec<convergence::Correction>> {
+pub(super) fn all_corrections(conn: &Connection) -> rusqlite::Result<Vec<convergence::Correction>> {
     if !has_events(conn)? {
         return Ok(Vec::new());
     }

@@ -123,6 +123,7 @@ const HEDGES: &[&str] = &[
     "i guess",
     "i think",
     "it seems",
+    "just",
     "kind of",
     "maybe",
     "might",
@@ -200,6 +201,10 @@ const LEAD_INS: &[&str] = &[
     "you need to ",
     "you should ",
 ];
+
+/// Comment markers a rule written in code starts with (`# Always …`, `// Never …`): not part of
+/// the rule, so not part of the instruction. Longest first, so `/**` goes before `/*` and `*`.
+const COMMENT_MARKERS: &[&str] = &["<!--", "/**", "///", "//", "/*", "--", "#", "*", ";"];
 
 /// Markers of a formal register.
 const FORMAL_MARKERS: &[&str] = &[
@@ -552,10 +557,16 @@ fn register(text: &str) -> i64 {
     count(CASUAL_MARKERS) - count(FORMAL_MARKERS)
 }
 
-/// `sentence` as an instruction: its lead-in ("you should", "please", …) removed, the first
-/// letter capitalised.
+/// `sentence` as an instruction: its comment marker and lead-in ("you should", "please", …)
+/// removed, the first letter capitalised.
 fn imperative(sentence: &str) -> String {
     let mut text = pytext::strip(sentence);
+    while let Some(rest) = COMMENT_MARKERS
+        .iter()
+        .find_map(|marker| text.strip_prefix(marker))
+    {
+        text = pytext::strip(rest);
+    }
     while let Some(rest) = LEAD_INS
         .iter()
         .find_map(|lead_in| strip_prefix_ascii_case(text, lead_in))
@@ -760,6 +771,43 @@ mod tests {
             "Kindly send the invoice. Regards, Finance",
             Archetype::Tone,
             "Write in a formal tone",
+        );
+    }
+
+    #[test]
+    fn a_rule_written_as_a_comment_loses_its_marker() {
+        // The rule a user writes in a code comment is the instruction; its comment marker is
+        // not (it would be injected into prompts as `- CODE: # Always …`).
+        check(
+            "p = os.path.join(root, name)\n",
+            "# Always prefer pathlib over os.path for file handling.\np = Path(root) / name\n",
+            Archetype::Constraint,
+            "Always prefer pathlib over os.path for file handling",
+        );
+        check(
+            "let x = 1;",
+            "// you should never unwrap here\nlet x = 1;",
+            Archetype::Constraint,
+            "Never unwrap here",
+        );
+    }
+
+    #[test]
+    fn a_dropped_just_is_a_dropped_hedge() {
+        // "just" softens a request as the other hedges do (spec §6.9 lists it among them), and
+        // 0.6.0 reads dropping it as dropping a hedge, before any change of tone: a rewrite of
+        // a casual note that also loses "just" teaches the hedging lesson, not a tone lesson.
+        check(
+            "Hey team, just wanted to quickly say thanks btw for the help asap!",
+            "Dear team, thank you for your help. Kind regards.",
+            Archetype::DropHedges,
+            "Avoid hedging words such as 'just'",
+        );
+        check(
+            "It is just right.",
+            "It is right.",
+            Archetype::DropHedges,
+            "Avoid hedging words such as 'just'",
         );
     }
 

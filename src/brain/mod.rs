@@ -22,6 +22,8 @@ pub mod learn;
 pub mod lessons;
 pub mod lessons_file;
 pub mod lessons_write;
+pub mod maintain;
+pub mod manifest;
 pub mod mode;
 pub mod pyjson;
 pub mod pyrepr;

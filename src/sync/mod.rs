@@ -188,6 +188,11 @@ pub async fn open_and_drain(
         Ok(Err(err)) => return Err(DrainError::Store(err)),
         Err(join) => return Err(DrainError::Panicked(join.to_string())),
     };
-    let engine = Engine::new(store, settings, Status::new(SyncState::Idle))?;
+    let engine = Engine::new(
+        store,
+        settings,
+        Status::new(SyncState::Idle),
+        crate::metrics::Metrics::new(),
+    )?;
     Ok(engine.drain(trigger, budget, cancel, progress).await)
 }

@@ -75,8 +75,6 @@ pub struct StatusSnapshot {
 #[derive(Debug, Clone)]
 pub struct Status {
     inner: Arc<Mutex<Inner>>,
-    /// The service's metrics registry, shared with everyone who holds this status.
-    metrics: crate::metrics::Metrics,
 }
 
 #[derive(Debug)]
@@ -98,13 +96,7 @@ impl Status {
                 },
                 paused_until: None,
             })),
-            metrics: crate::metrics::Metrics::new(),
         }
-    }
-
-    /// The metrics registry (deliveries are counted by the drain engine).
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.metrics
     }
 
     /// A copy of the current values.

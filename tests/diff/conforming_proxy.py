@@ -7,7 +7,8 @@ It takes gradata's environment (GRADATA_DATA_DIR, GRADATA_LISTEN), runs the Pyth
 of target/diff-venv on that brain on a port of its own, and answers every request by forwarding
 it and then applying, in our own words, the deliberate differences of differences.py: a JSON 400
 for input 0.6.0 drops, its own sdk_version, the TTL view in /health and /enforce-rules, one rule
-id format, logged: false when nothing was logged. Everything else, files included, is 0.6.0's.
+id format, logged: false when nothing was logged, a 400 for a string `tasks` in /maintain.
+Everything else, files included, is 0.6.0's.
 
 So a run against it checks the harness end to end: the reference-side rewrites of
 differences.py and an implementation that makes those fixes meet exactly. It is not gradata and
@@ -69,6 +70,10 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             data, event_type = request.get("data"), request.get("event_type", "unknown")
             if (data and not isinstance(data, dict)) or not isinstance(event_type, str):
                 body = {"logged": False}
+        elif self.path == "/maintain":
+            request = json.loads(raw) if raw else {}
+            if isinstance(request.get("tasks"), str):
+                return self._send(400, {"error": "tasks must be a list of task names"})
         return self._send(resp.status, body)
 
     def _send(self, status, body):

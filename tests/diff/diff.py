@@ -7,7 +7,9 @@
    clean: that shows the masks cover exactly 0.6.0's nondeterminism and that the harness is
    deterministic. A mismatch here is a harness bug and stops the run;
 2. gradata against 0.6.0 on the same brains: every answer and the files the routes changed;
-3. the plugin's session replay (replay.py), against both daemons.
+3. the plugin's session replay (replay.py), against both daemons;
+4. what the brain learns (learning.py): sequences of /correct and /end-session, compared by
+   decisions (which lesson a correction creates or reinforces, which lessons change state).
 
 Every mismatch is printed with its brain, request, JSON path and the two values; the exit
 status is non-zero if any mismatch is not covered by differences.py.
@@ -26,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import daemons  # noqa: E402
 import differences  # noqa: E402
 import fixtures  # noqa: E402
+import learning  # noqa: E402
 import replay  # noqa: E402
 from compare import Mismatch, compare_files, json_diff, request_text, short  # noqa: E402
 import scenario  # noqa: E402
@@ -88,9 +91,11 @@ def summary_by_route(mismatches):
         print(f"    [{brain}] {route}: {n}")
 
 
-def tally(mismatches, brains):
-    """(passed, failed): each request of each brain, each compared file, each replayed hook."""
-    total = len(brains) * (len(scenario.STEPS) + 3) + replay.CHECKED_ITEMS
+def tally(mismatches, brains, learned):
+    """(passed, failed): each request of each brain, each compared file, each replayed hook,
+    each call of the learning sequences."""
+    total = (len(brains) * (len(scenario.STEPS) + 3) + replay.CHECKED_ITEMS
+             + (learning.checked_items() if learned else 0))
     failed = len({(m.brain, m.where, m.request) for m in mismatches})
     return total - failed, failed
 
@@ -103,12 +108,17 @@ def main():
     parser.add_argument("--self-check-only", action="store_true")
     parser.add_argument("--brains", default=",".join(BRAINS))
     parser.add_argument("--drop-difference", action="append", default=[], metavar="ID",
-                        help="compare without this entry of differences.py (to see what it hides)")
+                        help="compare without this entry of differences.py or of learning.py's"
+                             " EXPECTED (to see what it hides)")
+    parser.add_argument("--skip-learning", action="store_true",
+                        help="leave out the /correct and /end-session sequences (learning.py)")
     args = parser.parse_args()
-    unknown = set(args.drop_difference) - {d.ident for d in differences.DIFFERENCES}
+    known = {d.ident for d in differences.DIFFERENCES} | {d.ident for d in learning.EXPECTED}
+    unknown = set(args.drop_difference) - known
     if unknown:
         parser.error(f"no such difference: {', '.join(sorted(unknown))}")
     differences.DIFFERENCES[:] = [d for d in differences.DIFFERENCES if d.ident not in args.drop_difference]
+    learning.EXPECTED[:] = [d for d in learning.EXPECTED if d.ident not in args.drop_difference]
 
     started = time.monotonic()
     work = args.work or tempfile.mkdtemp(prefix="gradata-diff.")
@@ -141,6 +151,9 @@ def main():
             prepared.append((name, source, ctx, py_a, answers_a))
         session = replay.Replay(work)
         self_check += session.self_check(python)
+        learned = None if args.skip_learning else learning.Learning(work)
+        if learned:
+            self_check += learned.self_check(python)
         report("self-check: 0.6.0 against itself", self_check, "python run 1", "python run 2")
         if self_check:
             print("\nFAIL: 0.6.0 does not compare clean with itself: the masks or the harness are wrong")
@@ -158,6 +171,8 @@ def main():
             versus += compare_files(name, py_a, gr)
             print(f"-- [{name}] gradata: {time.monotonic() - t:.1f} s")
         versus += session.versus(gradata)
+        if learned:
+            versus += learned.versus(gradata)
 
         notes = [m for m in versus if m.key_order_only()]
         versus = [m for m in versus if not m.key_order_only()]
@@ -168,7 +183,7 @@ def main():
         if versus:
             print("\nmismatches by brain and route:")
             summary_by_route(versus)
-        passed, failed = tally(versus, brains)
+        passed, failed = tally(versus, brains, learned is not None)
         print(f"\ndiff: {passed} passed, {failed} failed")
         ok = not versus
         return 0 if ok else 1

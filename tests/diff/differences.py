@@ -196,8 +196,25 @@ def _enforce_ttl(step, answer, ctx):
     return dict(answer, body=dict(body, violations=kept, **{"pass": not kept}))
 
 
+def _duration(step, answer, ctx):
+    body = answer.get("body")
+    duration = body.get("duration_ms") if isinstance(body, dict) else None
+    if isinstance(duration, int) and not isinstance(duration, bool) and duration >= 0:
+        answer = dict(answer, body=dict(body, duration_ms="<a whole number of milliseconds>"))
+    return answer
+
+
+def _string_tasks_reference(step, answer, ctx):
+    body = answer.get("body")
+    tasks = step.get("body", {}).get("tasks") if step.get("string_tasks") else None
+    if (isinstance(tasks, str) and answer.get("status") == 200 and isinstance(body, dict)
+            and body.get("completed") == [] and body.get("failed") == list(tasks)):
+        return dict(REFUSED)
+    return answer
+
+
 POST_ROUTES = ["/apply-rules", "/detect", "/enforce-rules", "/tag-delta", "/brain-recall",
-               "/checkpoint", "/log-event"]
+               "/checkpoint", "/log-event", "/maintain"]
 ALL_POSTS = ", ".join("POST " + r for r in POST_ROUTES)
 
 DIFFERENCES = [
@@ -251,6 +268,12 @@ DIFFERENCES = [
                "reference", _unlogged_reference),
     Difference("logged-false-shape", "deliberate", "POST /log-event", "$.logged",
                "logged: false and a 400 are both an honest refusal", "both", _unlogged_any),
+    Difference("maintain-duration", "nondeterministic", "POST /maintain", "$.duration_ms",
+               "wall time of the tasks; compared as a whole number of milliseconds", "both",
+               _duration),
+    Difference("maintain-string-tasks", "deliberate", "POST /maintain", "$",
+               "0.6.0 runs each character of a string `tasks` as a task name, all failed; gradata"
+               " refuses it with 400 {\"error\": ...}", "reference", _string_tasks_reference),
 ]
 
 # Masks on the files the routes change (brain-spec section 12, side effects).

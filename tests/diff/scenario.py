@@ -86,6 +86,14 @@ STEPS = [
     post("/log-event", {}),
     post("/log-event", {"event_type": "x", "data": [1, 2]}, unlogged=True),
     post("/log-event", {"event_type": 5, "data": {}}, unlogged=True),
+    # /maintain: the Stop hook's call, every task with an unknown one, the default; then recall
+    # again, which gradata's index rebuild (0.6.0 rebuilds nothing) must leave as it was.
+    post("/maintain", {"tasks": ["manifest", "patterns"]}),
+    post("/maintain", {"tasks": ["fts_rebuild", "bogus", "patterns", "manifest"]}),
+    post("/maintain", {}),
+    post("/maintain", {"tasks": []}),
+    post("/brain-recall", {"content_preview": "linter"}),
+    post("/brain-recall", {"file_path": "src/config.py", "content_preview": "pathlib config loader"}),
 ]
 
 # Bad input, per route: invalid JSON and a non-object body everywhere, then wrong field types.
@@ -99,6 +107,8 @@ STEPS += [
     post("/enforce-rules", {"content": 5}, bad=True),
     post("/tag-delta", {"file_path": 5}, bad=True),
     post("/brain-recall", {"content_preview": 5}, bad=True),
+    # 0.6.0 runs each character of a string as a task name (all fail); gradata refuses it.
+    post("/maintain", {"tasks": "manifest"}, bad=True, string_tasks=True),
     # Unknown paths and methods answer alike.
     get("/nope"),
     post("/health", {}),

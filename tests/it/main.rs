@@ -15,10 +15,12 @@ mod brain_events;
 mod crash;
 mod dedup;
 mod drain;
+mod durability;
 mod journal;
 mod learning;
 mod learning_correct;
 mod leases;
+mod maintain;
 
 mod cli;
 mod daemon;

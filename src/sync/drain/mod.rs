@@ -53,6 +53,7 @@ use super::Settings;
 use super::client::Client;
 use super::retry::{Concurrency, RetryPolicy};
 use super::status::{Status, SyncState};
+use crate::metrics::Metrics;
 use crate::store::{ClaimFrom, RowId, Store};
 use run::Run;
 
@@ -140,6 +141,8 @@ pub struct Engine {
     client: Option<Client>,
     settings: Arc<Settings>,
     status: Status,
+    /// Where deliveries and drains are counted; the daemon's registry, shared across reloads.
+    metrics: Metrics,
     concurrency: Concurrency,
     policy: RetryPolicy,
 }
@@ -150,10 +153,11 @@ impl Engine {
         store: Store,
         settings: Settings,
         status: Status,
+        metrics: Metrics,
     ) -> Result<Engine, super::client::ClientError> {
         let concurrency = Concurrency::new(settings.concurrency, settings.max_concurrency);
         let policy = RetryPolicy::new(settings.backoff_base, settings.backoff_cap);
-        Engine::with_parts(store, settings, status, concurrency, policy)
+        Engine::with_parts(store, settings, status, metrics, concurrency, policy)
     }
 
     /// Builds an engine that shares `concurrency` and `policy` with a previous one (reload) or
@@ -162,6 +166,7 @@ impl Engine {
         store: Store,
         settings: Settings,
         status: Status,
+        metrics: Metrics,
         concurrency: Concurrency,
         policy: RetryPolicy,
     ) -> Result<Engine, super::client::ClientError> {
@@ -179,6 +184,7 @@ impl Engine {
             client,
             settings: Arc::new(settings),
             status,
+            metrics,
             concurrency,
             policy,
         })
@@ -197,6 +203,11 @@ impl Engine {
     /// The shared sync status.
     pub fn status(&self) -> &Status {
         &self.status
+    }
+
+    /// The metrics registry deliveries and drains are counted in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The shared concurrency limit.
@@ -223,8 +234,7 @@ impl Engine {
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> DrainReport {
         let report = self.drain_quietly(trigger, budget, cancel, progress).await;
-        self.status
-            .metrics()
+        self.metrics
             .drain_finished(trigger.as_str(), report.elapsed);
         report.emit(trigger);
         report

@@ -478,7 +478,7 @@ impl<'a> Run<'a> {
     /// What one attempt means for its row, counted and logged.
     fn settlement(&mut self, row: &ClaimedRow, attempt: &Attempt) -> Settlement {
         let engine = self.engine;
-        let metrics = engine.status.metrics();
+        let metrics = engine.metrics();
         let now = crate::clock::now();
         // Saturating: `attempts` comes from a column anyone may have written.
         let attempts = row.attempts.saturating_add(1);
@@ -659,7 +659,7 @@ impl<'a> Run<'a> {
                 "timeout: no response within the drain's time budget of {}",
                 humantime::format_duration(self.budget.max_time)
             );
-            self.engine.status.metrics().delivery(Outcome::retried);
+            self.engine.metrics().delivery(Outcome::retried);
             self.engine.status.record_error(&error);
             self.retried += 1;
             releases.entry(batch).or_default().push(Settlement::Retry {

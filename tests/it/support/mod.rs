@@ -98,6 +98,7 @@ pub fn engine(store: &Store, settings: Settings) -> Engine {
         store.clone(),
         settings,
         Status::new(SyncState::Idle),
+        gradata::metrics::Metrics::new(),
         concurrency,
         policy,
     )
