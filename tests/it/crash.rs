@@ -270,6 +270,16 @@ fn check_brain(dir: &Path, answered: &[Answered]) -> usize {
         .chain(&archived)
         .map(|lesson| rule_id(&lesson.category, &lesson.description))
         .collect();
+    for lesson in &current {
+        assert!(
+            !archived.iter().any(|old| old.category == lesson.category
+                && old.description == lesson.description
+                && old.date == lesson.date
+                && old.corrections == lesson.corrections),
+            "{:?} is in both lessons.md and the archive",
+            lesson.description
+        );
+    }
     let events = events(dir);
     let corrections: BTreeSet<String> = events
         .iter()
