@@ -658,13 +658,14 @@ EXPECTED = [
             ('d-fixture-lessons/small', 11, '$.decision', 'reinforced c2', 'reinforced fixture 5'),  # correct #6 (learn-d-6, ci/pipeline.yml)
         ]),
     LearningDifference(
-        'convergence-gate', 'todo',
-        "not a deliberate difference: once a category's corrections per session have "
-        "converged (brain-spec 9: three sessions with one correction each), 0.6.0's /correct "
-        "gives the lesson the classifier's summary ('Content change (cut: ...)') instead of "
-        'the extracted instruction (brain-spec 6.9 step 8), which matches no earlier lesson, '
-        'so it creates a lesson where gradata, which has no convergence gate, reinforces; the '
-        'later decisions follow from it'
+        'convergence-gate', 'deliberate',
+        "once a category's corrections per session have converged (brain-spec 9: three "
+        "sessions with one correction each), 0.6.0's /correct stops extracting an instruction "
+        "and gives the lesson the edit classifier's label ('Content change (cut: ...)', "
+        'brain-spec 6.9 step 8); such a label is not a rule a model can follow and matches no '
+        'earlier lesson, so 0.6.0 starts a new lesson where gradata, which always extracts the '
+        'instruction, reinforces the one the user has been teaching; the later decisions follow '
+        'from it (the same lesson graduates in the same session, under its real instruction)'
         ,[
             ('b-one-per-session/empty', 5, '$.decision', 'created c3', 'reinforced c1'),  # correct #3 (learn-b-3, notes/day3.md)
             ('b-one-per-session/empty', 9, '$.decision', 'reinforced c3', 'reinforced c1'),  # correct #5 (learn-b-5, notes/day5.md)
