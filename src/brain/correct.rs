@@ -34,7 +34,7 @@
 //! reported, never applied (§13 #9).
 
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -47,7 +47,7 @@ use super::instruction::{self, Instruction};
 use super::learn::{self, Learned};
 use super::lessons::{Lesson, State};
 use super::lessons_file::DEFAULT_LOCK_TIMEOUT;
-use super::lessons_write::{SaveError, WriteLock};
+use super::lessons_write::{DocumentCache, SaveError, WriteLock};
 use super::pyjson::{Object, Value};
 use super::recall;
 use super::redact::redact;
@@ -136,11 +136,13 @@ pub struct Corrected {
 }
 
 /// The learning state a [`Brain`] keeps between corrections: the attribution trackers (bounded,
-/// in memory only, as in 0.6.0) and where the index rows go.
+/// in memory only, as in 0.6.0), where the index rows go, and `lessons.md` as last written, so
+/// that the next correction parses it only if someone else changed it.
 #[derive(Debug)]
 pub struct Learning {
     trackers: Mutex<Trackers>,
     database: PathBuf,
+    document: Arc<DocumentCache>,
 }
 
 impl Learning {
@@ -149,7 +151,13 @@ impl Learning {
         Learning {
             trackers: Mutex::new(Trackers::default()),
             database,
+            document: Arc::new(DocumentCache::default()),
         }
+    }
+
+    /// `lessons.md` as this brain last wrote it, for every writer of the file to share.
+    pub(super) fn document_cache(&self) -> Arc<DocumentCache> {
+        Arc::clone(&self.document)
     }
 }
 
@@ -224,10 +232,12 @@ impl Brain {
         let severity_label = prepared.measure.severity.as_str();
         let learn_category = category.clone();
         let learn_id = correction_id.clone();
+        let cache = self.learning.document_cache();
         let (lesson_created, lesson, failed_rule) = tokio::task::spawn_blocking(move || {
             learn_under_lock(
                 &dir,
                 &path,
+                &cache,
                 &learn::Correction {
                     category: &learn_category,
                     severity: severity_label,
@@ -317,12 +327,12 @@ fn prepare(correction: Correction) -> Prepared {
 fn learn_under_lock(
     brain_dir: &std::path::Path,
     path: &std::path::Path,
+    cache: &DocumentCache,
     correction: &learn::Correction<'_>,
 ) -> Result<(bool, Lesson, Option<Lesson>), SaveError> {
     let lock = WriteLock::acquire(brain_dir, DEFAULT_LOCK_TIMEOUT)?;
-    let (mut document, _problems) = lock.read(path)?;
-    let lessons: Vec<Lesson> = document.lessons().cloned().collect();
-    let learned = learn::learn(&lessons, correction);
+    let mut document = lock.read_cached(path, cache)?;
+    let learned = learn::learn_among(document.lessons(), correction);
     let evidence = Evidence::Reinforcing(confidence::Severity::from_label(correction.severity));
     let (created, lesson) = match learned {
         Learned::Created(lesson) => {
@@ -331,24 +341,20 @@ fn learn_under_lock(
             document.push(lesson.clone());
             (true, lesson)
         }
-        Learned::Reinforced { index, .. } => {
-            let mut single = vec![lessons[index].clone()];
-            // `learn` decided on the lesson at `index`, so it is the one its decision applies to.
-            let decided = match learned {
-                Learned::Reinforced { evidence, .. } => Learned::Reinforced { index: 0, evidence },
-                created @ Learned::Created(_) => created,
+        Learned::Reinforced {
+            index,
+            evidence: reinforcement,
+        } => {
+            let Some(target) = document.lesson_mut(index) else {
+                unreachable!("learn decided on a lesson of this document")
             };
-            decided.apply(&mut single);
-            let mut lesson = single.remove(0);
-            lesson.sessions_since_fire = 0;
-            give_evidence(&mut lesson, &evidence);
-            if let Some(target) = document.lessons_mut().nth(index) {
-                *target = lesson.clone();
-            }
-            (false, lesson)
+            reinforcement.reinforce(target);
+            target.sessions_since_fire = 0;
+            give_evidence(target, &evidence);
+            (false, target.clone())
         }
     };
-    lock.save(path, &document, correction.date)?;
+    // Looked up before the save hands the document to the cache; the save changes no lesson.
     let failed_rule = document
         .lessons()
         .find(|l| {
@@ -357,6 +363,7 @@ fn learn_under_lock(
                 && l.confidence >= RULE_FAILURE_CONFIDENCE
         })
         .cloned();
+    lock.save_cached(path, document, correction.date, cache)?;
     Ok((created, lesson, failed_rule))
 }
 
