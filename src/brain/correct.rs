@@ -23,10 +23,14 @@
 //! is rebuilt from CORRECTION events); a crash after 2 leaves a lesson change without its
 //! LESSON_CHANGE event, never the reverse.
 //!
-//! The index row is written on a connection of its own, opened for the one insert on the
-//! blocking pool (with a busy timeout, as any second writer of a WAL database), not through the
-//! store's writer: the index is the brain's, shared with the Python SDK, and its tables are
-//! created here, exactly as the SDK creates them, when missing. The searches stay read-only.
+//! The index row is written on a connection of its own, on the blocking pool (with a busy
+//! timeout, as any second writer of a WAL database), not through the store's writer: the index is
+//! the brain's, shared with the Python SDK, and its tables are created here, exactly as the SDK
+//! creates them, when missing. The connection is kept for the next correction (opening one and
+//! creating the tables again cost more than the insert) and dropped after a failure. It never
+//! checkpoints the WAL itself: SQLite's default would have it copy the WAL into the database
+//! inside a correction whenever the WAL is past 1,000 pages, which the store's checkpointer does
+//! off every request's path. The searches stay read-only.
 //!
 //! Confidence: only the lesson the correction created or reinforced receives the evidence (0.6.0
 //! applied it to every lesson, spec §13 #5); a reinforced lesson's session age starts again
@@ -143,6 +147,8 @@ pub struct Learning {
     trackers: Mutex<Trackers>,
     database: PathBuf,
     document: Arc<DocumentCache>,
+    /// The index's connection, once a correction opened it.
+    index: Arc<Mutex<Option<Connection>>>,
 }
 
 impl Learning {
@@ -152,6 +158,7 @@ impl Learning {
             trackers: Mutex::new(Trackers::default()),
             database,
             document: Arc::new(DocumentCache::default()),
+            index: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -271,9 +278,18 @@ impl Brain {
 
         let row = index_text(&category, &prepared);
         let database = self.learning.database.clone();
+        let connection = Arc::clone(&self.learning.index);
         // The correction and its lesson stand without their index row: a failure here is
         // logged, not answered as an error the client would retry (and learn twice from).
-        match tokio::task::spawn_blocking(move || index_correction(&database, &row)).await {
+        let indexed = tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            let indexed = index_correction(&mut connection, &database, &row);
+            if indexed.is_err() {
+                *connection = None;
+            }
+            indexed
+        });
+        match indexed.await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::error!(
                 error = %crate::logging::Causes(&err),
@@ -558,13 +574,33 @@ fn index_text(category: &str, prepared: &Prepared) -> IndexRow {
     }
 }
 
-/// Inserts `row` in the index of the database at `database`, creating the tables if missing.
-fn index_correction(database: &std::path::Path, row: &IndexRow) -> rusqlite::Result<()> {
-    let mut connection = Connection::open(database)?;
+/// The pages SQLite lets the index's connection leave in the WAL: none, checkpoints are the
+/// store's checkpointer's (see the module doc).
+const INDEX_AUTOCHECKPOINT_PAGES: u32 = 0;
+
+/// Opens the index's connection to the database at `database`, creating the tables if missing.
+fn open_index(database: &std::path::Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(database)?;
     connection.busy_timeout(INDEX_BUSY_TIMEOUT)?;
+    connection.pragma_update(None, "wal_autocheckpoint", INDEX_AUTOCHECKPOINT_PAGES)?;
+    connection.execute_batch(CREATE_INDEX)?;
+    Ok(connection)
+}
+
+/// Inserts `row` in the index of the database at `database`, on `connection`, opened first if
+/// `None`. The tables are created when the connection is opened: a brain whose index was
+/// dropped behind our back gets an error here, then a new connection that creates them again.
+fn index_correction(
+    connection: &mut Option<Connection>,
+    database: &std::path::Path,
+    row: &IndexRow,
+) -> rusqlite::Result<()> {
+    let connection = match connection {
+        Some(open) => open,
+        None => connection.insert(open_index(database)?),
+    };
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    transaction.execute_batch(CREATE_INDEX)?;
     transaction.execute(
         "INSERT INTO brain_fts_content(source, file_type, text, embed_date) \
          VALUES ('corrections', 'correction', ?1, ?2)",
@@ -587,11 +623,13 @@ mod tests {
     fn an_index_row_is_searchable_and_the_tables_are_created_once() {
         let dir = tempfile::tempdir().unwrap();
         let database = dir.path().join("system.db");
+        let mut connection = None;
         for text in [
             "CODE: Use pathlib - from pathlib import Path",
             "TONE: Be direct - no",
         ] {
             index_correction(
+                &mut connection,
                 &database,
                 &IndexRow {
                     text: text.to_owned(),
@@ -609,6 +647,60 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(found, ["CODE: Use pathlib - from pathlib import Path"]);
+    }
+
+    fn row(text: &str) -> IndexRow {
+        IndexRow {
+            text: text.to_owned(),
+            embed_date: "2026-12-07".to_owned(),
+        }
+    }
+
+    #[test]
+    fn an_index_insert_leaves_a_long_wal_to_the_checkpointer() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("system.db");
+        // Another writer, as the store's, that does not checkpoint and stays open (a last
+        // connection closing would checkpoint), leaves some 1,500 pages in the WAL.
+        let other = Connection::open(&database).unwrap();
+        other.pragma_update(None, "journal_mode", "wal").unwrap();
+        other.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        other
+            .execute_batch(
+                "CREATE TABLE bulk(b BLOB); INSERT INTO bulk VALUES (zeroblob(6000000));",
+            )
+            .unwrap();
+        let main_file = || std::fs::metadata(&database).unwrap().len();
+        let before = main_file();
+
+        let mut connection = None;
+        index_correction(&mut connection, &database, &row("CODE: Use pathlib - x")).unwrap();
+        // SQLite's default would have copied the WAL into the database file in this commit.
+        assert_eq!(main_file(), before);
+        drop(other);
+    }
+
+    #[test]
+    fn the_index_connection_is_opened_again_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("system.db");
+        let mut connection = None;
+        index_correction(&mut connection, &database, &row("CODE: first - a")).unwrap();
+        // The index dropped behind the open connection's back.
+        Connection::open(&database)
+            .unwrap()
+            .execute_batch("DROP TABLE brain_fts; DROP TABLE brain_fts_content;")
+            .unwrap();
+        let mut failed = connection;
+        assert!(index_correction(&mut failed, &database, &row("CODE: second - b")).is_err());
+        // What the caller does after a failure: a new connection, which creates the tables.
+        let mut connection = None;
+        index_correction(&mut connection, &database, &row("CODE: third - c")).unwrap();
+        let count: i64 = Connection::open(&database)
+            .unwrap()
+            .query_row("SELECT count(*) FROM brain_fts_content", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
     }
 
     #[test]
