@@ -149,6 +149,10 @@ pub struct Learning {
     document: Arc<DocumentCache>,
     /// The index's connection, once a correction opened it.
     index: Arc<Mutex<Option<Connection>>>,
+    /// Taken by this service's writers of `lessons.md` before `.lessons.lock`, in the order they
+    /// come: the file lock is tried and retried after a pause, so under load a writer that just
+    /// arrived could take it again and again before one that has waited for long.
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl Learning {
@@ -159,7 +163,14 @@ impl Learning {
             database,
             document: Arc::new(DocumentCache::default()),
             index: Arc::new(Mutex::new(None)),
+            turn: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Waits for this service's writers of `lessons.md` that came before (first come, first
+    /// served); hold the guard while taking and holding `.lessons.lock`.
+    pub(super) async fn writer_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
     }
 
     /// `lessons.md` as this brain last wrote it, for every writer of the file to share.
@@ -240,6 +251,7 @@ impl Brain {
         let learn_category = category.clone();
         let learn_id = correction_id.clone();
         let cache = self.learning.document_cache();
+        let turn = self.learning.writer_turn().await;
         let (lesson_created, lesson, failed_rule) = tokio::task::spawn_blocking(move || {
             learn_under_lock(
                 &dir,
@@ -259,6 +271,7 @@ impl Brain {
         .await
         .map_err(Error::Interrupted)?
         .map_err(Error::Lessons)?;
+        drop(turn);
 
         let (data, tags) = lesson_change_event(lesson_created, &lesson, &correction_id);
         self.record(LESSON_CHANGE_EVENT, SOURCE, session, data, tags, None)
@@ -647,6 +660,23 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(found, ["CODE: Use pathlib - from pathlib import Path"]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_writer_that_waits_is_not_overtaken_by_one_that_just_came() {
+        let learning = Arc::new(Learning::new(PathBuf::from("unused.db")));
+        let first = learning.writer_turn().await;
+        let waiting = Arc::clone(&learning);
+        let waiter = tokio::spawn(async move {
+            let _turn = waiting.writer_turn().await;
+        });
+        // On this one thread, the waiter runs up to the lock and queues.
+        tokio::task::yield_now().await;
+        drop(first);
+        // A writer arriving as the turn is released does not get it: the waiter does.
+        assert!(learning.turn.try_lock().is_err());
+        waiter.await.unwrap();
+        assert!(learning.turn.try_lock().is_ok());
     }
 
     fn row(text: &str) -> IndexRow {

@@ -162,6 +162,7 @@ impl Brain {
     /// concurrent call, sweeps, writes `lessons.md` and records the events, then lets go.
     async fn sweep_and_record(&self, evidence: &SessionEvidence) -> Result<Sweep, EndSessionError> {
         let dir = self.dir.clone();
+        let _turn = self.learning.writer_turn().await;
         let lock = blocking(move || WriteLock::acquire(&dir, DEFAULT_LOCK_TIMEOUT)).await??;
         let id = evidence.id.clone();
         let swept_before = self
