@@ -16,8 +16,9 @@
 //! answer is a 2xx that did the route's work (rules selected, violations found, context recalled,
 //! feedback detected): a benchmark of fast errors or empty answers would be worthless, so any
 //! other answer stops it there. Then, for each route (`/apply-rules`, `/enforce-rules`,
-//! `/brain-recall`, `/detect`, and `/tag-delta`, which reads nothing: the floor of the HTTP stack
-//! under the same load) and each number of clients (1 and 16), it loads the Python daemon
+//! `/brain-recall`, `/detect`, the two that learn: `/correct` and `/end-session`, and
+//! `/tag-delta`, which reads nothing: the floor of the HTTP stack under the same load) and each
+//! number of clients (1 and 16), it loads the Python daemon
 //! and then gradata with `wrk` (one load thread, as many connections as clients, a fixed duration)
 //! and records requests/s, p50 and p99 latency, non-2xx answers and socket errors. The Python
 //! daemon answers in HTTP/1.0 and closes every connection, so `wrk` reconnects for each of its
@@ -38,6 +39,8 @@
 //! - `GRADATA_BENCH_SIZES=1000,10000`, `GRADATA_BENCH_CLIENTS=1,16`,
 //!   `GRADATA_BENCH_ROUTES=apply-rules,detect` (route names without the slash),
 //!   `GRADATA_BENCH_SECONDS=5`: pick what runs;
+//!   `end-session` selects its two variants: the first call of a session (a new session id per
+//!   request, each sweeping the lessons) and a session ended again (one id, already swept);
 //! - `GRADATA_BENCH_DAEMONS=0.6.0` or `gradata`: load only one of the two (no ratios then);
 //! - `GRADATA_BENCH_CONNECTION_CLOSE=1`: a new connection per request to gradata as well, as the
 //!   plugin's hooks make them (each hook call is a new process);
@@ -62,6 +65,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
@@ -132,14 +136,14 @@ fn main() -> ExitCode {
                 .iter()
                 .map(|server| {
                     let done = preflight(server, route);
-                    eprintln!("  {} {}: {done}", server.daemon.name(), route.path);
+                    eprintln!("  {} {}: {done}", server.daemon.name(), route.name);
                     done
                 })
                 .collect();
             // Not a failure (the differential tests judge the answers), but figures of answers
             // that differ in size compare different work.
             if work.windows(2).any(|pair| pair[0] != pair[1]) {
-                eprintln!("  note: the two daemons' answers to {} differ", route.path);
+                eprintln!("  note: the two daemons' answers to {} differ", route.name);
             }
             for &clients in &plan.clients {
                 for server in &mut servers {
@@ -148,13 +152,13 @@ fn main() -> ExitCode {
                     eprintln!(
                         "  {} {} {}: {:.0} req/s, p99 {:.2} ms",
                         server.daemon.name(),
-                        route.path,
+                        route.name,
                         clients_text(clients),
                         load.rate,
                         load.p99_ms
                     );
                     rows.push(Row {
-                        route: route.path,
+                        route: route.name,
                         lessons,
                         clients,
                         daemon: server.daemon,
@@ -368,10 +372,18 @@ enum Kind {
     /// and the machine under the same load, measured in the same run, which the other routes'
     /// tails are read against.
     Floor,
+    /// A route measured beside 0.6.0 without a target of its own (`/end-session`: the Stop
+    /// hook's call, off the prompt's path).
+    Reported,
 }
 
 struct Route {
     path: &'static str,
+    /// What the tables call it: the path, or the path and what the variant measures.
+    name: &'static str,
+    /// Each request names a session of its own: `SESSION_ID` in the body becomes a new id per
+    /// request (wrk's script numbers them).
+    new_session_per_request: bool,
     body: Vec<u8>,
     /// Which targets the route has.
     kind: Kind,
@@ -459,6 +471,8 @@ impl Route {
         vec![
             Route {
                 path: "/apply-rules",
+                name: "/apply-rules",
+                new_session_per_request: false,
                 kind: Kind::Read,
                 body: json!({
                     "prompt": "Refactor the settings loader in src/app/config_loader.py so it reads \
@@ -482,6 +496,8 @@ impl Route {
             },
             Route {
                 path: "/enforce-rules",
+                name: "/enforce-rules",
+                new_session_per_request: false,
                 kind: Kind::Read,
                 body: json!({"content": EDITED_FILE}).to_string().into_bytes(),
                 check: |answer| match answer["violations"].as_array() {
@@ -493,6 +509,8 @@ impl Route {
             },
             Route {
                 path: "/brain-recall",
+                name: "/brain-recall",
+                new_session_per_request: false,
                 kind: Kind::Read,
                 body: json!({
                     "file_path": "src/app/config_loader.py",
@@ -515,6 +533,8 @@ impl Route {
             },
             Route {
                 path: "/detect",
+                name: "/detect",
+                new_session_per_request: false,
                 kind: Kind::Read,
                 body: json!({
                     "user_message": "Are you sure that's the right settings path? You forgot the \
@@ -537,6 +557,8 @@ impl Route {
             // and rewrites lessons.md), so the brain the other routes read is the one written.
             Route {
                 path: "/correct",
+                name: "/correct",
+                new_session_per_request: false,
                 kind: Kind::Learning,
                 body: json!({
                     "old_string": "print(\"loading settings from\", path)\nsettings = load(path)",
@@ -557,8 +579,35 @@ impl Route {
                     }
                 },
             },
+            // The Stop hook calls /end-session after every assistant turn, so a session is ended
+            // many times: the first call sweeps the lessons (ages them, moves the ones whose
+            // evidence says so, rewrites lessons.md), the later ones find the session swept.
+            // 0.6.0 sweeps on every call. Both kinds of call are measured: a new session per
+            // request, and one session ended again and again.
+            Route {
+                path: "/end-session",
+                name: "/end-session (first call of a session)",
+                new_session_per_request: true,
+                kind: Kind::Reported,
+                body: json!({"session_id": "bench-SESSION_ID", "session_type": "full"})
+                    .to_string()
+                    .into_bytes(),
+                check: end_session_check,
+            },
+            Route {
+                path: "/end-session",
+                name: "/end-session (a session ended again)",
+                new_session_per_request: false,
+                kind: Kind::Reported,
+                body: json!({"session_id": "bench-repeated", "session_type": "full"})
+                    .to_string()
+                    .into_bytes(),
+                check: end_session_check,
+            },
             Route {
                 path: "/tag-delta",
+                name: "/tag-delta",
+                new_session_per_request: false,
                 kind: Kind::Floor,
                 body: json!({
                     "file_path": "src/app/config_loader.py",
@@ -573,6 +622,19 @@ impl Route {
                 },
             },
         ]
+    }
+}
+
+/// `/end-session` did its work when it answers the convergence (0.6.0 answers `{}` on error).
+fn end_session_check(answer: &Value) -> Result<String, String> {
+    match answer["convergence"].as_object() {
+        Some(convergence) if !convergence.is_empty() => Ok(format!(
+            "convergence {}",
+            answer["convergence"]["trend"]
+                .as_str()
+                .unwrap_or("answered")
+        )),
+        _ => Err("no convergence in the answer".to_owned()),
     }
 }
 
@@ -806,6 +868,15 @@ wrk.headers["Content-Type"] = "application/json"
 if os.getenv("WRK_CONNECTION_CLOSE") then
   wrk.headers["Connection"] = "close"
 end
+local session_prefix = os.getenv("WRK_SESSION_PREFIX")
+if session_prefix then
+  local sent = 0
+  request = function()
+    sent = sent + 1
+    local body = string.gsub(wrk.body, "SESSION_ID", session_prefix .. sent)
+    return wrk.format(nil, nil, nil, body)
+  end
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -827,6 +898,12 @@ impl Load {
         let mut command = Command::new(wrk);
         if connection_close() {
             command.env("WRK_CONNECTION_CLOSE", "1");
+        }
+        if route.new_session_per_request {
+            // Unique across the runs on one daemon's brain, so that no session is swept twice.
+            static RUNS: AtomicUsize = AtomicUsize::new(0);
+            let run = RUNS.fetch_add(1, Ordering::Relaxed);
+            command.env("WRK_SESSION_PREFIX", format!("run{run}-{clients}c-"));
         }
         let output = command
             .env("WRK_BODY_FILE", &body_file)
@@ -859,7 +936,7 @@ impl Load {
             socket_errors: count("socket_errors"),
         };
         if load.non_2xx + load.socket_errors > 0 {
-            eprintln!("{} {}: {stdout}", server.daemon.name(), route.path);
+            eprintln!("{} {}: {stdout}", server.daemon.name(), route.name);
         }
         load
     }
@@ -894,7 +971,7 @@ fn print_table(rows: &[Row], plan: &Plan) {
     for &lessons in &plan.sizes {
         for route in &plan.routes {
             for &clients in &plan.clients {
-                let find = |daemon| find_row(rows, route.path, lessons, clients, daemon);
+                let find = |daemon| find_row(rows, route.name, lessons, clients, daemon);
                 let (python, gradata) = (find(Daemon::Python), find(Daemon::Gradata));
                 let rate = |row: Option<&Row>| row.map_or_else(dash, |r| rate_text(r.load.rate));
                 let latency = |row: Option<&Row>| {
@@ -913,7 +990,7 @@ fn print_table(rows: &[Row], plan: &Plan) {
                 };
                 println!(
                     "| `{}` | {} | {} | {} | {} | {} | {} | {ratio} | {}; {} |",
-                    route.path,
+                    route.name,
                     thousands(lessons),
                     clients,
                     rate(python),
@@ -954,8 +1031,8 @@ fn print_targets(rows: &[Row], plan: &Plan) -> bool {
     .unwrap();
     for route in plan.routes.iter().filter(|route| route.kind == Kind::Read) {
         for &lessons in &plan.sizes {
-            let gradata = find(route.path, lessons, TARGET_CLIENTS, Daemon::Gradata);
-            let python = find(route.path, lessons, TARGET_CLIENTS, Daemon::Python);
+            let gradata = find(route.name, lessons, TARGET_CLIENTS, Daemon::Gradata);
+            let python = find(route.name, lessons, TARGET_CLIENTS, Daemon::Python);
             let line = match (gradata, python) {
                 (Some(g), Some(p)) => {
                     let ratio = g.load.rate / p.load.rate;
@@ -973,7 +1050,7 @@ fn print_targets(rows: &[Row], plan: &Plan) -> bool {
             writeln!(
                 out,
                 "- `{}`, {} lessons: {line}",
-                route.path,
+                route.name,
                 thousands(lessons)
             )
             .unwrap();
@@ -988,11 +1065,14 @@ fn print_targets(rows: &[Row], plan: &Plan) -> bool {
     .unwrap();
     for route in &plan.routes {
         for &clients in &plan.clients {
-            let line = match find(route.path, CEILING_LESSONS, clients, Daemon::Gradata) {
+            let line = match find(route.name, CEILING_LESSONS, clients, Daemon::Gradata) {
                 Some(g) if route.kind == Kind::Floor => format!(
                     "{:.2} ms (the floor: a route that reads nothing, not a target)",
                     g.load.p99_ms
                 ),
+                Some(g) if route.kind == Kind::Reported => {
+                    format!("{:.2} ms (measured, no target)", g.load.p99_ms)
+                }
                 Some(g) => {
                     let ceiling = if route.kind == Kind::Learning {
                         LEARNING_P99_CEILING_MS
@@ -1005,7 +1085,7 @@ fn print_targets(rows: &[Row], plan: &Plan) -> bool {
                 }
                 None => "not measured in this run".to_owned(),
             };
-            writeln!(out, "- `{}`, {}: {line}", route.path, clients_text(clients)).unwrap();
+            writeln!(out, "- `{}`, {}: {line}", route.name, clients_text(clients)).unwrap();
         }
     }
     print!("{out}");

@@ -27,10 +27,14 @@
 //! index is rebuilt from CORRECTION events); a crash after 3 leaves a lesson change without its
 //! LESSON_CHANGE event, never the reverse.
 //!
-//! The index row is written on a connection of its own, opened for the one insert on the
-//! blocking pool (with a busy timeout, as any second writer of a WAL database), not through the
-//! store's writer: the index is the brain's, shared with the Python SDK, and its tables are
-//! created here, exactly as the SDK creates them, when missing. The searches stay read-only.
+//! The index row is written on a connection of its own, on the blocking pool (with a busy
+//! timeout, as any second writer of a WAL database), not through the store's writer: the index is
+//! the brain's, shared with the Python SDK, and its tables are created here, exactly as the SDK
+//! creates them, when missing. The connection is kept for the next correction (opening one and
+//! creating the tables again cost more than the insert) and dropped after a failure. It never
+//! checkpoints the WAL itself: SQLite's default would have it copy the WAL into the database
+//! inside a correction whenever the WAL is past 1,000 pages, which the store's checkpointer does
+//! off every request's path. The searches stay read-only.
 //!
 //! Review: a correction whose texts hold an adversarial phrase (`adversarial`) requires review:
 //! its new lesson waits for approval (confidence 0.0, `Pending approval: yes`), and its
@@ -42,7 +46,7 @@
 //! reported, never applied (§13 #9).
 
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -57,7 +61,7 @@ use super::instruction::{self, Instruction};
 use super::learn::{self, Learned};
 use super::lessons::{Lesson, State};
 use super::lessons_file::DEFAULT_LOCK_TIMEOUT;
-use super::lessons_write::{SaveError, WriteLock};
+use super::lessons_write::{DocumentCache, SaveError, WriteLock};
 use super::pyjson::{Object, Value};
 use super::recall;
 use super::redact::redact;
@@ -147,11 +151,19 @@ pub struct Corrected {
 }
 
 /// The learning state a [`Brain`] keeps between corrections: the attribution trackers (bounded,
-/// in memory only, as in 0.6.0) and where the index rows go.
+/// in memory only, as in 0.6.0), where the index rows go, and `lessons.md` as last written, so
+/// that the next correction parses it only if someone else changed it.
 #[derive(Debug)]
 pub struct Learning {
     trackers: Mutex<Trackers>,
     database: PathBuf,
+    document: Arc<DocumentCache>,
+    /// The index's connection, once a correction opened it.
+    index: Arc<Mutex<Option<Connection>>>,
+    /// Taken by this service's writers of `lessons.md` before `.lessons.lock`, in the order they
+    /// come: the file lock is tried and retried after a pause, so under load a writer that just
+    /// arrived could take it again and again before one that has waited for long.
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl Learning {
@@ -160,12 +172,26 @@ impl Learning {
         Learning {
             trackers: Mutex::new(Trackers::default()),
             database,
+            document: Arc::new(DocumentCache::default()),
+            index: Arc::new(Mutex::new(None)),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
     /// The database the index rows go to (the brain's `system.db`).
     pub(super) fn database(&self) -> &std::path::Path {
         &self.database
+    }
+
+    /// Waits for this service's writers of `lessons.md` that came before (first come, first
+    /// served); hold the guard while taking and holding `.lessons.lock`.
+    pub(super) async fn writer_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
+    }
+
+    /// `lessons.md` as this brain last wrote it, for every writer of the file to share.
+    pub(super) fn document_cache(&self) -> Arc<DocumentCache> {
+        Arc::clone(&self.document)
     }
 }
 
@@ -257,9 +283,18 @@ impl Brain {
 
         let row = index_text(&category, &prepared);
         let database = self.learning.database.clone();
+        let connection = Arc::clone(&self.learning.index);
         // The correction and its lesson stand without their index row: a failure here is
         // logged, not answered as an error the client would retry (and learn twice from).
-        match tokio::task::spawn_blocking(move || index_correction(&database, &row)).await {
+        let indexed = tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            let indexed = index_correction(&mut connection, &database, &row);
+            if indexed.is_err() {
+                *connection = None;
+            }
+            indexed
+        });
+        match indexed.await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::error!(
                 error = %crate::logging::Causes(&err),
@@ -335,10 +370,13 @@ impl Brain {
         let learn_category = category.clone();
         let learn_id = correction_id.clone();
         let approval_required = prepared.requires_review();
+        let cache = self.learning.document_cache();
+        let turn = self.learning.writer_turn().await;
         let (lesson_created, lesson, failed_rule) = tokio::task::spawn_blocking(move || {
             learn_under_lock(
                 &dir,
                 &path,
+                &cache,
                 &learn::Correction {
                     category: &learn_category,
                     severity: severity_label,
@@ -353,6 +391,7 @@ impl Brain {
         .await
         .map_err(Error::Interrupted)?
         .map_err(Error::Lessons)?;
+        drop(turn);
 
         let (data, tags) = lesson_change_event(lesson_created, &lesson, &correction_id);
         self.record(LESSON_CHANGE_EVENT, SOURCE, session, data, tags, None)
@@ -432,12 +471,12 @@ fn prepare(correction: Correction) -> Prepared {
 fn learn_under_lock(
     brain_dir: &std::path::Path,
     path: &std::path::Path,
+    cache: &DocumentCache,
     correction: &learn::Correction<'_>,
 ) -> Result<(bool, Lesson, Option<Lesson>), SaveError> {
     let lock = WriteLock::acquire(brain_dir, DEFAULT_LOCK_TIMEOUT)?;
-    let (mut document, _problems) = lock.read(path)?;
-    let lessons: Vec<Lesson> = document.lessons().cloned().collect();
-    let learned = learn::learn(&lessons, correction);
+    let mut document = lock.read_cached(path, cache)?;
+    let learned = learn::learn_among(document.lessons(), correction);
     let evidence = Evidence::Reinforcing(confidence::Severity::from_label(correction.severity));
     let (created, lesson) = match learned {
         Learned::Created(lesson) => {
@@ -446,24 +485,20 @@ fn learn_under_lock(
             document.push(lesson.clone());
             (true, lesson)
         }
-        Learned::Reinforced { index, .. } => {
-            let mut single = vec![lessons[index].clone()];
-            // `learn` decided on the lesson at `index`, so it is the one its decision applies to.
-            let decided = match learned {
-                Learned::Reinforced { evidence, .. } => Learned::Reinforced { index: 0, evidence },
-                created @ Learned::Created(_) => created,
+        Learned::Reinforced {
+            index,
+            evidence: reinforcement,
+        } => {
+            let Some(target) = document.lesson_mut(index) else {
+                unreachable!("learn decided on a lesson of this document")
             };
-            decided.apply(&mut single);
-            let mut lesson = single.remove(0);
-            lesson.sessions_since_fire = 0;
-            give_evidence(&mut lesson, &evidence);
-            if let Some(target) = document.lessons_mut().nth(index) {
-                *target = lesson.clone();
-            }
-            (false, lesson)
+            reinforcement.reinforce(target);
+            target.sessions_since_fire = 0;
+            give_evidence(target, &evidence);
+            (false, target.clone())
         }
     };
-    lock.save(path, &document, correction.date)?;
+    // Looked up before the save hands the document to the cache; the save changes no lesson.
     let failed_rule = document
         .lessons()
         .find(|l| {
@@ -472,6 +507,7 @@ fn learn_under_lock(
                 && l.confidence >= RULE_FAILURE_CONFIDENCE
         })
         .cloned();
+    lock.save_cached(path, document, correction.date, cache)?;
     Ok((created, lesson, failed_rule))
 }
 
@@ -727,13 +763,33 @@ fn queue_for_review(database: &std::path::Path, row: &ReviewRow) -> rusqlite::Re
     Ok(true)
 }
 
-/// Inserts `row` in the index of the database at `database`, creating the tables if missing.
-fn index_correction(database: &std::path::Path, row: &IndexRow) -> rusqlite::Result<()> {
-    let mut connection = Connection::open(database)?;
+/// The pages SQLite lets the index's connection leave in the WAL: none, checkpoints are the
+/// store's checkpointer's (see the module doc).
+const INDEX_AUTOCHECKPOINT_PAGES: u32 = 0;
+
+/// Opens the index's connection to the database at `database`, creating the tables if missing.
+fn open_index(database: &std::path::Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(database)?;
     connection.busy_timeout(INDEX_BUSY_TIMEOUT)?;
+    connection.pragma_update(None, "wal_autocheckpoint", INDEX_AUTOCHECKPOINT_PAGES)?;
+    connection.execute_batch(CREATE_INDEX)?;
+    Ok(connection)
+}
+
+/// Inserts `row` in the index of the database at `database`, on `connection`, opened first if
+/// `None`. The tables are created when the connection is opened: a brain whose index was
+/// dropped behind our back gets an error here, then a new connection that creates them again.
+fn index_correction(
+    connection: &mut Option<Connection>,
+    database: &std::path::Path,
+    row: &IndexRow,
+) -> rusqlite::Result<()> {
+    let connection = match connection {
+        Some(open) => open,
+        None => connection.insert(open_index(database)?),
+    };
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    transaction.execute_batch(CREATE_INDEX)?;
     transaction.execute(
         "INSERT INTO brain_fts_content(source, file_type, text, embed_date) \
          VALUES ('corrections', 'correction', ?1, ?2)",
@@ -756,11 +812,13 @@ mod tests {
     fn an_index_row_is_searchable_and_the_tables_are_created_once() {
         let dir = tempfile::tempdir().unwrap();
         let database = dir.path().join("system.db");
+        let mut connection = None;
         for text in [
             "CODE: Use pathlib - from pathlib import Path",
             "TONE: Be direct - no",
         ] {
             index_correction(
+                &mut connection,
                 &database,
                 &IndexRow {
                     text: text.to_owned(),
@@ -778,6 +836,77 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(found, ["CODE: Use pathlib - from pathlib import Path"]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_writer_that_waits_is_not_overtaken_by_one_that_just_came() {
+        let learning = Arc::new(Learning::new(PathBuf::from("unused.db")));
+        let first = learning.writer_turn().await;
+        let waiting = Arc::clone(&learning);
+        let waiter = tokio::spawn(async move {
+            let _turn = waiting.writer_turn().await;
+        });
+        // On this one thread, the waiter runs up to the lock and queues.
+        tokio::task::yield_now().await;
+        drop(first);
+        // A writer arriving as the turn is released does not get it: the waiter does.
+        assert!(learning.turn.try_lock().is_err());
+        waiter.await.unwrap();
+        assert!(learning.turn.try_lock().is_ok());
+    }
+
+    fn row(text: &str) -> IndexRow {
+        IndexRow {
+            text: text.to_owned(),
+            embed_date: "2026-12-07".to_owned(),
+        }
+    }
+
+    #[test]
+    fn an_index_insert_leaves_a_long_wal_to_the_checkpointer() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("system.db");
+        // Another writer, as the store's, that does not checkpoint and stays open (a last
+        // connection closing would checkpoint), leaves some 1,500 pages in the WAL.
+        let other = Connection::open(&database).unwrap();
+        other.pragma_update(None, "journal_mode", "wal").unwrap();
+        other.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        other
+            .execute_batch(
+                "CREATE TABLE bulk(b BLOB); INSERT INTO bulk VALUES (zeroblob(6000000));",
+            )
+            .unwrap();
+        let main_file = || std::fs::metadata(&database).unwrap().len();
+        let before = main_file();
+
+        let mut connection = None;
+        index_correction(&mut connection, &database, &row("CODE: Use pathlib - x")).unwrap();
+        // SQLite's default would have copied the WAL into the database file in this commit.
+        assert_eq!(main_file(), before);
+        drop(other);
+    }
+
+    #[test]
+    fn the_index_connection_is_opened_again_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("system.db");
+        let mut connection = None;
+        index_correction(&mut connection, &database, &row("CODE: first - a")).unwrap();
+        // The index dropped behind the open connection's back.
+        Connection::open(&database)
+            .unwrap()
+            .execute_batch("DROP TABLE brain_fts; DROP TABLE brain_fts_content;")
+            .unwrap();
+        let mut failed = connection;
+        assert!(index_correction(&mut failed, &database, &row("CODE: second - b")).is_err());
+        // What the caller does after a failure: a new connection, which creates the tables.
+        let mut connection = None;
+        index_correction(&mut connection, &database, &row("CODE: third - c")).unwrap();
+        let count: i64 = Connection::open(&database)
+            .unwrap()
+            .query_row("SELECT count(*) FROM brain_fts_content", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
     }
 
     #[test]

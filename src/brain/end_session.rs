@@ -162,6 +162,7 @@ impl Brain {
     /// concurrent call, sweeps, writes `lessons.md` and records the events, then lets go.
     async fn sweep_and_record(&self, evidence: &SessionEvidence) -> Result<Sweep, EndSessionError> {
         let dir = self.dir.clone();
+        let _turn = self.learning.writer_turn().await;
         let lock = blocking(move || WriteLock::acquire(&dir, DEFAULT_LOCK_TIMEOUT)).await??;
         let id = evidence.id.clone();
         let swept_before = self
@@ -188,9 +189,10 @@ impl Brain {
             return Err(EndSessionError::OutsideBrain { path });
         }
         let session = evidence.clone();
+        let cache = self.learning.document_cache();
         let (lock, sweep, moved) = blocking(move || -> Result<_, EndSessionError> {
             let thresholds = Thresholds::salted(&brain_salt(&dir)?);
-            let (mut document, _problems) = lock.read(&path)?;
+            let mut document = lock.read_cached(&path, &cache)?;
             let mut parts = Vec::new();
             let mut moved = Vec::new();
             for lesson in document.lessons_mut() {
@@ -212,12 +214,17 @@ impl Brain {
             let sweep = combine(parts);
             if document.lessons().next().is_some() {
                 let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ");
-                lock.save(&path, &document, &now.to_string())?;
+                lock.save_cached(&path, document, &now.to_string(), &cache)?;
             }
             Ok((lock, sweep, moved))
         })
         .await??;
-        for (transition, lesson) in &moved {
+        // One future per move, all polled at once: each reaches the store's writer in this
+        // order (so the rows' ids keep it) and the writer commits them together, with one fsync
+        // for the group instead of one per move (a first sweep of a large brain moves thousands
+        // of lessons). Their JSONL lines are appended as each commit is answered, so within one
+        // sweep their order there may differ; SESSION_END follows them all.
+        let changes = moved.iter().map(|(transition, lesson)| {
             let mut data = Object::new();
             data.insert("action".to_owned(), Value::from(action(transition.to)));
             data.insert("lesson_id".to_owned(), Value::from(&*transition.lesson_id));
@@ -242,7 +249,9 @@ impl Brain {
                 tags,
                 None,
             )
-            .await?;
+        });
+        for recorded in futures_util::future::join_all(changes).await {
+            recorded?;
         }
         let end = sweep.session_end(evidence);
         let mut data = Object::new();

@@ -92,10 +92,18 @@ pub struct Match {
 
 /// Decides what `correction` does to `lessons` (in file order). See the module doc.
 pub fn learn(lessons: &[Lesson], correction: &Correction<'_>) -> Learned {
+    learn_among(lessons, correction)
+}
+
+/// [`learn`] over any sequence of lessons in file order (the indices of [`Learned`] count in
+/// it), so that a caller holding them elsewhere need not copy them.
+pub fn learn_among<'a>(
+    lessons: impl IntoIterator<Item = &'a Lesson>,
+    correction: &Correction<'_>,
+) -> Learned {
     let instruction = instruction::one_line(correction.instruction, MAX_INSTRUCTION_CHARS);
-    match best_match(lessons, correction.category, &instruction) {
-        Some(found) if found.similarity >= threshold(correction.category) => {
-            let lesson = &lessons[found.index];
+    match best_of(lessons, correction.category, &instruction) {
+        Some((found, lesson)) if found.similarity >= threshold(correction.category) => {
             let longer = instruction.chars().count() > lesson.description.chars().count();
             let new_description =
                 (longer && lesson.state != State::Rule).then(|| instruction.clone());
@@ -118,16 +126,25 @@ pub fn learn(lessons: &[Lesson], correction: &Correction<'_>) -> Learned {
 /// The most similar lesson of `category` (KILLED ones included, as in 0.6.0) to `instruction`:
 /// the first of the highest similarity; `None` when the category has no lesson.
 pub fn best_match(lessons: &[Lesson], category: &str, instruction: &str) -> Option<Match> {
+    best_of(lessons, category, instruction).map(|(found, _)| found)
+}
+
+/// [`best_match`] over any sequence, with the lesson that matched.
+fn best_of<'a>(
+    lessons: impl IntoIterator<Item = &'a Lesson>,
+    category: &str,
+    instruction: &str,
+) -> Option<(Match, &'a Lesson)> {
     let wanted = category.to_uppercase();
     let terms = Terms::of(instruction);
-    let mut best: Option<Match> = None;
-    for (index, lesson) in lessons.iter().enumerate() {
+    let mut best: Option<(Match, &Lesson)> = None;
+    for (index, lesson) in lessons.into_iter().enumerate() {
         if lesson.category != wanted {
             continue;
         }
         let similarity = terms.cosine(&Terms::of(&lesson.description));
-        if best.is_none_or(|found| similarity > found.similarity) {
-            best = Some(Match { index, similarity });
+        if best.is_none_or(|(found, _)| similarity > found.similarity) {
+            best = Some((Match { index, similarity }, lesson));
         }
     }
     best
@@ -161,15 +178,21 @@ impl Learned {
         match self {
             Learned::Created(lesson) => lessons.push(lesson.as_ref().clone()),
             Learned::Reinforced { index, evidence } => {
-                let Some(lesson) = lessons.get_mut(*index) else {
-                    return;
-                };
-                lesson.fire_count = lesson.fire_count.saturating_add(1);
-                lesson.corrections.push(evidence.correction_id.clone());
-                if let Some(description) = &evidence.new_description {
-                    lesson.description.clone_from(description);
+                if let Some(lesson) = lessons.get_mut(*index) {
+                    evidence.reinforce(lesson);
                 }
             }
+        }
+    }
+}
+
+impl Evidence {
+    /// Records this reinforcement on `lesson`, the one it matched (see [`Learned::apply`]).
+    pub fn reinforce(&self, lesson: &mut Lesson) {
+        lesson.fire_count = lesson.fire_count.saturating_add(1);
+        lesson.corrections.push(self.correction_id.clone());
+        if let Some(description) = &self.new_description {
+            lesson.description.clone_from(description);
         }
     }
 }

@@ -128,6 +128,10 @@ struct Entry {
     lesson: Lesson,
     /// What the file said, for a lesson read from it; `None` for one the caller added.
     original: Option<LessonPiece>,
+    /// The caller was handed the lesson to change. An untouched lesson is its `original`, so
+    /// the render copies its text without comparing the two (a comparison of every field of
+    /// every lesson was most of a render).
+    touched: bool,
 }
 
 /// What [`Document::render`] produced.
@@ -161,6 +165,7 @@ impl Document {
                 Piece::Lesson(piece) => Part::Lesson(Box::new(Entry {
                     lesson: piece.lesson.clone(),
                     original: Some(*piece),
+                    touched: false,
                 })),
             })
             .collect();
@@ -179,9 +184,28 @@ impl Document {
     /// the file on the next render (into [`Rendered::retired`]).
     pub fn lessons_mut(&mut self) -> impl Iterator<Item = &mut Lesson> {
         self.parts.iter_mut().filter_map(|part| match part {
-            Part::Lesson(entry) => Some(&mut entry.lesson),
+            Part::Lesson(entry) => {
+                entry.touched = true;
+                Some(&mut entry.lesson)
+            }
             Part::Other(_) => None,
         })
+    }
+
+    /// The lesson at `index` (in file order), to change in place; the others stay untouched,
+    /// which keeps the next render and [`WriteLock::save_cached`] cheap.
+    pub fn lesson_mut(&mut self, index: usize) -> Option<&mut Lesson> {
+        self.parts
+            .iter_mut()
+            .filter_map(|part| match part {
+                Part::Lesson(entry) => Some(entry),
+                Part::Other(_) => None,
+            })
+            .nth(index)
+            .map(|entry| {
+                entry.touched = true;
+                &mut entry.lesson
+            })
     }
 
     /// The lines that belong to no lesson, in file order, each with its line break.
@@ -197,6 +221,7 @@ impl Document {
         self.parts.push(Part::Lesson(Box::new(Entry {
             lesson,
             original: None,
+            touched: true,
         })));
     }
 
@@ -204,13 +229,19 @@ impl Document {
     /// whole document if one lesson cannot be written.
     pub fn render(&self) -> Result<Rendered, InvalidLesson> {
         self.render_as(Layout::KeepUnchanged)
+            .map(|(rendered, _)| rendered)
     }
 
-    fn render_as(&self, layout: Layout) -> Result<Rendered, InvalidLesson> {
+    /// The render, and where each part's text starts in it (a part's text ends where the next
+    /// one's starts; line breaks added to end the line before a rewritten lesson count as the
+    /// lesson's).
+    fn render_as(&self, layout: Layout) -> Result<(Rendered, Vec<usize>), InvalidLesson> {
         let kept = self.kept_parts();
-        let mut text = String::new();
+        let mut text = String::with_capacity(self.raw_len());
         let mut retired = Vec::new();
+        let mut starts = Vec::with_capacity(self.parts.len());
         for (index, part) in self.parts.iter().enumerate() {
+            starts.push(text.len());
             match part {
                 Part::Lesson(entry) if is_retired(entry.lesson.state) => {
                     retired.push(entry.lesson.clone());
@@ -219,7 +250,8 @@ impl Document {
                 Part::Other(raw) => append(&mut text, raw),
                 Part::Lesson(entry) => match &entry.original {
                     Some(original)
-                        if layout == Layout::KeepUnchanged && original.lesson == entry.lesson =>
+                        if layout == Layout::KeepUnchanged
+                            && (!entry.touched || original.lesson == entry.lesson) =>
                     {
                         append(&mut text, &original.raw);
                     }
@@ -234,7 +266,120 @@ impl Document {
                 },
             }
         }
-        Ok(Rendered { text, retired })
+        Ok((Rendered { text, retired }, starts))
+    }
+
+    /// The length of the text the parts were read from (a capacity hint).
+    fn raw_len(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Other(raw) => raw.len(),
+                Part::Lesson(entry) => entry.original.as_ref().map_or(0, |o| o.raw.len()),
+            })
+            .sum()
+    }
+
+    /// Whether the part at `index` is written differently from how it was read.
+    fn is_dirty(&self, index: usize) -> bool {
+        match &self.parts[index] {
+            Part::Other(_) => false,
+            Part::Lesson(entry) => match &entry.original {
+                None => true,
+                Some(original) => entry.touched && original.lesson != entry.lesson,
+            },
+        }
+    }
+
+    /// Makes this document what [`Document::parse`] gives on `rendered`, its own render
+    /// (`starts` from the same render), without parsing the whole text again: only the lesson
+    /// that changed and the parts on either side of it are read again from the new text, and
+    /// the line numbers after them are moved. Answers `false`, leaving the document as it was,
+    /// when that is not enough: more than one lesson changed, or one left the file.
+    fn rebase(&mut self, rendered: &Rendered, starts: &[usize]) -> bool {
+        if !rendered.retired.is_empty() {
+            return false;
+        }
+        let mut dirty = (0..self.parts.len()).filter(|&index| self.is_dirty(index));
+        let Some(changed) = dirty.next() else {
+            self.untouch();
+            return true;
+        };
+        if dirty.next().is_some() {
+            return false;
+        }
+        // The parse is line by line and a part's extent depends only on the lines after it, so
+        // a window that starts where a part started and ends where one ended reads the same
+        // alone as in the whole text: the part before the changed one (its last line may have
+        // been ended for it) through the part after it.
+        let first = changed.saturating_sub(1);
+        let last = (changed + 1).min(self.parts.len() - 1);
+        let from = starts[first];
+        let to = starts.get(last + 1).copied().unwrap_or(rendered.text.len());
+        let window = &rendered.text[from..to];
+        let Some(offset) = self.lines_before(first) else {
+            return false;
+        };
+        let old_lines: usize = self.parts[first..=last]
+            .iter()
+            .map(|part| match part {
+                Part::Other(raw) => pytext::splitlines(raw).len(),
+                Part::Lesson(entry) => entry
+                    .original
+                    .as_ref()
+                    .map_or(0, |original| pytext::splitlines(&original.raw).len()),
+            })
+            .sum();
+        let (fresh, _problems) = Document::parse(window);
+        let new_lines = pytext::splitlines(window).len();
+        let fresh_len = fresh.parts.len();
+        self.parts.splice(first..=last, fresh.parts);
+        for (index, part) in self.parts.iter_mut().enumerate().skip(first) {
+            let Part::Lesson(entry) = part else { continue };
+            let moved = |line: usize| {
+                if index < first + fresh_len {
+                    line + offset
+                } else {
+                    (line + new_lines).saturating_sub(old_lines)
+                }
+            };
+            entry.lesson.line = moved(entry.lesson.line);
+            if let Some(original) = &mut entry.original {
+                original.lesson.line = moved(original.lesson.line);
+            }
+        }
+        self.untouch();
+        true
+    }
+
+    /// How many lines come before the part at `index`, for a document whose parts before it are
+    /// all as read: counted from the nearest lesson before it, whose line number says where it
+    /// starts (counting the whole text instead was most of a correction's work). `None` when a
+    /// lesson before it was added since the read.
+    fn lines_before(&self, index: usize) -> Option<usize> {
+        let lines = |raw: &str| pytext::splitlines(raw).len();
+        let mut after = 0;
+        for part in self.parts[..index].iter().rev() {
+            match part {
+                Part::Other(raw) => after += lines(raw),
+                Part::Lesson(entry) => match &entry.original {
+                    Some(original) => {
+                        return Some(original.lesson.line - 1 + lines(&original.raw) + after);
+                    }
+                    None => return None,
+                },
+            }
+        }
+        Some(after)
+    }
+
+    /// Marks every lesson as read (after a rebase, each is its `original`).
+    fn untouch(&mut self) {
+        for part in &mut self.parts {
+            if let Part::Lesson(entry) = part {
+                entry.touched = false;
+            }
+        }
     }
 
     /// Which parts stay in the file: all but the retired lessons and, for each, one blank line
@@ -546,6 +691,45 @@ fn finite(value: f64, name: &str) -> Result<f64, String> {
     }
 }
 
+/// The `lessons.md` this process last read or wrote under the lock, parsed, so that the next
+/// writer skips the parse when the file still holds exactly those bytes. Any other content (an
+/// edit by the Python SDK or by hand, a file replaced behind our back) is parsed again: the
+/// bytes are compared, not a timestamp, which a rewrite within one clock tick would leave the
+/// same. Share one per brain; it is only used under the lock.
+#[derive(Debug, Default)]
+pub struct DocumentCache {
+    last: std::sync::Mutex<Option<Known>>,
+}
+
+#[derive(Debug)]
+struct Known {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    document: Document,
+}
+
+impl DocumentCache {
+    /// The cached document if `path` held exactly `bytes` when it was cached (taken out: the
+    /// caller changes it, and a failed save must not leave a changed copy behind).
+    fn take(&self, path: &Path, bytes: &[u8]) -> Option<Document> {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match last.take() {
+            Some(known) if known.path == path && known.bytes == bytes => Some(known.document),
+            _ => None,
+        }
+    }
+
+    fn put(&self, known: Option<Known>) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = known;
+    }
+}
+
 /// The exclusive hold on `<brain>/.lessons.lock` that every `lessons.md` writer takes: the
 /// Python SDK, this module, and (shared) the reader in `lessons_file`. Hold it across the read,
 /// the change and [`WriteLock::save`], so that no other writer's change is lost in between.
@@ -642,6 +826,60 @@ impl WriteLock {
         atomic::replace(path, rendered.text.as_bytes())?;
         Ok(rendered.retired)
     }
+
+    /// [`WriteLock::read`], served from `cache` when the file holds the bytes cached (one read
+    /// and one comparison instead of a parse). The problems of a cached document are not
+    /// reported again.
+    pub fn read_cached(&self, path: &Path, cache: &DocumentCache) -> Result<Document, SaveError> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(SaveError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        if let Some(document) = cache.take(path, &bytes) {
+            return Ok(document);
+        }
+        let (document, problems) = Document::parse(&String::from_utf8_lossy(&bytes));
+        for problem in &problems {
+            tracing::debug!(line = problem.line, "lessons.md: {}", problem.message);
+        }
+        Ok(document)
+    }
+
+    /// [`WriteLock::save`], rendering once, and leaving in `cache` the document as the file now
+    /// holds it (what [`Document::parse`] gives on the text written), so that the next
+    /// [`WriteLock::read_cached`] of an unchanged file skips the parse. When the written
+    /// document cannot be brought up to date cheaply (more than one lesson changed, or one
+    /// retired) the cache is emptied and the next read parses.
+    pub fn save_cached(
+        &self,
+        path: &Path,
+        mut document: Document,
+        retired_at: &str,
+        cache: &DocumentCache,
+    ) -> Result<Vec<Lesson>, SaveError> {
+        cache.put(None);
+        let (rendered, starts) = document.render_as(Layout::KeepUnchanged)?;
+        archive::append(
+            &self.brain_dir.join(archive::ARCHIVE_FILE),
+            &rendered.retired,
+            retired_at,
+        )?;
+        atomic::replace(path, rendered.text.as_bytes())?;
+        if document.rebase(&rendered, &starts) {
+            cache.put(Some(Known {
+                path: path.to_path_buf(),
+                bytes: rendered.text.into_bytes(),
+                document,
+            }));
+        }
+        Ok(rendered.retired)
+    }
 }
 
 #[cfg(test)]
@@ -716,7 +954,7 @@ mod tests {
     fn the_serialiser_writes_the_sdk_layout_byte_for_byte() {
         let (document, problems) = Document::parse(SDK_WRITTEN);
         assert_eq!(problems, []);
-        let rendered = document.render_as(Layout::Serialise).unwrap();
+        let rendered = document.render_as(Layout::Serialise).unwrap().0;
         assert_eq!(rendered.text, SDK_WRITTEN);
         assert_eq!(rendered.retired, []);
     }
@@ -970,7 +1208,7 @@ mod tests {
         fn parse_write_parse_is_lossless(text in file()) {
             let (document, _) = Document::parse(&text);
             // Every lesson written anew, the hardest case for the serialiser.
-            let written = document.render_as(Layout::Serialise).unwrap().text;
+            let written = document.render_as(Layout::Serialise).unwrap().0.text;
             let (again, _) = Document::parse(&written);
             prop_assert_eq!(
                 without_line_numbers(again.lessons().cloned()),
@@ -983,7 +1221,7 @@ mod tests {
             prop_assert_eq!(other(&again), other(&document));
             // What the writer wrote, it writes back byte for byte.
             prop_assert_eq!(again.render().unwrap().text, written.clone());
-            prop_assert_eq!(again.render_as(Layout::Serialise).unwrap().text, written);
+            prop_assert_eq!(again.render_as(Layout::Serialise).unwrap().0.text, written);
         }
 
         #[test]
@@ -1023,6 +1261,154 @@ mod tests {
             prop_assert_eq!(after_keys, before_keys);
             prop_assert!(lessons_of(&rendered.text).iter().all(|lesson| !is_retired(lesson.state)));
         }
+    }
+
+    /// One change a writer makes between two saves.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The lesson at this index (modulo the count) reinforced: one more fire, a correction
+        /// id, optionally a longer description and another state.
+        Reinforce {
+            at: usize,
+            description: Option<String>,
+            state: Option<State>,
+        },
+        /// A new lesson at the end.
+        Add(String),
+        /// The lesson at this index killed (it leaves for the archive).
+        Kill(usize),
+        /// Two lessons changed at once.
+        TwoFires(usize, usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let description = "[A-Za-z][a-z ]{0,60}";
+        let state = prop::sample::select(vec![State::Instinct, State::Pattern, State::Rule]);
+        prop_oneof![
+            4 => (any::<usize>(), prop::option::of(description), prop::option::of(state))
+                .prop_map(|(at, description, state)| Step::Reinforce { at, description, state }),
+            2 => description.prop_map(Step::Add),
+            1 => any::<usize>().prop_map(Step::Kill),
+            1 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Step::TwoFires(a, b)),
+        ]
+    }
+
+    /// Makes `step`'s change to `document`.
+    fn take_step(document: &mut Document, step: &Step, id: usize) {
+        let count = document.lessons().count();
+        let fire = |lesson: &mut Lesson| {
+            lesson.fire_count += 1;
+            lesson.corrections.push(id.to_string());
+        };
+        match step {
+            Step::Add(description) => document.push(Lesson::with_defaults(
+                "2026-05-01",
+                State::Instinct,
+                "CODE",
+                &clean_description(description),
+            )),
+            _ if count == 0 => {}
+            Step::Reinforce {
+                at,
+                description,
+                state,
+            } => {
+                let lesson = document.lesson_mut(at % count).unwrap();
+                fire(lesson);
+                if let Some(description) = description {
+                    lesson.description = clean_description(description);
+                }
+                if let Some(state) = state {
+                    lesson.state = *state;
+                }
+            }
+            Step::Kill(at) => document.lesson_mut(at % count).unwrap().state = State::Killed,
+            Step::TwoFires(a, b) => {
+                fire(document.lesson_mut(a % count).unwrap());
+                fire(document.lesson_mut(b % count).unwrap());
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The cached document is always the parse of the file as written, line numbers and
+        /// raw texts included, whatever the file and the changes; a read of an unchanged file
+        /// is served from it, and every write lands in the file.
+        #[test]
+        fn the_cached_document_is_the_parse_of_the_file_written(
+            text in file(),
+            steps in prop::collection::vec(step(), 1..6),
+        ) {
+            let dir = brain_with(&text);
+            let path = dir.path().join(LESSONS_FILE);
+            let cache = DocumentCache::default();
+            for (id, step) in steps.iter().enumerate() {
+                let lock = WriteLock::acquire(dir.path(), Duration::from_secs(1)).unwrap();
+                let mut document = lock.read_cached(&path, &cache).unwrap();
+                let bytes = std::fs::read(&path).unwrap();
+                prop_assert_eq!(&document, &Document::parse(&String::from_utf8_lossy(&bytes)).0);
+                take_step(&mut document, step, id);
+                let expected = document.render().unwrap();
+                // A lesson the generator wrote may not be writable once changed; then nothing is.
+                if lock.save_cached(&path, document, "2026-05-01T10:00:00Z", &cache).is_err() {
+                    prop_assert_eq!(std::fs::read(&path).unwrap(), bytes);
+                    continue;
+                }
+                let written = std::fs::read_to_string(&path).unwrap();
+                prop_assert_eq!(&written, &expected.text);
+                let last = cache.last.lock().unwrap();
+                match (&*last, step) {
+                    (Some(known), _) => {
+                        prop_assert_eq!(&known.bytes, written.as_bytes());
+                        prop_assert_eq!(&known.document, &Document::parse(&written).0);
+                    }
+                    (None, Step::Kill(_) | Step::TwoFires(..)) => {}
+                    (None, _) => prop_assert!(false, "a one-lesson change left no cache"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_changed_by_another_writer_is_parsed_again_even_with_the_same_size_and_times() {
+        let text = "[2026-04-02] [RULE:0.90] CODE: Use pathlib\n";
+        let dir = brain_with(text);
+        let path = dir.path().join(LESSONS_FILE);
+        let cache = DocumentCache::default();
+        let lock = WriteLock::acquire(dir.path(), Duration::from_secs(1)).unwrap();
+        let mut document = lock.read_cached(&path, &cache).unwrap();
+        document.lesson_mut(0).unwrap().fire_count = 3;
+        lock.save_cached(&path, document, "now", &cache).unwrap();
+        drop(lock);
+        assert!(cache.last.lock().unwrap().is_some());
+
+        // The Python SDK rewrites the file in place: same inode, same size; the times are set
+        // back to the ones our write left, as a write within one clock tick would.
+        let ours = std::fs::read_to_string(&path).unwrap();
+        let theirs = ours.replace("pathlib", "PATHLIB");
+        assert_eq!(theirs.len(), ours.len());
+        let times = std::fs::metadata(&path).unwrap();
+        std::fs::write(&path, &theirs).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_times(
+                std::fs::FileTimes::new()
+                    .set_accessed(times.accessed().unwrap())
+                    .set_modified(times.modified().unwrap()),
+            )
+            .unwrap();
+
+        let lock = WriteLock::acquire(dir.path(), Duration::from_secs(1)).unwrap();
+        let document = lock.read_cached(&path, &cache).unwrap();
+        assert_eq!(document, Document::parse(&theirs).0);
+        assert_eq!(
+            document.lessons().next().unwrap().description,
+            "Use PATHLIB"
+        );
     }
 
     fn brain_with(text: &str) -> tempfile::TempDir {

@@ -2,6 +2,7 @@
 //! the one it repeats, never rewrites a RULE's text, lands in the brain's log with its outbox
 //! row, and is found by `/brain-recall` afterwards. Bad input writes nothing.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use gradata::brain::lessons::{self, Lesson, State};
@@ -299,4 +300,47 @@ fn an_edit_too_large_to_learn_is_queued_but_not_learned() {
         service.count("SELECT COUNT(*) FROM sync_queue WHERE event_id = 'too-large'"),
         1
     );
+}
+
+#[test]
+fn a_correction_after_another_writer_changed_the_file_learns_on_the_changed_file() {
+    let service = Service::start();
+    let body = json!({
+        "old_string": "Hey team, maybe we could possibly ship it friday.",
+        "new_string": "Rule: Send release notes every Friday morning\nShip it Friday.",
+        "file_path": "notes/release.md",
+        "session_id": "s1",
+    });
+    assert_eq!(service.correct(body)["lesson_created"], true);
+
+    // The Python SDK rewrites lessons.md in place (same inode) between two corrections: here it
+    // adds a lesson and a line of its own.
+    let path = service.dir.join("lessons.md");
+    let theirs = format!(
+        "{}\nWritten by the SDK.\n\n[2026-04-05] [PATTERN:0.70] TONE: Keep replies short\n",
+        service.lessons_text()
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap()
+        .write_all(theirs.as_bytes())
+        .unwrap();
+
+    // Another edit teaching the same rule (the same edit again would be a duplicate observation).
+    let second = service.correct(json!({
+        "old_string": "Hi all, we might perhaps release on friday.",
+        "new_string": "Rule: Send release notes every Friday morning\nRelease Friday.",
+        "file_path": "notes/release.md",
+        "session_id": "s1",
+    }));
+    assert_eq!(second["lesson_created"], false, "{second}");
+    let text = service.lessons_text();
+    assert!(text.contains("\nWritten by the SDK.\n"), "{text}");
+    let lessons = service.lessons();
+    assert_eq!(in_category(&lessons, "TONE").len(), 1, "{text}");
+    let content = in_category(&lessons, "CONTENT");
+    assert_eq!(content.len(), 1, "{text}");
+    assert_eq!(content[0].corrections.len(), 2, "{text}");
 }
