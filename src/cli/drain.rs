@@ -35,10 +35,10 @@ pub(crate) fn run(config: &Config, args: &DrainArgs) -> anyhow::Result<Outcome> 
                 "--max-seconds must be a non-negative number of seconds that fits a duration, got {seconds}"
             )
         })?,
-        None => config.startup_drain.max_time,
+        None => config.drain.budget.max_time,
     };
     let budget = Budget {
-        max_rows: args.max_rows.unwrap_or(config.startup_drain.max_rows),
+        max_rows: args.max_rows.unwrap_or(config.drain.budget.max_rows),
         max_time,
     };
     let bar = if std::io::stderr().is_terminal() && !args.json {
@@ -68,7 +68,7 @@ pub(crate) fn run(config: &Config, args: &DrainArgs) -> anyhow::Result<Outcome> 
         };
         sync::open_and_drain(
             &cli_store_options(config),
-            config.sync.clone(),
+            config.sync.engine.clone(),
             Trigger::Manual,
             budget,
             &cancel,

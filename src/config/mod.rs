@@ -207,7 +207,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The validated configuration.
+/// The validated configuration, grouped as the config file groups its keys.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The config file that was read, if any.
@@ -217,10 +217,30 @@ pub struct Config {
     /// Where the service writes its pid file once ready: `--pid-file`, else
     /// `<data_dir>/daemon.pid`, where the Python daemon's tools look.
     pub pid_file: PathBuf,
+    /// `log.*`.
+    pub log: LogConfig,
+    /// `api.*`.
+    pub api: ApiConfig,
+    /// `store.*`.
+    pub store: StoreConfig,
+    /// `sync.*`.
+    pub sync: SyncConfig,
+    /// `drain.*`.
+    pub drain: DrainConfig,
+}
+
+/// `log.*`: how log records are written.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
     /// Log output format.
-    pub log_format: LogFormat,
+    pub format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax).
-    pub log_filter: String,
+    pub filter: String,
+}
+
+/// `api.*`: the local HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
     /// Addresses to bind when systemd passes no sockets: `host:port` or a unix socket path.
     pub listen: Vec<String>,
     /// Time requests in flight get to finish at shutdown.
@@ -230,7 +250,7 @@ pub struct Config {
     /// Browser origins allowed to call the API.
     pub cors_origins: Vec<String>,
     /// The local API token, read from `api.token_file`, required on writes when set.
-    pub api_token: Option<crate::api::guard::LocalToken>,
+    pub token: Option<crate::api::guard::LocalToken>,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Most bytes of request bodies held in memory at once, across all connections.
@@ -244,27 +264,43 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Age of the oldest pending row past which `/health` says `degraded`.
     pub degraded_after: Duration,
-    /// Most pending rows before writes are refused with 503.
-    pub max_pending_rows: u64,
-    /// Most pending payload bytes before writes are refused with 503.
-    pub max_pending_bytes: u64,
-    /// Most pending rows while no API key is configured (the lower of this and
-    /// `max_pending_rows` applies then; see [`Config::pending_row_limit`]).
-    pub max_pending_rows_without_key: u64,
-    /// The `brain_id` put in every payload; `None` means derive it from the data directory.
-    pub brain_id: Option<String>,
+}
+
+/// `store.*`: the outbox database and its bounds.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
     /// SQLite `synchronous`.
     pub synchronous: store::Synchronous,
     /// SQLite busy timeout.
     pub busy_timeout: Duration,
     /// Age after which synced rows are deleted.
     pub synced_retention: Duration,
-    /// Sync settings, API key included.
-    pub sync: sync::Settings,
-    /// Budget of the startup drain.
-    pub startup_drain: Budget,
-    /// Time budget of the shutdown drain.
-    pub shutdown_drain: Budget,
+    /// Most pending rows before writes are refused with 503.
+    pub max_pending_rows: u64,
+    /// Most pending payload bytes before writes are refused with 503.
+    pub max_pending_bytes: u64,
+}
+
+/// `sync.*`: forwarding to the cloud.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// What the sync engine is built from, API key included.
+    pub engine: sync::Settings,
+    /// The `brain_id` put in every payload; `None` means derive it from the data directory.
+    pub brain_id: Option<String>,
+    /// Most pending rows while no API key is configured (the lower of this and
+    /// `store.max_pending_rows` applies then; see [`Config::pending_row_limit`]).
+    pub max_pending_rows_without_key: u64,
+}
+
+/// `drain.*`: the bounds of every explicit drain (at startup, `POST /sync`, `gradata drain`, and
+/// at shutdown), as opposed to the sync worker's continuous sending, which has none.
+#[derive(Debug, Clone)]
+pub struct DrainConfig {
+    /// Budget of the drain at startup, of `POST /sync` and of `gradata drain`.
+    pub budget: Budget,
+    /// Budget of the drain at shutdown: the same rows, its own time.
+    pub shutdown: Budget,
 }
 
 impl Config {
@@ -375,10 +411,11 @@ impl Config {
     /// The most pending rows the outbox may hold: `max_pending_rows`, or while no API key is
     /// configured the lower `max_pending_rows_without_key`, since nothing leaves the outbox then.
     pub fn pending_row_limit(&self) -> u64 {
-        if self.sync.api_key.is_none() {
-            self.max_pending_rows.min(self.max_pending_rows_without_key)
+        let max = self.store.max_pending_rows;
+        if self.sync.engine.api_key.is_none() {
+            max.min(self.sync.max_pending_rows_without_key)
         } else {
-            self.max_pending_rows
+            max
         }
     }
 
@@ -386,8 +423,8 @@ impl Config {
     pub fn store_options(&self) -> store::Options {
         store::Options {
             data_dir: self.data_dir.clone(),
-            synchronous: self.synchronous,
-            busy_timeout: self.busy_timeout,
+            synchronous: self.store.synchronous,
+            busy_timeout: self.store.busy_timeout,
             create: store::Create::IfMissing,
             instance_lock: store::InstanceLock::Exclusive,
         }
