@@ -16,10 +16,10 @@ use crate::sync::{self, Budget, StopReason, Trigger};
 /// Arguments of `gradata drain`.
 #[derive(Debug, Args)]
 pub(crate) struct DrainArgs {
-    /// Most rows to claim [default: sync.startup_drain_max_rows, 3200]
+    /// Most rows to claim [default: drain.max_rows, 3200]
     #[arg(long, value_name = "N")]
     max_rows: Option<usize>,
-    /// Most seconds to spend [default: sync.startup_drain_max_secs, 30]
+    /// Most seconds to spend [default: drain.max_secs, 30]
     #[arg(long, value_name = "S")]
     max_seconds: Option<f64>,
     /// Print the summary as JSON on stdout

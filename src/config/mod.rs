@@ -7,11 +7,13 @@
 //! keys rejected) and validated into [`Config`], whose fields have concrete types and whose
 //! errors name the key and its source.
 //!
-//! This file orders the loading and holds the types callers see. Beside it: `layers` (every
-//! option, declared once in `OPTIONS` with its key, its environment variable and its type; the
-//! parsing of each layer; `RawConfig`), `validate` (from `RawConfig` to [`Config`]) and
-//! `credentials` (the data directory and the API key when the configuration does not name them).
-//! The example config shipped in the packages is checked against `OPTIONS` by a test.
+//! This file orders the loading and holds the types callers see. Beside it: `options` (every
+//! option declared once, with its key, environment variable, type, default and documentation;
+//! the file's shape `RawConfig` and the example config are generated from it), `layers` (the
+//! parsing of each layer, old key names read as the new ones), `validate` (from `RawConfig` to
+//! [`Config`], grouped as the file is) and `credentials` (the data directory and the API key when
+//! the configuration does not name them). Tests keep the shipped example equal to the generated
+//! one and the docs naming only declared options.
 //!
 //! Invariants: no I/O beyond reading the config file and the credential files; the API key is
 //! never printed (it lives in [`crate::sync::ApiKey`], whose `Debug` redacts it).
@@ -19,6 +21,7 @@
 mod compat;
 mod credentials;
 mod layers;
+mod options;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -30,7 +33,9 @@ use serde::Deserialize;
 
 use crate::store;
 use crate::sync::{self, Budget};
-use layers::{OPTIONS, RawConfig, insert, parse_bool, parse_env, parse_file, record_sources};
+use layers::{insert, parse_bool, parse_env, parse_file, record_sources};
+pub(crate) use options::example as example_config;
+use options::{ALIASES, OPTIONS, RawConfig};
 use validate::Validator;
 
 /// The config file read when none is named.
@@ -325,10 +330,18 @@ impl Config {
         }
 
         for option in OPTIONS {
-            if let Some(value) = non_empty(env, option.env) {
-                let parsed = parse_env(option, value)?;
+            // An option's old variable counts only when its own is unset.
+            let old_names = ALIASES
+                .iter()
+                .filter(|alias| alias.key == option.key)
+                .map(|alias| alias.old_env);
+            let given = std::iter::once(option.env)
+                .chain(old_names)
+                .find_map(|name| Some((name, non_empty(env, name)?)));
+            if let Some((name, value)) = given {
+                let parsed = parse_env(option, name, value)?;
                 insert(&mut merged, option.key, parsed);
-                sources.insert(option.key.to_owned(), Source::Env(option.env));
+                sources.insert(option.key.to_owned(), Source::Env(name));
             }
         }
         if let Some(value) = non_empty(env, "GRADATA_CLOUD_SYNC_DISABLE") {
@@ -460,7 +473,8 @@ pub struct UnknownVariable {
     pub suggestion: Option<&'static str>,
 }
 
-/// Every `GRADATA_*` variable in `env` that nothing reads. These are warned about, not refused:
+/// Every `GRADATA_*` variable in `env` that nothing reads, including an option's old variable
+/// when its new one is set as well (the new one wins). These are warned about, not refused:
 /// a variable is inherited by every process below the shell that set it, so refusing one would
 /// stop a command from running because of a stranger's environment, while the config file,
 /// which is written for gradata alone, refuses unknown keys.
@@ -477,12 +491,35 @@ pub fn unknown_variables(env: &Environment) -> Vec<UnknownVariable> {
             .iter()
             .any(|(ignored, _)| *ignored == name)
     };
+    // An option's old variable is read unless its new one is set too, and then it is the one
+    // ignored, and named as such.
+    let superseded = |name: &str| {
+        ALIASES
+            .iter()
+            .find(|alias| alias.old_env == name)
+            .and_then(|alias| {
+                let option = OPTIONS.iter().find(|option| option.key == alias.key)?;
+                non_empty(env, option.env).map(|_| option.env)
+            })
+    };
+    let old_name = |name: &str| ALIASES.iter().any(|alias| alias.old_env == name);
     env.keys()
         .filter(|name| name.starts_with("GRADATA_") && !name.starts_with(TEST_HOOK_PREFIX))
-        .filter(|name| !honoured().any(|known| known == name.as_str()) && !ignored(name))
-        .map(|name| UnknownVariable {
-            name: name.clone(),
-            suggestion: closest(name, honoured()),
+        .filter_map(|name| match superseded(name) {
+            Some(new) => Some(UnknownVariable {
+                name: name.clone(),
+                suggestion: Some(new),
+            }),
+            None if honoured().any(|known| known == name.as_str())
+                || ignored(name)
+                || old_name(name) =>
+            {
+                None
+            }
+            None => Some(UnknownVariable {
+                name: name.clone(),
+                suggestion: closest(name, honoured()),
+            }),
         })
         .collect()
 }

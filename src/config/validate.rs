@@ -10,7 +10,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::credentials::{resolve_api_key, resolve_data_dir};
-use super::layers::RawConfig;
+use super::options::RawConfig;
 use super::{
     ApiConfig, Config, DrainConfig, Environment, Error, Flags, LogConfig, LogFormat, Source,
     StoreConfig, SyncConfig,
@@ -190,25 +190,16 @@ impl Validator<'_> {
                 86_400.0,
             )?,
         };
-        let startup_drain = Budget {
-            max_rows: self.count(
-                "sync.startup_drain_max_rows",
-                s.startup_drain_max_rows,
-                0,
-                10_000_000,
-            )?,
-            max_time: self.seconds(
-                "sync.startup_drain_max_secs",
-                s.startup_drain_max_secs,
-                0.0,
-                86_400.0,
-            )?,
+        let drain = &raw.drain;
+        let drain_budget = Budget {
+            max_rows: self.count("drain.max_rows", drain.max_rows, 0, 10_000_000)?,
+            max_time: self.seconds("drain.max_secs", drain.max_secs, 0.0, 86_400.0)?,
         };
         let shutdown_drain = Budget {
-            max_rows: startup_drain.max_rows,
+            max_rows: drain_budget.max_rows,
             max_time: self.seconds(
-                "sync.shutdown_drain_max_secs",
-                s.shutdown_drain_max_secs,
+                "drain.shutdown_max_secs",
+                drain.shutdown_max_secs,
                 0.0,
                 3600.0,
             )?,
@@ -295,7 +286,7 @@ impl Validator<'_> {
                 )?,
             },
             drain: DrainConfig {
-                budget: startup_drain,
+                budget: drain_budget,
                 shutdown: shutdown_drain,
             },
         })
