@@ -4,8 +4,10 @@
 //! unknown-variable check read ([`OPTIONS`]), the man page's list of variables, and the example
 //! config shipped in the packages ([`example`]), which a test keeps equal to `packaging/gradata.toml`.
 //!
-//! Adding an option: declare it here, check and convert it in `validate` where it becomes a field
-//! of [`super::Config`], and use it. It knows nothing of what a valid value is.
+//! Adding an option: declare it here (then `gradata generate config > packaging/gradata.toml`),
+//! give it a field in its group of [`super::Config`] with its check in `validate`, and use it; the
+//! reload's restart classification then fails to compile until the field is classified. It knows
+//! nothing of what a valid value is.
 
 use std::path::PathBuf;
 
@@ -94,9 +96,28 @@ pub(super) const ALIASES: [Alias; 3] = [
     },
 ];
 
-/// `data_dir`, the one option outside a group, unset by default (it is derived; see
-/// `credentials`), so the example shows it commented out with this value.
+/// The value the example shows, commented out, for `data_dir`.
 const DATA_DIR_EXAMPLE: &str = "\"/var/lib/gradata\"";
+
+/// `data_dir`, the one option outside a group: unset by default (it is derived; see
+/// `credentials`), so the example shows it commented out, as [`DATA_DIR_EXAMPLE`].
+const DATA_DIR: OptionDecl = OptionDecl {
+    key: "data_dir",
+    env: "GRADATA_DATA_DIR",
+    value_type: ValueType::Str,
+    doc: &[
+        " Directory holding the outbox, system.db. Not set by default: under systemd it is the unit's",
+        " state directory, /var/lib/gradata ($STATE_DIRECTORY); when run by hand, $XDG_STATE_HOME/gradata",
+        " or ~/.local/state/gradata. A Gradata brain directory works too, for the command line run as",
+        " the brain's owner. The service cannot reach one as shipped: it runs as user gradata with",
+        " ProtectSystem=strict (everything outside /var/lib/gradata is read-only) and ProtectHome=yes",
+        " (/home, /root and /run/user are invisible). For the service, add a drop-in",
+        " (systemctl edit gradata.service) with ReadWritePaths=/the/brain and, for a brain under /home,",
+        " ProtectHome=no (or =tmpfs with BindPaths=/the/brain), and make the directory and its system.db",
+        " owned by (or writable for) user gradata.",
+        " Env: GRADATA_DATA_DIR. Flag: --data-dir (alias --brain-dir).",
+    ],
+};
 
 /// Declares the groups of options: for each, the struct the file's table deserializes into (every
 /// field defaulted, unknown keys rejected) and one [`OptionDecl`] per field, in [`OPTIONS`]. The
@@ -137,23 +158,7 @@ macro_rules! options {
 
         /// Every option, in the order the example config lists them.
         pub(super) const OPTIONS: &[OptionDecl] = &[
-            OptionDecl {
-                key: "data_dir",
-                env: "GRADATA_DATA_DIR",
-                value_type: ValueType::Str,
-                doc: &[
-                    " Directory holding the outbox, system.db. Not set by default: under systemd it is the unit's",
-                    " state directory, /var/lib/gradata ($STATE_DIRECTORY); when run by hand, $XDG_STATE_HOME/gradata",
-                    " or ~/.local/state/gradata. A Gradata brain directory works too, for the command line run as",
-                    " the brain's owner. The service cannot reach one as shipped: it runs as user gradata with",
-                    " ProtectSystem=strict (everything outside /var/lib/gradata is read-only) and ProtectHome=yes",
-                    " (/home, /root and /run/user are invisible). For the service, add a drop-in",
-                    " (systemctl edit gradata.service) with ReadWritePaths=/the/brain and, for a brain under /home,",
-                    " ProtectHome=no (or =tmpfs with BindPaths=/the/brain), and make the directory and its system.db",
-                    " owned by (or writable for) user gradata.",
-                    " Env: GRADATA_DATA_DIR. Flag: --data-dir (alias --brain-dir).",
-                ],
-            },
+            DATA_DIR,
             $($(
                 OptionDecl {
                     key: concat!($prefix, ".", stringify!($field)),
