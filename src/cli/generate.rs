@@ -147,6 +147,17 @@ fn render_man(mut cli: clap::Command, out: &mut dyn Write) -> std::io::Result<()
             [roman("Sets "), italic(key), roman(".")],
         );
     }
+    for (old, new) in config::renamed_variables() {
+        tagged(
+            &mut roff,
+            [bold(old)],
+            [
+                roman("The old name of "),
+                bold(new),
+                roman(", still read when that one is unset."),
+            ],
+        );
+    }
     for (variable, meaning) in OTHER_VARIABLES {
         tagged(&mut roff, [bold(variable)], [roman(meaning)]);
     }
@@ -313,7 +324,8 @@ mod tests {
             assert!(page.contains(needle), "{needle:?} missing from:\n{page}");
         }
         let variables = config::option_keys().map(|(_, variable)| variable);
-        for variable in variables.chain(config::OTHER_VARIABLES) {
+        let old_names = config::renamed_variables().map(|(old, _)| old);
+        for variable in variables.chain(old_names).chain(config::OTHER_VARIABLES) {
             let escaped = variable.replace('-', "\\-");
             assert!(page.contains(&escaped), "{variable} missing");
         }

@@ -551,6 +551,14 @@ fn non_empty<'a>(env: &'a Environment, name: &str) -> Option<&'a String> {
     env.get(name).filter(|value| !value.trim().is_empty())
 }
 
+/// The old variable of each renamed option, with its new one (the man page lists both).
+pub fn renamed_variables() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ALIASES.iter().filter_map(|alias| {
+        let option = OPTIONS.iter().find(|option| option.key == alias.key)?;
+        Some((alias.old_env, option.env))
+    })
+}
+
 /// The dotted keys of every option, in declaration order (used by tests and docs checks).
 pub fn option_keys() -> impl Iterator<Item = (&'static str, &'static str)> {
     OPTIONS.iter().map(|option| (option.key, option.env))
