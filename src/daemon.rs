@@ -84,7 +84,7 @@ async fn serve(
     ));
 
     // 2. Listeners: adopted or bound, not accepted from yet.
-    let listeners = listen::open(sockets, &config.listen, config.api_token.is_some())?;
+    let listeners = listen::open(sockets, &config.api.listen, config.api.token.is_some())?;
 
     // 3. The store: single-instance lock, open, migrate.
     let store = open_store(&config).await?;
@@ -96,23 +96,23 @@ async fn serve(
     let metrics = Metrics::new();
     let engine = Engine::new(
         store.clone(),
-        config.sync.clone(),
+        config.sync.engine.clone(),
         status.clone(),
         metrics.clone(),
     )?;
-    if let Some(reason) = config.sync.disabled_reason() {
+    if let Some(reason) = config.sync.engine.disabled_reason() {
         tracing::warn!(reason = %reason, "cloud sync is disabled; events are kept in the outbox until it is enabled");
     } else {
-        tracing::info!(ingest_url = %config.sync.ingest_url, key_source = %config.sync.api_key_source, "cloud sync enabled");
+        tracing::info!(ingest_url = %config.sync.engine.ingest_url, key_source = %config.sync.engine.api_key_source, "cloud sync enabled");
     }
 
     // 4. The bounded startup drain, with progress for `systemctl status`.
     let startup_extension =
-        progress::keep_timeout_extended(notifier, config.startup_drain.max_time + TIMEOUT_SLACK);
+        progress::keep_timeout_extended(notifier, config.drain.budget.max_time + TIMEOUT_SLACK);
     let report = progress::drain_with_progress(
         &engine,
         Trigger::Startup,
-        config.startup_drain,
+        config.drain.budget,
         &stop,
         notifier,
     )
@@ -150,7 +150,7 @@ async fn serve(
         api::Listener::Tcp(tcp) => tcp.local_addr().ok().map(|address| address.port()),
         api::Listener::Unix(_) => None,
     });
-    let (header_timeout, header_timeout_updates) = watch::channel(config.header_timeout);
+    let (header_timeout, header_timeout_updates) = watch::channel(config.api.header_timeout);
     let mut server = tokio::spawn(run_server(
         listeners,
         api::router(state),
@@ -181,7 +181,7 @@ async fn serve(
         notifier,
         stop.child_token(),
     ));
-    let (retention, retention_updates) = watch::channel(config.synced_retention);
+    let (retention, retention_updates) = watch::channel(config.store.synced_retention);
     let purges = tokio::spawn(retention::run(
         store.clone(),
         retention_updates,
@@ -225,10 +225,10 @@ async fn serve(
     };
 
     // Shutdown: stop accepting, let requests finish, final drain, close.
-    let grace = config.shutdown_grace;
+    let grace = config.api.shutdown_grace;
     let _shutdown_extension = progress::keep_timeout_extended(
         notifier,
-        grace + WORKER_STOP_WAIT + config.shutdown_drain.max_time + TIMEOUT_SLACK,
+        grace + WORKER_STOP_WAIT + config.drain.shutdown.max_time + TIMEOUT_SLACK,
     );
     notifier.stopping("stopping: finishing requests in flight");
     stop.cancel();
@@ -259,7 +259,7 @@ async fn serve(
         engine
             .drain(
                 Trigger::Shutdown,
-                config.shutdown_drain,
+                config.drain.shutdown,
                 &hurry,
                 &mut |_| {},
             )
@@ -340,7 +340,7 @@ async fn repair_brain(brain: &Brain) {
 
 /// The configured brain id, else the data directory's (created once).
 async fn brain_id(config: &Config) -> Result<String, Error> {
-    if let Some(id) = &config.brain_id {
+    if let Some(id) = &config.sync.brain_id {
         return Ok(id.clone());
     }
     let dir = config.data_dir.clone();

@@ -16,10 +16,10 @@ use crate::sync::{self, Budget, StopReason, Trigger};
 /// Arguments of `gradata drain`.
 #[derive(Debug, Args)]
 pub(crate) struct DrainArgs {
-    /// Most rows to claim [default: sync.startup_drain_max_rows, 3200]
+    /// Most rows to claim [default: drain.max_rows, 3200]
     #[arg(long, value_name = "N")]
     max_rows: Option<usize>,
-    /// Most seconds to spend [default: sync.startup_drain_max_secs, 30]
+    /// Most seconds to spend [default: drain.max_secs, 30]
     #[arg(long, value_name = "S")]
     max_seconds: Option<f64>,
     /// Print the summary as JSON on stdout
@@ -35,10 +35,10 @@ pub(crate) fn run(config: &Config, args: &DrainArgs) -> anyhow::Result<Outcome> 
                 "--max-seconds must be a non-negative number of seconds that fits a duration, got {seconds}"
             )
         })?,
-        None => config.startup_drain.max_time,
+        None => config.drain.budget.max_time,
     };
     let budget = Budget {
-        max_rows: args.max_rows.unwrap_or(config.startup_drain.max_rows),
+        max_rows: args.max_rows.unwrap_or(config.drain.budget.max_rows),
         max_time,
     };
     let bar = if std::io::stderr().is_terminal() && !args.json {
@@ -68,7 +68,7 @@ pub(crate) fn run(config: &Config, args: &DrainArgs) -> anyhow::Result<Outcome> 
         };
         sync::open_and_drain(
             &cli_store_options(config),
-            config.sync.clone(),
+            config.sync.engine.clone(),
             Trigger::Manual,
             budget,
             &cancel,

@@ -1,6 +1,7 @@
-//! `gradata generate man|completions SHELL`: the man page and shell completions, generated from the
-//! same clap definition that parses the command line, so they cannot drift from it. Used by the
-//! package builds; hidden from `--help`.
+//! `gradata generate man|completions SHELL|config`: the man page and shell completions, generated
+//! from the same clap definition that parses the command line, and the example config, generated
+//! from the options' declarations, so none can drift from what it describes. Used by the package
+//! builds and to refresh `packaging/gradata.toml`; hidden from `--help`.
 //!
 //! The packages ship one page, gradata(8). It holds every subcommand with its own options (clap's
 //! default would refer to a `gradata-serve(8)` page per subcommand, which nothing installs), and
@@ -21,6 +22,8 @@ use crate::config;
 pub(crate) enum GenerateCommand {
     /// The man page gradata(8), in roff, on stdout
     Man,
+    /// The example config file, every option at its default and documented, on stdout
+    Config,
     /// Completions for a shell, on stdout
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -33,6 +36,9 @@ pub(crate) fn run(command: &GenerateCommand) -> anyhow::Result<Outcome> {
     let mut cli = Cli::command();
     match command {
         GenerateCommand::Man => render_man(cli, &mut out).context("writing the man page")?,
+        GenerateCommand::Config => out
+            .write_all(config::example_config().as_bytes())
+            .context("writing the example config")?,
         GenerateCommand::Completions { shell } => {
             clap_complete::generate(*shell, &mut cli, "gradata", &mut out);
         }
@@ -139,6 +145,17 @@ fn render_man(mut cli: clap::Command, out: &mut dyn Write) -> std::io::Result<()
             &mut roff,
             [bold(variable)],
             [roman("Sets "), italic(key), roman(".")],
+        );
+    }
+    for (old, new) in config::renamed_variables() {
+        tagged(
+            &mut roff,
+            [bold(old)],
+            [
+                roman("The old name of "),
+                bold(new),
+                roman(", still read when that one is unset."),
+            ],
         );
     }
     for (variable, meaning) in OTHER_VARIABLES {
@@ -307,7 +324,8 @@ mod tests {
             assert!(page.contains(needle), "{needle:?} missing from:\n{page}");
         }
         let variables = config::option_keys().map(|(_, variable)| variable);
-        for variable in variables.chain(config::OTHER_VARIABLES) {
+        let old_names = config::renamed_variables().map(|(old, _)| old);
+        for variable in variables.chain(old_names).chain(config::OTHER_VARIABLES) {
             let escaped = variable.replace('-', "\\-");
             assert!(page.contains(&escaped), "{variable} missing");
         }

@@ -123,7 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             return Err(err).context("invalid configuration");
         }
     };
-    logging::init(config.log_format, &config.log_filter);
+    logging::init(config.log.format, &config.log.filter);
     for unknown in config::unknown_variables(&env) {
         match unknown.suggestion {
             Some(known) => tracing::warn!(

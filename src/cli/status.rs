@@ -76,8 +76,8 @@ pub(crate) fn run(config: &Config, args: &StatusArgs) -> anyhow::Result<Outcome>
             "oldest_pending_age_seconds": s.oldest_pending_age(now).map(|age| age.as_secs_f64().floor()),
         })),
         "sync": sync,
-        "sync_configured": config.sync.disabled_reason().is_none(),
-        "sync_disabled_reason": config.sync.disabled_reason(),
+        "sync_configured": config.sync.engine.disabled_reason().is_none(),
+        "sync_disabled_reason": config.sync.engine.disabled_reason(),
     });
     print(&report, args.json)?;
     Ok(Outcome::Success)

@@ -7,11 +7,13 @@
 //! keys rejected) and validated into [`Config`], whose fields have concrete types and whose
 //! errors name the key and its source.
 //!
-//! This file orders the loading and holds the types callers see. Beside it: `layers` (every
-//! option, declared once in `OPTIONS` with its key, its environment variable and its type; the
-//! parsing of each layer; `RawConfig`), `validate` (from `RawConfig` to [`Config`]) and
-//! `credentials` (the data directory and the API key when the configuration does not name them).
-//! The example config shipped in the packages is checked against `OPTIONS` by a test.
+//! This file orders the loading and holds the types callers see. Beside it: `options` (every
+//! option declared once, with its key, environment variable, type, default and documentation;
+//! the file's shape `RawConfig` and the example config are generated from it), `layers` (the
+//! parsing of each layer, old key names read as the new ones), `validate` (from `RawConfig` to
+//! [`Config`], grouped as the file is) and `credentials` (the data directory and the API key when
+//! the configuration does not name them). Tests keep the shipped example equal to the generated
+//! one and the docs naming only declared options.
 //!
 //! Invariants: no I/O beyond reading the config file and the credential files; the API key is
 //! never printed (it lives in [`crate::sync::ApiKey`], whose `Debug` redacts it).
@@ -19,6 +21,7 @@
 mod compat;
 mod credentials;
 mod layers;
+mod options;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -30,7 +33,9 @@ use serde::Deserialize;
 
 use crate::store;
 use crate::sync::{self, Budget};
-use layers::{OPTIONS, RawConfig, insert, parse_bool, parse_env, parse_file, record_sources};
+use layers::{insert, parse_bool, parse_env, parse_file, record_sources};
+pub(crate) use options::example as example_config;
+use options::{ALIASES, OPTIONS, RawConfig};
 use validate::Validator;
 
 /// The config file read when none is named.
@@ -207,7 +212,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The validated configuration.
+/// The validated configuration, grouped as the config file groups its keys.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The config file that was read, if any.
@@ -217,10 +222,30 @@ pub struct Config {
     /// Where the service writes its pid file once ready: `--pid-file`, else
     /// `<data_dir>/daemon.pid`, where the Python daemon's tools look.
     pub pid_file: PathBuf,
+    /// `log.*`.
+    pub log: LogConfig,
+    /// `api.*`.
+    pub api: ApiConfig,
+    /// `store.*`.
+    pub store: StoreConfig,
+    /// `sync.*`.
+    pub sync: SyncConfig,
+    /// `drain.*`.
+    pub drain: DrainConfig,
+}
+
+/// `log.*`: how log records are written.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
     /// Log output format.
-    pub log_format: LogFormat,
+    pub format: LogFormat,
     /// Log filter (tracing `EnvFilter` syntax).
-    pub log_filter: String,
+    pub filter: String,
+}
+
+/// `api.*`: the local HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
     /// Addresses to bind when systemd passes no sockets: `host:port` or a unix socket path.
     pub listen: Vec<String>,
     /// Time requests in flight get to finish at shutdown.
@@ -230,7 +255,7 @@ pub struct Config {
     /// Browser origins allowed to call the API.
     pub cors_origins: Vec<String>,
     /// The local API token, read from `api.token_file`, required on writes when set.
-    pub api_token: Option<crate::api::guard::LocalToken>,
+    pub token: Option<crate::api::guard::LocalToken>,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Most bytes of request bodies held in memory at once, across all connections.
@@ -244,27 +269,43 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Age of the oldest pending row past which `/health` says `degraded`.
     pub degraded_after: Duration,
-    /// Most pending rows before writes are refused with 503.
-    pub max_pending_rows: u64,
-    /// Most pending payload bytes before writes are refused with 503.
-    pub max_pending_bytes: u64,
-    /// Most pending rows while no API key is configured (the lower of this and
-    /// `max_pending_rows` applies then; see [`Config::pending_row_limit`]).
-    pub max_pending_rows_without_key: u64,
-    /// The `brain_id` put in every payload; `None` means derive it from the data directory.
-    pub brain_id: Option<String>,
+}
+
+/// `store.*`: the outbox database and its bounds.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
     /// SQLite `synchronous`.
     pub synchronous: store::Synchronous,
     /// SQLite busy timeout.
     pub busy_timeout: Duration,
     /// Age after which synced rows are deleted.
     pub synced_retention: Duration,
-    /// Sync settings, API key included.
-    pub sync: sync::Settings,
-    /// Budget of the startup drain.
-    pub startup_drain: Budget,
-    /// Time budget of the shutdown drain.
-    pub shutdown_drain: Budget,
+    /// Most pending rows before writes are refused with 503.
+    pub max_pending_rows: u64,
+    /// Most pending payload bytes before writes are refused with 503.
+    pub max_pending_bytes: u64,
+}
+
+/// `sync.*`: forwarding to the cloud.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// What the sync engine is built from, API key included.
+    pub engine: sync::Settings,
+    /// The `brain_id` put in every payload; `None` means derive it from the data directory.
+    pub brain_id: Option<String>,
+    /// Most pending rows while no API key is configured (the lower of this and
+    /// `store.max_pending_rows` applies then; see [`Config::pending_row_limit`]).
+    pub max_pending_rows_without_key: u64,
+}
+
+/// `drain.*`: the bounds of every explicit drain (at startup, `POST /sync`, `gradata drain`, and
+/// at shutdown), as opposed to the sync worker's continuous sending, which has none.
+#[derive(Debug, Clone)]
+pub struct DrainConfig {
+    /// Budget of the drain at startup, of `POST /sync` and of `gradata drain`.
+    pub budget: Budget,
+    /// Budget of the drain at shutdown: the same rows, its own time.
+    pub shutdown: Budget,
 }
 
 impl Config {
@@ -289,10 +330,18 @@ impl Config {
         }
 
         for option in OPTIONS {
-            if let Some(value) = non_empty(env, option.env) {
-                let parsed = parse_env(option, value)?;
+            // An option's old variable counts only when its own is unset.
+            let old_names = ALIASES
+                .iter()
+                .filter(|alias| alias.key == option.key)
+                .map(|alias| alias.old_env);
+            let given = std::iter::once(option.env)
+                .chain(old_names)
+                .find_map(|name| Some((name, non_empty(env, name)?)));
+            if let Some((name, value)) = given {
+                let parsed = parse_env(option, name, value)?;
                 insert(&mut merged, option.key, parsed);
-                sources.insert(option.key.to_owned(), Source::Env(option.env));
+                sources.insert(option.key.to_owned(), Source::Env(name));
             }
         }
         if let Some(value) = non_empty(env, "GRADATA_CLOUD_SYNC_DISABLE") {
@@ -375,10 +424,11 @@ impl Config {
     /// The most pending rows the outbox may hold: `max_pending_rows`, or while no API key is
     /// configured the lower `max_pending_rows_without_key`, since nothing leaves the outbox then.
     pub fn pending_row_limit(&self) -> u64 {
-        if self.sync.api_key.is_none() {
-            self.max_pending_rows.min(self.max_pending_rows_without_key)
+        let max = self.store.max_pending_rows;
+        if self.sync.engine.api_key.is_none() {
+            max.min(self.sync.max_pending_rows_without_key)
         } else {
-            self.max_pending_rows
+            max
         }
     }
 
@@ -386,8 +436,8 @@ impl Config {
     pub fn store_options(&self) -> store::Options {
         store::Options {
             data_dir: self.data_dir.clone(),
-            synchronous: self.synchronous,
-            busy_timeout: self.busy_timeout,
+            synchronous: self.store.synchronous,
+            busy_timeout: self.store.busy_timeout,
             create: store::Create::IfMissing,
             instance_lock: store::InstanceLock::Exclusive,
         }
@@ -423,7 +473,8 @@ pub struct UnknownVariable {
     pub suggestion: Option<&'static str>,
 }
 
-/// Every `GRADATA_*` variable in `env` that nothing reads. These are warned about, not refused:
+/// Every `GRADATA_*` variable in `env` that nothing reads, including an option's old variable
+/// when its new one is set as well (the new one wins). These are warned about, not refused:
 /// a variable is inherited by every process below the shell that set it, so refusing one would
 /// stop a command from running because of a stranger's environment, while the config file,
 /// which is written for gradata alone, refuses unknown keys.
@@ -440,12 +491,35 @@ pub fn unknown_variables(env: &Environment) -> Vec<UnknownVariable> {
             .iter()
             .any(|(ignored, _)| *ignored == name)
     };
+    // An option's old variable is read unless its new one is set too, and then it is the one
+    // ignored, and named as such.
+    let superseded = |name: &str| {
+        ALIASES
+            .iter()
+            .find(|alias| alias.old_env == name)
+            .and_then(|alias| {
+                let option = OPTIONS.iter().find(|option| option.key == alias.key)?;
+                non_empty(env, option.env).map(|_| option.env)
+            })
+    };
+    let old_name = |name: &str| ALIASES.iter().any(|alias| alias.old_env == name);
     env.keys()
         .filter(|name| name.starts_with("GRADATA_") && !name.starts_with(TEST_HOOK_PREFIX))
-        .filter(|name| !honoured().any(|known| known == name.as_str()) && !ignored(name))
-        .map(|name| UnknownVariable {
-            name: name.clone(),
-            suggestion: closest(name, honoured()),
+        .filter_map(|name| match superseded(name) {
+            Some(new) => Some(UnknownVariable {
+                name: name.clone(),
+                suggestion: Some(new),
+            }),
+            None if honoured().any(|known| known == name.as_str())
+                || ignored(name)
+                || old_name(name) =>
+            {
+                None
+            }
+            None => Some(UnknownVariable {
+                name: name.clone(),
+                suggestion: closest(name, honoured()),
+            }),
         })
         .collect()
 }
@@ -475,6 +549,14 @@ fn closest(name: &str, known: impl Iterator<Item = &'static str>) -> Option<&'st
 /// The value of `name`, unless it is unset or blank (see [`process_environment`]).
 fn non_empty<'a>(env: &'a Environment, name: &str) -> Option<&'a String> {
     env.get(name).filter(|value| !value.trim().is_empty())
+}
+
+/// The old variable of each renamed option, with its new one (the man page lists both).
+pub fn renamed_variables() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ALIASES.iter().filter_map(|alias| {
+        let option = OPTIONS.iter().find(|option| option.key == alias.key)?;
+        Some((alias.old_env, option.env))
+    })
 }
 
 /// The dotted keys of every option, in declaration order (used by tests and docs checks).

@@ -31,51 +31,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-#[test]
-fn every_option_is_declared_once_and_matches_the_file_shape() {
-    let defaults = toml::Table::try_from(RawConfig::default()).unwrap();
-    let mut from_struct = BTreeMap::new();
-    record_sources(&defaults, "", &Source::Default, &mut from_struct);
-    let mut declared: Vec<&str> = OPTIONS
-        .iter()
-        .map(|o| o.key)
-        .filter(|k| *k != "data_dir")
-        .collect();
-    declared.sort_unstable();
-    let from_struct: Vec<&str> = from_struct.keys().map(String::as_str).collect();
-    assert_eq!(declared, from_struct);
-    let mut envs: Vec<&str> = OPTIONS.iter().map(|o| o.env).collect();
-    envs.sort_unstable();
-    envs.dedup();
-    assert_eq!(
-        envs.len(),
-        OPTIONS.len(),
-        "an environment variable is declared twice"
-    );
-}
-
-/// The example shipped as /etc/gradata/gradata.toml sets every option to its default and names
-/// every environment variable, so installing it changes nothing and documents everything.
-#[test]
-fn shipped_example_config_is_every_option_at_its_default() {
-    let example = include_str!("../../packaging/gradata.toml");
-    let parsed: RawConfig = toml::from_str(example).unwrap();
-    assert_eq!(
-        toml::Table::try_from(&parsed).unwrap(),
-        toml::Table::try_from(RawConfig::default()).unwrap()
-    );
-    for (key, env) in option_keys() {
-        let name = key.rsplit('.').next().unwrap();
-        assert!(
-            example.contains(&format!("{name} =")),
-            "{key} is missing from the example"
-        );
-        assert!(
-            example.contains(env),
-            "{env} is not mentioned in the example"
-        );
-    }
-}
+mod options;
 
 #[test]
 fn an_empty_gradata_config_reads_no_file_at_all() {
@@ -98,17 +54,20 @@ fn defaults_without_any_file() {
         config.data_dir,
         PathBuf::from("/home/test/.local/state/gradata")
     );
-    assert_eq!(config.listen, ["127.0.0.1:7342", "127.0.0.1:8765"]);
-    assert_eq!(config.synchronous, store::Synchronous::Full);
-    assert_eq!(config.sync.ingest_url.as_str(), sync::DEFAULT_INGEST_URL);
+    assert_eq!(config.api.listen, ["127.0.0.1:7342", "127.0.0.1:8765"]);
+    assert_eq!(config.store.synchronous, store::Synchronous::Full);
     assert_eq!(
-        config.startup_drain,
+        config.sync.engine.ingest_url.as_str(),
+        sync::DEFAULT_INGEST_URL
+    );
+    assert_eq!(
+        config.drain.budget,
         Budget {
             max_rows: 3200,
             max_time: Duration::from_secs(30)
         }
     );
-    assert!(config.sync.api_key.is_none());
+    assert!(config.sync.engine.api_key.is_none());
 }
 
 /// `api.listen` is a list; a single string (config files written before it was one) is a list of
@@ -128,7 +87,7 @@ fn listen_takes_a_list_or_one_address() {
     ] {
         let file = write(dir.path(), "g.toml", text);
         let config = Config::load(&flags_with_config(&file), &env(&[])).unwrap();
-        assert_eq!(config.listen, expected, "{text}");
+        assert_eq!(config.api.listen, expected, "{text}");
     }
     let file = write(dir.path(), "g.toml", "[api]\nlisten = 9000\n");
     let err = Config::load(&flags_with_config(&file), &env(&[]))
@@ -146,7 +105,7 @@ fn listen_takes_a_list_or_one_address() {
         ]),
     )
     .unwrap();
-    assert_eq!(config.listen, ["127.0.0.1:9000", "127.0.0.1:9001"]);
+    assert_eq!(config.api.listen, ["127.0.0.1:9000", "127.0.0.1:9001"]);
 }
 
 #[test]
@@ -163,10 +122,10 @@ fn precedence_is_defaults_file_env_flags() {
     ]);
     let config = Config::load(&flags_with_config(&file), &env).unwrap();
     assert_eq!(config.data_dir, PathBuf::from("/from/env"));
-    assert_eq!(config.sync.batch_size, 20);
-    assert_eq!(config.sync.concurrency, 2);
+    assert_eq!(config.sync.engine.batch_size, 20);
+    assert_eq!(config.sync.engine.concurrency, 2);
     assert_eq!(
-        config.sync.ingest_url.as_str(),
+        config.sync.engine.ingest_url.as_str(),
         "https://file.example/ingest"
     );
     let flags = Flags {
@@ -176,7 +135,10 @@ fn precedence_is_defaults_file_env_flags() {
     };
     let config = Config::load(&flags, &env).unwrap();
     assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
-    assert_eq!(config.sync.ingest_url.as_str(), "http://127.0.0.1:9/x");
+    assert_eq!(
+        config.sync.engine.ingest_url.as_str(),
+        "http://127.0.0.1:9/x"
+    );
 }
 
 #[test]
@@ -333,7 +295,7 @@ fn api_key_resolution_order_and_redaction() {
     let key_of = |flags: &Flags, extra: &[(&str, &str)]| {
         let mut pairs = base.to_vec();
         pairs.extend_from_slice(extra);
-        Config::load(flags, &env(&pairs)).unwrap().sync
+        Config::load(flags, &env(&pairs)).unwrap().sync.engine
     };
     let creds_dir = creds.to_str().unwrap();
     let flags = Flags {
@@ -363,7 +325,8 @@ fn api_key_resolution_order_and_redaction() {
 
     let none = Config::load(&Flags::default(), &env(&[("GRADATA_CONFIG", "")]))
         .unwrap()
-        .sync;
+        .sync
+        .engine;
     assert!(none.api_key.is_none());
     assert!(
         none.disabled_reason()
@@ -394,8 +357,8 @@ fn kill_switch_disables_sync() {
         ]),
     )
     .unwrap();
-    assert!(!config.sync.enabled);
-    assert!(config.sync.disabled_reason().is_some());
+    assert!(!config.sync.engine.enabled);
+    assert!(config.sync.engine.disabled_reason().is_some());
 }
 
 #[test]
@@ -477,9 +440,9 @@ fn the_originals_variables_map_to_settings() {
     ])
     .unwrap();
     assert_eq!(config.data_dir, PathBuf::from("/home/dev/.gradata/brain"));
-    assert_eq!(config.listen, ["127.0.0.1:9000", "127.0.0.1:8765"]);
-    assert!(!config.sync.enabled);
-    assert!(config.sync.disabled_reason().is_some());
+    assert_eq!(config.api.listen, ["127.0.0.1:9000", "127.0.0.1:8765"]);
+    assert!(!config.sync.engine.enabled);
+    assert!(config.sync.engine.disabled_reason().is_some());
 
     let config = load(&[
         ("GRADATA_BRAIN_DIR", "/home/dev/.gradata/brain"),
@@ -489,8 +452,8 @@ fn the_originals_variables_map_to_settings() {
     ])
     .unwrap();
     assert_eq!(config.data_dir, PathBuf::from("/from/env"));
-    assert_eq!(config.listen, ["127.0.0.1:1"]);
-    assert!(config.sync.enabled);
+    assert_eq!(config.api.listen, ["127.0.0.1:1"]);
+    assert!(config.sync.engine.enabled);
 
     // A host beyond loopback needs the token, and the error names the plugin's variable.
     let err = load(&[("GRADATA_DAEMON_HOST", "0.0.0.0")])
@@ -502,7 +465,7 @@ fn the_originals_variables_map_to_settings() {
     );
     // The SDK's level names work in GRADATA_LOG.
     let config = load(&[("GRADATA_LOG", "WARNING")]).unwrap();
-    assert_eq!(config.log_filter, "warn");
+    assert_eq!(config.log.filter, "warn");
 }
 
 /// Every variable of the original that gradata ignores is accepted without a warning.
@@ -539,7 +502,10 @@ fn a_users_instance_reads_the_sdks_key_file_last() {
     let load = |extra: &[(&str, &str)]| {
         let mut pairs = vec![("GRADATA_CONFIG", ""), ("HOME", home)];
         pairs.extend_from_slice(extra);
-        Config::load(&Flags::default(), &env(&pairs)).unwrap().sync
+        Config::load(&Flags::default(), &env(&pairs))
+            .unwrap()
+            .sync
+            .engine
     };
     let user = [("XDG_RUNTIME_DIR", "/run/user/1000")];
     let found = load(&user);

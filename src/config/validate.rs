@@ -10,8 +10,11 @@ use std::time::Duration;
 use url::Url;
 
 use super::credentials::{resolve_api_key, resolve_data_dir};
-use super::layers::RawConfig;
-use super::{Config, Environment, Error, Flags, LogFormat, Source};
+use super::options::RawConfig;
+use super::{
+    ApiConfig, Config, DrainConfig, Environment, Error, Flags, LogConfig, LogFormat, Source,
+    StoreConfig, SyncConfig,
+};
 use crate::store;
 use crate::sync::{self, Budget};
 
@@ -187,25 +190,16 @@ impl Validator<'_> {
                 86_400.0,
             )?,
         };
-        let startup_drain = Budget {
-            max_rows: self.count(
-                "sync.startup_drain_max_rows",
-                s.startup_drain_max_rows,
-                0,
-                10_000_000,
-            )?,
-            max_time: self.seconds(
-                "sync.startup_drain_max_secs",
-                s.startup_drain_max_secs,
-                0.0,
-                86_400.0,
-            )?,
+        let drain = &raw.drain;
+        let drain_budget = Budget {
+            max_rows: self.count("drain.max_rows", drain.max_rows, 0, 10_000_000)?,
+            max_time: self.seconds("drain.max_secs", drain.max_secs, 0.0, 86_400.0)?,
         };
         let shutdown_drain = Budget {
-            max_rows: startup_drain.max_rows,
+            max_rows: drain_budget.max_rows,
             max_time: self.seconds(
-                "sync.shutdown_drain_max_secs",
-                s.shutdown_drain_max_secs,
+                "drain.shutdown_max_secs",
+                drain.shutdown_max_secs,
                 0.0,
                 3600.0,
             )?,
@@ -232,59 +226,69 @@ impl Validator<'_> {
             config_file,
             pid_file,
             data_dir,
-            log_format,
-            log_filter: super::compat::log_filter(raw.log.filter),
-            listen: raw.api.listen,
-            shutdown_grace: self.seconds(
-                "api.shutdown_grace_secs",
-                raw.api.shutdown_grace_secs,
-                0.0,
-                3600.0,
-            )?,
-            allowed_hosts: raw.api.allowed_hosts,
-            cors_origins: self.origins(raw.api.cors_origins)?,
-            api_token,
-            max_body_bytes,
-            max_buffered_body_bytes,
-            max_events_per_request: self.count(
-                "api.max_events_per_request",
-                raw.api.max_events_per_request,
-                1,
-                100_000,
-            )?,
-            body_timeout: self.seconds(
-                "api.body_timeout_secs",
-                raw.api.body_timeout_secs,
-                0.01,
-                3600.0,
-            )?,
-            header_timeout: self.seconds(
-                "api.header_timeout_secs",
-                raw.api.header_timeout_secs,
-                0.01,
-                3600.0,
-            )?,
-            degraded_after: self.seconds(
-                "api.degraded_after_secs",
-                raw.api.degraded_after_secs,
-                1.0,
-                31_536_000.0,
-            )?,
-            max_pending_rows: self
-                .positive("store.max_pending_rows", raw.store.max_pending_rows)?,
-            max_pending_bytes: self
-                .positive("store.max_pending_bytes", raw.store.max_pending_bytes)?,
-            max_pending_rows_without_key: self.positive(
-                "sync.max_pending_rows_without_key",
-                raw.sync.max_pending_rows_without_key,
-            )?,
-            brain_id: self.brain_id(raw.sync.brain_id)?,
-            synchronous,
-            busy_timeout,
-            synced_retention,
-            sync: settings,
-            startup_drain,
-            shutdown_drain,
+            log: LogConfig {
+                format: log_format,
+                filter: super::compat::log_filter(raw.log.filter),
+            },
+            api: ApiConfig {
+                listen: raw.api.listen,
+                shutdown_grace: self.seconds(
+                    "api.shutdown_grace_secs",
+                    raw.api.shutdown_grace_secs,
+                    0.0,
+                    3600.0,
+                )?,
+                allowed_hosts: raw.api.allowed_hosts,
+                cors_origins: self.origins(raw.api.cors_origins)?,
+                token: api_token,
+                max_body_bytes,
+                max_buffered_body_bytes,
+                max_events_per_request: self.count(
+                    "api.max_events_per_request",
+                    raw.api.max_events_per_request,
+                    1,
+                    100_000,
+                )?,
+                body_timeout: self.seconds(
+                    "api.body_timeout_secs",
+                    raw.api.body_timeout_secs,
+                    0.01,
+                    3600.0,
+                )?,
+                header_timeout: self.seconds(
+                    "api.header_timeout_secs",
+                    raw.api.header_timeout_secs,
+                    0.01,
+                    3600.0,
+                )?,
+                degraded_after: self.seconds(
+                    "api.degraded_after_secs",
+                    raw.api.degraded_after_secs,
+                    1.0,
+                    31_536_000.0,
+                )?,
+            },
+            store: StoreConfig {
+                synchronous,
+                busy_timeout,
+                synced_retention,
+                max_pending_rows: self
+                    .positive("store.max_pending_rows", raw.store.max_pending_rows)?,
+                max_pending_bytes: self
+                    .positive("store.max_pending_bytes", raw.store.max_pending_bytes)?,
+            },
+            sync: SyncConfig {
+                engine: settings,
+                brain_id: self.brain_id(raw.sync.brain_id)?,
+                max_pending_rows_without_key: self.positive(
+                    "sync.max_pending_rows_without_key",
+                    raw.sync.max_pending_rows_without_key,
+                )?,
+            },
+            drain: DrainConfig {
+                budget: drain_budget,
+                shutdown: shutdown_drain,
+            },
         })
     }
 

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::{Reload, brain_id};
 use crate::api;
-use crate::config::Config;
+use crate::config::{ApiConfig, Config, DrainConfig, LogConfig, StoreConfig, SyncConfig};
 use crate::store::Store;
 use crate::sync::{self, Engine, Status};
 
@@ -47,15 +47,15 @@ pub(super) async fn apply(
         }
     };
     let old_engine = swaps.engines.borrow().clone();
-    let concurrency = if new.sync.max_concurrency == current.sync.max_concurrency {
+    let concurrency = if new.sync.engine.max_concurrency == current.sync.engine.max_concurrency {
         old_engine.concurrency().clone()
     } else {
-        sync::Concurrency::new(new.sync.concurrency, new.sync.max_concurrency)
+        sync::Concurrency::new(new.sync.engine.concurrency, new.sync.engine.max_concurrency)
     };
-    let policy = sync::RetryPolicy::new(new.sync.backoff_base, new.sync.backoff_cap);
+    let policy = sync::RetryPolicy::new(new.sync.engine.backoff_base, new.sync.engine.backoff_cap);
     let engine = match Engine::with_parts(
         store.clone(),
-        new.sync.clone(),
+        new.sync.engine.clone(),
         status.clone(),
         old_engine.metrics().clone(),
         concurrency,
@@ -87,22 +87,24 @@ pub(super) async fn apply(
         );
     }
     swaps.engines.send_replace(engine);
-    swaps.header_timeout.send_replace(new.header_timeout);
-    swaps.retention.send_replace(new.synced_retention);
+    swaps.header_timeout.send_replace(new.api.header_timeout);
+    swaps.retention.send_replace(new.store.synced_retention);
     let running_room = Arc::clone(&swaps.api_settings.borrow().body_room);
     swaps
         .api_settings
         .send_replace(Arc::new(api_settings(&new, brain_id, Some(running_room))));
 
-    match new.sync.disabled_reason() {
+    match new.sync.engine.disabled_reason() {
         Some(reason) => {
             tracing::warn!(reason = %reason, "configuration reloaded; cloud sync is disabled")
         }
-        None => tracing::info!(key_source = %new.sync.api_key_source, "configuration reloaded"),
+        None => {
+            tracing::info!(key_source = %new.sync.engine.api_key_source, "configuration reloaded")
+        }
     }
     // Last, so that the records above still pass the filter the operator had when asking.
-    if new.log_filter != current.log_filter {
-        if let Err(err) = crate::logging::set_filter(&new.log_filter) {
+    if new.log.filter != current.log.filter {
+        if let Err(err) = crate::logging::set_filter(&new.log.filter) {
             tracing::warn!(error = %err, "log filter not replaced; the old one stays in force");
         }
     }
@@ -121,36 +123,52 @@ fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> 
         // Follows `data_dir` or a flag, neither of which a reload changes.
         pid_file: _,
         data_dir,
-        log_format,
-        log_filter: _,
-        listen,
-        shutdown_grace: _,
-        allowed_hosts: _,
-        cors_origins: _,
-        api_token: _,
-        max_body_bytes: _,
-        max_buffered_body_bytes: _,
-        max_events_per_request: _,
-        body_timeout: _,
-        header_timeout: _,
-        degraded_after: _,
-        max_pending_rows: _,
-        max_pending_bytes: _,
-        max_pending_rows_without_key: _,
-        brain_id: _,
-        synchronous,
-        busy_timeout,
-        synced_retention: _,
-        sync: _,
-        startup_drain: _,
-        shutdown_drain: _,
+        log: LogConfig {
+            format: log_format,
+            filter: _,
+        },
+        api:
+            ApiConfig {
+                listen,
+                shutdown_grace: _,
+                allowed_hosts: _,
+                cors_origins: _,
+                token: _,
+                max_body_bytes: _,
+                max_buffered_body_bytes: _,
+                max_events_per_request: _,
+                body_timeout: _,
+                header_timeout: _,
+                degraded_after: _,
+            },
+        store:
+            StoreConfig {
+                synchronous,
+                busy_timeout,
+                synced_retention: _,
+                max_pending_rows: _,
+                max_pending_bytes: _,
+            },
+        sync:
+            SyncConfig {
+                engine: _,
+                brain_id: _,
+                max_pending_rows_without_key: _,
+            },
+        drain: DrainConfig {
+            budget: _,
+            shutdown: _,
+        },
     } = running;
     [
         ("data_dir", *data_dir != new.data_dir),
-        ("log.format", *log_format != new.log_format),
-        ("api.listen", *listen != new.listen),
-        ("store.synchronous", *synchronous != new.synchronous),
-        ("store.busy_timeout_secs", *busy_timeout != new.busy_timeout),
+        ("log.format", *log_format != new.log.format),
+        ("api.listen", *listen != new.api.listen),
+        ("store.synchronous", *synchronous != new.store.synchronous),
+        (
+            "store.busy_timeout_secs",
+            *busy_timeout != new.store.busy_timeout,
+        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -166,15 +184,15 @@ pub(super) fn api_settings(
     running_room: Option<Arc<api::BodyRoom>>,
 ) -> api::Settings {
     let body_room = running_room
-        .filter(|room| room.bytes() == config.max_buffered_body_bytes)
-        .unwrap_or_else(|| Arc::new(api::BodyRoom::new(config.max_buffered_body_bytes)));
+        .filter(|room| room.bytes() == config.api.max_buffered_body_bytes)
+        .unwrap_or_else(|| Arc::new(api::BodyRoom::new(config.api.max_buffered_body_bytes)));
     api::Settings {
         brain_id,
         limits: api_limits(config),
         guards: api::Guards {
-            allowed_hosts: config.allowed_hosts.clone(),
-            cors_origins: config.cors_origins.clone(),
-            token: config.api_token.clone(),
+            allowed_hosts: config.api.allowed_hosts.clone(),
+            cors_origins: config.api.cors_origins.clone(),
+            token: config.api.token.clone(),
         },
         body_room,
     }
@@ -183,14 +201,14 @@ pub(super) fn api_settings(
 fn api_limits(config: &Config) -> api::Limits {
     api::Limits {
         body: api::BodyLimits {
-            max_bytes: config.max_body_bytes,
-            timeout: config.body_timeout,
+            max_bytes: config.api.max_body_bytes,
+            timeout: config.api.body_timeout,
         },
-        max_events_per_request: config.max_events_per_request,
+        max_events_per_request: config.api.max_events_per_request,
         max_pending_rows: config.pending_row_limit(),
-        max_pending_bytes: config.max_pending_bytes,
-        degraded_after: config.degraded_after,
-        manual_drain: config.startup_drain,
+        max_pending_bytes: config.store.max_pending_bytes,
+        degraded_after: config.api.degraded_after,
+        manual_drain: config.drain.budget,
     }
 }
 
