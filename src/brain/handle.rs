@@ -14,6 +14,7 @@ use super::lessons::{self, Lesson, State};
 use super::lessons_file::{self, LessonsFile};
 use super::pyjson::{Object, Value};
 use super::recall::{self, Recall};
+use super::recall_live::LiveIndex;
 use super::rule_id::rule_id;
 use super::rules::{self, Applied, RuleBook};
 use super::sessions::{self, Sessions};
@@ -101,6 +102,7 @@ pub struct Brain {
     pub(super) events: EventLog,
     pub(super) platform: PlatformEnv,
     pub(super) index: Arc<IndexReaders>,
+    pub(super) live_index: Arc<LiveIndex>,
     pub(super) learning: super::correct::Learning,
 }
 
@@ -117,6 +119,7 @@ impl Brain {
         if !index.run(recall::fts5_compiled_in).await?.unwrap_or(false) {
             tracing::warn!("this SQLite has no FTS5: /brain-recall will recall nothing");
         }
+        let live_index = Arc::new(LiveIndex::new(store.database_path().to_path_buf()));
         let lessons = LessonsFile::new(&dir, lessons_file::override_from_env(), Served::parse);
         Ok(Brain {
             learning: super::correct::Learning::new(store.database_path().to_path_buf()),
@@ -124,6 +127,7 @@ impl Brain {
             sessions: Sessions::new(max_session, sessions::DEFAULT_CAPACITY),
             events: EventLog::new(store, &dir),
             platform,
+            live_index,
             index,
             dir,
         })
@@ -205,9 +209,10 @@ impl Brain {
         let file_path = file_path.to_owned();
         let preview = content_preview.to_owned();
         let today = recall::local_today();
+        let live = Arc::clone(&self.live_index);
         let found = self
             .index
-            .run(move |conn| recall::recall(conn, &file_path, &preview, today))
+            .run(move |conn| recall::recall(&live, conn, &file_path, &preview, today))
             .await?;
         found.map_err(Error::Recall)
     }

@@ -29,6 +29,8 @@ pub mod pyjson;
 pub mod pyrepr;
 pub mod pytext;
 pub mod recall;
+pub mod recall_index;
+pub mod recall_live;
 pub mod redact;
 pub mod repair;
 pub mod rule_id;

@@ -19,11 +19,12 @@
 
 use jiff::civil::Date;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use serde::Serialize;
 
 use super::pyrepr::PyValue;
 use super::pytext;
+use super::recall_live::{LiveIndex, Snapshot};
 
 /// How many rows a search returns at most.
 pub const TOP_K: usize = 5;
@@ -254,8 +255,20 @@ pub fn query(file_path: &str, content_preview: &str) -> Option<String> {
 /// quoted (inner `"` doubled) so FTS5 syntax in it is taken literally, the words joined with
 /// ` OR `; `""` (matching nothing) for no words.
 pub fn match_expression(query: &str) -> String {
+    phrases_expression(&query_words(query))
+}
+
+/// The words of `query` that become phrases: surrounding `"` then `'` marks stripped, cut at
+/// whitespace.
+pub fn query_words(query: &str) -> Vec<&str> {
     let cleaned = query.trim_matches('"').trim_matches('\'');
-    let words: Vec<String> = pytext::split_whitespace(cleaned)
+    pytext::split_whitespace(cleaned).collect()
+}
+
+/// The FTS5 `MATCH` string of `words`, each quoted, joined with ` OR `.
+fn phrases_expression(words: &[&str]) -> String {
+    let words: Vec<String> = words
+        .iter()
         .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
         .collect();
     if words.is_empty() {
@@ -297,6 +310,7 @@ pub fn rank(rows: Vec<FtsRow>, mode: RetrievalMode, today: Date) -> Recall {
 
 /// The whole recall for a request: query, mode, search and ranking. No query means no hits.
 pub fn recall(
+    index: &LiveIndex,
     connection: &Connection,
     file_path: &str,
     content_preview: &str,
@@ -306,8 +320,65 @@ pub fn recall(
         return Ok(Recall::default());
     };
     let mode = RetrievalMode::of(&query);
-    let rows = search(connection, &match_expression(&query))?;
+    let rows = search_words(index, connection, &query_words(&query))?;
     Ok(rank(rows, mode, today))
+}
+
+/// The same rows as [`search`] of the `OR` of `words`, ranked on the in-memory copy of the
+/// index kept by `index`; `connection` reads the best rows' content. Falls back to SQLite's own
+/// search where the copy cannot answer exactly: an index of another layout, a word with a NUL
+/// (FTS5 reads its query only up to one), a content row missing.
+pub fn search_words(
+    index: &LiveIndex,
+    connection: &Connection,
+    words: &[&str],
+) -> Result<Vec<FtsRow>, SearchError> {
+    if words.is_empty() {
+        // `""`, an empty phrase, matches nothing.
+        return Ok(Vec::new());
+    }
+    let sql = || search(connection, &phrases_expression(words));
+    if words.iter().any(|word| word.contains('\0')) {
+        return sql();
+    }
+    let ranker = match index.snapshot().map_err(SearchError)? {
+        Snapshot::NoIndex => return Ok(Vec::new()),
+        Snapshot::Sql => return sql(),
+        Snapshot::Memory(ranker) => ranker,
+    };
+    let tokens = index.tokens(words).map_err(SearchError)?;
+    let phrases: Vec<&[Box<str>]> = tokens.iter().map(|tokens| &tokens[..]).collect();
+    let mut rows = Vec::with_capacity(TOP_K);
+    for (rowid, rank) in ranker.top(&phrases, TOP_K) {
+        match content_row(connection, rowid, rank) {
+            Ok(Some(row)) => rows.push(row),
+            // The content table lost the row after the copy was made, or never had it: what
+            // FTS5 does then is SQLite's to say.
+            Ok(None) => return sql(),
+            Err(error) if is_statement_error(&error) => return sql(),
+            Err(error) => return Err(SearchError(error)),
+        }
+    }
+    Ok(rows)
+}
+
+/// The content of row `rowid` as FTS5 reads it for an external-content table.
+fn content_row(connection: &Connection, rowid: i64, rank: f64) -> rusqlite::Result<Option<FtsRow>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, source, file_type, text, embed_date FROM brain_fts_content WHERE id = ?1",
+    )?;
+    statement
+        .query_row([rowid], |row| {
+            Ok(FtsRow {
+                rowid: row.get(0)?,
+                source: text_column(row, 1)?,
+                file_type: text_column(row, 2)?,
+                text: text_column(row, 3)?,
+                embed_date: text_column(row, 4)?,
+                rank: Some(rank),
+            })
+        })
+        .optional()
 }
 
 /// Whether the SQLite library behind `connection` has FTS5 compiled in (`PRAGMA
@@ -715,8 +786,54 @@ mod tests {
 
     /// A brain index laid out as the Python SDK creates it, with rows as its corrections (and
     /// its other indexers) add them.
-    fn brain_index() -> Connection {
-        let connection = Connection::open_in_memory().expect("in-memory database");
+    /// A database file with its live index.
+    struct TestDb {
+        _dir: tempfile::TempDir,
+        connection: Connection,
+        live: LiveIndex,
+    }
+
+    impl std::ops::Deref for TestDb {
+        type Target = Connection;
+        fn deref(&self) -> &Connection {
+            &self.connection
+        }
+    }
+
+    impl TestDb {
+        fn empty() -> TestDb {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let path = dir.path().join("system.db");
+            let connection = Connection::open(&path).expect("database file");
+            TestDb {
+                _dir: dir,
+                connection,
+                live: LiveIndex::new(path),
+            }
+        }
+    }
+
+    /// [`recall`] on the live index, checked against the same recall through SQLite's search.
+    fn recall_on(
+        db: &TestDb,
+        file_path: &str,
+        content_preview: &str,
+        today: Date,
+    ) -> Result<Recall, SearchError> {
+        let recalled = recall(&db.live, db, file_path, content_preview, today)?;
+        let through_sql = match query(file_path, content_preview) {
+            Some(query) => {
+                let rows = search(db, &match_expression(&query))?;
+                rank(rows, RetrievalMode::of(&query), today)
+            }
+            None => Recall::default(),
+        };
+        assert_eq!(recalled, through_sql, "the live index and SQLite differ");
+        Ok(recalled)
+    }
+
+    fn brain_index() -> TestDb {
+        let connection = TestDb::empty();
         connection
             .execute_batch(
                 "CREATE TABLE brain_fts_content(id INTEGER PRIMARY KEY AUTOINCREMENT, \
@@ -799,20 +916,26 @@ mod tests {
     fn recall_prints_what_0_6_0_prints_for_the_same_index() {
         let connection = brain_index();
         let today = day("2026-12-07");
-        let keyword = recall(&connection, "", "linter", today).expect("readable index");
+        let keyword = recall_on(&connection, "", "linter", today).expect("readable index");
+        assert!(
+            matches!(connection.live.snapshot(), Ok(Snapshot::Memory(_))),
+            "the search did not run on the in-memory copy"
+        );
         assert_eq!(keyword.context(), LINTER_CONTEXT);
-        let hybrid = recall(&connection, "", "Linter errors tests", today).expect("readable index");
+        let hybrid =
+            recall_on(&connection, "", "Linter errors tests", today).expect("readable index");
         assert_eq!(hybrid.context(), HYBRID_CONTEXT);
         // With a path, the stem leads the query: "linter" alone matches the same three rows,
         // and two words with no capital are still keyword mode.
-        let with_path = recall(&connection, "docs/linter.md", "", today).expect("readable index");
+        let with_path =
+            recall_on(&connection, "docs/linter.md", "", today).expect("readable index");
         assert_eq!(with_path.context(), LINTER_CONTEXT);
     }
 
     #[test]
     fn recall_gives_structured_hits_beside_the_text() {
         let connection = brain_index();
-        let recalled = recall(
+        let recalled = recall_on(
             &connection,
             "",
             "unwrap expect message CI",
@@ -850,15 +973,17 @@ mod tests {
                 )
                 .expect("index row");
         }
-        let recalled = recall(&connection, "", "many", day("2026-12-07")).expect("readable index");
+        let recalled =
+            recall_on(&connection, "", "many", day("2026-12-07")).expect("readable index");
         assert_eq!(recalled.hits.len(), TOP_K);
         assert_eq!(recalled.context().lines().count(), TOP_K);
     }
 
     #[test]
     fn a_brain_without_an_index_recalls_nothing_and_creates_nothing() {
-        let connection = Connection::open_in_memory().expect("in-memory database");
-        let recalled = recall(&connection, "a.rs", "linter", day("2026-12-07")).expect("no index");
+        let connection = TestDb::empty();
+        let recalled =
+            recall_on(&connection, "a.rs", "linter", day("2026-12-07")).expect("no index");
         assert_eq!(recalled, Recall::default());
         assert_eq!(recalled.context(), "");
         let n_tables: i64 = connection
@@ -882,7 +1007,7 @@ mod tests {
     fn a_blank_query_searches_nothing_and_an_empty_expression_matches_nothing() {
         let connection = brain_index();
         assert_eq!(
-            recall(&connection, "", "   ", day("2026-12-07")).expect("no query"),
+            recall_on(&connection, "", "   ", day("2026-12-07")).expect("no query"),
             Recall::default()
         );
         assert_eq!(search(&connection, "\"\"").expect("readable index"), []);

@@ -12,6 +12,7 @@ mod support;
 mod api;
 mod brain;
 mod brain_events;
+mod brain_recall;
 mod crash;
 mod dedup;
 mod drain;
