@@ -38,13 +38,16 @@
 //! member with the same error, and none of them is learned.
 //!
 //! The index row is written on a connection of its own, on the blocking pool (with a busy
-//! timeout, as any second writer of a WAL database), not through the store's writer: the index is
+//! handler, as any second writer of a WAL database: it tries again every millisecond, where
+//! SQLite's own pauses grow to 100 ms), not through the store's writer: the index is
 //! the brain's, shared with the Python SDK, and its tables are created here, exactly as the SDK
 //! creates them, when missing. The connection is kept for the next correction (opening one and
 //! creating the tables again cost more than the insert) and dropped after a failure. It never
 //! checkpoints the WAL itself: SQLite's default would have it copy the WAL into the database
 //! inside a correction whenever the WAL is past 1,000 pages, which the store's checkpointer does
-//! off every request's path. The searches stay read-only.
+//! off every request's path. The searches stay read-only. The dedup sighting (step 2) goes
+//! through the same connection, so that this service's two writers of the brain's own tables
+//! never wait on each other's lock.
 //!
 //! Review: a correction whose texts hold an adversarial phrase (`adversarial`) requires review:
 //! its new lesson waits for approval (confidence 0.0, `Pending approval: yes`), and its
@@ -344,19 +347,29 @@ impl Brain {
         session: i64,
     ) -> Result<bool, Error> {
         let database = self.learning.database.clone();
+        let connection = Arc::clone(&self.learning.index);
         let fingerprint = dedup::fingerprint(category, &prepared.old, &prepared.new);
         let category = category.to_owned();
         let now = super::events::python_utc_isoformat(std::time::SystemTime::now());
+        // On the index's connection: one of this service's side writes at a time, so that they
+        // do not wait on each other's locks (see `open_index`).
         let sighting = tokio::task::spawn_blocking(move || {
-            let mut connection = Connection::open(&database)?;
-            connection.busy_timeout(INDEX_BUSY_TIMEOUT)?;
-            dedup::sight(
-                &mut connection,
+            let mut kept = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            let connection = match &mut *kept {
+                Some(open) => open,
+                None => kept.insert(open_index(&database)?),
+            };
+            let sighting = dedup::sight(
+                connection,
                 &fingerprint,
                 &category,
                 (session > 0).then_some(session),
                 &now,
-            )
+            );
+            if sighting.is_err() {
+                *kept = None;
+            }
+            sighting
         })
         .await
         .map_err(Error::Interrupted)?;
@@ -860,10 +873,35 @@ fn queue_for_review(database: &std::path::Path, row: &ReviewRow) -> rusqlite::Re
 /// store's checkpointer's (see the module doc).
 const INDEX_AUTOCHECKPOINT_PAGES: u32 = 0;
 
+/// How long the index's connection pauses between two tries of a write lock another connection
+/// holds. SQLite's own schedule grows to 100 ms a try, far longer than the store's writer holds
+/// the lock: under concurrent corrections its sleeps, not the writes, made the slowest answers.
+const INDEX_BUSY_PAUSE: Duration = Duration::from_millis(1);
+
+/// The index connection's busy handler: tries again after [`busy_pause`]'s pause, or gives up.
+fn retry_soon(tries: i32) -> bool {
+    match busy_pause(tries) {
+        Some(pause) => {
+            std::thread::sleep(pause);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The pause before the next try of a busy lock after `tries` tries: [`INDEX_BUSY_PAUSE`], until
+/// about [`INDEX_BUSY_TIMEOUT`] has been spent waiting (`None`: give up).
+fn busy_pause(tries: i32) -> Option<Duration> {
+    let pauses = u32::try_from(tries).unwrap_or(0);
+    (INDEX_BUSY_PAUSE.saturating_mul(pauses) < INDEX_BUSY_TIMEOUT).then_some(INDEX_BUSY_PAUSE)
+}
+
 /// Opens the index's connection to the database at `database`, creating the tables if missing.
+/// It also records the dedup sightings: this service's two writers of the brain's own tables
+/// share it, one at a time.
 fn open_index(database: &std::path::Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(database)?;
-    connection.busy_timeout(INDEX_BUSY_TIMEOUT)?;
+    connection.busy_handler(Some(retry_soon))?;
     connection.pragma_update(None, "wal_autocheckpoint", INDEX_AUTOCHECKPOINT_PAGES)?;
     connection.execute_batch(CREATE_INDEX)?;
     Ok(connection)
@@ -1024,6 +1062,34 @@ mod tests {
         .unwrap();
         assert!(learnt[0].created);
         assert_eq!(lessons_in(&path)[0].corrections, ["9"]);
+    }
+
+    #[test]
+    fn a_busy_lock_is_tried_again_every_millisecond_for_five_seconds() {
+        assert_eq!(busy_pause(0), Some(Duration::from_millis(1)));
+        // SQLite's own schedule would pause 100 ms by now.
+        assert_eq!(busy_pause(20), Some(Duration::from_millis(1)));
+        assert_eq!(busy_pause(4_999), Some(Duration::from_millis(1)));
+        assert_eq!(busy_pause(5_000), None);
+    }
+
+    #[test]
+    fn an_index_insert_waits_for_a_lock_another_connection_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("system.db");
+        let mut connection = None;
+        index_correction(&mut connection, &database, &row("CODE: first - a")).unwrap();
+        let holder = Connection::open(&database).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (started, waiting) = std::sync::mpsc::channel();
+        let inserter = std::thread::spawn(move || {
+            started.send(()).unwrap();
+            index_correction(&mut connection, &database, &row("CODE: second - b"))
+        });
+        waiting.recv().unwrap();
+        // Busy or not yet started, the insert cannot have committed while the lock is held.
+        holder.execute_batch("COMMIT").unwrap();
+        inserter.join().unwrap().unwrap();
     }
 
     fn row(text: &str) -> IndexRow {
