@@ -16,7 +16,8 @@
 //!    (`Brain::record`); its `events` row id is the correction id the lesson records;
 //! 2. the `observation_dedup` sighting (`dedup`): a correction seen within the window skips
 //!    3 and 4, teaching nothing (0.6.0 skips the same steps);
-//! 3. `lessons.md`, under `.lessons.lock`: read, learn, confidence, atomic save;
+//! 3. `lessons.md`, under `.lessons.lock`: read, learn, confidence, atomic save, group
+//!    committed (below);
 //! 4. the LESSON_CHANGE event (created or reinforced), only once the file is saved, then
 //!    RULE_FAILURE when a confident RULE of the category did not prevent the correction;
 //! 5. the `pending_approvals` row of a new lesson held for review (below), when the SDK created
@@ -27,14 +28,26 @@
 //! index is rebuilt from CORRECTION events); a crash after 3 leaves a lesson change without its
 //! LESSON_CHANGE event, never the reverse.
 //!
+//! Group commit (`group_commit`): the corrections that reach step 3 while `lessons.md` is being
+//! written queue up, and the next write takes all of them (at most [`MAX_BATCH`]), in arrival
+//! order, into one document under one hold of the lock: each learns against the document as the
+//! ones before it left it (a second correction of a kind reinforces the lesson the first
+//! created), then the file is saved once, with the same safety, before any of them goes on to
+//! step 4. Each has recorded its CORRECTION before it queued and records its own events after
+//! the save, so the order above holds for every member of a batch. A failed save fails every
+//! member with the same error, and none of them is learned.
+//!
 //! The index row is written on a connection of its own, on the blocking pool (with a busy
-//! timeout, as any second writer of a WAL database), not through the store's writer: the index is
+//! handler, as any second writer of a WAL database: it tries again every millisecond, where
+//! SQLite's own pauses grow to 100 ms), not through the store's writer: the index is
 //! the brain's, shared with the Python SDK, and its tables are created here, exactly as the SDK
 //! creates them, when missing. The connection is kept for the next correction (opening one and
 //! creating the tables again cost more than the insert) and dropped after a failure. It never
 //! checkpoints the WAL itself: SQLite's default would have it copy the WAL into the database
 //! inside a correction whenever the WAL is past 1,000 pages, which the store's checkpointer does
-//! off every request's path. The searches stay read-only.
+//! off every request's path. The searches stay read-only. The dedup sighting (step 2) goes
+//! through the same connection, so that this service's two writers of the brain's own tables
+//! never wait on each other's lock.
 //!
 //! Review: a correction whose texts hold an adversarial phrase (`adversarial`) requires review:
 //! its new lesson waits for approval (confidence 0.0, `Pending approval: yes`), and its
@@ -56,12 +69,13 @@ use super::attribution::{Attribution, Edit, Trackers};
 use super::confidence::{self, Evidence};
 use super::dedup;
 use super::events::Logged;
+use super::group_commit::{Abandoned, GroupCommit};
 use super::handle::{Brain, Error as BrainError};
 use super::instruction::{self, Instruction};
 use super::learn::{self, Learned};
 use super::lessons::{Lesson, State};
 use super::lessons_file::DEFAULT_LOCK_TIMEOUT;
-use super::lessons_write::{DocumentCache, SaveError, WriteLock};
+use super::lessons_write::{Document, DocumentCache, SaveError, WriteLock};
 use super::pyjson::{Object, Value};
 use super::recall;
 use super::redact::redact;
@@ -91,6 +105,10 @@ pub const RULE_FAILURE_SOURCE: &str = "brain.correct:self_healing";
 /// The confidence from which a RULE counts as failed by a correction of its category.
 pub const RULE_FAILURE_CONFIDENCE: f64 = 0.80;
 
+/// The most corrections one `lessons.md` write takes, so that a write stays short however
+/// many corrections wait.
+pub const MAX_BATCH: usize = 64;
+
 /// How long the index insert waits for another writer of the database.
 const INDEX_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -109,9 +127,13 @@ pub enum Error {
     /// The event log failed.
     #[error(transparent)]
     Brain(#[from] BrainError),
-    /// `lessons.md` could not be read or written.
+    /// `lessons.md` could not be read or written; shared by every correction of the write.
     #[error("learning from the correction failed")]
-    Lessons(#[source] SaveError),
+    Lessons(#[source] Arc<SaveError>),
+    /// The `lessons.md` write that held the correction ended without an answer for it (it
+    /// panicked, or the runtime is shutting down).
+    #[error("the lessons.md write that held the correction did not finish")]
+    Unwritten(#[source] Abandoned),
     /// A blocking task did not finish (the runtime is shutting down).
     #[error("the correction's work did not finish")]
     Interrupted(#[source] tokio::task::JoinError),
@@ -160,10 +182,11 @@ pub struct Learning {
     document: Arc<DocumentCache>,
     /// The index's connection, once a correction opened it.
     index: Arc<Mutex<Option<Connection>>>,
-    /// Taken by this service's writers of `lessons.md` before `.lessons.lock`, in the order they
-    /// come: the file lock is tried and retried after a pause, so under load a writer that just
-    /// arrived could take it again and again before one that has waited for long.
-    turn: tokio::sync::Mutex<()>,
+    /// This service's writers of `lessons.md`: the corrections, in batches, and the other
+    /// writers on its turn, before `.lessons.lock`, in the order they come (the file lock is
+    /// tried and retried after a pause, so under load a writer that just arrived could take it
+    /// again and again before one that has waited for long).
+    writes: GroupCommit<LessonJob, Result<Learnt, Arc<SaveError>>>,
 }
 
 impl Learning {
@@ -174,7 +197,7 @@ impl Learning {
             database,
             document: Arc::new(DocumentCache::default()),
             index: Arc::new(Mutex::new(None)),
-            turn: tokio::sync::Mutex::new(()),
+            writes: GroupCommit::new(MAX_BATCH),
         }
     }
 
@@ -185,8 +208,8 @@ impl Learning {
 
     /// Waits for this service's writers of `lessons.md` that came before (first come, first
     /// served); hold the guard while taking and holding `.lessons.lock`.
-    pub(super) async fn writer_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.turn.lock().await
+    pub(super) async fn writer_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.writes.turn().await
     }
 
     /// `lessons.md` as this brain last wrote it, for every writer of the file to share.
@@ -324,19 +347,29 @@ impl Brain {
         session: i64,
     ) -> Result<bool, Error> {
         let database = self.learning.database.clone();
+        let connection = Arc::clone(&self.learning.index);
         let fingerprint = dedup::fingerprint(category, &prepared.old, &prepared.new);
         let category = category.to_owned();
         let now = super::events::python_utc_isoformat(std::time::SystemTime::now());
+        // On the index's connection: one of this service's side writes at a time, so that they
+        // do not wait on each other's locks (see `open_index`).
         let sighting = tokio::task::spawn_blocking(move || {
-            let mut connection = Connection::open(&database)?;
-            connection.busy_timeout(INDEX_BUSY_TIMEOUT)?;
-            dedup::sight(
-                &mut connection,
+            let mut kept = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            let connection = match &mut *kept {
+                Some(open) => open,
+                None => kept.insert(open_index(&database)?),
+            };
+            let sighting = dedup::sight(
+                connection,
                 &fingerprint,
                 &category,
                 (session > 0).then_some(session),
                 &now,
-            )
+            );
+            if sighting.is_err() {
+                *kept = None;
+            }
+            sighting
         })
         .await
         .map_err(Error::Interrupted)?;
@@ -363,35 +396,30 @@ impl Brain {
     ) -> Result<(bool, Lesson), Error> {
         let category = category.to_owned();
         let correction_id = correction_id.to_owned();
-        let path = self.lessons.path();
+        let job = LessonJob {
+            category: category.clone(),
+            severity: prepared.measure.severity.as_str(),
+            instruction: prepared.instruction.text.clone(),
+            correction_id: correction_id.clone(),
+            session: (session > 0).then_some(session),
+            date: recall::local_today().to_string(),
+            approval_required: prepared.requires_review(),
+        };
         let dir = self.dir.clone();
-        let instruction_text = prepared.instruction.text.clone();
-        let severity_label = prepared.measure.severity.as_str();
-        let learn_category = category.clone();
-        let learn_id = correction_id.clone();
-        let approval_required = prepared.requires_review();
+        let path = self.lessons.path();
         let cache = self.learning.document_cache();
-        let turn = self.learning.writer_turn().await;
-        let (lesson_created, lesson, failed_rule) = tokio::task::spawn_blocking(move || {
-            learn_under_lock(
-                &dir,
-                &path,
-                &cache,
-                &learn::Correction {
-                    category: &learn_category,
-                    severity: severity_label,
-                    instruction: &instruction_text,
-                    correction_id: &learn_id,
-                    session: (session > 0).then_some(session),
-                    date: &recall::local_today().to_string(),
-                    approval_required,
-                },
-            )
-        })
-        .await
-        .map_err(Error::Interrupted)?
-        .map_err(Error::Lessons)?;
-        drop(turn);
+        let write = move |jobs| write_lessons(dir.clone(), path.clone(), Arc::clone(&cache), jobs);
+        let Learnt {
+            created: lesson_created,
+            lesson,
+            failed_rule,
+        } = self
+            .learning
+            .writes
+            .submit(job, write)
+            .await
+            .map_err(Error::Unwritten)?
+            .map_err(Error::Lessons)?;
 
         let (data, tags) = lesson_change_event(lesson_created, &lesson, &correction_id);
         self.record(LESSON_CHANGE_EVENT, SOURCE, session, data, tags, None)
@@ -464,18 +492,93 @@ fn prepare(correction: Correction) -> Prepared {
     }
 }
 
-/// Reads `lessons.md` under the lock, learns from `correction`, applies the confidence
-/// evidence to the lesson concerned and saves the file. Answers whether a lesson was created,
-/// that lesson as saved, and the first RULE of the correction's category at
-/// [`RULE_FAILURE_CONFIDENCE`] or more after the save, if any.
-fn learn_under_lock(
+/// One correction's part in a batched `lessons.md` write: what [`learn::Correction`] needs,
+/// owned.
+#[derive(Debug, Clone)]
+struct LessonJob {
+    category: String,
+    severity: &'static str,
+    instruction: String,
+    correction_id: String,
+    session: Option<i64>,
+    date: String,
+    approval_required: bool,
+}
+
+impl LessonJob {
+    fn correction(&self) -> learn::Correction<'_> {
+        learn::Correction {
+            category: &self.category,
+            severity: self.severity,
+            instruction: &self.instruction,
+            correction_id: &self.correction_id,
+            session: self.session,
+            date: &self.date,
+            approval_required: self.approval_required,
+        }
+    }
+}
+
+/// What one correction of a batch did to `lessons.md`.
+#[derive(Debug, Clone)]
+struct Learnt {
+    /// Whether it created its lesson (else it reinforced one).
+    created: bool,
+    /// That lesson, as saved.
+    lesson: Lesson,
+    /// The first RULE of the correction's category at [`RULE_FAILURE_CONFIDENCE`] or more once
+    /// it was learned, if any.
+    failed_rule: Option<Lesson>,
+}
+
+/// Reads `lessons.md` under the lock, learns from each of `jobs` in order against the document
+/// as the ones before it left it, and saves the file once. Answers what each job did, in the
+/// same order; on an error none of them is saved (and the cache holds no changed copy).
+fn learn_batch(
     brain_dir: &std::path::Path,
     path: &std::path::Path,
     cache: &DocumentCache,
-    correction: &learn::Correction<'_>,
-) -> Result<(bool, Lesson, Option<Lesson>), SaveError> {
+    jobs: &[LessonJob],
+) -> Result<Vec<Learnt>, SaveError> {
+    let Some(last) = jobs.last() else {
+        return Ok(Vec::new());
+    };
     let lock = WriteLock::acquire(brain_dir, DEFAULT_LOCK_TIMEOUT)?;
     let mut document = lock.read_cached(path, cache)?;
+    let learnt = jobs
+        .iter()
+        .map(|job| learn_into(&mut document, &job.correction()))
+        .collect();
+    lock.save_cached(path, document, &last.date, cache)?;
+    tracing::debug!(corrections = jobs.len(), "lessons.md saved");
+    Ok(learnt)
+}
+
+/// One batched write of `lessons.md` (see [`learn_batch`]), on the blocking pool: one answer per
+/// job, the same error for each when the write failed, none when it did not finish.
+async fn write_lessons(
+    dir: PathBuf,
+    path: PathBuf,
+    cache: Arc<DocumentCache>,
+    jobs: Vec<LessonJob>,
+) -> Vec<Result<Learnt, Arc<SaveError>>> {
+    let count = jobs.len();
+    match tokio::task::spawn_blocking(move || learn_batch(&dir, &path, &cache, &jobs)).await {
+        Ok(Ok(learnt)) => learnt.into_iter().map(Ok).collect(),
+        Ok(Err(err)) => {
+            let err = Arc::new(err);
+            (0..count).map(|_| Err(Arc::clone(&err))).collect()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "a lessons.md write did not finish");
+            Vec::new()
+        }
+    }
+}
+
+/// Learns from `correction` in `document`: creates or reinforces its lesson and applies the
+/// confidence evidence to that lesson alone.
+fn learn_into(document: &mut Document, correction: &learn::Correction<'_>) -> Learnt {
     let learned = learn::learn_among(document.lessons(), correction);
     let evidence = Evidence::Reinforcing(confidence::Severity::from_label(correction.severity));
     let (created, lesson) = match learned {
@@ -498,7 +601,7 @@ fn learn_under_lock(
             (false, target.clone())
         }
     };
-    // Looked up before the save hands the document to the cache; the save changes no lesson.
+    // As this correction left them; the save changes no lesson.
     let failed_rule = document
         .lessons()
         .find(|l| {
@@ -507,8 +610,11 @@ fn learn_under_lock(
                 && l.confidence >= RULE_FAILURE_CONFIDENCE
         })
         .cloned();
-    lock.save_cached(path, document, correction.date, cache)?;
-    Ok((created, lesson, failed_rule))
+    Learnt {
+        created,
+        lesson,
+        failed_rule,
+    }
 }
 
 /// Applies `evidence` to `lesson` unless it waits for approval. The reinforcement's fire was
@@ -767,10 +873,35 @@ fn queue_for_review(database: &std::path::Path, row: &ReviewRow) -> rusqlite::Re
 /// store's checkpointer's (see the module doc).
 const INDEX_AUTOCHECKPOINT_PAGES: u32 = 0;
 
+/// How long the index's connection pauses between two tries of a write lock another connection
+/// holds. SQLite's own schedule grows to 100 ms a try, far longer than the store's writer holds
+/// the lock: under concurrent corrections its sleeps, not the writes, made the slowest answers.
+const INDEX_BUSY_PAUSE: Duration = Duration::from_millis(1);
+
+/// The index connection's busy handler: tries again after [`busy_pause`]'s pause, or gives up.
+fn retry_soon(tries: i32) -> bool {
+    match busy_pause(tries) {
+        Some(pause) => {
+            std::thread::sleep(pause);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The pause before the next try of a busy lock after `tries` tries: [`INDEX_BUSY_PAUSE`], until
+/// about [`INDEX_BUSY_TIMEOUT`] has been spent waiting (`None`: give up).
+fn busy_pause(tries: i32) -> Option<Duration> {
+    let pauses = u32::try_from(tries).unwrap_or(0);
+    (INDEX_BUSY_PAUSE.saturating_mul(pauses) < INDEX_BUSY_TIMEOUT).then_some(INDEX_BUSY_PAUSE)
+}
+
 /// Opens the index's connection to the database at `database`, creating the tables if missing.
+/// It also records the dedup sightings: this service's two writers of the brain's own tables
+/// share it, one at a time.
 fn open_index(database: &std::path::Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(database)?;
-    connection.busy_timeout(INDEX_BUSY_TIMEOUT)?;
+    connection.busy_handler(Some(retry_soon))?;
     connection.pragma_update(None, "wal_autocheckpoint", INDEX_AUTOCHECKPOINT_PAGES)?;
     connection.execute_batch(CREATE_INDEX)?;
     Ok(connection)
@@ -838,21 +969,127 @@ mod tests {
         assert_eq!(found, ["CODE: Use pathlib - from pathlib import Path"]);
     }
 
+    fn job(category: &str, instruction: &str, id: &str) -> LessonJob {
+        LessonJob {
+            category: category.to_owned(),
+            severity: "moderate",
+            instruction: instruction.to_owned(),
+            correction_id: id.to_owned(),
+            session: Some(1),
+            date: "2026-12-07".to_owned(),
+            approval_required: false,
+        }
+    }
+
+    fn brain_with_lessons(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(super::super::lessons_file::LESSONS_FILE);
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn lessons_in(path: &std::path::Path) -> Vec<Lesson> {
+        let parsed = super::super::lessons::parse(&std::fs::read_to_string(path).unwrap());
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        parsed.lessons
+    }
+
+    #[test]
+    fn a_batch_learns_in_order_and_a_repeat_reinforces_the_lesson_the_first_created() {
+        let (dir, path) = brain_with_lessons("# Lessons\n");
+        let cache = DocumentCache::default();
+        let jobs = [
+            job("CODE", "Use pathlib for every file path", "11"),
+            job("TONE", "Keep status updates to three sentences", "12"),
+            job("CODE", "Use pathlib for every file path", "13"),
+        ];
+        let learnt = learn_batch(dir.path(), &path, &cache, &jobs).unwrap();
+        let created: Vec<bool> = learnt.iter().map(|l| l.created).collect();
+        assert_eq!(created, [true, true, false]);
+        assert_eq!(learnt[2].lesson.description, learnt[0].lesson.description);
+        assert_eq!(learnt[2].lesson.corrections, ["11", "13"]);
+        assert_eq!(learnt[2].lesson.fire_count, learnt[0].lesson.fire_count + 1);
+        // The file holds the lessons in arrival order, the reinforced one as the third left it.
+        let saved = lessons_in(&path);
+        let ids: Vec<&[String]> = saved.iter().map(|l| l.corrections.as_slice()).collect();
+        assert_eq!(ids, [&["11", "13"][..], &["12"][..]]);
+        assert_eq!(saved[0].confidence, learnt[2].lesson.confidence);
+        assert!(saved[0].confidence > learnt[0].lesson.confidence);
+    }
+
     #[tokio::test(flavor = "current_thread")]
-    async fn a_writer_that_waits_is_not_overtaken_by_one_that_just_came() {
-        let learning = Arc::new(Learning::new(PathBuf::from("unused.db")));
-        let first = learning.writer_turn().await;
-        let waiting = Arc::clone(&learning);
-        let waiter = tokio::spawn(async move {
-            let _turn = waiting.writer_turn().await;
+    async fn a_failed_save_fails_every_member_of_its_batch_and_learns_none() {
+        let dir = tempfile::tempdir().unwrap();
+        // lessons.md in a directory that is not there yet: read as empty, never saved.
+        let lessons_dir = dir.path().join("gone");
+        let path = lessons_dir.join(super::super::lessons_file::LESSONS_FILE);
+        let cache = Arc::new(DocumentCache::default());
+        let commit: Arc<GroupCommit<LessonJob, Result<Learnt, Arc<SaveError>>>> =
+            Arc::new(GroupCommit::new(MAX_BATCH));
+        let held = commit.turn().await;
+        let mut members = Vec::new();
+        for n in 0..3 {
+            let commit = Arc::clone(&commit);
+            let (brain, path, cache) = (dir.path().to_path_buf(), path.clone(), Arc::clone(&cache));
+            let job = job("CODE", "Use pathlib for every file path", &n.to_string());
+            members.push(tokio::spawn(async move {
+                let write = move |jobs| {
+                    write_lessons(brain.clone(), path.clone(), Arc::clone(&cache), jobs)
+                };
+                commit.submit(job, write).await
+            }));
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        let mut errors = Vec::new();
+        for member in members {
+            errors.push(member.await.unwrap().unwrap().unwrap_err());
+        }
+        assert!(matches!(*errors[0], SaveError::Replace(_)), "{}", errors[0]);
+        assert!(
+            errors.iter().all(|err| Arc::ptr_eq(err, &errors[0])),
+            "one write, one error"
+        );
+
+        // Nothing of the failed batch is kept: the next correction creates the lesson afresh.
+        std::fs::create_dir(&lessons_dir).unwrap();
+        let learnt = learn_batch(
+            dir.path(),
+            &path,
+            &cache,
+            &[job("CODE", "Use pathlib for every file path", "9")],
+        )
+        .unwrap();
+        assert!(learnt[0].created);
+        assert_eq!(lessons_in(&path)[0].corrections, ["9"]);
+    }
+
+    #[test]
+    fn a_busy_lock_is_tried_again_every_millisecond_for_five_seconds() {
+        assert_eq!(busy_pause(0), Some(Duration::from_millis(1)));
+        // SQLite's own schedule would pause 100 ms by now.
+        assert_eq!(busy_pause(20), Some(Duration::from_millis(1)));
+        assert_eq!(busy_pause(4_999), Some(Duration::from_millis(1)));
+        assert_eq!(busy_pause(5_000), None);
+    }
+
+    #[test]
+    fn an_index_insert_waits_for_a_lock_another_connection_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("system.db");
+        let mut connection = None;
+        index_correction(&mut connection, &database, &row("CODE: first - a")).unwrap();
+        let holder = Connection::open(&database).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (started, waiting) = std::sync::mpsc::channel();
+        let inserter = std::thread::spawn(move || {
+            started.send(()).unwrap();
+            index_correction(&mut connection, &database, &row("CODE: second - b"))
         });
-        // On this one thread, the waiter runs up to the lock and queues.
-        tokio::task::yield_now().await;
-        drop(first);
-        // A writer arriving as the turn is released does not get it: the waiter does.
-        assert!(learning.turn.try_lock().is_err());
-        waiter.await.unwrap();
-        assert!(learning.turn.try_lock().is_ok());
+        waiting.recv().unwrap();
+        // Busy or not yet started, the insert cannot have committed while the lock is held.
+        holder.execute_batch("COMMIT").unwrap();
+        inserter.join().unwrap().unwrap();
     }
 
     fn row(text: &str) -> IndexRow {

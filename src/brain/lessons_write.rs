@@ -292,64 +292,102 @@ impl Document {
     }
 
     /// Makes this document what [`Document::parse`] gives on `rendered`, its own render
-    /// (`starts` from the same render), without parsing the whole text again: only the lesson
-    /// that changed and the parts on either side of it are read again from the new text, and
+    /// (`starts` from the same render), without parsing the whole text again: only the lessons
+    /// that changed and the parts on either side of each are read again from the new text, and
     /// the line numbers after them are moved. Answers `false`, leaving the document as it was,
-    /// when that is not enough: more than one lesson changed, or one left the file.
+    /// when that is not enough: a lesson left the file, or a changed part follows a lesson added
+    /// since the read with an unchanged part between them.
     fn rebase(&mut self, rendered: &Rendered, starts: &[usize]) -> bool {
         if !rendered.retired.is_empty() {
             return false;
         }
-        let mut dirty = (0..self.parts.len()).filter(|&index| self.is_dirty(index));
-        let Some(changed) = dirty.next() else {
+        let windows = self.changed_windows();
+        if windows.is_empty() {
             self.untouch();
             return true;
-        };
-        if dirty.next().is_some() {
-            return false;
         }
-        // The parse is line by line and a part's extent depends only on the lines after it, so
-        // a window that starts where a part started and ends where one ended reads the same
-        // alone as in the whole text: the part before the changed one (its last line may have
-        // been ended for it) through the part after it.
-        let first = changed.saturating_sub(1);
-        let last = (changed + 1).min(self.parts.len() - 1);
-        let from = starts[first];
-        let to = starts.get(last + 1).copied().unwrap_or(rendered.text.len());
-        let window = &rendered.text[from..to];
-        let Some(offset) = self.lines_before(first) else {
-            return false;
-        };
-        let old_lines: usize = self.parts[first..=last]
-            .iter()
-            .map(|part| match part {
-                Part::Other(raw) => pytext::splitlines(raw).len(),
-                Part::Lesson(entry) => entry
-                    .original
-                    .as_ref()
-                    .map_or(0, |original| pytext::splitlines(&original.raw).len()),
-            })
-            .sum();
-        let (fresh, _problems) = Document::parse(window);
-        let new_lines = pytext::splitlines(window).len();
-        let fresh_len = fresh.parts.len();
-        self.parts.splice(first..=last, fresh.parts);
-        for (index, part) in self.parts.iter_mut().enumerate().skip(first) {
-            let Part::Lesson(entry) = part else { continue };
-            let moved = |line: usize| {
-                if index < first + fresh_len {
-                    line + offset
-                } else {
-                    (line + new_lines).saturating_sub(old_lines)
-                }
+        // Each window is read before any is replaced: the line counts below are the old text's.
+        let mut fresh = Vec::with_capacity(windows.len());
+        for &(first, last) in &windows {
+            let Some(before) = self.lines_before(first) else {
+                return false;
             };
-            entry.lesson.line = moved(entry.lesson.line);
-            if let Some(original) = &mut entry.original {
-                original.lesson.line = moved(original.lesson.line);
-            }
+            let from = starts[first];
+            let to = starts.get(last + 1).copied().unwrap_or(rendered.text.len());
+            let window = &rendered.text[from..to];
+            let old_lines: usize = self.parts[first..=last]
+                .iter()
+                .map(|part| match part {
+                    Part::Other(raw) => pytext::splitlines(raw).len(),
+                    Part::Lesson(entry) => entry
+                        .original
+                        .as_ref()
+                        .map_or(0, |original| pytext::splitlines(&original.raw).len()),
+                })
+                .sum();
+            let (document, _problems) = Document::parse(window);
+            fresh.push(Reread {
+                first,
+                last,
+                before,
+                old_lines,
+                new_lines: pytext::splitlines(window).len(),
+                parts: document.parts,
+            });
         }
+        // Rebuilt in order: a window's parts are numbered from its first line in the new text;
+        // a part between windows moves by the lines the windows before it gained or lost.
+        let old = std::mem::take(&mut self.parts);
+        let mut parts = Vec::with_capacity(old.len());
+        let (mut gained, mut lost) = (0, 0);
+        let mut next = 0;
+        let mut old = old.into_iter();
+        for reread in fresh {
+            for mut part in old.by_ref().take(reread.first - next) {
+                move_lines(&mut part, |line| (line + gained).saturating_sub(lost));
+                parts.push(part);
+            }
+            old.by_ref()
+                .take(reread.last + 1 - reread.first)
+                .for_each(drop);
+            let start = (reread.before + gained).saturating_sub(lost);
+            for mut part in reread.parts {
+                move_lines(&mut part, |line| line + start);
+                parts.push(part);
+            }
+            gained += reread.new_lines;
+            lost += reread.old_lines;
+            next = reread.last + 1;
+        }
+        for mut part in old {
+            move_lines(&mut part, |line| (line + gained).saturating_sub(lost));
+            parts.push(part);
+        }
+        self.parts = parts;
         self.untouch();
         true
+    }
+
+    /// The runs of parts to read again after a render, as `(first, last)` indices in order: each
+    /// changed part with the part on either side of it, runs that meet or overlap joined. The
+    /// parse is line by line and a part's extent depends only on the lines after it, so a window
+    /// that starts where a part started and ends where one ended reads the same alone as in the
+    /// whole text: the part before a changed one (its last line may have been ended for it)
+    /// through the part after it, which is unchanged, as is the part after the window.
+    fn changed_windows(&self) -> Vec<(usize, usize)> {
+        let Some(last_part) = self.parts.len().checked_sub(1) else {
+            return Vec::new();
+        };
+        let mut windows: Vec<(usize, usize)> = Vec::new();
+        for changed in (0..self.parts.len()).filter(|&index| self.is_dirty(index)) {
+            let first = changed.saturating_sub(1);
+            let last = (changed + 1).min(last_part);
+            match windows.last_mut() {
+                Some((_, end)) if first <= *end + 1 => *end = last.max(*end),
+                _ => windows.push((first, last)),
+            }
+        }
+        windows
     }
 
     /// How many lines come before the part at `index`, for a document whose parts before it are
@@ -413,6 +451,29 @@ impl Document {
             }
         }
         kept
+    }
+}
+
+/// A run of parts read again from a new render by [`Document::rebase`].
+struct Reread {
+    /// The first and last index of the run in the document as rendered.
+    first: usize,
+    last: usize,
+    /// The lines before the run in the text the document was read from.
+    before: usize,
+    /// The run's lines in that text, and in the new one.
+    old_lines: usize,
+    new_lines: usize,
+    /// The run as read from the new text, numbered from 1.
+    parts: Vec<Part>,
+}
+
+/// Renumbers a lesson part (and the original it was read as) with `moved`.
+fn move_lines(part: &mut Part, moved: impl Fn(usize) -> usize) {
+    let Part::Lesson(entry) = part else { return };
+    entry.lesson.line = moved(entry.lesson.line);
+    if let Some(original) = &mut entry.original {
+        original.lesson.line = moved(original.lesson.line);
     }
 }
 
@@ -854,8 +915,9 @@ impl WriteLock {
     /// [`WriteLock::save`], rendering once, and leaving in `cache` the document as the file now
     /// holds it (what [`Document::parse`] gives on the text written), so that the next
     /// [`WriteLock::read_cached`] of an unchanged file skips the parse. When the written
-    /// document cannot be brought up to date cheaply (more than one lesson changed, or one
-    /// retired) the cache is emptied and the next read parses.
+    /// document cannot be brought up to date cheaply (a lesson retired) the cache is emptied and
+    /// the next read parses. Any number of changed and added lessons is brought up to date: a
+    /// batch of corrections saves once.
     pub fn save_cached(
         &self,
         path: &Path,
@@ -1277,19 +1339,27 @@ mod tests {
         Add(String),
         /// The lesson at this index killed (it leaves for the archive).
         Kill(usize),
-        /// Two lessons changed at once.
-        TwoFires(usize, usize),
+        /// Several changes in one save, as a batch of corrections makes them (the same lesson
+        /// may be reinforced more than once).
+        Several(Vec<Step>),
     }
 
-    fn step() -> impl Strategy<Value = Step> {
+    /// One correction's change: a lesson reinforced or added.
+    fn learning_step() -> impl Strategy<Value = Step> {
         let description = "[A-Za-z][a-z ]{0,60}";
         let state = prop::sample::select(vec![State::Instinct, State::Pattern, State::Rule]);
         prop_oneof![
-            4 => (any::<usize>(), prop::option::of(description), prop::option::of(state))
+            2 => (any::<usize>(), prop::option::of(description), prop::option::of(state))
                 .prop_map(|(at, description, state)| Step::Reinforce { at, description, state }),
-            2 => description.prop_map(Step::Add),
+            1 => description.prop_map(Step::Add),
+        ]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => learning_step(),
             1 => any::<usize>().prop_map(Step::Kill),
-            1 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Step::TwoFires(a, b)),
+            3 => prop::collection::vec(learning_step(), 2..8).prop_map(Step::Several),
         ]
     }
 
@@ -1301,6 +1371,11 @@ mod tests {
             lesson.corrections.push(id.to_string());
         };
         match step {
+            Step::Several(steps) => {
+                for step in steps {
+                    take_step(document, step, id);
+                }
+            }
             Step::Add(description) => document.push(Lesson::with_defaults(
                 "2026-05-01",
                 State::Instinct,
@@ -1323,10 +1398,6 @@ mod tests {
                 }
             }
             Step::Kill(at) => document.lesson_mut(at % count).unwrap().state = State::Killed,
-            Step::TwoFires(a, b) => {
-                fire(document.lesson_mut(a % count).unwrap());
-                fire(document.lesson_mut(b % count).unwrap());
-            }
         }
     }
 
@@ -1364,8 +1435,8 @@ mod tests {
                         prop_assert_eq!(&known.bytes, written.as_bytes());
                         prop_assert_eq!(&known.document, &Document::parse(&written).0);
                     }
-                    (None, Step::Kill(_) | Step::TwoFires(..)) => {}
-                    (None, _) => prop_assert!(false, "a one-lesson change left no cache"),
+                    (None, Step::Kill(_)) => {}
+                    (None, _) => prop_assert!(false, "a save without a retired lesson left no cache"),
                 }
             }
         }

@@ -15,6 +15,7 @@ pub mod enforce;
 pub mod events;
 pub mod feedback;
 pub mod graduation;
+pub mod group_commit;
 mod handle;
 pub mod index;
 pub mod instruction;

@@ -17,6 +17,7 @@ mod crash;
 mod dedup;
 mod drain;
 mod durability;
+mod group_commit;
 mod journal;
 mod learning;
 mod learning_correct;
