@@ -297,11 +297,31 @@ impl Brain {
         let duplicate = self.seen_before(&category, &prepared, session).await?;
         let (lesson_created, lesson) = if duplicate {
             (false, None)
+        } else if let Some(path) = self.lessons_outside_brain() {
+            tracing::warn!(
+                path = %path.display(),
+                "correction recorded but not learned: the lessons are read from outside the brain \
+                 directory ($BRAIN_LESSONS_PATH), and gradata writes only inside it"
+            );
+            (false, None)
         } else {
-            let (created, lesson) = self
+            match self
                 .learn_lesson(&category, &prepared, session, &correction_id)
-                .await?;
-            (created, Some(lesson))
+                .await
+            {
+                Ok((created, lesson)) => (created, Some(lesson)),
+                // The CORRECTION event is committed and queued: the correction is captured. A
+                // 5xx now would make a client send it again; the answer says nothing was
+                // learned, the journal says why.
+                Err(Error::Lessons(err)) => {
+                    tracing::error!(
+                        error = %crate::logging::Causes(&*err),
+                        "correction recorded but not learned: lessons.md could not be updated"
+                    );
+                    (false, None)
+                }
+                Err(err) => return Err(err),
+            }
         };
 
         let row = index_text(&category, &prepared);

@@ -179,15 +179,11 @@ impl Brain {
                 Thresholds::UNSALTED,
             ));
         }
-        let dir = self.dir.clone();
-        let path = self.lessons.path();
-        let resolved = path
-            .parent()
-            .and_then(|parent| parent.canonicalize().ok())
-            .unwrap_or_else(|| path.clone());
-        if !resolved.starts_with(&dir) {
+        if let Some(path) = self.lessons_outside_brain() {
             return Err(EndSessionError::OutsideBrain { path });
         }
+        let dir = self.dir.clone();
+        let path = self.lessons.path();
         let session = evidence.clone();
         let cache = self.learning.document_cache();
         let (lock, sweep, moved) = blocking(move || -> Result<_, EndSessionError> {

@@ -133,6 +133,18 @@ impl Brain {
         })
     }
 
+    /// The lessons file when `$BRAIN_LESSONS_PATH` puts it outside the brain directory: the
+    /// routes read it, but gradata writes only inside the brain (0.6.0 wrote wherever it had
+    /// read the lessons).
+    pub(super) fn lessons_outside_brain(&self) -> Option<PathBuf> {
+        let path = self.lessons.path();
+        let resolved = path
+            .parent()
+            .and_then(|parent| parent.canonicalize().ok())
+            .unwrap_or_else(|| path.clone());
+        (!resolved.starts_with(&self.dir)).then_some(path)
+    }
+
     /// The brain directory, absolute.
     pub fn dir(&self) -> &Path {
         &self.dir

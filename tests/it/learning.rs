@@ -398,6 +398,31 @@ fn lessons_outside_the_brain_are_never_written() {
     daemon.expect_ready();
     let served = post_json(daemon.addr(), "/apply-rules", &json!({}));
     assert_eq!(served.status, 200);
+    // A correction is captured (its event is the brain's) but teaches the outside file nothing.
+    let corrected = post_json(
+        daemon.addr(),
+        "/correct",
+        &json!({
+            "old_string": "We might maybe ship it on Friday.",
+            "new_string": "We ship it on Friday.",
+            "file_path": "notes/plan.md",
+            "session_id": "s1",
+        }),
+    );
+    assert_eq!(corrected.status, 200, "{:?}", corrected.json());
+    let answer = corrected.json();
+    assert_eq!(answer["captured"], true, "{answer}");
+    assert_eq!(answer["lesson_created"], false, "{answer}");
+    assert_eq!(answer["lesson_state"], Value::Null, "{answer}");
+    let recorded: i64 = Connection::open(dir.join("system.db"))
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE type = 'CORRECTION'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, 1);
     let response = post_json(daemon.addr(), "/end-session", &json!({"session_id": "s1"}));
     assert_eq!(response.status, 500, "{:?}", response.json());
     let error = response.json()["error"].as_str().unwrap().to_owned();

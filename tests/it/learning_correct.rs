@@ -344,3 +344,50 @@ fn a_correction_after_another_writer_changed_the_file_learns_on_the_changed_file
     assert_eq!(content.len(), 1, "{text}");
     assert_eq!(content[0].corrections.len(), 2, "{text}");
 }
+
+/// A correction whose CORRECTION event is committed but whose lesson cannot be saved is
+/// captured, not failed: a 5xx would make the client send it again. The answer says nothing was
+/// learned, and the next correction learns once the file can be written.
+#[test]
+fn a_correction_that_cannot_be_learned_is_still_captured() {
+    let service = Service::start();
+    let path = service.dir.join("lessons.md");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let body = |n: u32| {
+        json!({
+            "old_string": format!("Hey team, maybe we could possibly ship release {n} friday."),
+            "new_string": format!("Rule: Send release notes every Friday morning\nShip release {n} Friday."),
+            "file_path": "notes/release.md",
+            "session_id": "s1",
+        })
+    };
+    let first = service.correct(body(1));
+    assert_eq!(first["captured"], true, "{first}");
+    assert_eq!(first["queued"], true, "{first}");
+    assert_eq!(first["lesson_created"], false, "{first}");
+    assert_eq!(first["lesson_state"], Value::Null, "{first}");
+    assert_eq!(
+        service.count("SELECT COUNT(*) FROM events WHERE type = 'CORRECTION'"),
+        1
+    );
+    assert_eq!(
+        service.count("SELECT COUNT(*) FROM events WHERE type = 'LESSON_CHANGE'"),
+        0
+    );
+    assert!(
+        service
+            .daemon
+            .stderr()
+            .contains("correction recorded but not learned"),
+        "{}",
+        service.daemon.stderr()
+    );
+
+    std::fs::remove_dir(&path).unwrap();
+    std::fs::write(&path, LESSONS).unwrap();
+    let second = service.correct(body(2));
+    assert_eq!(second["lesson_created"], true, "{second}");
+    let content = in_category(&service.lessons(), "CONTENT").len();
+    assert_eq!(content, 1, "{}", service.lessons_text());
+}
