@@ -916,6 +916,14 @@ fn busy_pause(tries: i32) -> Option<Duration> {
     (INDEX_BUSY_PAUSE.saturating_mul(pauses) < INDEX_BUSY_TIMEOUT).then_some(INDEX_BUSY_PAUSE)
 }
 
+/// How the index's connection commits: without an fsync of its own (WAL `NORMAL`). What it
+/// writes is derived: the index rows are rebuilt from the CORRECTION events by `/maintain
+/// fts_rebuild`, and a lost dedup sighting only lets a repeated edit teach once more. A crash of
+/// the service loses none of it; a power cut may lose the last few, which the next commit of
+/// the store's writer, fsynced, would otherwise have carried. The events themselves, and
+/// `lessons.md`, are fsynced before `/correct` answers.
+const INDEX_SYNCHRONOUS: &str = "NORMAL";
+
 /// Opens the index's connection to the database at `database`, creating the tables if missing.
 /// It also records the dedup sightings: this service's two writers of the brain's own tables
 /// share it, one at a time.
@@ -923,6 +931,7 @@ fn open_index(database: &std::path::Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(database)?;
     connection.busy_handler(Some(retry_soon))?;
     connection.pragma_update(None, "wal_autocheckpoint", INDEX_AUTOCHECKPOINT_PAGES)?;
+    connection.pragma_update(None, "synchronous", INDEX_SYNCHRONOUS)?;
     connection.execute_batch(CREATE_INDEX)?;
     Ok(connection)
 }
@@ -1141,6 +1150,17 @@ mod tests {
         // SQLite's default would have copied the WAL into the database file in this commit.
         assert_eq!(main_file(), before);
         drop(other);
+    }
+
+    #[test]
+    fn the_index_connection_leaves_durability_to_the_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = open_index(&dir.path().join("system.db")).unwrap();
+        let synchronous: i64 = connection
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap();
+        // 1 is NORMAL: no fsync per commit (the default, FULL, is 2).
+        assert_eq!(synchronous, 1);
     }
 
     #[test]
