@@ -15,8 +15,6 @@
 //! confidence engine, §8), the duplicate check of step 7 (it needs the event store), the events
 //! and the file write. Pure: no I/O, no clock (the caller passes the date).
 
-use std::collections::BTreeMap;
-
 use super::instruction::{self, MAX_INSTRUCTION_CHARS};
 use super::lessons::{BetaParams, Climb, Lesson, Metadata, State};
 
@@ -284,44 +282,134 @@ const SYNONYMS: &[&[&str]] = &[
 ];
 
 /// The term counts of a text: lower-cased runs of at least three ASCII letters, stop words
-/// removed, synonyms mapped to their group's first word.
-struct Terms(BTreeMap<&'static str, f64>, BTreeMap<String, f64>);
+/// removed, synonyms mapped to their group's first word. Each list is sorted by term, so that a
+/// dot product or a norm adds its terms in the same order as sorted maps would (the similarity
+/// must be the same to the last bit: a threshold decides on it). Terms that are no synonym are
+/// ranges of `lower`: a lesson is matched often, and allocating per word was most of its cost.
+struct Terms {
+    lower: String,
+    canonical: Vec<(&'static str, f64)>,
+    other: Vec<(usize, usize, f64)>,
+}
 
 impl Terms {
     fn of(text: &str) -> Terms {
-        let mut canonical: BTreeMap<&'static str, f64> = BTreeMap::new();
-        let mut other: BTreeMap<String, f64> = BTreeMap::new();
         let lower = text.to_lowercase();
-        for word in lower
-            .split(|c: char| !c.is_ascii_lowercase())
-            .filter(|word| word.len() >= 3)
+        let mut canonical: Vec<&'static str> = Vec::new();
+        let mut words: Vec<(usize, usize)> = Vec::new();
+        let mut start = None;
+        for (at, c) in lower
+            .char_indices()
+            .chain(std::iter::once((lower.len(), ' ')))
         {
-            if instruction::is_stop_word(word) {
-                continue;
-            }
-            match synonym_of(word) {
-                Some(head) => *canonical.entry(head).or_default() += 1.0,
-                None => *other.entry(word.to_owned()).or_default() += 1.0,
+            match (c.is_ascii_lowercase(), start) {
+                (true, None) => start = Some(at),
+                (false, Some(from)) => {
+                    start = None;
+                    let word = &lower[from..at];
+                    if word.len() < 3 || instruction::is_stop_word(word) {
+                        continue;
+                    }
+                    match synonym_of(word) {
+                        Some(head) => canonical.push(head),
+                        None => words.push((from, at)),
+                    }
+                }
+                _ => {}
             }
         }
-        Terms(canonical, other)
+        canonical.sort_unstable();
+        words.sort_unstable_by(|a, b| lower[a.0..a.1].cmp(&lower[b.0..b.1]));
+        let canonical = counted(canonical, |a, b| a == b).collect();
+        let other = counted(words, |a, b| lower[a.0..a.1] == lower[b.0..b.1])
+            .map(|((from, to), n)| (from, to, n))
+            .collect();
+        Terms {
+            lower,
+            canonical,
+            other,
+        }
+    }
+
+    fn word(&self, (from, to): (usize, usize)) -> &str {
+        &self.lower[from..to]
     }
 
     fn cosine(&self, other: &Terms) -> f64 {
-        let dot = dot(&self.0, &other.0) + dot(&self.1, &other.1);
+        let canonical = dot(&self.canonical, &other.canonical, |theirs, ours| {
+            theirs.0.cmp(ours.0)
+        });
+        let words = dot(&self.other, &other.other, |theirs, ours| {
+            other
+                .word((theirs.0, theirs.1))
+                .cmp(self.word((ours.0, ours.1)))
+        });
+        let dot = canonical + words;
         let norm = (self.norm_squared() * other.norm_squared()).sqrt();
         if norm == 0.0 { 0.0 } else { dot / norm }
     }
 
     fn norm_squared(&self) -> f64 {
-        self.0.values().chain(self.1.values()).map(|n| n * n).sum()
+        self.canonical
+            .iter()
+            .map(|(_, n)| n)
+            .chain(self.other.iter().map(|(_, _, n)| n))
+            .map(|n| n * n)
+            .sum()
     }
 }
 
-fn dot<K: Ord>(a: &BTreeMap<K, f64>, b: &BTreeMap<K, f64>) -> f64 {
-    a.iter()
-        .filter_map(|(term, n)| b.get(term).map(|m| n * m))
-        .sum()
+/// Runs of equal items of a sorted list, each once with how many times it occurs.
+fn counted<T: Copy>(
+    sorted: Vec<T>,
+    equal: impl Fn(&T, &T) -> bool,
+) -> impl Iterator<Item = (T, f64)> {
+    let mut runs: Vec<(T, f64)> = Vec::new();
+    for item in sorted {
+        match runs.last_mut() {
+            Some((last, n)) if equal(last, &item) => *n += 1.0,
+            _ => runs.push((item, 1.0)),
+        }
+    }
+    runs.into_iter()
+}
+
+/// The sum over `a`'s terms, in order, of their count times the same term's in `b` (both sorted;
+/// `order` compares a term of `b` with one of `a`).
+fn dot<T: HasCount>(a: &[T], b: &[T], order: impl Fn(&T, &T) -> std::cmp::Ordering) -> f64 {
+    // As `Iterator::sum` of `f64` starts: an empty sum is -0.0.
+    let mut sum = -0.0;
+    let mut rest = b;
+    for term in a {
+        while let Some((first, tail)) = rest.split_first() {
+            match order(first, term) {
+                std::cmp::Ordering::Less => rest = tail,
+                std::cmp::Ordering::Equal => {
+                    sum += term.count() * first.count();
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+    }
+    sum
+}
+
+/// A term with its count.
+trait HasCount {
+    fn count(&self) -> f64;
+}
+
+impl HasCount for (&'static str, f64) {
+    fn count(&self) -> f64 {
+        self.1
+    }
+}
+
+impl HasCount for (usize, usize, f64) {
+    fn count(&self) -> f64 {
+        self.2
+    }
 }
 
 /// The head word of the synonym group `word` belongs to.

@@ -186,3 +186,50 @@ fn apply_appends_a_created_lesson() {
     assert_eq!(all[4].description, "Use rem units for font sizes");
     assert_eq!(all[4].category, "FRONTEND");
 }
+
+/// The similarity as first written, over sorted maps: the reference the faster one must equal
+/// to the last bit.
+fn reference_similarity(a: &str, b: &str) -> f64 {
+    use std::collections::BTreeMap;
+    type Counts = (BTreeMap<&'static str, f64>, BTreeMap<String, f64>);
+    fn of(text: &str) -> Counts {
+        let mut counts: Counts = (BTreeMap::new(), BTreeMap::new());
+        for word in text
+            .to_lowercase()
+            .split(|c: char| !c.is_ascii_lowercase())
+            .filter(|word| word.len() >= 3)
+        {
+            if instruction::is_stop_word(word) {
+                continue;
+            }
+            match synonym_of(word) {
+                Some(head) => *counts.0.entry(head).or_default() += 1.0,
+                None => *counts.1.entry(word.to_owned()).or_default() += 1.0,
+            }
+        }
+        counts
+    }
+    fn dot<K: Ord>(a: &BTreeMap<K, f64>, b: &BTreeMap<K, f64>) -> f64 {
+        a.iter()
+            .filter_map(|(term, n)| b.get(term).map(|m| n * m))
+            .sum()
+    }
+    fn norm(c: &Counts) -> f64 {
+        c.0.values().chain(c.1.values()).map(|n| n * n).sum()
+    }
+    let (x, y) = (of(a), of(b));
+    let dot = dot(&x.0, &y.0) + dot(&x.1, &y.1);
+    let norm = (norm(&x) * norm(&y)).sqrt();
+    if norm == 0.0 { 0.0 } else { dot / norm }
+}
+
+proptest::proptest! {
+    #[test]
+    fn similarity_equals_the_sorted_map_reference(
+        a in "(([A-Za-z]{1,9}|use|the|tone|hedge|hedging|errors|Écrire|ßtraße|test)[ ,.'!-]{0,2}){0,14}",
+        b in "(([A-Za-z]{1,9}|use|the|tone|casual|hedges|failure|naïve|test)[ ,.'!-]{0,2}){0,14}",
+    ) {
+        proptest::prop_assert_eq!(similarity(&a, &b).to_bits(), reference_similarity(&a, &b).to_bits());
+        proptest::prop_assert_eq!(similarity(&a, &a).to_bits(), reference_similarity(&a, &a).to_bits());
+    }
+}

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::brain::lessons_file::{self, LESSONS_FILE, LessonsFile};
 use proptest::prelude::*;
