@@ -57,6 +57,21 @@ struct CorrectionData<'a> {
     timestamp: String,
 }
 
+impl<'a> CorrectionData<'a> {
+    /// The payload of `body` (already redacted), stamped now.
+    fn of(body: &'a CorrectRequest, category: &'static str, severity: Severity) -> Self {
+        CorrectionData {
+            category,
+            file_path: &body.file_path,
+            new_string: &body.new_string,
+            old_string: &body.old_string,
+            session_id: &body.session_id,
+            severity: severity.as_str(),
+            timestamp: timestamp(),
+        }
+    }
+}
+
 /// `POST /correct` answer: 0.6.0's keys, filled from what the brain learned, plus the outbox's.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -117,15 +132,7 @@ pub(super) async fn correct(
         category: category.to_owned(),
     };
     let (body, severity, _) = measure(body, false).await?;
-    let data = CorrectionData {
-        category,
-        file_path: &body.file_path,
-        new_string: &body.new_string,
-        old_string: &body.old_string,
-        session_id: &body.session_id,
-        severity: severity.as_str(),
-        timestamp: timestamp(),
-    };
+    let data = CorrectionData::of(&body, category, severity);
     let outbox = outbox_entry(&state, &event_id, Kind::Correction, &data);
     let corrected = match state.brain().correct(learning, Some(outbox)).await {
         Ok(corrected) => corrected,
@@ -173,15 +180,7 @@ async fn queue_unlearned(
     category: &'static str,
 ) -> Result<Json<CorrectAnswer>, ApiError> {
     let (body, severity, brain_severity) = measure(body, true).await?;
-    let data = CorrectionData {
-        category,
-        file_path: &body.file_path,
-        new_string: &body.new_string,
-        old_string: &body.old_string,
-        session_id: &body.session_id,
-        severity: severity.as_str(),
-        timestamp: timestamp(),
-    };
+    let data = CorrectionData::of(&body, category, severity);
     let event = NewEvent::new(
         &state.settings().brain_id,
         event_id.clone(),
