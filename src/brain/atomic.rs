@@ -34,6 +34,22 @@ pub struct Error {
     pub source: std::io::Error,
 }
 
+/// Test hook: when set to a number of milliseconds, every replace pauses that long between
+/// writing its temporary file and renaming it, so that a test can kill the service inside a
+/// write for certain. Never set in production.
+pub const PAUSE_BEFORE_RENAME_HOOK: &str = "GRADATA_TEST_PAUSE_BEFORE_RENAME_MS";
+
+/// The pause [`PAUSE_BEFORE_RENAME_HOOK`] asks for, read once.
+fn pause_before_rename() -> Option<std::time::Duration> {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *PAUSE.get_or_init(|| {
+        std::env::var(PAUSE_BEFORE_RENAME_HOOK)
+            .ok()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    })
+}
+
 /// Replaces the content of `path` with `content`; see the module doc. A missing file is created
 /// with [`NEW_FILE_MODE`]; a dangling link creates its target.
 pub fn replace(path: &Path, content: &[u8]) -> Result<(), Error> {
@@ -49,6 +65,9 @@ pub fn replace(path: &Path, content: &[u8]) -> Result<(), Error> {
     };
     let temp_path = temp_name(&target);
     let written = write_temp(&temp_path, content, old.as_ref()).and_then(|()| {
+        if let Some(pause) = pause_before_rename() {
+            std::thread::sleep(pause);
+        }
         std::fs::rename(&temp_path, &target)
             .map_err(|source| error(&target, "rename the new file into place", source))
     });

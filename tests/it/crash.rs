@@ -380,7 +380,14 @@ fn a_brain_killed_in_a_burst_of_corrections_holds_together_after_a_restart() {
     let mut cut_writes = 0;
     for (round, &moment) in moments.iter().enumerate() {
         let (_guard, dir) = fresh_brain();
-        let mut daemon = Spec::new(&dir).spawn();
+        let mut spec = Spec::new(&dir);
+        if matches!(moment, Moment::DuringLessonsWrite(_)) {
+            // A save takes a few fsyncs, less than a millisecond on a fast disk: held open for
+            // a while before its rename, it is sure to be cut by the kill that follows the
+            // sight of its temporary file.
+            spec = spec.env(gradata::brain::atomic::PAUSE_BEFORE_RENAME_HOOK, "50");
+        }
+        let mut daemon = spec.spawn();
         daemon.expect_ready();
         let answered = burst_and_kill(&mut daemon, &dir, round, moment);
         if write_in_progress(&dir) {
