@@ -9,7 +9,8 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use crate::support;
-use crate::support::daemon::{Daemon, Spec, get_health, post_bytes, post_json};
+use crate::support::brain::Brain;
+use crate::support::daemon::{Spec, get_health, post_bytes, post_json};
 
 /// A small brain: RULEs with and without fires, a RULE idle for 60 sessions (served as PATTERN),
 /// a scoped RULE and PATTERN, an INSTINCT, a KILLED lesson and a heading that is not a lesson.
@@ -40,41 +41,14 @@ const LESSONS: &str = "# Team brain: lessons
 [2026-04-21] [KILLED:0.10] STYLE: Use exclamation marks for emphasis
 ";
 
-/// A service on a brain holding [`LESSONS`], ready.
-struct Brain {
-    daemon: Daemon,
-    dir: std::path::PathBuf,
-    _guard: tempfile::TempDir,
-}
-
 impl Brain {
+    /// A service on a brain holding [`LESSONS`], ready.
     fn start() -> Brain {
         Brain::with_lessons(LESSONS)
     }
 
     fn with_lessons(lessons: &str) -> Brain {
-        let (guard, dir) = support::temp_dir();
-        std::fs::write(dir.join("lessons.md"), lessons).unwrap();
-        let daemon = Spec::new(&dir).spawn();
-        daemon.expect_ready();
-        Brain {
-            daemon,
-            dir,
-            _guard: guard,
-        }
-    }
-
-    /// Posts `body` to `path` and returns the status and the JSON answer.
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = post_json(self.daemon.addr(), path, &body);
-        (response.status, response.json())
-    }
-
-    /// Posts `body` to `path`, expecting 200.
-    fn ok(&self, path: &str, body: Value) -> Value {
-        let (status, answer) = self.post(path, body);
-        assert_eq!(status, 200, "{path}: {answer}");
-        answer
+        Brain::serve(&[("lessons.md", lessons)])
     }
 
     fn health(&self) -> Value {

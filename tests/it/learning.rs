@@ -1,14 +1,15 @@
 //! `/end-session` over HTTP, as the plugin calls it: the graduation sweep once per session id,
 //! one tier step per session, nothing in `lessons.md` lost, bad input refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use crate::support;
-use crate::support::daemon::{Daemon, Spec, post_bytes, post_json};
+use crate::support::brain::Brain;
+use crate::support::daemon::{Spec, post_bytes, post_json};
 
 /// A salt of 64 `a`s: PATTERN needs 0.5746… and RULE 0.8733… (brain spec §8.4).
 const SALT: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -23,24 +24,10 @@ const LESSONS: &str = "# Team brain: lessons
   Fire count: 0 | Sessions since fire: 0 | Misfires: 0
 ";
 
-struct Brain {
-    daemon: Daemon,
-    dir: PathBuf,
-    _guard: tempfile::TempDir,
-}
-
 impl Brain {
-    fn with_lessons(lessons: &str) -> Brain {
-        let (guard, dir) = support::temp_dir();
-        std::fs::write(dir.join("lessons.md"), lessons).unwrap();
-        std::fs::write(dir.join(".brain_salt"), SALT).unwrap();
-        let daemon = Spec::new(&dir).spawn();
-        daemon.expect_ready();
-        Brain {
-            daemon,
-            dir,
-            _guard: guard,
-        }
+    /// A brain of `lessons` with a fixed salt, so that graduation thresholds are known.
+    fn salted(lessons: &str) -> Brain {
+        Brain::serve(&[("lessons.md", lessons), (".brain_salt", SALT)])
     }
 
     fn restart(&mut self) {
@@ -48,17 +35,6 @@ impl Brain {
         assert_eq!(self.daemon.exit_code(Duration::from_secs(10)), 0);
         self.daemon = Spec::new(&self.dir).spawn();
         self.daemon.expect_ready();
-    }
-
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = post_json(self.daemon.addr(), path, &body);
-        (response.status, response.json())
-    }
-
-    fn ok(&self, path: &str, body: Value) -> Value {
-        let (status, answer) = self.post(path, body);
-        assert_eq!(status, 200, "{path}: {answer}");
-        answer
     }
 
     fn lessons(&self) -> String {
@@ -146,7 +122,7 @@ fn idle(lessons: &str, category: &str) -> String {
 /// does not forget that the session was swept.
 #[test]
 fn end_session_after_every_turn_sweeps_the_session_once() {
-    let mut brain = Brain::with_lessons(LESSONS);
+    let mut brain = Brain::salted(LESSONS);
     let prompts = [
         "draft a reply to the client about the delay",
         "make it shorter",
@@ -206,7 +182,7 @@ fn end_session_after_every_turn_sweeps_the_session_once() {
 /// second, and `/apply-rules` serves it at each tier in turn.
 #[test]
 fn a_lesson_graduates_one_step_per_session_and_is_served_at_its_tier() {
-    let brain = Brain::with_lessons(LESSONS);
+    let brain = Brain::salted(LESSONS);
     assert_eq!(brain.served_tier("TONE"), None, "an INSTINCT is not served");
     let first = brain.ok("/end-session", json!({"session_id": "a"}));
     assert_eq!(first["lessons_graduated"], 1, "{first}");
@@ -245,7 +221,7 @@ Prose a person wrote.
 
 [2026-04-02] [KILLED:0.10] STYLE: Use exclamation marks for emphasis
 ";
-    let brain = Brain::with_lessons(lessons);
+    let brain = Brain::salted(lessons);
     brain.ok("/end-session", json!({"session_id": "s"}));
     let after = brain.lessons();
     for kept in [
@@ -282,7 +258,7 @@ Prose a person wrote.
 /// Bad input gets a JSON 400 and changes nothing: no sweep, no event.
 #[test]
 fn bad_input_to_end_session_gets_a_json_400_and_changes_nothing() {
-    let brain = Brain::with_lessons(LESSONS);
+    let brain = Brain::salted(LESSONS);
     for body in [
         json!({"session_id": 5}),
         json!({"session_id": "s", "session_type": ["full"]}),
@@ -307,7 +283,7 @@ fn bad_input_to_end_session_gets_a_json_400_and_changes_nothing() {
 /// the convergence covers them; the lessons of a corrected category get no survival bonus.
 #[test]
 fn the_session_s_corrections_are_counted_and_reward_the_lessons_that_held() {
-    let brain = Brain::with_lessons(LESSONS);
+    let brain = Brain::salted(LESSONS);
     // A new session in an empty log is session 1.
     brain.ok(
         "/detect",
@@ -360,7 +336,7 @@ fn the_session_s_corrections_are_counted_and_reward_the_lessons_that_held() {
 /// Stop hooks of one conversation that overlap (a slow turn, a retry) still sweep it once.
 #[test]
 fn concurrent_calls_for_one_session_sweep_it_once() {
-    let brain = Brain::with_lessons(LESSONS);
+    let brain = Brain::salted(LESSONS);
     let addr = brain.daemon.addr();
     let graduated: u64 = std::thread::scope(|scope| {
         let calls: Vec<_> = (0..8)

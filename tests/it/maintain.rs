@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::support;
-use crate::support::daemon::{Daemon, Spec, post_bytes, post_json};
+use crate::support::brain::Brain;
+use crate::support::daemon::post_bytes;
 
 const LESSONS: &str = "# Team brain: lessons
 [2026-04-20] [RULE:0.95] CODE: Never use print for logging
@@ -21,34 +21,9 @@ const LESSONS: &str = "# Team brain: lessons
   Fire count: 0 | Sessions since fire: 0 | Misfires: 0
 ";
 
-struct Brain {
-    daemon: Daemon,
-    dir: PathBuf,
-    _guard: tempfile::TempDir,
-}
-
 impl Brain {
-    fn start() -> Brain {
-        let (guard, dir) = support::temp_dir();
-        std::fs::write(dir.join("lessons.md"), LESSONS).unwrap();
-        let daemon = Spec::new(&dir).spawn();
-        daemon.expect_ready();
-        Brain {
-            daemon,
-            dir,
-            _guard: guard,
-        }
-    }
-
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = post_json(self.daemon.addr(), path, &body);
-        (response.status, response.json())
-    }
-
-    fn ok(&self, path: &str, body: Value) -> Value {
-        let (status, answer) = self.post(path, body);
-        assert_eq!(status, 200, "{path}: {answer}");
-        answer
+    fn with_maintain_lessons() -> Brain {
+        Brain::serve(&[("lessons.md", LESSONS)])
     }
 
     fn correct(&self, old: &str, new: &str, file_path: &str) {
@@ -101,7 +76,7 @@ fn states_in(lessons: &Path) -> Vec<(String, u64)> {
 
 #[test]
 fn the_manifest_describes_the_brain_after_real_corrections() {
-    let brain = Brain::start();
+    let brain = Brain::with_maintain_lessons();
     brain.correct(
         "import os\nos.path.join(a, b)",
         "from pathlib import Path\nPath(a) / b",
@@ -186,7 +161,7 @@ fn the_manifest_describes_the_brain_after_real_corrections() {
 
 #[test]
 fn fts_rebuild_restores_what_recall_lost_and_is_idempotent() {
-    let brain = Brain::start();
+    let brain = Brain::with_maintain_lessons();
     brain.correct(
         "x = os.path.join(a, b)",
         "x = pathlib.Path(a) / b",
@@ -237,7 +212,7 @@ fn fts_rebuild_restores_what_recall_lost_and_is_idempotent() {
 
 #[test]
 fn tasks_run_in_order_and_unknown_ones_fail() {
-    let brain = Brain::start();
+    let brain = Brain::with_maintain_lessons();
     let answer = brain.ok(
         "/maintain",
         json!({"tasks": ["patterns", "bogus", "fts_rebuild", "manifest", "patterns"]}),
@@ -263,7 +238,7 @@ fn tasks_run_in_order_and_unknown_ones_fail() {
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
-    let brain = Brain::start();
+    let brain = Brain::with_maintain_lessons();
     let too_many = vec!["manifest"; gradata::brain::maintain::MAX_TASKS + 1];
     let bodies: Vec<Vec<u8>> = vec![
         b"[\"manifest\"]".to_vec(),
@@ -303,7 +278,7 @@ fn bad_input_is_refused_and_changes_nothing() {
 fn the_tasks_wait_for_the_lessons_lock_and_a_timeout_changes_nothing() {
     use nix::fcntl::{Flock, FlockArg};
 
-    let brain = Brain::start();
+    let brain = Brain::with_maintain_lessons();
     let lock = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -2,6 +2,7 @@
 //! made them, helpers to build engines and run the binary, and the binary's failing disks (one that
 //! fills up, one whose fsyncs fail: `fsync_fault.c`).
 
+pub mod brain;
 pub mod daemon;
 pub mod fake_ingest;
 pub mod logs;
