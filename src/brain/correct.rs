@@ -295,56 +295,14 @@ impl Brain {
         // §6.9 step 7: the same correction seen again within the window is one observation;
         // it creates and reinforces nothing.
         let duplicate = self.seen_before(&category, &prepared, session).await?;
-        let (lesson_created, lesson) = if duplicate {
-            (false, None)
-        } else if let Some(path) = self.lessons_outside_brain() {
-            tracing::warn!(
-                path = %path.display(),
-                "correction recorded but not learned: the lessons are read from outside the brain \
-                 directory ($BRAIN_LESSONS_PATH), and gradata writes only inside it"
-            );
-            (false, None)
-        } else {
-            match self
-                .learn_lesson(&category, &prepared, session, &correction_id)
-                .await
-            {
-                Ok((created, lesson)) => (created, Some(lesson)),
-                // The CORRECTION event is committed and queued: the correction is captured. A
-                // 5xx now would make a client send it again; the answer says nothing was
-                // learned, the journal says why.
-                Err(Error::Lessons(err)) => {
-                    tracing::error!(
-                        error = %crate::logging::Causes(&*err),
-                        "correction recorded but not learned: lessons.md could not be updated"
-                    );
-                    (false, None)
-                }
-                Err(err) => return Err(err),
-            }
-        };
-
-        let row = index_text(&category, &prepared);
-        let database = self.learning.database.clone();
-        let connection = Arc::clone(&self.learning.index);
-        // The correction and its lesson stand without their index row: a failure here is
-        // logged, not answered as an error the client would retry (and learn twice from).
-        let indexed = tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            let indexed = index_correction(&mut connection, &database, &row);
-            if indexed.is_err() {
-                *connection = None;
-            }
-            indexed
-        });
-        match indexed.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(
-                error = %crate::logging::Causes(&err),
-                "a correction was learned but could not be indexed for recall"
-            ),
-            Err(err) => return Err(Error::Interrupted(err)),
-        }
+        // The index row needs only the committed CORRECTION, so it is written while the lesson
+        // is learned, off the path every correction of a batch waits on.
+        let (learnt, indexed) = tokio::join!(
+            self.learn_unless_duplicate(duplicate, &category, &prepared, session, &correction_id),
+            self.index(&category, &prepared),
+        );
+        indexed?;
+        let (lesson_created, lesson) = learnt?;
 
         Ok(Corrected {
             measure: prepared.measure,
@@ -354,6 +312,74 @@ impl Brain {
             attribution: attributed.attribution,
             logged,
         })
+    }
+
+    /// Learns the lesson of a correction that is not a duplicate, when `lessons.md` is the
+    /// brain's own; answers whether a lesson was created, and the lesson, if any was learned.
+    async fn learn_unless_duplicate(
+        &self,
+        duplicate: bool,
+        category: &str,
+        prepared: &Prepared,
+        session: i64,
+        correction_id: &str,
+    ) -> Result<(bool, Option<Lesson>), Error> {
+        if duplicate {
+            return Ok((false, None));
+        }
+        if let Some(path) = self.lessons_outside_brain() {
+            tracing::warn!(
+                path = %path.display(),
+                "correction recorded but not learned: the lessons are read from outside the brain \
+                 directory ($BRAIN_LESSONS_PATH), and gradata writes only inside it"
+            );
+            return Ok((false, None));
+        }
+        match self
+            .learn_lesson(category, prepared, session, correction_id)
+            .await
+        {
+            Ok((created, lesson)) => Ok((created, Some(lesson))),
+            // The CORRECTION event is committed and queued: the correction is captured. A 5xx
+            // now would make a client send it again; the answer says nothing was learned, the
+            // journal says why.
+            Err(Error::Lessons(err)) => {
+                tracing::error!(
+                    error = %crate::logging::Causes(&*err),
+                    "correction recorded but not learned: lessons.md could not be updated"
+                );
+                Ok((false, None))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Writes the correction's row of the full-text index. The correction and its lesson stand
+    /// without it: a failure is logged, not answered as an error the client would retry (and
+    /// learn twice from).
+    async fn index(&self, category: &str, prepared: &Prepared) -> Result<(), Error> {
+        let row = index_text(category, prepared);
+        let database = self.learning.database.clone();
+        let connection = Arc::clone(&self.learning.index);
+        let indexed = tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            let indexed = index_correction(&mut connection, &database, &row);
+            if indexed.is_err() {
+                *connection = None;
+            }
+            indexed
+        });
+        match indexed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => {
+                tracing::error!(
+                    error = %crate::logging::Causes(&err),
+                    "a correction was learned but could not be indexed for recall"
+                );
+                Ok(())
+            }
+            Err(err) => Err(Error::Interrupted(err)),
+        }
     }
 
     /// Records the sighting of this correction in `observation_dedup` and answers whether it
@@ -441,10 +467,13 @@ impl Brain {
             .map_err(Error::Unwritten)?
             .map_err(Error::Lessons)?;
 
+        // Both events go to the store's writer at once, so that they share its next commit.
         let (data, tags) = lesson_change_event(lesson_created, &lesson, &correction_id);
-        self.record(LESSON_CHANGE_EVENT, SOURCE, session, data, tags, None)
-            .await?;
-        if let Some(rule) = &failed_rule {
+        let lesson_change = self.record(LESSON_CHANGE_EVENT, SOURCE, session, data, tags, None);
+        let rule_failure = async {
+            let Some(rule) = &failed_rule else {
+                return Ok(());
+            };
             let (data, tags) = rule_failure_event(rule, &category, prepared, &correction_id);
             self.record(
                 RULE_FAILURE_EVENT,
@@ -454,8 +483,10 @@ impl Brain {
                 tags,
                 None,
             )
-            .await?;
-        }
+            .await
+            .map(drop)
+        };
+        tokio::try_join!(lesson_change, rule_failure)?;
 
         if lesson_created && prepared.requires_review() {
             let database = self.learning.database.clone();
