@@ -1,9 +1,11 @@
 //! `gradata serve`: the one place that orders startup and shutdown (DESIGN §2). Read top to bottom
-//! it is the contract: signals, listeners, store, bounded startup drain, serve, `READY=1`; then the
-//! worker, the watchdog and retention run until SIGTERM/SIGINT, SIGHUP reloads, and shutdown stops
-//! accepting, lets requests finish, runs one bounded final drain and closes the store.
+//! it is the contract: signals, listeners, store, the brain and its crash repair, bounded startup
+//! drain, serve, `READY=1`; then the worker, the watchdog and retention run until SIGTERM/SIGINT,
+//! SIGHUP reloads, and shutdown stops accepting, lets requests finish, runs one bounded final drain
+//! and closes the store.
 //!
-//! Everything it calls is testable without a daemon; only this module spawns long-lived tasks.
+//! Everything it calls is testable without a daemon. It alone spawns the service's long-lived
+//! tasks; the store owns its threads, and the server a task per connection.
 //! Invariant: `READY=1` is sent only after every fallible startup step has succeeded, and only
 //! after the startup drain, so systemd holds early connections and dependent units until then.
 

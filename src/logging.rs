@@ -7,6 +7,9 @@
 //! A panic (a bug) is a record too, at error level with its thread and place: the standard hook's
 //! plain line on stderr would reach the journal at the priority of ordinary output, where
 //! `journalctl -p err` does not show it.
+//!
+//! What is logged, and when, is each module's; this one only routes records and prints an error's
+//! chain ([`Causes`]).
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;

@@ -4,6 +4,9 @@
 //! requests and accepted events); queue gauges are read from the store at scrape time, so they are
 //! exact, not sampled. [`Metrics`] is a cheap-clone handle: the daemon creates the registry and
 //! hands it to those who record (the API's state and each sync engine, across reloads).
+//!
+//! A leaf: it names no other module of the crate; the store's counts come in as a
+//! [`QueueReading`] at each scrape.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! The operator routes: `POST /sync` (the dashboard's "Sync now": one bounded drain right now),
 //! `GET /v1/queue` and `POST /v1/queue/retry` (the `gradata queue` commands over HTTP), and
 //! `GET /metrics` (Prometheus text).
+//!
+//! The drain is the sync engine's and the rows are the store's: these routes only ask and report.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;

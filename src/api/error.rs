@@ -3,6 +3,8 @@
 //! The body is `{"error": "<what is wrong, for a person>", "code": "<stable machine code>"}`: the
 //! original daemon's clients read `error`, new clients can branch on `code`. A handler returns
 //! `Result<_, ApiError>`; nothing is ever answered by dropping the connection.
+//!
+//! It knows no route: each handler picks the failure, and a store error maps to its status here.
 
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 //! `status` is `degraded` while sync is paused for an operator (`auth_failed`, `config_error`), the
 //! oldest pending row is older than `api.degraded_after_secs` while sync is enabled, or writes are
 //! being refused (a full disk or queue: from the refusal until the next write is accepted).
+//!
+//! It only reads: the counts are the store's and the brain's, the sync state the engine's.
 
 use axum::Json;
 use axum::extract::State;

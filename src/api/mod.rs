@@ -1,20 +1,16 @@
-//! The local HTTP API (DESIGN §7): the router, its shared [`State`], and [`serve`], which runs the
-//! router on listeners it is given (never addresses: socket activation and port-0 tests need no
-//! extra code) until a shutdown token fires, then lets requests in flight finish.
+//! The local HTTP API (its contract is `docs/api.md`): the router, its shared [`State`], and
+//! [`serve`], which runs the router on listeners it is given (never addresses: socket activation
+//! and port-0 tests need no extra code) until a shutdown token fires, then lets requests in flight
+//! finish.
 //!
-//! Layout: `brain` (the brain's read routes: rules, feedback, enforcement, tags, recall),
-//! `learning` (`/end-session`: the graduation sweep), `maintain` (`/maintain`: upkeep tasks),
-//! `brain_log` (`/log-event` and `/checkpoint`: the brain's event log and the outbox at once),
-//! `capture` (the write routes), `admin` (sync now, queue, metrics), `health`, `guard`
-//! (Host, Origin, token, CORS), `body` (reading JSON safely, in bounded memory), `error` (every
-//! failure as JSON), `correction` (category and severity of an edit), `refusals` (refused writes,
-//! in the journal), `server` (connections: hyper, the header deadline, accept errors, graceful
-//! stop), `episode` (a run of failures, logged when it starts and ends: refused writes, accept
-//! failures, bodies with no room).
+//! Layout: one file per family of routes (`brain`, `learning`, `maintain`, `brain_log`,
+//! `capture`, `admin`, `health`); `guard` and `body` check and read a request; `error` answers
+//! every failure as JSON; `server` speaks HTTP on the connections; `refusals` and `episode` log a
+//! run of failures once rather than per request; `correction` measures an edit, purely.
 //!
 //! Boundary: asks [`crate::brain`] for every brain decision, talks to the outbox through
-//! [`crate::store`], reads the sync status and asks the
-//! current sync engine for a drain on `POST /sync`; it never posts to the cloud itself.
+//! [`crate::store`], reads the sync status and asks the current sync engine for a drain on
+//! `POST /sync`; it never posts to the cloud itself.
 //! Invariants: a 2xx to a write is sent only after the commit; bad input writes nothing.
 
 mod admin;

@@ -1,5 +1,6 @@
 //! Why the service could not start or had to stop, and what systemd is told of it (`ERRNO=`, and
-//! whether a restart can help).
+//! whether a restart can help). The exit code is `main`'s; this only says whether the cause is
+//! a configuration error.
 
 use crate::store;
 use crate::sync;

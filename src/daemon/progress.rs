@@ -1,5 +1,6 @@
 //! What systemd is told while a long phase lasts: extensions of its start or stop timeout, sized
-//! to the drain budget, and `STATUS=` lines with a drain's progress.
+//! to the drain budget, and `STATUS=` lines with a drain's progress. It reports a drain; what the
+//! drain does is the sync engine's.
 
 use std::time::{Duration, Instant};
 

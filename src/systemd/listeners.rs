@@ -5,6 +5,9 @@
 //! Sockets are returned bound and listening but not yet accepted from: until the server starts,
 //! the kernel backlog holds every connection, which is what lets the startup drain finish before
 //! the first request is answered.
+//!
+//! It knows nothing of HTTP or of who may connect: refusing a socket exposed beyond loopback
+//! without a token is the daemon's (`daemon/listen.rs`).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
