@@ -18,11 +18,14 @@
 //!    3 and 4, teaching nothing (0.6.0 skips the same steps);
 //! 3. `lessons.md`, under `.lessons.lock`: read, learn, confidence, atomic save, group
 //!    committed (below);
-//! 4. the LESSON_CHANGE event (created or reinforced), only once the file is saved, then
-//!    RULE_FAILURE when a confident RULE of the category did not prevent the correction;
+//! 4. the LESSON_CHANGE event (created or reinforced), only once the file is saved, and
+//!    RULE_FAILURE when a confident RULE of the category did not prevent the correction (both
+//!    handed to the store's writer at once, so they share a commit);
 //! 5. the `pending_approvals` row of a new lesson held for review (below), when the SDK created
-//!    that table, then the full-text index row (a failure to write either is logged: the
-//!    correction stands).
+//!    that table.
+//!
+//! The full-text index row needs only step 1, and is written while 3 to 5 run. A failure to
+//! write it or the review row is logged: the correction stands.
 //!
 //! A crash after 1 or 2 leaves a CORRECTION that taught nothing (it is still recalled once the
 //! index is rebuilt from CORRECTION events); a crash after 3 leaves a lesson change without its
