@@ -1,6 +1,6 @@
-//! `brain.manifest.json`: a description of the brain, in the fifteen sections 0.6.0's manifest
-//! has (brain spec §6.11), filled with facts read from this brain: `lessons.md`, the `events`
-//! table, the tables of `system.db`, the recall index.
+//! `brain.manifest.json`: a description of the brain, with the fifteen top-level keys of
+//! 0.6.0's manifest (brain spec §6.11), filled with facts read from this brain: `lessons.md`,
+//! the `events` table, the tables of `system.db`, the recall index.
 //!
 //! 0.6.0 fills many keys from its SDK's configuration and heuristics that gradata has no
 //! counterpart for (a composite quality score, a random counterfactual, CARL rule files, an
