@@ -26,8 +26,8 @@ use std::collections::BTreeSet;
 
 use super::pytext;
 use text::{
-    actionable, capitalise, count_f64, first_line, first_unique, has_phrase, imperative,
-    lower_first, register, sentence_key, sentences, strip_prefix_ascii_case, topic, words,
+    actionable, capitalise, count_f64, first_line, first_topic, first_unique, has_phrase,
+    imperative, lower_first, register, sentence_key, sentences, strip_prefix_ascii_case, words,
 };
 use vocabulary::{
     ACTION_VERBS, CONCISE_RATIO, CONSTRAINTS, DETAIL_RATIO, EXPLICIT_PREFIXES, FACTS,
@@ -259,11 +259,7 @@ impl<'a> Pair<'a> {
         if !longer {
             return None;
         }
-        let topic = self
-            .added
-            .iter()
-            .map(|sentence| topic(sentence))
-            .find(|topic| !topic.is_empty())?;
+        let topic = first_topic(&self.added)?;
         Some(format!("Include more detail about {topic}"))
     }
 
@@ -305,11 +301,7 @@ impl<'a> Pair<'a> {
         if !self.added.is_empty() {
             return None;
         }
-        let topic = self
-            .removed
-            .iter()
-            .map(|sentence| topic(sentence))
-            .find(|topic| !topic.is_empty())?;
+        let topic = first_topic(&self.removed)?;
         Some(format!("Don't include {topic}"))
     }
 

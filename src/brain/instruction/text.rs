@@ -117,6 +117,14 @@ pub(super) fn topic(sentence: &str) -> String {
         .join(" ")
 }
 
+/// The topic of the first of `sentences` that has one.
+pub(super) fn first_topic(sentences: &[String]) -> Option<String> {
+    sentences
+        .iter()
+        .map(|sentence| topic(sentence))
+        .find(|topic| !topic.is_empty())
+}
+
 /// The first line of `text`, stripped.
 pub(super) fn first_line(text: &str) -> &str {
     pytext::splitlines(pytext::strip(text))
