@@ -13,13 +13,27 @@
 //! Not here: the convergence gate (a converged category keeps the classifier's description: the
 //! caller's choice), severity, redaction (the texts come in already redacted), and the
 //! keyword-template table and language-model fallback of 0.6.0, which are dropped (§14).
+//!
+//! The rules are here; their word lists and thresholds are in `vocabulary`, the text helpers
+//! they share (sentences, words, the shaping of an instruction) in `text`.
+
+mod text;
+mod vocabulary;
+
+pub(crate) use vocabulary::is_stop_word;
 
 use std::collections::BTreeSet;
-use std::sync::LazyLock;
-
-use regex::Regex;
 
 use super::pytext;
+use text::{
+    actionable, capitalise, count_f64, first_line, first_topic, first_unique, has_phrase,
+    imperative, lower_first, register, sentence_key, sentences, strip_prefix_ascii_case, words,
+};
+use vocabulary::{
+    ACTION_VERBS, CONCISE_RATIO, CONSTRAINTS, DETAIL_RATIO, EXPLICIT_PREFIXES, FACTS,
+    FALLBACK_INSTRUCTION, HEDGES, LIST_ITEM, MAX_NAMED_HEDGES, MAX_SWAPPED_WORDS,
+    MIN_REGISTER_SHIFT, TOPIC_WORDS,
+};
 
 /// The longest instruction, in characters. A lesson's description is one line of `lessons.md`
 /// and the text `/apply-rules` injects: a sentence, not a file.
@@ -101,163 +115,6 @@ pub fn one_line(text: &str, max_chars: usize) -> String {
         line
     }
 }
-
-/// Whether `word` (lower-case) carries no topic: the English stop words of the `stop-words`
-/// crate (NLTK's list), shared with the lesson matching of `learn`.
-pub(crate) fn is_stop_word(word: &str) -> bool {
-    STOP_WORDS.contains(word)
-}
-
-/// What an empty instruction becomes.
-const FALLBACK_INSTRUCTION: &str = "Follow the corrected version";
-
-/// Prefixes with which a final text states its rule outright (matched case-insensitively).
-const EXPLICIT_PREFIXES: &[&str] = &["user corrected:", "correction:", "rule:", "fix:"];
-
-/// Words and phrases that soften a statement. Sorted, so the instruction lists them in a fixed
-/// order.
-const HEDGES: &[&str] = &[
-    "arguably",
-    "could",
-    "i believe",
-    "i guess",
-    "i think",
-    "it seems",
-    "just",
-    "kind of",
-    "maybe",
-    "might",
-    "perhaps",
-    "possibly",
-    "probably",
-    "somewhat",
-    "sort of",
-];
-
-/// How many hedges an instruction names.
-const MAX_NAMED_HEDGES: usize = 3;
-
-/// Words that turn a sentence into a constraint, sorted: the first new one decides.
-const CONSTRAINTS: &[&str] = &[
-    "always",
-    "do not",
-    "don't",
-    "mandatory",
-    "must",
-    "never",
-    "prohibited",
-    "required",
-];
-
-/// Verbs an instruction may start with.
-const ACTION_VERBS: &[&str] = &[
-    "add",
-    "always",
-    "ask",
-    "avoid",
-    "call",
-    "check",
-    "cite",
-    "confirm",
-    "document",
-    "don't",
-    "double-check",
-    "ensure",
-    "explain",
-    "follow",
-    "handle",
-    "include",
-    "keep",
-    "link",
-    "list",
-    "log",
-    "mention",
-    "never",
-    "prefer",
-    "present",
-    "put",
-    "remove",
-    "replace",
-    "return",
-    "run",
-    "state",
-    "test",
-    "update",
-    "use",
-    "validate",
-    "verify",
-    "write",
-];
-
-/// Lead-ins stripped to make a sentence imperative ("you should run" → "run").
-const LEAD_INS: &[&str] = &[
-    "be sure to ",
-    "make sure that ",
-    "make sure to ",
-    "make sure you ",
-    "please ",
-    "remember to ",
-    "we should ",
-    "you need to ",
-    "you should ",
-];
-
-/// Comment markers a rule written in code starts with (`# Always …`, `// Never …`): not part of
-/// the rule, so not part of the instruction. Longest first, so `/**` goes before `/*` and `*`.
-const COMMENT_MARKERS: &[&str] = &["<!--", "/**", "///", "//", "/*", "--", "#", "*", ";"];
-
-/// Markers of a formal register.
-const FORMAL_MARKERS: &[&str] = &[
-    "accordingly",
-    "dear",
-    "furthermore",
-    "kindly",
-    "pursuant",
-    "regards",
-    "respectfully",
-    "sincerely",
-    "therefore",
-];
-
-/// Markers of a casual register.
-const CASUAL_MARKERS: &[&str] = &[
-    "asap", "awesome", "btw", "cool", "gonna", "hey", "hi", "lol", "thanks", "wanna", "yeah",
-];
-
-/// How many register markers must move (added casual ones and removed formal ones, or the
-/// reverse) to call a change of tone: one greeting dropped from a shortened text is a cut, not a
-/// new register (as measured on 0.6.0, which then asks for brevity).
-const MIN_REGISTER_SHIFT: i64 = 2;
-
-/// Below this length ratio (final ÷ draft, in characters) the correction asks for brevity.
-const CONCISE_RATIO: f64 = 0.65;
-
-/// Above this length ratio the correction asks for more detail.
-const DETAIL_RATIO: f64 = 1.5;
-
-/// How many words of a sentence name a topic.
-const TOPIC_WORDS: usize = 6;
-
-/// At most this many words swapped each way make a word swap.
-const MAX_SWAPPED_WORDS: usize = 3;
-
-static STOP_WORDS: LazyLock<BTreeSet<&'static str>> =
-    LazyLock::new(|| stop_words::get("en").iter().copied().collect());
-
-/// Amounts, ISO dates, percentages, links and numbers of three or more digits: the facts whose
-/// change asks for verification.
-static FACTS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\$[\d,.]+|\d{4}-\d{2}-\d{2}|\d+%|https?://\S+|\b\d{3,}\b")
-        .expect("the facts pattern is valid")
-});
-
-/// A list item: a bullet or a number followed by `.` or `)`.
-static LIST_ITEM: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^\s*(?:[-*+•]|\d+[.)])\s+").expect("the list pattern is valid"));
-
-/// A sentence end: `.`, `!` or `?` followed by whitespace.
-static SENTENCE_END: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"[.!?]+\s+").expect("the sentence pattern is valid"));
 
 /// One archetype's test: its instruction text when it applies.
 type Rule<'a> = fn(&Pair<'a>) -> Option<String>;
@@ -402,11 +259,7 @@ impl<'a> Pair<'a> {
         if !longer {
             return None;
         }
-        let topic = self
-            .added
-            .iter()
-            .map(|sentence| topic(sentence))
-            .find(|topic| !topic.is_empty())?;
+        let topic = first_topic(&self.added)?;
         Some(format!("Include more detail about {topic}"))
     }
 
@@ -448,11 +301,7 @@ impl<'a> Pair<'a> {
         if !self.added.is_empty() {
             return None;
         }
-        let topic = self
-            .removed
-            .iter()
-            .map(|sentence| topic(sentence))
-            .find(|topic| !topic.is_empty())?;
+        let topic = first_topic(&self.removed)?;
         Some(format!("Don't include {topic}"))
     }
 
@@ -499,167 +348,6 @@ impl<'a> Pair<'a> {
         let draft_len = self.draft.chars().count();
         (draft_len > 0).then(|| count_f64(self.final_text.chars().count()) / count_f64(draft_len))
     }
-}
-
-/// The text's sentences: cut at line breaks and sentence ends, stripped, list markers removed,
-/// empty ones dropped.
-fn sentences(text: &str) -> Vec<String> {
-    pytext::splitlines(text)
-        .into_iter()
-        .flat_map(|line| {
-            SENTENCE_END
-                .split(line)
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .map(|sentence| {
-            let without_marker = LIST_ITEM.replace(&sentence, "");
-            pytext::strip(&without_marker)
-                .trim_end_matches(['.', '!', '?'])
-                .to_owned()
-        })
-        .filter(|sentence| !sentence.is_empty())
-        .collect()
-}
-
-/// What makes two sentences the same: their lower-cased words.
-fn sentence_key(sentence: &str) -> String {
-    words(&sentence.to_lowercase()).join(" ")
-}
-
-/// The words of lower-cased `text`: runs of letters, digits, `_` and `'`.
-fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '\''))
-        .map(|word| word.trim_matches('\''))
-        .filter(|word| !word.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Whether the word sequence `phrase` occurs in `words`.
-fn has_phrase(words: &[String], phrase: &str) -> bool {
-    let parts: Vec<&str> = phrase.split(' ').collect();
-    words
-        .windows(parts.len())
-        .any(|window| window.iter().zip(&parts).all(|(word, part)| word == part))
-}
-
-/// The register of lower-cased text: casual markers count up, formal ones down.
-fn register(text: &str) -> i64 {
-    let text_words = words(text);
-    let count = |markers: &[&str]| {
-        let n = text_words
-            .iter()
-            .filter(|word| markers.contains(&word.as_str()))
-            .count();
-        i64::try_from(n).unwrap_or(i64::MAX)
-    };
-    count(CASUAL_MARKERS) - count(FORMAL_MARKERS)
-}
-
-/// `sentence` as an instruction: its comment marker and lead-in ("you should", "please", …)
-/// removed, the first letter capitalised.
-fn imperative(sentence: &str) -> String {
-    let mut text = pytext::strip(sentence);
-    while let Some(rest) = COMMENT_MARKERS
-        .iter()
-        .find_map(|marker| text.strip_prefix(marker))
-    {
-        text = pytext::strip(rest);
-    }
-    while let Some(rest) = LEAD_INS
-        .iter()
-        .find_map(|lead_in| strip_prefix_ascii_case(text, lead_in))
-    {
-        text = rest;
-    }
-    capitalise(text)
-}
-
-/// `text` after `prefix` (ASCII, lower-case) when it starts with it in any ASCII case. Compared
-/// on the original bytes, not on a lower-cased copy, whose lengths can differ (the Kelvin sign
-/// lower-cases to a one-byte `k`).
-fn strip_prefix_ascii_case<'t>(text: &'t str, prefix: &str) -> Option<&'t str> {
-    let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &text[prefix.len()..])
-}
-
-/// Whether `instruction` reads as one: it starts with an action verb, or it is capitalised and
-/// has at least three words.
-fn actionable(instruction: &str) -> bool {
-    let lower = instruction.to_lowercase();
-    let instruction_words = words(&lower);
-    let Some(first) = instruction_words.first() else {
-        return false;
-    };
-    ACTION_VERBS.contains(&first.as_str())
-        || (instruction.chars().next().is_some_and(char::is_uppercase)
-            && instruction_words.len() >= 3)
-}
-
-/// The first few words of `sentence` after its leading stop words, or "" when it has none.
-fn topic(sentence: &str) -> String {
-    pytext::split_whitespace(sentence)
-        .skip_while(|word| {
-            let lower = word.to_lowercase();
-            let bare = lower.trim_matches(|c: char| !c.is_alphanumeric());
-            bare.is_empty() || is_stop_word(bare)
-        })
-        .take(TOPIC_WORDS)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The first line of `text`, stripped.
-fn first_line(text: &str) -> &str {
-    pytext::splitlines(pytext::strip(text))
-        .into_iter()
-        .next()
-        .map_or("", pytext::strip)
-}
-
-/// `text` with its first character upper-cased.
-fn capitalise(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
-/// `text` with its first character lower-cased, unless the first word looks like a name or an
-/// acronym (a second capital letter in it).
-fn lower_first(text: &str) -> String {
-    let first_word = text.split(' ').next().unwrap_or("");
-    if first_word.chars().skip(1).any(char::is_uppercase) {
-        return text.to_owned();
-    }
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
-/// The distinct words of `words`, in their first order.
-fn first_unique<'w>(words: impl Iterator<Item = &'w &'w str>) -> Vec<&'w str> {
-    let mut seen = Vec::new();
-    for word in words {
-        if !seen.contains(word) {
-            seen.push(*word);
-        }
-    }
-    seen
-}
-
-/// A character count as f64; counts of text stay far below 2^53.
-#[expect(
-    clippy::cast_precision_loss,
-    reason = "character counts of a correction (at most 100,000) are exact in f64"
-)]
-fn count_f64(n: usize) -> f64 {
-    n as f64
 }
 
 #[cfg(test)]

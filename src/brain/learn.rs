@@ -16,7 +16,7 @@
 //! and the file write. Pure: no I/O, no clock (the caller passes the date).
 
 use super::instruction::{self, MAX_INSTRUCTION_CHARS};
-use super::lessons::{BetaParams, Climb, Lesson, Metadata, State};
+use super::lessons::{Lesson, State};
 
 /// A new lesson's confidence.
 pub const INITIAL_CONFIDENCE: f64 = 0.60;
@@ -197,87 +197,41 @@ impl Evidence {
 
 /// A new INSTINCT lesson for `correction`.
 fn new_lesson(correction: &Correction<'_>, instruction: String) -> Lesson {
+    let category = correction.category.to_uppercase();
     Lesson {
-        line: 0,
-        date: correction.date.to_owned(),
-        state: State::Instinct,
         // A lesson awaiting approval must not be injected: 0.6.0 gives it no confidence.
         confidence: if correction.approval_required {
             0.0
         } else {
             INITIAL_CONFIDENCE
         },
-        category: correction.category.to_uppercase(),
         description: instruction,
-        root_cause: String::new(),
-        fire_count: 0,
-        sessions_since_fire: 0,
-        misfires: 0,
-        agent: String::new(),
-        kill_reason: String::new(),
         corrections: vec![correction.correction_id.to_owned()],
         pending_approval: correction.approval_required,
-        parent_meta_rule: String::new(),
-        memory_links: Vec::new(),
         scope: CORRECTION_SCOPE.to_owned(),
-        beta: BetaParams::default(),
-        domain_scores: String::new(),
-        path: String::new(),
-        secondary_categories: Vec::new(),
-        climb: Climb::default(),
-        metadata: Metadata::default(),
+        ..Lesson::with_defaults(correction.date, State::Instinct, &category, "")
     }
 }
 
 /// Groups of words that mean the same for matching, each mapped to its first word. The last two
 /// merge opposites on purpose: "avoid hedging" and "be direct" are one lesson, and so are the two
 /// registers of tone.
+// One group a line, so that the table reads as one.
+#[rustfmt::skip]
 const SYNONYMS: &[&[&str]] = &[
-    &[
-        "concise", "brief", "short", "shorter", "succinct", "terse", "tighter",
-    ],
-    &[
-        "detail",
-        "details",
-        "detailed",
-        "elaborate",
-        "expand",
-        "thorough",
-    ],
+    &["concise", "brief", "short", "shorter", "succinct", "terse", "tighter"],
+    &["detail", "details", "detailed", "elaborate", "expand", "thorough"],
     &["verify", "check", "confirm", "validate", "double"],
     &["avoid", "skip", "omit", "exclude", "drop"],
     &["include", "add", "mention"],
     &["test", "tests", "testing", "tested"],
-    &[
-        "error",
-        "errors",
-        "exception",
-        "exceptions",
-        "failure",
-        "failures",
-    ],
-    &[
-        "type",
-        "types",
-        "typed",
-        "typing",
-        "hint",
-        "hints",
-        "annotation",
-        "annotations",
-    ],
+    &["error", "errors", "exception", "exceptions", "failure", "failures"],
+    &["type", "types", "typed", "typing", "hint", "hints", "annotation", "annotations"],
     &["list", "lists", "bullet", "bullets", "bulleted"],
     &["email", "emails", "mail", "message", "messages"],
     &["docs", "doc", "documentation", "readme", "document"],
     &["function", "functions", "method", "methods"],
-    &[
-        "hedge",
-        "hedging",
-        "hedges",
-        "direct",
-        "assertive",
-        "confident",
-    ],
+    &["hedge", "hedging", "hedges", "direct", "assertive", "confident"],
     &["tone", "casual", "formal", "register", "informal"],
 ];
 

@@ -1,6 +1,6 @@
-//! `brain.manifest.json`: a description of the brain, in the fifteen sections 0.6.0's manifest
-//! has (brain spec §6.11), filled with facts read from this brain: `lessons.md`, the `events`
-//! table, the tables of `system.db`, the recall index.
+//! `brain.manifest.json`: a description of the brain, with the fifteen top-level keys of
+//! 0.6.0's manifest (brain spec §6.11), filled with facts read from this brain: `lessons.md`,
+//! the `events` table, the tables of `system.db`, the recall index.
 //!
 //! 0.6.0 fills many keys from its SDK's configuration and heuristics that gradata has no
 //! counterpart for (a composite quality score, a random counterfactual, CARL rule files, an
@@ -9,31 +9,31 @@
 //! make them up. `docs/compatibility.md` lists each difference.
 //!
 //! Keys come in a fixed order (the structs' field order; maps sorted), so two manifests of the
-//! same brain differ only in `generated_at`. Pure but for [`write()`]; knows nothing of HTTP.
+//! same brain differ only in `generated_at`. Pure but for [`write()`], the `*.md` counts of
+//! `memory_composition` and the database read of `facts`; knows nothing of HTTP. The `proof`
+//! section is judged in `proof`.
+
+mod facts;
+mod proof;
+
+pub use facts::{DatabaseFacts, MAX_TAG_VALUES, TagFacts};
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rusqlite::Connection;
 use serde::Serialize;
 
 use super::atomic;
-use super::graduation::convergence::{self, Convergence, Trend};
+use super::graduation::convergence;
 use super::lessons::{Lesson, State};
 use super::lessons_write::SaveError;
+use proof::Proof;
 
 /// The manifest's file name, in the brain directory.
 pub const MANIFEST_FILE: &str = "brain.manifest.json";
 
 /// The manifest format 0.6.0 writes, whose sections this one keeps.
 pub const SCHEMA_VERSION: &str = "1.0.0";
-
-/// The most values listed per tag name (a brain can have thousands of distinct tag values).
-pub const MAX_TAG_VALUES: usize = 100;
-
-/// The sessions `quality.correction_rate` looks at (the most recent ones with two events or
-/// more, as 0.6.0 counts them).
-const RATE_SESSIONS: u32 = 10;
 
 /// The subdirectories of the brain whose `*.md` files 0.6.0's `memory_composition` counts, per
 /// memory kind.
@@ -77,138 +77,6 @@ pub enum ManifestError {
     /// The file could not be written.
     #[error(transparent)]
     Write(#[from] atomic::Error),
-}
-
-/// What the database says, read in one go.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DatabaseFacts {
-    /// Every table, sorted by name.
-    pub tables: Vec<String>,
-    /// Events per type, by type.
-    pub events_by_type: BTreeMap<String, u64>,
-    /// The highest integer session number of an event (0 if none).
-    pub max_session: i64,
-    /// Corrections and outputs in the recent sessions 0.6.0's correction rate looks at.
-    pub recent_corrections: u64,
-    /// See [`DatabaseFacts::recent_corrections`].
-    pub recent_outputs: u64,
-    /// CORRECTION events per `data.severity` (`unknown` when missing).
-    pub corrections_by_severity: BTreeMap<String, u64>,
-    /// Tag names (the part before `:`, or the whole tag) with their distinct values, and how
-    /// many events carry the name.
-    pub tags: BTreeMap<String, TagFacts>,
-    /// Rows of the recall index's content table.
-    pub indexed_rows: u64,
-    /// Whether this SQLite has FTS5.
-    pub fts5: bool,
-    /// Every CORRECTION event's share of the convergence.
-    pub corrections: Vec<convergence::Correction>,
-}
-
-/// One tag name's use.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct TagFacts {
-    /// Events carrying a tag of this name.
-    pub events: u64,
-    /// Its distinct values, sorted, at most [`MAX_TAG_VALUES`].
-    pub values: Vec<String>,
-    /// Whether more distinct values exist than are listed.
-    pub values_truncated: bool,
-}
-
-impl DatabaseFacts {
-    /// Reads the facts from `conn` (a brain's `system.db`); tables that do not exist count as
-    /// empty.
-    pub fn read(conn: &Connection) -> rusqlite::Result<DatabaseFacts> {
-        let mut facts = DatabaseFacts {
-            fts5: super::recall::fts5_compiled_in(conn)?,
-            ..DatabaseFacts::default()
-        };
-        {
-            let mut rows =
-                conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
-            facts.tables = rows
-                .query_map([], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-        }
-        if facts.tables.iter().any(|t| t == "brain_fts_content") {
-            facts.indexed_rows =
-                conn.query_row("SELECT count(*) FROM brain_fts_content", [], |row| {
-                    row.get(0)
-                })?;
-        }
-        if !facts.tables.iter().any(|t| t == "events") {
-            return Ok(facts);
-        }
-        {
-            let mut rows = conn.prepare(
-                "SELECT coalesce(CAST(type AS TEXT), ''), count(*) FROM events GROUP BY 1",
-            )?;
-            facts.events_by_type = rows
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-        }
-        facts.max_session = conn
-            .query_row(
-                "SELECT max(session) FROM events WHERE typeof(session) = 'integer'",
-                [],
-                |row| row.get::<_, Option<i64>>(0),
-            )?
-            .unwrap_or(0);
-        let (corrections, outputs) = conn.query_row(
-            "WITH recent AS (SELECT session FROM events WHERE typeof(session) = 'integer' \
-               GROUP BY session HAVING count(*) >= 2 ORDER BY session DESC LIMIT ?1) \
-             SELECT coalesce(sum(type = 'CORRECTION'), 0), coalesce(sum(type = 'OUTPUT'), 0) \
-             FROM events WHERE session IN (SELECT session FROM recent)",
-            [RATE_SESSIONS],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        facts.recent_corrections = corrections;
-        facts.recent_outputs = outputs;
-        {
-            let mut rows = conn.prepare(
-                "SELECT CASE WHEN json_valid(data_json) \
-                   AND json_type(data_json, '$.severity') = 'text' \
-                   THEN json_extract(data_json, '$.severity') ELSE 'unknown' END, count(*) \
-                 FROM events WHERE type = 'CORRECTION' GROUP BY 1",
-            )?;
-            facts.corrections_by_severity = rows
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-        }
-        {
-            let mut rows = conn.prepare(
-                "SELECT tag.value, count(DISTINCT events.id) FROM events, json_each(\
-                   CASE WHEN json_valid(events.tags_json) \
-                     AND json_type(events.tags_json) = 'array' \
-                   THEN events.tags_json ELSE '[]' END) AS tag \
-                 WHERE tag.type = 'text' GROUP BY tag.value ORDER BY tag.value",
-            )?;
-            let found = rows.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))?;
-            for tag in found {
-                let (tag, events): (String, u64) = tag?;
-                let (name, value) = match tag.split_once(':') {
-                    Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-                    None => (tag, None),
-                };
-                let facts = facts.tags.entry(name).or_default();
-                facts.events += events;
-                if let Some(value) = value {
-                    if facts.values.len() < MAX_TAG_VALUES {
-                        facts.values.push(value);
-                    } else {
-                        facts.values_truncated = true;
-                    }
-                }
-            }
-        }
-        facts.corrections = super::end_session::all_corrections(conn)?;
-        Ok(facts)
-    }
-
-    fn total_events(&self) -> u64 {
-        self.events_by_type.values().sum()
-    }
 }
 
 /// Everything a manifest is built from.
@@ -421,105 +289,6 @@ struct QualitySummary {
     first_draft_acceptance: Option<f64>,
     lessons_active: u64,
     lessons_graduated: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct Proof {
-    proven: bool,
-    confidence_level: &'static str,
-    evidence: Evidence,
-    summary: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-struct Evidence {
-    convergence_trend: Trend,
-    p_value: f64,
-    changepoints: Vec<i64>,
-    /// 0.6.0's effort ratio rests on an efficiency estimate gradata does not make.
-    effort_ratio: Option<f64>,
-    /// RULE lessons in `lessons.md`.
-    rule_count: u64,
-    correction_count: u64,
-    sessions: u64,
-    categories_converged: Vec<String>,
-    strongest_category: Option<String>,
-    edit_distance_trend: convergence::EditTrend,
-}
-
-/// Fewer sessions with corrections, or fewer corrections, prove nothing.
-const PROOF_MIN_SESSIONS: u64 = 3;
-/// See [`PROOF_MIN_SESSIONS`].
-const PROOF_MIN_CORRECTIONS: u64 = 5;
-/// The p-value below which a falling correction count is taken as shown.
-const PROOF_P_VALUE: f64 = 0.05;
-
-impl Proof {
-    fn of(convergence: &Convergence, rule_count: u64) -> Proof {
-        let categories_converged = convergence
-            .by_category
-            .iter()
-            .filter(|(_, category)| category.trend == Trend::Converged)
-            .map(|(name, _)| name.clone())
-            .collect();
-        let strongest_category = convergence
-            .by_category
-            .iter()
-            .filter(|(_, category)| category.trend == Trend::Converging && category.p_value < 1.0)
-            .min_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value))
-            .map(|(name, _)| name.clone());
-        let sessions = convergence.total_sessions;
-        let corrections = convergence.total_corrections;
-        let (proven, confidence_level, summary) = if sessions < PROOF_MIN_SESSIONS
-            || corrections < PROOF_MIN_CORRECTIONS
-        {
-            (
-                false,
-                "insufficient",
-                format!(
-                    "not enough evidence: {sessions} sessions and {corrections} corrections \
-                         (at least {PROOF_MIN_SESSIONS} and {PROOF_MIN_CORRECTIONS} needed)"
-                ),
-            )
-        } else if convergence.trend == Trend::Converging && convergence.p_value < PROOF_P_VALUE {
-            (
-                true,
-                "strong",
-                format!(
-                    "corrections per session fall over {sessions} sessions (p = {:.4}); \
-                         {rule_count} rules",
-                    convergence.p_value
-                ),
-            )
-        } else {
-            (
-                false,
-                "not_shown",
-                format!(
-                    "no significant fall in corrections per session over {sessions} sessions \
-                         (p = {:.4})",
-                    convergence.p_value
-                ),
-            )
-        };
-        Proof {
-            proven,
-            confidence_level,
-            evidence: Evidence {
-                convergence_trend: convergence.trend,
-                p_value: convergence.p_value,
-                changepoints: convergence.changepoints.clone(),
-                effort_ratio: None,
-                rule_count,
-                correction_count: corrections,
-                sessions,
-                categories_converged,
-                strongest_category,
-                edit_distance_trend: convergence.edit_distance_trend,
-            },
-            summary,
-        }
-    }
 }
 
 impl Manifest {

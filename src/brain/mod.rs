@@ -39,5 +39,7 @@ pub mod rules;
 pub mod sessions;
 pub mod severity;
 pub mod tag_delta;
+#[cfg(test)]
+mod test_support;
 
 pub use handle::{Brain, Error, Served};

@@ -1,5 +1,6 @@
 use super::*;
 use crate::brain::lessons;
+use rusqlite::Connection;
 
 const LESSONS: &str = "# Team brain
 [2026-12-01] [RULE:0.95] CODE: Never use print for logging

@@ -1,6 +1,7 @@
 use super::*;
 use crate::brain::events::PlatformEnv;
 use crate::brain::lessons_write::{self, Document};
+use crate::brain::test_support::without_line_numbers;
 use std::time::{Duration, SystemTime};
 
 fn lesson(description: &str, corrections: &[&str]) -> Lesson {
@@ -30,16 +31,6 @@ fn crashed_between_archive_and_lessons(dir: &Path, lessons: &[Lesson], retired: 
     )
     .unwrap();
     archive::append(&dir.join(ARCHIVE_FILE), retired, "2026-12-07T10:00:00Z").unwrap();
-}
-
-fn without_lines(lessons: Vec<Lesson>) -> Vec<Lesson> {
-    lessons
-        .into_iter()
-        .map(|mut lesson| {
-            lesson.line = 0;
-            lesson
-        })
-        .collect()
 }
 
 #[test]
@@ -75,10 +66,10 @@ fn a_lesson_in_both_files_leaves_lessons_md_and_is_not_archived_twice() {
     let text = std::fs::read_to_string(dir.path().join("lessons.md")).unwrap();
     let parsed = lessons::parse(&text);
     assert_eq!(parsed.problems, []);
-    assert_eq!(without_lines(parsed.lessons), [kept, relearned]);
+    assert_eq!(without_line_numbers(parsed.lessons), [kept, relearned]);
     assert!(text.starts_with("# Lessons\n"), "{text}");
     let archive = std::fs::read_to_string(dir.path().join(ARCHIVE_FILE)).unwrap();
-    let archived = without_lines(lessons::parse(&archive).lessons);
+    let archived = without_line_numbers(lessons::parse(&archive).lessons);
     assert_eq!(
         archived,
         [killed(doomed), retired_namesake, hand_killed],
