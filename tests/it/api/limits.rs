@@ -1,7 +1,7 @@
 //! Bad input and full resources: every refusal is a clear JSON error that writes nothing, and the
 //! service keeps serving; a full queue or disk keeps what it has and recovers.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
@@ -374,15 +374,7 @@ fn a_stalled_body_times_out_while_others_are_served() {
     let mut slow = daemon::connect(addr);
     std::io::Write::write_all(&mut slow, head.as_bytes()).unwrap();
     std::io::Write::write_all(&mut slow, br#"{"kind":"e"#).unwrap();
-    let client = slow.local_addr().unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while !daemon::server_has_read_everything(addr, client) {
-        assert!(
-            Instant::now() < deadline,
-            "the service never read the partial body"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    daemon::wait_until_read(addr, &slow, "the partial body");
     let stalled_at = Instant::now();
 
     // Meanwhile: a read and a write on other connections are answered, before the stalled one.
