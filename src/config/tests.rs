@@ -1,6 +1,7 @@
 //! Loading the configuration from each layer, and the errors bad values get.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::*;
 use crate::sync::ApiKey;
