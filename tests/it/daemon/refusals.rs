@@ -124,20 +124,9 @@ fn the_service_and_the_python_daemon_never_serve_one_brain_at_once() {
 #[test]
 fn an_unusable_passed_socket_exits_78_before_ready() {
     use socket2::{Domain, Socket, Type};
-    let not_listening = || {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        socket
-            .bind(
-                &"127.0.0.1:0"
-                    .parse::<std::net::SocketAddr>()
-                    .unwrap()
-                    .into(),
-            )
-            .unwrap();
-        socket
-    };
-    let udp = || {
-        let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+    // Bound, and nothing more: no `listen(2)` for the stream socket, none possible for UDP.
+    let bound = |kind: Type| {
+        let socket = Socket::new(Domain::IPV4, kind, None).unwrap();
         socket
             .bind(
                 &"127.0.0.1:0"
@@ -149,8 +138,8 @@ fn an_unusable_passed_socket_exits_78_before_ready() {
         socket
     };
     for (socket, needle) in [
-        (not_listening(), "is not listening"),
-        (udp(), "neither a TCP nor a unix stream socket"),
+        (bound(Type::STREAM), "is not listening"),
+        (bound(Type::DGRAM), "neither a TCP nor a unix stream socket"),
     ] {
         let (_guard, dir) = support::temp_dir();
         let mut daemon = Spec::new(&dir).passing(socket.into()).spawn();
