@@ -287,41 +287,30 @@ fn body_size_and_event_count_limits() {
     let big = event(4096);
     assert!(big.len() > 4096);
 
-    let response = post_bytes(addr, "/v1/events", &[], &big);
-    service.expect_refused(
-        "4 KiB with Content-Length",
-        &response,
-        413,
-        "body_too_large",
-        0,
+    let correction = format!(
+        r#"{{"old_string":"{}","new_string":"b"}}"#,
+        "a".repeat(4000)
     );
-    let response = post_bytes(
-        addr,
-        "/v1/events",
-        &[("Transfer-Encoding", "chunked")],
-        &chunked(&big, 512),
-    );
-    service.expect_refused("4 KiB chunked", &response, 413, "body_too_large", 0);
-    let response = post_bytes(
-        addr,
-        "/correct",
-        &[("Transfer-Encoding", "chunked")],
-        &chunked(
-            format!(
-                r#"{{"old_string":"{}","new_string":"b"}}"#,
-                "a".repeat(4000)
-            )
-            .as_bytes(),
-            100,
+    let chunked_header = [("Transfer-Encoding", "chunked")];
+    let too_large: [(&str, &str, &[(&str, &str)], Vec<u8>); 3] = [
+        ("4 KiB with Content-Length", "/v1/events", &[], big.clone()),
+        (
+            "4 KiB chunked",
+            "/v1/events",
+            &chunked_header,
+            chunked(&big, 512),
         ),
-    );
-    service.expect_refused(
-        "4 KiB chunked correction",
-        &response,
-        413,
-        "body_too_large",
-        0,
-    );
+        (
+            "4 KiB chunked correction",
+            "/correct",
+            &chunked_header,
+            chunked(correction.as_bytes(), 100),
+        ),
+    ];
+    for (what, path, headers, body) in too_large {
+        let response = post_bytes(addr, path, headers, &body);
+        service.expect_refused(what, &response, 413, "body_too_large", 0);
+    }
 
     // Just under the limit, both ways.
     let fits = event(1900);
