@@ -291,24 +291,29 @@ fn body_size_and_event_count_limits() {
         r#"{{"old_string":"{}","new_string":"b"}}"#,
         "a".repeat(4000)
     );
-    let chunked_header = [("Transfer-Encoding", "chunked")];
-    let too_large: [(&str, &str, &[(&str, &str)], Vec<u8>); 3] = [
-        ("4 KiB with Content-Length", "/v1/events", &[], big.clone()),
+    let chunked_header = vec![("Transfer-Encoding", "chunked")];
+    let too_large = [
+        (
+            "4 KiB with Content-Length",
+            "/v1/events",
+            vec![],
+            big.clone(),
+        ),
         (
             "4 KiB chunked",
             "/v1/events",
-            &chunked_header,
+            chunked_header.clone(),
             chunked(&big, 512),
         ),
         (
             "4 KiB chunked correction",
             "/correct",
-            &chunked_header,
+            chunked_header,
             chunked(correction.as_bytes(), 100),
         ),
     ];
     for (what, path, headers, body) in too_large {
-        let response = post_bytes(addr, path, headers, &body);
+        let response = post_bytes(addr, path, &headers, &body);
         service.expect_refused(what, &response, 413, "body_too_large", 0);
     }
 
