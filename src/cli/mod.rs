@@ -106,8 +106,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             _ => Vec::new(),
         },
         pid_file: match &cli.command {
-            Command::Serve(args) => args.pid_file.clone(),
-            Command::Daemon(args) => args.pid_file.clone(),
+            Command::Serve(args) => args.pid_file.path.clone(),
+            Command::Daemon(args) => args.pid_file.path.clone(),
             _ => None,
         },
         log_format: cli.global.log_format.clone(),

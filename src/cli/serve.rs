@@ -17,10 +17,8 @@ pub(crate) struct ServeArgs {
     /// unix socket; repeatable [default: 127.0.0.1:7342 (the plugin's) and 127.0.0.1:8765]
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Vec<String>,
-    /// Where to write the pid file once ready, removed at a clean stop [default:
-    /// DATA_DIR/daemon.pid]
-    #[arg(long, value_name = "PATH")]
-    pub(crate) pid_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) pid_file: PidFileArg,
 }
 
 /// Arguments of `gradata daemon`, the Python Gradata daemon's command line: `gradata daemon
@@ -32,10 +30,17 @@ pub(crate) struct DaemonArgs {
     /// [default: the addresses of gradata serve]
     #[arg(long, value_name = "PORT")]
     pub(crate) port: Option<u16>,
+    #[command(flatten)]
+    pub(crate) pid_file: PidFileArg,
+}
+
+/// `--pid-file`, which `gradata serve` and `gradata daemon` share.
+#[derive(Debug, Args)]
+pub(crate) struct PidFileArg {
     /// Where to write the pid file once ready, removed at a clean stop [default:
     /// DATA_DIR/daemon.pid]
-    #[arg(long, value_name = "PATH")]
-    pub(crate) pid_file: Option<PathBuf>,
+    #[arg(long = "pid-file", value_name = "PATH")]
+    pub(crate) path: Option<PathBuf>,
 }
 
 impl DaemonArgs {

@@ -8,12 +8,18 @@
 //! errors name the key and its source.
 //!
 //! This file orders the loading and holds the types callers see. Beside it: `options` (every
-//! option declared once, with its key, environment variable, type, default and documentation;
-//! the file's shape `RawConfig` and the example config are generated from it), `layers` (the
-//! parsing of each layer, old key names read as the new ones), `validate` (from `RawConfig` to
-//! [`Config`], grouped as the file is) and `credentials` (the data directory and the API key when
-//! the configuration does not name them). Tests keep the shipped example equal to the generated
-//! one and the docs naming only declared options.
+//! option declared once; the file's shape `RawConfig`, the checked groups, the restart keys and
+//! the example config are generated from it), `layers` (the parsing of each layer, old key names
+//! read as the new ones), `validate` (the checks, and those across options) and `credentials`
+//! (the data directory and the API key when the configuration does not name them).
+//!
+//! Adding an option touches three places: (1) its declaration in `options` (key, default, docs,
+//! environment variable, the type it is used as and the check that gives it, `live` or
+//! `restart`), then `gradata generate config > packaging/gradata.toml`; (2) where it is used,
+//! through its field in [`Config`] (an option of the sync engine or of a drain budget is passed
+//! into [`sync::Settings`] or [`Budget`] in `validate`, which is how that module uses it); (3) its
+//! test. Tests keep the shipped example equal to the generated one, every option documented
+//! there, and the docs naming only declared options.
 //!
 //! Invariants: no I/O beyond reading the config file and the credential files; the API key is
 //! never printed (it lives in [`crate::sync::ApiKey`], whose `Debug` redacts it).
@@ -27,15 +33,16 @@ mod validate;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::store;
 use crate::sync::{self, Budget};
 use layers::{insert, parse_bool, parse_env, parse_file, record_sources};
+pub(crate) use options::changes_needing_restart;
 pub(crate) use options::example as example_config;
 use options::{ALIASES, OPTIONS, RawConfig};
+pub use options::{ApiConfig, LogConfig, StoreConfig};
 use validate::Validator;
 
 /// The config file read when none is named.
@@ -234,58 +241,6 @@ pub struct Config {
     pub drain: DrainConfig,
 }
 
-/// `log.*`: how log records are written.
-#[derive(Debug, Clone)]
-pub struct LogConfig {
-    /// Log output format.
-    pub format: LogFormat,
-    /// Log filter (tracing `EnvFilter` syntax).
-    pub filter: String,
-}
-
-/// `api.*`: the local HTTP API.
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    /// Addresses to bind when systemd passes no sockets: `host:port` or a unix socket path.
-    pub listen: Vec<String>,
-    /// Time requests in flight get to finish at shutdown.
-    pub shutdown_grace: Duration,
-    /// Host names accepted besides loopback.
-    pub allowed_hosts: Vec<String>,
-    /// Browser origins allowed to call the API.
-    pub cors_origins: Vec<String>,
-    /// The local API token, read from `api.token_file`, required on writes when set.
-    pub token: Option<crate::api::guard::LocalToken>,
-    /// Largest request body.
-    pub max_body_bytes: usize,
-    /// Most bytes of request bodies held in memory at once, across all connections.
-    pub max_buffered_body_bytes: usize,
-    /// Most events in one `POST /v1/events`.
-    pub max_events_per_request: usize,
-    /// Time a client has to send its body.
-    pub body_timeout: Duration,
-    /// Time a connection has to send a request's headers, from when it opens or its last response
-    /// was sent: slow clients and idle keep-alive connections are closed after it.
-    pub header_timeout: Duration,
-    /// Age of the oldest pending row past which `/health` says `degraded`.
-    pub degraded_after: Duration,
-}
-
-/// `store.*`: the outbox database and its bounds.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// SQLite `synchronous`.
-    pub synchronous: store::Synchronous,
-    /// SQLite busy timeout.
-    pub busy_timeout: Duration,
-    /// Age after which synced rows are deleted.
-    pub synced_retention: Duration,
-    /// Most pending rows before writes are refused with 503.
-    pub max_pending_rows: u64,
-    /// Most pending payload bytes before writes are refused with 503.
-    pub max_pending_bytes: u64,
-}
-
 /// `sync.*`: forwarding to the cloud.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -418,7 +373,12 @@ impl Config {
             origin: Source::Default,
             message: layers::one_line(&err, None),
         })?;
-        Validator { sources: &sources }.build(raw, file_read, flags, env)
+        Validator {
+            sources: &sources,
+            flags,
+            env,
+        }
+        .build(raw, file_read)
     }
 
     /// The most pending rows the outbox may hold: `max_pending_rows`, or while no API key is

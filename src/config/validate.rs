@@ -1,5 +1,7 @@
-//! Turns the merged [`RawConfig`] into a [`Config`]: every value checked and given its concrete
-//! type, and every error naming the key and where its value came from.
+//! Turns the merged [`RawConfig`] into a [`Config`]: the checks the options' declarations name
+//! (one method of [`Validator`] each, given the key, the value and the declared bounds), the
+//! checks across options, and the sync engine's and the drains' settings assembled from the
+//! checked values. Every error names the key and where its value came from.
 //!
 //! It knows nothing of how the layers were read or merged; `layers` did that.
 
@@ -10,16 +12,18 @@ use std::time::Duration;
 use url::Url;
 
 use super::credentials::{resolve_api_key, resolve_data_dir};
-use super::options::RawConfig;
-use super::{
-    ApiConfig, Config, DrainConfig, Environment, Error, Flags, LogConfig, LogFormat, Source,
-    StoreConfig, SyncConfig,
-};
+use super::options::{self, Checked, RawConfig};
+use super::{Config, DrainConfig, Environment, Error, Flags, LogFormat, Source, SyncConfig};
+use crate::api::guard::LocalToken;
 use crate::store;
 use crate::sync::{self, Budget};
 
+/// Checks values against where they came from; the API key's sources are the flags and the
+/// environment besides the configured file.
 pub(super) struct Validator<'a> {
     pub(super) sources: &'a BTreeMap<String, Source>,
+    pub(super) flags: &'a Flags,
+    pub(super) env: &'a Environment,
 }
 
 impl Validator<'_> {
@@ -35,7 +39,13 @@ impl Validator<'_> {
         }
     }
 
-    fn seconds(&self, key: &str, value: f64, min: f64, max: f64) -> Result<Duration, Error> {
+    pub(super) fn seconds(
+        &self,
+        key: &str,
+        value: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<Duration, Error> {
         if !value.is_finite() || value < min || value > max {
             return Err(self.invalid(
                 key,
@@ -45,14 +55,14 @@ impl Validator<'_> {
         Ok(Duration::from_secs_f64(value))
     }
 
-    fn count(&self, key: &str, value: u64, min: u64, max: u64) -> Result<usize, Error> {
+    pub(super) fn count(&self, key: &str, value: u64, min: u64, max: u64) -> Result<usize, Error> {
         if value < min || value > max {
             return Err(self.invalid(key, format!("must be between {min} and {max}, got {value}")));
         }
         usize::try_from(value).map_err(|_| self.invalid(key, "too large"))
     }
 
-    fn positive(&self, key: &str, value: u64) -> Result<u64, Error> {
+    pub(super) fn positive(&self, key: &str, value: u64) -> Result<u64, Error> {
         if value == 0 {
             return Err(self.invalid(key, "must be at least 1"));
         }
@@ -63,32 +73,22 @@ impl Validator<'_> {
         &self,
         raw: RawConfig,
         config_file: Option<PathBuf>,
-        flags: &Flags,
-        env: &Environment,
     ) -> Result<Config, Error> {
-        let data_dir = resolve_data_dir(raw.data_dir.as_deref(), env)?;
-        let log_format = match raw.log.format.as_str() {
-            "auto" => LogFormat::Auto,
-            "journal" => LogFormat::Journal,
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(self.invalid(
-                    "log.format",
-                    format!("expected auto, journal, text or json, got {other:?}"),
-                ));
-            }
-        };
-        if raw.api.listen.is_empty() {
-            return Err(self.invalid("api.listen", "needs at least one address"));
-        }
-        let api_token = self.local_token(&raw.api.token_file)?;
-        for address in &raw.api.listen {
+        let data_dir = resolve_data_dir(raw.data_dir.as_deref(), self.env)?;
+        let Checked {
+            log,
+            api,
+            store,
+            sync,
+            drain,
+        } = options::check(self, raw)?;
+        for address in &api.listen {
+            // Checked here, not by `addresses`, because it needs the token: the API is for this
+            // machine (DESIGN §7), and the Host guard stops a web page, not a network client,
+            // which can send any Host. With a token, writes are guarded, and the operator has
+            // chosen to expose the API (a container's published port).
             match address.parse::<std::net::SocketAddr>() {
-                // The API is for this machine (DESIGN §7): the Host guard stops a web page, not a
-                // network client, which can send any Host. With a token, writes are guarded, and
-                // the operator has chosen to expose the API (a container's published port).
-                Ok(socket) if !socket.ip().is_loopback() && api_token.is_none() => {
+                Ok(socket) if !socket.ip().is_loopback() && api.token.is_none() => {
                     return Err(self.invalid(
                         "api.listen",
                         format!("{address} is not a loopback address; listening on the network needs api.token_file, so that writes need the token"),
@@ -104,195 +104,138 @@ impl Validator<'_> {
                 }
             }
         }
-        let synchronous = match raw.store.synchronous.to_ascii_lowercase().as_str() {
-            "full" => store::Synchronous::Full,
-            "normal" => store::Synchronous::Normal,
-            other => {
-                return Err(self.invalid(
-                    "store.synchronous",
-                    format!("expected full or normal, got {other:?}"),
-                ));
-            }
-        };
-        let busy_timeout = self.seconds(
-            "store.busy_timeout_secs",
-            raw.store.busy_timeout_secs,
-            0.0,
-            600.0,
-        )?;
-        let retention_days = raw.store.synced_retention_days;
-        if !retention_days.is_finite() || !(0.0..=3650.0).contains(&retention_days) {
-            return Err(self.invalid(
-                "store.synced_retention_days",
-                format!("must be between 0 and 3650 days, got {retention_days}"),
-            ));
-        }
-        let synced_retention = Duration::from_secs_f64(retention_days * 86_400.0);
-
-        let ingest_url = self.ingest_url(&raw.sync.ingest_url)?;
-        let (api_key, api_key_source) = resolve_api_key(
-            flags,
-            env,
-            &raw.sync.api_key_file,
-            &self.source("sync.api_key_file"),
-        )?;
-        let s = &raw.sync;
-        let max_concurrency = self.count("sync.max_concurrency", s.max_concurrency, 1, 1024)?;
-        let concurrency = self.count("sync.concurrency", s.concurrency, 1, 1024)?;
-        if concurrency > max_concurrency {
-            return Err(self.invalid(
-                "sync.concurrency",
-                format!("{concurrency} is above sync.max_concurrency ({max_concurrency})"),
-            ));
-        }
-        let request_timeout = self.seconds(
-            "sync.request_timeout_secs",
-            s.request_timeout_secs,
-            0.01,
-            3600.0,
-        )?;
-        let lease = self.seconds("sync.lease_secs", s.lease_secs, 1.0, 86_400.0)?;
-        if lease <= request_timeout {
-            return Err(self.invalid("sync.lease_secs", "must be longer than sync.request_timeout_secs: a lease not renewed for this long is freed, and a drain must be able to renew its leases between the answers of its requests"));
-        }
-        let settings = sync::Settings {
-            ingest_url,
-            api_key,
-            api_key_source,
-            enabled: s.enabled,
-            batch_size: self.count("sync.batch_size", s.batch_size, 1, 10_000)?,
-            concurrency,
-            max_concurrency,
-            connect_timeout: self.seconds(
-                "sync.connect_timeout_secs",
-                s.connect_timeout_secs,
-                0.01,
-                600.0,
-            )?,
-            request_timeout,
-            lease,
-            backoff_base: self.seconds(
-                "sync.backoff_base_secs",
-                s.backoff_base_secs,
-                0.001,
-                3600.0,
-            )?,
-            backoff_cap: self.seconds(
-                "sync.backoff_cap_secs",
-                s.backoff_cap_secs,
-                0.001,
-                86_400.0,
-            )?,
-            pause_probe_interval: self.seconds(
-                "sync.pause_probe_secs",
-                s.pause_probe_secs,
-                0.01,
-                86_400.0,
-            )?,
-        };
-        let drain = &raw.drain;
-        let drain_budget = Budget {
-            max_rows: self.count("drain.max_rows", drain.max_rows, 0, 10_000_000)?,
-            max_time: self.seconds("drain.max_secs", drain.max_secs, 0.0, 86_400.0)?,
-        };
-        let shutdown_drain = Budget {
-            max_rows: drain_budget.max_rows,
-            max_time: self.seconds(
-                "drain.shutdown_max_secs",
-                drain.shutdown_max_secs,
-                0.0,
-                3600.0,
-            )?,
-        };
-        let max_body_bytes =
-            self.count("api.max_body_bytes", raw.api.max_body_bytes, 1024, 1 << 30)?;
-        let max_buffered_body_bytes = self.count(
-            "api.max_buffered_body_bytes",
-            raw.api.max_buffered_body_bytes,
-            1024,
-            1 << 40,
-        )?;
-        if max_buffered_body_bytes < max_body_bytes {
+        if api.max_buffered_body_bytes < api.max_body_bytes {
             return Err(self.invalid(
                 "api.max_buffered_body_bytes",
-                format!("must be at least api.max_body_bytes ({max_body_bytes}): a body of the largest size allowed would never be read"),
+                format!(
+                    "must be at least api.max_body_bytes ({}): a body of the largest size allowed would never be read",
+                    api.max_body_bytes
+                ),
             ));
         }
-        let pid_file = flags
+        if sync.concurrency > sync.max_concurrency {
+            return Err(self.invalid(
+                "sync.concurrency",
+                format!(
+                    "{} is above sync.max_concurrency ({})",
+                    sync.concurrency, sync.max_concurrency
+                ),
+            ));
+        }
+        if sync.lease <= sync.request_timeout {
+            return Err(self.invalid("sync.lease_secs", "must be longer than sync.request_timeout_secs: a lease not renewed for this long is freed, and a drain must be able to renew its leases between the answers of its requests"));
+        }
+        let pid_file = self
+            .flags
             .pid_file
             .clone()
             .unwrap_or_else(|| data_dir.join(super::PID_FILE_NAME));
+        let (api_key, api_key_source) = sync.api_key;
+        let budget = Budget {
+            max_rows: drain.max_rows,
+            max_time: drain.max_time,
+        };
         Ok(Config {
             config_file,
             pid_file,
             data_dir,
-            log: LogConfig {
-                format: log_format,
-                filter: super::compat::log_filter(raw.log.filter),
-            },
-            api: ApiConfig {
-                listen: raw.api.listen,
-                shutdown_grace: self.seconds(
-                    "api.shutdown_grace_secs",
-                    raw.api.shutdown_grace_secs,
-                    0.0,
-                    3600.0,
-                )?,
-                allowed_hosts: raw.api.allowed_hosts,
-                cors_origins: self.origins(raw.api.cors_origins)?,
-                token: api_token,
-                max_body_bytes,
-                max_buffered_body_bytes,
-                max_events_per_request: self.count(
-                    "api.max_events_per_request",
-                    raw.api.max_events_per_request,
-                    1,
-                    100_000,
-                )?,
-                body_timeout: self.seconds(
-                    "api.body_timeout_secs",
-                    raw.api.body_timeout_secs,
-                    0.01,
-                    3600.0,
-                )?,
-                header_timeout: self.seconds(
-                    "api.header_timeout_secs",
-                    raw.api.header_timeout_secs,
-                    0.01,
-                    3600.0,
-                )?,
-                degraded_after: self.seconds(
-                    "api.degraded_after_secs",
-                    raw.api.degraded_after_secs,
-                    1.0,
-                    31_536_000.0,
-                )?,
-            },
-            store: StoreConfig {
-                synchronous,
-                busy_timeout,
-                synced_retention,
-                max_pending_rows: self
-                    .positive("store.max_pending_rows", raw.store.max_pending_rows)?,
-                max_pending_bytes: self
-                    .positive("store.max_pending_bytes", raw.store.max_pending_bytes)?,
-            },
+            log,
+            api,
+            store,
             sync: SyncConfig {
-                engine: settings,
-                brain_id: self.brain_id(raw.sync.brain_id)?,
-                max_pending_rows_without_key: self.positive(
-                    "sync.max_pending_rows_without_key",
-                    raw.sync.max_pending_rows_without_key,
-                )?,
+                engine: sync::Settings {
+                    ingest_url: sync.ingest_url,
+                    api_key,
+                    api_key_source,
+                    enabled: sync.enabled,
+                    batch_size: sync.batch_size,
+                    concurrency: sync.concurrency,
+                    max_concurrency: sync.max_concurrency,
+                    connect_timeout: sync.connect_timeout,
+                    request_timeout: sync.request_timeout,
+                    lease: sync.lease,
+                    backoff_base: sync.backoff_base,
+                    backoff_cap: sync.backoff_cap,
+                    pause_probe_interval: sync.pause_probe_interval,
+                },
+                brain_id: sync.brain_id,
+                max_pending_rows_without_key: sync.max_pending_rows_without_key,
             },
             drain: DrainConfig {
-                budget: drain_budget,
-                shutdown: shutdown_drain,
+                budget,
+                // The same rows, its own time.
+                shutdown: Budget {
+                    max_time: drain.shutdown_max_time,
+                    ..budget
+                },
             },
         })
     }
 
-    fn origins(&self, origins: Vec<String>) -> Result<Vec<String>, Error> {
+    /// A value used as given.
+    pub(super) fn any<T>(&self, _key: &str, value: T) -> Result<T, Error> {
+        Ok(value)
+    }
+
+    pub(super) fn log_format(&self, key: &str, value: String) -> Result<LogFormat, Error> {
+        match value.as_str() {
+            "auto" => Ok(LogFormat::Auto),
+            "journal" => Ok(LogFormat::Journal),
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(self.invalid(
+                key,
+                format!("expected auto, journal, text or json, got {other:?}"),
+            )),
+        }
+    }
+
+    /// The filter with the Python daemon's level names read as tracing's; an invalid filter is
+    /// refused where logging is set up, which falls back to "info".
+    pub(super) fn log_filter(&self, _key: &str, value: String) -> Result<String, Error> {
+        Ok(super::compat::log_filter(value))
+    }
+
+    /// At least one address; each one's form is checked by `build`, with the token.
+    pub(super) fn addresses(&self, key: &str, value: Vec<String>) -> Result<Vec<String>, Error> {
+        if value.is_empty() {
+            return Err(self.invalid(key, "needs at least one address"));
+        }
+        Ok(value)
+    }
+
+    pub(super) fn synchronous(
+        &self,
+        key: &str,
+        value: String,
+    ) -> Result<store::Synchronous, Error> {
+        match value.to_ascii_lowercase().as_str() {
+            "full" => Ok(store::Synchronous::Full),
+            "normal" => Ok(store::Synchronous::Normal),
+            other => Err(self.invalid(key, format!("expected full or normal, got {other:?}"))),
+        }
+    }
+
+    pub(super) fn days(&self, key: &str, days: f64, min: f64, max: f64) -> Result<Duration, Error> {
+        if !days.is_finite() || !(min..=max).contains(&days) {
+            return Err(self.invalid(
+                key,
+                format!("must be between {min} and {max} days, got {days}"),
+            ));
+        }
+        Ok(Duration::from_secs_f64(days * 86_400.0))
+    }
+
+    /// The key from the first source that has one, `value` (the configured key file) among them.
+    pub(super) fn api_key(
+        &self,
+        key: &str,
+        value: PathBuf,
+    ) -> Result<(Option<sync::ApiKey>, String), Error> {
+        resolve_api_key(self.flags, self.env, &value, &self.source(key))
+    }
+
+    pub(super) fn origins(&self, key: &str, origins: Vec<String>) -> Result<Vec<String>, Error> {
         for origin in &origins {
             // An origin is scheme://host[:port], nothing else; `*` is refused on purpose.
             let valid = Url::parse(origin).is_ok_and(|url| {
@@ -302,42 +245,38 @@ impl Validator<'_> {
                     && !origin.ends_with('/')
             });
             if !valid {
-                return Err(self.invalid("api.cors_origins", format!("{origin:?} is not an origin like https://app.gradata.ai (no path, no wildcard)")));
+                return Err(self.invalid(key, format!("{origin:?} is not an origin like https://app.gradata.ai (no path, no wildcard)")));
             }
         }
         Ok(origins)
     }
 
-    fn local_token(&self, path: &str) -> Result<Option<crate::api::guard::LocalToken>, Error> {
+    pub(super) fn local_token(&self, key: &str, path: String) -> Result<Option<LocalToken>, Error> {
         if path.is_empty() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(path).map_err(|err| Error::Io {
-            path: PathBuf::from(path),
+        let text = std::fs::read_to_string(&path).map_err(|err| Error::Io {
+            path: PathBuf::from(&path),
             err,
         })?;
-        match crate::api::guard::LocalToken::new(&text) {
+        match LocalToken::new(&text) {
             Some(token) => Ok(Some(token)),
-            None => Err(self.invalid("api.token_file", format!("{path} is empty"))),
+            None => Err(self.invalid(key, format!("{path} is empty"))),
         }
     }
 
-    fn brain_id(&self, id: String) -> Result<Option<String>, Error> {
+    pub(super) fn brain_id(&self, key: &str, id: String) -> Result<Option<String>, Error> {
         if id.is_empty() {
             return Ok(None);
         }
         if id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(self.invalid(
-                "sync.brain_id",
-                "must be 1 to 128 printable ASCII characters",
-            ));
+            return Err(self.invalid(key, "must be 1 to 128 printable ASCII characters"));
         }
         Ok(Some(id))
     }
 
-    fn ingest_url(&self, value: &str) -> Result<Url, Error> {
-        let key = "sync.ingest_url";
-        let url = Url::parse(value)
+    pub(super) fn ingest_url(&self, key: &str, value: String) -> Result<Url, Error> {
+        let url = Url::parse(&value)
             .map_err(|err| self.invalid(key, format!("{value:?} is not a URL: {err}")))?;
         match url.scheme() {
             "https" => Ok(url),

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::{Reload, brain_id};
 use crate::api;
-use crate::config::{ApiConfig, Config, DrainConfig, LogConfig, StoreConfig, SyncConfig};
+use crate::config::{self, Config};
 use crate::store::Store;
 use crate::sync::{self, Engine, Status};
 
@@ -80,7 +80,8 @@ pub(super) async fn apply(
             return current;
         }
     };
-    for key in changes_needing_restart(&current, &new) {
+    // Which keys only a restart applies is declared with each option.
+    for key in config::changes_needing_restart(&current, &new) {
         tracing::warn!(
             key,
             "changed setting not applied: it takes effect only at the next restart"
@@ -109,70 +110,6 @@ pub(super) async fn apply(
         }
     }
     new
-}
-
-/// The keys whose value changed from `running` to `new` but which this process applies only when
-/// it starts again: what was bound, opened or installed at start. Everything else a reload applies
-/// (the sync engine, the API's settings, the header deadline, the retention; the shutdown budgets
-/// are read from the configuration in force when the stop comes).
-fn changes_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
-    // Destructured without `..` on purpose: a field added to `Config` does not compile here until
-    // someone decides whether a reload applies it.
-    let Config {
-        config_file: _,
-        // Follows `data_dir` or a flag, neither of which a reload changes.
-        pid_file: _,
-        data_dir,
-        log: LogConfig {
-            format: log_format,
-            filter: _,
-        },
-        api:
-            ApiConfig {
-                listen,
-                shutdown_grace: _,
-                allowed_hosts: _,
-                cors_origins: _,
-                token: _,
-                max_body_bytes: _,
-                max_buffered_body_bytes: _,
-                max_events_per_request: _,
-                body_timeout: _,
-                header_timeout: _,
-                degraded_after: _,
-            },
-        store:
-            StoreConfig {
-                synchronous,
-                busy_timeout,
-                synced_retention: _,
-                max_pending_rows: _,
-                max_pending_bytes: _,
-            },
-        sync:
-            SyncConfig {
-                engine: _,
-                brain_id: _,
-                max_pending_rows_without_key: _,
-            },
-        drain: DrainConfig {
-            budget: _,
-            shutdown: _,
-        },
-    } = running;
-    [
-        ("data_dir", *data_dir != new.data_dir),
-        ("log.format", *log_format != new.log.format),
-        ("api.listen", *listen != new.api.listen),
-        ("store.synchronous", *synchronous != new.store.synchronous),
-        (
-            "store.busy_timeout_secs",
-            *busy_timeout != new.store.busy_timeout,
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(key, changed)| changed.then_some(key))
-    .collect()
 }
 
 /// The API's reloadable settings, from the configuration and the resolved `brain_id`. The body

@@ -1,6 +1,8 @@
 //! The options' declarations against the file's shape, the shipped example config and the docs,
 //! and the old names of renamed options.
 
+use std::time::Duration;
+
 use super::super::*;
 use super::{env, flags_with_config, write};
 
@@ -225,4 +227,45 @@ fn the_drain_bounds_old_names_are_still_accepted() {
         ),
         "{err}"
     );
+}
+
+/// The keys a reload leaves for a restart are those declared `restart`, and `data_dir`; a changed
+/// `live` option is not among them.
+#[test]
+fn only_the_options_declared_restart_wait_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |pairs: &[(&str, &str)]| {
+        let mut pairs = pairs.to_vec();
+        pairs.push(("GRADATA_CONFIG", ""));
+        Config::load(&Flags::default(), &env(&pairs)).unwrap()
+    };
+    let data_dir = dir.path().display().to_string();
+    let running = load(&[("GRADATA_DATA_DIR", &data_dir)]);
+    let other_dir = dir.path().join("other").display().to_string();
+    let new = load(&[
+        ("GRADATA_DATA_DIR", &other_dir),
+        ("GRADATA_LOG_FORMAT", "json"),
+        ("GRADATA_LOG", "debug"),
+        ("GRADATA_LISTEN", "127.0.0.1:9999"),
+        ("GRADATA_STORE_SYNCHRONOUS", "normal"),
+        ("GRADATA_STORE_BUSY_TIMEOUT_SECS", "9"),
+        ("GRADATA_SYNC_BATCH_SIZE", "7"),
+        ("GRADATA_API_MAX_BODY_BYTES", "4096"),
+    ]);
+    assert_eq!(
+        changes_needing_restart(&running, &new),
+        [
+            "data_dir",
+            "log.format",
+            "api.listen",
+            "store.synchronous",
+            "store.busy_timeout_secs"
+        ]
+    );
+    let same_dir = load(&[
+        ("GRADATA_DATA_DIR", &data_dir),
+        ("GRADATA_LOG", "debug"),
+        ("GRADATA_SYNC_BATCH_SIZE", "7"),
+    ]);
+    assert!(changes_needing_restart(&running, &same_dir).is_empty());
 }

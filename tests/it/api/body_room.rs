@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -47,16 +46,6 @@ fn send(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
     stream
 }
 
-/// Waits until the service has read every byte sent on `stream` so far.
-fn wait_until_read(addr: SocketAddr, stream: &TcpStream, what: &str) {
-    let client = stream.local_addr().unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while !daemon::server_has_read_everything(addr, client) {
-        assert!(Instant::now() < deadline, "the service never read {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn answer(stream: &mut TcpStream, what: &str) -> Response {
     daemon::read_response(stream).unwrap_or_else(|err| panic!("{what}: {err}"))
 }
@@ -80,7 +69,7 @@ fn a_body_past_the_room_waits_unread_and_is_served_in_turn() {
         .map(|id| {
             let request = raw_post(addr, &padded_event(id));
             let stream = send(addr, &request[..request.len() - 1]);
-            wait_until_read(addr, &stream, "a partial body that had room");
+            daemon::wait_until_read(addr, &stream, "a partial body that had room");
             (stream, request, id.to_owned())
         })
         .collect();
@@ -147,7 +136,7 @@ fn a_body_that_finds_no_room_in_time_gets_503_and_nothing_is_lost() {
         .into_iter()
         .map(|id| {
             let stream = send(addr, &raw_post(addr, &padded_event(id)));
-            wait_until_read(addr, &stream, "a whole body that had room");
+            daemon::wait_until_read(addr, &stream, "a whole body that had room");
             stream
         })
         .collect();

@@ -1,6 +1,7 @@
 //! The guards in front of every route: the Host header, CORS origins and the local token.
 
 use super::{Service, committed, ok};
+use crate::support;
 use crate::support::daemon::{get, post_bytes, request};
 
 /// DNS-rebinding protection: a `Host` that is not loopback nor configured gets 403 and writes
@@ -91,12 +92,7 @@ fn cors_allows_only_the_configured_origins() {
         Some(good),
         "{response:?}"
     );
-    assert!(
-        response
-            .header("vary")
-            .is_some_and(|v| v.contains("Origin")),
-        "{response:?}"
-    );
+    support::assert_contains(response.header("vary"), "Origin", &response);
     committed(&service.rows(), answer["event_ids"][0].as_str().unwrap());
     // An error for an allowed origin is readable by the page too.
     let response = post_bytes(addr, "/v1/events", &[("Origin", good)], b"{");
@@ -164,11 +160,10 @@ fn cors_allows_only_the_configured_origins() {
         Some("true"),
         "{response:?}"
     );
-    assert!(
-        response
-            .header("access-control-allow-methods")
-            .is_some_and(|m| m.contains("POST")),
-        "{response:?}"
+    support::assert_contains(
+        response.header("access-control-allow-methods"),
+        "POST",
+        &response,
     );
     assert!(
         response

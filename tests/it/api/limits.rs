@@ -1,7 +1,7 @@
 //! Bad input and full resources: every refusal is a clear JSON error that writes nothing, and the
 //! service keeps serving; a full queue or disk keeps what it has and recovers.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
@@ -287,41 +287,35 @@ fn body_size_and_event_count_limits() {
     let big = event(4096);
     assert!(big.len() > 4096);
 
-    let response = post_bytes(addr, "/v1/events", &[], &big);
-    service.expect_refused(
-        "4 KiB with Content-Length",
-        &response,
-        413,
-        "body_too_large",
-        0,
+    let correction = format!(
+        r#"{{"old_string":"{}","new_string":"b"}}"#,
+        "a".repeat(4000)
     );
-    let response = post_bytes(
-        addr,
-        "/v1/events",
-        &[("Transfer-Encoding", "chunked")],
-        &chunked(&big, 512),
-    );
-    service.expect_refused("4 KiB chunked", &response, 413, "body_too_large", 0);
-    let response = post_bytes(
-        addr,
-        "/correct",
-        &[("Transfer-Encoding", "chunked")],
-        &chunked(
-            format!(
-                r#"{{"old_string":"{}","new_string":"b"}}"#,
-                "a".repeat(4000)
-            )
-            .as_bytes(),
-            100,
+    let chunked_header = vec![("Transfer-Encoding", "chunked")];
+    let too_large = [
+        (
+            "4 KiB with Content-Length",
+            "/v1/events",
+            vec![],
+            big.clone(),
         ),
-    );
-    service.expect_refused(
-        "4 KiB chunked correction",
-        &response,
-        413,
-        "body_too_large",
-        0,
-    );
+        (
+            "4 KiB chunked",
+            "/v1/events",
+            chunked_header.clone(),
+            chunked(&big, 512),
+        ),
+        (
+            "4 KiB chunked correction",
+            "/correct",
+            chunked_header,
+            chunked(correction.as_bytes(), 100),
+        ),
+    ];
+    for (what, path, headers, body) in too_large {
+        let response = post_bytes(addr, path, &headers, &body);
+        service.expect_refused(what, &response, 413, "body_too_large", 0);
+    }
 
     // Just under the limit, both ways.
     let fits = event(1900);
@@ -374,15 +368,7 @@ fn a_stalled_body_times_out_while_others_are_served() {
     let mut slow = daemon::connect(addr);
     std::io::Write::write_all(&mut slow, head.as_bytes()).unwrap();
     std::io::Write::write_all(&mut slow, br#"{"kind":"e"#).unwrap();
-    let client = slow.local_addr().unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while !daemon::server_has_read_everything(addr, client) {
-        assert!(
-            Instant::now() < deadline,
-            "the service never read the partial body"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    daemon::wait_until_read(addr, &slow, "the partial body");
     let stalled_at = Instant::now();
 
     // Meanwhile: a read and a write on other connections are answered, before the stalled one.

@@ -5,6 +5,7 @@
 pub mod brain;
 pub mod daemon;
 pub mod fake_ingest;
+pub mod http;
 pub mod logs;
 
 use std::ffi::{OsStr, OsString};
@@ -309,4 +310,13 @@ pub fn wait_until(
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Checks that `value` (a header, a notification's field) is there and contains `part`; `context`
+/// is shown when it does not.
+pub fn assert_contains(value: Option<&str>, part: &str, context: &dyn std::fmt::Debug) {
+    assert!(
+        value.is_some_and(|value| value.contains(part)),
+        "{part:?} not in {value:?}: {context:?}"
+    );
 }
