@@ -152,13 +152,15 @@ fn a_reinforced_lesson_graduates_in_the_sessions_0_6_0_graduates_it() {
     }
 }
 
+/// The lesson of 0.6.0's measured `repeated` scenario: a PATTERN six sessions idle.
+const IDLE_PATTERN: &str = "[2026-01-01] [PATTERN:0.80] TONE: Never open client emails with small talk\n  \
+                            Fire count: 9 | Sessions since fire: 6 | Misfires: 0\n";
+
 /// §13 #4: the Stop hook calls `/end-session` after every turn. 0.6.0 aged the lesson on each
 /// call and deleted it after the seventh; here the session ages it once.
 #[test]
 fn repeated_end_session_of_one_session_ages_once() {
-    let text = "[2026-01-01] [PATTERN:0.80] TONE: Never open client emails with small talk\n  \
-                    Fire count: 9 | Sessions since fire: 6 | Misfires: 0\n";
-    let mut lessons = parse(text);
+    let mut lessons = parse(IDLE_PATTERN);
     let mut swept = SweptSessions::new();
     let rows = measured("repeated");
     assert_eq!(rows.len(), 7);
@@ -190,9 +192,7 @@ fn repeated_end_session_of_one_session_ages_once() {
 /// KILLED on the same calls as 0.6.0, but it is handed to the archive instead of vanishing.
 #[test]
 fn an_idle_lesson_is_archived_not_deleted() {
-    let text = "[2026-01-01] [PATTERN:0.80] TONE: Never open client emails with small talk\n  \
-                    Fire count: 9 | Sessions since fire: 6 | Misfires: 0\n";
-    let mut lessons = parse(text);
+    let mut lessons = parse(IDLE_PATTERN);
     let mut swept = SweptSessions::new();
     for (call, row) in measured("repeated").iter().enumerate() {
         let id = format!("s{call}");
