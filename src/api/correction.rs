@@ -17,29 +17,22 @@
 //! | ≤ 0.30 | `moderate` (a phrase, a line) |
 //! | ≤ 0.60 | `major` (most of a paragraph) |
 //! | > 0.60 | `rewrite` |
+//!
+//! The scale is the brain's one type for the cloud's scale (`brain::severity::CloudSeverity`); only
+//! this classification of it is defined here. It is not the SDK's measure in `brain::severity`
+//! (a Ratcliff/Obershelp ratio or a compression distance, with exclusive bounds at other values),
+//! which gives the brain's own events their severity.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+/// How much an edit changed, on the cloud's scale.
+pub use crate::brain::severity::CloudSeverity as Severity;
+
 /// Longest a severity computation may spend on the diff.
 const DIFF_DEADLINE: Duration = Duration::from_millis(50);
 
-/// How much an edit changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Distance ≤ 0.02.
-    Trivial,
-    /// Distance ≤ 0.10.
-    Minor,
-    /// Distance ≤ 0.30.
-    Moderate,
-    /// Distance ≤ 0.60.
-    Major,
-    /// Distance > 0.60.
-    Rewrite,
-}
-
+// The type is the brain's; its classification of this module's diff belongs beside the diff.
 impl Severity {
     /// The severity of changing `old` into `new`.
     pub fn of(old: &str, new: &str) -> Severity {
@@ -54,17 +47,6 @@ impl Severity {
             d if d <= 0.30 => Severity::Moderate,
             d if d <= 0.60 => Severity::Major,
             _ => Severity::Rewrite,
-        }
-    }
-
-    /// The lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Trivial => "trivial",
-            Severity::Minor => "minor",
-            Severity::Moderate => "moderate",
-            Severity::Major => "major",
-            Severity::Rewrite => "rewrite",
         }
     }
 }

@@ -19,6 +19,10 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// How much a correction changed, as the engine weighs it: the cloud's five steps, which a
+/// label on the brain's scale (`/correct`'s `as-is` … `discarded`) also names.
+pub use super::severity::CloudSeverity as Severity;
+
 use super::lessons::{Lesson, State};
 use super::pytext;
 
@@ -52,32 +56,14 @@ pub const IDLE_LIMIT: u64 = 8;
 /// Further idle sessions after which an UNTESTABLE lesson is KILLED.
 pub const UNTESTABLE_GRACE: u64 = 5;
 
-/// How much a correction changed, on the brain's scale (the labels `/correct` produces).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Severity {
-    /// `trivial`, or `as-is`.
-    Trivial,
-    /// `minor`.
-    Minor,
-    /// `moderate`, and any label the engine does not know (as 0.6.0 weighs it).
-    Moderate,
-    /// `major`.
-    Major,
-    /// `rewrite`, or `discarded`.
-    Rewrite,
-}
-
+// The type is the one scale of `severity`; how the engine weighs each step belongs here, beside
+// the formulas that use the weights.
 impl Severity {
-    /// The severity a label names. The correction classifier's `as-is` and `discarded` are the
-    /// engine's trivial and rewrite; an unknown label weighs as moderate, as in 0.6.0.
+    /// The severity a label names, on either scale (the correction classifier's `as-is` and
+    /// `discarded` are the engine's trivial and rewrite); an unknown label weighs as moderate, as
+    /// in 0.6.0.
     pub fn from_label(label: &str) -> Severity {
-        match label {
-            "trivial" | "as-is" => Severity::Trivial,
-            "minor" => Severity::Minor,
-            "major" => Severity::Major,
-            "rewrite" | "discarded" => Severity::Rewrite,
-            _ => Severity::Moderate,
-        }
+        Severity::from_name(label).unwrap_or(Severity::Moderate)
     }
 
     /// The factor on a reinforcement bonus or a penalty.

@@ -1,6 +1,11 @@
 //! How much a correction changed: the brain's severity scale (`as-is` … `discarded`), the two
 //! measures it is computed from, and its mapping to the cloud's scale (`trivial` … `rewrite`).
 //!
+//! The two scales have the same five steps and are two types because they are written in two
+//! places under different names: [`Severity`] is what the SDK writes in a brain's events and tags,
+//! [`CloudSeverity`] what the outbox sends and the one scale every other part of the daemon
+//! uses (`api::correction` classifies its own diff on it; `confidence` weighs it).
+//!
 //! The measures are the ones the Python SDK 0.6.0 records in its CORRECTION events, so a brain
 //! classifies an edit the same way whichever program wrote it:
 //!
@@ -47,7 +52,9 @@ pub enum Severity {
     Discarded,
 }
 
-/// The cloud's severity scale, the one the outbox payload of a correction carries.
+/// The cloud's severity scale, the one the outbox payload of a correction carries. The route's
+/// own classification of an edit (`api::correction`) and the confidence engine's weights
+/// (`confidence`) are defined beside the code that uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CloudSeverity {
@@ -131,6 +138,24 @@ impl Severity {
 }
 
 impl CloudSeverity {
+    const ALL: [CloudSeverity; 5] = [
+        CloudSeverity::Trivial,
+        CloudSeverity::Minor,
+        CloudSeverity::Moderate,
+        CloudSeverity::Major,
+        CloudSeverity::Rewrite,
+    ];
+
+    /// The class a name on either scale gives: the cloud's own, or the brain's (`as-is` is
+    /// `trivial`, `discarded` is `rewrite`).
+    pub fn from_name(name: &str) -> Option<CloudSeverity> {
+        Severity::from_name(name).map(Severity::cloud).or_else(|| {
+            CloudSeverity::ALL
+                .into_iter()
+                .find(|severity| severity.as_str() == name)
+        })
+    }
+
     /// The lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -3,14 +3,14 @@
 //! row, and is found by `/brain-recall` afterwards. Bad input writes nothing.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use gradata::brain::lessons::{self, Lesson, State};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::support;
-use crate::support::daemon::{Daemon, Spec, post_bytes, post_json};
+use crate::support::brain::Brain;
+use crate::support::daemon::post_bytes;
 
 /// A brain with a heading, a line the grammar does not know, and one RULE.
 const LESSONS: &str = "# Team brain: lessons
@@ -20,47 +20,30 @@ A note a person wrote, kept as is.
   Fire count: 3 | Sessions since fire: 0 | Misfires: 0
 ";
 
-struct Service {
-    daemon: Daemon,
-    dir: PathBuf,
-    _guard: tempfile::TempDir,
-}
-
-impl Service {
-    fn start() -> Service {
-        let (guard, dir) = support::temp_dir();
-        std::fs::write(dir.join("lessons.md"), LESSONS).unwrap();
-        let daemon = Spec::new(&dir).spawn();
-        daemon.expect_ready();
-        Service {
-            daemon,
-            dir,
-            _guard: guard,
-        }
-    }
-
-    fn correct(&self, body: Value) -> Value {
-        let response = post_json(self.daemon.addr(), "/correct", &body);
-        assert_eq!(response.status, 200, "{:?}", response.json());
-        response.json()
+impl Brain {
+    /// A brain holding [`LESSONS`], served.
+    fn with_team_lessons() -> Brain {
+        Brain::serve(&[("lessons.md", LESSONS)])
     }
 
     fn lessons_text(&self) -> String {
         std::fs::read_to_string(self.dir.join("lessons.md")).unwrap()
     }
 
-    fn lessons(&self) -> Vec<Lesson> {
+    fn parsed_lessons(&self) -> Vec<Lesson> {
         let parsed = lessons::parse(&self.lessons_text());
         assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
         parsed.lessons
     }
 
-    fn db(&self) -> Connection {
+    fn system_db(&self) -> Connection {
         Connection::open(self.dir.join("system.db")).unwrap()
     }
 
     fn count(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |row| row.get(0)).unwrap()
+        self.system_db()
+            .query_row(sql, [], |row| row.get(0))
+            .unwrap()
     }
 }
 
@@ -81,13 +64,16 @@ fn jsonl_types(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_correction_creates_an_instinct_and_a_similar_one_reinforces_it() {
-    let service = Service::start();
-    let first = service.correct(json!({
-        "old_string": "Hey team, maybe we could possibly ship it friday.",
-        "new_string": "Rule: Send release notes every Friday morning\nShip it Friday.",
-        "file_path": "notes/release.md",
-        "session_id": "s1",
-    }));
+    let brain = Brain::with_team_lessons();
+    let first = brain.ok(
+        "/correct",
+        json!({
+            "old_string": "Hey team, maybe we could possibly ship it friday.",
+            "new_string": "Rule: Send release notes every Friday morning\nShip it Friday.",
+            "file_path": "notes/release.md",
+            "session_id": "s1",
+        }),
+    );
     assert_eq!(first["captured"], true, "{first}");
     assert_eq!(first["lesson_created"], true, "{first}");
     assert_eq!(first["lesson_state"], "INSTINCT", "{first}");
@@ -112,13 +98,13 @@ fn a_correction_creates_an_instinct_and_a_similar_one_reinforces_it() {
         assert!(first.get(key).is_some(), "{key} missing: {first}");
     }
 
-    let text = service.lessons_text();
+    let text = brain.lessons_text();
     assert!(text.starts_with("# Team brain: lessons\n"), "{text}");
     assert!(
         text.contains("A note a person wrote, kept as is."),
         "{text}"
     );
-    let lessons = service.lessons();
+    let lessons = brain.parsed_lessons();
     let content = in_category(&lessons, "CONTENT");
     assert_eq!(content.len(), 1, "{text}");
     assert_eq!(content[0].state, State::Instinct);
@@ -126,7 +112,7 @@ fn a_correction_creates_an_instinct_and_a_similar_one_reinforces_it() {
     assert_eq!(content[0].corrections.len(), 1, "{text}");
     let confidence = content[0].confidence;
 
-    let second = service.correct(json!({
+    let second = brain.ok("/correct", json!({
         "old_string": "Ship whenever.",
         "new_string": "Rule: Send release notes every Friday morning\nShip whenever it is ready.",
         "file_path": "notes/other.md",
@@ -134,13 +120,13 @@ fn a_correction_creates_an_instinct_and_a_similar_one_reinforces_it() {
     }));
     assert_eq!(second["lesson_created"], false, "{second}");
     assert_eq!(second["lesson_state"], "INSTINCT", "{second}");
-    let lessons = service.lessons();
+    let lessons = brain.parsed_lessons();
     let content = in_category(&lessons, "CONTENT");
     assert_eq!(
         content.len(),
         1,
         "a duplicate lesson: {}",
-        service.lessons_text()
+        brain.lessons_text()
     );
     assert!(
         content[0].confidence > confidence,
@@ -154,25 +140,28 @@ fn a_correction_creates_an_instinct_and_a_similar_one_reinforces_it() {
 
 #[test]
 fn a_rules_text_is_never_rewritten() {
-    let service = Service::start();
+    let brain = Brain::with_team_lessons();
     let longer = "Always use pathlib for file handling in every module of this project";
-    let answer = service.correct(json!({
-        "old_string": "import os\npath = os.path.join(a, b)",
-        "new_string": format!("Rule: {longer}\npath = Path(a) / b"),
-        "file_path": "src/app.py",
-    }));
+    let answer = brain.ok(
+        "/correct",
+        json!({
+            "old_string": "import os\npath = os.path.join(a, b)",
+            "new_string": format!("Rule: {longer}\npath = Path(a) / b"),
+            "file_path": "src/app.py",
+        }),
+    );
     assert_eq!(answer["category"], "CODE", "{answer}");
     assert_eq!(answer["lesson_created"], false, "{answer}");
     assert_eq!(answer["lesson_state"], "RULE", "{answer}");
-    let lessons = service.lessons();
+    let lessons = brain.parsed_lessons();
     let code = in_category(&lessons, "CODE");
-    assert_eq!(code.len(), 1, "{}", service.lessons_text());
+    assert_eq!(code.len(), 1, "{}", brain.lessons_text());
     assert_eq!(code[0].description, "Always use pathlib for file handling");
     assert_eq!(code[0].state, State::Rule);
-    assert!(!service.lessons_text().contains(longer));
+    assert!(!brain.lessons_text().contains(longer));
     // The confident RULE did not prevent the correction: said, never healed.
-    let data: String = service
-        .db()
+    let data: String = brain
+        .system_db()
         .query_row(
             "SELECT data_json FROM events WHERE type = 'RULE_FAILURE'",
             [],
@@ -188,19 +177,22 @@ fn a_rules_text_is_never_rewritten() {
 
 #[test]
 fn the_correction_event_lands_in_the_log_and_the_outbox_and_recall_finds_it() {
-    let service = Service::start();
-    let answer = service.correct(json!({
-        "old_string": "Use the legacy flux capacitor.",
-        "new_string": "Rule: Prefer the quantum flux capacitor everywhere",
-        "file_path": "docs/design.md",
-        "session_id": "s9",
-        "event_id": "learning-1",
-    }));
+    let brain = Brain::with_team_lessons();
+    let answer = brain.ok(
+        "/correct",
+        json!({
+            "old_string": "Use the legacy flux capacitor.",
+            "new_string": "Rule: Prefer the quantum flux capacitor everywhere",
+            "file_path": "docs/design.md",
+            "session_id": "s9",
+            "event_id": "learning-1",
+        }),
+    );
     assert_eq!(answer["event_id"], "learning-1", "{answer}");
     assert_eq!(answer["queued"], true, "{answer}");
 
-    let (data, session): (String, i64) = service
-        .db()
+    let (data, session): (String, i64) = brain
+        .system_db()
         .query_row(
             "SELECT data_json, session FROM events WHERE type = 'CORRECTION'",
             [],
@@ -214,30 +206,27 @@ fn the_correction_event_lands_in_the_log_and_the_outbox_and_recall_finds_it() {
     assert!(data["edit_distance"].as_f64().unwrap() > 0.0, "{data}");
     assert!(session > 0);
     assert_eq!(
-        service.count("SELECT COUNT(*) FROM events WHERE type = 'LESSON_CHANGE'"),
+        brain.count("SELECT COUNT(*) FROM events WHERE type = 'LESSON_CHANGE'"),
         1
     );
     assert_eq!(
-        service.count("SELECT COUNT(*) FROM sync_queue WHERE event_id = 'learning-1'"),
+        brain.count("SELECT COUNT(*) FROM sync_queue WHERE event_id = 'learning-1'"),
         1
     );
-    let types = jsonl_types(&service.dir);
+    let types = jsonl_types(&brain.dir);
     assert_eq!(types, ["CORRECTION", "LESSON_CHANGE"]);
 
-    let lessons = service.lessons();
-    let row: i64 = service.count("SELECT id FROM events WHERE type = 'CORRECTION'");
+    let lessons = brain.parsed_lessons();
+    let row: i64 = brain.count("SELECT id FROM events WHERE type = 'CORRECTION'");
     assert_eq!(
         in_category(&lessons, "CONTENT")[0].corrections,
         [row.to_string()]
     );
 
-    let response = post_json(
-        service.daemon.addr(),
+    let recalled = brain.ok(
         "/brain-recall",
-        &json!({"content_preview": "quantum capacitor"}),
+        json!({"content_preview": "quantum capacitor"}),
     );
-    assert_eq!(response.status, 200);
-    let recalled = response.json();
     let context = recalled["context"].as_str().unwrap();
     assert!(context.contains("quantum flux capacitor"), "{recalled}");
     assert!(context.contains("'source': 'corrections'"), "{recalled}");
@@ -245,7 +234,7 @@ fn the_correction_event_lands_in_the_log_and_the_outbox_and_recall_finds_it() {
 
 #[test]
 fn bad_input_is_a_json_400_and_writes_nothing() {
-    let service = Service::start();
+    let brain = Brain::with_team_lessons();
     let cases: [(&str, Vec<u8>); 4] = [
         (
             "a missing field",
@@ -266,7 +255,7 @@ fn bad_input_is_a_json_400_and_writes_nothing() {
         ),
     ];
     for (name, body) in cases {
-        let response = post_bytes(service.daemon.addr(), "/correct", &[], &body);
+        let response = post_bytes(brain.daemon.addr(), "/correct", &[], &body);
         assert_eq!(response.status, 400, "{name}: {response:?}");
         assert!(
             response.json()["error"].is_string(),
@@ -274,51 +263,54 @@ fn bad_input_is_a_json_400_and_writes_nothing() {
             response.json()
         );
     }
-    assert_eq!(service.lessons_text(), LESSONS);
-    assert_eq!(service.count("SELECT COUNT(*) FROM events"), 0);
-    assert_eq!(service.count("SELECT COUNT(*) FROM sync_queue"), 0);
-    assert!(jsonl_types(&service.dir).is_empty());
+    assert_eq!(brain.lessons_text(), LESSONS);
+    assert_eq!(brain.count("SELECT COUNT(*) FROM events"), 0);
+    assert_eq!(brain.count("SELECT COUNT(*) FROM sync_queue"), 0);
+    assert!(jsonl_types(&brain.dir).is_empty());
 }
 
 /// An edit too large to learn from (more than 100,000 characters, 0.6.0's limit) is still
 /// queued for the cloud, but the brain learns nothing and logs nothing.
 #[test]
 fn an_edit_too_large_to_learn_is_queued_but_not_learned() {
-    let service = Service::start();
-    let answer = service.correct(json!({
-        "old_string": "a".repeat(100_001),
-        "new_string": "Rule: Never paste whole files",
-        "event_id": "too-large",
-    }));
+    let brain = Brain::with_team_lessons();
+    let answer = brain.ok(
+        "/correct",
+        json!({
+            "old_string": "a".repeat(100_001),
+            "new_string": "Rule: Never paste whole files",
+            "event_id": "too-large",
+        }),
+    );
     assert_eq!(answer["captured"], true, "{answer}");
     assert_eq!(answer["lesson_created"], false, "{answer}");
     assert_eq!(answer["lesson_state"], Value::Null, "{answer}");
     assert_eq!(answer["severity"], "discarded", "{answer}");
-    assert_eq!(service.lessons_text(), LESSONS);
-    assert_eq!(service.count("SELECT COUNT(*) FROM events"), 0);
+    assert_eq!(brain.lessons_text(), LESSONS);
+    assert_eq!(brain.count("SELECT COUNT(*) FROM events"), 0);
     assert_eq!(
-        service.count("SELECT COUNT(*) FROM sync_queue WHERE event_id = 'too-large'"),
+        brain.count("SELECT COUNT(*) FROM sync_queue WHERE event_id = 'too-large'"),
         1
     );
 }
 
 #[test]
 fn a_correction_after_another_writer_changed_the_file_learns_on_the_changed_file() {
-    let service = Service::start();
+    let brain = Brain::with_team_lessons();
     let body = json!({
         "old_string": "Hey team, maybe we could possibly ship it friday.",
         "new_string": "Rule: Send release notes every Friday morning\nShip it Friday.",
         "file_path": "notes/release.md",
         "session_id": "s1",
     });
-    assert_eq!(service.correct(body)["lesson_created"], true);
+    assert_eq!(brain.ok("/correct", body)["lesson_created"], true);
 
     // The Python SDK rewrites lessons.md in place (same inode) between two corrections: here it
     // adds a lesson and a line of its own.
-    let path = service.dir.join("lessons.md");
+    let path = brain.dir.join("lessons.md");
     let theirs = format!(
         "{}\nWritten by the SDK.\n\n[2026-04-05] [PATTERN:0.70] TONE: Keep replies short\n",
-        service.lessons_text()
+        brain.lessons_text()
     );
     std::fs::OpenOptions::new()
         .write(true)
@@ -329,16 +321,19 @@ fn a_correction_after_another_writer_changed_the_file_learns_on_the_changed_file
         .unwrap();
 
     // Another edit teaching the same rule (the same edit again would be a duplicate observation).
-    let second = service.correct(json!({
-        "old_string": "Hi all, we might perhaps release on friday.",
-        "new_string": "Rule: Send release notes every Friday morning\nRelease Friday.",
-        "file_path": "notes/release.md",
-        "session_id": "s1",
-    }));
+    let second = brain.ok(
+        "/correct",
+        json!({
+            "old_string": "Hi all, we might perhaps release on friday.",
+            "new_string": "Rule: Send release notes every Friday morning\nRelease Friday.",
+            "file_path": "notes/release.md",
+            "session_id": "s1",
+        }),
+    );
     assert_eq!(second["lesson_created"], false, "{second}");
-    let text = service.lessons_text();
+    let text = brain.lessons_text();
     assert!(text.contains("\nWritten by the SDK.\n"), "{text}");
-    let lessons = service.lessons();
+    let lessons = brain.parsed_lessons();
     assert_eq!(in_category(&lessons, "TONE").len(), 1, "{text}");
     let content = in_category(&lessons, "CONTENT");
     assert_eq!(content.len(), 1, "{text}");
@@ -350,8 +345,8 @@ fn a_correction_after_another_writer_changed_the_file_learns_on_the_changed_file
 /// learned, and the next correction learns once the file can be written.
 #[test]
 fn a_correction_that_cannot_be_learned_is_still_captured() {
-    let service = Service::start();
-    let path = service.dir.join("lessons.md");
+    let brain = Brain::with_team_lessons();
+    let path = brain.dir.join("lessons.md");
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
     let body = |n: u32| {
@@ -362,32 +357,32 @@ fn a_correction_that_cannot_be_learned_is_still_captured() {
             "session_id": "s1",
         })
     };
-    let first = service.correct(body(1));
+    let first = brain.ok("/correct", body(1));
     assert_eq!(first["captured"], true, "{first}");
     assert_eq!(first["queued"], true, "{first}");
     assert_eq!(first["lesson_created"], false, "{first}");
     assert_eq!(first["lesson_state"], Value::Null, "{first}");
     assert_eq!(
-        service.count("SELECT COUNT(*) FROM events WHERE type = 'CORRECTION'"),
+        brain.count("SELECT COUNT(*) FROM events WHERE type = 'CORRECTION'"),
         1
     );
     assert_eq!(
-        service.count("SELECT COUNT(*) FROM events WHERE type = 'LESSON_CHANGE'"),
+        brain.count("SELECT COUNT(*) FROM events WHERE type = 'LESSON_CHANGE'"),
         0
     );
     assert!(
-        service
+        brain
             .daemon
             .stderr()
             .contains("correction recorded but not learned"),
         "{}",
-        service.daemon.stderr()
+        brain.daemon.stderr()
     );
 
     std::fs::remove_dir(&path).unwrap();
     std::fs::write(&path, LESSONS).unwrap();
-    let second = service.correct(body(2));
+    let second = brain.ok("/correct", body(2));
     assert_eq!(second["lesson_created"], true, "{second}");
-    let content = in_category(&service.lessons(), "CONTENT").len();
-    assert_eq!(content, 1, "{}", service.lessons_text());
+    let content = in_category(&brain.parsed_lessons(), "CONTENT").len();
+    assert_eq!(content, 1, "{}", brain.lessons_text());
 }

@@ -1,6 +1,8 @@
-use std::collections::BTreeMap;
+//! The sweep against 0.6.0's measured sessions and the spec's moves, one case at a time.
 
-use proptest::prelude::*;
+mod properties;
+
+use std::collections::BTreeMap;
 
 use super::*;
 use crate::brain::confidence::{Salt, apply};
@@ -17,6 +19,16 @@ fn parse(text: &str) -> Vec<Lesson> {
     let parsed = lessons::parse(text);
     assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
     parsed.lessons
+}
+
+/// The first sweep of session `s` over these lessons, at the unsalted thresholds.
+fn first_sweep(text: &str) -> Sweep {
+    sweep(
+        &parse(text),
+        &session("s"),
+        &SweptSessions::new(),
+        Thresholds::UNSALTED,
+    )
 }
 
 fn session(id: &str) -> SessionEvidence {
@@ -91,12 +103,7 @@ fn salted_thresholds_decide_as_in_0_6_0() {
     };
     assert_eq!(out.counters, expected);
     // With the nominal thresholds the 0.58 INSTINCT and the 0.88 PATTERN stay where they are.
-    let nominal = sweep(
-        &parse(text),
-        &session("s"),
-        &SweptSessions::new(),
-        Thresholds::UNSALTED,
-    );
+    let nominal = first_sweep(text);
     assert_eq!(nominal.counters.promotions, 0);
 }
 
@@ -145,13 +152,15 @@ fn a_reinforced_lesson_graduates_in_the_sessions_0_6_0_graduates_it() {
     }
 }
 
+/// The lesson of 0.6.0's measured `repeated` scenario: a PATTERN six sessions idle.
+const IDLE_PATTERN: &str = "[2026-01-01] [PATTERN:0.80] TONE: Never open client emails with small talk\n  \
+                            Fire count: 9 | Sessions since fire: 6 | Misfires: 0\n";
+
 /// §13 #4: the Stop hook calls `/end-session` after every turn. 0.6.0 aged the lesson on each
 /// call and deleted it after the seventh; here the session ages it once.
 #[test]
 fn repeated_end_session_of_one_session_ages_once() {
-    let text = "[2026-01-01] [PATTERN:0.80] TONE: Never open client emails with small talk\n  \
-                    Fire count: 9 | Sessions since fire: 6 | Misfires: 0\n";
-    let mut lessons = parse(text);
+    let mut lessons = parse(IDLE_PATTERN);
     let mut swept = SweptSessions::new();
     let rows = measured("repeated");
     assert_eq!(rows.len(), 7);
@@ -183,9 +192,7 @@ fn repeated_end_session_of_one_session_ages_once() {
 /// KILLED on the same calls as 0.6.0, but it is handed to the archive instead of vanishing.
 #[test]
 fn an_idle_lesson_is_archived_not_deleted() {
-    let text = "[2026-01-01] [PATTERN:0.80] TONE: Never open client emails with small talk\n  \
-                    Fire count: 9 | Sessions since fire: 6 | Misfires: 0\n";
-    let mut lessons = parse(text);
+    let mut lessons = parse(IDLE_PATTERN);
     let mut swept = SweptSessions::new();
     for (call, row) in measured("repeated").iter().enumerate() {
         let id = format!("s{call}");
@@ -273,22 +280,12 @@ fn pending_approval_blocks_every_move() {
   Fire count: 5 | Sessions since fire: 20 | Misfires: 0
   Pending approval: yes
 ";
-    let out = sweep(
-        &parse(text),
-        &session("s"),
-        &SweptSessions::new(),
-        Thresholds::UNSALTED,
-    );
+    let out = first_sweep(text);
     assert_eq!(out.lessons[0].state, State::Instinct);
     assert_eq!(out.lessons[1].state, State::Pattern);
     assert!(out.transitions.is_empty());
     // Without the flag both would move.
-    let moved = sweep(
-        &parse(&text.replace("  Pending approval: yes\n", "")),
-        &session("s"),
-        &SweptSessions::new(),
-        Thresholds::UNSALTED,
-    );
+    let moved = first_sweep(&text.replace("  Pending approval: yes\n", ""));
     assert_eq!(moved.transitions.len(), 2);
 }
 
@@ -297,20 +294,10 @@ fn a_one_off_lesson_is_never_promoted() {
     let text = "[2026-01-01] [INSTINCT:0.95] TONE: Keep greetings short\n  \
                     Fire count: 5 | Sessions since fire: 0 | Misfires: 0\n  \
                     Scope: {\"correction_scope\": \"one_off\"}\n";
-    let out = sweep(
-        &parse(text),
-        &session("s"),
-        &SweptSessions::new(),
-        Thresholds::UNSALTED,
-    );
+    let out = first_sweep(text);
     assert_eq!(out.lessons[0].state, State::Instinct);
     let domain = text.replace("one_off", "domain");
-    let out = sweep(
-        &parse(&domain),
-        &session("s"),
-        &SweptSessions::new(),
-        Thresholds::UNSALTED,
-    );
+    let out = first_sweep(&domain);
     assert_eq!(out.lessons[0].state, State::Pattern);
 }
 
@@ -386,12 +373,7 @@ fn the_moves_of_the_spec() {
     ];
     for (lesson, state, why) in cases {
         let text = format!("[2026-01-01] {lesson}\n");
-        let out = sweep(
-            &parse(&text),
-            &session("s"),
-            &SweptSessions::new(),
-            Thresholds::UNSALTED,
-        );
+        let out = first_sweep(&text);
         let after = out
             .lessons
             .first()
@@ -426,12 +408,7 @@ fn only_testable_categories_age() {
 fn killed_lessons_already_in_the_file_go_to_the_archive() {
     let text = "[2026-01-01] [KILLED:0.00] TONE: Old one\n  Kill reason: disproved\n\
                     [2026-01-01] [ARCHIVED:0.50] TONE: Retired one\n";
-    let out = sweep(
-        &parse(text),
-        &session("s"),
-        &SweptSessions::new(),
-        Thresholds::UNSALTED,
-    );
+    let out = first_sweep(text);
     assert_eq!(out.archived.len(), 1);
     assert_eq!(out.archived[0].kill_reason, "disproved");
     assert_eq!(out.lessons.len(), 1);
@@ -457,38 +434,6 @@ fn a_promotion_keeps_the_text() {
         out.transitions[0].lesson_id,
         rule_id("TONE", &before[0].description)
     );
-}
-
-/// Convergence (§9) over CORRECTION events measured on 0.6.0 (its `brain_convergence` over a
-/// `system.db` holding them): the same object, to the byte of its JSON text.
-#[test]
-fn convergence_matches_0_6_0() {
-    use crate::brain::pyjson::{self, Ascii};
-    use convergence::{Correction, convergence};
-
-    let table = include_str!("../../../tests/data/convergence-0.6.0.jsonl");
-    let mut cases = 0;
-    for line in table.lines() {
-        let case: serde_json::Value = serde_json::from_str(line).expect("json line");
-        let rows: Vec<Correction> = case["rows"]
-            .as_array()
-            .expect("rows")
-            .iter()
-            .map(|row| Correction {
-                session: row[0].as_i64().expect("session"),
-                category: row[1].as_str().map(str::to_owned),
-                edit_distance: row[2].as_f64(),
-            })
-            .collect();
-        // Read again, keeping the key order 0.6.0 wrote.
-        let ordered = pyjson::from_str(line).expect("json line");
-        let expected = &ordered.as_object().expect("object")["convergence"];
-        let expected = pyjson::to_string(expected, Ascii::Escape).expect("text");
-        let got = pyjson::to_string(&convergence(&rows), Ascii::Escape).expect("text");
-        assert_eq!(got, expected, "{} rows", rows.len());
-        cases += 1;
-    }
-    assert_eq!(cases, 13);
 }
 
 /// §13 #14: SESSION_END names the session that ended, and counts what the sweep did.
@@ -517,137 +462,4 @@ fn session_end_names_the_ended_session() {
         "{\"session\": 7, \"total_lessons\": 3, \"promotions\": 2, \"demotions\": 0, \
              \"graduated_rules\": 1}"
     );
-}
-
-fn any_lesson() -> impl Strategy<Value = Lesson> {
-    let states = prop::sample::select(vec![
-        "INSTINCT",
-        "PATTERN",
-        "RULE",
-        "UNTESTABLE",
-        "KILLED",
-        "ARCHIVED",
-    ]);
-    let categories = prop::sample::select(vec!["CODE", "TONE", "PROCESS", "DRAFTING"]);
-    (
-        states,
-        0u32..=100,
-        categories,
-        0u32..40,
-        0u64..8,
-        0u64..20,
-        any::<bool>(),
-        any::<bool>(),
-    )
-        .prop_map(
-            |(state, confidence, category, text, fires, idle, pending, one_off)| {
-                let mut header = format!(
-                    "[2026-01-01] [{state}:{:.2}] {category}: Lesson number {text}\n  \
-                     Fire count: {fires} | Sessions since fire: {idle} | Misfires: 0\n",
-                    f64::from(confidence) / 100.0
-                );
-                if pending {
-                    header.push_str("  Pending approval: yes\n");
-                }
-                if one_off {
-                    header.push_str("  Scope: {\"correction_scope\": \"one_off\"}\n");
-                }
-                lessons::parse(&header).lessons.remove(0)
-            },
-        )
-}
-
-fn any_session() -> impl Strategy<Value = SessionEvidence> {
-    let severities = prop::sample::select(vec![
-        Severity::Trivial,
-        Severity::Minor,
-        Severity::Moderate,
-        Severity::Major,
-        Severity::Rewrite,
-    ]);
-    let categories = prop::sample::select(vec!["CODE", "TONE", "PROCESS", "DRAFTING"]);
-    let types = prop::sample::select(vec!["full", "systems", "sales"]);
-    (
-        prop::collection::btree_map(categories.prop_map(str::to_owned), severities, 0..3),
-        prop::collection::btree_set(0u32..40, 0..10),
-        types,
-    )
-        .prop_map(|(corrected, fired, kind)| SessionEvidence {
-            id: "s".to_owned(),
-            number: 1,
-            session_type: SessionType::from_label(kind),
-            corrected,
-            // Only some ids match a lesson: those of category CODE.
-            fired: fired
-                .into_iter()
-                .map(|n| rule_id("CODE", &format!("Lesson number {n}")))
-                .collect(),
-        })
-}
-
-/// The tier order; a legal move changes it by one, or leaves the ladder.
-fn rank(state: State) -> i32 {
-    match state {
-        State::Instinct => 0,
-        State::Pattern => 1,
-        State::Rule => 2,
-        State::Untestable | State::Killed | State::Archived => 10,
-    }
-}
-
-proptest! {
-    #[test]
-    fn a_sweep_keeps_every_promise(
-        lessons in prop::collection::vec(any_lesson(), 0..12),
-        evidence in any_session(),
-        salted in any::<bool>(),
-    ) {
-        let thresholds = if salted { measured_thresholds() } else { Thresholds::UNSALTED };
-        // The line number tells the lessons apart below.
-        let lessons: Vec<Lesson> = lessons
-            .into_iter()
-            .enumerate()
-            .map(|(line, lesson)| Lesson { line, ..lesson })
-            .collect();
-        let out = sweep(&lessons, &evidence, &SweptSessions::new(), thresholds);
-
-        // No lesson disappears: every one is kept or archived, in order, and only KILLED
-        // ones are archived.
-        prop_assert_eq!(out.lessons.len() + out.archived.len(), lessons.len());
-        prop_assert!(out.archived.iter().all(|l| l.state == State::Killed));
-        let mut kept = out.lessons.iter();
-        let mut archived = out.archived.iter();
-        for before in &lessons {
-            let next = if kept.clone().next().is_some_and(|l| l.line == before.line) {
-                kept.next()
-            } else {
-                archived.next()
-            };
-            let after = next.expect("accounted for");
-            prop_assert_eq!(after.line, before.line);
-            prop_assert_eq!(&after.description, &before.description);
-            // Confidence stays in [0, 1].
-            prop_assert!((0.0..=1.0).contains(&after.confidence));
-            // At most one step per lesson.
-            if after.state != before.state {
-                let (from, to) = (rank(before.state), rank(after.state));
-                prop_assert!((from - to).abs() == 1 || to == 10, "{:?} -> {:?}", before.state, after.state);
-                prop_assert!(!before.pending_approval);
-            }
-        }
-        prop_assert!(out.transitions.iter().all(|t| t.from != t.to));
-        let moved = lessons.iter().filter(|l| !matches!(l.state, State::Killed | State::Archived)).count();
-        prop_assert!(out.transitions.len() <= moved);
-        let counted = out.counters.promotions + out.counters.demotions + out.counters.kills;
-        prop_assert_eq!(counted, out.transitions.len() as u64);
-
-        // A second sweep of the same session changes nothing.
-        let mut swept = SweptSessions::new();
-        swept.insert(evidence.id.clone());
-        let again = sweep(&out.lessons, &evidence, &swept, thresholds);
-        prop_assert_eq!(&again.lessons, &out.lessons);
-        prop_assert!(again.archived.is_empty() && again.transitions.is_empty());
-        prop_assert_eq!(again.counters, Counters::default());
-        prop_assert_eq!(again.outcome, Outcome::AlreadySwept);
-    }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::brain::recall_live::Snapshot;
 
 fn day(text: &str) -> Date {
     text.parse().expect("a test date")

@@ -343,7 +343,8 @@ fn picking_the_best_ten_equals_a_stable_sort_of_all() {
     let book = RuleBook::new(&parsed.lessons);
     for task_type in ["code", "email", ""] {
         let applied = book.apply(&request("", task_type));
-        // The reference: every eligible lesson, Python's stable sort on the four keys.
+        // The reference: every eligible lesson in Python's stable sort on the four keys (the
+        // ranking's file-order tie-break is what a stable sort keeps anyway).
         let mut all: Vec<Ranked<'_>> = book
             .candidates
             .iter()
@@ -356,14 +357,7 @@ fn picking_the_best_ten_equals_a_stable_sort_of_all() {
             .filter(|ranked| ranked.relevance >= MIN_RELEVANCE)
             .filter(|ranked| book.n_rules < MAX_RULES || ranked.candidate.tier == State::Rule)
             .collect();
-        all.sort_by(|a, b| {
-            let (x, y) = (a.candidate, b.candidate);
-            y.priority()
-                .cmp(&x.priority())
-                .then(y.difficulty.total_cmp(&x.difficulty))
-                .then(b.relevance.total_cmp(&a.relevance))
-                .then(y.confidence.total_cmp(&x.confidence))
-        });
+        all.sort_by(rank_order);
         let expected: Vec<String> = all[..MAX_RULES]
             .iter()
             .map(|r| format!("{}: {}", r.candidate.category, r.candidate.description))
