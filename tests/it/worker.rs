@@ -138,16 +138,10 @@ fn rows_never_tried_flow_while_failing_rows_keep_failing() {
             now_unix() - 1.0
         ),
     );
-    let server = {
-        let failing = failing.clone();
-        FakeIngest::with_plan(move |request, _| {
-            if failing.contains(&request.idempotency_key().unwrap_or_default()) {
-                Reply::status(500)
-            } else {
-                Reply::ok()
-            }
-        })
-    };
+    let server = FakeIngest::with_plan(support::fake_ingest::failing_rows(
+        failing.clone(),
+        Reply::status(500),
+    ));
     let daemon = worker_only(&dir, &server);
     wait_until(
         &daemon,
@@ -227,16 +221,10 @@ fn during_an_outage_a_new_event_is_probed_within_a_second() {
         ),
     );
     let failing: HashSet<String> = ids.into_iter().collect();
-    let server = {
-        let failing = failing.clone();
-        FakeIngest::with_plan(move |request, _| {
-            if failing.contains(&request.idempotency_key().unwrap_or_default()) {
-                Reply::status(500)
-            } else {
-                Reply::ok()
-            }
-        })
-    };
+    let server = FakeIngest::with_plan(support::fake_ingest::failing_rows(
+        failing.clone(),
+        Reply::status(500),
+    ));
     let daemon = worker_only(&dir, &server);
     wait_until(
         &daemon,
