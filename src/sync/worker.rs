@@ -573,7 +573,7 @@ async fn data_version(engine: &Engine) -> Option<i64> {
 async fn next_due(engine: &Engine) -> Option<Instant> {
     let due = engine.store().next_due_at().await.ok()??;
     let ahead = due
-        .duration_since(crate::clock::now())
+        .duration_since(engine.store().clock().now())
         .unwrap_or(Duration::ZERO);
     Some(Instant::now() + wait_for_timer(ahead, engine.longest_retry_wait()))
 }

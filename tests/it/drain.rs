@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use gradata::clock::{Clock, ManualClock};
 use gradata::store::{self, Store};
 use gradata::sync::{
     self, Budget, DrainReport, Engine, STARTUP_DRAIN_MESSAGE_ID, StopReason, SyncState, Trigger,
@@ -302,10 +303,11 @@ async fn startup_entry_point_on_a_daemon_style_store() {
 }
 
 /// A manual drain of the store in `dir` on a thread of its own (its own runtime and store, as a
-/// second process would have), with `settings`, once `ready` returns.
+/// second process would have), with `settings` and the wall clock `clock`, once `ready` returns.
 fn drain_on_a_thread(
     dir: &Path,
     settings: sync::Settings,
+    clock: Clock,
     ready: impl FnOnce() + Send + 'static,
 ) -> std::thread::JoinHandle<DrainReport> {
     let dir = dir.to_path_buf();
@@ -315,7 +317,7 @@ fn drain_on_a_thread(
             .build()
             .unwrap();
         runtime.block_on(async {
-            let store = support::open_store(&dir);
+            let store = Store::open_with_clock(&store::Options::new(&dir), clock).unwrap();
             let engine = support::engine(&store, settings);
             ready();
             drain(&engine, Trigger::Manual, budget()).await
@@ -360,7 +362,7 @@ fn two_concurrent_drainers_never_post_the_same_row() {
         .map(|path| {
             let barrier = barrier.clone();
             let settings = support::settings(&server.url(path), Some(KEY));
-            drain_on_a_thread(&dir, settings, move || {
+            drain_on_a_thread(&dir, settings, Clock::system(), move || {
                 barrier.wait();
             })
         })
@@ -382,9 +384,9 @@ fn two_concurrent_drainers_never_post_the_same_row() {
 }
 
 /// A row's lease never runs out while its drainer holds it, however long the drain: with a lease
-/// shorter than the server takes to answer, a second drainer that starts once the first one's
-/// lease would have expired (counted from its claim) claims nothing the first still holds, and no
-/// row is posted twice (DESIGN §4).
+/// shorter than the server takes to answer, a second drainer whose clock reads past the first
+/// one's lease (as if it started once that lease would have expired) claims nothing the first
+/// still holds, and no row is posted twice (DESIGN §4).
 #[test]
 fn a_held_row_is_never_claimed_by_another_drainer() {
     let (_guard, dir) = support::temp_dir();
@@ -392,23 +394,23 @@ fn a_held_row_is_never_claimed_by_another_drainer() {
     let ids = runtime.block_on(support::fill(&support::open_store(&dir), 3));
     let server = FakeIngest::replying(Reply::ok().delay(Duration::from_millis(1500)));
     let lease = Duration::from_secs(1);
-    let drainer = |path: &'static str| {
+    let drainer = |path: &'static str, clock: Clock| {
         let mut settings = support::settings(&server.url(path), Some(KEY));
         settings.lease = lease;
         settings.request_timeout = Duration::from_secs(5);
         settings.concurrency = 1;
         settings.max_concurrency = 1;
-        drain_on_a_thread(&dir, settings, || {})
+        drain_on_a_thread(&dir, settings, clock, || {})
     };
-    let first = drainer("/a");
+    let first = drainer("/a", Clock::system());
     assert!(server.wait_for(1, Duration::from_secs(20)));
-    // Every row was claimed before the first request went out; wait until a lease counted from
-    // the claim would be over.
-    let claimed_by = now_unix();
-    while now_unix() < claimed_by + lease.as_secs_f64() + 0.1 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let second = drainer("/b").join().unwrap();
+    // Every row was claimed before the first request went out. The second drainer's clock reads
+    // past any lease the first can hold (its time budget and a lease period from that claim, the
+    // value its lease token was set to), with no wait for it.
+    let later = ManualClock::starting_at(
+        gradata::clock::now() + budget().max_time + lease + Duration::from_millis(100),
+    );
+    let second = drainer("/b", later.clock()).join().unwrap();
     let first = first.join().unwrap();
 
     let posts = posts_per_key(&server);

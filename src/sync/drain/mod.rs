@@ -281,7 +281,7 @@ impl Engine {
     /// the drain's deadline plus the lease, which is only a value no other lease is likely to
     /// have. No gradata process compares it with a clock; what keeps the row is the renewal.
     fn lease_until(&self, deadline: Instant) -> SystemTime {
-        let now = crate::clock::now();
+        let now = self.store.clock().now();
         let left = deadline.saturating_duration_since(Instant::now());
         now.checked_add(left.saturating_add(self.settings.lease))
             .unwrap_or(now + self.settings.lease)

@@ -16,7 +16,7 @@ impl Run<'_> {
     pub(super) fn settlement(&mut self, row: &ClaimedRow, attempt: &Attempt) -> Settlement {
         let engine = self.engine;
         let metrics = engine.metrics();
-        let now = crate::clock::now();
+        let now = engine.store.clock().now();
         // Saturating: `attempts` comes from a column anyone may have written.
         let attempts = row.attempts.saturating_add(1);
         match attempt.disposition {

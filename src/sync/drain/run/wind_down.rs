@@ -42,7 +42,7 @@ impl Run<'_> {
         // Only an explicit drain leaves the loop at its deadline with requests in flight; the
         // worker leaves with some only when cancelled.
         let timed_out = self.past_deadline && self.trigger.is_explicit();
-        let now = crate::clock::now();
+        let now = self.engine.store.clock().now();
         for (id, (batch, attempts)) in std::mem::take(&mut self.in_flight_ids) {
             if !timed_out {
                 self.abandoned.push((id, batch));
