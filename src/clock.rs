@@ -2,10 +2,11 @@
 //! `next_attempt_at`, lease tokens): [`now`], the system clock shifted by a test-only offset, read
 //! through a [`Clock`] the store is opened with, which a test may replace by a [`ManualClock`].
 //!
-//! Stored times are for people and for other processes; no decision inside a process waits on
-//! them. Deadlines, sleeps, lease renewal and the observation of other drainers' leases use
-//! [`std::time::Instant`], which does not jump when the wall clock is stepped. A leaf: it knows
-//! nothing of the rest of the crate.
+//! Of the stored times only backoff timers steer this process: a due claim compares them with the
+//! store's clock, and the worker sleeps until the earliest. Deadlines, lease renewal, the
+//! observation of other drainers' leases and the worker's probes use [`std::time::Instant`],
+//! which does not jump when the wall clock is stepped. A leaf: it knows nothing of the rest of the
+//! crate.
 
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};

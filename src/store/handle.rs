@@ -2,7 +2,7 @@
 //! writer thread, and the one read path, which runs queries on the read connection off the async
 //! workers.
 //!
-//! It holds no SQL of its own: the queries live in `read.rs` and `writer/queries.rs`.
+//! It holds no SQL of its own: the queries live in `read.rs` and `writer/queries*`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -351,7 +351,7 @@ fn commit_group(
         Err(err) => {
             let err = if is_failed_fsync(&err) {
                 // SQLite's own fsync inside the commit (the WAL's header, when the WAL starts
-                // over): as untrustworthy afterwards as the syncer's.
+                // over): as untrustworthy afterwards as the writer's own.
                 let err = Error::SyncFailed(format!("fsync of the WAL inside the commit: {err}"));
                 alarm.raise(&err);
                 err
