@@ -57,6 +57,14 @@ async fn claim_first(store: &Store, n: usize) -> Vec<ClaimedRow> {
         .unwrap()
 }
 
+/// The settlement of row `id` delivered with a 200.
+fn synced(id: i64) -> Settlement {
+    Settlement::Synced {
+        id: RowId(id),
+        status: 200,
+    }
+}
+
 fn inserted(outcome: EnqueueOutcome) -> RowId {
     match outcome {
         EnqueueOutcome::Inserted(id) => id,

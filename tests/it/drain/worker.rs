@@ -3,6 +3,42 @@
 
 use super::*;
 
+/// The background worker running on `engine`, as the daemon runs it.
+struct RunningWorker {
+    /// The daemon's end of the engine channel: dropping it would stop the worker.
+    _engines: tokio::sync::watch::Sender<Engine>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningWorker {
+    fn spawn(engine: Engine, wake: sync::worker::Wake, heartbeat: sync::worker::Heartbeat) -> Self {
+        let (engines, receiver) = tokio::sync::watch::channel(engine);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(sync::worker::run(
+            receiver,
+            wake,
+            heartbeat,
+            cancel.clone(),
+            None,
+        ));
+        RunningWorker {
+            _engines: engines,
+            cancel,
+            task,
+        }
+    }
+
+    /// Cancels the worker and waits for it to return.
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
 /// After the wall clock stepped back, a row's backoff timer can lie further off than any backoff
 /// or `Retry-After` the engine sets; the worker then treats it as due instead of holding the row
 /// for as long as the clock jumped.
@@ -36,18 +72,13 @@ async fn worker_delivers_on_wake_and_retries_after_backoff() {
     let mut settings = support::settings(&server.url("/ingest"), Some(KEY));
     settings.backoff_base = Duration::from_millis(50);
     settings.backoff_cap = Duration::from_millis(200);
-    let engine = support::engine(&store, settings);
-    let (engines, receiver) = tokio::sync::watch::channel(engine);
     let wake = sync::worker::Wake::new();
     let heartbeat = sync::worker::Heartbeat::default();
-    let cancel = CancellationToken::new();
-    let worker = tokio::spawn(sync::worker::run(
-        receiver,
+    let worker = RunningWorker::spawn(
+        support::engine(&store, settings),
         wake.clone(),
         heartbeat.clone(),
-        cancel.clone(),
-        None,
-    ));
+    );
 
     support::fill(&store, 1).await;
     wake.wake();
@@ -66,12 +97,7 @@ async fn worker_delivers_on_wake_and_retries_after_backoff() {
         "one failure, then one retry after the backoff"
     );
     assert!(heartbeat.age() < Duration::from_secs(5));
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .unwrap()
-        .unwrap();
-    drop(engines);
+    worker.stop().await;
 }
 
 /// Rows another process makes pending (here: another store handle, as `gradata queue retry` or an
@@ -83,15 +109,11 @@ async fn an_idle_worker_notices_rows_made_pending_elsewhere() {
     let store = support::open_store(&dir);
     let server = FakeIngest::replying(Reply::ok());
     let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
-    let (engines, receiver) = tokio::sync::watch::channel(engine);
-    let cancel = CancellationToken::new();
-    let worker = tokio::spawn(sync::worker::run(
-        receiver,
+    let worker = RunningWorker::spawn(
+        engine,
         sync::worker::Wake::new(),
         sync::worker::Heartbeat::default(),
-        cancel.clone(),
-        None,
-    ));
+    );
     // The worker's first pass (on an empty queue) is over once it saved its status.
     let until = Instant::now() + Duration::from_secs(20);
     while store.meta(sync::STATUS_META_KEY).await.unwrap().is_none() {
@@ -118,12 +140,7 @@ async fn an_idle_worker_notices_rows_made_pending_elsewhere() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(posted_keys(&server), ids);
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .unwrap()
-        .unwrap();
-    drop(engines);
+    worker.stop().await;
 }
 
 /// A worker pass that fails on the store shows it: the sync state is `store_error` with the cause
@@ -137,16 +154,8 @@ async fn a_store_error_in_the_worker_is_shown_and_warned_once_per_episode() {
     let engine = support::engine(&store, support::settings(&server.url("/ingest"), Some(KEY)));
     let status = engine.status().clone();
     let (captured, _log) = logs::capture();
-    let (engines, receiver) = tokio::sync::watch::channel(engine);
     let wake = sync::worker::Wake::new();
-    let cancel = CancellationToken::new();
-    let worker = tokio::spawn(sync::worker::run(
-        receiver,
-        wake.clone(),
-        sync::worker::Heartbeat::default(),
-        cancel.clone(),
-        None,
-    ));
+    let worker = RunningWorker::spawn(engine, wake.clone(), sync::worker::Heartbeat::default());
     let conn = rusqlite::Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     let saved_at = || -> f64 {
@@ -203,10 +212,5 @@ async fn a_store_error_in_the_worker_is_shown_and_warned_once_per_episode() {
     another_pass(saved_at()).await;
     assert_eq!(warnings(), 2, "a new episode warns again");
 
-    cancel.cancel();
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .unwrap()
-        .unwrap();
-    drop(engines);
+    worker.stop().await;
 }

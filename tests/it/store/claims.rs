@@ -311,10 +311,7 @@ async fn retry_makes_dead_rows_pending_again() {
             dead(1),
             dead(2),
             dead(3),
-            Settlement::Synced {
-                id: RowId(4),
-                status: 200,
-            },
+            synced(4),
             Settlement::Release {
                 id: RowId(5),
                 status: None,
@@ -366,18 +363,9 @@ async fn purge_deletes_only_old_synced_rows() {
     claim_first(&store, 6).await;
     store
         .settle(vec![
-            Settlement::Synced {
-                id: RowId(1),
-                status: 200,
-            },
-            Settlement::Synced {
-                id: RowId(2),
-                status: 200,
-            },
-            Settlement::Synced {
-                id: RowId(3),
-                status: 200,
-            },
+            synced(1),
+            synced(2),
+            synced(3),
             Settlement::Dead {
                 id: RowId(4),
                 status: 422,
@@ -510,13 +498,7 @@ async fn settlements_are_fenced_by_the_lease_they_were_claimed_with() {
 
     // The stale drainer's delivery of the dead row is a fact, but that row was no longer pending.
     store
-        .settle_leased(
-            vec![Settlement::Synced {
-                id: RowId(3),
-                status: 200,
-            }],
-            stale_lease,
-        )
+        .settle_leased(vec![synced(3)], stale_lease)
         .await
         .unwrap();
     assert!(row(&dir, RowId(3)).synced_at.is_some());

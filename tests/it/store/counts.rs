@@ -31,14 +31,8 @@ async fn stats_reflect_a_mix_of_states() {
     claim_first(&store, 4).await;
     store
         .settle(vec![
-            Settlement::Synced {
-                id: RowId(1),
-                status: 200,
-            },
-            Settlement::Synced {
-                id: RowId(2),
-                status: 200,
-            },
+            synced(1),
+            synced(2),
             Settlement::Dead {
                 id: RowId(3),
                 status: 400,
@@ -67,13 +61,7 @@ async fn stats_reflect_a_mix_of_states() {
     assert_eq!(stats.pending_bytes, pending_bytes(&rows));
     assert_eq!(stats.oldest_pending_at, Some(at(rows[3].enqueued_at)));
 
-    store
-        .settle(vec![Settlement::Synced {
-            id: RowId(4),
-            status: 200,
-        }])
-        .await
-        .unwrap();
+    store.settle(vec![synced(4)]).await.unwrap();
     let rows = support::rows(&dir);
     let stats = store.stats().await.unwrap();
     assert_eq!(
@@ -199,10 +187,7 @@ async fn status_counts_stay_right_whoever_writes_the_queue() {
     claim_first(&store, 4).await;
     store
         .settle(vec![
-            Settlement::Synced {
-                id: RowId(1),
-                status: 200,
-            },
+            synced(1),
             Settlement::Dead {
                 id: RowId(2),
                 status: 400,
