@@ -50,6 +50,20 @@ async fn drain(engine: &Engine, trigger: Trigger, budget: Budget) -> DrainReport
         .await
 }
 
+/// The startup drain of the data directory `dir` as the daemon runs it, opening the store itself.
+async fn startup_drain_of(dir: &Path, settings: sync::Settings) -> DrainReport {
+    sync::open_and_drain(
+        &store::Options::new(dir),
+        settings,
+        Trigger::Startup,
+        budget(),
+        &CancellationToken::new(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap()
+}
+
 /// The one startup record in `captured`, which must exist exactly once.
 fn startup_record(captured: &logs::Captured) -> logs::Record {
     let records = captured.with_message("sync queue drained at startup:");
@@ -209,16 +223,7 @@ async fn missing_database_creates_nothing_and_the_record_says_why() {
     let (_guard, dir) = support::temp_dir();
     let server = FakeIngest::replying(Reply::ok());
     let (captured, _log) = logs::capture();
-    let report = sync::open_and_drain(
-        &store::Options::new(&dir),
-        support::settings(&server.url("/ingest"), Some(KEY)),
-        Trigger::Startup,
-        budget(),
-        &CancellationToken::new(),
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
+    let report = startup_drain_of(&dir, support::settings(&server.url("/ingest"), Some(KEY))).await;
     assert_eq!(report.reason, StopReason::NoDatabase);
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
@@ -243,16 +248,11 @@ async fn database_without_queue_table_is_reported_and_left_alone() {
         .execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY)")
         .unwrap();
     let (captured, _log) = logs::capture();
-    let report = sync::open_and_drain(
-        &store::Options::new(&dir),
+    let report = startup_drain_of(
+        &dir,
         support::settings("http://127.0.0.1:9/ingest", Some(KEY)),
-        Trigger::Startup,
-        budget(),
-        &CancellationToken::new(),
-        &mut |_| {},
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(report.reason, StopReason::NoQueueTable);
     assert_eq!(startup_record(&captured).fields["reason"], "no_queue_table");
     let tables: Vec<String> = rusqlite::Connection::open(&db)
