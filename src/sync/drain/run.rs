@@ -8,8 +8,10 @@
 //! It does not decide what a response means (that is [`crate::sync::classify()`]) nor whether the
 //! ingest is down (that is [`OutageWatch`]); it acts on their answers. The module documentation
 //! of the parent states the invariants it keeps. Beside it: `settlement` (what one answer means
-//! for its row) and `wind_down` (giving back what is left, and why the drain stopped).
+//! for its row), `renewal` (keeping the leases in hand) and `wind_down` (giving back what is
+//! left, and why the drain stopped).
 
+mod renewal;
 mod settlement;
 mod wind_down;
 
@@ -29,6 +31,7 @@ use crate::logging::Causes;
 use crate::store::{self, ClaimFrom, ClaimedRow, RowId, Settlement};
 use crate::sync::client::{Attempt, Client};
 use crate::sync::status::SyncState;
+use renewal::renewal_period;
 
 /// What a claim's rows are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -484,26 +487,6 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Renews the lease of every batch in hand to a new token, fenced by the old one, so that an
-    /// observer of stale leases (the service's worker) sees that this drain is alive and never
-    /// frees rows it holds, however long their requests take. A renewal that fails leaves the
-    /// batch on its old token; it is tried again at the next renewal.
-    async fn renew(&mut self) {
-        let engine = self.engine;
-        self.next_renewal = Instant::now() + renewal_period(engine.settings.lease);
-        for tally in self.batches.values_mut() {
-            let renewed = engine.renewed_lease(tally.lease_until, self.deadline);
-            match engine
-                .store
-                .renew_leases(&tally.rows, tally.lease_until, renewed)
-                .await
-            {
-                Ok(_) => tally.lease_until = renewed,
-                Err(err) => tracing::debug!(error = %err, "could not renew a batch's lease"),
-            }
-        }
-    }
-
     /// Takes in the settlements the store has finished: a finished task keeps its memory until
     /// joined, and a drain of a million rows settles twenty thousand batches. A failed one stops
     /// the drain.
@@ -531,18 +514,6 @@ impl<'a> Run<'a> {
             .spawn(async move { store.settle_leased(settlements, lease_until).await });
     }
 }
-
-/// How often a drain renews its leases: three times a lease period, so that an observer, which
-/// frees a lease unchanged for a whole period, always sees a live holder's token change; and at
-/// least once a second, so that an observer whose own `sync.lease_secs` is shorter (another
-/// process, configured apart) does too, down to a lease of two seconds. A renewal is one small
-/// update per batch in hand.
-fn renewal_period(lease: Duration) -> Duration {
-    (lease / 3).clamp(Duration::from_millis(100), RENEWAL_PERIOD_CAP)
-}
-
-/// The longest time between two renewals of a drain's leases.
-const RENEWAL_PERIOD_CAP: Duration = Duration::from_secs(1);
 
 /// The outstanding claim's answer; never ready without one (the branch is guarded).
 async fn next_claim(claiming: &mut Option<Pin<Box<ClaimFuture>>>) -> (Purpose, Claimed) {
