@@ -2,7 +2,7 @@
 //! writer thread, and the one read path, which runs queries on the read connection off the async
 //! workers.
 //!
-//! It holds no SQL of its own: the queries live in `read.rs` and `writer/queries.rs`.
+//! It holds no SQL of its own: the queries live in `read.rs` and `writer/queries*`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,7 @@ use super::types::{
 };
 use super::writer::{Command, PendingGauge, Writer};
 use super::{Error, to_unix};
+use crate::clock::Clock;
 
 /// Handle to the outbox. Clones share one writer thread and one read connection.
 #[derive(Clone)]
@@ -46,6 +47,8 @@ pub(super) struct Shared {
     /// Pending rows and bytes as of the last commit (updated by the writer thread).
     pub(super) pending: Arc<PendingGauge>,
     pub(super) database_path: PathBuf,
+    /// Where the stored times (`enqueued_at`, settlements, claims' due check) come from.
+    pub(super) clock: Clock,
     /// Held for the life of the store; released after the writer has closed its connection.
     pub(super) _instance_lock: Option<InstanceLocks>,
     pub(super) _leases_lock: Option<LockFile>,
@@ -72,6 +75,11 @@ impl Store {
         &self.shared.database_path
     }
 
+    /// The clock this store reads the times it stores from; the engine draining it reads the same.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
     /// Commits events; idempotent on `event_id`. All events of one call commit together or not at
     /// all, and the future resolves only after the commit is durable.
     pub async fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<EnqueueOutcome>, Error> {
@@ -79,7 +87,7 @@ impl Store {
             .call(|reply| Command::Enqueue {
                 events,
                 limit: None,
-                now: crate::clock::now(),
+                now: self.shared.clock.now(),
                 reply,
             })
             .await
@@ -97,7 +105,7 @@ impl Store {
             .call(|reply| Command::Enqueue {
                 events,
                 limit: Some(limit),
-                now: crate::clock::now(),
+                now: self.shared.clock.now(),
                 reply,
             })
             .await
@@ -117,7 +125,7 @@ impl Store {
             .call(|reply| Command::Record {
                 event: Box::new(event),
                 outbox,
-                now: crate::clock::now(),
+                now: self.shared.clock.now(),
                 reply,
             })
             .await
@@ -138,7 +146,7 @@ impl Store {
         from: ClaimFrom,
         lease: Duration,
     ) -> Result<Vec<ClaimedRow>, Error> {
-        let now = crate::clock::now();
+        let now = self.shared.clock.now();
         self.claim_batch_until(limit, from, lease_until(now, lease), Duration::MAX)
             .await
     }
@@ -160,7 +168,7 @@ impl Store {
         lease_until: SystemTime,
         longest_wait: Duration,
     ) -> Result<Vec<ClaimedRow>, Error> {
-        let now = crate::clock::now();
+        let now = self.shared.clock.now();
         self.writer()?
             .call(|reply| Command::Claim {
                 limit,
@@ -202,7 +210,7 @@ impl Store {
             .call(|reply| Command::Settle {
                 settlements,
                 lease_until,
-                now: crate::clock::now(),
+                now: self.shared.clock.now(),
                 reply,
             })
             .await
@@ -256,7 +264,7 @@ impl Store {
             .call(|reply| Command::SetMeta {
                 key,
                 value,
-                now: crate::clock::now(),
+                now: self.shared.clock.now(),
                 reply,
             })
             .await

@@ -7,10 +7,10 @@
 //!   (exclusive, the holder's PID in the file) and held beside `.gradata.lock`, so that the two
 //!   daemons never serve one brain at once, whichever starts first.
 //! - `.gradata.leases.lock`, shared, held by every process with the store open. A process that can
-//!   take it exclusively knows no other process is alive, so every unexpired lease in the queue was
-//!   left by a process that died (`SIGKILL`, power loss) and can be released at once.
+//!   take it exclusively knows no other process is alive, so every lease in the queue was left by
+//!   a process that died (`SIGKILL`, power loss) and can be released at once.
 //!
-//! The kernel drops both when the process dies, however it dies; nothing here needs cleaning up.
+//! The kernel drops them when the process dies, however it dies; nothing here needs cleaning up.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};

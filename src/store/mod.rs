@@ -2,11 +2,11 @@
 //!
 //! [`Store`] is a cheap-to-clone handle over one SQLite database, `<data_dir>/system.db`. Every
 //! change goes through one writer thread (`writer/`), which folds whatever requests are waiting
-//! into a single transaction (group commit) and answers each caller only after that transaction is
-//! durable. Reads ([`Store::stats`], [`Store::list`]) use a separate connection and never wait
-//! for the writer, thanks to WAL. A checkpointer thread (`checkpoint.rs`), on a third connection,
-//! copies committed pages from the WAL back into the database file, so the writer does not stop
-//! to do it.
+//! into a single transaction (group commit) and answers each caller once it has committed; a write
+//! that promises durability (an enqueue, a brain event, a retry) only after the WAL's fsync. Reads
+//! ([`Store::stats`], [`Store::list`]) use a separate connection and never wait for the writer,
+//! thanks to WAL. A checkpointer thread (`checkpoint.rs`), on a third connection, copies committed
+//! pages from the WAL back into the database file.
 //!
 //! The three row states are defined here and nowhere else: **pending** (`synced_at IS NULL AND
 //! dead_at IS NULL`), **dead** (`dead_at IS NOT NULL`) and **synced** (`synced_at IS NOT NULL`).
@@ -18,7 +18,9 @@
 //! Layout: `open.rs` (the open sequence, top to bottom), `handle.rs` ([`Store`]: the write commands
 //! and the one async read path), `error.rs` ([`Error`]), `schema.rs` (DDL, additive migrations,
 //! the counting triggers), `read.rs` (read-only queries), `writer/` (the writer thread, group
-//! commit and the SQL of each change), `checkpoint.rs`, `lock.rs`, `identity.rs`, `types.rs`.
+//! commit and the SQL of each change), `retention.rs` (purging synced rows in steps),
+//! `checkpoint.rs`, `lock.rs`, `identity.rs`, `types.rs`. The times it stores come from the
+//! [`crate::clock::Clock`] it was opened with.
 //!
 //! The store also owns the one write connection to the brain's `events` table, which lives in the
 //! same database: it creates the table when missing (as the Python SDK 0.6.0 does) and commits a
@@ -26,9 +28,10 @@
 //! ([`Store::record_brain_event`]); what goes into the row is the brain's business.
 //!
 //! Boundary: this module knows nothing of HTTP or of the sync protocol's status codes; it stores
-//! what [`crate::sync`] tells it. Of tokio it uses only reply channels and the blocking pool its
-//! reads run on. Invariants: a pending row is never deleted; every state change is one
-//! transaction; migrations are additive.
+//! what [`crate::sync`] tells it. Of tokio it uses only channels (the writer's oneshot replies and
+//! the durability alarm's `watch`, which need no runtime on its threads) and `spawn_blocking` for
+//! its reads. Invariants: a pending row is never deleted; every state change
+//! is one transaction; migrations are additive.
 
 mod checkpoint;
 mod error;

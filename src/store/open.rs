@@ -16,14 +16,22 @@ use super::handle::{InstanceLocks, Shared};
 use super::lock::{self, LockError, LockFile};
 use super::writer::{PendingGauge, Writer};
 use super::{Create, Error, InstanceLock, Options, Stats, Store, Synchronous, read, schema};
+use crate::clock::Clock;
 
 impl Store {
     /// Opens (or creates) the outbox, takes its locks and migrates it. Blocking.
     pub fn open(options: &Options) -> Result<Store, Error> {
-        Store::open_read_write(options).map_err(|err| err.in_database(options))
+        Store::open_with_clock(options, Clock::system())
     }
 
-    fn open_read_write(options: &Options) -> Result<Store, Error> {
+    /// [`Store::open`], reading the times it stores from `clock` (a test's [`ManualClock`]).
+    ///
+    /// [`ManualClock`]: crate::clock::ManualClock
+    pub fn open_with_clock(options: &Options, clock: Clock) -> Result<Store, Error> {
+        Store::open_read_write(options, clock).map_err(|err| err.in_database(options))
+    }
+
+    fn open_read_write(options: &Options, clock: Clock) -> Result<Store, Error> {
         let database_path = options.database_path();
         check_data_dir(&options.data_dir)?;
         match options.create {
@@ -100,6 +108,7 @@ impl Store {
             reader: Mutex::new(reader),
             pending,
             database_path,
+            clock,
             _instance_lock: instance_lock,
             _leases_lock: Some(leases_lock),
         }))
@@ -129,6 +138,7 @@ impl Store {
             pending: Arc::new(PendingGauge::default()),
             reader: Mutex::new(reader),
             database_path,
+            clock: Clock::system(),
             _instance_lock: None,
             _leases_lock: None,
         }))

@@ -45,7 +45,9 @@ impl Store {
         after: Option<RowId>,
         span: u32,
     ) -> Result<PurgeStep, Error> {
-        let cutoff = crate::clock::now()
+        let cutoff = self
+            .clock()
+            .now()
             .checked_sub(older_than)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         self.writer()?

@@ -2,8 +2,9 @@
 //! ([`classify()`]), the [`RetryPolicy`], the drain [`Engine`] shared by every caller, and the
 //! background [`worker`].
 //!
-//! Boundary: depends on [`crate::store`] for rows and on nothing of the local HTTP API or systemd.
-//! Invariant: no retryable row is ever dropped; only the server's definitive 4xx makes a row dead.
+//! Boundary: depends on [`crate::store`] for rows (and its clock) and on nothing of the local HTTP
+//! API or systemd. Invariant: no retryable row is ever dropped; this side makes a row dead only
+//! on the server's definitive 4xx (the store buries rows it cannot read at all).
 
 mod classify;
 mod client;

@@ -29,6 +29,20 @@ fn worker_only(dir: &Path, server: &FakeIngest) -> Daemon {
     daemon
 }
 
+/// An ingest that answers 503 until the flag it returns is set, and 200 from then on.
+fn ingest_down_until_up() -> (FakeIngest, Arc<AtomicBool>) {
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = up.clone();
+    let server = FakeIngest::with_plan(move |_, _| {
+        if flag.load(Ordering::SeqCst) {
+            Reply::ok()
+        } else {
+            Reply::status(503)
+        }
+    });
+    (server, up)
+}
+
 /// Rows not delivered yet.
 fn pending_rows(dir: &Path) -> Vec<support::Row> {
     support::rows(dir)
@@ -83,17 +97,7 @@ fn when_the_ingest_returns_rows_with_long_timers_are_delivered_promptly() {
             now_unix() + 3600.0
         ),
     );
-    let up = Arc::new(AtomicBool::new(false));
-    let server = {
-        let up = up.clone();
-        FakeIngest::with_plan(move |_, _| {
-            if up.load(Ordering::SeqCst) {
-                Reply::ok()
-            } else {
-                Reply::status(503)
-            }
-        })
-    };
+    let (server, up) = ingest_down_until_up();
     let daemon = worker_only(&dir, &server);
     // The rows never tried fail: the ingest is down. Once the worker says it backs off (or after
     // a while, if it never does), the ingest comes back.
@@ -138,16 +142,10 @@ fn rows_never_tried_flow_while_failing_rows_keep_failing() {
             now_unix() - 1.0
         ),
     );
-    let server = {
-        let failing = failing.clone();
-        FakeIngest::with_plan(move |request, _| {
-            if failing.contains(&request.idempotency_key().unwrap_or_default()) {
-                Reply::status(500)
-            } else {
-                Reply::ok()
-            }
-        })
-    };
+    let server = FakeIngest::with_plan(support::fake_ingest::failing_rows(
+        failing.clone(),
+        Reply::status(500),
+    ));
     let daemon = worker_only(&dir, &server);
     wait_until(
         &daemon,
@@ -227,16 +225,10 @@ fn during_an_outage_a_new_event_is_probed_within_a_second() {
         ),
     );
     let failing: HashSet<String> = ids.into_iter().collect();
-    let server = {
-        let failing = failing.clone();
-        FakeIngest::with_plan(move |request, _| {
-            if failing.contains(&request.idempotency_key().unwrap_or_default()) {
-                Reply::status(500)
-            } else {
-                Reply::ok()
-            }
-        })
-    };
+    let server = FakeIngest::with_plan(support::fake_ingest::failing_rows(
+        failing.clone(),
+        Reply::status(500),
+    ));
     let daemon = worker_only(&dir, &server);
     wait_until(
         &daemon,
@@ -293,17 +285,7 @@ fn an_outage_found_by_the_startup_drain_is_probed_by_the_worker() {
             now_unix() + 3600.0
         ),
     );
-    let up = Arc::new(AtomicBool::new(false));
-    let server = {
-        let up = up.clone();
-        FakeIngest::with_plan(move |_, _| {
-            if up.load(Ordering::SeqCst) {
-                Reply::ok()
-            } else {
-                Reply::status(503)
-            }
-        })
-    };
+    let (server, up) = ingest_down_until_up();
     let daemon = Spec::new(&dir)
         .syncing_to(&server.url("/ingest"))
         .env("GRADATA_SYNC_CONCURRENCY", "1")

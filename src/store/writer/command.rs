@@ -2,7 +2,8 @@
 //! outcome is recorded beside the command while its group runs, and sent only once the group's
 //! commit (and, for a durable write, the WAL's fsync) has decided whether it stands.
 //!
-//! It knows nothing of SQL or of threads: the writer runs the commands, the syncer answers them.
+//! It knows nothing of SQL or of threads: the writer runs the commands and answers them, or hands
+//! the durable ones to the WAL's fsync (`durability`), which answers them.
 
 use std::time::{Duration, SystemTime};
 

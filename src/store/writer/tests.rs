@@ -1,7 +1,7 @@
 use super::*;
 use std::time::Duration;
 
-use crate::store::types::{EnqueueOutcome, EventId, Kind};
+use crate::store::types::{EnqueueOutcome, EventId, Kind, NewEvent};
 use durability::WalSync;
 use durability::tests::FakeWal;
 

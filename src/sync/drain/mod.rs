@@ -27,7 +27,8 @@
 //! the outcome.
 //!
 //! Invariants: a claimed row is always settled or released before the drain returns (or, if the
-//! process dies, its lease expires or is recovered at the next open); no retryable row is ever
+//! process dies, the service's worker frees its lease once it has stayed unchanged for a lease
+//! period, as does the next open that is alone with the store); no retryable row is ever
 //! marked dead or synced. A stored lease is a token, never compared with a wall clock: a claim
 //! takes only rows with no lease, and a drain renews (changes) the token of every batch it holds
 //! at least every third of `Settings::lease` on its monotonic clock, so the service's observer
@@ -281,7 +282,7 @@ impl Engine {
     /// the drain's deadline plus the lease, which is only a value no other lease is likely to
     /// have. No gradata process compares it with a clock; what keeps the row is the renewal.
     fn lease_until(&self, deadline: Instant) -> SystemTime {
-        let now = crate::clock::now();
+        let now = self.store.clock().now();
         let left = deadline.saturating_duration_since(Instant::now());
         now.checked_add(left.saturating_add(self.settings.lease))
             .unwrap_or(now + self.settings.lease)

@@ -130,48 +130,34 @@ impl DrainReport {
         let detail = self.detail.as_deref().unwrap_or("");
         let reason = self.reason.as_str();
         let (delivered, dead, retried) = (self.delivered, self.dead, self.retried);
+        // One list of fields for every trigger: only the level, the message and the startup
+        // drain's message id differ.
+        macro_rules! record {
+            ($level:ident, $($id:ident = $value:expr,)? $message:literal) => {
+                tracing::$level!(
+                    $($id = $value,)?
+                    delivered,
+                    dead,
+                    retried,
+                    remaining,
+                    elapsed_ms,
+                    reason,
+                    detail,
+                    $message
+                )
+            };
+        }
         match trigger {
-            Trigger::Startup => tracing::info!(
+            Trigger::Startup => record!(
+                info,
                 message_id = STARTUP_DRAIN_MESSAGE_ID,
-                delivered,
-                dead,
-                retried,
-                remaining,
-                elapsed_ms,
-                reason,
-                detail,
                 "sync queue drained at startup: {delivered} rows"
             ),
-            Trigger::Shutdown => tracing::info!(
-                delivered,
-                dead,
-                retried,
-                remaining,
-                elapsed_ms,
-                reason,
-                detail,
-                "sync queue drained at shutdown: {delivered} rows"
-            ),
-            Trigger::Manual => tracing::info!(
-                delivered,
-                dead,
-                retried,
-                remaining,
-                elapsed_ms,
-                reason,
-                detail,
-                "sync queue drained: {delivered} rows"
-            ),
-            Trigger::Worker | Trigger::CatchUp { .. } => tracing::debug!(
-                delivered,
-                dead,
-                retried,
-                remaining,
-                elapsed_ms,
-                reason,
-                detail,
-                "sync pass: {delivered} rows"
-            ),
+            Trigger::Shutdown => record!(info, "sync queue drained at shutdown: {delivered} rows"),
+            Trigger::Manual => record!(info, "sync queue drained: {delivered} rows"),
+            Trigger::Worker | Trigger::CatchUp { .. } => {
+                record!(debug, "sync pass: {delivered} rows");
+            }
         }
     }
 }

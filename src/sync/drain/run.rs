@@ -7,7 +7,13 @@
 //!
 //! It does not decide what a response means (that is [`crate::sync::classify()`]) nor whether the
 //! ingest is down (that is [`OutageWatch`]); it acts on their answers. The module documentation
-//! of the parent states the invariants it keeps.
+//! of the parent states the invariants it keeps. Beside it: `settlement` (what one answer means
+//! for its row), `renewal` (keeping the leases in hand) and `wind_down` (giving back what is
+//! left, and why the drain stopped).
+
+mod renewal;
+mod settlement;
+mod wind_down;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -22,12 +28,10 @@ use tokio_util::sync::CancellationToken;
 use super::outage::{Answer, Down, OutageWatch, PROBE_ROWS, ProbeAt};
 use super::{Budget, DrainReport, Engine, Progress, StopReason, Trigger};
 use crate::logging::Causes;
-use crate::metrics::Outcome;
 use crate::store::{self, ClaimFrom, ClaimedRow, RowId, Settlement};
-use crate::sync::classify::Disposition;
 use crate::sync::client::{Attempt, Client};
-use crate::sync::retry::RetryPolicy;
 use crate::sync::status::SyncState;
+use renewal::renewal_period;
 
 /// What a claim's rows are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,118 +479,11 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// What one attempt means for its row, counted and logged.
-    fn settlement(&mut self, row: &ClaimedRow, attempt: &Attempt) -> Settlement {
-        let engine = self.engine;
-        let metrics = engine.metrics();
-        let now = crate::clock::now();
-        // Saturating: `attempts` comes from a column anyone may have written.
-        let attempts = row.attempts.saturating_add(1);
-        match attempt.disposition {
-            Disposition::Delivered => {
-                metrics.delivery(Outcome::delivered);
-                self.delivered += 1;
-                engine.status.record_success(now);
-                Settlement::Synced {
-                    id: row.id,
-                    status: attempt.status.unwrap_or(200),
-                }
-            }
-            Disposition::Dead => {
-                metrics.delivery(Outcome::dead);
-                self.dead += 1;
-                tracing::warn!(row_id = %row.id, event_id = row.event_id.as_deref().unwrap_or(""),
-                    status = attempt.status, "ingest rejected row for good, moved to dead: {}", attempt.detail);
-                Settlement::Dead {
-                    id: row.id,
-                    status: attempt.status.unwrap_or(0),
-                    error: attempt.detail.clone(),
-                }
-            }
-            Disposition::RetryLater => {
-                metrics.delivery(Outcome::retried);
-                self.retried += 1;
-                tracing::debug!(row_id = %row.id, attempts, "delivery failed, will retry: {}", attempt.detail);
-                Settlement::Retry {
-                    id: row.id,
-                    status: attempt.status,
-                    error: attempt.detail.clone(),
-                    next_attempt_at: retry_at(&engine.policy, attempts, None, now),
-                }
-            }
-            Disposition::Throttled { retry_after } => {
-                metrics.delivery(Outcome::throttled);
-                self.retried += 1;
-                let next_attempt_at = retry_at(&engine.policy, attempts, retry_after, now);
-                let delay = next_attempt_at.duration_since(now).unwrap_or_default();
-                if self.stop.is_none() {
-                    tracing::warn!(
-                        status = attempt.status,
-                        pause_seconds = delay.as_secs(),
-                        "ingest is throttling, pausing all sending: {}",
-                        attempt.detail
-                    );
-                }
-                engine.status.pause_until(
-                    Instant::now()
-                        .checked_add(delay)
-                        .unwrap_or_else(Instant::now),
-                );
-                engine.concurrency.halve();
-                self.stop.get_or_insert(StopReason::RateLimited);
-                Settlement::Retry {
-                    id: row.id,
-                    status: attempt.status,
-                    error: attempt.detail.clone(),
-                    next_attempt_at,
-                }
-            }
-            Disposition::AuthFailed | Disposition::ConfigError => {
-                metrics.delivery(Outcome::refused);
-                let reason = if attempt.disposition == Disposition::AuthFailed {
-                    StopReason::AuthFailed
-                } else {
-                    StopReason::ConfigError
-                };
-                if self.stop.is_none() {
-                    tracing::error!(status = attempt.status, url = %engine.settings.ingest_url,
-                        "ingest refused the request, pausing sync ({}): {}", reason.as_str(), attempt.detail);
-                }
-                self.stop.get_or_insert(reason);
-                Settlement::Release {
-                    id: row.id,
-                    status: attempt.status,
-                    error: Some(attempt.detail.clone()),
-                }
-            }
-        }
-    }
-
     /// The watch concluded that the ingest fails everything: stop, saying so.
     fn conclude(&mut self, down: Down) {
         if self.stop.is_none() {
             self.stop = Some(StopReason::NoProgress);
             self.detail = Some(down.explain(&self.last_error));
-        }
-    }
-
-    /// Renews the lease of every batch in hand to a new token, fenced by the old one, so that an
-    /// observer of stale leases (the service's worker) sees that this drain is alive and never
-    /// frees rows it holds, however long their requests take. A renewal that fails leaves the
-    /// batch on its old token; it is tried again at the next renewal.
-    async fn renew(&mut self) {
-        let engine = self.engine;
-        self.next_renewal = Instant::now() + renewal_period(engine.settings.lease);
-        for tally in self.batches.values_mut() {
-            let renewed = engine.renewed_lease(tally.lease_until, self.deadline);
-            match engine
-                .store
-                .renew_leases(&tally.rows, tally.lease_until, renewed)
-                .await
-            {
-                Ok(_) => tally.lease_until = renewed,
-                Err(err) => tracing::debug!(error = %err, "could not renew a batch's lease"),
-            }
         }
     }
 
@@ -616,131 +513,7 @@ impl<'a> Run<'a> {
         self.settling
             .spawn(async move { store.settle_leased(settlements, lease_until).await });
     }
-
-    /// After the loop: every claimed row is settled or given back before the drain returns.
-    async fn wind_down(&mut self) {
-        // A claim already sent to the store is finished, never dropped: its rows are leased and
-        // must be released now rather than when the lease expires.
-        if let Some(claim) = self.claiming.take() {
-            if let (_, Ok((rows, lease_until))) = claim.await {
-                let batch = self.next_batch;
-                self.next_batch += 1;
-                let leased = rows.iter().map(|row| row.id).collect();
-                self.batches.insert(
-                    batch,
-                    BatchTally::claimed(lease_until, Purpose::Walk, leased, rows.len()),
-                );
-                self.abandoned
-                    .extend(rows.iter().map(|row| (row.id, batch)));
-            }
-        }
-        // Requests still in flight are abandoned: the server may or may not have taken them, so
-        // the rows stay pending and will be posted again (at-least-once). Cut by an explicit
-        // drain's deadline, each counts as a timed-out attempt; on cancellation (shutdown) they
-        // are released untouched.
-        let unsent = self.queued.drain(..).chain(self.probes.drain(..));
-        self.abandoned
-            .extend(unsent.map(|(row, batch)| (row.id, batch)));
-        self.in_flight = FuturesUnordered::new();
-        let mut releases: HashMap<usize, Vec<Settlement>> = HashMap::new();
-        // Only an explicit drain leaves the loop at its deadline with requests in flight; the
-        // worker leaves with some only when cancelled.
-        let timed_out = self.past_deadline && self.trigger.is_explicit();
-        let now = crate::clock::now();
-        for (id, (batch, attempts)) in std::mem::take(&mut self.in_flight_ids) {
-            if !timed_out {
-                self.abandoned.push((id, batch));
-                continue;
-            }
-            if !self.batches.contains_key(&batch) {
-                continue;
-            }
-            let error = format!(
-                "timeout: no response within the drain's time budget of {}",
-                humantime::format_duration(self.budget.max_time)
-            );
-            self.engine.metrics().delivery(Outcome::retried);
-            self.engine.status.record_error(&error);
-            self.retried += 1;
-            releases.entry(batch).or_default().push(Settlement::Retry {
-                id,
-                status: None,
-                next_attempt_at: retry_at(
-                    &self.engine.policy,
-                    attempts.saturating_add(1),
-                    None,
-                    now,
-                ),
-                error,
-            });
-        }
-        // Each batch cut short settles what completed and releases the rest, under its own lease.
-        for (id, batch) in std::mem::take(&mut self.abandoned) {
-            releases
-                .entry(batch)
-                .or_default()
-                .push(Settlement::Release {
-                    id,
-                    status: None,
-                    error: None,
-                });
-        }
-        // Every batch still here has rows unanswered (a batch leaves when its last row is in).
-        for (batch, tally) in std::mem::take(&mut self.batches) {
-            let mut settlements = tally.settlements;
-            settlements.extend(releases.remove(&batch).unwrap_or_default());
-            self.settle(settlements, tally.lease_until);
-        }
-        while let Some(joined) = self.settling.join_next().await {
-            self.settled(joined);
-        }
-    }
-
-    /// Why the drain stopped, `remaining` rows left pending. `empty` means nothing is pending: a
-    /// drain that claimed nothing while rows are pending says why (DESIGN §5 reasons).
-    fn stop_reason(&self, remaining: Option<u64>) -> StopReason {
-        if let Some(reason) = self.stop {
-            return reason;
-        }
-        let pending_left = remaining.is_some_and(|n| n > 0);
-        // Rows pending that this drain has not tried: those it tried and passed over are not
-        // what its row budget kept it from.
-        let untried_left = remaining
-            .is_some_and(|n| n > u64::try_from(self.passed_over.len()).unwrap_or(u64::MAX));
-        let explicit = self.trigger.is_explicit();
-        if self.taken >= self.budget.max_rows && untried_left {
-            StopReason::RowBudget
-        } else if self.taken == 0 && !pending_left {
-            StopReason::Empty
-        } else if self.taken == 0 && explicit {
-            // An explicit drain takes every pending row whatever its timer: what it could not
-            // claim is leased by another drainer.
-            StopReason::Leased
-        } else if explicit
-            && self.retried > 0
-            && !self.watch.as_ref().is_some_and(OutageWatch::progressed)
-        {
-            // Every row it sent failed: too few to call for a probe, but nothing went through.
-            StopReason::NoProgress
-        } else {
-            // It went through every row it could take (the worker: every due row, maybe none):
-            // the rest failed and wait on their timers, or on another drainer's lease.
-            StopReason::Done
-        }
-    }
 }
-
-/// How often a drain renews its leases: three times a lease period, so that an observer, which
-/// frees a lease unchanged for a whole period, always sees a live holder's token change; and at
-/// least once a second, so that an observer whose own `sync.lease_secs` is shorter (another
-/// process, configured apart) does too, down to a lease of two seconds. A renewal is one small
-/// update per batch in hand.
-fn renewal_period(lease: Duration) -> Duration {
-    (lease / 3).clamp(Duration::from_millis(100), RENEWAL_PERIOD_CAP)
-}
-
-/// The longest time between two renewals of a drain's leases.
-const RENEWAL_PERIOD_CAP: Duration = Duration::from_secs(1);
 
 /// The outstanding claim's answer; never ready without one (the branch is guarded).
 async fn next_claim(claiming: &mut Option<Pin<Box<ClaimFuture>>>) -> (Purpose, Claimed) {
@@ -748,20 +521,6 @@ async fn next_claim(claiming: &mut Option<Pin<Box<ClaimFuture>>>) -> (Purpose, C
         Some(claim) => claim.await,
         None => std::future::pending().await,
     }
-}
-
-/// When a row that failed its `attempts`-th attempt is due again: after its backoff, or after
-/// `retry_after` if the server asked for longer. Never panics, whatever the stored count.
-fn retry_at(
-    policy: &RetryPolicy,
-    attempts: u32,
-    retry_after: Option<Duration>,
-    now: SystemTime,
-) -> SystemTime {
-    let delay = retry_after
-        .unwrap_or_default()
-        .max(policy.backoff(attempts));
-    now.checked_add(delay).unwrap_or(now)
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+use super::outage::probe_wait;
 use super::*;
 
 fn report(delivered: u64, dead: u64, retried: u64, reason: StopReason) -> DrainReport {

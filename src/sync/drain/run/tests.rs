@@ -1,4 +1,6 @@
+use super::settlement::retry_at;
 use super::*;
+use crate::sync::retry::RetryPolicy;
 
 use rand::SeedableRng;
 
