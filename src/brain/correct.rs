@@ -75,7 +75,7 @@ use super::events::Logged;
 use super::group_commit::{Abandoned, GroupCommit};
 use super::handle::{Brain, Error as BrainError};
 use super::instruction::{self, Instruction};
-use super::learn::{self, Learned};
+use super::learn::{self, Learned, TermsMemo};
 use super::lessons::{Lesson, State};
 use super::lessons_file::DEFAULT_LOCK_TIMEOUT;
 use super::lessons_write::{Document, DocumentCache, SaveError, WriteLock};
@@ -183,6 +183,8 @@ pub struct Learning {
     trackers: Mutex<Trackers>,
     database: PathBuf,
     document: Arc<DocumentCache>,
+    /// The terms of the lessons matched so far, for the next batch's matching.
+    terms: Arc<Mutex<TermsMemo>>,
     /// The index's connection, once a correction opened it.
     index: Arc<Mutex<Option<Connection>>>,
     /// This service's writers of `lessons.md`: the corrections, in batches, and the other
@@ -199,6 +201,7 @@ impl Learning {
             trackers: Mutex::new(Trackers::default()),
             database,
             document: Arc::new(DocumentCache::default()),
+            terms: Arc::new(Mutex::new(TermsMemo::default())),
             index: Arc::new(Mutex::new(None)),
             writes: GroupCommit::new(MAX_BATCH),
         }
@@ -457,7 +460,16 @@ impl Brain {
         let dir = self.dir.clone();
         let path = self.lessons.path();
         let cache = self.learning.document_cache();
-        let write = move |jobs| write_lessons(dir.clone(), path.clone(), Arc::clone(&cache), jobs);
+        let terms = Arc::clone(&self.learning.terms);
+        let write = move |jobs| {
+            let lessons = LessonsFile {
+                dir: dir.clone(),
+                path: path.clone(),
+                cache: Arc::clone(&cache),
+                terms: Arc::clone(&terms),
+            };
+            write_lessons(lessons, jobs)
+        };
         let Learnt {
             created: lesson_created,
             lesson,
@@ -573,6 +585,15 @@ impl LessonJob {
     }
 }
 
+/// Where a batch learns: the brain's `lessons.md`, as last written, and the lessons' terms.
+#[derive(Debug, Clone)]
+struct LessonsFile {
+    dir: PathBuf,
+    path: PathBuf,
+    cache: Arc<DocumentCache>,
+    terms: Arc<Mutex<TermsMemo>>,
+}
+
 /// What one correction of a batch did to `lessons.md`.
 #[derive(Debug, Clone)]
 struct Learnt {
@@ -588,22 +609,19 @@ struct Learnt {
 /// Reads `lessons.md` under the lock, learns from each of `jobs` in order against the document
 /// as the ones before it left it, and saves the file once. Answers what each job did, in the
 /// same order; on an error none of them is saved (and the cache holds no changed copy).
-fn learn_batch(
-    brain_dir: &std::path::Path,
-    path: &std::path::Path,
-    cache: &DocumentCache,
-    jobs: &[LessonJob],
-) -> Result<Vec<Learnt>, SaveError> {
+fn learn_batch(lessons: &LessonsFile, jobs: &[LessonJob]) -> Result<Vec<Learnt>, SaveError> {
     let Some(last) = jobs.last() else {
         return Ok(Vec::new());
     };
-    let lock = WriteLock::acquire(brain_dir, DEFAULT_LOCK_TIMEOUT)?;
-    let mut document = lock.read_cached(path, cache)?;
-    let learnt = jobs
-        .iter()
-        .map(|job| learn_into(&mut document, &job.correction()))
-        .collect();
-    lock.save_cached(path, document, &last.date, cache)?;
+    let lock = WriteLock::acquire(&lessons.dir, DEFAULT_LOCK_TIMEOUT)?;
+    let mut document = lock.read_cached(&lessons.path, &lessons.cache)?;
+    let learnt = {
+        let mut terms = lessons.terms.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.iter()
+            .map(|job| learn_into(&mut document, &job.correction(), &mut terms))
+            .collect()
+    };
+    lock.save_cached(&lessons.path, document, &last.date, &lessons.cache)?;
     tracing::debug!(corrections = jobs.len(), "lessons.md saved");
     Ok(learnt)
 }
@@ -611,13 +629,11 @@ fn learn_batch(
 /// One batched write of `lessons.md` (see [`learn_batch`]), on the blocking pool: one answer per
 /// job, the same error for each when the write failed, none when it did not finish.
 async fn write_lessons(
-    dir: PathBuf,
-    path: PathBuf,
-    cache: Arc<DocumentCache>,
+    lessons: LessonsFile,
     jobs: Vec<LessonJob>,
 ) -> Vec<Result<Learnt, Arc<SaveError>>> {
     let count = jobs.len();
-    match tokio::task::spawn_blocking(move || learn_batch(&dir, &path, &cache, &jobs)).await {
+    match tokio::task::spawn_blocking(move || learn_batch(&lessons, &jobs)).await {
         Ok(Ok(learnt)) => learnt.into_iter().map(Ok).collect(),
         Ok(Err(err)) => {
             let err = Arc::new(err);
@@ -632,8 +648,12 @@ async fn write_lessons(
 
 /// Learns from `correction` in `document`: creates or reinforces its lesson and applies the
 /// confidence evidence to that lesson alone.
-fn learn_into(document: &mut Document, correction: &learn::Correction<'_>) -> Learnt {
-    let learned = learn::learn_among(document.lessons(), correction);
+fn learn_into(
+    document: &mut Document,
+    correction: &learn::Correction<'_>,
+    terms: &mut TermsMemo,
+) -> Learnt {
+    let learned = learn::learn_among(document.lessons(), correction, terms);
     let evidence = Evidence::Reinforcing(confidence::Severity::from_label(correction.severity));
     let (created, lesson) = match learned {
         Learned::Created(lesson) => {

@@ -90,17 +90,19 @@ pub struct Match {
 
 /// Decides what `correction` does to `lessons` (in file order). See the module doc.
 pub fn learn(lessons: &[Lesson], correction: &Correction<'_>) -> Learned {
-    learn_among(lessons, correction)
+    learn_among(lessons, correction, &mut TermsMemo::default())
 }
 
 /// [`learn`] over any sequence of lessons in file order (the indices of [`Learned`] count in
-/// it), so that a caller holding them elsewhere need not copy them.
+/// it), so that a caller holding them elsewhere need not copy them; `memo` keeps the lessons'
+/// terms for the next correction.
 pub fn learn_among<'a>(
     lessons: impl IntoIterator<Item = &'a Lesson>,
     correction: &Correction<'_>,
+    memo: &mut TermsMemo,
 ) -> Learned {
     let instruction = instruction::one_line(correction.instruction, MAX_INSTRUCTION_CHARS);
-    match best_of(lessons, correction.category, &instruction) {
+    match best_of(lessons, correction.category, &instruction, memo) {
         Some((found, lesson)) if found.similarity >= threshold(correction.category) => {
             let longer = instruction.chars().count() > lesson.description.chars().count();
             let new_description =
@@ -121,10 +123,9 @@ pub fn learn_among<'a>(
     }
 }
 
-/// The most similar lesson of `category` (KILLED ones included, as in 0.6.0) to `instruction`:
-/// the first of the highest similarity; `None` when the category has no lesson.
+/// The first lesson of `category` most similar to `instruction`, when there is one.
 pub fn best_match(lessons: &[Lesson], category: &str, instruction: &str) -> Option<Match> {
-    best_of(lessons, category, instruction).map(|(found, _)| found)
+    best_of(lessons, category, instruction, &mut TermsMemo::default()).map(|(found, _)| found)
 }
 
 /// [`best_match`] over any sequence, with the lesson that matched.
@@ -132,6 +133,7 @@ fn best_of<'a>(
     lessons: impl IntoIterator<Item = &'a Lesson>,
     category: &str,
     instruction: &str,
+    memo: &mut TermsMemo,
 ) -> Option<(Match, &'a Lesson)> {
     let wanted = category.to_uppercase();
     let terms = Terms::of(instruction);
@@ -140,12 +142,64 @@ fn best_of<'a>(
         if lesson.category != wanted {
             continue;
         }
-        let similarity = terms.cosine(&Terms::of(&lesson.description));
+        let similarity = memo.similarity(&terms, &lesson.description);
         if best.is_none_or(|(found, _)| similarity > found.similarity) {
             best = Some((Match { index, similarity }, lesson));
         }
     }
     best
+}
+
+/// The terms of the lesson descriptions matched so far: a correction is compared with every
+/// lesson of its category, and tokenising them all again for each correction was most of the
+/// cost of learning on a large brain. A description's terms depend on its text alone, so a
+/// kept copy gives the same similarity to the last bit. Bounded: emptied when full.
+#[derive(Debug)]
+pub struct TermsMemo {
+    terms: std::collections::HashMap<String, Terms>,
+    limit: usize,
+}
+
+impl Default for TermsMemo {
+    fn default() -> TermsMemo {
+        TermsMemo::with_limit(TERMS_MEMO_LIMIT)
+    }
+}
+
+/// How many descriptions a [`TermsMemo`] keeps: a few times the lessons of a large brain.
+pub const TERMS_MEMO_LIMIT: usize = 65_536;
+
+impl TermsMemo {
+    /// A memo that keeps at most `limit` descriptions.
+    pub fn with_limit(limit: usize) -> TermsMemo {
+        TermsMemo {
+            terms: std::collections::HashMap::new(),
+            limit,
+        }
+    }
+
+    /// How many descriptions it keeps now.
+    pub fn len(&self) -> usize {
+        self.terms.len()
+    }
+
+    /// Whether it keeps none.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    fn similarity(&mut self, terms: &Terms, description: &str) -> f64 {
+        if let Some(known) = self.terms.get(description) {
+            return terms.cosine(known);
+        }
+        let known = Terms::of(description);
+        let similarity = terms.cosine(&known);
+        if self.terms.len() >= self.limit {
+            self.terms.clear();
+        }
+        self.terms.insert(description.to_owned(), known);
+        similarity
+    }
 }
 
 /// The similarity a lesson of `category` needs to be reinforced rather than joined by a new
@@ -240,6 +294,7 @@ const SYNONYMS: &[&[&str]] = &[
 /// dot product or a norm adds its terms in the same order as sorted maps would (the similarity
 /// must be the same to the last bit: a threshold decides on it). Terms that are no synonym are
 /// ranges of `lower`: a lesson is matched often, and allocating per word was most of its cost.
+#[derive(Debug)]
 struct Terms {
     lower: String,
     canonical: Vec<(&'static str, f64)>,

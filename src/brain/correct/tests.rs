@@ -55,16 +55,29 @@ fn lessons_in(path: &std::path::Path) -> Vec<Lesson> {
     parsed.lessons
 }
 
+fn lessons_file(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    cache: Arc<DocumentCache>,
+) -> LessonsFile {
+    LessonsFile {
+        dir: dir.to_path_buf(),
+        path: path.to_path_buf(),
+        cache,
+        terms: Arc::new(Mutex::new(TermsMemo::default())),
+    }
+}
+
 #[test]
 fn a_batch_learns_in_order_and_a_repeat_reinforces_the_lesson_the_first_created() {
     let (dir, path) = brain_with_lessons("# Lessons\n");
-    let cache = DocumentCache::default();
+    let lessons = lessons_file(dir.path(), &path, Arc::new(DocumentCache::default()));
     let jobs = [
         job("CODE", "Use pathlib for every file path", "11"),
         job("TONE", "Keep status updates to three sentences", "12"),
         job("CODE", "Use pathlib for every file path", "13"),
     ];
-    let learnt = learn_batch(dir.path(), &path, &cache, &jobs).unwrap();
+    let learnt = learn_batch(&lessons, &jobs).unwrap();
     let created: Vec<bool> = learnt.iter().map(|l| l.created).collect();
     assert_eq!(created, [true, true, false]);
     assert_eq!(learnt[2].lesson.description, learnt[0].lesson.description);
@@ -91,11 +104,10 @@ async fn a_failed_save_fails_every_member_of_its_batch_and_learns_none() {
     let mut members = Vec::new();
     for n in 0..3 {
         let commit = Arc::clone(&commit);
-        let (brain, path, cache) = (dir.path().to_path_buf(), path.clone(), Arc::clone(&cache));
+        let lessons = lessons_file(dir.path(), &path, Arc::clone(&cache));
         let job = job("CODE", "Use pathlib for every file path", &n.to_string());
         members.push(tokio::spawn(async move {
-            let write =
-                move |jobs| write_lessons(brain.clone(), path.clone(), Arc::clone(&cache), jobs);
+            let write = move |jobs| write_lessons(lessons.clone(), jobs);
             commit.submit(job, write).await
         }));
         tokio::task::yield_now().await;
@@ -114,9 +126,7 @@ async fn a_failed_save_fails_every_member_of_its_batch_and_learns_none() {
     // Nothing of the failed batch is kept: the next correction creates the lesson afresh.
     std::fs::create_dir(&lessons_dir).unwrap();
     let learnt = learn_batch(
-        dir.path(),
-        &path,
-        &cache,
+        &lessons_file(dir.path(), &path, cache),
         &[job("CODE", "Use pathlib for every file path", "9")],
     )
     .unwrap();

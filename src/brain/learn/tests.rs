@@ -233,3 +233,46 @@ proptest::proptest! {
         proptest::prop_assert_eq!(similarity(&a, &a).to_bits(), reference_similarity(&a, &a).to_bits());
     }
 }
+
+/// A sequence of corrections learned one after another into `lessons`, with `memo` kept across
+/// them as a batch keeps it: the decisions and the lessons they leave.
+fn learn_sequence(memo: &mut TermsMemo) -> (Vec<Learned>, Vec<Lesson>) {
+    let mut lessons = lessons();
+    let instructions = [
+        ("CONTENT", "Keep release notes short"),
+        ("CODE", "Add type annotations to public Python methods"),
+        ("CONTENT", "Keep the summaries brief and factual"),
+        ("CONTENT", "Never mention the weather"),
+        ("CODE", "Use tabs for indentation"),
+        ("CODE", "Use tabs for indentation in Makefiles"),
+        (
+            "CONTENT",
+            "Keep release notes short and factual, with dates",
+        ),
+    ];
+    let mut decisions = Vec::new();
+    for (category, instruction) in instructions {
+        let learned = learn_among(&lessons, &correction(category, instruction), memo);
+        learned.apply(&mut lessons);
+        decisions.push(learned);
+    }
+    (decisions, lessons)
+}
+
+#[test]
+fn kept_terms_decide_as_fresh_ones_also_when_the_memo_fills_and_empties() {
+    let fresh: Vec<(Vec<Learned>, Vec<Lesson>)> = (0..7)
+        .map(|_| learn_sequence(&mut TermsMemo::with_limit(0)))
+        .collect();
+    let mut kept = TermsMemo::default();
+    assert_eq!(learn_sequence(&mut kept), fresh[0]);
+    assert!(!kept.is_empty(), "the lessons matched are kept");
+    // Again with everything known: the same decisions, from the kept terms.
+    let known = kept.len();
+    assert_eq!(learn_sequence(&mut kept), fresh[0]);
+    assert!(kept.len() >= known);
+    // A memo smaller than the lessons of a category empties itself and stays bounded.
+    let mut small = TermsMemo::with_limit(2);
+    assert_eq!(learn_sequence(&mut small), fresh[0]);
+    assert!(small.len() <= 2);
+}
