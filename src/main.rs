@@ -16,7 +16,9 @@ const EX_CONFIG: u8 = 78;
 
 /// The service allocates and frees small buffers on every request from several threads at once
 /// (headers, JSON values, the rows of a group commit); mimalloc's per-thread pages serve that with
-/// far less lock traffic than the system allocator's arenas.
+/// far less lock traffic than the system allocator's arenas. Built without its transparent huge
+/// pages: a `/correct` batch allocates and frees a few MB each time, and the kernel zeroed a 2 MB
+/// page for every one mimalloc took back (28% of the CPU at 16 clients on 10,000 lessons).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
