@@ -1,3 +1,7 @@
+use std::time::Duration;
+
+use super::batch::*;
+use super::side_tables::*;
 use super::*;
 
 #[test]
