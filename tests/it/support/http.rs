@@ -189,7 +189,12 @@ pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
     stream.set_read_timeout(Some(PATIENCE))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(raw)?;
+    if let Err(err) = stream.write_all(raw) {
+        // The service may answer and close before it has read all of a request it refuses (a
+        // head over its limit): the answer is then already here, and the write's error is only
+        // the reset of a connection the service closed.
+        return read_response(&mut stream).map_err(|_| err);
+    }
     read_response(&mut stream)
 }
 
