@@ -26,10 +26,29 @@
 //! times a request from writing it to the end of its answer, so a new connection's handshake
 //! counts in the rate but not in the latency.
 //!
-//! Results go to stdout as a Markdown table, followed by the targets: gradata at least 10x the
-//! throughput of 0.6.0 at 16 clients, and gradata's p99 under 2 ms on the 10,000-lesson brain. The
-//! benchmark panics when any load run saw a non-2xx answer, and exits with status 1 when a target
-//! is missed.
+//! These closed loops measure capacity: at 16 clients each connection sends its next request as
+//! soon as the last is answered, so the daemon is saturated and its p99 is mostly queueing behind
+//! the other fifteen, on two cores shared with `wrk` (even `/tag-delta` shows a few ms). A latency
+//! ceiling means something only at a stated load, so after both closed loops of a read route
+//! (and of `/tag-delta`, the floor) at 16 clients, the benchmark runs gradata alone at a fixed
+//! offered rate ([`paced`], the way wrk2 measures latency): 16 keep-alive connections, request `k`
+//! of connection `i` due at `t0 + (k * 16 + i) / rate`, sent when due (or at once when late), its
+//! latency measured from when it was *due* to the end of its answer, so stalls count against
+//! every request they delay (coordinated omission corrected). The rate is 10x the requests/s
+//! 0.6.0 reached on that route and brain at 16 clients in the same closed-loop run: the target
+//! reads "gradata serves ten times what 0.6.0 can, and at that load its p99 is under 2 ms". A
+//! paced run lasts as long as a load run, after a 1 s warm-up that is not counted, and reports
+//! the offered and achieved rates and the exact p50, p99 and maximum of all counted latencies.
+//! The learning routes are not paced.
+//!
+//! Results go to stdout as a Markdown table (the closed loops: capacity), then the paced runs'
+//! table, followed by the targets: gradata at least 10x the throughput of 0.6.0 at 16 clients
+//! (closed loops); every paced run achieves at least 95% of its offered rate (a daemon that falls
+//! behind its schedule has latencies that describe a backlog, so such a run fails, loudly); and
+//! gradata's p99 under 2 ms on the 10,000-lesson brain, judged at 1 client on the closed loop and
+//! at 16 clients on the paced run (the closed loop's 16-client p99 is printed for information).
+//! The benchmark panics when any load or paced run saw a non-2xx answer, and exits with status 1
+//! when a target is missed.
 //!
 //! Run: `benches/brain.sh` (installs `wrk` and the virtualenv when missing), or
 //! `cargo bench --bench brain` with `wrk` on `PATH` (or in `$WRK`) and the virtualenv's Python in
@@ -41,7 +60,11 @@
 //!   `GRADATA_BENCH_SECONDS=5`: pick what runs;
 //!   `end-session` selects its two variants: the first call of a session (a new session id per
 //!   request, each sweeping the lessons) and a session ended again (one id, already swept);
-//! - `GRADATA_BENCH_DAEMONS=0.6.0` or `gradata`: load only one of the two (no ratios then);
+//! - `GRADATA_BENCH_DAEMONS=0.6.0` or `gradata`: load only one of the two (no ratios then; with
+//!   gradata alone the paced runs are skipped unless `GRADATA_BENCH_PACED_RATE` is set);
+//! - `GRADATA_BENCH_PACED=0`: no paced runs (the 16-client p99 ceiling is then not judged);
+//! - `GRADATA_BENCH_PACED_RATE=20000`: the rate every paced run offers, in requests/s, instead of
+//!   10x 0.6.0's (for gradata alone, or to probe a rate; the 95% check still applies);
 //! - `GRADATA_BENCH_CONNECTION_CLOSE=1`: a new connection per request to gradata as well, as the
 //!   plugin's hooks make them (each hook call is a new process);
 //! - `GRADATA_BIN=<path>`: another build of gradata.
@@ -58,6 +81,9 @@
     clippy::cast_precision_loss,
     reason = "figures"
 )]
+
+#[path = "brain/paced.rs"]
+mod paced;
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -85,6 +111,10 @@ const TARGET_CLIENTS: usize = 16;
 const P99_CEILING_MS: f64 = 2.0;
 const LEARNING_P99_CEILING_MS: f64 = 50.0;
 const CEILING_LESSONS: usize = 10_000;
+/// The paced run offers gradata `PACED_FACTOR` times 0.6.0's closed-loop rate at
+/// `TARGET_CLIENTS`, over `TARGET_CLIENTS` connections, after `PACED_WARM_UP` not counted.
+const PACED_FACTOR: f64 = TARGET_RATIO;
+const PACED_WARM_UP: Duration = Duration::from_secs(1);
 /// How long a daemon may take to answer `/health` after it is started.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -112,6 +142,7 @@ fn main() -> ExitCode {
     let work = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let mut rows = Vec::new();
+    let mut paced_rows = Vec::new();
     for &lessons in &plan.sizes {
         let fixture = work.path().join(format!("brain-{lessons}"));
         let corrections = write_brain(&fixture, lessons);
@@ -167,11 +198,15 @@ fn main() -> ExitCode {
                     });
                 }
             }
+            if let Some(row) = paced_run(&mut servers, route, lessons, &rows, &plan) {
+                paced_rows.push(row);
+            }
         }
     }
     let elapsed = started.elapsed();
     print_table(&rows, &plan);
-    let all_met = print_targets(&rows, &plan);
+    print_paced_table(&paced_rows);
+    let all_met = print_targets(&rows, &paced_rows, &plan);
     println!();
     println!(
         "Whole run: {:.0} s ({} s per load run).",
@@ -191,6 +226,17 @@ fn main() -> ExitCode {
                 row.load.non_2xx
             )
         })
+        .chain(
+            paced_rows
+                .iter()
+                .filter(|row| row.paced.non_2xx > 0)
+                .map(|row| {
+                    format!(
+                        "gradata {} ({} lessons, paced): {} non-2xx",
+                        row.route, row.lessons, row.paced.non_2xx
+                    )
+                }),
+        )
         .collect();
     assert!(
         refused.is_empty(),
@@ -211,6 +257,11 @@ struct Plan {
     routes: Vec<Route>,
     daemons: Vec<Daemon>,
     seconds: u32,
+    /// Whether the read routes and the floor get a paced run (`GRADATA_BENCH_PACED`, default on).
+    paced: bool,
+    /// `GRADATA_BENCH_PACED_RATE`: the rate every paced run offers, instead of `PACED_FACTOR`
+    /// times 0.6.0's.
+    paced_rate: Option<f64>,
 }
 
 impl Plan {
@@ -266,12 +317,22 @@ impl Plan {
             Ok("gradata") => vec![Daemon::Gradata],
             Ok(other) => panic!("GRADATA_BENCH_DAEMONS: {other:?} is not 0.6.0, gradata or both"),
         };
+        let paced = std::env::var("GRADATA_BENCH_PACED").map_or(true, |v| v != "0");
+        let paced_rate = std::env::var("GRADATA_BENCH_PACED_RATE").ok().map(|v| {
+            v.replace('_', "")
+                .parse::<f64>()
+                .ok()
+                .filter(|rate| *rate > 0.0)
+                .unwrap_or_else(|| panic!("GRADATA_BENCH_PACED_RATE: {v:?} is not a rate"))
+        });
         Plan {
             sizes,
             clients,
             routes,
             daemons,
             seconds,
+            paced,
+            paced_rate,
         }
     }
 }
@@ -912,11 +973,10 @@ impl Load {
             command.env("WRK_CONNECTION_CLOSE", "1");
         }
         if route.numbered {
-            // Unique across the runs on one daemon's brain, so that no session is swept twice
-            // and no edit is sent twice.
-            static RUNS: AtomicUsize = AtomicUsize::new(0);
-            let run = RUNS.fetch_add(1, Ordering::Relaxed);
-            command.env("WRK_NUMBER_PREFIX", format!("run{run}-{clients}c-"));
+            command.env(
+                "WRK_NUMBER_PREFIX",
+                format!("run{}-{clients}c-", next_run_number()),
+            );
         }
         let output = command
             .env("WRK_BODY_FILE", &body_file)
@@ -955,6 +1015,90 @@ impl Load {
     }
 }
 
+/// A number no other load run of the benchmark has: numbered requests carry it, so that they are
+/// unique across the runs on one daemon's brain (no session is swept twice, no edit sent twice).
+fn next_run_number() -> usize {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    RUNS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// After the closed-loop runs of a read route (or the floor), offers gradata a fixed rate over
+/// `TARGET_CLIENTS` connections (`paced::run`): `GRADATA_BENCH_PACED_RATE`, else `PACED_FACTOR`
+/// times the rate 0.6.0 reached on that route and brain at `TARGET_CLIENTS` in this run. Skipped
+/// when paced runs are off, for the routes that learn, and when there is no rate to offer.
+fn paced_run(
+    servers: &mut [Server],
+    route: &Route,
+    lessons: usize,
+    rows: &[Row],
+    plan: &Plan,
+) -> Option<PacedRow> {
+    if !plan.paced || !matches!(route.kind, Kind::Read | Kind::Floor) {
+        return None;
+    }
+    let server = servers
+        .iter_mut()
+        .find(|server| server.daemon == Daemon::Gradata)?;
+    let python = find_row(rows, route.name, lessons, TARGET_CLIENTS, Daemon::Python);
+    let (rate, source) = match (plan.paced_rate, python) {
+        (Some(rate), _) => (rate, RateSource::Set),
+        (None, Some(python)) => (PACED_FACTOR * python.load.rate, RateSource::Python),
+        (None, None) => {
+            eprintln!(
+                "  gradata {} paced: skipped (0.6.0 was not loaded at {TARGET_CLIENTS} clients \
+                 and GRADATA_BENCH_PACED_RATE is not set)",
+                route.name
+            );
+            return None;
+        }
+    };
+    let paced = paced::run(&paced::Schedule {
+        addr: server.addr,
+        path: route.path,
+        body: &route.body,
+        number_prefix: route
+            .numbered
+            .then(|| format!("run{}-paced-", next_run_number())),
+        connections: TARGET_CLIENTS,
+        rate,
+        warm_up: PACED_WARM_UP,
+        seconds: plan.seconds,
+        connection_close: connection_close(),
+    });
+    settle(server, route);
+    server.check_alive();
+    eprintln!(
+        "  gradata {} paced at {} req/s over {TARGET_CLIENTS} connections: achieved {} req/s, \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        route.name,
+        rate_text(paced.offered),
+        rate_text(paced.achieved),
+        paced.p50_ms,
+        paced.p99_ms,
+        paced.max_ms
+    );
+    if !paced.kept_up() {
+        eprintln!(
+            "  FAILED: gradata {} did not keep up with the offered rate: {} of {} req/s \
+             (under {:.0}%), {} of {} counted requests answered, {} socket errors; its latency \
+             figures describe a backlog",
+            route.name,
+            rate_text(paced.achieved),
+            rate_text(paced.offered),
+            paced::KEEP_UP * 100.0,
+            paced.answered,
+            paced.scheduled,
+            paced.socket_errors
+        );
+    }
+    Some(PacedRow {
+        route: route.name,
+        lessons,
+        source,
+        paced,
+    })
+}
+
 /// `GRADATA_BENCH_CONNECTION_CLOSE=1`: a new connection for every request to gradata too, as
 /// each of the plugin's hooks (a new process per call) opens one; 0.6.0 closes every connection
 /// anyway.
@@ -971,6 +1115,23 @@ struct Row {
     clients: usize,
     daemon: Daemon,
     load: Load,
+}
+
+/// One paced run of gradata, at `TARGET_CLIENTS` connections.
+struct PacedRow {
+    route: &'static str,
+    lessons: usize,
+    source: RateSource,
+    paced: paced::Paced,
+}
+
+/// Where a paced run's offered rate came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RateSource {
+    /// `PACED_FACTOR` times 0.6.0's closed-loop rate in this run.
+    Python,
+    /// `GRADATA_BENCH_PACED_RATE`.
+    Set,
 }
 
 /// One line per route, brain and number of clients, the two daemons side by side.
@@ -1030,8 +1191,46 @@ fn find_row<'a>(
     })
 }
 
+/// The paced runs: one line per route and brain, gradata alone at `TARGET_CLIENTS` connections.
+fn print_paced_table(paced_rows: &[PacedRow]) {
+    if paced_rows.is_empty() {
+        return;
+    }
+    println!(
+        "\nPaced runs: gradata at a fixed offered rate over {TARGET_CLIENTS} connections, latency \
+         from when each request was due (coordinated omission corrected):\n"
+    );
+    println!(
+        "| route | lessons | offered req/s | achieved req/s | p50 / p99 / max ms | \
+         non-2xx, socket errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---|");
+    for row in paced_rows {
+        let p = &row.paced;
+        let offered = match row.source {
+            RateSource::Python => format!("{} ({PACED_FACTOR}x 0.6.0)", rate_text(p.offered)),
+            RateSource::Set => format!("{} (set)", rate_text(p.offered)),
+        };
+        let achieved = if p.kept_up() {
+            rate_text(p.achieved)
+        } else {
+            format!("**{}: did not keep up**", rate_text(p.achieved))
+        };
+        println!(
+            "| `{}` | {} | {offered} | {achieved} | {:.2} / {:.2} / {:.2} | {}, {} |",
+            row.route,
+            thousands(row.lessons),
+            p.p50_ms,
+            p.p99_ms,
+            p.max_ms,
+            p.non_2xx,
+            p.socket_errors
+        );
+    }
+}
+
 /// Prints each target with its verdict; true when every measured one is met.
-fn print_targets(rows: &[Row], plan: &Plan) -> bool {
+fn print_targets(rows: &[Row], paced_rows: &[PacedRow], plan: &Plan) -> bool {
     let find = |route: &str, lessons: usize, clients: usize, daemon: Daemon| {
         find_row(rows, route, lessons, clients, daemon)
     };
@@ -1069,16 +1268,91 @@ fn print_targets(rows: &[Row], plan: &Plan) -> bool {
             .unwrap();
         }
     }
+    if !paced_rows.is_empty() {
+        writeln!(
+            out,
+            "\nPaced runs keep up (at least {:.0}% of the offered rate achieved, no socket errors; \
+             otherwise their latencies describe a backlog):",
+            paced::KEEP_UP * 100.0
+        )
+        .unwrap();
+    }
+    for row in paced_rows {
+        let p = &row.paced;
+        let met = p.kept_up();
+        all_met &= met;
+        let verdict = if met {
+            "met"
+        } else {
+            "**FAILED: did not keep up**"
+        };
+        writeln!(
+            out,
+            "- `{}`, {} lessons: {} of {} req/s, {} socket errors: {verdict}",
+            row.route,
+            thousands(row.lessons),
+            rate_text(p.achieved),
+            rate_text(p.offered),
+            p.socket_errors
+        )
+        .unwrap();
+    }
     writeln!(
         out,
         "\ngradata's p99 on {} lessons (ceiling: {P99_CEILING_MS} ms; {LEARNING_P99_CEILING_MS} ms \
-         for a route that learns):",
+         for a route that learns); at {TARGET_CLIENTS} clients the read routes are judged on the \
+         paced run, the saturated closed loop's p99 is for information:",
         thousands(CEILING_LESSONS)
     )
     .unwrap();
     for route in &plan.routes {
         for &clients in &plan.clients {
-            let line = match find(route.name, CEILING_LESSONS, clients, Daemon::Gradata) {
+            let closed = find(route.name, CEILING_LESSONS, clients, Daemon::Gradata);
+            let paced = paced_rows
+                .iter()
+                .find(|r| r.route == route.name && r.lessons == CEILING_LESSONS);
+            let paced_kind = matches!(route.kind, Kind::Read | Kind::Floor);
+            if clients == TARGET_CLIENTS && paced_kind {
+                let closed_text = closed.map_or_else(String::new, |g| {
+                    format!(
+                        "; closed loop (saturated, for information) {:.2} ms at {} req/s",
+                        g.load.p99_ms,
+                        rate_text(g.load.rate)
+                    )
+                });
+                let line = match paced {
+                    Some(row) => {
+                        let p = &row.paced;
+                        let paced_text = format!(
+                            "paced {:.2} ms at {} req/s offered",
+                            p.p99_ms,
+                            rate_text(p.offered)
+                        );
+                        if route.kind == Kind::Floor {
+                            format!(
+                                "{paced_text} (the floor: a route that reads nothing, not a \
+                                 target){closed_text}"
+                            )
+                        } else {
+                            let met = p.kept_up() && p.p99_ms < P99_CEILING_MS;
+                            all_met &= met;
+                            let verdict = if p.kept_up() {
+                                verdict(met)
+                            } else {
+                                "**not met: did not keep up with the offered rate**"
+                            };
+                            format!("{paced_text}: {verdict}{closed_text}")
+                        }
+                    }
+                    None if closed.is_some() => {
+                        format!("no paced run, not judged{closed_text}")
+                    }
+                    None => "not measured in this run".to_owned(),
+                };
+                writeln!(out, "- `{}`, {}: {line}", route.name, clients_text(clients)).unwrap();
+                continue;
+            }
+            let line = match closed {
                 Some(g) if route.kind == Kind::Floor => format!(
                     "{:.2} ms (the floor: a route that reads nothing, not a target)",
                     g.load.p99_ms
