@@ -1,0 +1,143 @@
+//! The page's fixed prose, one [`Notes`] per area: its title, how it is measured and what limits
+//! the figure. The numbers of a run come from the results file; these texts carry what the lab
+//! runs taught (the runs themselves are in git history of `docs/benchmarks.md`), so they change
+//! only when a benchmark's method changes or a new profile says something else.
+
+/// The fixed text of one area's section.
+#[derive(Debug)]
+pub(crate) struct Notes {
+    pub(crate) area: &'static str,
+    pub(crate) title: &'static str,
+    pub(crate) method: &'static str,
+    pub(crate) limits: &'static str,
+}
+
+/// The areas in page order.
+pub(crate) const AREAS: &[Notes] = &[
+    Notes {
+        area: "capture",
+        title: "Capture: events into the outbox",
+        method: "\
+The release binary runs as `gradata serve` on a passed loopback socket with the default \
+`synchronous=full` and sync disabled, so only the API and the outbox are measured. `wrk` (one \
+thread, keep-alive connections, a fresh data directory per run) posts single events and batches \
+of 100 at each concurrency; after every run the outbox is counted, and every event `wrk` saw \
+acknowledged must be in it. The limit is a trivial handler (read the body, answer 200) on the same \
+HTTP stack and runtime under the same load. The original is the Python daemon 0.6.0 from PyPI on \
+the routes it has (`POST /log-event`, `POST /correct`); it speaks HTTP/1.0 and closes every \
+connection.",
+        limits: "\
+Every request waits for its group's commit and fsync, so the rate follows the fsync time, which \
+grows with the bytes a commit writes and with how busy the cores are. Without any fsync the \
+service still does about half of what the trivial handler does: a request costs it about twice \
+the CPU (the store's hand-over and SQLite work about 20 µs, the response's `writev` on loopback \
+most of the rest), and `wrk` shares the same two cores. Profiles found no single item above a few \
+per cent; renicing, real-time scheduling, commit delays, smaller pages and PGO all measured \
+within this machine's run-to-run swing. A unix socket is 8-30% faster than loopback TCP.",
+    },
+    Notes {
+        area: "drain",
+        title: "Drain: the outbox to the ingest API",
+        method: "\
+A fresh outbox is filled with pending rows of about 300 bytes (by SQL, in one transaction) and \
+drained into a lean fake ingest server on loopback; the rate is the rows over the time of the \
+drain alone, and the server must receive exactly one request per row. The limit posts the same \
+payloads with the same HTTP client, 16 in flight over keep-alive connections, with no store. The \
+original is the Python daemon's loop re-created (peek 50, then one POST on a new connection and \
+one commit per row), since 0.6.0 has no startup drain. With added latency the bound is \
+concurrency / latency.",
+        limits: "\
+The gap to the bare limit is the outbox: per row the writer leases the row and then settles it \
+(the row rewritten twice, three index entries moved, the WAL frames of two commits) and the \
+checkpointer copies those pages back, about 20-30 µs of CPU per row on the two cores that also \
+run the client and the fake server. The default settings start at 4 requests in flight and add \
+one per clean batch up to 32 (DESIGN §5), so short drains spend part of their time below full \
+concurrency. The HTTP client is hyper's pooled client: reqwest's per-request layers cost more \
+CPU than the request they carry.",
+    },
+    Notes {
+        area: "startup",
+        title: "Startup: exec to READY=1",
+        method: "\
+`gradata serve` is started with a notification socket of its own, and the time from exec to the \
+`READY=1` datagram is taken, with an empty queue and with a backlog left by a previous run (the \
+startup drain runs before `READY=1`), at no and at 5 ms of added ingest latency. The limit is \
+the time to exec `/bin/true`, the floor for starting any process here. The original has no \
+`READY=1`: its figure is the time until it answers its first request.",
+        limits: "\
+With an empty queue the floor is the exec itself, then opening `system.db` (creating it on a new \
+data directory roughly doubles the time). With a backlog, the time is the startup drain: the \
+drain's rate (see Drain) and, with added latency, concurrency / latency.",
+    },
+    Notes {
+        area: "memory",
+        title: "Memory: idle and under large bodies",
+        method: "\
+Idle: `VmRSS` one second after `READY=1`. Under load: 400 clients each post a body of 1,000 \
+events (about 0.94 MB) at once to `POST /v1/events`; every client must get a 2xx and every event \
+must be in the outbox, then the peak (`VmHWM`) and the `VmRSS` a second after the last answer are \
+read. The bodies held in memory are bounded by `api.max_buffered_body_bytes` (64 MiB).",
+        limits: "\
+The peak is about four times the room for bodies: a body is in memory as its text, then as its \
+parsed events, then as the payloads the outbox stores, and the allocator keeps some of what is \
+freed. A body waiting for room is not read at all and stays in the kernel's socket buffers, \
+which the service's resident memory does not count. Idle memory is the outbox, SQLite's page \
+cache and the runtime.",
+    },
+    Notes {
+        area: "brain",
+        title: "Brain routes against 0.6.0",
+        method: "\
+The benchmark writes two brains deterministically (1,000 and 10,000 lessons in 0.6.0's grammar, \
+and a correction index of 2,000 and 5,000 rows), copies each for both daemons and starts 0.6.0 \
+(from PyPI, in a virtualenv under `target/`) and gradata on their own copies. Each route's \
+answer must show its work (rules injected, violations found, context recalled, feedback \
+detected) before it is loaded. `wrk` then loads 0.6.0 and gradata back to back, at 1 and 16 \
+clients; latency ceilings at 16 clients are judged on a paced, open-loop run at ten times \
+0.6.0's rate, latency counted from when each request was due.",
+        limits: "\
+A closed loop at 16 clients saturates the two cores `wrk` shares with the daemon, so its p99 is \
+queueing (even `/tag-delta`, which reads nothing, reaches several ms). `/brain-recall` does the \
+most work per request: FTS5's bm25 ranking, computed on an in-memory copy of the index. \
+`/detect` commits and fsyncs an event per request; `/correct` prepares the lesson, commits two \
+fsynced events and shares a rewrite of `lessons.md` with the corrections that arrive meanwhile. \
+0.6.0 parses `lessons.md` on every request (150 ms at 10,000 lessons), serves one request at a \
+time under one lock, and closes every connection.",
+    },
+    Notes {
+        area: "soak",
+        title: "Soak: bounded resources over time",
+        method: "\
+Six client threads drive a paced mixed load of about 1,400 events/s for minutes (single events, \
+batches, corrections, connections opened and dropped, scrapes of `/metrics` and `/health`) while \
+the fake ingest server cycles through 20 s phases: healthy, 503, 500, slow, refused. Every 2 s \
+the service's RSS, threads, descriptors and database sizes are sampled. At the end every \
+acknowledged event must have reached the ingest server, no row may be dead and no request may \
+have had a 5xx. It fails when the last minute's median exceeds the first minute's by more than \
+a stated margin.",
+        limits: "\
+RSS rises in the first minutes (the outbox, SQLite's page caches, the allocator warming up) and \
+then stays flat. The WAL sits at the writer's 32 MiB backstop and is cut back to 64 MiB when it \
+is started over; `system.db` grows with the delivered rows kept for the retention window, so its \
+size is reported, not judged. `/health` still counts delivered rows one index entry at a time.",
+    },
+    Notes {
+        area: "outage",
+        title: "Outage: large backlogs and a failing ingest",
+        method: "\
+Hundreds of thousands of rows are put in backoff behind an ingest server that fails; capture \
+latency at 16 clients is compared with a healthy service on an empty queue (the limit), idle \
+CPU and the requests sent into the failing server are counted, and then the server returns and \
+the time until every row is delivered is taken.",
+        limits: "\
+While the ingest fails the worker only probes it (about once a second under load, once in 20 s \
+when idle) instead of draining, so capture keeps its healthy latency and an idle service stays \
+asleep. The recovery is a drain, limited as the \
+Drain section says.",
+    },
+];
+
+/// The notes of an area, if the page has any.
+pub(crate) fn of(area: &str) -> Option<&'static Notes> {
+    AREAS.iter().find(|notes| notes.area == area)
+}
