@@ -10,6 +10,7 @@
 mod support;
 
 mod api;
+mod bench_results;
 mod brain;
 mod brain_events;
 mod brain_recall;
