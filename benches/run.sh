@@ -15,9 +15,9 @@
 # gradata==0.6.0, the daemon gradata replaces, in target/bench-venv (as benches/brain.sh does).
 # Each benchmark writes target/bench/<NAME>.json; a benchmark that exits non-zero after writing its
 # file has missed a target (reported, the run goes on); one that writes no file has failed, and the
-# script exits non-zero after the others have run. A quick run writes only under target/ (the
-# build's target directory: $CARGO_TARGET_DIR when set); a full run also regenerates
-# docs/benchmarks.md and its plots.
+# script exits non-zero after the others have run. A quick run, or a run of part of the suite,
+# writes only under target/ (the build's target directory: $CARGO_TARGET_DIR when set); a full run
+# of the whole suite also regenerates docs/benchmarks.md and its plots.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -240,12 +240,13 @@ print(f"{out}: {len(measurements)} measurements ({summary}), commit {commit}", f
 PY
 
 # --- The page, when the renderer is there: it reads $GRADATA_BENCH_RESULTS and writes the page
-# at $GRADATA_BENCH_PAGE, its plots beside it. A full run regenerates docs/benchmarks.md; a quick
-# run proves the renderer works on its figures without touching the committed page.
+# at $GRADATA_BENCH_PAGE, its plots beside it. A full run of the whole suite regenerates
+# docs/benchmarks.md; a quick or partial run (or one where a benchmark failed) proves the renderer
+# works on its figures without touching the committed page.
 
 if [[ -f benches/report.rs ]] && grep -q '^name = "report"' Cargo.toml; then
     echo "== report" >&2
-    if $quick; then
+    if $quick || [[ ${#only[@]} -gt 0 || ${#failed[@]} -gt 0 ]]; then
         page="$results_dir/page/benchmarks.md"
     else
         page="docs/benchmarks.md"
