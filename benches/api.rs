@@ -29,7 +29,20 @@
 //! Run: `benches/api.sh` (installs `wrk` if missing), or `cargo bench --bench api` with `wrk` on
 //! `PATH` (or in `$WRK`). Nothing is installed by the benchmark itself. `GRADATA_BIN=<path>` runs
 //! another build of the service instead, to compare two builds in the same setting. Results go to
-//! stdout as a Markdown table; each figure is the median of three runs.
+//! stdout as a Markdown table; each figure is the median of three runs. `GRADATA_BENCH_QUICK=1`:
+//! one run of 2 s loads, and a fifth of the events for the raw store.
+//! `GRADATA_BENCH_CAPTURE_CLIENTS=1,16,256`: scenarios 1 and 3 and the trivial handler are also
+//! loaded over each of these numbers of connections (64 is always measured), for capture against
+//! concurrency.
+//!
+//! The figures also go to `target/bench/api.json` in the suite's results format
+//! (`benches/support/results.rs`), every run, with params `route`, `batch` (events per request),
+//! `clients` and `synchronous`: series `gradata` (the service, also with `synchronous=normal`),
+//! `limit` (the trivial handler for one event per request, on either route; raw group commit of
+//! 100-event batches for the batches) and `target` (the project's issue: one event per request at
+//! 60% of the trivial handler, p99 under 20 ms, batches at 100,000 events/s); raw group commit
+//! of single events as figure `store group commit`; the enqueue-to-delivered latencies as figures
+//! `delivery p50`, `delivery p99` and `delivery from send p50` (target: p50 under 10 ms).
 
 #![allow(
     clippy::unwrap_used,
@@ -51,6 +64,12 @@
     reason = "shared with the tests, which use all of it"
 )]
 mod fake_ingest;
+#[path = "support/results.rs"]
+#[allow(
+    dead_code,
+    reason = "shared by the benchmarks, each of which uses a part"
+)]
+mod results;
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -66,24 +85,87 @@ use std::time::{Duration, Instant};
 use command_fds::{CommandFdExt, FdMapping};
 use fake_ingest::{FakeIngest, Reply};
 use gradata::store::{self, EventId, Kind, NewEvent, Store};
+use results::{Better, Measurement, Series};
 use serde_json::{Value, json};
 
 /// The service binary's allocator, so the in-process limits run as the service would.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Concurrent keep-alive connections of every load run.
+/// Concurrent keep-alive connections of every load run (`GRADATA_BENCH_CAPTURE_CLIENTS` adds
+/// others).
 const CONNECTIONS: usize = 64;
 /// Runs per scenario; the median is reported.
 const RUNS: usize = 3;
-/// Length of every load run.
+/// Length of every load run (`load_seconds`).
 const LOAD_SECONDS: u32 = 5;
 /// Events per request of the batch scenario.
 const BATCH_SIZE: usize = 100;
 /// Sequential events of the latency scenario.
 const LATENCY_EVENTS: usize = 200;
-/// Events of the raw store scenario.
+/// Events of the raw store scenario, single events and batches.
 const STORE_EVENTS: usize = 60_000;
+const STORE_BATCH_EVENTS: usize = 200_000;
+/// The quick mode: one run of shorter loads, a fifth of the events for the raw store (both
+/// counts stay whole numbers of 100-event calls, which the store scenario checks exactly).
+const QUICK_RUNS: usize = 1;
+const QUICK_LOAD_SECONDS: u32 = 2;
+const QUICK_STORE_DIVISOR: usize = 5;
+/// The targets: one event per request at this share of the trivial handler's rate (the project's
+/// issue 25) with a p99 under `SINGLE_P99_TARGET_MS`; batches of 100 at `BATCH_TARGET` events/s;
+/// enqueue to delivered under `DELIVERY_P50_TARGET_MS` at the median.
+const TARGET_SHARE_OF_TRIVIAL: f64 = 0.60;
+const SINGLE_P99_TARGET_MS: f64 = 20.0;
+const BATCH_TARGET: f64 = 100_000.0;
+const DELIVERY_P50_TARGET_MS: f64 = 10.0;
+
+/// The numbers of connections of `GRADATA_BENCH_CAPTURE_CLIENTS` other than `CONNECTIONS`, in
+/// its order.
+fn other_clients() -> Vec<usize> {
+    let Ok(list) = std::env::var("GRADATA_BENCH_CAPTURE_CLIENTS") else {
+        return Vec::new();
+    };
+    let mut clients = Vec::new();
+    for item in list
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let n: usize = item.parse().ok().filter(|&n| n > 0).unwrap_or_else(|| {
+            panic!("GRADATA_BENCH_CAPTURE_CLIENTS: {item:?} is not a number of connections")
+        });
+        if n != CONNECTIONS && !clients.contains(&n) {
+            clients.push(n);
+        }
+    }
+    clients
+}
+
+/// The scenarios loaded at another number of connections (`GRADATA_BENCH_CAPTURE_CLIENTS`): each
+/// run's figures, in the order of the runs.
+struct Sweep {
+    clients: usize,
+    single_rate: Vec<f64>,
+    single_p99: Vec<f64>,
+    batch_rate: Vec<f64>,
+    batch_p99: Vec<f64>,
+    trivial_rate: Vec<f64>,
+    trivial_p99: Vec<f64>,
+}
+
+/// `GRADATA_BENCH_QUICK=1`: the suite's quick check that the benchmark works, not its figures.
+fn quick() -> bool {
+    std::env::var("GRADATA_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Length of every load run.
+fn load_seconds() -> u32 {
+    if quick() {
+        QUICK_LOAD_SECONDS
+    } else {
+        LOAD_SECONDS
+    }
+}
 
 /// How the loaded service commits: as shipped (`synchronous=full`), or without the WAL's fsync,
 /// which shows in the same run how much of the rate the service's own CPU allows.
@@ -137,30 +219,149 @@ fn main() {
     let mut store_rate = Vec::new();
     let mut store_batch_rate = Vec::new();
     let trivial = TrivialServer::start();
-    for run in 1..=RUNS {
-        eprintln!("run {run}/{RUNS}");
-        let (rate, p99) = load_service(&wrk, "/v1/events", &single, 1, Synchronous::Full);
+    let (runs, store_divisor) = if quick() {
+        (QUICK_RUNS, QUICK_STORE_DIVISOR)
+    } else {
+        (RUNS, 1)
+    };
+    let mut sweeps: Vec<Sweep> = other_clients()
+        .into_iter()
+        .map(|clients| Sweep {
+            clients,
+            single_rate: Vec::new(),
+            single_p99: Vec::new(),
+            batch_rate: Vec::new(),
+            batch_p99: Vec::new(),
+            trivial_rate: Vec::new(),
+            trivial_p99: Vec::new(),
+        })
+        .collect();
+    for run in 1..=runs {
+        eprintln!("run {run}/{runs}");
+        let full = Synchronous::Full;
+        let (rate, p99) = load_service(&wrk, "/v1/events", &single, 1, full, CONNECTIONS);
         single_rate.push(rate);
         single_p99.push(p99);
-        let (rate, p99) = load_service(&wrk, "/correct", &correct, 1, Synchronous::Full);
+        let (rate, p99) = load_service(&wrk, "/correct", &correct, 1, full, CONNECTIONS);
         correct_rate.push(rate);
         correct_p99.push(p99);
-        let (rate, p99) = load_service(&wrk, "/v1/events", &batch, BATCH_SIZE, Synchronous::Full);
+        let (rate, p99) = load_service(&wrk, "/v1/events", &batch, BATCH_SIZE, full, CONNECTIONS);
         batch_rate.push(rate);
         batch_p99.push(p99);
-        let (rate, _) = load_service(&wrk, "/v1/events", &single, 1, Synchronous::NoFsync);
+        let no_fsync = Synchronous::NoFsync;
+        let (rate, _) = load_service(&wrk, "/v1/events", &single, 1, no_fsync, CONNECTIONS);
         no_fsync_rate.push(rate);
-        let load = Load::run(&wrk, &trivial.url(), &single);
+        let load = Load::run(&wrk, &trivial.url(), &single, CONNECTIONS);
         assert_eq!(
             load.ok, load.requests,
             "the trivial handler failed requests"
         );
         trivial_rate.push(load.rate);
         trivial_p99.push(load.p99_ms);
-        store_rate.push(store_group_commit(STORE_EVENTS, 1));
-        store_batch_rate.push(store_group_commit(200_000, BATCH_SIZE));
+        for sweep in &mut sweeps {
+            let clients = sweep.clients;
+            let (rate, p99) = load_service(&wrk, "/v1/events", &single, 1, full, clients);
+            sweep.single_rate.push(rate);
+            sweep.single_p99.push(p99);
+            let (rate, p99) = load_service(&wrk, "/v1/events", &batch, BATCH_SIZE, full, clients);
+            sweep.batch_rate.push(rate);
+            sweep.batch_p99.push(p99);
+            let load = Load::run(&wrk, &trivial.url(), &single, clients);
+            assert_eq!(
+                load.ok, load.requests,
+                "the trivial handler failed requests"
+            );
+            sweep.trivial_rate.push(load.rate);
+            sweep.trivial_p99.push(load.p99_ms);
+        }
+        store_rate.push(store_group_commit(STORE_EVENTS / store_divisor, 1));
+        store_batch_rate.push(store_group_commit(
+            STORE_BATCH_EVENTS / store_divisor,
+            BATCH_SIZE,
+        ));
     }
     let latency = delivery_latency();
+
+    // Before the table, which takes the samples: the results keep every run in its order.
+    let capture = |figure: &str, unit: &str, better: Better| {
+        Measurement::new("capture", "api", figure, unit, better).param("clients", CONNECTIONS)
+    };
+    let on = |measurement: Measurement, route: &str, per_request: usize, synchronous: &str| {
+        measurement
+            .param("route", route)
+            .param("batch", per_request)
+            .param("synchronous", synchronous)
+    };
+    let rate = || capture("throughput", "events/s", Better::Higher);
+    let p99 = || capture("p99", "ms", Better::Lower);
+    let sweep_figures = sweeps.iter().flat_map(|sweep| {
+        let at = |measurement: Measurement, per_request: usize| {
+            on(measurement, "/v1/events", per_request, "full").param("clients", sweep.clients)
+        };
+        [
+            at(rate(), 1).runs(sweep.single_rate.clone()),
+            at(p99(), 1).runs(sweep.single_p99.clone()),
+            at(rate(), BATCH_SIZE).runs(sweep.batch_rate.clone()),
+            at(p99(), BATCH_SIZE).runs(sweep.batch_p99.clone()),
+            at(rate(), 1)
+                .series(Series::Limit)
+                .runs(sweep.trivial_rate.clone()),
+            at(p99(), 1)
+                .series(Series::Limit)
+                .runs(sweep.trivial_p99.clone()),
+        ]
+    });
+    let mut figures = vec![
+        on(rate(), "/v1/events", 1, "full").runs(single_rate.clone()),
+        on(p99(), "/v1/events", 1, "full").runs(single_p99.clone()),
+        on(rate(), "/v1/events", 1, "full")
+            .series(Series::Target)
+            .runs([TARGET_SHARE_OF_TRIVIAL * results::median(&trivial_rate)]),
+        on(p99(), "/v1/events", 1, "full")
+            .series(Series::Target)
+            .runs([SINGLE_P99_TARGET_MS]),
+        on(rate(), "/correct", 1, "full").runs(correct_rate.clone()),
+        on(p99(), "/correct", 1, "full").runs(correct_p99.clone()),
+        on(rate(), "/v1/events", BATCH_SIZE, "full").runs(batch_rate.clone()),
+        on(p99(), "/v1/events", BATCH_SIZE, "full").runs(batch_p99.clone()),
+        on(rate(), "/v1/events", BATCH_SIZE, "full")
+            .series(Series::Limit)
+            .runs(store_batch_rate.clone()),
+        on(rate(), "/v1/events", BATCH_SIZE, "full")
+            .series(Series::Target)
+            .runs([BATCH_TARGET]),
+        on(rate(), "/v1/events", 1, "normal").runs(no_fsync_rate.clone()),
+        capture("store group commit", "events/s", Better::Higher)
+            .series(Series::Limit)
+            .param("events_per_call", 1)
+            .param("synchronous", "full")
+            .runs(store_rate.clone()),
+    ];
+    // The trivial handler answers one event per request the same whichever route it stands for.
+    for route in ["/v1/events", "/correct"] {
+        figures.push(
+            on(rate(), route, 1, "full")
+                .series(Series::Limit)
+                .runs(trivial_rate.clone()),
+        );
+        figures.push(
+            on(p99(), route, 1, "full")
+                .series(Series::Limit)
+                .runs(trivial_p99.clone()),
+        );
+    }
+    let delivery = |figure: &str, ms: f64| {
+        Measurement::new("capture", "api", figure, "ms", Better::Lower)
+            .param("events", LATENCY_EVENTS)
+            .runs([ms])
+    };
+    figures.push(delivery("delivery p50", latency.after_ack_p50));
+    figures.push(delivery("delivery p50", DELIVERY_P50_TARGET_MS).series(Series::Target));
+    figures.push(delivery("delivery p99", latency.after_ack_p99));
+    figures.push(delivery("delivery from send p50", latency.from_send_p50));
+    figures.extend(sweep_figures);
+    let path = results::write("api", &figures).unwrap();
+    eprintln!("results: {}", path.display());
 
     println!("| scenario (64 keep-alive connections unless said) | median | runs |");
     println!("|---|---:|---|");
@@ -210,6 +411,27 @@ fn main() {
         "events/s",
         store_batch_rate,
     );
+    for sweep in sweeps {
+        let clients = sweep.clients;
+        measure(
+            &format!("1. `POST /v1/events`, one event per request, {clients} connections"),
+            "events/s",
+            sweep.single_rate,
+        );
+        measure("1. … p99 latency", "ms", sweep.single_p99);
+        measure(
+            &format!("3. `POST /v1/events`, 100 events per request, {clients} connections"),
+            "events/s",
+            sweep.batch_rate,
+        );
+        measure("3. … p99 latency (per request)", "ms", sweep.batch_p99);
+        measure(
+            &format!("limit: trivial axum handler, {clients} connections"),
+            "requests/s",
+            sweep.trivial_rate,
+        );
+        measure("limit: … p99 latency", "ms", sweep.trivial_p99);
+    }
     for line in &table {
         println!("{line}");
     }
@@ -307,9 +529,9 @@ end
 "#;
 
 impl Load {
-    /// POSTs of `body` to `url` for `LOAD_SECONDS`, from one load thread over `CONNECTIONS`
+    /// POSTs of `body` to `url` for `load_seconds()`, from one load thread over `connections`
     /// keep-alive connections.
-    fn run(wrk: &Path, url: &str, body: &[u8]) -> Load {
+    fn run(wrk: &Path, url: &str, body: &[u8], connections: usize) -> Load {
         let dir = tempfile::tempdir().unwrap();
         let (script, body_file) = (dir.path().join("post.lua"), dir.path().join("body.json"));
         std::fs::write(&script, WRK_SCRIPT).unwrap();
@@ -317,8 +539,8 @@ impl Load {
         let output = Command::new(wrk)
             .env("WRK_BODY_FILE", &body_file)
             .args(["--threads", "1", "--timeout", "10s"])
-            .arg(format!("--connections={CONNECTIONS}"))
-            .arg(format!("--duration={LOAD_SECONDS}s"))
+            .arg(format!("--connections={connections}"))
+            .arg(format!("--duration={}s", load_seconds()))
             .arg("--script")
             .arg(&script)
             .arg(url)
@@ -358,6 +580,7 @@ fn load_service(
     body: &[u8],
     events_per_request: usize,
     synchronous: Synchronous,
+    connections: usize,
 ) -> (f64, f64) {
     // The queue limits are the service's defence, not what is measured: in a fast phase, batches
     // of 100 fill the default million pending rows within a run.
@@ -370,6 +593,11 @@ fn load_service(
             "GRADATA_STORE_MAX_PENDING_BYTES",
             OsString::from("1000000000000"),
         ),
+        // Sync is disabled (no API key), where the service holds far fewer rows by default.
+        (
+            "GRADATA_SYNC_MAX_PENDING_ROWS_WITHOUT_KEY",
+            OsString::from("1000000000"),
+        ),
     ];
     let service = match synchronous {
         Synchronous::Full => Service::start(&unlimited),
@@ -381,7 +609,7 @@ fn load_service(
             .concat(),
         ),
     };
-    let load = Load::run(wrk, &service.url(path), body);
+    let load = Load::run(wrk, &service.url(path), body, connections);
     let per_request = events_per_request as u64;
     let acknowledged = load.ok * per_request;
     let stored = service.rows();
@@ -398,7 +626,7 @@ fn load_service(
     );
     // wrk stops with up to one request per connection unanswered; those may have committed.
     assert!(
-        stored <= acknowledged + CONNECTIONS as u64 * per_request,
+        stored <= acknowledged + connections as u64 * per_request,
         "{path}: {stored} events in the outbox, more than the {acknowledged} acknowledged and those in flight"
     );
     (load.rate * events_per_request as f64, load.p99_ms)

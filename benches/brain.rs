@@ -50,6 +50,16 @@
 //! The benchmark panics when any load or paced run saw a non-2xx answer, and exits with status 1
 //! when a target is missed.
 //!
+//! Every figure also goes to `target/bench/brain.json` in the suite's results format
+//! (`benches/support/results.rs`), written once every run is over and every answer was a 2xx:
+//! the closed loops' throughput, p50 and p99 per route, brain and clients for both daemons
+//! (series `gradata` and `original`), the paced runs' offered and achieved rates and p50, p99 and
+//! maximum, and the targets above as series `target` (10x 0.6.0's throughput at 16 clients as a
+//! rate, the p99 ceilings, 95% of the offered rate). Beside them, from the daemons' starts: the
+//! time from spawning each daemon to its first answer to `GET /health` (polled every 5 ms), its
+//! resident memory one second later (`VmRSS`, idle), and its peak (`VmHWM`) once the brain's load
+//! runs are over.
+//!
 //! Run: `benches/brain.sh` (installs `wrk` and the virtualenv when missing), or
 //! `cargo bench --bench brain` with `wrk` on `PATH` (or in `$WRK`) and the virtualenv's Python in
 //! `$GRADATA_BENCH_PYTHON` (default `target/bench-venv/bin/python`). Knobs:
@@ -84,6 +94,12 @@
 
 #[path = "brain/paced.rs"]
 mod paced;
+#[path = "support/results.rs"]
+#[allow(
+    dead_code,
+    reason = "shared by the benchmarks, each of which uses a part"
+)]
+mod results;
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -95,6 +111,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
+use results::{Better, Measurement, Series};
 use serde_json::{Value, json};
 
 /// Brain sizes of a full run, in lessons.
@@ -117,6 +134,11 @@ const PACED_FACTOR: f64 = TARGET_RATIO;
 const PACED_WARM_UP: Duration = Duration::from_secs(1);
 /// How long a daemon may take to answer `/health` after it is started.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often `/health` is tried while a daemon starts: the resolution of its time to first answer.
+const HEALTH_POLL: Duration = Duration::from_millis(5);
+/// How long after both daemons' first answer their idle resident memory is read (as the startup
+/// benchmark reads gradata's, one second after `READY=1`).
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let plan = Plan::from_env();
@@ -143,6 +165,8 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut paced_rows = Vec::new();
+    // The daemons' starts and memory, per brain, in the suite's results format.
+    let mut daemon_figures = Vec::new();
     for &lessons in &plan.sizes {
         let fixture = work.path().join(format!("brain-{lessons}"));
         let corrections = write_brain(&fixture, lessons);
@@ -162,6 +186,10 @@ fn main() -> ExitCode {
                 Server::start(daemon, &dir)
             })
             .collect();
+        std::thread::sleep(IDLE_SETTLE);
+        for server in &servers {
+            daemon_figures.extend(server.start_figures(lessons));
+        }
         for route in &plan.routes {
             let work: Vec<String> = servers
                 .iter()
@@ -201,6 +229,9 @@ fn main() -> ExitCode {
             if let Some(row) = paced_run(&mut servers, route, lessons, &rows, &plan) {
                 paced_rows.push(row);
             }
+        }
+        for server in &servers {
+            daemon_figures.push(server.peak_figure(lessons));
         }
     }
     let elapsed = started.elapsed();
@@ -243,6 +274,10 @@ fn main() -> ExitCode {
         "answers that were not 2xx; these figures measure errors, not the routes:\n{}",
         refused.join("\n")
     );
+    let mut figures = measurements(&rows, &paced_rows, &plan);
+    figures.extend(daemon_figures);
+    let path = results::write("brain", &figures).unwrap();
+    eprintln!("results: {}", path.display());
     if all_met {
         ExitCode::SUCCESS
     } else {
@@ -358,6 +393,14 @@ impl Daemon {
         match self {
             Daemon::Python => "python",
             Daemon::Gradata => "gradata",
+        }
+    }
+
+    /// The daemon's series in the results: 0.6.0 is the original.
+    fn series(self) -> Series {
+        match self {
+            Daemon::Python => Series::Original,
+            Daemon::Gradata => Series::Gradata,
         }
     }
 }
@@ -775,6 +818,8 @@ struct Server {
     addr: SocketAddr,
     child: Child,
     log: PathBuf,
+    /// From spawning the daemon to its first 2xx answer to `GET /health`.
+    first_answer: Duration,
 }
 
 impl Server {
@@ -785,6 +830,7 @@ impl Server {
         // Neither daemon should see this machine's home directory or configuration.
         let home = brain.with_extension("home");
         std::fs::create_dir_all(&home).unwrap();
+        let spawned = Instant::now();
         let (child, addr) = match daemon {
             Daemon::Python => {
                 let addr = free_loopback_port();
@@ -837,9 +883,53 @@ impl Server {
             addr,
             child,
             log,
+            first_answer: Duration::ZERO,
         };
         server.wait_for_health();
+        server.first_answer = spawned.elapsed();
         server
+    }
+
+    /// The time to the first answer and the resident memory now, as results: read once the
+    /// daemon has been idle for `IDLE_SETTLE`.
+    fn start_figures(&self, lessons: usize) -> [Measurement; 2] {
+        [
+            Measurement::new(
+                "startup",
+                "brain",
+                "time to first answer",
+                "ms",
+                Better::Lower,
+            )
+            .series(self.daemon.series())
+            .param("lessons", lessons)
+            .runs([self.first_answer.as_secs_f64() * 1000.0]),
+            Measurement::new("memory", "brain", "rss", "MiB", Better::Lower)
+                .series(self.daemon.series())
+                .param("state", "idle")
+                .param("lessons", lessons)
+                .runs([self.memory_mib("VmRSS:")]),
+        ]
+    }
+
+    /// The peak resident memory so far (`VmHWM`), as a result: read after the brain's load runs.
+    fn peak_figure(&self, lessons: usize) -> Measurement {
+        Measurement::new("memory", "brain", "peak rss", "MiB", Better::Lower)
+            .series(self.daemon.series())
+            .param("state", "under load")
+            .param("lessons", lessons)
+            .runs([self.memory_mib("VmHWM:")])
+    }
+
+    /// A memory line of the daemon's `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in MiB.
+    fn memory_mib(&self, key: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {} status", self.daemon.name()));
+        kib as f64 / 1024.0
     }
 
     fn wait_for_health(&mut self) {
@@ -868,7 +958,7 @@ impl Server {
                 self.daemon.name(),
                 self.log_text()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(HEALTH_POLL);
         }
     }
 
@@ -1377,6 +1467,109 @@ fn print_targets(rows: &[Row], paced_rows: &[PacedRow], plan: &Plan) -> bool {
     }
     print!("{out}");
     all_met
+}
+
+/// The closed loops, the paced runs and the targets in the suite's results format.
+fn measurements(rows: &[Row], paced_rows: &[PacedRow], plan: &Plan) -> Vec<Measurement> {
+    let figure = |name: &str, unit: &str, better: Better| {
+        let measurement = Measurement::new("brain", "brain", name, unit, better);
+        // A different experiment: its figures must not be matched with keep-alive ones.
+        if connection_close() {
+            measurement.param("gradata_connection", "close")
+        } else {
+            measurement
+        }
+    };
+    let at = |measurement: Measurement, route: &str, lessons: usize, clients: usize| {
+        measurement
+            .param("route", route)
+            .param("lessons", lessons)
+            .param("clients", clients)
+    };
+    let mut out = Vec::new();
+    for row in rows {
+        let closed = |name: &str, unit: &str, better: Better| {
+            at(
+                figure(name, unit, better),
+                row.route,
+                row.lessons,
+                row.clients,
+            )
+            .series(row.daemon.series())
+        };
+        out.push(closed("throughput", "req/s", Better::Higher).runs([row.load.rate]));
+        out.push(closed("p50", "ms", Better::Lower).runs([row.load.p50_ms]));
+        out.push(closed("p99", "ms", Better::Lower).runs([row.load.p99_ms]));
+    }
+    for row in paced_rows {
+        let at_rate = |name: &str, unit: &str, better: Better| {
+            at(
+                figure(name, unit, better),
+                row.route,
+                row.lessons,
+                TARGET_CLIENTS,
+            )
+        };
+        let p = &row.paced;
+        out.push(at_rate("paced offered", "req/s", Better::Higher).runs([p.offered]));
+        out.push(at_rate("paced achieved", "req/s", Better::Higher).runs([p.achieved]));
+        out.push(
+            at_rate("paced achieved", "req/s", Better::Higher)
+                .series(Series::Target)
+                .runs([paced::KEEP_UP * p.offered]),
+        );
+        out.push(at_rate("paced p50", "ms", Better::Lower).runs([p.p50_ms]));
+        out.push(at_rate("paced p99", "ms", Better::Lower).runs([p.p99_ms]));
+        out.push(at_rate("paced max", "ms", Better::Lower).runs([p.max_ms]));
+    }
+    // The targets, where print_targets judges them: a rate of 10x 0.6.0's at 16 clients on the
+    // read routes, and the p99 ceilings on the large brain.
+    for route in &plan.routes {
+        for &lessons in &plan.sizes {
+            let python = find_row(rows, route.name, lessons, TARGET_CLIENTS, Daemon::Python);
+            if let (Kind::Read, Some(python)) = (route.kind, python) {
+                out.push(
+                    at(
+                        figure("throughput", "req/s", Better::Higher),
+                        route.name,
+                        lessons,
+                        TARGET_CLIENTS,
+                    )
+                    .series(Series::Target)
+                    .runs([TARGET_RATIO * python.load.rate]),
+                );
+            }
+        }
+        for &clients in &plan.clients {
+            let ceiling = |name: &str, ms: f64| {
+                at(
+                    figure(name, "ms", Better::Lower),
+                    route.name,
+                    CEILING_LESSONS,
+                    clients,
+                )
+                .series(Series::Target)
+                .runs([ms])
+            };
+            let closed = find_row(rows, route.name, CEILING_LESSONS, clients, Daemon::Gradata);
+            let was_paced = paced_rows
+                .iter()
+                .any(|r| r.route == route.name && r.lessons == CEILING_LESSONS);
+            let target = match route.kind {
+                // At 16 clients a read route is judged on its paced run; without one, not at all.
+                Kind::Read if clients == TARGET_CLIENTS => {
+                    was_paced.then_some(("paced p99", P99_CEILING_MS))
+                }
+                Kind::Read => closed.map(|_| ("p99", P99_CEILING_MS)),
+                Kind::Learning => closed.map(|_| ("p99", LEARNING_P99_CEILING_MS)),
+                Kind::Floor | Kind::Reported => None,
+            };
+            if let Some((name, ms)) = target {
+                out.push(ceiling(name, ms));
+            }
+        }
+    }
+    out
 }
 
 fn verdict(met: bool) -> &'static str {

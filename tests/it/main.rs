@@ -11,6 +11,7 @@ mod support;
 
 mod api;
 mod bench_report;
+mod bench_results;
 mod brain;
 mod brain_events;
 mod brain_recall;
