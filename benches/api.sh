@@ -5,12 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ -z "${WRK:-}" ]] && ! command -v wrk >/dev/null 2>&1; then
-    echo "wrk not found; installing Debian's wrk package" >&2
-    if [[ "$(id -u)" -eq 0 ]]; then
-        apt-get update && apt-get install -y wrk
-    else
-        sudo apt-get update && sudo apt-get install -y wrk
-    fi
-fi
+. benches/prepare.sh
+ensure_wrk
 exec cargo bench --bench api "$@"

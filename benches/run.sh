@@ -78,33 +78,12 @@ fi
 
 # --- What the suite needs.
 
-apt_install() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" </dev/null
-    else
-        sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" </dev/null
-    fi
-}
-
-if { wants api || wants brain; } && [[ -z "${WRK:-}" ]] && ! command -v wrk >/dev/null 2>&1; then
-    echo "wrk not found; installing Debian's wrk package" >&2
-    apt_install wrk
+. benches/prepare.sh
+if wants api || wants brain; then
+    ensure_wrk
 fi
-
 if wants brain; then
-    venv="${GRADATA_BENCH_VENV:-target/bench-venv}"
-    python="$venv/bin/python"
-    if ! "$python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("gradata") != "0.6.0")' 2>/dev/null; then
-        if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-            echo "Python's venv module not found; installing Debian's python3-venv package" >&2
-            apt_install python3-venv
-        fi
-        echo "creating $venv with gradata==0.6.0 from PyPI" >&2
-        python3 -m venv "$venv"
-        "$python" -m pip install --quiet --disable-pip-version-check --no-input 'gradata==0.6.0'
-    fi
-    GRADATA_BENCH_PYTHON="$(cd "$venv" && pwd)/bin/python"
-    export GRADATA_BENCH_PYTHON
+    ensure_original_daemon
 fi
 
 # --- The benchmarks, one after the other.
