@@ -75,12 +75,18 @@ mod tests {
     /// The source files of a module: `src/<module>.rs` and everything under `src/<module>/`.
     fn sources(module: &str) -> Vec<PathBuf> {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = Vec::new();
-        let mut dirs = vec![src.join(module)];
+        let mut files = rust_files(&src.join(module));
         let single = src.join(format!("{module}.rs"));
         if single.is_file() {
             files.push(single);
         }
+        files
+    }
+
+    /// Every `.rs` file under `dir`, at any depth.
+    fn rust_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut dirs = vec![dir.to_path_buf()];
         while let Some(dir) = dirs.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
@@ -95,6 +101,37 @@ mod tests {
             }
         }
         files
+    }
+
+    fn line_count(path: &Path) -> usize {
+        std::fs::read_to_string(path).unwrap().lines().count()
+    }
+
+    /// The sizes that keep a file readable in one sitting: no source file over 600 lines, no
+    /// test file over 1,200, `daemon.rs` (the order of startup and shutdown) under 450, and the
+    /// architecture document under 250. Split along a seam rather than raise a limit.
+    #[test]
+    fn files_stay_small_enough_to_change_with_confidence() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut too_long = Vec::new();
+        for (dir, limit) in [("src", 600), ("tests", 1_200)] {
+            for file in rust_files(&root.join(dir)) {
+                let lines = line_count(&file);
+                if lines > limit {
+                    too_long.push(format!(
+                        "{}: {lines} lines (at most {limit})",
+                        file.display()
+                    ));
+                }
+            }
+        }
+        for (file, below) in [("src/daemon.rs", 450), ("docs/ARCHITECTURE.md", 250)] {
+            let lines = line_count(&root.join(file));
+            if lines >= below {
+                too_long.push(format!("{file}: {lines} lines (under {below})"));
+            }
+        }
+        assert!(too_long.is_empty(), "{}", too_long.join("\n"));
     }
 
     /// The crate's top-level modules a line of code names as `crate::<module>` or inside
