@@ -63,17 +63,24 @@ CPU than the request they carry.",
 `READY=1` datagram is taken, with an empty queue and with a backlog left by a previous run (the \
 startup drain runs before `READY=1`), at no and at 5 ms of added ingest latency. The limit is \
 the time to exec `/bin/true`, the floor for starting any process here. The original has no \
-`READY=1`: its figure is the time until it answers its first request.",
+`READY=1`: its figure is the time until it answers its first request. A backlog is left as a \
+previous run leaves it (the service started and stopped once on the directory, then the rows \
+enqueued through the store) and copied for each start; sync goes to a fake ingest server on \
+loopback, which counts the rows it has received when `READY=1` comes (`drained before ready`).",
         limits: "\
 With an empty queue the floor is the exec itself, then opening `system.db` (creating it on a new \
 data directory roughly doubles the time). With a backlog, the time is the startup drain: the \
-drain's rate (see Drain) and, with added latency, concurrency / latency.",
+drain's rate (see Drain) and, with added latency, concurrency / latency. The startup drain is \
+bounded (`drain.max_rows`, 3,200 rows by default, and `drain.max_secs`, 30 s): above 3,200 rows \
+the service reports ready after the first 3,200 and its worker sends the rest while it serves, so \
+the time levels off there, as the rows received before `READY=1` show.",
     },
     Notes {
         area: "memory",
         title: "Memory: idle and under large bodies",
         method: "\
-Idle: `VmRSS` one second after `READY=1`. Under load: 400 clients each post a body of 1,000 \
+Idle: `VmRSS` one second after `READY=1`, with an empty queue and sync enabled (the original: \
+one second after its first answer, on an empty brain directory). Under load: 400 clients each post a body of 1,000 \
 events (about 0.94 MB) at once to `POST /v1/events`; every client must get a 2xx and every event \
 must be in the outbox, then the peak (`VmHWM`) and the `VmRSS` a second after the last answer are \
 read. The bodies held in memory are bounded by `api.max_buffered_body_bytes` (64 MiB).",
