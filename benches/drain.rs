@@ -1,23 +1,45 @@
-//! Drain throughput benchmark (issue: outbox and sync engine).
+//! Drain benchmark (issue: outbox and sync engine): how fast the outbox drains into a fake ingest
+//! server on loopback, against the backlog size, next to the bare HTTP limit and the original
+//! daemon's algorithm measured in the same run; then the 10^6-row drain as an operator runs it.
 //!
-//! Drains a 3,200-row backlog into a fake ingest server on loopback and reports rows per second:
-//! gradata's drain engine next to the original daemon's algorithm (one POST per row, sequential,
-//! a new connection per row, one commit per row), measured side by side in one run. Then the same
-//! with 20 ms added latency per response and concurrency 16, against the bound 16 / 0.020 s.
+//! 1. Backlog sweep without added latency, at 10^3, 3,200, 10^4, 10^5 and 10^6 rows: gradata's
+//!    drain engine in this process (the default adaptive concurrency, 4 up to 32; at 3,200 rows
+//!    also held at 16), the limit (the same payloads and headers posted with the same client
+//!    library, 16 in flight over keep-alive connections, no store) and the original daemon's
+//!    algorithm re-created (one POST per row, sequential, a new connection per row, one commit
+//!    per row). The original is slow: it runs at a size only while its projected time there, from
+//!    the previous size's rate, fits [`Plan::original_budget`], and as many of the size's runs as
+//!    fit; stdout says which sizes it skipped, and its plot line ends there. Runs per size: 7 up to
+//!    3,200 rows, 3 at 10^4 and 10^5, one at 10^6; the median is reported.
+//! 2. 20 ms of added latency per response: gradata at concurrency 16 and the original on the same
+//!    800 rows, against the bound 16 / 0.020 s; gradata drains them 7 times, the original once
+//!    (about 20 s a drain).
+//! 3. `gradata drain`, the release binary as a process of its own, on the 10^6-row backlog: the
+//!    time from exec to exit and its resident memory every 0.25 s (`benches/drain/process.rs`).
 //!
-//! Each rate is the rows over the time of the drain alone: opening the store and building the HTTP
-//! client are startup costs (the startup benchmark measures them), not drain throughput. The fake
-//! server of the no-latency scenarios is the lean counting one, and every scenario checks that it
-//! received exactly one request per row.
+//! Each backlog is filled once per size through the store's enqueue, 10,000 rows a call, and
+//! copied for every run. Each in-process rate is the rows over the time of the drain alone:
+//! opening the store and building the HTTP client are startup costs (the startup benchmark
+//! measures them), not drain throughput. The fake server without latency is the lean counting
+//! one, and every scenario checks that it received exactly one request per row.
 //!
-//! Run: `cargo bench --bench drain` (release profile); `GRADATA_BENCH_QUICK=1` drains 800 rows (50
-//! for the original at 20 ms) three times per scenario instead of 3,200 (200) seven times. Results
-//! go to stdout as a Markdown table, and to `target/bench/drain.json` in the suite's results format
-//! (`benches/support/results.rs`): each scenario's rows/s, time and CPU µs per row, every run,
-//! with params `rows` and `latency_ms` (and `concurrency` for the engine held at 16 without
-//! latency); series `gradata`, `original` (the re-created algorithm), `limit` (the bare
-//! keep-alive POSTs without latency; with 20 ms, the bound 16 / 0.020 s, computed, not measured)
-//! and `target` (the issue's: 70% of the bare limit without latency, 90% of the bound with 20 ms).
+//! Run: `cargo bench --bench drain` (release profile; about 5 minutes, most of it the 10^6-row
+//! backlog). `GRADATA_BENCH_QUICK=1`: 10^3 and 10^4 rows, one run each, 50 rows at 20 ms and the
+//! process drain on 10^4 rows, in seconds. Results go to stdout as Markdown, and to
+//! `target/bench/drain.json` in the suite's results format (`benches/support/results.rs`), area
+//! `drain`:
+//! - scenario `drain`: figures `throughput` (rows/s), `time` (s) and `cpu per row` (µs, the whole
+//!   process), every run, with params `rows` and `latency_ms` (and `concurrency` = 16 for the
+//!   engine held there); series `gradata`, `original` (the re-created algorithm), `limit` (the bare
+//!   keep-alive POSTs; with 20 ms, the bound 16 / 0.020 s, computed, not measured) and `target`
+//!   (the issue's: 70% of the limit at 3,200 rows without latency, 90% of the bound with 20 ms);
+//! - scenario `drain-process`: figure `time` (s, params `rows`, `latency_ms` = 0 and `command` =
+//!   `gradata drain`) with a target of 30 s, and `rss max` (MiB, the peak `VmHWM`, params `rows`
+//!   and `command`) with a target of 64 MiB;
+//! - scenario `drain-1e6` (quick: `drain-1e4`): figure `rss` (MiB) with param `t_s`, seconds since
+//!   exec, one measurement per sample of the process drain.
+//!
+//! A full run exits non-zero, after writing its file, when a target is missed.
 
 #![allow(
     clippy::unwrap_used,
@@ -43,6 +65,8 @@
     reason = "shared with the tests, which use all of it"
 )]
 mod fake_ingest;
+#[path = "drain/process.rs"]
+mod process;
 #[path = "support/results.rs"]
 #[allow(
     dead_code,
@@ -51,6 +75,7 @@ mod fake_ingest;
 mod results;
 
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -67,13 +92,57 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const BACKLOG: usize = 3200;
-/// Drains per scenario; the median is reported. Seven, because a drain here lasts about 0.2 s and
-/// single runs on this shared machine swing by a third.
-const RUNS: usize = 7;
-/// The quick mode's backlog and drains per scenario: the suite's check that the benchmark works.
-const QUICK_BACKLOG: usize = 800;
-const QUICK_RUNS: usize = 3;
+/// What one run of the benchmark does: the full run, or the quick mode that checks it works.
+struct Plan {
+    /// The backlog sizes of the sweep, smallest first, each with its drains per scenario.
+    sizes: &'static [(usize, usize)],
+    /// The size at which gradata is held to its share of the limit (and also runs at a fixed 16
+    /// requests in flight).
+    target_rows: usize,
+    /// The most the original's runs at one size may take, projected from the previous size's rate.
+    original_budget: Duration,
+    /// The backlog of the 20 ms scenarios, the same for gradata and the original.
+    slow_rows: usize,
+    /// Drains of gradata and of the original in the 20 ms scenarios.
+    slow_runs: usize,
+    slow_original_runs: usize,
+    /// The backlog the service binary drains as a process (one of `sizes`, whose backlog it copies).
+    process_rows: usize,
+    /// The name of the scenario of the process drain's memory samples.
+    rss_scenario: &'static str,
+}
+
+/// Seven drains at the small sizes, because a drain there lasts a fraction of a second and single
+/// runs on this shared machine swing by a third; fewer where one drain lasts seconds or a minute.
+const FULL: Plan = Plan {
+    sizes: &[
+        (1_000, 7),
+        (3_200, 7),
+        (10_000, 3),
+        (100_000, 3),
+        (1_000_000, 1),
+    ],
+    target_rows: 3_200,
+    original_budget: Duration::from_secs(60),
+    slow_rows: 800,
+    slow_runs: 7,
+    slow_original_runs: 1,
+    process_rows: 1_000_000,
+    rss_scenario: "drain-1e6",
+};
+const QUICK: Plan = Plan {
+    sizes: &[(1_000, 1), (10_000, 1)],
+    target_rows: 1_000,
+    original_budget: Duration::from_secs(5),
+    slow_rows: 50,
+    slow_runs: 1,
+    slow_original_runs: 1,
+    process_rows: 10_000,
+    rss_scenario: "drain-1e4",
+};
+
+/// Rows a call of the store's enqueue while filling a backlog: big batches keep the fill short.
+const FILL_BATCH: usize = 10_000;
 /// The latency the fake server adds in the slow scenarios, and the engine's concurrency there.
 const SLOW_LATENCY: Duration = Duration::from_millis(20);
 const SLOW_CONCURRENCY: usize = 16;
@@ -82,13 +151,9 @@ const SLOW_CONCURRENCY: usize = 16;
 const TARGET_SHARE_OF_LIMIT: f64 = 0.70;
 const TARGET_SHARE_OF_BOUND: f64 = 0.90;
 
-fn main() {
+fn main() -> ExitCode {
     let quick = std::env::var("GRADATA_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let (backlog, runs) = if quick {
-        (QUICK_BACKLOG, QUICK_RUNS)
-    } else {
-        (BACKLOG, RUNS)
-    };
+    let plan = if quick { &QUICK } else { &FULL };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -97,226 +162,373 @@ fn main() {
     // request than the client it is there to measure, on the same two cores.
     let fast = FakeIngest::counting("bench-key");
     let slow = FakeIngest::replying(Reply::ok().delay(SLOW_LATENCY));
+    let fast_url = fast.url("/ingest");
+    let slow_url = slow.url("/ingest");
 
     println!("| scenario | rows | median rows/s | CPU µs/row | runs (rows/s) |");
     println!("|---|---:|---:|---:|---|");
-    let http_limit = measure(
-        "limit: bare keep-alive POSTs, no store, 16 in flight",
-        backlog,
+    let mut sweep: Vec<Drained> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut process_drain = None;
+    // The original's rate at the last size it ran at: its projection for the next.
+    let mut original_rate: Option<f64> = None;
+    for &(rows, runs) in plan.sizes {
+        let filling = Instant::now();
+        let template = backlog(&runtime, rows);
+        eprintln!(
+            "{rows} rows filled in {:.1} s",
+            filling.elapsed().as_secs_f64()
+        );
+        let scenario = |series, concurrency| Scenario {
+            rows,
+            runs,
+            latency: Duration::ZERO,
+            series,
+            concurrency,
+        };
+        sweep.push(measure(
+            "limit: bare keep-alive POSTs, no store, 16 in flight",
+            scenario(Series::Limit, None),
+            template.path(),
+            &fast,
+            |dir| runtime.block_on(bare_posts(dir, &fast_url, 16)),
+        ));
+        sweep.push(measure(
+            "gradata drain, concurrency 4 (adaptive, max 32)",
+            scenario(Series::Gradata, None),
+            template.path(),
+            &fast,
+            |dir| runtime.block_on(engine_drain(dir, &fast_url, rows, 4, 32)),
+        ));
+        if rows == plan.target_rows {
+            // The same at the limit's 16 requests in flight, fixed: what the engine does once its
+            // ramp (+1 per clean batch from 4) is out of the way.
+            sweep.push(measure(
+                "gradata drain, concurrency 16",
+                scenario(Series::Gradata, Some(16)),
+                template.path(),
+                &fast,
+                |dir| runtime.block_on(engine_drain(dir, &fast_url, rows, 16, 16)),
+            ));
+        }
+        let budget = plan.original_budget.as_secs_f64();
+        let original_runs = original_rate.map_or(runs, |rate| {
+            runs.min((budget * rate / rows as f64).floor() as usize)
+        });
+        if original_runs == 0 {
+            let projected = rows as f64 / original_rate.unwrap_or(f64::NAN);
+            println!(
+                "| original algorithm: skipped, projected {projected:.0} s a drain > budget {budget:.0} s | {rows} | | | |"
+            );
+            skipped.push(rows);
+        } else {
+            let drained = measure(
+                "original algorithm",
+                Scenario {
+                    runs: original_runs,
+                    ..scenario(Series::Original, None)
+                },
+                template.path(),
+                &fast,
+                |dir| runtime.block_on(original_drain(dir, &fast_url)),
+            );
+            if !drained.rates.is_empty() {
+                original_rate = Some(drained.median);
+            }
+            sweep.push(drained);
+        }
+        if rows == plan.process_rows {
+            process_drain = process::drain(template.path(), rows);
+        }
+    }
+
+    let slow_template = backlog(&runtime, plan.slow_rows);
+    let slow_scenario = |series, runs| Scenario {
+        rows: plan.slow_rows,
         runs,
-        Duration::ZERO,
-        &fast,
-        |dir| runtime.block_on(bare_posts(dir, &fast.url("/ingest"), 16)),
-        &runtime,
-    );
-    let original_fast = measure(
-        "original algorithm, no added latency",
-        backlog,
-        runs,
-        Duration::ZERO,
-        &fast,
-        |dir| runtime.block_on(original_drain(dir, &fast.url("/ingest"))),
-        &runtime,
-    );
-    let gradata_fast = measure(
-        "gradata drain, no added latency, concurrency 4 (adaptive, max 32)",
-        backlog,
-        runs,
-        Duration::ZERO,
-        &fast,
-        |dir| runtime.block_on(engine_drain(dir, &fast.url("/ingest"), 4, 32)),
-        &runtime,
-    );
-    // The same at the limit's 16 requests in flight, fixed: what the engine does once its ramp
-    // (+1 per clean batch from 4) is out of the way.
-    let gradata_fast_16 = measure(
-        "gradata drain, no added latency, concurrency 16",
-        backlog,
-        runs,
-        Duration::ZERO,
-        &fast,
-        |dir| runtime.block_on(engine_drain(dir, &fast.url("/ingest"), 16, 16)),
-        &runtime,
-    );
-    // The original at 20 ms is ~50 rows/s: 3,200 rows would take a minute, so it drains 200.
+        latency: SLOW_LATENCY,
+        series,
+        concurrency: None,
+    };
     let original_slow = measure(
         "original algorithm, 20 ms latency",
-        backlog / 16,
-        runs,
-        SLOW_LATENCY,
+        slow_scenario(Series::Original, plan.slow_original_runs),
+        slow_template.path(),
         &slow,
-        |dir| runtime.block_on(original_drain(dir, &slow.url("/ingest"))),
-        &runtime,
+        |dir| runtime.block_on(original_drain(dir, &slow_url)),
     );
     let gradata_slow = measure(
         "gradata drain, 20 ms latency, concurrency 16",
-        backlog,
-        runs,
-        SLOW_LATENCY,
+        slow_scenario(Series::Gradata, plan.slow_runs),
+        slow_template.path(),
         &slow,
         |dir| {
             runtime.block_on(engine_drain(
                 dir,
-                &slow.url("/ingest"),
+                &slow_url,
+                plan.slow_rows,
                 SLOW_CONCURRENCY,
                 SLOW_CONCURRENCY,
             ))
         },
-        &runtime,
     );
     let bound = SLOW_CONCURRENCY as f64 / SLOW_LATENCY.as_secs_f64();
-    let figures = [
-        (&http_limit, Series::Limit, None),
-        (&original_fast, Series::Original, None),
-        (&gradata_fast, Series::Gradata, None),
-        (&gradata_fast_16, Series::Gradata, Some(16)),
-        (&original_slow, Series::Original, None),
-        (&gradata_slow, Series::Gradata, None),
-    ];
-    let path = results::write("drain", &measurements(&figures, bound)).unwrap();
+
+    let mut out = measurements(&sweep, plan.target_rows);
+    out.extend(slow_measurements(&original_slow, &gradata_slow, bound));
+    if let Some(process_drain) = &process_drain {
+        out.extend(process_drain.measurements(plan.rss_scenario));
+    }
+    let path = results::write("drain", &out).unwrap();
     eprintln!("results: {}", path.display());
-    let (gradata_fast, gradata_fast_16, http_limit) = (
-        gradata_fast.median,
-        gradata_fast_16.median,
-        http_limit.median,
-    );
-    let (original_fast, original_slow, gradata_slow) = (
-        original_fast.median,
-        original_slow.median,
-        gradata_slow.median,
-    );
+
     println!();
+    if !skipped.is_empty() {
+        let sizes: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+        println!(
+            "- the original was skipped at {} rows: its projected time exceeds {:.0} s",
+            sizes.join(", "),
+            plan.original_budget.as_secs_f64()
+        );
+    }
+    let mut missed = Vec::new();
+    for &(rows, _) in plan.sizes {
+        let median = |series: Series, concurrency: Option<usize>| {
+            sweep
+                .iter()
+                .find(|d| d.rows == rows && d.series == series && d.concurrency == concurrency)
+                .map_or(f64::NAN, |d| d.median)
+        };
+        let (gradata, limit) = (median(Series::Gradata, None), median(Series::Limit, None));
+        let original = median(Series::Original, None);
+        let mut line = format!(
+            "- {rows} rows, no added latency: gradata / bare HTTP limit = {:.0}%",
+            100.0 * gradata / limit
+        );
+        if rows == plan.target_rows {
+            let held = median(Series::Gradata, Some(16));
+            line += &format!(
+                " (at concurrency 16: {:.0}%; target {:.0}%)",
+                100.0 * held / limit,
+                100.0 * TARGET_SHARE_OF_LIMIT
+            );
+            if gradata < TARGET_SHARE_OF_LIMIT * limit {
+                missed.push(format!("{rows} rows: gradata below 70% of the limit"));
+            }
+        }
+        if original.is_finite() {
+            line += &format!(", gradata / original = {:.1}x", gradata / original);
+        }
+        println!("{line}");
+    }
     println!(
-        "- no added latency: gradata / bare HTTP limit = {:.0}% (at concurrency 16: {:.0}%), gradata / original = {:.1}x",
-        100.0 * gradata_fast / http_limit,
-        100.0 * gradata_fast_16 / http_limit,
-        gradata_fast / original_fast
+        "- 20 ms latency, {} rows: gradata / original = {:.1}x; gradata {:.0} rows/s = {:.0}% of the bound {bound:.0} rows/s",
+        plan.slow_rows,
+        gradata_slow.median / original_slow.median,
+        gradata_slow.median,
+        100.0 * gradata_slow.median / bound
     );
-    println!(
-        "- 20 ms latency: gradata / original = {:.1}x",
-        gradata_slow / original_slow
-    );
-    println!(
-        "- 20 ms latency, concurrency 16: {:.0} rows/s = {:.0}% of the bound {bound:.0} rows/s",
-        gradata_slow,
-        100.0 * gradata_slow / bound
-    );
+    if gradata_slow.median < TARGET_SHARE_OF_BOUND * bound {
+        missed.push("20 ms latency: gradata below 90% of the bound".to_owned());
+    }
+    if let Some(process_drain) = &process_drain {
+        process_drain.print();
+        missed.extend(process_drain.missed());
+    }
+    if quick || missed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("targets missed: {}", missed.join("; "));
+        ExitCode::FAILURE
+    }
+}
+
+/// What one scenario drains, how often, and how it is labelled in the results.
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    rows: usize,
+    runs: usize,
+    latency: Duration,
+    series: Series,
+    /// The engine's concurrency when it is held (a param of its own line).
+    concurrency: Option<usize>,
 }
 
 /// One scenario's drains: every run's rate and CPU time per row, in the order of the runs.
 struct Drained {
     rows: usize,
     latency: Duration,
+    series: Series,
+    concurrency: Option<usize>,
     rates: Vec<f64>,
     cpu_per_row: Vec<f64>,
     /// The median rate (NaN when the scenario was skipped).
     median: f64,
 }
 
-/// The scenarios in the suite's results format, with the targets and the bound of the slow
-/// scenarios; `figures` holds each scenario with its series and, when the engine's concurrency
-/// was held, that concurrency.
-fn measurements(figures: &[(&Drained, Series, Option<usize>)], bound: f64) -> Vec<Measurement> {
-    let with = |measurement: Measurement, drained: &Drained, concurrency: Option<usize>| {
+impl Drained {
+    /// `measurement` with this scenario's series and params.
+    fn label(&self, measurement: &Measurement) -> Measurement {
         let measurement = measurement
-            .param("rows", drained.rows)
-            .param("latency_ms", drained.latency.as_millis() as u64);
-        match concurrency {
+            .clone()
+            .series(self.series)
+            .param("rows", self.rows)
+            .param("latency_ms", self.latency.as_millis() as u64);
+        match self.concurrency {
             Some(concurrency) => measurement.param("concurrency", concurrency),
             None => measurement,
         }
-    };
-    let throughput = Measurement::new("drain", "drain", "throughput", "rows/s", Better::Higher);
-    let time = Measurement::new("drain", "drain", "time", "s", Better::Lower);
-    let cpu = Measurement::new("drain", "drain", "cpu per row", "µs", Better::Lower);
+    }
+
+    /// Its throughput, time and CPU per row, every run.
+    fn figures(&self) -> Vec<Measurement> {
+        if self.rates.is_empty() {
+            return Vec::new();
+        }
+        vec![
+            self.label(&figure("throughput", "rows/s", Better::Higher))
+                .runs(self.rates.iter().copied()),
+            self.label(&figure("time", "s", Better::Lower))
+                .runs(self.rates.iter().map(|rate| self.rows as f64 / rate)),
+            self.label(&figure("cpu per row", "µs", Better::Lower))
+                .runs(self.cpu_per_row.iter().copied()),
+        ]
+    }
+}
+
+/// A figure of the in-process scenarios.
+fn figure(name: &str, unit: &str, better: Better) -> Measurement {
+    Measurement::new("drain", "drain", name, unit, better)
+}
+
+/// The sweep in the suite's results format, with the target at `target_rows`: 70% of the limit
+/// measured there, bound to gradata's line at the default concurrency.
+fn measurements(sweep: &[Drained], target_rows: usize) -> Vec<Measurement> {
     let mut out = Vec::new();
-    for &(drained, series, concurrency) in figures {
-        if drained.rates.is_empty() {
-            continue;
+    for drained in sweep {
+        if drained.series == Series::Limit
+            && drained.rows == target_rows
+            && !drained.rates.is_empty()
+        {
+            out.push(
+                drained
+                    .label(&figure("throughput", "rows/s", Better::Higher))
+                    .series(Series::Target)
+                    .runs([TARGET_SHARE_OF_LIMIT * drained.median]),
+            );
         }
-        let throughput = with(throughput.clone(), drained, concurrency).series(series);
-        let target = match (series, concurrency) {
-            (Series::Limit, _) => Some(TARGET_SHARE_OF_LIMIT * drained.median),
-            (Series::Gradata, None) if !drained.latency.is_zero() => {
-                // The bound is computed, not measured; it stands as the limit of the scenario.
-                out.push(throughput.clone().series(Series::Limit).runs([bound]));
-                Some(TARGET_SHARE_OF_BOUND * bound)
-            }
-            _ => None,
-        };
-        if let Some(target) = target {
-            out.push(throughput.clone().series(Series::Target).runs([target]));
-        }
-        out.push(throughput.runs(drained.rates.iter().copied()));
-        out.push(
-            with(time.clone(), drained, concurrency)
-                .series(series)
-                .runs(drained.rates.iter().map(|rate| drained.rows as f64 / rate)),
-        );
-        out.push(
-            with(cpu.clone(), drained, concurrency)
-                .series(series)
-                .runs(drained.cpu_per_row.iter().copied()),
-        );
+        out.extend(drained.figures());
     }
     out
 }
 
-/// Runs `drain` on a fresh backlog of `rows` rows `runs` times, `latency` being what the server
-/// adds to each answer; prints the median rate and returns every run's figures.
+/// The 20 ms scenarios in the suite's results format, with the bound (computed, not measured) as
+/// their limit and 90% of it as the target.
+fn slow_measurements(original: &Drained, gradata: &Drained, bound: f64) -> Vec<Measurement> {
+    let mut out = original.figures();
+    if !gradata.rates.is_empty() {
+        let throughput = gradata.label(&figure("throughput", "rows/s", Better::Higher));
+        out.push(throughput.clone().series(Series::Limit).runs([bound]));
+        out.push(
+            throughput
+                .series(Series::Target)
+                .runs([TARGET_SHARE_OF_BOUND * bound]),
+        );
+    }
+    out.extend(gradata.figures());
+    out
+}
+
+/// Runs `drain` on a fresh copy of the backlog in `template` as often as `scenario` says, the
+/// server adding the scenario's latency to each answer; prints the median rate and returns every
+/// run's figures.
 fn measure(
     name: &str,
-    rows: usize,
-    runs: usize,
-    latency: Duration,
+    scenario: Scenario,
+    template: &Path,
     server: &FakeIngest,
     drain: impl Fn(&Path) -> (usize, Duration),
-    runtime: &tokio::runtime::Runtime,
 ) -> Drained {
+    let Scenario {
+        rows,
+        runs,
+        latency,
+        series,
+        concurrency,
+    } = scenario;
+    let mut drained = Drained {
+        rows,
+        latency,
+        series,
+        concurrency,
+        rates: Vec::new(),
+        cpu_per_row: Vec::new(),
+        median: f64::NAN,
+    };
     // Profiling aid: `GRADATA_BENCH_ONLY=<text>` runs only the scenarios whose name contains it.
     if std::env::var("GRADATA_BENCH_ONLY").is_ok_and(|only| !name.contains(&only)) {
-        return Drained {
-            rows,
-            latency,
-            rates: Vec::new(),
-            cpu_per_row: Vec::new(),
-            median: f64::NAN,
-        };
+        return drained;
     }
-    let mut rates = Vec::new();
-    let mut cpu_per_row = Vec::new();
     for _ in 0..runs {
-        let dir = tempfile::tempdir().unwrap();
-        runtime.block_on(fill(dir.path(), rows));
+        let dir = copy_of(template);
         let before = server.count();
         let cpu_before = cpu_time();
         let (delivered, elapsed) = drain(dir.path());
-        cpu_per_row.push((cpu_time() - cpu_before).as_secs_f64() * 1e6 / rows as f64);
+        drained
+            .cpu_per_row
+            .push((cpu_time() - cpu_before).as_secs_f64() * 1e6 / rows as f64);
         assert_eq!(delivered, rows, "{name}: not every row was delivered");
         assert_eq!(
             server.count() - before,
             rows,
             "{name}: the server did not receive one request per row"
         );
-        rates.push(rows as f64 / elapsed.as_secs_f64());
+        drained.rates.push(rows as f64 / elapsed.as_secs_f64());
     }
-    let drained = Drained {
-        rows,
-        latency,
-        median: results::median(&rates),
-        rates: rates.clone(),
-        cpu_per_row: cpu_per_row.clone(),
-    };
+    drained.median = results::median(&drained.rates);
+    let mut rates = drained.rates.clone();
     rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
     let runs: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
-    cpu_per_row.sort_by(f64::total_cmp);
-    let cpu = cpu_per_row[cpu_per_row.len() / 2];
     println!(
-        "| {name} | {rows} | {median:.0} | {cpu:.0} | {} |",
+        "| {name} | {rows} | {:.0} | {:.0} | {} |",
+        drained.median,
+        results::median(&drained.cpu_per_row),
         runs.join(", ")
     );
     drained
+}
+
+/// A fresh directory holding a copy of the files of `template` (the database, its WAL if any, the
+/// lock files): the same backlog for every run, without filling it again.
+fn copy_of(template: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(template).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+/// A new data directory whose outbox holds `rows` pending rows of about 300 bytes, written
+/// through the store's enqueue in batches of [`FILL_BATCH`]; the store is closed on return.
+fn backlog(runtime: &tokio::runtime::Runtime, rows: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let store = Store::open(&store::Options::new(dir.path())).unwrap();
+        let description = "x".repeat(200);
+        for start in (0..rows).step_by(FILL_BATCH) {
+            let events: Vec<NewEvent> = (start..rows.min(start + FILL_BATCH))
+                .map(|i| {
+                    let data = serde_json::json!({"session": i, "description": description, "severity": "minor"});
+                    NewEvent::new("brain-bench", EventId::generate(), Kind::Correction, &data)
+                })
+                .collect();
+            store.enqueue(events).await.unwrap();
+        }
+    });
+    dir
 }
 
 /// CPU time of the whole process (every thread: client, fake server, writer, checkpointer) so far.
@@ -330,20 +542,10 @@ fn cpu_time() -> Duration {
     micros(usage.user_time()) + micros(usage.system_time())
 }
 
-async fn fill(dir: &Path, rows: usize) {
-    let store = Store::open(&store::Options::new(dir)).unwrap();
-    let events: Vec<NewEvent> = (0..rows)
-        .map(|i| {
-            let data = serde_json::json!({"session": i, "description": "x".repeat(200), "severity": "minor"});
-            NewEvent::new("brain-bench", EventId::generate(), Kind::Correction, &data)
-        })
-        .collect();
-    store.enqueue(events).await.unwrap();
-}
-
 async fn engine_drain(
     dir: &Path,
     url: &str,
+    rows: usize,
     concurrency: usize,
     max_concurrency: usize,
 ) -> (usize, Duration) {
@@ -358,10 +560,10 @@ async fn engine_drain(
         gradata::metrics::Metrics::new(),
     )
     .unwrap();
-    // The largest backlog of any scenario: the budget never stops a drain.
+    // The whole backlog, with time to spare: the budget never stops a drain.
     let budget = Budget {
-        max_rows: BACKLOG,
-        max_time: Duration::from_secs(120),
+        max_rows: rows,
+        max_time: Duration::from_secs(600),
     };
     let started = Instant::now();
     let report = engine
