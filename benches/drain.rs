@@ -5,15 +5,16 @@
 //! 1. Backlog sweep without added latency, at 10^3, 3,200, 10^4, 10^5 and 10^6 rows: gradata's
 //!    drain engine in this process (the default adaptive concurrency, 4 up to 32; at 3,200 rows
 //!    also held at 16), the limit (the same payloads and headers posted with the same client
-//!    library, 16 in flight over keep-alive connections, no store) and the original daemon's
+//!    library, 32 in flight, the engine's most, over keep-alive connections, no store) and the original daemon's
 //!    algorithm re-created (one POST per row, sequential, a new connection per row, one commit
 //!    per row). The original is slow: it runs at a size only while its projected time there, from
 //!    the previous size's rate, fits [`Plan::original_budget`], and as many of the size's runs as
 //!    fit; stdout says which sizes it skipped, and its plot line ends there. Runs per size: 7 up to
 //!    3,200 rows, 3 at 10^4 and 10^5, one at 10^6; the median is reported.
 //! 2. 20 ms of added latency per response: gradata at concurrency 16 and the original on the same
-//!    800 rows, against the bound 16 / 0.020 s; gradata drains them 7 times, the original once
-//!    (about 20 s a drain).
+//!    800 rows (gradata 7 times, the original once: about 20 s a drain); and gradata on 3,200
+//!    rows, 3 times, held to the bound 16 / 0.020 s (on 800 rows the first round trips, before
+//!    every request is in flight, weigh a tenth).
 //! 3. `gradata drain`, the release binary as a process of its own, on the 10^6-row backlog: the
 //!    time from exec to exit and its resident memory every 0.25 s (`benches/drain/process.rs`).
 //!
@@ -103,6 +104,9 @@ struct Plan {
     original_budget: Duration,
     /// The backlog of the 20 ms scenarios, the same for gradata and the original.
     slow_rows: usize,
+    /// The backlog gradata drains at 20 ms to be held to the bound: long enough (4 s at the bound)
+    /// that the first round trips, before every request is in flight, weigh little.
+    slow_target_rows: usize,
     /// Drains of gradata and of the original in the 20 ms scenarios.
     slow_runs: usize,
     slow_original_runs: usize,
@@ -125,6 +129,7 @@ const FULL: Plan = Plan {
     target_rows: 3_200,
     original_budget: Duration::from_secs(60),
     slow_rows: 800,
+    slow_target_rows: 3_200,
     slow_runs: 7,
     slow_original_runs: 1,
     process_rows: 1_000_000,
@@ -135,6 +140,7 @@ const QUICK: Plan = Plan {
     target_rows: 1_000,
     original_budget: Duration::from_secs(5),
     slow_rows: 50,
+    slow_target_rows: 50,
     slow_runs: 1,
     slow_original_runs: 1,
     process_rows: 10_000,
@@ -143,6 +149,9 @@ const QUICK: Plan = Plan {
 
 /// Rows a call of the store's enqueue while filling a backlog: big batches keep the fill short.
 const FILL_BATCH: usize = 10_000;
+/// The engine's most requests in flight by default, and so the limit's: the bare POSTs are a
+/// ceiling only when they may have as many in flight as the engine.
+const MAX_IN_FLIGHT: usize = 32;
 /// The latency the fake server adds in the slow scenarios, and the engine's concurrency there.
 const SLOW_LATENCY: Duration = Duration::from_millis(20);
 const SLOW_CONCURRENCY: usize = 16;
@@ -187,22 +196,22 @@ fn main() -> ExitCode {
             concurrency,
         };
         sweep.push(measure(
-            "limit: bare keep-alive POSTs, no store, 16 in flight",
+            "limit: bare keep-alive POSTs, no store, 32 in flight",
             scenario(Series::Limit, None),
             template.path(),
             &fast,
-            |dir| runtime.block_on(bare_posts(dir, &fast_url, 16)),
+            |dir| runtime.block_on(bare_posts(dir, &fast_url, MAX_IN_FLIGHT)),
         ));
         sweep.push(measure(
             "gradata drain, concurrency 4 (adaptive, max 32)",
             scenario(Series::Gradata, None),
             template.path(),
             &fast,
-            |dir| runtime.block_on(engine_drain(dir, &fast_url, rows, 4, 32)),
+            |dir| runtime.block_on(engine_drain(dir, &fast_url, rows, 4, MAX_IN_FLIGHT)),
         ));
         if rows == plan.target_rows {
-            // The same at the limit's 16 requests in flight, fixed: what the engine does once its
-            // ramp (+1 per clean batch from 4) is out of the way.
+            // The same at 16 requests in flight, fixed: the engine without its ramp (+1 per clean
+            // batch from 4).
             sweep.push(measure(
                 "gradata drain, concurrency 16",
                 scenario(Series::Gradata, Some(16)),
@@ -257,25 +266,43 @@ fn main() -> ExitCode {
         &slow,
         |dir| runtime.block_on(original_drain(dir, &slow_url)),
     );
-    let gradata_slow = measure(
-        "gradata drain, 20 ms latency, concurrency 16",
-        slow_scenario(Series::Gradata, plan.slow_runs),
-        slow_template.path(),
-        &slow,
-        |dir| {
-            runtime.block_on(engine_drain(
-                dir,
-                &slow_url,
-                plan.slow_rows,
-                SLOW_CONCURRENCY,
-                SLOW_CONCURRENCY,
-            ))
-        },
-    );
+    let slow_engine = |template: &Path, rows: usize, runs: usize| {
+        measure(
+            "gradata drain, 20 ms latency, concurrency 16",
+            Scenario {
+                rows,
+                ..slow_scenario(Series::Gradata, runs)
+            },
+            template,
+            &slow,
+            |dir| {
+                runtime.block_on(engine_drain(
+                    dir,
+                    &slow_url,
+                    rows,
+                    SLOW_CONCURRENCY,
+                    SLOW_CONCURRENCY,
+                ))
+            },
+        )
+    };
+    let gradata_paired = slow_engine(slow_template.path(), plan.slow_rows, plan.slow_runs);
+    let gradata_slow = if plan.slow_target_rows == plan.slow_rows {
+        None
+    } else {
+        let template = backlog(&runtime, plan.slow_target_rows);
+        Some(slow_engine(template.path(), plan.slow_target_rows, 3))
+    };
     let bound = SLOW_CONCURRENCY as f64 / SLOW_LATENCY.as_secs_f64();
 
     let mut out = measurements(&sweep, plan.target_rows);
-    out.extend(slow_measurements(&original_slow, &gradata_slow, bound));
+    out.extend(original_slow.figures());
+    out.extend(gradata_paired.figures());
+    if let Some(held) = &gradata_slow {
+        out.extend(held.figures());
+    }
+    let gradata_slow = gradata_slow.as_ref().unwrap_or(&gradata_paired);
+    out.extend(slow_bound(gradata_slow, bound));
     if let Some(process_drain) = &process_drain {
         out.extend(process_drain.measurements(plan.rss_scenario));
     }
@@ -322,9 +349,10 @@ fn main() -> ExitCode {
         println!("{line}");
     }
     println!(
-        "- 20 ms latency, {} rows: gradata / original = {:.1}x; gradata {:.0} rows/s = {:.0}% of the bound {bound:.0} rows/s",
+        "- 20 ms latency, {} rows: gradata / original = {:.1}x; {} rows: gradata {:.0} rows/s = {:.0}% of the bound {bound:.0} rows/s",
         plan.slow_rows,
-        gradata_slow.median / original_slow.median,
+        gradata_paired.median / original_slow.median,
+        gradata_slow.rows,
         gradata_slow.median,
         100.0 * gradata_slow.median / bound
     );
@@ -424,19 +452,17 @@ fn measurements(sweep: &[Drained], target_rows: usize) -> Vec<Measurement> {
 
 /// The 20 ms scenarios in the suite's results format, with the bound (computed, not measured) as
 /// their limit and 90% of it as the target.
-fn slow_measurements(original: &Drained, gradata: &Drained, bound: f64) -> Vec<Measurement> {
-    let mut out = original.figures();
-    if !gradata.rates.is_empty() {
-        let throughput = gradata.label(&figure("throughput", "rows/s", Better::Higher));
-        out.push(throughput.clone().series(Series::Limit).runs([bound]));
-        out.push(
-            throughput
-                .series(Series::Target)
-                .runs([TARGET_SHARE_OF_BOUND * bound]),
-        );
+fn slow_bound(gradata: &Drained, bound: f64) -> Vec<Measurement> {
+    if gradata.rates.is_empty() {
+        return Vec::new();
     }
-    out.extend(gradata.figures());
-    out
+    let throughput = gradata.label(&figure("throughput", "rows/s", Better::Higher));
+    vec![
+        throughput.clone().series(Series::Limit).runs([bound]),
+        throughput
+            .series(Series::Target)
+            .runs([TARGET_SHARE_OF_BOUND * bound]),
+    ]
 }
 
 /// Runs `drain` on a fresh copy of the backlog in `template` as often as `scenario` says, the
