@@ -4,7 +4,8 @@
 //! that every body is read at once (how the service behaved before the room existed).
 //!
 //! Each run starts the release binary (`CARGO_BIN_EXE_gradata`) as `gradata serve` on a fresh data
-//! directory, sync disabled, and has [`CLIENTS`] threads each post one `POST /v1/events` of
+//! directory, sync disabled (with the queue's limit without an API key, 10,000 rows, raised: it is
+//! not what is measured), and has [`CLIENTS`] threads each post one `POST /v1/events` of
 //! [`EVENTS_PER_BODY`] events (about 0.9 MB) at the same time. It checks that every client got a
 //! 2xx and that every event is in the outbox, then reads the service's peak (`VmHWM`) and current
 //! (`VmRSS`, one second after the last answer) resident memory and stops it.
