@@ -12,8 +12,14 @@
 //! `GRADATA_BENCH_BASELINE=<another gradata binary>`, that binary drains a copy of the same
 //! backlog first, for a side-by-side figure in the same run (the targets apply to this build).
 //!
-//! Run: `cargo bench --bench backlog`. Results go to stdout as a Markdown table; the exit status is
-//! non-zero when a target is missed.
+//! Run: `cargo bench --bench backlog` (`GRADATA_BENCH_QUICK=1`: 20,000 rows, a check that it works
+//! that judges only the delivery). Results go to stdout as a Markdown table, and to
+//! `target/bench/backlog.json` in the suite's results format (`benches/support/results.rs`), area
+//! `drain`, scenario `backlog`, params `rows`, `latency_ms` (0) and `command`: `time` (s, exec to exit) and
+//! `throughput` (rows/s), `delivered` (rows), `peak rss` (MiB) and `rss growth` (MiB, late less
+//! early), each with its target, and `rss` (MiB) over `t_s` (seconds since exec, at most about 200
+//! samples), the plot of RSS during the drain. The exit status is non-zero when a target is
+//! missed, after the file is written.
 
 #![allow(
     clippy::unwrap_used,
@@ -26,6 +32,13 @@
     reason = "the shared fake server has helpers this benchmark does not use"
 )]
 #![allow(clippy::cast_precision_loss, reason = "figures")]
+
+#[path = "support/results.rs"]
+#[allow(
+    dead_code,
+    reason = "shared by the benchmarks, each of which uses a part"
+)]
+mod results;
 
 #[path = "../tests/it/support/fake_ingest.rs"]
 #[allow(
@@ -41,8 +54,13 @@ use std::time::{Duration, Instant};
 
 use fake_ingest::FakeIngest;
 use gradata::store::{self, Store};
+use results::{Better, Measurement, Series};
 
+/// The backlog; the quick mode's.
 const ROWS: usize = 1_000_000;
+const QUICK_ROWS: usize = 20_000;
+/// At most about this many RSS samples go to the results (every sample is taken and judged).
+const PLOTTED_SAMPLES: usize = 200;
 const KEY: &str = "bench-key";
 const TIME_TARGET: Duration = Duration::from_secs(30);
 const PEAK_TARGET_KIB: u64 = 64 * 1024;
@@ -68,16 +86,22 @@ struct Run {
 }
 
 fn main() -> ExitCode {
+    let quick = std::env::var("GRADATA_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let rows = if quick { QUICK_ROWS } else { ROWS };
     let template = tempfile::tempdir().unwrap();
     let filling = Instant::now();
-    fill(template.path());
+    fill(template.path(), rows);
     let filled = filling.elapsed();
 
     // `GRADATA_BENCH_BASELINE=<path of another gradata binary>` (say, a release build of the main
     // branch) drains the same backlog first, for a side-by-side figure in the same run.
     let baseline = std::env::var_os("GRADATA_BENCH_BASELINE")
-        .map(|binary| drain(template.path(), Path::new(&binary)));
-    let run = drain(template.path(), Path::new(env!("CARGO_BIN_EXE_gradata")));
+        .map(|binary| drain(template.path(), Path::new(&binary), rows));
+    let run = drain(
+        template.path(),
+        Path::new(env!("CARGO_BIN_EXE_gradata")),
+        rows,
+    );
 
     let delivered = run.report["delivered"].as_u64().unwrap_or(0);
     let drain_time = run.report["elapsed"].as_f64().unwrap_or(f64::NAN);
@@ -90,24 +114,24 @@ fn main() -> ExitCode {
         (
             "every row delivered, one request each".to_owned(),
             format!("{delivered} delivered, {requests} requests, {keys} distinct keys"),
-            format!("{ROWS}"),
-            Some(delivered == ROWS as u64 && requests == ROWS && keys == ROWS),
+            format!("{rows}"),
+            Some(delivered == rows as u64 && requests == rows && keys == rows),
         ),
         (
             "drain time (process exec → exit)".to_owned(),
             format!(
                 "{:.1} s ({:.0} rows/s; the drain's own report: {drain_time:.1} s)",
                 run.elapsed.as_secs_f64(),
-                ROWS as f64 / run.elapsed.as_secs_f64()
+                rows as f64 / run.elapsed.as_secs_f64()
             ),
             format!("< {} s", TIME_TARGET.as_secs()),
-            Some(run.elapsed < TIME_TARGET),
+            (!quick).then_some(run.elapsed < TIME_TARGET),
         ),
         (
             "peak resident memory (VmHWM)".to_owned(),
             format!("{:.1} MiB", peak as f64 / 1024.0),
             format!("< {} MiB", PEAK_TARGET_KIB / 1024),
-            Some(peak > 0 && peak < PEAK_TARGET_KIB),
+            (!quick).then_some(peak > 0 && peak < PEAK_TARGET_KIB),
         ),
         (
             "resident memory, early (10-30% of the run) vs late (70-95%), max of each".to_owned(),
@@ -117,7 +141,7 @@ fn main() -> ExitCode {
                 late as f64 / 1024.0
             ),
             format!("growth < {} MiB", FLAT_TOLERANCE_KIB / 1024),
-            Some(early > 0 && late > 0 && late < early + FLAT_TOLERANCE_KIB),
+            (!quick).then_some(early > 0 && late > 0 && late < early + FLAT_TOLERANCE_KIB),
         ),
     ];
     if let Some(baseline) = &baseline {
@@ -143,7 +167,7 @@ fn main() -> ExitCode {
         ));
     }
     println!(
-        "Backlog of {ROWS} rows (filled in {:.1} s), `gradata drain` into a local fake ingest, no added latency; {} samples.",
+        "Backlog of {rows} rows (filled in {:.1} s), `gradata drain` into a local fake ingest, no added latency; {} samples.",
         filled.as_secs_f64(),
         run.samples.len()
     );
@@ -174,6 +198,8 @@ fn main() -> ExitCode {
         "Resident memory (MiB, max per tenth of the run): {}",
         tenths.join(", ")
     );
+    let path = results::write("backlog", &measurements(&run, rows, peak, early, late)).unwrap();
+    eprintln!("results: {}", path.display());
     if all_met {
         ExitCode::SUCCESS
     } else {
@@ -182,9 +208,65 @@ fn main() -> ExitCode {
     }
 }
 
+/// This build's drain in the suite's results format, each figure with its target.
+fn measurements(
+    run: &Run,
+    rows: usize,
+    peak_kib: u64,
+    early_kib: u64,
+    late_kib: u64,
+) -> Vec<Measurement> {
+    let figure = |name: &str, unit: &str, better: Better| {
+        // `command` names the line in the drain plots: this time runs from exec to exit.
+        Measurement::new("drain", "backlog", name, unit, better)
+            .param("rows", rows)
+            .param("latency_ms", 0)
+            .param("command", "gradata drain")
+    };
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let seconds = run.elapsed.as_secs_f64();
+    let delivered = run.report["delivered"].as_f64().unwrap_or(0.0);
+    let mut out = Vec::new();
+    for (m, value, target) in [
+        (
+            figure("time", "s", Better::Lower),
+            seconds,
+            TIME_TARGET.as_secs_f64(),
+        ),
+        (
+            figure("delivered", "rows", Better::Higher),
+            delivered,
+            rows as f64,
+        ),
+        (
+            figure("peak rss", "MiB", Better::Lower),
+            mib(peak_kib),
+            mib(PEAK_TARGET_KIB),
+        ),
+        (
+            figure("rss growth", "MiB", Better::Lower),
+            mib(late_kib) - mib(early_kib),
+            mib(FLAT_TOLERANCE_KIB),
+        ),
+    ] {
+        out.push(m.clone().series(Series::Target).runs([target]));
+        out.push(m.runs([value]));
+    }
+    out.push(figure("throughput", "rows/s", Better::Higher).runs([rows as f64 / seconds]));
+    let every = run.samples.len().div_ceil(PLOTTED_SAMPLES).max(1);
+    for sample in run.samples.iter().step_by(every) {
+        out.push(
+            figure("rss", "MiB", Better::Lower)
+                .param("t_s", (sample.at.as_secs_f64() * 100.0).round() / 100.0)
+                .runs([mib(sample.rss_kib)]),
+        );
+    }
+    out
+}
+
 /// Copies the backlog in `template` to a fresh directory and drains it with `binary` into a fresh
 /// counting server, sampling the process's memory meanwhile.
-fn drain(template: &Path, binary: &Path) -> Run {
+fn drain(template: &Path, binary: &Path, rows: usize) -> Run {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(template).unwrap() {
         let entry = entry.unwrap();
@@ -198,7 +280,7 @@ fn drain(template: &Path, binary: &Path) -> Run {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["drain", "--json", "--max-seconds", "120", "--max-rows"])
-        .arg(ROWS.to_string())
+        .arg(rows.to_string())
         .env_clear()
         .env("GRADATA_CONFIG", "")
         .env("HOME", dir.path())
@@ -251,9 +333,9 @@ fn drain(template: &Path, binary: &Path) -> Run {
     }
 }
 
-/// The store in `dir`, created by opening it (so the schema is the store's own), then `ROWS`
+/// The store in `dir`, created by opening it (so the schema is the store's own), then `rows`
 /// pending rows written in one transaction.
-fn fill(dir: &Path) {
+fn fill(dir: &Path, rows: usize) {
     drop(Store::open(&store::Options::new(dir)).unwrap());
     let mut conn = rusqlite::Connection::open(dir.join(store::DATABASE_FILE)).unwrap();
     let transaction = conn.transaction().unwrap();
@@ -265,7 +347,7 @@ fn fill(dir: &Path) {
             )
             .unwrap();
         let description = "x".repeat(200);
-        for i in 0..ROWS {
+        for i in 0..rows {
             let event_id = format!("01BACKLOG{i:017}");
             let payload = format!(
                 r#"{{"brain_id":"brain-bench","event_id":"{event_id}","correction":{{"session":{i},"description":"{description}","severity":"minor"}}}}"#

@@ -19,8 +19,14 @@
 //!
 //! Targets (the issue's): outage p99 within 1.5x of healthy p99; idle under 2% of a core; every
 //! row delivered within 90 s of the ingest's return. Prints a Markdown table; exits non-zero if a
-//! target is missed. Run: `cargo bench --bench outage` with `wrk` on `PATH` (or in `$WRK`;
-//! `benches/api.sh` shows how to install it). Each p99 is the median of three load runs.
+//! target is missed, after writing `target/bench/outage.json` in the suite's results format
+//! (`benches/support/results.rs`), area and scenario `outage`, params `rows` and `clients`:
+//! `p99` (ms; the outage's runs, the healthy ones as the limit, the target as 1.5x the limit),
+//! `idle cpu` (% of a core), `recovery` (s), each with its target, and `probes under load`
+//! (requests/s), `idle probes` (requests) and `pending at return` (rows). Run: `cargo bench
+//! --bench outage` with `wrk` on `PATH` (or in `$WRK`; `benches/prepare.sh` installs it). Each p99
+//! is the median of three load runs of 5 s. `GRADATA_BENCH_QUICK=1`: 20,000 rows, one load run of
+//! 1 s per phase, 3 s idle, a check that it works that judges nothing.
 
 #![allow(
     clippy::unwrap_used,
@@ -34,6 +40,13 @@
     clippy::cast_precision_loss,
     reason = "figures"
 )]
+
+#[path = "support/results.rs"]
+#[allow(
+    dead_code,
+    reason = "shared by the benchmarks, each of which uses a part"
+)]
+mod results;
 
 #[path = "../tests/it/support/fake_ingest.rs"]
 #[allow(
@@ -56,22 +69,41 @@ use std::time::{Duration, Instant, SystemTime};
 use command_fds::{CommandFdExt, FdMapping};
 use fake_ingest::{FakeIngest, Reply};
 use gradata::store::{self, EventId, Kind, NewEvent, Store};
+use results::{Better, Measurement, Series};
 use serde_json::{Value, json};
 
 /// The service binary's allocator, for the in-process preparation of the outbox.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Rows in backoff during the outage.
-const BACKLOG: usize = 300_000;
 /// Concurrent keep-alive connections of the load.
 const CLIENTS: usize = 16;
-/// Load runs per phase; the median p99 is reported.
-const RUNS: usize = 3;
-/// Length of every load run.
-const LOAD_SECONDS: u32 = 5;
-/// How long the idle service's CPU is measured.
-const IDLE_WINDOW: Duration = Duration::from_secs(20);
+
+/// How much the benchmark does: the full run, or the quick mode's check that it works.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    /// Rows in backoff during the outage (a multiple of 1,000).
+    backlog: usize,
+    /// Load runs per phase; the median p99 is reported.
+    runs: usize,
+    /// Length of every load run, in seconds.
+    load_secs: u32,
+    /// How long the idle service's CPU is measured.
+    idle: Duration,
+}
+
+const FULL: Size = Size {
+    backlog: 300_000,
+    runs: 3,
+    load_secs: 5,
+    idle: Duration::from_secs(20),
+};
+const QUICK: Size = Size {
+    backlog: 20_000,
+    runs: 1,
+    load_secs: 1,
+    idle: Duration::from_secs(3),
+};
 /// The API key the counting server expects.
 const KEY: &str = "bench-key";
 
@@ -83,6 +115,9 @@ const RECOVERY_TARGET: Duration = Duration::from_secs(90);
 const RECOVERY_GIVE_UP: Duration = Duration::from_secs(240);
 
 fn main() -> ExitCode {
+    let quick = std::env::var("GRADATA_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let size = if quick { QUICK } else { FULL };
+    let backlog = size.backlog;
     let wrk = wrk();
     eprintln!("service: {}", binary().display());
     let single = json!({"kind": "correction", "data": {
@@ -98,8 +133,8 @@ fn main() -> ExitCode {
     let healthy_p99 = {
         let ingest = SwitchableIngest::start(true);
         let service = Service::start(&ingest.url(), Vec::new());
-        let runs: Vec<f64> = (0..RUNS)
-            .map(|_| load(&wrk, &service.url("/v1/events"), &single).p99_ms)
+        let runs: Vec<f64> = (0..size.runs)
+            .map(|_| load(&wrk, &service.url("/v1/events"), &single, size.load_secs).p99_ms)
             .collect();
         eprintln!("healthy p99 runs: {runs:?}");
         runs
@@ -109,16 +144,16 @@ fn main() -> ExitCode {
     let ingest = SwitchableIngest::start(false);
     let data_dir = tempfile::tempdir().unwrap();
     let prepared = Instant::now();
-    prepare_backlog(data_dir.path());
-    eprintln!("prepared {BACKLOG} rows in {:?}", prepared.elapsed());
+    prepare_backlog(data_dir.path(), backlog);
+    eprintln!("prepared {backlog} rows in {:?}", prepared.elapsed());
     let service = Service::start(&ingest.url(), vec![data_dir.path().to_path_buf()]);
     // The worker's first pass fails everything; the figures are for the state after it.
     let noticed = service.wait_for_log("sending only probes", Duration::from_secs(15));
     eprintln!("worker backed off as a whole: {noticed}");
     let requests_before = ingest.requests();
     let load_started = Instant::now();
-    let outage_p99: Vec<f64> = (0..RUNS)
-        .map(|_| load(&wrk, &service.url("/v1/events"), &single).p99_ms)
+    let outage_p99: Vec<f64> = (0..size.runs)
+        .map(|_| load(&wrk, &service.url("/v1/events"), &single, size.load_secs).p99_ms)
         .collect();
     let load_rate =
         (ingest.requests() - requests_before) as f64 / load_started.elapsed().as_secs_f64();
@@ -129,7 +164,7 @@ fn main() -> ExitCode {
     let requests_before = ingest.requests();
     let cpu_before = service.cpu_ticks();
     let idle_started = Instant::now();
-    std::thread::sleep(IDLE_WINDOW);
+    std::thread::sleep(size.idle);
     let idle_seconds = idle_started.elapsed().as_secs_f64();
     let idle_ticks = service.cpu_ticks() - cpu_before;
     let idle_cpu = 100.0 * idle_ticks as f64 / clock_ticks() / idle_seconds;
@@ -157,7 +192,7 @@ fn main() -> ExitCode {
     let p99_met = ratio <= P99_RATIO_TARGET;
     let idle_met = idle_cpu < IDLE_CPU_TARGET_PERCENT;
     let recovery_met = recovery.is_some_and(|t| t <= RECOVERY_TARGET) && left == 0;
-    println!("| figure ({BACKLOG} rows in backoff, {CLIENTS} clients) | measured | target |");
+    println!("| figure ({backlog} rows in backoff, {CLIENTS} clients) | measured | target |");
     println!("|---|---:|---|");
     println!(
         "| healthy, empty queue: `POST /v1/events` p99 | {healthy:.2} ms (runs {}) | |",
@@ -189,7 +224,38 @@ fn main() -> ExitCode {
         RECOVERY_TARGET.as_secs(),
         verdict(recovery_met)
     );
-    if p99_met && idle_met && recovery_met {
+    let figure = |name: &str, unit: &str, better: Better| {
+        Measurement::new("outage", "outage", name, unit, better)
+            .param("rows", backlog)
+            .param("clients", CLIENTS)
+    };
+    let p99 = figure("p99", "ms", Better::Lower);
+    let idle = figure("idle cpu", "% of a core", Better::Lower);
+    let back = figure("recovery", "s", Better::Lower);
+    let measurements = vec![
+        p99.clone().runs(outage_p99.iter().copied()),
+        p99.clone()
+            .series(Series::Limit)
+            .runs(healthy_p99.iter().copied()),
+        Measurement::new("outage", "outage", "p99", "x limit", Better::Lower)
+            .param("rows", backlog)
+            .param("clients", CLIENTS)
+            .series(Series::Target)
+            .runs([P99_RATIO_TARGET]),
+        idle.clone().runs([idle_cpu]),
+        idle.series(Series::Target).runs([IDLE_CPU_TARGET_PERCENT]),
+        // A recovery that never came stands at the time given up after: a figure, and missed.
+        back.clone()
+            .runs([recovery.unwrap_or(RECOVERY_GIVE_UP).as_secs_f64()]),
+        back.series(Series::Target)
+            .runs([RECOVERY_TARGET.as_secs_f64()]),
+        figure("probes under load", "requests/s", Better::Lower).runs([load_rate]),
+        figure("idle probes", "requests", Better::Lower).runs([idle_requests as f64]),
+        figure("pending at return", "rows", Better::Lower).runs([pending as f64]),
+    ];
+    let path = results::write("outage", &measurements).unwrap();
+    eprintln!("results: {}", path.display());
+    if quick || (p99_met && idle_met && recovery_met) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -214,9 +280,9 @@ fn runs(samples: &[f64]) -> String {
         .join(", ")
 }
 
-/// Fills `dir`'s outbox with [`BACKLOG`] rows that have failed 1 to 8 times and wait on timers
+/// Fills `dir`'s outbox with `backlog` rows that have failed 1 to 8 times and wait on timers
 /// spread over the next five minutes, as a long outage leaves them.
-fn prepare_backlog(dir: &Path) {
+fn prepare_backlog(dir: &Path, backlog: usize) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -224,7 +290,7 @@ fn prepare_backlog(dir: &Path) {
     let store = Store::open(&store::Options::new(dir)).unwrap();
     let data = json!({"text": "x".repeat(200)});
     runtime.block_on(async {
-        for _ in 0..BACKLOG / 1000 {
+        for _ in 0..backlog / 1000 {
             let batch = (0..1000)
                 .map(|_| NewEvent::new("brain-bench", EventId::generate(), Kind::Event, &data))
                 .collect();
@@ -328,9 +394,9 @@ done = function(summary, latency, requests)
 end
 "#;
 
-/// POSTs of `body` to `url` for `LOAD_SECONDS` from `CLIENTS` keep-alive connections; every
-/// request must succeed.
-fn load(wrk: &Path, url: &str, body: &[u8]) -> Load {
+/// POSTs of `body` to `url` for `seconds` from `CLIENTS` keep-alive connections; every request
+/// must succeed.
+fn load(wrk: &Path, url: &str, body: &[u8], seconds: u32) -> Load {
     let dir = tempfile::tempdir().unwrap();
     let (script, body_file) = (dir.path().join("post.lua"), dir.path().join("body.json"));
     std::fs::write(&script, WRK_SCRIPT).unwrap();
@@ -339,7 +405,7 @@ fn load(wrk: &Path, url: &str, body: &[u8]) -> Load {
         .env("WRK_BODY_FILE", &body_file)
         .args(["--threads", "1", "--timeout", "10s"])
         .arg(format!("--connections={CLIENTS}"))
-        .arg(format!("--duration={LOAD_SECONDS}s"))
+        .arg(format!("--duration={seconds}s"))
         .arg("--script")
         .arg(&script)
         .arg(url)

@@ -7,8 +7,9 @@
 #
 #   --quick      each benchmark's quick mode (GRADATA_BENCH_QUICK=1): proves that the suite and
 #                the renderer work, in a short run; its figures are not to be quoted
-#   --only NAME  run only this benchmark (repeatable, or NAME,NAME); the suite is: startup, drain,
-#                api, brain
+#   --only NAME  run only this benchmark (repeatable, or NAME,NAME); the suite, cheap first, is:
+#                startup, head_of_line, body_memory, drain, status, backlog, outage, purge, api,
+#                brain, soak
 #
 # It installs what the benchmarks need when it is missing, without reading stdin: the load
 # generator wrk (Debian's package), Python's venv module and a virtualenv with PyPI
@@ -21,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-suite=(startup drain api brain)
+suite=(startup head_of_line body_memory drain status backlog outage purge api brain soak)
 
 usage() {
     # The comment at the top of this file.
@@ -84,6 +85,9 @@ if wants api || wants brain; then
 fi
 if wants brain; then
     ensure_original_daemon
+fi
+if wants status || wants outage; then
+    ensure_wrk
 fi
 
 # --- The benchmarks, one after the other.

@@ -5,9 +5,9 @@
 //! passed loopback socket, with a fresh data directory, the default `synchronous=full`, and sync
 //! enabled to an in-process fake ingest server (the lean counting one of
 //! `tests/it/support/fake_ingest.rs`, which keeps only the idempotency keys it answered with a
-//! 2xx). For `GRADATA_SOAK_SECS` seconds (default 300) it drives a mixed, paced load (about 1,400
-//! events/s, far below what the service can take, so that what is measured is time, not
-//! saturation) from several client threads:
+//! 2xx). For `GRADATA_SOAK_SECS` seconds (default 150; 10 with `GRADATA_BENCH_QUICK=1`) it
+//! drives a mixed, paced load (about 1,400 events/s, far below what the service can take, so that
+//! what is measured is time, not saturation) from several client threads:
 //!
 //! - two threads posting single events to `POST /v1/events` over keep-alive connections;
 //! - one posting batches of 25 events;
@@ -35,7 +35,13 @@
 //!
 //! It reports, as a Markdown table on stdout, the medians of the first and of the last minute of
 //! the load (a quarter of the run each when it is shorter than four minutes), and their ratio
-//! late / early. It fails (panics) when:
+//! late / early. It writes `target/bench/soak.json` in the suite's results format
+//! (`benches/support/results.rs`), area and scenario `soak`: every sample's `VmRSS` as figure
+//! `rss` (MiB) with param `t_s` (seconds since the service's exec), the plot of RSS over time;
+//! then `acknowledged`, `delivered`, `load` (events/s), `load time`, `rss early`, `rss late`,
+//! `rss peak`, `db late` and `queue empty after heal`, and, each with its limit below as a
+//! target, `lost` (0), `dead` (0), `server errors` (0), `rss growth`, `descriptor growth`,
+//! `thread growth` and `wal late`. After writing it, it exits non-zero when:
 //!
 //! - an acknowledged event never reached the ingest server, or a row is dead, or the service
 //!   answered a request with a 5xx, or did not stop cleanly;
@@ -44,7 +50,9 @@
 //!   connections) and the allocator's free lists are still filling, and the late minute may hold
 //!   a larger backlog in flight (a failing phase leaves up to about 40,000 rows pending, whose
 //!   batches are read into memory as they are claimed): those are the slack, about 12 MiB. A
-//!   leak of 32 bytes per event (27 MiB over the 840,000 events of a ten-minute run) fails it;
+//!   leak of 32 bytes per event (27 MiB over the 840,000 events of a ten-minute run) fails a
+//!   ten-minute run; the default run of 150 s (about 210,000 events) catches leaks four times
+//!   larger;
 //! - the late median of **open file descriptors** exceeds the early one by more than 48: the
 //!   service's pool of connections to the ingest server holds up to `sync.max_concurrency` (32)
 //!   of them after a slow phase and far fewer after a healthy one, and the clients hold a few
@@ -67,9 +75,11 @@
 //! grew during the failing phases are due again within seconds of the heal and the final wait is
 //! short; every other setting is the default.
 //!
-//! Run: `cargo bench --bench soak` (release profile, LTO); `GRADATA_SOAK_SECS=30 cargo bench
-//! --bench soak` for a quick check that it works (its windows are then too short to judge
-//! growth by).
+//! The growth limits are not judged in the quick mode (its windows of a few seconds fall in the
+//! service's warm-up and are too short to judge growth by); the lost, dead and 5xx checks are.
+//!
+//! Run: `cargo bench --bench soak` (release profile, LTO), or `benches/run.sh --only soak`;
+//! `GRADATA_SOAK_SECS=600` for a ten-minute soak.
 
 #![allow(
     clippy::unwrap_used,
@@ -84,6 +94,8 @@
     reason = "figures"
 )]
 
+#[path = "soak/client.rs"]
+mod client;
 #[path = "../tests/it/support/fake_ingest.rs"]
 #[allow(
     dead_code,
@@ -91,28 +103,43 @@
     reason = "shared with the tests, which use all of it"
 )]
 mod fake_ingest;
+#[path = "soak/figures.rs"]
+mod figures;
+#[path = "soak/ingest.rs"]
+mod ingest;
+#[path = "support/results.rs"]
+#[allow(
+    dead_code,
+    reason = "shared by the benchmarks, each of which uses a part"
+)]
+mod results;
 
-use std::collections::{BTreeMap, HashSet};
-use std::io::{ErrorKind, Read, Write};
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use client::{Client, request_bytes};
 use command_fds::{CommandFdExt, FdMapping};
-use fake_ingest::{FakeIngest, Reply};
+use figures::Figures;
 use gradata::store;
+use ingest::Ingest;
 use serde_json::{Value, json};
 
 /// The bearer key the service sends and the fake ingest server expects.
 const KEY: &str = "soak-key";
-/// Default length of the load, in seconds (`GRADATA_SOAK_SECS`).
-const DEFAULT_SECS: u64 = 300;
+/// Length of the load, in seconds, unless `GRADATA_SOAK_SECS` says otherwise: long enough for
+/// the growth windows to mean something while the whole run stays near three minutes, and a
+/// few seconds in the quick mode, which only proves the benchmark works.
+const DEFAULT_SECS: u64 = 150;
+const QUICK_SECS: u64 = 10;
 /// Events per batch request.
 const BATCH: usize = 25;
 
@@ -124,13 +151,15 @@ const THREAD_SLACK: f64 = 8.0;
 const WAL_FLOOR_KIB: f64 = 64.0 * 1024.0;
 const WAL_RATIO: f64 = 2.0;
 
-fn main() {
-    let secs = std::env::var("GRADATA_SOAK_SECS")
-        .ok()
-        .map_or(DEFAULT_SECS, |v| {
+fn main() -> ExitCode {
+    let quick = std::env::var("GRADATA_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let secs = std::env::var("GRADATA_SOAK_SECS").ok().map_or(
+        if quick { QUICK_SECS } else { DEFAULT_SECS },
+        |v| {
             v.parse()
                 .unwrap_or_else(|_| panic!("GRADATA_SOAK_SECS={v:?} is not a number of seconds"))
-        });
+        },
+    );
     let duration = Duration::from_secs(secs.max(8));
     let phase = (duration / 24).clamp(Duration::from_secs(2), Duration::from_secs(20));
     let sample_every = if duration < Duration::from_secs(120) {
@@ -149,8 +178,11 @@ fn main() {
     );
 
     let ingest = Ingest::start(phase);
+    let spawned = Instant::now();
     let service = Service::start(&ingest.url());
     let started = Instant::now();
+    // The RSS plot counts from the service's exec, the windows from the start of the load.
+    let since_spawn = started - spawned;
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let workers: Vec<JoinHandle<Vec<u64>>> = Worker::ALL
@@ -219,13 +251,17 @@ fn main() {
         .iter()
         .filter(|s| s.at + window >= duration)
         .collect();
-    let mut failures = Vec::new();
-    let mut judge = |name: &str, unit: &str, get: fn(&Sample) -> f64, limit: Option<Limit>| {
-        let e = median(early.iter().map(|s| get(s)).collect());
-        let l = median(late.iter().map(|s| get(s)).collect());
+    let windows = |get: fn(&Sample) -> f64| -> (f64, f64) {
+        (
+            median(early.iter().map(|s| get(s)).collect()),
+            median(late.iter().map(|s| get(s)).collect()),
+        )
+    };
+    let mut missed = Vec::new();
+    let mut judge = |name: &str, unit: &str, (e, l): (f64, f64), limit: Option<Limit>| {
         let verdict = match &limit {
             Some(limit) if l > (limit.bound)(e) => {
-                failures.push(format!(
+                missed.push(format!(
                     "{name}: late median {l:.0} {unit} over {:.0} {unit} ({})",
                     (limit.bound)(e),
                     limit.rule
@@ -240,44 +276,17 @@ fn main() {
             if e > 0.0 { l / e } else { f64::NAN }
         );
     };
-    judge(
-        "VmRSS",
-        "KiB",
-        |s| s.rss_kib as f64,
-        Some(Limit {
-            rule: "early × 1.25 + 4 MiB",
-            bound: |e| e * RSS_RATIO + RSS_SLACK_KIB,
-        }),
-    );
-    judge(
-        "open file descriptors",
-        "",
-        |s| s.fds as f64,
-        Some(Limit {
-            rule: "early + 48",
-            bound: |e| e + FD_SLACK,
-        }),
-    );
-    judge(
-        "threads",
-        "",
-        |s| s.threads as f64,
-        Some(Limit {
-            rule: "early + 8",
-            bound: |e| e + THREAD_SLACK,
-        }),
-    );
-    judge(
-        "system.db-wal",
-        "KiB",
-        |s| s.wal_bytes as f64 / 1024.0,
-        Some(Limit {
-            rule: "early × 2 and 64 MiB",
-            bound: |e| (e * WAL_RATIO).max(WAL_FLOOR_KIB),
-        }),
-    );
-    judge("system.db", "KiB", |s| s.db_bytes as f64 / 1024.0, None);
-    judge("pending rows", "", |s| s.pending as f64, None);
+    let rss = windows(|s| s.rss_kib as f64);
+    let fds = windows(|s| s.fds as f64);
+    let threads = windows(|s| s.threads as f64);
+    let wal = windows(|s| s.wal_bytes as f64 / 1024.0);
+    let db = windows(|s| s.db_bytes as f64 / 1024.0);
+    judge("VmRSS", "KiB", rss, Some(RSS_LIMIT));
+    judge("open file descriptors", "", fds, Some(FD_LIMIT));
+    judge("threads", "", threads, Some(THREAD_LIMIT));
+    judge("system.db-wal", "KiB", wal, Some(WAL_LIMIT));
+    judge("system.db", "KiB", db, None);
+    judge("pending rows", "", windows(|s| s.pending as f64), None);
     println!();
     let max = |get: fn(&Sample) -> u64| samples.iter().map(get).max().unwrap_or(0);
     println!(
@@ -305,6 +314,28 @@ fn main() {
         final_sample.wal_bytes / 1024,
         final_sample.db_bytes / 1024
     );
+
+    let figures = Figures {
+        since_spawn,
+        samples: samples.iter().chain([&final_sample]).copied().collect(),
+        load_secs,
+        acknowledged: acknowledged.len(),
+        lost: missing.len(),
+        dead,
+        server_errors: tally.server_errors(),
+        drained_in,
+        rss,
+        fds,
+        threads,
+        wal,
+        db,
+    };
+    let path = results::write("soak", &figures.measurements()).unwrap();
+    eprintln!("results: {}", path.display());
+
+    // Growth is judged only in a full run: the quick mode's windows of a few seconds fall in the
+    // service's warm-up, so their medians say nothing of growth.
+    let mut failures = if quick { Vec::new() } else { missed };
     if !missing.is_empty() {
         failures.push(format!(
             "{} acknowledged events never reached the ingest server, e.g. {:?}",
@@ -324,8 +355,13 @@ fn main() {
     if !exit.success() {
         failures.push(format!("the service did not stop cleanly: {exit}"));
     }
-    assert!(failures.is_empty(), "soak failed:\n{}", failures.join("\n"));
-    println!("- verdict: every acknowledged event delivered; no growth beyond the limits");
+    if failures.is_empty() {
+        println!("- verdict: every acknowledged event delivered; no growth beyond the limits");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("soak failed:\n{}", failures.join("\n"));
+        ExitCode::FAILURE
+    }
 }
 
 /// A late median over `bound(early median)` fails the run; `rule` says so in the report.
@@ -333,6 +369,23 @@ struct Limit {
     rule: &'static str,
     bound: fn(f64) -> f64,
 }
+
+const RSS_LIMIT: Limit = Limit {
+    rule: "early × 1.25 + 4 MiB",
+    bound: |e| e * RSS_RATIO + RSS_SLACK_KIB,
+};
+const FD_LIMIT: Limit = Limit {
+    rule: "early + 48",
+    bound: |e| e + FD_SLACK,
+};
+const THREAD_LIMIT: Limit = Limit {
+    rule: "early + 8",
+    bound: |e| e + THREAD_SLACK,
+};
+const WAL_LIMIT: Limit = Limit {
+    rule: "early × 2 and 64 MiB",
+    bound: |e| (e * WAL_RATIO).max(WAL_FLOOR_KIB),
+};
 
 fn median(mut values: Vec<f64>) -> f64 {
     assert!(!values.is_empty(), "a window without samples");
@@ -358,153 +411,6 @@ fn binary() -> PathBuf {
         || PathBuf::from(env!("CARGO_BIN_EXE_gradata")),
         PathBuf::from,
     )
-}
-
-// ---------------------------------------------------------------------------------------------
-// The flapping cloud.
-
-/// What the fake ingest server does in a phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Phase {
-    Healthy,
-    Throttled,
-    Failing,
-    Slow,
-    Refused,
-}
-
-impl Phase {
-    const CYCLE: [Phase; 8] = [
-        Phase::Healthy,
-        Phase::Throttled,
-        Phase::Healthy,
-        Phase::Failing,
-        Phase::Healthy,
-        Phase::Slow,
-        Phase::Healthy,
-        Phase::Refused,
-    ];
-
-    fn from_u8(value: u8) -> Phase {
-        Phase::CYCLE
-            .into_iter()
-            .find(|p| *p as u8 == value)
-            .unwrap()
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Phase::Healthy => "healthy",
-            Phase::Throttled => "503",
-            Phase::Failing => "500",
-            Phase::Slow => "slow",
-            Phase::Refused => "refused",
-        }
-    }
-
-    fn reply(self) -> Reply {
-        match self {
-            Phase::Healthy | Phase::Refused => Reply::ok(),
-            Phase::Throttled => Reply::status(503).header("Retry-After", "1"),
-            Phase::Failing => Reply::status(500).body("internal error"),
-            Phase::Slow => Reply::ok().delay(Duration::from_millis(300)),
-        }
-    }
-}
-
-/// The fake ingest server and the thread that moves it through the phases.
-struct Ingest {
-    addr: SocketAddr,
-    phase: Arc<AtomicU8>,
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<(FakeIngest, HashSet<Vec<u8>>)>,
-}
-
-/// The healed server, and the keys every earlier instance answered 2xx.
-struct Healed {
-    server: FakeIngest,
-    earlier: HashSet<Vec<u8>>,
-}
-
-impl Ingest {
-    fn start(length: Duration) -> Ingest {
-        let phase = Arc::new(AtomicU8::new(Phase::Healthy as u8));
-        let serve = |phase: &Arc<AtomicU8>, addr: Option<SocketAddr>| {
-            let phase = phase.clone();
-            FakeIngest::counting_with(KEY, addr, move |_| {
-                Phase::from_u8(phase.load(Ordering::Relaxed)).reply()
-            })
-        };
-        let first = serve(&phase, None);
-        let addr = first.addr();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (phase, stop) = (phase.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("soak-ingest".to_owned())
-                .spawn(move || {
-                    let mut server = Some(first);
-                    let mut earlier = HashSet::new();
-                    let mut deadline = Instant::now();
-                    'cycles: for next in Phase::CYCLE.into_iter().cycle() {
-                        if next == Phase::Refused {
-                            if let Some(gone) = server.take() {
-                                // Stopped first: a request in flight is answered, and counted,
-                                // before the server is gone.
-                                earlier.extend(gone.stop());
-                            }
-                        } else if server.is_none() {
-                            server = Some(serve(&phase, Some(addr)));
-                        }
-                        phase.store(next as u8, Ordering::Relaxed);
-                        deadline += length;
-                        while Instant::now() < deadline {
-                            if stop.load(Ordering::Relaxed) {
-                                break 'cycles;
-                            }
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                    phase.store(Phase::Healthy as u8, Ordering::Relaxed);
-                    let server = server.unwrap_or_else(|| serve(&phase, Some(addr)));
-                    (server, earlier)
-                })
-                .unwrap()
-        };
-        Ingest {
-            addr,
-            phase,
-            stop,
-            thread,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/ingest", self.addr)
-    }
-
-    fn phase(&self) -> &'static str {
-        Phase::from_u8(self.phase.load(Ordering::Relaxed)).name()
-    }
-
-    /// Ends the phases: the server answers 200 from now on.
-    fn heal(self) -> Healed {
-        self.stop.store(true, Ordering::Relaxed);
-        let (server, earlier) = self.thread.join().unwrap();
-        Healed { server, earlier }
-    }
-}
-
-impl Healed {
-    /// Every event id answered 2xx by any instance, packed as [`Worker::run`] returns them.
-    fn delivered(&self) -> HashSet<u64> {
-        self.earlier
-            .iter()
-            .chain(self.server.delivered_keys().iter())
-            .filter_map(|key| parse_event_id(key))
-            .collect()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -921,141 +827,4 @@ fn get(client: &mut Client, tally: &Tally, path: &str, close: bool) {
         Ok((status, _)) => tally.count(route, status),
         Err(_) => tally.io_error(),
     }
-}
-
-fn request_bytes(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    close: bool,
-) -> Vec<u8> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
-    if let Some(body) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    if close {
-        head.push_str("Connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body.unwrap_or_default().as_bytes());
-    bytes
-}
-
-/// A minimal HTTP/1.1 client on one keep-alive connection, opened again when it fails.
-struct Client {
-    addr: SocketAddr,
-    stream: Option<TcpStream>,
-}
-
-impl Client {
-    fn new(addr: SocketAddr) -> Client {
-        Client { addr, stream: None }
-    }
-
-    fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        close: bool,
-    ) -> std::io::Result<(u16, Vec<u8>)> {
-        let result = self.exchange(method, path, body, close);
-        if result.is_err() || close {
-            self.stream = None;
-        }
-        result
-    }
-
-    fn exchange(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        close: bool,
-    ) -> std::io::Result<(u16, Vec<u8>)> {
-        let stream = match self.stream.take() {
-            Some(stream) => stream,
-            None => {
-                let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(10))?;
-                stream.set_nodelay(true)?;
-                stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-                stream
-            }
-        };
-        let stream = self.stream.insert(stream);
-        stream.write_all(&request_bytes(self.addr, method, path, body, close))?;
-        read_response(stream)
-    }
-}
-
-/// Reads one response: its status and body (by `Content-Length`, or chunked).
-fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, Vec<u8>)> {
-    let eof = || std::io::Error::new(ErrorKind::UnexpectedEof, "connection closed");
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(eof());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    let mut body = buf[end + 4..].to_vec();
-    let header = |name: &str| {
-        head.lines()
-            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
-    };
-    if let Some(length) = header("content-length:") {
-        let length: usize = length
-            .parse()
-            .map_err(|_| std::io::Error::other("bad content-length"))?;
-        while body.len() < length {
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(eof());
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-        body.truncate(length);
-        return Ok((status, body));
-    }
-    if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
-        // Read to the last chunk, then strip the framing.
-        while !body.ends_with(b"0\r\n\r\n") {
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(eof());
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-        let mut plain = Vec::new();
-        let mut rest = body.as_slice();
-        while let Some(at) = rest.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..at]).trim(), 16)
-                .map_err(|_| std::io::Error::other("bad chunk size"))?;
-            if size == 0 {
-                break;
-            }
-            let start = at + 2;
-            plain.extend_from_slice(&rest[start..start + size]);
-            rest = &rest[start + size + 2..];
-        }
-        return Ok((status, plain));
-    }
-    stream.read_to_end(&mut body)?;
-    Ok((status, body))
 }

@@ -145,6 +145,53 @@ when idle) instead of draining, so capture keeps its healthy latency and an idle
 asleep. The recovery is a drain, limited as the \
 Drain section says.",
     },
+    Notes {
+        area: "status",
+        title: "Status: health and metrics at a million pending rows",
+        method: "\
+An outbox of 1,000,000 pending rows is written straight into the database, and `GET /health` \
+and `GET /metrics` are timed one request at a time on a keep-alive connection, next to the same \
+service on an empty outbox, in alternating rounds (nothing drains: no API key). Then what the \
+counting triggers cost the writes: single-event enqueues through the store (64 callers) and \
+single-event `POST /v1/events` under `wrk` (64 connections), with the triggers and, as the \
+limit, on an outbox whose triggers were dropped, alternately in one run.",
+        limits: "\
+Status reads the counts the database's triggers keep and two index lookups, so its cost does \
+not grow with the queue (it used to count the rows, about 0.4 s per million); what is left is \
+the request's round trip on loopback. The triggers add a row update to every write's \
+transaction, which shows under `synchronous=normal`, where the writer's CPU rather than the \
+fsync sets the rate.",
+    },
+    Notes {
+        area: "queue",
+        title: "Queue: failing rows at the head, and a failing ingest at startup",
+        method: "\
+The service starts on 200 rows the fake ingest answers 500 ahead of 5,000 it takes, once with \
+only the 200 retried before and once after a day-long outage (every row failed 1 to 8 times), \
+and the startup drain's record (written before `READY=1`) is read: every good row must be \
+delivered before `READY=1`. Then the same rows against an ingest that answers 500 to \
+everything, and one that refuses connections: the startup drain must stop within three \
+batches (150 rows tried).",
+        limits: "\
+Rows waiting on their backoff timers are not claimed, so a failing head does not hold back the \
+rows behind it; a drain that makes no progress for three batches stops (`no_progress`), so an \
+outage costs `READY=1` a few requests, not the startup budget.",
+    },
+    Notes {
+        area: "retention",
+        title: "Retention: purging a million synced rows under load",
+        method: "\
+The service, under a 30 s watchdog it must feed, purges 1,000,000 synced rows past their \
+retention while a probe posts single events at 100 requests a second on one keep-alive \
+connection, each latency counted from when its request was due. The probe's latencies before \
+the purge starts are the limit; those during the purge must have a p99.9 within twice theirs \
+and no request over 250 ms, every expired row must be deleted and the watchdog fed throughout.",
+        limits: "\
+The purge deletes in steps of a bounded number of rows, one transaction each through the \
+store's writer, and rests between steps as long as the last one took: a write waits at most one \
+step, and the purge takes at most half the writer's time. It runs apart from the watchdog's \
+task, so a long purge does not starve it.",
+    },
 ];
 
 /// The notes of an area, if the page has any.
