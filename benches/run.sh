@@ -80,14 +80,12 @@ fi
 # --- What the suite needs.
 
 . benches/prepare.sh
-if wants api || wants brain; then
+if wants api || wants brain || wants status || wants outage; then
     ensure_wrk
 fi
-if wants brain; then
+# The Python daemon gradata replaces, measured beside it.
+if wants startup || wants api || wants brain; then
     ensure_original_daemon
-fi
-if wants status || wants outage; then
-    ensure_wrk
 fi
 
 # --- The benchmarks, one after the other.
