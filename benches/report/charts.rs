@@ -114,6 +114,9 @@ struct Spec {
     split: Split,
     /// Keep only the measurements at the largest value of this parameter.
     largest: Option<&'static str>,
+    /// Drop lines of a single point: there they are figures the tables carry (a limit or a
+    /// setting measured at one concurrency), not curves.
+    curves_only: bool,
     /// What the suite must write for it, for the page's list of skipped plots.
     wants: &'static str,
     /// The area whose section shows it.
@@ -133,6 +136,7 @@ const SPECS: &[Spec] = &[
         kind: Kind::Lines,
         split: Split::None,
         largest: None,
+        curves_only: false,
         wants: "area drain, figure throughput, params.rows",
         section: "drain",
     },
@@ -148,6 +152,7 @@ const SPECS: &[Spec] = &[
         kind: Kind::Lines,
         split: Split::None,
         largest: None,
+        curves_only: false,
         wants: "area drain, figure time, params.rows",
         section: "drain",
     },
@@ -163,6 +168,7 @@ const SPECS: &[Spec] = &[
         kind: Kind::Lines,
         split: Split::Param("batch"),
         largest: None,
+        curves_only: true,
         wants: "area capture, figure throughput, params.clients",
         section: "capture",
     },
@@ -178,6 +184,7 @@ const SPECS: &[Spec] = &[
         kind: Kind::Lines,
         split: Split::Param("batch"),
         largest: None,
+        curves_only: true,
         wants: "area capture, figure p99, params.clients",
         section: "capture",
     },
@@ -193,6 +200,7 @@ const SPECS: &[Spec] = &[
         kind: Kind::Lines,
         split: Split::Scenario,
         largest: None,
+        curves_only: false,
         wants: "figure rss, params.t_s (one measurement per sample)",
         section: "",
     },
@@ -208,6 +216,7 @@ const SPECS: &[Spec] = &[
         kind: Kind::Lines,
         split: Split::None,
         largest: None,
+        curves_only: false,
         wants: "area startup, figure ready, params.rows",
         section: "startup",
     },
@@ -223,6 +232,7 @@ const SPECS: &[Spec] = &[
         kind: Kind::Bars,
         split: Split::None,
         largest: Some("clients"),
+        curves_only: false,
         wants: "area brain, figure throughput, params.route",
         section: "brain",
     },
@@ -390,6 +400,9 @@ fn chart_of(
                 });
             }
         }
+    }
+    if spec.curves_only && lines.iter().any(|line| line.points.len() > 1) {
+        lines.retain(|line| line.points.len() > 1);
     }
     if lines.is_empty() {
         return None;

@@ -29,8 +29,14 @@ pub(crate) fn svg(chart: &Chart) -> anyhow::Result<String> {
         .iter()
         .flat_map(|line| line.points.iter().map(|p| p.1))
         .collect();
-    let x_axis = Axis::new(chart.x_scale, &xs, chart.categories.len(), false, false);
-    let y_axis = Axis::new(chart.y_scale, &ys, 0, chart.kind == Kind::Bars, true);
+    let x_axis = Axis::new(chart.x_scale, &xs, chart.categories.len(), false, 0.0);
+    let y_axis = Axis::new(
+        chart.y_scale,
+        &ys,
+        0,
+        chart.kind == Kind::Bars,
+        legend_share(chart.lines.len()),
+    );
 
     let mut text = String::new();
     {
@@ -143,8 +149,8 @@ struct Axis {
 impl Axis {
     /// An axis over `values` (data space). `count` is the number of categories of an ordinal
     /// axis; `from_zero` starts a linear axis at 0 (and a log axis a decade lower, for bars);
-    /// `headroom` leaves the top third or so free for the legend, so it covers no data.
-    fn new(scale: Scale, values: &[f64], count: usize, from_zero: bool, headroom: bool) -> Axis {
+    /// `headroom` is the share of the axis, at its top, left free of data for the legend.
+    fn new(scale: Scale, values: &[f64], count: usize, from_zero: bool, headroom: f64) -> Axis {
         match scale {
             Scale::Ordinal => Axis {
                 scale,
@@ -164,8 +170,8 @@ impl Axis {
                 if high <= low {
                     high = low + 1.0;
                 }
-                if headroom {
-                    high += ((high - low) * 0.35).round().max(1.0);
+                if headroom > 0.0 {
+                    high = with_headroom(low, high, headroom).ceil();
                 }
                 let decades: Vec<f64> = float_steps(low.floor(), high, 1.0);
                 // An x axis with a few distinct values (clients 1, 16, 64, 256) is labelled at
@@ -174,7 +180,7 @@ impl Axis {
                 let mut distinct = logs.clone();
                 distinct.sort_by(f64::total_cmp);
                 distinct.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
-                let labelled = !headroom && distinct.len() <= 8;
+                let labelled = headroom == 0.0 && distinct.len() <= 8;
                 if labelled {
                     let margin = ((max - min) * 0.04).max(0.05);
                     low = min - margin;
@@ -197,7 +203,11 @@ impl Axis {
             Scale::Linear => {
                 let (min, max) = bounds(values, (0.0, 1.0));
                 let low = if from_zero || min >= 0.0 { 0.0 } else { min };
-                let mut high = if headroom { max * 1.5 } else { max * 1.05 };
+                let mut high = if headroom > 0.0 {
+                    with_headroom(low, max, headroom)
+                } else {
+                    max * 1.05
+                };
                 if high <= low {
                     high = low + 1.0;
                 }
@@ -280,6 +290,20 @@ impl Ranged for Keyed {
             self.bold.clone()
         }
     }
+}
+
+/// The share of the plotting area's height the legend takes, with a margin: one row of text per
+/// line, in the upper right corner.
+fn legend_share(lines: usize) -> f64 {
+    // The plotting area is the image less the margins, the caption and the x labels.
+    let plot_height = f64::from(HEIGHT) - 2.0 * 14.0 - 28.0 - 44.0;
+    let legend_height = 17.0 * lines.max(1) as f64 + 24.0;
+    (legend_height / plot_height).clamp(0.25, 0.75)
+}
+
+/// The top of an axis from `low` whose data reach `max`, so that the top `share` of it is free.
+fn with_headroom(low: f64, max: f64, share: f64) -> f64 {
+    (max - share * low) / (1.0 - share)
 }
 
 /// `1`, `10`, `1k`, `2.5k`, `1M`, `0.01`: an axis label.

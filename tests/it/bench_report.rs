@@ -257,3 +257,55 @@ fn results_without_plot_data_skip_every_plot() {
     let wrong = Results::parse(r#"{"schema": 2, "measurements": []}"#).unwrap_err();
     assert!(wrong.to_string().contains("schema 2"), "{wrong}");
 }
+
+#[test]
+fn capture_plots_keep_curves_and_leave_room_for_the_legend() {
+    let point = |series: &str, route: &str, clients: u32, value: f64| {
+        format!(
+            r#"{{"area": "capture", "scenario": "api", "figure": "throughput", "unit": "events/s",
+                "series": "{series}", "params": {{"route": "{route}", "batch": 1, "clients": {clients}}},
+                "runs": [{value}], "better": "higher"}}"#
+        )
+    };
+    let measurements = [
+        point("gradata", "/v1/events", 16, 30_000.0),
+        point("gradata", "/v1/events", 64, 40_000.0),
+        point("limit", "/v1/events", 16, 60_000.0),
+        point("limit", "/v1/events", 64, 70_000.0),
+        // Measured at one concurrency only: a figure of the tables, not a curve.
+        point("limit", "/correct", 64, 65_000.0),
+    ];
+    let text = format!(
+        r#"{{"schema": 1, "commit": "abc1234", "quick": true, "measurements": [{}]}}"#,
+        measurements.join(",")
+    );
+    let results = Results::parse(&text).unwrap();
+    let plan = charts::plan(&results);
+    let chart = plan
+        .charts
+        .iter()
+        .find(|chart| chart.file == "capture-throughput-batch-1.svg")
+        .unwrap();
+    let names: Vec<&str> = chart.lines.iter().map(|line| line.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["gradata, route=/v1/events", "limit, route=/v1/events"]
+    );
+
+    // The legend sits in the upper right: the highest point must lie below it, in the lower part
+    // of the plot (the SVG's y grows downwards, so its circles' y must be large).
+    let svg = draw::svg(chart).unwrap();
+    let top_of_data = svg
+        .split("<circle")
+        .skip(1)
+        .filter_map(|circle| {
+            let cy = circle.split("cy=\"").nth(1)?;
+            cy.split('"').next()?.parse::<f64>().ok()
+        })
+        .fold(f64::INFINITY, f64::min);
+    assert!(top_of_data.is_finite(), "no points drawn");
+    assert!(
+        top_of_data > 480.0 * 0.3,
+        "a point at y = {top_of_data} reaches the legend"
+    );
+}
