@@ -15,8 +15,9 @@
 //!    800 rows (gradata 7 times, the original once: about 20 s a drain); and gradata on 3,200
 //!    rows, 3 times, held to the bound 16 / 0.020 s (on 800 rows the first round trips, before
 //!    every request is in flight, weigh a tenth).
-//! 3. `gradata drain`, the release binary as a process of its own, on the 10^6-row backlog: the
-//!    time from exec to exit and its resident memory every 0.25 s (`benches/drain/process.rs`).
+//!
+//! The 10^6-row drain as an operator runs it (`gradata drain`, the release binary as a process of
+//! its own, its time and resident memory) is the backlog benchmark's (`benches/backlog.rs`).
 //!
 //! Each backlog is filled once per size through the store's enqueue, 10,000 rows a call, and
 //! copied for every run. Each in-process rate is the rows over the time of the drain alone:
@@ -24,21 +25,15 @@
 //! measures them), not drain throughput. The fake server without latency is the lean counting
 //! one, and every scenario checks that it received exactly one request per row.
 //!
-//! Run: `cargo bench --bench drain` (release profile; about 5 minutes, most of it the 10^6-row
-//! backlog). `GRADATA_BENCH_QUICK=1`: 10^3 and 10^4 rows, one run each, 50 rows at 20 ms and the
-//! process drain on 10^4 rows, in seconds. Results go to stdout as Markdown, and to
-//! `target/bench/drain.json` in the suite's results format (`benches/support/results.rs`), area
-//! `drain`:
-//! - scenario `drain`: figures `throughput` (rows/s), `time` (s) and `cpu per row` (µs, the whole
-//!   process), every run, with params `rows` and `latency_ms` (and `concurrency` = 16 for the
-//!   engine held there); series `gradata`, `original` (the re-created algorithm), `limit` (the bare
-//!   keep-alive POSTs; with 20 ms, the bound 16 / 0.020 s, computed, not measured) and `target`
-//!   (the issue's: 70% of the limit at 3,200 rows without latency, 90% of the bound with 20 ms);
-//! - scenario `drain-process`: figure `time` (s, params `rows`, `latency_ms` = 0 and `command` =
-//!   `gradata drain`) with a target of 30 s, and `rss max` (MiB, the peak `VmHWM`, params `rows`
-//!   and `command`) with a target of 64 MiB;
-//! - scenario `drain-1e6` (quick: `drain-1e4`): figure `rss` (MiB) with param `t_s`, seconds since
-//!   exec, one measurement per sample of the process drain.
+//! Run: `cargo bench --bench drain` (release profile; about 4 minutes, most of it the 10^5 and
+//! 10^6-row backlogs). `GRADATA_BENCH_QUICK=1`: 10^3 and 10^4 rows, one run each, and 50 rows at
+//! 20 ms, in seconds. Results go to stdout as Markdown, and to `target/bench/drain.json` in the
+//! suite's results format (`benches/support/results.rs`), area and scenario `drain`: figures
+//! `throughput` (rows/s), `time` (s) and `cpu per row` (µs, the whole process), every run, with
+//! params `rows` and `latency_ms` (and `concurrency` = 16 for the engine held there); series
+//! `gradata`, `original` (the re-created algorithm), `limit` (the bare keep-alive POSTs; with
+//! 20 ms, the bound 16 / 0.020 s, computed, not measured) and `target` (the issue's: 70% of the
+//! limit at 3,200 rows without latency, 90% of the bound with 20 ms).
 //!
 //! A full run exits non-zero, after writing its file, when a target is missed.
 
@@ -66,8 +61,6 @@
     reason = "shared with the tests, which use all of it"
 )]
 mod fake_ingest;
-#[path = "drain/process.rs"]
-mod process;
 #[path = "support/results.rs"]
 #[allow(
     dead_code,
@@ -110,10 +103,6 @@ struct Plan {
     /// Drains of gradata and of the original in the 20 ms scenarios.
     slow_runs: usize,
     slow_original_runs: usize,
-    /// The backlog the service binary drains as a process (one of `sizes`, whose backlog it copies).
-    process_rows: usize,
-    /// The name of the scenario of the process drain's memory samples.
-    rss_scenario: &'static str,
 }
 
 /// Seven drains at the small sizes, because a drain there lasts a fraction of a second and single
@@ -132,8 +121,6 @@ const FULL: Plan = Plan {
     slow_target_rows: 3_200,
     slow_runs: 7,
     slow_original_runs: 1,
-    process_rows: 1_000_000,
-    rss_scenario: "drain-1e6",
 };
 const QUICK: Plan = Plan {
     sizes: &[(1_000, 1), (10_000, 1)],
@@ -143,8 +130,6 @@ const QUICK: Plan = Plan {
     slow_target_rows: 50,
     slow_runs: 1,
     slow_original_runs: 1,
-    process_rows: 10_000,
-    rss_scenario: "drain-1e4",
 };
 
 /// Rows a call of the store's enqueue while filling a backlog: big batches keep the fill short.
@@ -178,7 +163,6 @@ fn main() -> ExitCode {
     println!("|---|---:|---:|---:|---|");
     let mut sweep: Vec<Drained> = Vec::new();
     let mut skipped = Vec::new();
-    let mut process_drain = None;
     // The original's rate at the last size it ran at: its projection for the next.
     let mut original_rate: Option<f64> = None;
     for &(rows, runs) in plan.sizes {
@@ -246,9 +230,6 @@ fn main() -> ExitCode {
             }
             sweep.push(drained);
         }
-        if rows == plan.process_rows {
-            process_drain = process::drain(template.path(), rows);
-        }
     }
 
     let slow_template = backlog(&runtime, plan.slow_rows);
@@ -303,9 +284,6 @@ fn main() -> ExitCode {
     }
     let gradata_slow = gradata_slow.as_ref().unwrap_or(&gradata_paired);
     out.extend(slow_bound(gradata_slow, bound));
-    if let Some(process_drain) = &process_drain {
-        out.extend(process_drain.measurements(plan.rss_scenario));
-    }
     let path = results::write("drain", &out).unwrap();
     eprintln!("results: {}", path.display());
 
@@ -358,10 +336,6 @@ fn main() -> ExitCode {
     );
     if gradata_slow.median < TARGET_SHARE_OF_BOUND * bound {
         missed.push("20 ms latency: gradata below 90% of the bound".to_owned());
-    }
-    if let Some(process_drain) = &process_drain {
-        process_drain.print();
-        missed.extend(process_drain.missed());
     }
     if quick || missed.is_empty() {
         ExitCode::SUCCESS
