@@ -37,13 +37,19 @@ acknowledged. Its runs are shorter (3 s), at the same concurrencies. The target 
 load is the loaded daemon's `VmRSS`, read every 20 ms during the 64-client single-event loads: \
 the peak.",
         limits: "\
-Every request waits for its group's commit and fsync, so the rate follows the fsync time, which \
-grows with the bytes a commit writes and with how busy the cores are. Without any fsync the \
-service still does about half of what the trivial handler does: a request costs it about twice \
-the CPU (the store's hand-over and SQLite work about 20 µs, the response's `writev` on loopback \
-most of the rest), and `wrk` shares the same two cores. Profiles found no single item above a few \
-per cent; renicing, real-time scheduling, commit delays, smaller pages and PGO all measured \
-within this machine's run-to-run swing. A unix socket is 8-30% faster than loopback TCP. The \
+A request is acknowledged only after its group's commit is fsynced, and the clients of a group \
+wait for that fsync together: each cycle is the group's HTTP work plus one `fdatasync` (about \
+1 ms here, 0.1-10 ms, set by the disk), one after the other. Counted in one run: one fsync per \
+24 requests, 34 `pwrite`s per commit. So events/s is about clients / (clients / the rate \
+without fsync + the fsync time), `synchronous=full` runs at about half of `normal`, and the \
+ratio to the trivial handler falls as the machine gets quieter (the handler speeds up, the \
+fsync does not). Only work that overlaps the fsync would remove it from the cycle. The top CPU \
+costs, about 20 µs a request: the store thread (a third: SQLite's VDBE, a quarter of it the \
+row inserts; WAL frames; ext4 writeback inside `fdatasync`), hyper's `writev` of the response \
+(a quarter: loopback TCP, including the delivery to `wrk`), context switches (a tenth), the \
+hand-over to the store (4%); axum, JSON and the handler together 15%, no item above 2%. Tried \
+and not kept, within this machine's run-to-run swing: flattened writes instead of `writev`, one \
+runtime worker, renicing, real-time scheduling, commit delays, smaller pages, PGO.The \
 original handles each request on a thread of its own behind one process-wide lock, and each \
 event is its own SQLite transaction (after re-running its schema statements) plus a line \
 appended to `events.jsonl`, with no group commit; `/correct` also runs its learning pipeline. \
@@ -101,13 +107,20 @@ Idle: `VmRSS` one second after `READY=1`, with an empty queue and sync enabled (
 one second after its first answer, on an empty brain directory). Under load: 400 clients each post a body of 1,000 \
 events (about 0.94 MB) at once to `POST /v1/events`; every client must get a 2xx and every event \
 must be in the outbox, then the peak (`VmHWM`) and the `VmRSS` a second after the last answer are \
-read. The bodies held in memory are bounded by `api.max_buffered_body_bytes` (64 MiB).",
+read. The bodies held in memory are bounded by `api.max_buffered_body_bytes` (64 MiB). Under \
+capture load (scenario `api`): the peak of `VmRSS` read every 20 ms during the 64-client loads, \
+for gradata and for the original on the same routes.",
         limits: "\
 The peak is about four times the room for bodies: a body is in memory as its text, then as its \
 parsed events, then as the payloads the outbox stores, and the allocator keeps some of what is \
 freed. A body waiting for room is not read at all and stays in the kernel's socket buffers, \
-which the service's resident memory does not count. Idle memory is the outbox, SQLite's page \
-cache and the runtime.",
+which the service's resident memory does not count. Idle, about 2 MiB is the service's own \
+(the allocator's arena, relocated data, stacks); the rest is file-backed and shared: the \
+binary's code as the kernel maps it from the page cache (7-8 MiB of its 9.5 MB of text, in \
+64 KiB fault-around windows or whole large folios, though startup touches about 4.7 MiB), its \
+read-only data and the C library. So the idle figure depends on the binary's size and layout \
+more than on anything the service holds; compiling the start-up-only crates for size moved it \
+by 0.2 MiB, within the noise.",
     },
     Notes {
         area: "brain",
