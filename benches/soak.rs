@@ -12,7 +12,9 @@
 //! - two threads posting single events to `POST /v1/events` over keep-alive connections;
 //! - one posting batches of 25 events;
 //! - one alternating `POST /correct` and `POST /log-event` (every 100th correction is over 16 KiB,
-//!   which the service measures on its blocking pool);
+//!   which the service measures on its blocking pool; the others cycle through 1,000 distinct
+//!   small ones, so that the brain learns from the first round and sees duplicates after it:
+//!   `DISTINCT_CORRECTIONS` says why);
 //! - one churning connections: a single event on a new connection with `Connection: close`, a
 //!   connection opened and closed without a byte, half a request head then a close, a whole
 //!   request then a close without reading the answer, `GET /health` on a new connection;
@@ -52,7 +54,8 @@
 //!   batches are read into memory as they are claimed): those are the slack, about 12 MiB. A
 //!   leak of 32 bytes per event (27 MiB over the 840,000 events of a ten-minute run) fails a
 //!   ten-minute run; the default run of 150 s (about 210,000 events) catches leaks four times
-//!   larger;
+//!   larger. The brain's own data stops growing within the early window (its corrections repeat
+//!   after the first 1,000), so what grows after it is not data the service must keep;
 //! - the late median of **open file descriptors** exceeds the early one by more than 48: the
 //!   service's pool of connections to the ingest server holds up to `sync.max_concurrency` (32)
 //!   of them after a slow phase and far fewer after a healthy one, and the clients hold a few
@@ -142,6 +145,14 @@ const DEFAULT_SECS: u64 = 150;
 const QUICK_SECS: u64 = 10;
 /// Events per batch request.
 const BATCH: usize = 25;
+/// How many distinct small corrections the correction thread cycles through. Every one of them
+/// reinforces the same lesson, whose `Corrections:` line (0.6.0's proof chain, kept whole) gains
+/// the id of each new one, and `lessons.md` is rewritten and parsed again for each: a chain
+/// without end would make the brain's data, and the memory of writing it, grow for the whole
+/// run. Once the cycle has gone round (10 s into the load, 100 corrections a second) every
+/// correction is a duplicate within the session (`observation_dedup`): recorded, queued and
+/// indexed as before, but it teaches nothing, as a user's repeated edit does.
+const DISTINCT_CORRECTIONS: u64 = 1000;
 
 /// Growth limits, justified in the module documentation.
 const RSS_RATIO: f64 = 1.25;
@@ -736,8 +747,9 @@ impl Worker {
                             json!({"old_string": text, "new_string": format!("{text}one more line\n"),
                                 "file_path": "src/big.rs", "session_id": "soak", "event_id": event_id})
                         } else {
-                            json!({"old_string": format!("teh cat {round}"),
-                                "new_string": format!("the cat {round}"),
+                            let n = round / 2 % DISTINCT_CORRECTIONS;
+                            json!({"old_string": format!("teh cat {n}"),
+                                "new_string": format!("the cat {n}"),
                                 "file_path": "notes.md", "session_id": "soak", "event_id": event_id})
                         };
                         post(&mut client, tally, "/correct", &body, false)
