@@ -1,6 +1,6 @@
 //! The outbox against a model of it: random sequences of enqueues (one and many, with duplicate
-//! event ids), claims by two drainers, settlements of every outcome, lease expiry, crashes,
-//! retention and `queue retry` run on the real store (on a manual clock) and on the in-memory
+//! event ids), claims by two drainers, settlements of every outcome, lease renewal and expiry,
+//! crashes and restarts, retention and `queue retry` run on the real store (on a manual clock) and on the in-memory
 //! model of `model.rs`; after every step the whole table must be what the model says, so that no
 //! row is lost, duplicated, handed to a drainer while another holds it, or brought back after it
 //! was synced, and the counts agree.
@@ -28,6 +28,10 @@ use crate::support;
 const LEASE: Duration = Duration::from_secs(60);
 /// The longest backoff a settlement may give: due claims also take rows timed further off.
 const LONGEST_WAIT: Duration = Duration::from_secs(3600);
+/// How far the clock moves before each claim or renewal. Fencing compares tokens, which are
+/// times: two claims at one instant would share one (see
+/// `a_stale_settlement_fences_a_claim_with_the_same_token`).
+const TOKEN_STEP: Duration = Duration::from_millis(1);
 /// How long synced rows are kept.
 const RETENTION: Duration = Duration::from_secs(3600);
 /// Ids a purge covers per step: small, so that purges take several steps.
@@ -106,6 +110,8 @@ struct Subject {
     store: Store,
     dir: PathBuf,
     clock: ManualClock,
+    /// How far the clock moves before each claim, so that no two claims share a token.
+    token_step: Duration,
     /// Directories of this case: the first, then one per crash.
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -210,8 +216,8 @@ async fn step(subject: &mut Subject, model: &mut Model, op: &Op) {
             }
         }
         Op::Claim { by, limit, due } => {
-            // Each claim's token is its own: the clock moves a millisecond first.
-            subject.clock.advance(Duration::from_millis(1));
+            // Each claim's token is its own: the clock moves first (see `TOKEN_STEP`).
+            subject.clock.advance(subject.token_step);
             let now = subject.now();
             let token = now + LEASE;
             let from = if *due {
@@ -279,7 +285,7 @@ async fn step(subject: &mut Subject, model: &mut Model, op: &Op) {
                 return;
             }
             let batch = held[batch % held.len()].clone();
-            subject.clock.advance(Duration::from_millis(1));
+            subject.clock.advance(subject.token_step);
             let renewed = subject.now() + LEASE;
             let ids: Vec<RowId> = batch.rows.iter().map(|(id, _)| RowId(*id)).collect();
             let count = subject
@@ -289,7 +295,7 @@ async fn step(subject: &mut Subject, model: &mut Model, op: &Op) {
                 .unwrap();
             assert_eq!(
                 count,
-                model.renew(*by, batch.token, renewed),
+                model.renew(*by, batch.claim, renewed),
                 "leases renewed"
             );
         }
@@ -411,7 +417,7 @@ async fn check(subject: &Subject, model: &Model) {
             id: *id,
             event_id: Some(r.event_id.as_str()),
             state: r.state,
-            lease: r.lease.map(unix),
+            lease: r.lease.map(|lease| unix(lease.token)),
             next_attempt_at: r.next_attempt_at.map(unix),
             attempts: r.attempts,
             synced_at: r.synced_at.map(unix),
@@ -431,8 +437,9 @@ async fn check(subject: &Subject, model: &Model) {
     assert_eq!(subject.store.pending().0, modelled.0, "the pending gauge");
 }
 
-/// Runs `ops` from an empty store, checking after every one.
-fn run(ops: &[Op]) {
+/// Runs `ops` from an empty store, checking after every one; the clock moves `token_step`
+/// before each claim.
+fn run(ops: &[Op], token_step: Duration) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -444,6 +451,7 @@ fn run(ops: &[Op]) {
             store: Subject::open(first.path(), &clock),
             dir: first.path().to_path_buf(),
             clock,
+            token_step,
             _dirs: vec![first],
         };
         let mut model = Model::default();
@@ -459,7 +467,7 @@ fn config() -> ProptestConfig {
         cases: std::env::var("PROPTEST_CASES")
             .ok()
             .and_then(|cases| cases.parse().ok())
-            .unwrap_or(256),
+            .unwrap_or(128),
         failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
             "proptest-regressions",
         ))),
@@ -473,6 +481,41 @@ proptest! {
     /// The store is the model after every step of any sequence.
     #[test]
     fn the_outbox_behaves_as_its_model(ops in prop::collection::vec(op(), 1..=40)) {
-        run(&ops);
+        run(&ops, TOKEN_STEP);
     }
+}
+
+/// Found by the property above when claims may share a token (the clock not moving between
+/// them): B claims row 1; the observer frees B's lease as stale; A claims row 1 at the same
+/// instant, so with B's token; B, late, settles its batch with `Retry`, and the store, fencing by
+/// the token's value, applies it to A's lease: the row is free again (a third claim could post it
+/// while A does) and counts an attempt A did not make. With the system clock two claims share a
+/// token only when they read the same f64 seconds (about a quarter of a microsecond apart at
+/// today's dates) for the same lease, which the service does not rule out but makes unlikely:
+/// ignored until the tokens are made unique or this is accepted.
+#[test]
+#[ignore = "settle_leased fences by the token's value; two claims at one instant share it"]
+fn a_stale_settlement_fences_a_claim_with_the_same_token() {
+    run(
+        &[
+            Op::Enqueue(vec![0]),
+            Op::Claim {
+                by: Drainer::B,
+                limit: 1,
+                due: false,
+            },
+            Op::Expire(None),
+            Op::Claim {
+                by: Drainer::A,
+                limit: 1,
+                due: false,
+            },
+            Op::Settle {
+                by: Drainer::B,
+                batch: 0,
+                outcomes: vec![Outcome::Retry(1)],
+            },
+        ],
+        Duration::ZERO,
+    );
 }

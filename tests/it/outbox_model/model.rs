@@ -1,5 +1,5 @@
 //! The outbox as the store promises it, in memory: rows keyed by id (ids are never reused: the
-//! table's key is `AUTOINCREMENT`), the event ids they hold, their state, lease token, timer and
+//! table's key is `AUTOINCREMENT`), the event ids they hold, their state, lease, timer and
 //! attempts; and the batches each drainer holds. Each method is one operation of the store, with
 //! what it promises written out plainly, and returns what the store must answer.
 
@@ -35,17 +35,28 @@ pub enum State {
 pub struct Row {
     pub event_id: String,
     pub state: State,
-    /// The lease token, while a drainer holds the (pending) row.
-    pub lease: Option<SystemTime>,
+    /// The lease, while a drainer holds the (pending) row.
+    pub lease: Option<Lease>,
     pub next_attempt_at: Option<SystemTime>,
     pub attempts: i64,
     pub synced_at: Option<SystemTime>,
 }
 
-/// Rows a drainer claimed in one call, with the token it claimed them with.
+/// A drainer's hold on a row: the token stored, and which claim took it. The model fences by
+/// the claim, the promise (a drainer's settlement changes only rows it still holds); the store
+/// by the token, which is the same as long as no two claims share a token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lease {
+    pub token: SystemTime,
+    pub claim: u64,
+}
+
+/// Rows a drainer claimed in one call, with the token it claimed them with (or last renewed to).
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub token: SystemTime,
+    /// Which claim this is, counted from 1.
+    pub claim: u64,
     /// `(row id, event_id)`, in id order.
     pub rows: Vec<(i64, String)>,
 }
@@ -78,6 +89,8 @@ pub struct Model {
     pub purged: BTreeSet<i64>,
     /// Ids of rows that were ever synced: they stay synced until purged.
     pub synced_ever: BTreeSet<i64>,
+    /// Claims made so far.
+    claims: u64,
 }
 
 impl Model {
@@ -140,30 +153,33 @@ impl Model {
 
     /// Leases `ids` (already checked claimable) to `by` with `token`.
     pub fn lease(&mut self, by: Drainer, token: SystemTime, ids: &[i64]) {
+        self.claims += 1;
+        let claim = self.claims;
         let mut rows = Vec::new();
         for id in ids {
             let row = self.rows.get_mut(id).unwrap();
-            row.lease = Some(token);
+            row.lease = Some(Lease { token, claim });
             rows.push((*id, row.event_id.clone()));
         }
         if !rows.is_empty() {
-            self.batches[by.index()].push(Batch { token, rows });
+            self.batches[by.index()].push(Batch { token, claim, rows });
         }
     }
 
     /// Settles one of `by`'s batches (the drainer then forgets it), the row at position `n` with
-    /// `outcomes[n % len]`, fenced by the batch's token: `Retry`, `Dead` and `Release` change a
-    /// pending row only while it holds that token; `Synced` is a fact, and marks any row not
+    /// `outcomes[n % len]`, fenced by the batch's lease: `Retry`, `Dead` and `Release` change a
+    /// pending row only while this claim still holds it; `Synced` is a fact, and marks any row not
     /// synced yet (a dead one too) synced.
     pub fn settle(&mut self, by: Drainer, batch: &Batch, outcomes: &[Outcome], now: SystemTime) {
-        self.batches[by.index()].retain(|b| b.token != batch.token);
+        self.batches[by.index()].retain(|b| b.claim != batch.claim);
         for (n, (id, event_id)) in batch.rows.iter().enumerate() {
             let outcome = outcomes[n % outcomes.len()];
             let Some(row) = self.rows.get_mut(id) else {
                 continue;
             };
             assert_eq!(&row.event_id, event_id, "row {id} changed its event");
-            let held = row.state == State::Pending && row.lease == Some(batch.token);
+            let held = row.state == State::Pending
+                && row.lease.is_some_and(|lease| lease.claim == batch.claim);
             match outcome {
                 Outcome::Synced if row.state != State::Synced => {
                     row.state = State::Synced;
@@ -188,20 +204,19 @@ impl Model {
         }
     }
 
-    /// Renews `by`'s batch claimed (or last renewed) with `held` to `renewed`: the rows still
-    /// holding `held` take the new token. Returns how many did.
-    pub fn renew(&mut self, by: Drainer, held: SystemTime, renewed: SystemTime) -> usize {
+    /// Renews `by`'s batch of claim `claim` to the token `renewed`: the rows this claim still
+    /// holds take it. Returns how many did.
+    pub fn renew(&mut self, by: Drainer, claim: u64, renewed: SystemTime) -> usize {
         let batch = self.batches[by.index()]
             .iter_mut()
-            .find(|b| b.token == held)
+            .find(|b| b.claim == claim)
             .unwrap();
         batch.token = renewed;
         let mut changed = 0;
         for (id, _) in &batch.rows {
-            if let Some(row) = self.rows.get_mut(id)
-                && row.lease == Some(held)
-            {
-                row.lease = Some(renewed);
+            let lease = self.rows.get_mut(id).and_then(|row| row.lease.as_mut());
+            if let Some(lease) = lease.filter(|lease| lease.claim == claim) {
+                lease.token = renewed;
                 changed += 1;
             }
         }
@@ -213,9 +228,8 @@ impl Model {
     pub fn expire(&mut self, tokens: Option<&[SystemTime]>) -> usize {
         let mut freed = 0;
         for row in self.rows.values_mut() {
-            if let Some(token) = row.lease
-                && tokens.is_none_or(|tokens| tokens.contains(&token))
-            {
+            let token = row.lease.map(|lease| lease.token);
+            if token.is_some_and(|token| tokens.is_none_or(|tokens| tokens.contains(&token))) {
                 row.lease = None;
                 freed += 1;
             }
@@ -261,9 +275,8 @@ impl Model {
     pub fn retry_ids(&mut self, ids: &[i64]) -> usize {
         let mut changed = 0;
         for id in ids {
-            if let Some(row) = self.rows.get_mut(id)
-                && row.state != State::Synced
-            {
+            let row = self.rows.get_mut(id);
+            if let Some(row) = row.filter(|row| row.state != State::Synced) {
                 row.state = State::Pending;
                 row.next_attempt_at = None;
                 changed += 1;
