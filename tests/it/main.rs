@@ -25,6 +25,7 @@ mod learning;
 mod learning_correct;
 mod leases;
 mod maintain;
+mod outbox_model;
 
 mod cli;
 mod daemon;
