@@ -232,3 +232,87 @@ task, so a long purge does not starve it.",
 pub(crate) fn of(area: &str) -> Option<&'static Notes> {
     AREAS.iter().find(|notes| notes.area == area)
 }
+
+/// A figure the headline table shows: the measurement's area, scenario and figure, and the
+/// params it must have, each as the page prints it (`rows` `3,200`). Every other target is
+/// judged in its area's section, so the headline stays short enough to read in a minute.
+#[derive(Debug)]
+pub(crate) struct Featured {
+    pub(crate) area: &'static str,
+    pub(crate) scenario: &'static str,
+    pub(crate) figure: &'static str,
+    pub(crate) params: &'static [(&'static str, &'static str)],
+}
+
+const fn featured(
+    area: &'static str,
+    scenario: &'static str,
+    figure: &'static str,
+    params: &'static [(&'static str, &'static str)],
+) -> Featured {
+    Featured {
+        area,
+        scenario,
+        figure,
+        params,
+    }
+}
+
+/// The headline's figures, in its order: what a user deciding to install gradata, or an engineer
+/// checking a change, looks at first.
+pub(crate) const HEADLINE: &[Featured] = &[
+    featured(
+        "capture",
+        "api",
+        "throughput",
+        &[("route", "/v1/events"), ("batch", "1"), ("clients", "64")],
+    ),
+    featured(
+        "capture",
+        "api",
+        "p99",
+        &[("route", "/v1/events"), ("batch", "1"), ("clients", "64")],
+    ),
+    featured(
+        "capture",
+        "api",
+        "throughput",
+        &[("route", "/log-event"), ("clients", "64")],
+    ),
+    featured(
+        "capture",
+        "api",
+        "throughput",
+        &[("batch", "100"), ("clients", "64")],
+    ),
+    featured("drain", "drain", "throughput", &[("latency_ms", "0")]),
+    featured("drain", "drain", "throughput", &[("latency_ms", "20")]),
+    featured("drain", "backlog", "time", &[]),
+    featured("drain", "backlog", "peak rss", &[]),
+    featured(
+        "startup",
+        "startup",
+        "ready",
+        &[("rows", "0"), ("latency_ms", "0")],
+    ),
+    featured("memory", "startup", "rss", &[("state", "idle")]),
+    featured(
+        "brain",
+        "brain",
+        "throughput",
+        &[("lessons", "10,000"), ("route", "/apply-rules")],
+    ),
+    featured(
+        "brain",
+        "brain",
+        "p99",
+        &[
+            ("clients", "16"),
+            ("lessons", "10,000"),
+            ("route", "/correct"),
+        ],
+    ),
+    featured("outage", "outage", "recovery", &[]),
+    featured("soak", "soak", "lost", &[]),
+    featured("soak", "soak", "rss growth", &[]),
+];

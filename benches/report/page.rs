@@ -60,25 +60,31 @@ pub(crate) fn page(results: &Results, plan: &Plan) -> String {
     if rows.is_empty() {
         page.push_str("This results file holds no targets.\n\n");
     } else {
-        page.push_str(
-            "| figure | gradata | limit | original | gradata / limit | gradata / original | \
-             target | met? |\n|---|---:|---:|---:|---:|---:|---|---|\n",
+        // A results file with none of the headline's figures (a partial run) shows them all.
+        let featured: Vec<&HeadlineRow> = if rows.iter().any(|r| r.featured) {
+            rows.iter().filter(|r| r.featured).collect()
+        } else {
+            rows.iter().collect()
+        };
+        target_table(&mut page, &featured);
+        let missed: Vec<&HeadlineRow> = rows
+            .iter()
+            .filter(|r| r.verdict == Verdict::NotMet)
+            .collect();
+        let _ = write!(
+            page,
+            "Targets in all: {}, {} met, {} not met",
+            rows.len(),
+            rows.iter().filter(|r| r.verdict == Verdict::Met).count(),
+            missed.len()
         );
-        for row in &rows {
-            let _ = writeln!(
-                page,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                cell(&row.figure),
-                row.gradata,
-                row.limit,
-                row.original,
-                row.to_limit,
-                row.to_original,
-                cell(&row.target),
-                row.verdict.text()
-            );
+        if missed.is_empty() {
+            page.push_str(". ");
+        } else {
+            let names: Vec<String> = missed.iter().map(|r| r.figure.clone()).collect();
+            let _ = write!(page, " ({}). ", names.join("; "));
         }
-        page.push('\n');
+        page.push_str("Each area's section judges its own.\n\n");
     }
 
     if plan.skipped.is_empty() {
@@ -188,6 +194,10 @@ impl Verdict {
 /// One row of the headline table, its cells already formatted.
 #[derive(Debug)]
 pub(crate) struct HeadlineRow {
+    /// The area whose section judges it.
+    pub(crate) area: String,
+    /// Whether it is one of the headline's figures ([`notes::HEADLINE`]).
+    pub(crate) featured: bool,
     pub(crate) figure: String,
     pub(crate) gradata: String,
     pub(crate) limit: String,
@@ -242,6 +252,8 @@ pub(crate) fn headline(groups: &[Group<'_>]) -> Vec<HeadlineRow> {
                 }
             };
             rows.push(HeadlineRow {
+                area: first.area.clone(),
+                featured: notes::HEADLINE.iter().any(|f| is_featured(f, first)),
                 figure: figure_label(first),
                 gradata: gradata.map_or_else(dash, |v| with_unit(v, unit)),
                 limit: limit.map_or_else(dash, |v| with_unit(v, unit)),
@@ -295,6 +307,15 @@ fn section(page: &mut String, area: &str, groups: &[Group<'_>], plan: &Plan) {
             let _ = writeln!(page, "**What limits the figure.** {}\n", notes.limits);
         }
         None => page.push_str("This area has no notes in the renderer yet.\n\n"),
+    }
+
+    let targets: Vec<HeadlineRow> = headline(groups)
+        .into_iter()
+        .filter(|row| row.area == area)
+        .collect();
+    if !targets.is_empty() {
+        page.push_str("Targets:\n\n");
+        target_table(page, &targets.iter().collect::<Vec<_>>());
     }
 
     page.push_str(
@@ -389,6 +410,41 @@ fn areas(measurements: &[Measurement]) -> Vec<String> {
         }
     }
     areas
+}
+
+/// Target rows as a table: figure, gradata, limit, original, the ratios, target, verdict.
+fn target_table(page: &mut String, rows: &[&HeadlineRow]) {
+    page.push_str(
+        "| figure | gradata | limit | original | gradata / limit | gradata / original | target \
+         | met? |\n|---|---:|---:|---:|---:|---:|---|---|\n",
+    );
+    for row in rows {
+        let _ = writeln!(
+            page,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&row.figure),
+            row.gradata,
+            row.limit,
+            row.original,
+            row.to_limit,
+            row.to_original,
+            cell(&row.target),
+            row.verdict.text()
+        );
+    }
+    page.push('\n');
+}
+
+/// Whether a measurement is the headline figure `featured` names.
+fn is_featured(featured: &notes::Featured, m: &Measurement) -> bool {
+    featured.area == m.area
+        && featured.scenario == m.scenario
+        && featured.figure == m.figure
+        && featured.params.iter().all(|&(name, value)| {
+            m.params
+                .get(name)
+                .is_some_and(|v| super::results::param_value(v) == value)
+        })
 }
 
 fn figure_label(m: &Measurement) -> String {

@@ -309,3 +309,36 @@ fn capture_plots_keep_curves_and_leave_room_for_the_legend() {
         "a point at y = {top_of_data} reaches the legend"
     );
 }
+
+#[test]
+fn the_headline_shows_its_figures_and_each_section_judges_its_own() {
+    let text = r#"{"schema": 1, "commit": "abc1234", "quick": false, "measurements": [
+        {"area": "capture", "scenario": "api", "figure": "throughput", "unit": "events/s",
+         "series": "gradata", "params": {"route": "/v1/events", "batch": 1, "clients": 64},
+         "runs": [50000], "better": "higher"},
+        {"area": "capture", "scenario": "api", "figure": "throughput", "unit": "events/s",
+         "series": "target", "params": {"route": "/v1/events", "batch": 1, "clients": 64},
+         "runs": [60000], "better": "higher"},
+        {"area": "soak", "scenario": "soak", "figure": "descriptor growth", "unit": "descriptors",
+         "series": "gradata", "params": {}, "runs": [3], "better": "lower"},
+        {"area": "soak", "scenario": "soak", "figure": "descriptor growth", "unit": "descriptors",
+         "series": "target", "params": {}, "runs": [48], "better": "lower"}]}"#;
+    let results = Results::parse(text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let page_path = dir.path().join("page.md");
+    render::render(&results, &page_path).unwrap();
+    let page = std::fs::read_to_string(&page_path).unwrap();
+    let headline = page.split("## Headline figures").nth(1).unwrap();
+    let headline = headline.split("\n## ").next().unwrap();
+    assert!(headline.contains("capture api: throughput"), "{headline}");
+    assert!(!headline.contains("descriptor growth |"), "{headline}");
+    assert!(
+        headline.contains(
+            "Targets in all: 2, 1 met, 1 not met (capture api: throughput (batch=1, clients=64, route=/v1/events))."
+        ),
+        "{headline}"
+    );
+    let soak = page.split("\n## Soak").nth(1).unwrap();
+    assert!(soak.contains("Targets:\n\n| figure |"), "{soak}");
+    assert!(soak.contains("| soak: descriptor growth | 3.00 descriptors |"), "{soak}");
+}
