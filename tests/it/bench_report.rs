@@ -340,5 +340,8 @@ fn the_headline_shows_its_figures_and_each_section_judges_its_own() {
     );
     let soak = page.split("\n## Soak").nth(1).unwrap();
     assert!(soak.contains("Targets:\n\n| figure |"), "{soak}");
-    assert!(soak.contains("| soak: descriptor growth | 3.00 descriptors |"), "{soak}");
+    assert!(
+        soak.contains("| soak: descriptor growth | 3.00 descriptors |"),
+        "{soak}"
+    );
 }
