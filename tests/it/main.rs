@@ -31,5 +31,6 @@ mod cli;
 mod daemon;
 mod retention;
 mod review;
+mod secrets;
 mod store;
 mod worker;
