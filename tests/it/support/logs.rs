@@ -77,5 +77,9 @@ pub fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let subscriber = tracing_subscriber::registry().with(CaptureLayer(captured.clone()));
     let guard = tracing::subscriber::set_default(subscriber);
+    // A callsite first reached on another test's thread while this subscriber was being
+    // registered can keep the interest it computed without it, and then skip this thread's
+    // records: recompute every callsite's interest now that this subscriber is in place.
+    tracing::callsite::rebuild_interest_cache();
     (captured, guard)
 }
